@@ -1,0 +1,178 @@
+//! `switchyard`: the operator's command.
+//! - `dev`: the embedded default — the whole thing on one machine with no
+//!   Postgres or Redis (SQLite file, in-process bus, no auth, demo pool).
+//! - `migrate`: runs schema migrations against DATABASE_URL.
+//! - `keygen`: prints a fresh master key for sealing inline credentials.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use switchyard_control_plane::auth::Authorizer;
+use switchyard_control_plane::config::{TelemetryArgs, load_master_key};
+use switchyard_control_plane::server::{
+    BusSettings, ControlPlane, Settings, connect_database, migrate,
+};
+use switchyard_control_plane::store::Store;
+use switchyard_proto::v1 as pb;
+use switchyard_shared::seal::MasterKey;
+
+#[derive(Parser)]
+#[command(version, about = "Switchyard: an LLM pool router")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything locally: SQLite, in-process bus, no auth, a demo pool of mock upstreams.
+    Dev {
+        /// Control-plane listen address.
+        #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Where the SQLite database and the generated master key live.
+        #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    },
+    /// Run schema migrations and exit.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    },
+    /// Print a new base64 master key (for SWITCHYARD_MASTER_KEY).
+    Keygen,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen => {
+            println!("{}", MasterKey::generate_base64());
+            Ok(())
+        }
+        Command::Migrate {
+            database_url,
+            telemetry,
+        } => {
+            with_telemetry(&telemetry, "switchyard-migrate", async move {
+                let db = connect_database(&database_url).await?;
+                migrate(&db).await?;
+                tracing::info!("migrations applied");
+                Ok(())
+            })
+            .await
+        }
+        Command::Dev {
+            listen,
+            data_dir,
+            telemetry,
+        } => with_telemetry(&telemetry, "switchyard-dev", dev(listen, data_dir)).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("switchyard: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn with_telemetry(
+    args: &TelemetryArgs,
+    name: &'static str,
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let _guard = switchyard_shared::telemetry::init(&args.config(name))?;
+    f.await
+}
+
+async fn dev(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let key_path = data_dir.join("master.key");
+    ensure_master_key(&key_path)?;
+    let master_key = load_master_key(None, Some(&key_path)).map_err(anyhow::Error::msg)?;
+    let db_path = data_dir.join("switchyard.db");
+    let settings = Settings {
+        database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
+        bus: BusSettings::Local,
+        auth: Authorizer::disabled(),
+        master_key,
+        max_message_bytes: 1 << 20,
+        run_migrations: true,
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let cp = ControlPlane::build(settings).await?;
+    seed_demo(cp.store()).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "\nSwitchyard dev is up (SQLite at {db}, in-process bus, no auth).\n\
+         Try:\n  grpcurl -plaintext {addr} list\n  \
+         grpcurl -plaintext {addr} switchyard.v1.ControlPlane/ListPools\n  \
+         grpcurl -plaintext -d '{{\"pool\":\"demo\"}}' {addr} switchyard.v1.ControlPlane/ListMembers\n",
+        db = db_path.display()
+    );
+    cp.serve(listener, switchyard_shared::shutdown::signal())
+        .await?;
+    Ok(())
+}
+
+/// A master key for the embedded default, generated once, readable by the owner only.
+fn ensure_master_key(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, MasterKey::generate_base64().as_bytes())?;
+    Ok(())
+}
+
+/// On an empty store: a mock provider and a pool `demo` of three mock members.
+async fn seed_demo(store: &Store) -> anyhow::Result<()> {
+    if store.revision().await? > 0 {
+        return Ok(());
+    }
+    store
+        .create_provider(Some(pb::Provider {
+            name: "mock".into(),
+            kind: pb::ProviderKind::Mock.into(),
+            ..Default::default()
+        }))
+        .await?;
+    store
+        .create_pool(Some(pb::Pool {
+            name: "demo".into(),
+            strategy: pb::Strategy::RoundRobin.into(),
+            description: "demo pool of mock upstreams".into(),
+            ..Default::default()
+        }))
+        .await?;
+    for model in ["mock-a", "mock-b", "mock-c"] {
+        store
+            .create_member(Some(pb::Member {
+                pool: "demo".into(),
+                provider: "mock".into(),
+                upstream_model: model.into(),
+                ..Default::default()
+            }))
+            .await?;
+    }
+    tracing::info!("seeded the demo pool");
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Bearer-token access: admin tokens may write, reader tokens may only read.
+//!
+//! A tower filter in front of every service, so no handler can forget it.
+//! grpc.health.v1 and reflection stay open (probes and `grpcurl list` need
+//! them; they expose no configuration).
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq as _;
+use tonic::Status;
+use tower::BoxError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Reader,
+    Admin,
+}
+
+/// The configured tokens. Debug never shows them.
+#[derive(Clone)]
+pub struct Authorizer {
+    tokens: Arc<Vec<(SecretString, Role)>>,
+    disabled: bool,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("tokens", &self.tokens.len())
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+impl Authorizer {
+    pub fn new(tokens: Vec<(SecretString, Role)>) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
+            disabled: false,
+        }
+    }
+
+    /// Every caller may do everything (the embedded default).
+    pub fn disabled() -> Self {
+        Self {
+            tokens: Arc::new(Vec::new()),
+            disabled: true,
+        }
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// The role of a bearer token; compares every token in constant time.
+    fn role_of(&self, presented: &str) -> Option<Role> {
+        let mut found = None;
+        for (token, role) in self.tokens.iter() {
+            if bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes())) {
+                found = match (found, role) {
+                    (Some(Role::Admin), _) | (_, Role::Admin) => Some(Role::Admin),
+                    _ => Some(Role::Reader),
+                };
+            }
+        }
+        found
+    }
+
+    /// Decides one call by its path and headers.
+    pub fn authorize(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Role>, Status> {
+        if self.disabled || !path.starts_with("/switchyard.") {
+            return Ok(None);
+        }
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(header) = header else {
+            return Err(Status::unauthenticated(
+                "missing 'authorization: Bearer <token>' metadata",
+            ));
+        };
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be 'Bearer <token>'")
+            })?;
+        let role = self
+            .role_of(token.trim())
+            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
+        let method = path.rsplit('/').next().unwrap_or_default();
+        let writes = ["Create", "Update", "Delete"]
+            .iter()
+            .any(|p| method.starts_with(p));
+        if writes && role != Role::Admin {
+            return Err(Status::permission_denied(format!(
+                "{method} needs an admin token; this token may only read"
+            )));
+        }
+        Ok(Some(role))
+    }
+}
+
+impl<B> tower::filter::Predicate<http::Request<B>> for Authorizer {
+    type Request = http::Request<B>;
+
+    fn check(&mut self, mut req: http::Request<B>) -> Result<Self::Request, BoxError> {
+        match self.authorize(req.uri().path(), req.headers()) {
+            Ok(role) => {
+                if let Some(role) = role {
+                    req.extensions_mut().insert(role);
+                }
+                Ok(req)
+            }
+            Err(status) => {
+                tracing::info!(path = %req.uri().path(), code = ?status.code(), "call refused");
+                Err(Box::new(status))
+            }
+        }
+    }
+}
+
+/// Parses a tokens file: one `admin TOKEN` or `reader TOKEN` per line; `#` comments.
+pub fn parse_tokens_file(text: &str) -> Result<Vec<(SecretString, Role)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (role, token) = line.split_once(char::is_whitespace).ok_or_else(|| {
+            format!(
+                "tokens file line {}: expected 'admin TOKEN' or 'reader TOKEN'",
+                i + 1
+            )
+        })?;
+        let role = match role {
+            "admin" => Role::Admin,
+            "reader" => Role::Reader,
+            other => {
+                return Err(format!(
+                    "tokens file line {}: unknown role '{other}'; use admin or reader",
+                    i + 1
+                ));
+            }
+        };
+        out.push((SecretString::from(token.trim().to_owned()), role));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, v.parse().expect("header"));
+        h
+    }
+
+    #[test]
+    fn roles_and_writes() {
+        let a = Authorizer::new(vec![
+            (SecretString::from("adm-token"), Role::Admin),
+            (SecretString::from("read-token"), Role::Reader),
+        ]);
+        let create = "/switchyard.v1.ControlPlane/CreatePool";
+        let list = "/switchyard.v1.ControlPlane/ListPools";
+        assert_eq!(
+            a.authorize(create, &headers("Bearer adm-token")).ok(),
+            Some(Some(Role::Admin))
+        );
+        assert_eq!(
+            a.authorize(list, &headers("Bearer read-token")).ok(),
+            Some(Some(Role::Reader))
+        );
+        let denied = a
+            .authorize(create, &headers("Bearer read-token"))
+            .expect_err("reader writes");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        let unknown = a
+            .authorize(list, &headers("Bearer nope"))
+            .expect_err("unknown");
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+        let missing = a
+            .authorize(list, &http::HeaderMap::new())
+            .expect_err("missing");
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        assert!(
+            a.authorize("/grpc.health.v1.Health/Check", &http::HeaderMap::new())
+                .is_ok()
+        );
+        assert!(!format!("{a:?}").contains("adm-token"));
+    }
+
+    #[test]
+    fn tokens_file() {
+        let t = parse_tokens_file("# ops\nadmin a1\nreader  r1\n").expect("parses");
+        assert_eq!(t.len(), 2);
+        assert!(parse_tokens_file("root x").is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! `switchyard-control-plane`: parse config, start telemetry, serve.
+
+use clap::Parser as _;
+use switchyard_control_plane::config::Args;
+use switchyard_control_plane::server::ControlPlane;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let _telemetry = match switchyard_shared::telemetry::init(
+        &args.telemetry.config("switchyard-control-plane"),
+    ) {
+        Ok(g) => g,
+        Err(err) => {
+            eprintln!("switchyard-control-plane: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "invalid configuration");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            tracing::error!(error = %err, listen = %args.listen, "cannot listen");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = match ControlPlane::build(settings).await {
+        Ok(cp) => {
+            cp.serve(listener, switchyard_shared::shutdown::signal())
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "control plane failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Publishing committed changes: the outbox publisher and its sinks.
+//!
+//! A write commits its change to the outbox table in the same transaction
+//! (no change can be lost between commit and publish). This task drains the
+//! outbox in revision order into a sink:
+//! - Redis: one Lua script per batch stores the snapshot (only if newer than
+//!   the stored one) and PUBLISHes each event, atomically, so a subscriber
+//!   that sees revision N and reads the snapshot gets revision >= N.
+//! - Local: the embedded default's in-process bus.
+//!
+//! While Redis is down, rows stay unpublished and the task retries with
+//! backoff; a periodic check re-stores the snapshot if Redis lost it
+//! (docs/adr/003-change-publishing.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use switchyard_proto::v1 as pb;
+use switchyard_shared::change::ChangeMessage;
+use switchyard_shared::keys::RedisKeys;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+use crate::store::snapshot::DrainError;
+
+const BATCH: u64 = 256;
+/// History kept for WatchChanges replays.
+const RETAIN_REVISIONS: u64 = 10_000;
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// `KEYS[1]` snapshot, `KEYS[2]` snapshot revision; `ARGV[1]` revision,
+/// `ARGV[2]` snapshot bytes, `ARGV[3]` channel, `ARGV[4..]` events.
+const PUBLISH_SCRIPT: &str = r"
+local stored = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local rev = tonumber(ARGV[1])
+if rev > stored then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+for i = 4, #ARGV do
+  redis.call('PUBLISH', ARGV[3], ARGV[i])
+end
+return stored
+";
+
+/// The in-process bus of the embedded default: the latest snapshot and the
+/// live change feed, shared with in-process subscribers.
+#[derive(Clone)]
+pub struct LocalBus {
+    pub snapshot: watch::Sender<Option<Arc<pb::Snapshot>>>,
+    pub changes: broadcast::Sender<ChangeMessage>,
+}
+
+impl LocalBus {
+    pub fn new(changes: broadcast::Sender<ChangeMessage>) -> Self {
+        Self {
+            snapshot: watch::Sender::new(None),
+            changes,
+        }
+    }
+}
+
+/// Where committed changes go.
+pub enum Sink {
+    Redis(RedisSink),
+    Local(LocalBus),
+}
+
+impl Sink {
+    async fn publish(
+        &mut self,
+        events: Vec<ChangeMessage>,
+        snapshot: pb::Snapshot,
+    ) -> Result<(), String> {
+        match self {
+            Sink::Redis(r) => r.publish(&events, &snapshot).await,
+            Sink::Local(bus) => {
+                bus.snapshot.send_replace(Some(Arc::new(snapshot)));
+                for e in events {
+                    // No receiver is fine: nobody is watching.
+                    let _ = bus.changes.send(e);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The snapshot revision the sink holds, when it can say.
+    async fn stored_revision(&mut self) -> Result<Option<u64>, String> {
+        match self {
+            Sink::Redis(r) => r.stored_revision().await,
+            Sink::Local(bus) => Ok(bus.snapshot.borrow().as_ref().map(|s| s.revision)),
+        }
+    }
+}
+
+/// Redis: snapshot keys and the changes channel under the configured prefix.
+pub struct RedisSink {
+    client: redis::Client,
+    conn: Option<ConnectionManager>,
+    keys: RedisKeys,
+    script: redis::Script,
+}
+
+impl RedisSink {
+    pub fn new(client: redis::Client, keys: RedisKeys) -> Self {
+        Self {
+            client,
+            conn: None,
+            keys,
+            script: redis::Script::new(PUBLISH_SCRIPT),
+        }
+    }
+
+    async fn conn(&mut self) -> Result<ConnectionManager, String> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        let c = ConnectionManager::new_with_config(self.client.clone(), cfg)
+            .await
+            .map_err(|e| format!("connect to redis: {e}"))?;
+        tracing::info!("connected to redis");
+        self.conn = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn publish(
+        &mut self,
+        events: &[ChangeMessage],
+        snapshot: &pb::Snapshot,
+    ) -> Result<(), String> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.script.key(self.keys.snapshot());
+        inv.key(self.keys.snapshot_revision())
+            .arg(snapshot.revision)
+            .arg(snapshot.encode_to_vec())
+            .arg(self.keys.changes_channel());
+        for e in events {
+            inv.arg(serde_json::to_string(e).map_err(|e| e.to_string())?);
+        }
+        let res: redis::RedisResult<i64> = inv.invoke_async(&mut conn).await;
+        if let Err(e) = res {
+            self.conn = None;
+            return Err(format!("redis publish: {e}"));
+        }
+        Ok(())
+    }
+
+    async fn stored_revision(&mut self) -> Result<Option<u64>, String> {
+        let mut conn = self.conn().await?;
+        let res: redis::RedisResult<Option<u64>> = redis::cmd("GET")
+            .arg(self.keys.snapshot_revision())
+            .query_async(&mut conn)
+            .await;
+        res.map_err(|e| {
+            self.conn = None;
+            format!("redis get: {e}")
+        })
+    }
+}
+
+/// Drains the outbox into the sink until shutdown.
+pub struct Publisher {
+    store: Store,
+    sink: Sink,
+}
+
+impl Publisher {
+    pub fn new(store: Store, sink: Sink) -> Self {
+        Self { store, sink }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let committed = self.store.committed();
+        let mut backoff = Duration::from_millis(100);
+        let mut last_reconcile: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = committed.notified() => {}
+                _ = tick.tick() => {}
+            }
+            let mut result = self.drain().await;
+            if result.is_ok() && last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY) {
+                result = self.reconcile().await;
+                last_reconcile = Some(tokio::time::Instant::now());
+            }
+            match result {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "publishing config changes failed; will retry");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        // One last bounded attempt, so a change committed just before
+        // shutdown is not left for the next start.
+        if tokio::time::timeout(Duration::from_secs(2), self.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!("final publish timed out; unpublished changes go out on the next start");
+        }
+        tracing::info!("publisher stopped");
+    }
+
+    async fn drain(&mut self) -> Result<(), DrainError> {
+        loop {
+            let sink = &mut self.sink;
+            let n = self
+                .store
+                .drain_outbox(BATCH, |events, snap| async move {
+                    sink.publish(events, snap).await
+                })
+                .await?;
+            if n == 0 {
+                break;
+            }
+            tracing::debug!(events = n, "published config changes");
+        }
+        Ok(())
+    }
+
+    /// Re-stores the snapshot if the sink lost it or is behind (Redis
+    /// restarted empty), and prunes old history.
+    async fn reconcile(&mut self) -> Result<(), DrainError> {
+        let revision = self.store.revision().await?;
+        let stored = self
+            .sink
+            .stored_revision()
+            .await
+            .map_err(DrainError::Publish)?;
+        if stored.is_none_or(|s| s < revision) {
+            let snapshot = self.store.snapshot(true).await?;
+            tracing::info!(revision = snapshot.revision, stored = ?stored, "storing config snapshot");
+            self.sink
+                .publish(Vec::new(), snapshot)
+                .await
+                .map_err(DrainError::Publish)?;
+        }
+        self.store.prune_outbox(RETAIN_REVISIONS).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! Wiring: database, bus, publisher and the gRPC server, with one shutdown path.
+//!
+//! Shutdown order (SIGTERM): health NOT_SERVING → stop accepting → end
+//! WatchChanges streams and let unary calls finish within the grace period →
+//! stop the publisher after one last drain → return (telemetry flushes last,
+//! in `main`).
+
+use std::future::Future;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, SqlxSqliteConnector};
+use sea_orm_migration::MigratorTrait as _;
+use switchyard_migrations::Migrator;
+use switchyard_proto::v1::control_plane_server::ControlPlaneServer;
+use switchyard_shared::change::ChangeMessage;
+use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::seal::MasterKey;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authorizer;
+use crate::publish::{LocalBus, Publisher, RedisSink, Sink};
+use crate::service::ControlPlaneService;
+use crate::store::Store;
+
+/// Where changes are published.
+#[derive(Clone, Debug)]
+pub enum BusSettings {
+    /// Production: Redis pub/sub plus the snapshot in Redis.
+    Redis { url: String, prefix: String },
+    /// The embedded default: in-process only.
+    Local,
+}
+
+/// Everything `run` needs, resolved and validated.
+pub struct Settings {
+    pub database_url: String,
+    pub bus: BusSettings,
+    pub auth: Authorizer,
+    pub master_key: Option<MasterKey>,
+    pub max_message_bytes: usize,
+    pub run_migrations: bool,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the config database: {0}")]
+    Database(String),
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+    #[error("invalid REDIS_URL: {0}")]
+    RedisUrl(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Opens the config database: Postgres, or SQLite (created if missing, WAL,
+/// foreign keys on).
+pub async fn connect_database(url: &str) -> Result<DatabaseConnection, StartError> {
+    if url.starts_with("sqlite:") {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StartError::Database(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        return Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool));
+    }
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(16)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    // The URL may hold a password: report the error kind, not the URL.
+    Database::connect(opts)
+        .await
+        .map_err(|e| StartError::Database(redact_db_error(&e.to_string(), url)))
+}
+
+fn redact_db_error(msg: &str, url: &str) -> String {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        Some(pw) if !pw.is_empty() => msg.replace(&pw, "*****"),
+        _ => msg.to_owned(),
+    }
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), StartError> {
+    Migrator::up(db, None)
+        .await
+        .map_err(|e| StartError::Migrate(e.to_string()))
+}
+
+/// A built control plane, ready to serve.
+pub struct ControlPlane {
+    store: Store,
+    feed: broadcast::Sender<ChangeMessage>,
+    sink: Sink,
+    redis: Option<(redis::Client, RedisKeys)>,
+    auth: Authorizer,
+    max_message_bytes: usize,
+    shutdown_grace: Duration,
+    local_bus: Option<LocalBus>,
+}
+
+impl ControlPlane {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = connect_database(&settings.database_url).await?;
+        if settings.run_migrations {
+            migrate(&db).await?;
+        }
+        let store = Store::new(db, settings.master_key);
+        let feed = crate::feed::channel();
+        let (sink, redis, local_bus) = match settings.bus {
+            BusSettings::Redis { url, prefix } => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| StartError::RedisUrl(e.to_string()))?;
+                let keys = RedisKeys::new(prefix);
+                (
+                    Sink::Redis(RedisSink::new(client.clone(), keys.clone())),
+                    Some((client, keys)),
+                    None,
+                )
+            }
+            BusSettings::Local => {
+                let bus = LocalBus::new(feed.clone());
+                (Sink::Local(bus.clone()), None, Some(bus))
+            }
+        };
+        if settings.auth.is_disabled() {
+            tracing::warn!(
+                "authentication is DISABLED: every caller may read and write the configuration"
+            );
+        }
+        Ok(Self {
+            store,
+            feed,
+            sink,
+            redis,
+            auth: settings.auth,
+            max_message_bytes: settings.max_message_bytes,
+            shutdown_grace: settings.shutdown_grace,
+            local_bus,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The in-process bus (embedded default only), for in-process subscribers.
+    pub fn local_bus(&self) -> Option<LocalBus> {
+        self.local_bus.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let background = CancellationToken::new();
+        let streams = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let publisher =
+            tokio::spawn(Publisher::new(self.store.clone(), self.sink).run(background.clone()));
+        let follower = self.redis.map(|(client, keys)| {
+            tokio::spawn(crate::feed::follow_redis(
+                client,
+                keys,
+                self.feed.clone(),
+                background.clone(),
+            ))
+        });
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ControlPlaneServer<ControlPlaneService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+
+        let service = ControlPlaneService::new(
+            self.store.clone(),
+            self.feed.clone(),
+            streams.clone(),
+            tasks.clone(),
+        );
+        let control_plane =
+            ControlPlaneServer::new(service).max_decoding_message_size(self.max_message_bytes);
+
+        let signalled = CancellationToken::new();
+        let on_signal = {
+            let signalled = signalled.clone();
+            let streams = streams.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: not serving, draining in-flight calls");
+                health
+                    .set_not_serving::<ControlPlaneServer<ControlPlaneService>>()
+                    .await;
+                streams.cancel();
+                signalled.cancel();
+            }
+        };
+
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), "control plane listening");
+        let server = tonic::transport::Server::builder()
+            .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+            .layer(tower::filter::FilterLayer::new(self.auth))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(control_plane)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_signal);
+
+        let grace = self.shutdown_grace;
+        let result = tokio::select! {
+            r = server => r.map_err(StartError::from),
+            () = async { signalled.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping calls still in flight");
+                Ok(())
+            }
+        };
+        tasks.close();
+        tasks.wait().await;
+        background.cancel();
+        if let Err(err) = publisher.await {
+            tracing::error!(error = %err, "publisher task failed");
+        }
+        if let Some(f) = follower
+            && let Err(err) = f.await
+        {
+            tracing::error!(error = %err, "change follower task failed");
+        }
+        tracing::info!("control plane stopped");
+        result
+    }
+}

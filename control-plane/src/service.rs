@@ -1,0 +1,287 @@
+//! The `switchyard.v1.ControlPlane` gRPC service: thin handlers over the store.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::control_plane_server::ControlPlane;
+use switchyard_shared::change::{self, ChangeMessage};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::store::Store;
+
+/// How many retained changes one WatchChanges replay may send.
+const REPLAY_MAX: u64 = 10_000;
+
+pub struct ControlPlaneService {
+    store: Store,
+    feed: broadcast::Sender<ChangeMessage>,
+    /// Cancelled at shutdown: ends WatchChanges streams so the server can drain.
+    streams: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl ControlPlaneService {
+    pub fn new(
+        store: Store,
+        feed: broadcast::Sender<ChangeMessage>,
+        streams: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            store,
+            feed,
+            streams,
+            tasks,
+        }
+    }
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+fn ok<T>(r: Result<T, ApiError>) -> Res<T> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+pub(crate) fn to_event(m: &ChangeMessage) -> pb::ChangeEvent {
+    let resource = match m.resource {
+        change::Resource::Provider => pb::ResourceType::Provider,
+        change::Resource::Pool => pb::ResourceType::Pool,
+        change::Resource::Member => pb::ResourceType::Member,
+        change::Resource::Route => pb::ResourceType::Route,
+        change::Resource::Other => pb::ResourceType::Unspecified,
+    };
+    let action = match m.action {
+        change::Action::Created => pb::ChangeAction::Created,
+        change::Action::Updated => pb::ChangeAction::Updated,
+        change::Action::Deleted => pb::ChangeAction::Deleted,
+        change::Action::Other => pb::ChangeAction::Unspecified,
+    };
+    pb::ChangeEvent {
+        revision: m.revision,
+        resource: resource.into(),
+        action: action.into(),
+        id: m.id.clone(),
+        name: m.name.clone(),
+        commit_time: Some(prost_types::Timestamp {
+            seconds: m.commit_time_ms.div_euclid(1000),
+            nanos: i32::try_from(m.commit_time_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl ControlPlane for ControlPlaneService {
+    async fn create_provider(&self, r: Request<pb::CreateProviderRequest>) -> Res<pb::Provider> {
+        ok(self.store.create_provider(r.into_inner().provider).await)
+    }
+    async fn get_provider(&self, r: Request<pb::GetRequest>) -> Res<pb::Provider> {
+        ok(self.store.get_provider(&r.into_inner().id_or_name).await)
+    }
+    async fn list_providers(
+        &self,
+        r: Request<pb::ListProvidersRequest>,
+    ) -> Res<pb::ListProvidersResponse> {
+        let r = r.into_inner();
+        ok(self.store.list_providers(r.page_size, &r.page_token).await)
+    }
+    async fn update_provider(&self, r: Request<pb::UpdateProviderRequest>) -> Res<pb::Provider> {
+        let r = r.into_inner();
+        ok(self.store.update_provider(r.provider, r.update_mask).await)
+    }
+    async fn delete_provider(&self, r: Request<pb::DeleteProviderRequest>) -> Res<()> {
+        let r = r.into_inner();
+        ok(self
+            .store
+            .delete_provider(&r.id_or_name, r.force, &r.etag)
+            .await)
+    }
+
+    async fn create_pool(&self, r: Request<pb::CreatePoolRequest>) -> Res<pb::Pool> {
+        ok(self.store.create_pool(r.into_inner().pool).await)
+    }
+    async fn get_pool(&self, r: Request<pb::GetRequest>) -> Res<pb::Pool> {
+        ok(self.store.get_pool(&r.into_inner().id_or_name).await)
+    }
+    async fn list_pools(&self, r: Request<pb::ListPoolsRequest>) -> Res<pb::ListPoolsResponse> {
+        let r = r.into_inner();
+        ok(self.store.list_pools(r.page_size, &r.page_token).await)
+    }
+    async fn update_pool(&self, r: Request<pb::UpdatePoolRequest>) -> Res<pb::Pool> {
+        let r = r.into_inner();
+        ok(self.store.update_pool(r.pool, r.update_mask).await)
+    }
+    async fn delete_pool(&self, r: Request<pb::DeletePoolRequest>) -> Res<()> {
+        let r = r.into_inner();
+        ok(self
+            .store
+            .delete_pool(&r.id_or_name, r.force, &r.etag)
+            .await)
+    }
+
+    async fn create_member(&self, r: Request<pb::CreateMemberRequest>) -> Res<pb::Member> {
+        ok(self.store.create_member(r.into_inner().member).await)
+    }
+    async fn get_member(&self, r: Request<pb::GetRequest>) -> Res<pb::Member> {
+        ok(self.store.get_member(&r.into_inner().id_or_name).await)
+    }
+    async fn list_members(
+        &self,
+        r: Request<pb::ListMembersRequest>,
+    ) -> Res<pb::ListMembersResponse> {
+        let r = r.into_inner();
+        ok(self
+            .store
+            .list_members(r.page_size, &r.page_token, &r.pool, &r.provider)
+            .await)
+    }
+    async fn update_member(&self, r: Request<pb::UpdateMemberRequest>) -> Res<pb::Member> {
+        let r = r.into_inner();
+        ok(self.store.update_member(r.member, r.update_mask).await)
+    }
+    async fn delete_member(&self, r: Request<pb::DeleteMemberRequest>) -> Res<()> {
+        let r = r.into_inner();
+        ok(self.store.delete_member(&r.id, &r.etag).await)
+    }
+
+    async fn create_route(&self, r: Request<pb::CreateRouteRequest>) -> Res<pb::Route> {
+        ok(self.store.create_route(r.into_inner().route).await)
+    }
+    async fn get_route(&self, r: Request<pb::GetRequest>) -> Res<pb::Route> {
+        ok(self.store.get_route(&r.into_inner().id_or_name).await)
+    }
+    async fn list_routes(&self, r: Request<pb::ListRoutesRequest>) -> Res<pb::ListRoutesResponse> {
+        let r = r.into_inner();
+        ok(self.store.list_routes(r.page_size, &r.page_token).await)
+    }
+    async fn update_route(&self, r: Request<pb::UpdateRouteRequest>) -> Res<pb::Route> {
+        let r = r.into_inner();
+        ok(self.store.update_route(r.route, r.update_mask).await)
+    }
+    async fn delete_route(&self, r: Request<pb::DeleteRouteRequest>) -> Res<()> {
+        let r = r.into_inner();
+        ok(self.store.delete_route(&r.id_or_name, &r.etag).await)
+    }
+
+    async fn get_snapshot(&self, _r: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {
+        ok(self.store.snapshot(false).await)
+    }
+
+    type WatchChangesStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ChangeEvent, Status>> + Send + 'static>>;
+
+    async fn watch_changes(
+        &self,
+        r: Request<pb::WatchChangesRequest>,
+    ) -> Res<Self::WatchChangesStream> {
+        let since = r.into_inner().since_revision;
+        // Subscribe before reading history, so nothing falls in between.
+        let live = self.feed.subscribe();
+        let current = self.store.revision().await.map_err(Status::from)?;
+        if since > current {
+            return Err(Status::invalid_argument(format!(
+                "since_revision {since} is ahead of the latest revision {current}"
+            )));
+        }
+        if since > 0 && since < current {
+            let first = self
+                .store
+                .changes_after(since, 1)
+                .await
+                .map_err(Status::from)?;
+            if first.first().is_none_or(|e| e.revision != since + 1) {
+                return Err(Status::out_of_range(format!(
+                    "changes after revision {since} are no longer retained; call GetSnapshot and watch from its revision"
+                )));
+            }
+        }
+        let start = if since == 0 { current } else { since };
+        let (tx, rx) = mpsc::channel(64);
+        let watch = Watch {
+            store: self.store.clone(),
+            tx,
+            last: start,
+        };
+        let stop = self.streams.clone();
+        self.tasks.spawn(watch.run(live, stop));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One WatchChanges stream: replays retained history, then follows the live
+/// feed, filling any gap (a lost or lagged message) from the outbox.
+struct Watch {
+    store: Store,
+    tx: mpsc::Sender<Result<pb::ChangeEvent, Status>>,
+    last: u64,
+}
+
+impl Watch {
+    async fn run(mut self, mut live: broadcast::Receiver<ChangeMessage>, stop: CancellationToken) {
+        if self.catch_up(u64::MAX).await.is_err() {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = self.tx.send(Err(Status::unavailable("server shutting down; watch again from the last revision you saw"))).await;
+                    return;
+                }
+                () = self.tx.closed() => return,
+                n = live.recv() => n,
+            };
+            let ok = match next {
+                Ok(ev) if ev.revision <= self.last => Ok(()),
+                Ok(ev) => match self.catch_up(ev.revision).await {
+                    Ok(()) => self.send(&ev).await,
+                    Err(()) => Err(()),
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(u64::MAX).await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if ok.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends retained changes after `last` and before `until`.
+    async fn catch_up(&mut self, until: u64) -> Result<(), ()> {
+        while self.last + 1 < until {
+            let batch = match self
+                .store
+                .changes_after(self.last, REPLAY_MAX.min(500))
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = self.tx.send(Err(Status::from(e))).await;
+                    return Err(());
+                }
+            };
+            let mut progressed = false;
+            for ev in batch.iter().filter(|e| e.revision < until) {
+                self.send(ev).await?;
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, ev: &ChangeMessage) -> Result<(), ()> {
+        if ev.revision <= self.last {
+            return Ok(());
+        }
+        self.tx.send(Ok(to_event(ev))).await.map_err(|_| ())?;
+        self.last = ev.revision;
+        Ok(())
+    }
+}

@@ -1,0 +1,238 @@
+//! Input rules for every resource field. Each failure is INVALID_ARGUMENT
+//! naming the field and saying what a valid value looks like.
+
+use crate::error::{ApiError, ApiResult};
+
+pub const NAME_MAX: usize = 63;
+pub const UPSTREAM_MODEL_MAX: usize = 256;
+pub const DESCRIPTION_MAX: usize = 1024;
+pub const MAX_HEADERS: usize = 32;
+pub const MAX_TIERS: usize = 16;
+pub const LIMIT_MAX: u64 = 1_000_000_000;
+
+/// Names of providers, pools and routes: 1-63 of `[A-Za-z0-9._-]`, starting
+/// with a letter or digit (so `provider/model` stays unambiguous).
+pub fn name(field: &str, value: &str) -> ApiResult<()> {
+    let ok = !value.is_empty()
+        && value.len() <= NAME_MAX
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        return Ok(());
+    }
+    let shown: String = value.chars().take(80).collect();
+    Err(ApiError::invalid(format!(
+        "{field} '{shown}' is invalid: use 1-{NAME_MAX} characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )))
+}
+
+/// Upstream model ids ("gpt-4o-mini", "meta-llama/Llama-3-8B"): 1-256
+/// printable characters without whitespace.
+pub fn upstream_model(field: &str, value: &str) -> ApiResult<()> {
+    if value.is_empty() || value.len() > UPSTREAM_MODEL_MAX {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1-{UPSTREAM_MODEL_MAX} characters, got {}",
+            value.len()
+        )));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::invalid(format!(
+            "{field} must not contain whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn description(field: &str, value: &str) -> ApiResult<()> {
+    if value.len() > DESCRIPTION_MAX {
+        return Err(ApiError::invalid(format!(
+            "{field} is {} bytes; the limit is {DESCRIPTION_MAX}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `http(s)://host[:port][/path]`, no user info (credentials go in the credential field).
+pub fn base_url(field: &str, value: &str) -> ApiResult<()> {
+    let parsed = url::Url::parse(value).map_err(|e| {
+        ApiError::invalid(format!(
+            "{field} '{}' is not a URL ({e}); use e.g. https://api.openai.com/v1",
+            clip(value)
+        ))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::invalid(format!(
+            "{field} must use http or https, not '{}'",
+            parsed.scheme()
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::invalid(format!(
+            "{field} '{}' has no host",
+            clip(value)
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Never echo the URL here: it carries a secret.
+        return Err(ApiError::invalid(format!(
+            "{field} must not embed credentials; put them in the provider's credential field"
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(ApiError::invalid(format!(
+            "{field} must not have a query or fragment"
+        )));
+    }
+    Ok(())
+}
+
+/// Extra headers are returned on reads, so they must not carry credentials.
+pub fn extra_headers(
+    field: &str,
+    headers: &std::collections::HashMap<String, String>,
+) -> ApiResult<()> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::invalid(format!(
+            "{field} has {} entries; the limit is {MAX_HEADERS}",
+            headers.len()
+        )));
+    }
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            ApiError::invalid(format!(
+                "{field} key '{}' is not a valid HTTP header name",
+                clip(k)
+            ))
+        })?;
+        if matches!(
+            name.as_str(),
+            "authorization" | "x-api-key" | "api-key" | "proxy-authorization" | "cookie"
+        ) {
+            return Err(ApiError::invalid(format!(
+                "{field} must not set '{name}': header values are returned on reads; use the credential field"
+            )));
+        }
+        if http::HeaderValue::from_str(v).is_err() {
+            return Err(ApiError::invalid(format!(
+                "{field} value for '{name}' is not a valid HTTP header value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Credential references: `env:NAME` or `file:/absolute/path`.
+pub fn credential_reference(field: &str, value: &str) -> ApiResult<()> {
+    let ok = if let Some(var) = value.strip_prefix("env:") {
+        !var.is_empty()
+            && var.len() <= 255
+            && var
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    } else if let Some(path) = value.strip_prefix("file:") {
+        path.starts_with('/') && path.len() <= 1000 && !path.chars().any(char::is_control)
+    } else {
+        false
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "{field} '{}' is invalid: use env:VARIABLE_NAME or file:/absolute/path",
+            clip(value)
+        )))
+    }
+}
+
+pub fn inline_secret(field: &str, value: &str) -> ApiResult<()> {
+    if value.trim().is_empty() || value.len() > 8192 {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1-8192 bytes and not blank"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// An integer within `lo..=hi`.
+pub fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> ApiResult<T> {
+    if value < lo || value > hi {
+        return Err(ApiError::invalid(format!(
+            "{field} is {value}; it must be between {lo} and {hi}"
+        )));
+    }
+    Ok(value)
+}
+
+/// Cuts user input shown back in messages to a readable length.
+pub fn clip(value: &str) -> String {
+    value.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["coding", "chat-fast", "gpt4o.mini_2", "A"] {
+            assert!(name("n", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", "a b", "a/b", "ünï", &"x".repeat(64)] {
+            let err = name("pool.name", bad).expect_err(bad);
+            assert!(err.to_string().starts_with("pool.name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert!(base_url("u", "https://api.openai.com/v1").is_ok());
+        assert!(base_url("u", "http://127.0.0.1:8080").is_ok());
+        for bad in [
+            "api.openai.com",
+            "ftp://x",
+            "https://",
+            "http://u:secretpw@h/",
+            "https://h/?k=1",
+        ] {
+            assert!(base_url("u", bad).is_err(), "{bad}");
+        }
+        let err = base_url("u", "http://u:secretpw@h/").expect_err("userinfo");
+        assert!(!err.to_string().contains("secretpw"), "{err}");
+    }
+
+    #[test]
+    fn references() {
+        assert!(credential_reference("c", "env:OPENAI_API_KEY").is_ok());
+        assert!(credential_reference("c", "file:/run/secrets/key").is_ok());
+        for bad in ["env:", "env:1X", "file:relative", "vault:x", "sk-123"] {
+            assert!(credential_reference("c", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_cannot_carry_credentials() {
+        let mut h = std::collections::HashMap::new();
+        h.insert("X-Org".to_owned(), "acme".to_owned());
+        assert!(extra_headers("h", &h).is_ok());
+        h.insert("Authorization".to_owned(), "Bearer x".to_owned());
+        assert!(extra_headers("h", &h).is_err());
+    }
+}

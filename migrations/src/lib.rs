@@ -1,0 +1,19 @@
+//! Schema migrations for the Switchyard config store.
+//!
+//! One schema serves Postgres (production) and SQLite (the embedded default).
+//! The layout and its invariants are described in
+//! `docs/adr/002-config-store-and-revisions.md`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}

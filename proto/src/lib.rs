@@ -1,0 +1,30 @@
+//! The Switchyard gRPC contract, package `switchyard.v1`.
+//!
+//! # Layout
+//! - `switchyard/v1/config.proto`: the resources (provider, pool, member,
+//!   route), the resolved [`v1::Snapshot`] and [`v1::ChangeEvent`].
+//! - `switchyard/v1/control_plane.proto`: the `ControlPlane` service.
+//!
+//! [`FILE_DESCRIPTOR_SET`] feeds gRPC reflection on every server.
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("switchyard.v1");
+
+    /// Redacting Debug: the inline secret is never printed.
+    impl std::fmt::Debug for CredentialInput {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let source = match &self.source {
+                None => "none",
+                Some(credential_input::Source::Inline(_)) => "inline(*****)",
+                Some(credential_input::Source::Reference(_)) => "reference",
+            };
+            f.debug_struct("CredentialInput")
+                .field("source", &source)
+                .finish()
+        }
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every switchyard.v1 file, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("switchyard_descriptor");

@@ -1,0 +1,49 @@
+//! Redis key and channel names; everything lives under one prefix so several
+//! deployments (or tests) can share a Redis.
+
+/// The key layout for one deployment.
+#[derive(Clone, Debug)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Pub/sub channel carrying one JSON change event per committed revision.
+    pub fn changes_channel(&self) -> String {
+        format!("{}:config:changes", self.prefix)
+    }
+
+    /// Protobuf-encoded `switchyard.v1.Snapshot` at the latest published revision.
+    pub fn snapshot(&self) -> String {
+        format!("{}:config:snapshot", self.prefix)
+    }
+
+    /// The revision of the stored snapshot, as a decimal integer.
+    pub fn snapshot_revision(&self) -> String {
+        format!("{}:config:revision", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_under_the_prefix() {
+        let k = RedisKeys::new("t1");
+        for key in [k.changes_channel(), k.snapshot(), k.snapshot_revision()] {
+            assert!(key.starts_with("t1:"), "{key}");
+        }
+        assert_ne!(k.snapshot(), k.snapshot_revision());
+    }
+}

@@ -1,0 +1,15 @@
+//! Pieces every Switchyard server shares.
+//!
+//! # Layout
+//! - [`telemetry`]: tracing subscriber (text or JSON logs) plus an optional
+//!   OpenTelemetry OTLP exporter, flushed last on shutdown.
+//! - [`shutdown`]: the one shutdown signal (SIGTERM or Ctrl-C).
+//! - [`seal`]: the master key and AEAD sealing of inline credentials.
+//! - [`change`]: the JSON change message on the changes channel.
+//! - [`keys`]: the Redis key and channel layout under a configurable prefix.
+
+pub mod change;
+pub mod keys;
+pub mod seal;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,116 @@
+//! Structured logs through `tracing`, and spans exported over OTLP when an
+//! endpoint is configured (off otherwise).
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "log format must be 'text' or 'json', not '{other}'"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TelemetryConfig {
+    pub service_name: &'static str,
+    pub log_format: LogFormat,
+    /// `RUST_LOG`-style filter; `info` when empty.
+    pub log_filter: String,
+    /// OTLP/gRPC endpoint (`http://collector:4317`); no export when `None`.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Flushes exported spans when dropped: drop it last.
+#[must_use = "dropping the guard stops span export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(err) = p.shutdown()
+        {
+            eprintln!("telemetry shutdown: {err}");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter: {0}")]
+    Filter(String),
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the global subscriber. Call once, from `main`.
+pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let filter_text = if cfg.log_filter.is_empty() {
+        "info"
+    } else {
+        cfg.log_filter.as_str()
+    };
+    let filter =
+        EnvFilter::try_new(filter_text).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let fmt = match cfg.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
+    };
+    let (otel, provider) = match &cfg.otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder_empty()
+                        .with_service_name(cfg.service_name)
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer(cfg.service_name);
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    Ok(TelemetryGuard { provider })
+}
