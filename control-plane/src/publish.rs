@@ -66,7 +66,7 @@ impl LocalBus {
 
 /// Where committed changes go.
 pub enum Sink {
-    Redis(RedisSink),
+    Redis(Box<RedisSink>),
     Local(LocalBus),
 }
 

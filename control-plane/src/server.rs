@@ -106,6 +106,24 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), StartError> {
         .map_err(|e| StartError::Migrate(e.to_string()))
 }
 
+/// tonic reports a request over the size limit as OUT_OF_RANGE; the gRPC
+/// status-code guide says RESOURCE_EXHAUSTED, which is what clients retry on
+/// differently. The decode error is a trailers-only response, so the status
+/// is in the headers.
+fn oversize_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let h = res.headers();
+    let oversize = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11")
+        && h.get("grpc-message").is_some_and(|m| {
+            let m = String::from_utf8_lossy(m.as_bytes());
+            m.contains("too%20large") || m.contains("too large")
+        });
+    if oversize {
+        res.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    res
+}
+
 /// A built control plane, ready to serve.
 pub struct ControlPlane {
     store: Store,
@@ -132,7 +150,7 @@ impl ControlPlane {
                     .map_err(|e| StartError::RedisUrl(e.to_string()))?;
                 let keys = RedisKeys::new(prefix);
                 (
-                    Sink::Redis(RedisSink::new(client.clone(), keys.clone())),
+                    Sink::Redis(Box::new(RedisSink::new(client.clone(), keys.clone()))),
                     Some((client, keys)),
                     None,
                 )
@@ -232,7 +250,14 @@ impl ControlPlane {
         tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), "control plane listening");
         let server = tonic::transport::Server::builder()
             .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
-            .layer(tower::filter::FilterLayer::new(self.auth))
+            // Layers, outermost first: 1. auth filter (refuses before any
+            // decoding); 2. over-size status fix-up.
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(tower::filter::FilterLayer::new(self.auth))
+                    .map_response(oversize_is_resource_exhausted)
+                    .into_inner(),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)

@@ -224,7 +224,7 @@ impl Store {
         let cur = find_pool(&w.txn, "pool.id", &key).await?;
         check_etag("pool", &cur.name, &p.etag, cur.revision)?;
         let mut policy = failover(&cur);
-        let given = p.failover.clone().unwrap_or_default();
+        let given = p.failover.unwrap_or_default();
         let mut am = cur.clone().into_active_model();
         for path in &paths {
             match path.as_str() {
@@ -241,7 +241,7 @@ impl Store {
                     )?)
                     .to_owned());
                 }
-                "failover" => policy = given.clone(),
+                "failover" => policy = given,
                 "failover.transient_retries" => policy.transient_retries = given.transient_retries,
                 "failover.failure_threshold" => policy.failure_threshold = given.failure_threshold,
                 "failover.cooldown_base_ms" => policy.cooldown_base_ms = given.cooldown_base_ms,

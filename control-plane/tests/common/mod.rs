@@ -1,0 +1,417 @@
+//! Test harness: a private Postgres database or SQLite file per test, a
+//! private Redis key prefix, and the real `switchyard-control-plane` binary
+//! started on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use sea_orm::{ConnectionTrait, Database};
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const ADMIN: &str = "admin-token-for-tests";
+pub const READER: &str = "reader-token-for-tests";
+/// A fixed 32-byte key (base64) for sealing test credentials.
+pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+pub fn pg_admin_url() -> String {
+    std::env::var("SWITCHYARD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("SWITCHYARD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A config database of the test's own; dropped with it.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Self::sqlite(),
+        }
+    }
+
+    pub async fn postgres() -> Self {
+        let name = unique("sy_test");
+        let admin = Database::connect(pg_admin_url())
+            .await
+            .expect("Postgres must be running for the tests");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let base = pg_admin_url();
+        let root = base.rsplit_once('/').map(|(r, _)| r).unwrap_or(&base);
+        Self {
+            url: format!("{root}/{name}"),
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+        Self {
+            url,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs inside the test's runtime: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(admin) = Database::connect(pg_admin_url()).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Deletes the test's Redis keys when dropped.
+pub struct RedisPrefix(pub String);
+
+impl RedisPrefix {
+    pub fn new() -> Self {
+        Self(unique("sytest"))
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(client) = redis::Client::open(redis_url())
+                && let Ok(mut c) = client.get_connection()
+            {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}:*"))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// A running control-plane process; killed when dropped.
+pub struct ControlPlaneProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<String>>,
+}
+
+pub struct Launch<'a> {
+    pub db_url: &'a str,
+    pub redis_url: String,
+    pub prefix: &'a str,
+    pub extra_env: Vec<(&'a str, String)>,
+    pub master_key: bool,
+}
+
+impl<'a> Launch<'a> {
+    pub fn new(db: &'a TestDb, prefix: &'a RedisPrefix) -> Self {
+        Self {
+            db_url: &db.url,
+            redis_url: redis_url(),
+            prefix: &prefix.0,
+            extra_env: Vec::new(),
+            master_key: true,
+        }
+    }
+
+    pub async fn start(self) -> ControlPlaneProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard-control-plane"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .env_clear()
+            .env("DATABASE_URL", self.db_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("SWITCHYARD_REDIS_PREFIX", self.prefix)
+            .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
+            .env("SWITCHYARD_READER_TOKENS", READER)
+            .env("SWITCHYARD_LOG_FORMAT", "json")
+            .env("SWITCHYARD_SHUTDOWN_GRACE_SECS", "5")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if self.master_key {
+            cmd.env("SWITCHYARD_MASTER_KEY", MASTER_KEY);
+        }
+        for (k, v) in self.extra_env {
+            cmd.env(k, v);
+        }
+        spawn_and_wait(cmd).await
+    }
+}
+
+/// Starts `cmd`, captures its output and waits for the "listening" log line.
+pub async fn spawn_and_wait(mut cmd: Command) -> ControlPlaneProc {
+    let mut child = cmd.spawn().expect("start binary");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<SocketAddr>(1);
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let logs = logs.clone();
+        let addr_tx = addr_tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("listening")
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(a) = v
+                        .get("addr")
+                        .and_then(|a| a.as_str())
+                        .and_then(|a| a.parse().ok())
+                {
+                    let _ = addr_tx.try_send(a);
+                }
+                if let Ok(mut l) = logs.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+    }
+    let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx.recv())
+        .await
+        .ok()
+        .flatten();
+    let Some(addr) = addr else {
+        let _ = child.start_kill();
+        panic!(
+            "binary did not report its address; logs:\n{}",
+            logs.lock().map(|l| l.clone()).unwrap_or_default()
+        );
+    };
+    ControlPlaneProc { child, addr, logs }
+}
+
+impl ControlPlaneProc {
+    pub fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to control plane")
+    }
+
+    pub async fn client(&self, token: &str) -> Client {
+        ControlPlaneClient::with_interceptor(self.channel().await, Bearer(token.to_owned()))
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.client(ADMIN).await
+    }
+
+    /// SIGTERM, then wait (bounded) for exit; returns the exit status.
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            let v = format!("Bearer {}", self.0)
+                .parse()
+                .map_err(|_| tonic::Status::internal("bad token"))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+pub type Client = ControlPlaneClient<InterceptedService<Channel, Bearer>>;
+
+/// Subscribes to the test's changes channel before anything is published.
+pub async fn subscribe(prefix: &RedisPrefix) -> redis::aio::PubSubStream {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut ps = client
+        .get_async_pubsub()
+        .await
+        .expect("Redis must be running for the tests");
+    ps.subscribe(format!("{}:config:changes", prefix.0))
+        .await
+        .expect("subscribe");
+    ps.into_on_message()
+}
+
+/// The next `n` change messages (revision, resource, action, name), bounded in time.
+pub async fn next_changes(
+    stream: &mut redis::aio::PubSubStream,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(msg)) => {
+                out.push(serde_json::from_slice(msg.get_payload_bytes()).expect("json change"))
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+pub fn revisions(msgs: &[serde_json::Value]) -> Vec<u64> {
+    msgs.iter()
+        .map(|m| m["revision"].as_u64().expect("revision"))
+        .collect()
+}
+
+pub async fn redis_get(key: &str) -> Option<Vec<u8>> {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .expect("GET")
+}
+
+// ---- builders for the resources ----
+
+pub fn openai_provider(name: &str, secret: &str) -> pb::Provider {
+    pb::Provider {
+        name: name.into(),
+        kind: pb::ProviderKind::Openai.into(),
+        base_url: "https://api.example.test/v1".into(),
+        credential: Some(pb::CredentialInput {
+            source: Some(pb::credential_input::Source::Inline(secret.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn pool(name: &str) -> pb::Pool {
+    pb::Pool {
+        name: name.into(),
+        strategy: pb::Strategy::RoundRobin.into(),
+        ..Default::default()
+    }
+}
+
+pub fn member(pool: &str, provider: &str, model: &str) -> pb::Member {
+    pb::Member {
+        pool: pool.into(),
+        provider: provider.into(),
+        upstream_model: model.into(),
+        ..Default::default()
+    }
+}
+
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|s| (*s).to_owned()).collect(),
+    })
+}
+
+pub async fn create_provider(c: &mut Client, p: pb::Provider) -> pb::Provider {
+    c.create_provider(pb::CreateProviderRequest { provider: Some(p) })
+        .await
+        .expect("create provider")
+        .into_inner()
+}
+
+pub async fn create_pool(c: &mut Client, p: pb::Pool) -> pb::Pool {
+    c.create_pool(pb::CreatePoolRequest { pool: Some(p) })
+        .await
+        .expect("create pool")
+        .into_inner()
+}
+
+pub async fn create_member(c: &mut Client, m: pb::Member) -> pb::Member {
+    c.create_member(pb::CreateMemberRequest { member: Some(m) })
+        .await
+        .expect("create member")
+        .into_inner()
+}
+
+pub async fn revision(c: &mut Client) -> u64 {
+    c.get_snapshot(pb::GetSnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner()
+        .revision
+}

