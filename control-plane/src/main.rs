@@ -23,6 +23,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // Bind only once the store is ready, so nothing connects to a port
+    // that cannot answer yet.
+    let cp = match ControlPlane::build(settings).await {
+        Ok(cp) => cp,
+        Err(err) => {
+            tracing::error!(error = %err, "control plane failed to start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(err) => {
@@ -30,13 +39,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let result = match ControlPlane::build(settings).await {
-        Ok(cp) => {
-            cp.serve(listener, switchyard_shared::shutdown::signal())
-                .await
-        }
-        Err(err) => Err(err),
-    };
+    let result = cp
+        .serve(listener, switchyard_shared::shutdown::signal())
+        .await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -209,11 +209,14 @@ impl Publisher {
         }
         // One last bounded attempt, so a change committed just before
         // shutdown is not left for the next start.
-        if tokio::time::timeout(Duration::from_secs(2), self.drain())
-            .await
-            .is_err()
-        {
-            tracing::warn!("final publish timed out; unpublished changes go out on the next start");
+        match tokio::time::timeout(Duration::from_secs(2), self.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "final publish failed; unpublished changes go out on the next start")
+            }
+            Err(_) => tracing::warn!(
+                "final publish timed out; unpublished changes go out on the next start"
+            ),
         }
         tracing::info!("publisher stopped");
     }

@@ -10,7 +10,10 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, SqlxSqliteConnector};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, SqlxSqliteConnector,
+    TransactionTrait as _,
+};
 use sea_orm_migration::MigratorTrait as _;
 use switchyard_migrations::Migrator;
 use switchyard_proto::v1::control_plane_server::ControlPlaneServer;
@@ -100,11 +103,23 @@ fn redact_db_error(msg: &str, url: &str) -> String {
     }
 }
 
+/// Applies pending migrations. On Postgres they run in one transaction
+/// holding an advisory lock, so replicas starting together migrate once.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StartError> {
-    Migrator::up(db, None)
+    let err = |e: sea_orm::DbErr| StartError::Migrate(e.to_string());
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Migrator::up(db, None).await.map_err(err);
+    }
+    let txn = db.begin().await.map_err(err)?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         .await
-        .map_err(|e| StartError::Migrate(e.to_string()))
+        .map_err(err)?;
+    Migrator::up(&txn, None).await.map_err(err)?;
+    txn.commit().await.map_err(err)
 }
+
+/// Advisory lock id for migrations ("swyd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7377_7964;
 
 /// tonic reports a request over the size limit as OUT_OF_RANGE; the gRPC
 /// status-code guide says RESOURCE_EXHAUSTED, which is what clients retry on
@@ -240,6 +255,10 @@ impl ControlPlane {
                 tracing::info!("shutting down: not serving, draining in-flight calls");
                 health
                     .set_not_serving::<ControlPlaneServer<ControlPlaneService>>()
+                    .await;
+                // The whole server too: probes that name no service ask for "".
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;
                 streams.cancel();
                 signalled.cancel();

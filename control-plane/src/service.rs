@@ -15,8 +15,11 @@ use tonic::{Request, Response, Status};
 use crate::error::ApiError;
 use crate::store::Store;
 
-/// How many retained changes one WatchChanges replay may send.
-const REPLAY_MAX: u64 = 10_000;
+/// Retained changes read per outbox query while catching up.
+const REPLAY_BATCH: u64 = 500;
+/// How often a watcher also reads the outbox, so it progresses while the
+/// live feed is down (Redis outage).
+const CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct ControlPlaneService {
     store: Store,
@@ -226,8 +229,16 @@ impl Watch {
         if self.catch_up(u64::MAX).await.is_err() {
             return;
         }
+        let mut poll = tokio::time::interval(CATCH_UP_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
+                _ = poll.tick() => {
+                    if self.catch_up(u64::MAX).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 () = stop.cancelled() => {
                     let _ = self.tx.send(Err(Status::unavailable("server shutting down; watch again from the last revision you saw"))).await;
                     return;
@@ -253,11 +264,7 @@ impl Watch {
     /// Sends retained changes after `last` and before `until`.
     async fn catch_up(&mut self, until: u64) -> Result<(), ()> {
         while self.last + 1 < until {
-            let batch = match self
-                .store
-                .changes_after(self.last, REPLAY_MAX.min(500))
-                .await
-            {
+            let batch = match self.store.changes_after(self.last, REPLAY_BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = self.tx.send(Err(Status::from(e))).await;

@@ -340,6 +340,13 @@ async fn crud_round_trip(backend: Backend) {
             .collect::<Vec<_>>(),
         vec!["anthropic"]
     );
+
+    // Workers see the final state through Redis.
+    let last = revision(&mut c).await;
+    let stored = wait_snapshot(&prefix, last).await;
+    assert_eq!(stored.revision, last);
+    assert!(stored.pools.is_empty() && stored.routes.is_empty());
+    assert_eq!(stored.providers.len(), 1);
 }
 
 async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
@@ -804,6 +811,26 @@ async fn deletes_respect_references(backend: Backend) {
     .await
     .expect("route");
 
+    let both = c
+        .create_route(pb::CreateRouteRequest {
+            route: Some(pb::Route {
+                name: "both".into(),
+                tiers: vec![
+                    pb::RouteTier {
+                        target: Some(pb::route_tier::Target::Pool("alpha".into())),
+                        backup: false,
+                    },
+                    pb::RouteTier {
+                        target: Some(pb::route_tier::Target::Pool("beta".into())),
+                        backup: true,
+                    },
+                ],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("route over both pools")
+        .into_inner();
     let err = c
         .delete_provider(pb::DeleteProviderRequest {
             id_or_name: "shared".into(),
@@ -851,8 +878,16 @@ async fn deletes_respect_references(backend: Backend) {
         .await
         .expect("list")
         .into_inner();
-    assert!(
-        routes.routes.is_empty(),
-        "a route left with no tier is deleted"
+    let names: Vec<&str> = routes.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["both"], "a route left with no tier is deleted");
+    let kept = &routes.routes[0];
+    assert_eq!(
+        kept.tiers.len(),
+        1,
+        "the tier naming the deleted pool is gone"
+    );
+    assert_ne!(
+        kept.etag, both.etag,
+        "a route whose tiers changed gets a new etag"
     );
 }

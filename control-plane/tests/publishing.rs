@@ -12,24 +12,6 @@ use prost::Message as _;
 use switchyard_proto::v1 as pb;
 use tonic::Code;
 
-async fn stored_snapshot(prefix: &RedisPrefix) -> Option<pb::Snapshot> {
-    let bytes = redis_get(&format!("{}:config:snapshot", prefix.0)).await?;
-    Some(pb::Snapshot::decode(bytes.as_slice()).expect("snapshot decodes"))
-}
-
-/// Polls (bounded) until the stored snapshot reaches `revision`.
-async fn wait_snapshot(prefix: &RedisPrefix, revision: u64) -> pb::Snapshot {
-    for _ in 0..200 {
-        if let Some(s) = stored_snapshot(prefix).await
-            && s.revision >= revision
-        {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("snapshot never reached revision {revision}");
-}
-
 #[tokio::test]
 async fn changes_arrive_on_redis_in_revision_order_with_the_snapshot() {
     let db = TestDb::postgres().await;

@@ -287,7 +287,7 @@ impl Store {
                 names.join(", ")
             )));
         }
-        super::routes::remove_tiers(&w.txn, route_tier::Column::PoolId.eq(cur.id)).await?;
+        super::routes::remove_tiers(&w, route_tier::Column::PoolId.eq(cur.id)).await?;
         // Members go with the pool (ON DELETE CASCADE).
         pool::Entity::delete_by_id(cur.id).exec(&w.txn).await?;
         self.commit(

@@ -137,6 +137,19 @@ fn timeouts(t: Option<&pb::Timeouts>) -> ApiResult<[i32; 3]> {
     ])
 }
 
+async fn check_name_free<C: sea_orm::ConnectionTrait>(c: &C, name: &str) -> ApiResult<()> {
+    let taken = provider::Entity::find()
+        .filter(provider::Column::Name.eq(name))
+        .one(c)
+        .await?;
+    match taken {
+        Some(_) => Err(ApiError::AlreadyExists(format!(
+            "provider '{name}' already exists"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Sealed secret, reference and fingerprint for a credential input.
 struct StoredCredential {
     source: &'static str,
@@ -200,17 +213,7 @@ impl Store {
         let cred = self.store_credential(id, p.credential.as_ref())?;
 
         let w = self.begin_write().await?;
-        if provider::Entity::find()
-            .filter(provider::Column::Name.eq(&fields.name))
-            .one(&w.txn)
-            .await?
-            .is_some()
-        {
-            return Err(ApiError::AlreadyExists(format!(
-                "provider '{}' already exists",
-                fields.name
-            )));
-        }
+        check_name_free(&w.txn, &fields.name).await?;
         let [connect, first, total] = fields.timeouts;
         let model = provider::ActiveModel {
             id: Set(id),
@@ -318,17 +321,8 @@ impl Store {
             }
         }
         check_fields(&fields)?;
-        if fields.name != cur.name
-            && provider::Entity::find()
-                .filter(provider::Column::Name.eq(&fields.name))
-                .one(&w.txn)
-                .await?
-                .is_some()
-        {
-            return Err(ApiError::AlreadyExists(format!(
-                "provider '{}' already exists",
-                fields.name
-            )));
+        if fields.name != cur.name {
+            check_name_free(&w.txn, &fields.name).await?;
         }
 
         let id = cur.id;
@@ -410,7 +404,7 @@ impl Store {
             .filter(member::Column::ProviderId.eq(cur.id))
             .exec(&w.txn)
             .await?;
-        super::routes::remove_tiers(&w.txn, route_tier::Column::ProviderId.eq(cur.id)).await?;
+        super::routes::remove_tiers(&w, route_tier::Column::ProviderId.eq(cur.id)).await?;
         provider::Entity::delete_by_id(cur.id).exec(&w.txn).await?;
         self.commit(
             w,

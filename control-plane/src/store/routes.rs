@@ -178,26 +178,40 @@ pub(crate) async fn route_names<C: ConnectionTrait>(
     Ok(rows.into_iter().map(|r| r.name).collect())
 }
 
-/// Removes the tiers matching `filter`, and deletes routes left with no tier.
-pub(crate) async fn remove_tiers<C: ConnectionTrait>(c: &C, filter: SimpleExpr) -> ApiResult<()> {
+/// Removes the tiers matching `filter`: a route that keeps tiers gets the
+/// write's revision (its etag changes with its tiers), a route left with
+/// no tier is deleted.
+pub(crate) async fn remove_tiers(w: &super::WriteTxn, filter: SimpleExpr) -> ApiResult<()> {
     let doomed = route_tier::Entity::find()
         .filter(filter.clone())
-        .all(c)
+        .all(&w.txn)
         .await?;
     if doomed.is_empty() {
         return Ok(());
     }
     route_tier::Entity::delete_many()
         .filter(filter)
-        .exec(c)
+        .exec(&w.txn)
         .await?;
-    for route_id in doomed.iter().map(|t| t.route_id) {
+    let mut routes: Vec<Uuid> = doomed.iter().map(|t| t.route_id).collect();
+    routes.sort();
+    routes.dedup();
+    for route_id in routes {
         let left = route_tier::Entity::find()
             .filter(route_tier::Column::RouteId.eq(route_id))
-            .one(c)
+            .one(&w.txn)
             .await?;
         if left.is_none() {
-            route::Entity::delete_by_id(route_id).exec(c).await?;
+            route::Entity::delete_by_id(route_id).exec(&w.txn).await?;
+        } else {
+            route::ActiveModel {
+                id: Set(route_id),
+                revision: Set(w.revision),
+                updated_at: Set(w.now),
+                ..Default::default()
+            }
+            .update(&w.txn)
+            .await?;
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use prost::Message as _;
 use sea_orm::{ConnectionTrait, Database};
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
@@ -348,6 +349,24 @@ pub async fn redis_get(key: &str) -> Option<Vec<u8>> {
         .query_async(&mut c)
         .await
         .expect("GET")
+}
+
+pub async fn stored_snapshot(prefix: &RedisPrefix) -> Option<pb::Snapshot> {
+    let bytes = redis_get(&format!("{}:config:snapshot", prefix.0)).await?;
+    Some(pb::Snapshot::decode(bytes.as_slice()).expect("snapshot decodes"))
+}
+
+/// Polls (bounded) until the stored snapshot reaches `revision`.
+pub async fn wait_snapshot(prefix: &RedisPrefix, revision: u64) -> pb::Snapshot {
+    for _ in 0..200 {
+        if let Some(s) = stored_snapshot(prefix).await
+            && s.revision >= revision
+        {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("snapshot never reached revision {revision}");
 }
 
 // ---- builders for the resources ----
