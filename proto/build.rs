@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         PathBuf::from("switchyard/v1/config.proto"),
         PathBuf::from("switchyard/v1/control_plane.proto"),
+        PathBuf::from("switchyard/v1/inference.proto"),
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("switchyard_descriptor.bin"))

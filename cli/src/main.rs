@@ -16,6 +16,7 @@ use switchyard_control_plane::server::{
     BusSettings, ControlPlane, Settings, connect_database, migrate,
 };
 use switchyard_control_plane::store::Store;
+use switchyard_data_plane::server::{Settings as DpSettings, Source};
 use switchyard_proto::v1 as pb;
 use switchyard_shared::seal::MasterKey;
 
@@ -33,6 +34,13 @@ enum Command {
         /// Control-plane listen address.
         #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Data-plane (inference) listen address.
+        #[arg(
+            long,
+            env = "SWITCHYARD_INFERENCE_LISTEN",
+            default_value = "127.0.0.1:50052"
+        )]
+        inference_listen: SocketAddr,
         /// Where the SQLite database and the generated master key live.
         #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard")]
         data_dir: PathBuf,
@@ -72,9 +80,17 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Dev {
             listen,
+            inference_listen,
             data_dir,
             telemetry,
-        } => with_telemetry(&telemetry, "switchyard-dev", dev(listen, data_dir)).await,
+        } => {
+            with_telemetry(
+                &telemetry,
+                "switchyard-dev",
+                dev(listen, inference_listen, data_dir),
+            )
+            .await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -94,7 +110,11 @@ async fn with_telemetry(
     f.await
 }
 
-async fn dev(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn dev(
+    listen: SocketAddr,
+    inference_listen: SocketAddr,
+    data_dir: PathBuf,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let key_path = data_dir.join("master.key");
     ensure_master_key(&key_path)?;
@@ -104,26 +124,53 @@ async fn dev(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
         database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
         bus: BusSettings::Local,
         auth: Authorizer::disabled(),
-        master_key,
+        master_key: master_key.clone(),
         max_message_bytes: 1 << 20,
         run_migrations: true,
         shutdown_grace: Duration::from_secs(5),
     };
     let cp = ControlPlane::build(settings).await?;
     seed_demo(cp.store()).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let bus = cp
+        .local_bus()
+        .context("the embedded control plane has no in-process bus")?;
+
+    let mut dp = DpSettings::new(Source::Local(bus.snapshot.subscribe()));
+    dp.master_key = master_key;
+    dp.shutdown_grace = Duration::from_secs(5);
+
+    let cp_listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
-    let addr = listener.local_addr()?;
+    let dp_listener = tokio::net::TcpListener::bind(inference_listen)
+        .await
+        .with_context(|| format!("listen on {inference_listen}"))?;
+    let (cp_addr, dp_addr) = (cp_listener.local_addr()?, dp_listener.local_addr()?);
     eprintln!(
-        "\nSwitchyard dev is up (SQLite at {db}, in-process bus, no auth).\n\
-         Try:\n  grpcurl -plaintext {addr} list\n  \
-         grpcurl -plaintext {addr} switchyard.v1.ControlPlane/ListPools\n  \
-         grpcurl -plaintext -d '{{\"pool\":\"demo\"}}' {addr} switchyard.v1.ControlPlane/ListMembers\n",
+        "\nSwitchyard dev is up (SQLite at {db}, in-process bus and health, no auth).\n\
+         Control plane {cp_addr}, inference {dp_addr}. Try:\n  \
+         grpcurl -plaintext {cp_addr} switchyard.v1.ControlPlane/ListPools\n  \
+         grpcurl -plaintext {dp_addr} switchyard.v1.Inference/ListModels\n  \
+         grpcurl -plaintext -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"ROLE_USER\",\"content\":\"hi\"}}]}}' {dp_addr} switchyard.v1.Inference/GenerateStream\n",
         db = db_path.display()
     );
-    cp.serve(listener, switchyard_shared::shutdown::signal())
-        .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = switchyard_shared::shutdown::signal() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        }
+    };
+    let (cp_done, dp_done, ()) = tokio::join!(
+        cp.serve(cp_listener, stop.clone().cancelled_owned()),
+        switchyard_data_plane::server::serve(dp_listener, dp, stop.clone().cancelled_owned()),
+        signal,
+    );
+    cp_done?;
+    dp_done?;
     Ok(())
 }
 

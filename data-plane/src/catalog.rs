@@ -1,0 +1,425 @@
+//! The resolved configuration a worker serves from: built once per snapshot
+//! revision, swapped atomically, read lock-free on the request path.
+//!
+//! `resolve` turns a model name into tiers of candidates: a route's tiers →
+//! a pool → a direct `provider/model` (a pool of one) → NOT_FOUND.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use switchyard_proto::v1 as pb;
+use switchyard_shared::seal::MasterKey;
+
+use crate::error::DpError;
+use crate::upstream::{Kind, Target, Timeouts};
+
+/// Selection strategy of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    Weighted,
+    Priority,
+    Random,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub transient_retries: u32,
+    pub failure_threshold: u32,
+    pub cooldown_base: Duration,
+    pub cooldown_max: Duration,
+    pub advance_on_permanent: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            transient_retries: 1,
+            failure_threshold: 3,
+            cooldown_base: Duration::from_secs(1),
+            cooldown_max: Duration::from_secs(300),
+            advance_on_permanent: false,
+        }
+    }
+}
+
+/// One member, ready to call.
+#[derive(Debug)]
+pub struct Candidate {
+    pub member_id: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub weight: u32,
+    pub priority: i32,
+    pub status: pb::MemberStatus,
+    pub target: Target,
+}
+
+/// A pool (or a direct provider/model) with its members.
+#[derive(Debug)]
+pub struct Pool {
+    /// Pool name, or `provider/model` for a direct target.
+    pub name: String,
+    /// Key of the shared round-robin counter and probe token.
+    pub id: String,
+    pub strategy: Strategy,
+    pub policy: Policy,
+    pub enabled: bool,
+    /// Every member, for ListModels.
+    pub members: Vec<Arc<Candidate>>,
+    /// Members that may get new requests: active, provider enabled.
+    pub active: Vec<Arc<Candidate>>,
+    /// Weighted strategy: one cycle of picks over `active` (see `select`).
+    pub sequence: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub enabled: bool,
+    /// (pool, backup) in order.
+    pub tiers: Vec<(Arc<Pool>, bool)>,
+}
+
+/// What a model name resolves to: tiers of pools, primaries first.
+#[derive(Debug)]
+pub struct Plan {
+    pub model: String,
+    pub tiers: Vec<Arc<Pool>>,
+}
+
+struct Provider {
+    name: String,
+    kind: Kind,
+    base_url: String,
+    credential: Option<SecretString>,
+    headers: Vec<(String, String)>,
+    timeouts: Timeouts,
+    enabled: bool,
+}
+
+/// Where credential references are read from (tests pass their own).
+pub trait Secrets: Send + Sync {
+    fn env(&self, name: &str) -> Option<String>;
+    fn file(&self, path: &str) -> Option<String>;
+}
+
+/// The process environment and file system.
+pub struct ProcessSecrets;
+
+impl Secrets for ProcessSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &str) -> Option<String> {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    pub revision: u64,
+    pools: HashMap<String, Arc<Pool>>,
+    routes: HashMap<String, Arc<Route>>,
+    providers: HashMap<String, Arc<Provider>>,
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(u64::from(v))
+}
+
+fn kind(k: i32) -> Kind {
+    match pb::ProviderKind::try_from(k) {
+        Ok(pb::ProviderKind::Anthropic) => Kind::Anthropic,
+        Ok(pb::ProviderKind::Mock) => Kind::Mock,
+        _ => Kind::OpenAi,
+    }
+}
+
+fn credential(
+    p: &pb::SnapshotProvider,
+    key: Option<&MasterKey>,
+    secrets: &dyn Secrets,
+) -> Option<SecretString> {
+    use pb::credential_info::Source;
+    let c = p.credential.as_ref()?;
+    let info = c.info.as_ref()?;
+    match Source::try_from(info.source).unwrap_or(Source::None) {
+        Source::None => None,
+        Source::Inline => {
+            let Some(key) = key else {
+                tracing::warn!(provider = %p.name, "inline credential but no master key; calls go out without it");
+                return None;
+            };
+            match key.open(p.id.as_bytes(), &c.sealed) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    tracing::warn!(provider = %p.name, error = %err, "cannot open the sealed credential");
+                    None
+                }
+            }
+        }
+        Source::Reference => {
+            let r = info.reference.as_str();
+            let found = if let Some(var) = r.strip_prefix("env:") {
+                secrets.env(var)
+            } else if let Some(path) = r.strip_prefix("file:") {
+                secrets.file(path)
+            } else {
+                None
+            };
+            if found.is_none() {
+                tracing::warn!(provider = %p.name, reference = %r, "credential reference resolves to nothing");
+            }
+            found.map(SecretString::from)
+        }
+    }
+}
+
+impl Provider {
+    fn target(&self, model: &str) -> Target {
+        Target {
+            kind: self.kind,
+            base_url: self.base_url.clone(),
+            model: model.to_owned(),
+            credential: self.credential.clone(),
+            extra_headers: self.headers.clone(),
+            timeouts: self.timeouts,
+        }
+    }
+}
+
+fn strategy(s: i32) -> Strategy {
+    match pb::Strategy::try_from(s) {
+        Ok(pb::Strategy::Weighted) => Strategy::Weighted,
+        Ok(pb::Strategy::Priority) => Strategy::Priority,
+        Ok(pb::Strategy::Random) => Strategy::Random,
+        _ => Strategy::RoundRobin,
+    }
+}
+
+fn policy(f: Option<&pb::FailoverPolicy>) -> Policy {
+    let Some(f) = f else { return Policy::default() };
+    Policy {
+        transient_retries: f.transient_retries,
+        failure_threshold: f.failure_threshold.max(1),
+        cooldown_base: ms(f.cooldown_base_ms.max(1)),
+        cooldown_max: ms(f.cooldown_max_ms.max(f.cooldown_base_ms).max(1)),
+        advance_on_permanent: f.advance_on_permanent,
+    }
+}
+
+impl Catalog {
+    /// Builds the catalog from a snapshot: every credential resolved once here.
+    pub fn build(snap: &pb::Snapshot, key: Option<&MasterKey>, secrets: &dyn Secrets) -> Self {
+        let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
+        let mut by_id: HashMap<&str, Arc<Provider>> = HashMap::new();
+        for p in &snap.providers {
+            let t = p.timeouts.unwrap_or_default();
+            let prov = Arc::new(Provider {
+                name: p.name.clone(),
+                kind: kind(p.kind),
+                base_url: p.base_url.clone(),
+                credential: credential(p, key, secrets),
+                headers: p
+                    .extra_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                timeouts: Timeouts {
+                    connect: ms(t.connect_ms.max(1)),
+                    first_byte: ms(t.first_byte_ms.max(1)),
+                    total: ms(t.request_ms.max(1)),
+                },
+                enabled: p.enabled,
+            });
+            by_id.insert(p.id.as_str(), prov.clone());
+            providers.insert(p.name.clone(), prov);
+        }
+        let mut pools = HashMap::new();
+        for p in &snap.pools {
+            let mut members = Vec::with_capacity(p.members.len());
+            let mut active = Vec::new();
+            for m in &p.members {
+                let Some(prov) = by_id.get(m.provider_id.as_str()) else {
+                    continue;
+                };
+                let status =
+                    pb::MemberStatus::try_from(m.status).unwrap_or(pb::MemberStatus::Active);
+                let c = Arc::new(Candidate {
+                    member_id: m.id.clone(),
+                    provider: prov.name.clone(),
+                    upstream_model: m.upstream_model.clone(),
+                    weight: m.weight.max(1),
+                    priority: m.priority,
+                    status,
+                    target: prov.target(&m.upstream_model),
+                });
+                if status == pb::MemberStatus::Active && prov.enabled {
+                    active.push(c.clone());
+                }
+                members.push(c);
+            }
+            let strategy = strategy(p.strategy);
+            let sequence = if strategy == Strategy::Weighted {
+                crate::select::weighted_sequence(
+                    &active.iter().map(|c| c.weight).collect::<Vec<_>>(),
+                )
+            } else {
+                Vec::new()
+            };
+            let pool = Pool {
+                name: p.name.clone(),
+                id: p.id.clone(),
+                strategy,
+                policy: policy(p.failover.as_ref()),
+                enabled: p.enabled,
+                members,
+                active,
+                sequence,
+            };
+            pools.insert(p.name.clone(), Arc::new(pool));
+        }
+        let mut catalog = Self {
+            revision: snap.revision,
+            pools,
+            routes: HashMap::new(),
+            providers,
+        };
+        let mut routes = HashMap::new();
+        for r in &snap.routes {
+            let tiers = r
+                .tiers
+                .iter()
+                .filter_map(|t| {
+                    let pool = match t.target.as_ref()? {
+                        pb::route_tier::Target::Pool(name) => catalog.pools.get(name).cloned()?,
+                        pb::route_tier::Target::Direct(spec) => catalog.direct(spec)?,
+                    };
+                    Some((pool, t.backup))
+                })
+                .collect();
+            routes.insert(
+                r.name.clone(),
+                Arc::new(Route {
+                    name: r.name.clone(),
+                    enabled: r.enabled,
+                    tiers,
+                }),
+            );
+        }
+        catalog.routes = routes;
+        catalog
+    }
+
+    /// A direct `provider/model`: a pool of one with the default policy.
+    fn direct(&self, spec: &str) -> Option<Arc<Pool>> {
+        let (prov, model) = spec.split_once('/')?;
+        let p = self.providers.get(prov)?;
+        let c = Arc::new(Candidate {
+            member_id: spec.to_owned(),
+            provider: p.name.clone(),
+            upstream_model: model.to_owned(),
+            weight: 1,
+            priority: 0,
+            status: pb::MemberStatus::Active,
+            target: p.target(model),
+        });
+        let active = if p.enabled {
+            vec![c.clone()]
+        } else {
+            Vec::new()
+        };
+        Some(Arc::new(Pool {
+            name: spec.to_owned(),
+            id: format!("direct:{spec}"),
+            strategy: Strategy::RoundRobin,
+            policy: Policy::default(),
+            enabled: true,
+            members: vec![c],
+            active,
+            sequence: Vec::new(),
+        }))
+    }
+
+    /// Resolves a model name: route → pool → provider/model → NOT_FOUND.
+    pub fn resolve(&self, model: &str) -> Result<Plan, DpError> {
+        if model.is_empty() {
+            return Err(DpError::InvalidArgument(
+                "model is required: a route, a pool, or provider/model".into(),
+            ));
+        }
+        if let Some(r) = self.routes.get(model) {
+            if !r.enabled {
+                return Err(DpError::FailedPrecondition(format!(
+                    "route '{model}' is disabled"
+                )));
+            }
+            // Primary tiers first, backups after, each group in order.
+            let mut tiers: Vec<Arc<Pool>> = r
+                .tiers
+                .iter()
+                .filter(|(p, b)| !*b && p.enabled)
+                .map(|(p, _)| p.clone())
+                .collect();
+            tiers.extend(
+                r.tiers
+                    .iter()
+                    .filter(|(p, b)| *b && p.enabled)
+                    .map(|(p, _)| p.clone()),
+            );
+            if tiers.iter().all(|p| p.active.is_empty()) {
+                return Err(DpError::FailedPrecondition(format!(
+                    "no active member in route '{model}'"
+                )));
+            }
+            return Ok(Plan {
+                model: model.to_owned(),
+                tiers,
+            });
+        }
+        if let Some(p) = self.pools.get(model) {
+            if !p.enabled {
+                return Err(DpError::FailedPrecondition(format!(
+                    "pool '{model}' is disabled"
+                )));
+            }
+            if p.active.is_empty() {
+                return Err(DpError::FailedPrecondition(format!(
+                    "no active member in pool '{model}'"
+                )));
+            }
+            return Ok(Plan {
+                model: model.to_owned(),
+                tiers: vec![p.clone()],
+            });
+        }
+        if let Some(p) = self.direct(model) {
+            if p.active.is_empty() {
+                return Err(DpError::FailedPrecondition(format!(
+                    "no active member in pool '{model}' (provider disabled)"
+                )));
+            }
+            return Ok(Plan {
+                model: model.to_owned(),
+                tiers: vec![p],
+            });
+        }
+        Err(DpError::NotFound(format!(
+            "model '{model}' is not a route, a pool, or a provider/model"
+        )))
+    }
+
+    /// Pools, then routes, sorted by name (for ListModels).
+    pub fn models(&self) -> (Vec<Arc<Pool>>, Vec<Arc<Route>>) {
+        let mut pools: Vec<_> = self.pools.values().cloned().collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut routes: Vec<_> = self.routes.values().cloned().collect();
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        (pools, routes)
+    }
+}

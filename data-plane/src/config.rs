@@ -1,0 +1,106 @@
+//! Flags and environment for `switchyard-data-plane`, validated into [`Settings`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use switchyard_shared::seal::MasterKey;
+use switchyard_shared::telemetry::{LogFormat, TelemetryConfig};
+
+use crate::server::{Settings, Source};
+
+/// switchyard-data-plane: a stateless inference worker. Loads its config
+/// from Redis and shares counters and member health with every other worker.
+#[derive(clap::Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:50052")]
+    pub listen: SocketAddr,
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel (the control plane's).
+    #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
+    pub redis_prefix: String,
+    /// Base64 master key that opens inline credentials (the control plane's).
+    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Most attempts one request may make, across members and retries.
+    #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: u32,
+    /// Longest silence between chunks of a committed stream, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_STREAM_IDLE_MS", default_value_t = 30_000)]
+    pub stream_idle_ms: u64,
+    /// How often the stored config revision is checked (heals lost messages), in milliseconds.
+    #[arg(long, env = "SWITCHYARD_CONFIG_CHECK_MS", default_value_t = 1_000)]
+    pub config_check_ms: u64,
+    /// Seconds in-flight requests and streams get to finish after SIGTERM.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
+    pub max_message_bytes: usize,
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Args {
+    pub fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name: "switchyard-data-plane",
+            log_format: self.log_format,
+            log_filter: self.log.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone().filter(|s| !s.is_empty()),
+        }
+    }
+
+    pub fn settings(&self) -> Result<Settings, String> {
+        let master_key = match (
+            self.master_key.as_deref().filter(|s| !s.is_empty()),
+            &self.master_key_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "give the master key once: SWITCHYARD_MASTER_KEY or --master-key-file".into(),
+                );
+            }
+            (Some(k), None) => Some(MasterKey::from_base64(k).map_err(|e| e.to_string())?),
+            (None, Some(p)) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                Some(MasterKey::from_base64(&text).map_err(|e| e.to_string())?)
+            }
+            (None, None) => None,
+        };
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err(format!(
+                "--max-attempts {} is out of range; use 1-100",
+                self.max_attempts
+            ));
+        }
+        if self.stream_idle_ms < 100 {
+            return Err("--stream-idle-ms must be at least 100".into());
+        }
+        let mut s = Settings::new(Source::Redis {
+            url: self.redis_url.clone(),
+            prefix: self.redis_prefix.clone(),
+        });
+        s.master_key = master_key;
+        s.max_attempts = self.max_attempts;
+        s.stream_idle = Duration::from_millis(self.stream_idle_ms);
+        s.config_check_every = Duration::from_millis(self.config_check_ms.max(100));
+        s.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        s.max_message_bytes = self.max_message_bytes;
+        Ok(s)
+    }
+}

@@ -1,0 +1,51 @@
+//! The data plane's one error type and its one mapping to `tonic::Status`.
+
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DpError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The model name resolves to nothing.
+    #[error("{0}")]
+    NotFound(String),
+    /// Disabled, or no active member.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No config loaded yet.
+    #[error("{0}")]
+    NotReady(String),
+    /// Every candidate failed or was benched; the message lists each reason.
+    #[error("{0}")]
+    Exhausted(String),
+    /// A permanent upstream error, mapped to its gRPC meaning.
+    #[error("{message}")]
+    Upstream { code: Code, message: String },
+    /// The caller's deadline passed.
+    #[error("{0}")]
+    Deadline(String),
+    /// A stream broke after its first chunk.
+    #[error("{0}")]
+    StreamBroken(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<DpError> for Status {
+    fn from(e: DpError) -> Self {
+        match e {
+            DpError::InvalidArgument(m) => Status::invalid_argument(m),
+            DpError::NotFound(m) => Status::not_found(m),
+            DpError::FailedPrecondition(m) => Status::failed_precondition(m),
+            DpError::NotReady(m) | DpError::Exhausted(m) | DpError::StreamBroken(m) => {
+                Status::unavailable(m)
+            }
+            DpError::Upstream { code, message } => Status::new(code, message),
+            DpError::Deadline(m) => Status::deadline_exceeded(m),
+            DpError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Status::internal("internal error; see the data-plane logs")
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! One request over its ordered candidates: retries, failover, health and
+//! the half-open probe (docs/adr/004-failover-and-health.md).
+//!
+//! - Transient error: retry the member per policy, then the next; every
+//!   failure counts toward its bench. Model not found: next member, no
+//!   penalty. Permanent: return at once unless the pool advances on it.
+//! - Benched members are skipped; when a pool has nothing but benched
+//!   members, one probe request at a time (fleet-wide) goes to the member
+//!   whose bench ends first.
+//! - The caller's deadline bounds everything: no attempt starts after it.
+//! - Attempts are bounded by members × (1 + retries) and a global cap.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures::StreamExt as _;
+use switchyard_proto::v1 as pb;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{Candidate, Catalog, Pool, Strategy};
+use crate::error::DpError;
+use crate::health::Fleet;
+use crate::upstream::{
+    self, ChatRequest, Chunk, ChunkStream, Completion, ErrorClass, Target, UpstreamError,
+};
+
+/// Shared by every request of a worker.
+pub struct Engine {
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub fleet: Arc<Fleet>,
+    pub http: reqwest::Client,
+    /// Global cap on attempts per request.
+    pub max_attempts: u32,
+    /// Where probe-token releases run when a request is dropped mid-attempt.
+    pub tasks: TaskTracker,
+}
+
+/// A success, with who served it and what was tried.
+pub struct Served<T> {
+    pub value: T,
+    pub served_by: pb::ServedBy,
+    pub attempts: Vec<pb::Attempt>,
+    /// The member, for health reports after the first chunk.
+    pub member: Arc<Candidate>,
+    pub pool: Arc<Pool>,
+}
+
+/// A failure, with what was tried.
+pub struct Failed {
+    pub error: DpError,
+    pub attempts: Vec<pb::Attempt>,
+}
+
+/// An open stream: its first chunk is in hand, so it is committed.
+pub struct OpenStream {
+    pub first: Chunk,
+    pub rest: ChunkStream,
+}
+
+fn elapsed_ms(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn record(
+    pool: &Pool,
+    c: &Candidate,
+    outcome: pb::AttemptOutcome,
+    err: Option<&UpstreamError>,
+    start: Option<Instant>,
+) -> pb::Attempt {
+    pb::Attempt {
+        pool: pool.name.clone(),
+        member_id: c.member_id.clone(),
+        provider: c.provider.clone(),
+        upstream_model: c.upstream_model.clone(),
+        outcome: outcome.into(),
+        http_status: err
+            .and_then(UpstreamError::http_status)
+            .map_or(0, u32::from),
+        detail: err.map(ToString::to_string).unwrap_or_default(),
+        duration_ms: start.map_or(0, elapsed_ms),
+    }
+}
+
+fn label(c: &Candidate) -> String {
+    format!(
+        "{}/{} (member {})",
+        c.provider, c.upstream_model, c.member_id
+    )
+}
+
+/// Releases a held probe token on every path, including a dropped request.
+struct ProbeGuard {
+    fleet: Arc<Fleet>,
+    pool_id: String,
+    token: String,
+    tasks: TaskTracker,
+    released: bool,
+}
+
+impl ProbeGuard {
+    async fn release(mut self) {
+        self.released = true;
+        self.fleet.release_probe(&self.pool_id, &self.token).await;
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            let (fleet, pool, token) = (
+                self.fleet.clone(),
+                std::mem::take(&mut self.pool_id),
+                std::mem::take(&mut self.token),
+            );
+            self.tasks
+                .spawn(async move { fleet.release_probe(&pool, &token).await });
+        }
+    }
+}
+
+impl Engine {
+    pub async fn generate(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Served<Completion>, Failed> {
+        let http = self.http.clone();
+        self.run(model, deadline, move |t: Target| {
+            let http = http.clone();
+            let req = req.clone();
+            async move {
+                let total = t.timeouts.total;
+                tokio::time::timeout(total, upstream::complete(&http, &t, &req))
+                    .await
+                    .unwrap_or(Err(UpstreamError::FirstByteTimeout))
+            }
+        })
+        .await
+    }
+
+    pub async fn open_stream(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Served<OpenStream>, Failed> {
+        let http = self.http.clone();
+        self.run(model, deadline, move |t: Target| {
+            let http = http.clone();
+            let req = req.clone();
+            async move {
+                // Failover is allowed until the first chunk: peek it, bounded
+                // by the first-byte timeout, then commit.
+                let budget = t.timeouts.first_byte;
+                let open = async {
+                    let mut s = upstream::stream(&http, &t, &req).await?;
+                    match s.next().await {
+                        Some(Ok(first)) => Ok(OpenStream { first, rest: s }),
+                        Some(Err(e)) => Err(e),
+                        None => Err(UpstreamError::Truncated),
+                    }
+                };
+                tokio::time::timeout(budget, open)
+                    .await
+                    .unwrap_or(Err(UpstreamError::FirstByteTimeout))
+            }
+        })
+        .await
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        model: &str,
+        deadline: Option<Instant>,
+        attempt: F,
+    ) -> Result<Served<T>, Failed>
+    where
+        F: Fn(Target) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let catalog = self.catalog.load_full();
+        let plan = catalog.resolve(model).map_err(|error| Failed {
+            error,
+            attempts: Vec::new(),
+        })?;
+        let mut attempts: Vec<pb::Attempt> = Vec::new();
+        let mut reasons: Vec<String> = Vec::new();
+        let mut budget = self.max_attempts.max(1);
+
+        for pool in &plan.tiers {
+            if pool.active.is_empty() {
+                continue;
+            }
+            let ids: Vec<&str> = pool.active.iter().map(|c| c.member_id.as_str()).collect();
+            let counts = pool.strategy != Strategy::Random;
+            let begin = self.fleet.begin(&pool.id, &ids, counts).await;
+            let order =
+                crate::select::order(pool.strategy, &pool.active, begin.counter, &pool.sequence);
+            let health = |i: usize| begin.health.get(i).copied().unwrap_or_default();
+            let (mut ready, benched): (Vec<usize>, Vec<usize>) = order
+                .into_iter()
+                .partition(|&i| !health(i).benched(begin.now_ms));
+
+            let mut probe: Option<ProbeGuard> = None;
+            if ready.is_empty() {
+                // Half-open: one probe at a time, fleet-wide, to the member back soonest.
+                let token = uuid::Uuid::new_v4().to_string();
+                let ttl = pool
+                    .active
+                    .iter()
+                    .map(|c| c.target.timeouts.total)
+                    .max()
+                    .unwrap_or(Duration::from_secs(60))
+                    .min(Duration::from_secs(120));
+                if self.fleet.try_probe(&pool.id, &token, ttl).await {
+                    probe = Some(ProbeGuard {
+                        fleet: self.fleet.clone(),
+                        pool_id: pool.id.clone(),
+                        token,
+                        tasks: self.tasks.clone(),
+                        released: false,
+                    });
+                    if let Some(&soonest) =
+                        benched.iter().min_by_key(|&&i| health(i).benched_until_ms)
+                    {
+                        ready.push(soonest);
+                    }
+                }
+            }
+            for &i in &benched {
+                if ready.contains(&i) {
+                    continue;
+                }
+                let c = &pool.active[i];
+                attempts.push(record(
+                    pool,
+                    c,
+                    pb::AttemptOutcome::SkippedBenched,
+                    None,
+                    None,
+                ));
+                let secs = (health(i).benched_until_ms - begin.now_ms).max(0) as f64 / 1000.0;
+                reasons.push(format!("{}: benched for {secs:.1}s more", label(c)));
+            }
+
+            for &i in &ready {
+                let c = &pool.active[i];
+                let tries = if probe.is_some() {
+                    1
+                } else {
+                    1 + pool.policy.transient_retries
+                };
+                for n in 0..tries {
+                    if budget == 0 {
+                        reasons.push(format!("attempt cap of {} reached", self.max_attempts));
+                        return self
+                            .fail(plan.model.as_str(), attempts, reasons, probe)
+                            .await;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        attempts.push(record(pool, c, pb::AttemptOutcome::Deadline, None, None));
+                        if let Some(p) = probe.take() {
+                            p.release().await;
+                        }
+                        return Err(Failed {
+                            error: DpError::Deadline(format!(
+                                "deadline passed after {} attempts for '{}'",
+                                attempts.len() - 1,
+                                plan.model
+                            )),
+                            attempts,
+                        });
+                    }
+                    budget -= 1;
+                    let start = Instant::now();
+                    let call = attempt(c.target.clone());
+                    let result = match deadline {
+                        Some(d) => tokio::time::timeout_at(d.into(), call)
+                            .await
+                            .unwrap_or(Err(UpstreamError::FirstByteTimeout)),
+                        None => call.await,
+                    };
+                    match result {
+                        Ok(value) => {
+                            attempts.push(record(
+                                pool,
+                                c,
+                                pb::AttemptOutcome::Ok,
+                                None,
+                                Some(start),
+                            ));
+                            if health(i).consecutive_failures > 0 || health(i).benched_until_ms > 0
+                            {
+                                self.fleet.success(&c.member_id).await;
+                            }
+                            if let Some(p) = probe.take() {
+                                p.release().await;
+                            }
+                            let served_by = pb::ServedBy {
+                                pool: pool.name.clone(),
+                                member_id: c.member_id.clone(),
+                                provider: c.provider.clone(),
+                                upstream_model: c.upstream_model.clone(),
+                            };
+                            return Ok(Served {
+                                value,
+                                served_by,
+                                attempts,
+                                member: c.clone(),
+                                pool: pool.clone(),
+                            });
+                        }
+                        Err(err) => {
+                            let class = err.class();
+                            let outcome = match class {
+                                ErrorClass::Transient => pb::AttemptOutcome::Transient,
+                                ErrorClass::ModelNotFound => pb::AttemptOutcome::ModelNotFound,
+                                ErrorClass::Permanent(_) => pb::AttemptOutcome::Permanent,
+                            };
+                            attempts.push(record(pool, c, outcome, Some(&err), Some(start)));
+                            tracing::info!(pool = %pool.name, member = %c.member_id, provider = %c.provider, attempt = n + 1, error = %err, "upstream attempt failed");
+                            match class {
+                                ErrorClass::Transient => {
+                                    let f = self
+                                        .fleet
+                                        .failure(&c.member_id, &pool.policy, err.retry_after())
+                                        .await;
+                                    if f.benched || n + 1 == tries {
+                                        if f.benched {
+                                            tracing::warn!(pool = %pool.name, member = %c.member_id, until_ms = f.benched_until_ms, "member benched");
+                                        }
+                                        reasons.push(format!("{}: {err}", label(c)));
+                                        break;
+                                    }
+                                }
+                                ErrorClass::ModelNotFound => {
+                                    reasons.push(format!("{}: {err}", label(c)));
+                                    break;
+                                }
+                                ErrorClass::Permanent(code) => {
+                                    if pool.policy.advance_on_permanent {
+                                        reasons.push(format!("{}: {err}", label(c)));
+                                        break;
+                                    }
+                                    if let Some(p) = probe.take() {
+                                        p.release().await;
+                                    }
+                                    return Err(Failed {
+                                        error: DpError::Upstream {
+                                            code,
+                                            message: format!("{}: {err}", label(c)),
+                                        },
+                                        attempts,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(p) = probe.take() {
+                p.release().await;
+            }
+        }
+        self.fail(plan.model.as_str(), attempts, reasons, None)
+            .await
+    }
+
+    async fn fail<T>(
+        &self,
+        model: &str,
+        attempts: Vec<pb::Attempt>,
+        reasons: Vec<String>,
+        probe: Option<ProbeGuard>,
+    ) -> Result<Served<T>, Failed> {
+        if let Some(p) = probe {
+            p.release().await;
+        }
+        let detail = if reasons.is_empty() {
+            "no candidate could be tried".to_owned()
+        } else {
+            reasons.join("; ")
+        };
+        Err(Failed {
+            error: DpError::Exhausted(format!("every candidate for '{model}' failed: {detail}")),
+            attempts,
+        })
+    }
+}

@@ -1,0 +1,43 @@
+//! `switchyard-data-plane`: parse config, start telemetry, serve.
+
+use clap::Parser as _;
+use switchyard_data_plane::config::Args;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let _telemetry = match switchyard_shared::telemetry::init(&args.telemetry()) {
+        Ok(g) => g,
+        Err(err) => {
+            eprintln!("switchyard-data-plane: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "invalid configuration");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            tracing::error!(error = %err, listen = %args.listen, "cannot listen");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match switchyard_data_plane::server::serve(
+        listener,
+        settings,
+        switchyard_shared::shutdown::signal(),
+    )
+    .await
+    {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "data plane failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Selection: the order in which one request tries a pool's active members.
+//! The first is the pick; the rest is the failover order.
+
+use rand::seq::SliceRandom as _;
+
+use crate::catalog::{Candidate, Strategy};
+
+/// Indexes into `members`, in the order to try them. `counter` is the pool's
+/// shared counter, so N workers together spread requests evenly; `sequence`
+/// is the pool's precomputed weighted sequence ([`weighted_sequence`]).
+pub fn order(
+    strategy: Strategy,
+    members: &[std::sync::Arc<Candidate>],
+    counter: u64,
+    sequence: &[u32],
+) -> Vec<usize> {
+    let n = members.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    match strategy {
+        Strategy::RoundRobin => rotate((0..n).collect(), counter),
+        Strategy::Random => {
+            let mut v: Vec<usize> = (0..n).collect();
+            v.shuffle(&mut rand::rng());
+            v
+        }
+        Strategy::Priority => {
+            let mut levels: Vec<i32> = members.iter().map(|m| m.priority).collect();
+            levels.sort_unstable_by(|a, b| b.cmp(a));
+            levels.dedup();
+            levels
+                .into_iter()
+                .flat_map(|p| {
+                    rotate(
+                        (0..n).filter(|&i| members[i].priority == p).collect(),
+                        counter,
+                    )
+                })
+                .collect()
+        }
+        Strategy::Weighted => {
+            let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight.max(1))).collect();
+            let first = match sequence.len() {
+                0 => 0,
+                len => sequence[usize::try_from(counter % len as u64).unwrap_or(0)] as usize,
+            }
+            .min(n - 1);
+            let mut rest: Vec<usize> = (0..n).filter(|&i| i != first).collect();
+            rest.sort_by(|a, b| weights[*b].cmp(&weights[*a]));
+            let mut out = vec![first];
+            out.extend(rest);
+            out
+        }
+    }
+}
+
+fn rotate(mut v: Vec<usize>, counter: u64) -> Vec<usize> {
+    if !v.is_empty() {
+        let k = usize::try_from(counter % v.len() as u64).unwrap_or(0);
+        v.rotate_left(k);
+    }
+    v
+}
+
+/// Longest weighted sequence kept per pool; larger weight sums are scaled
+/// down (ratios kept to within rounding).
+const MAX_SEQUENCE: u64 = 1024;
+
+/// nginx's smooth weighted round robin, unrolled once per config load: one
+/// full cycle of picks, interleaved rather than bursty. A request then costs
+/// one index into it with the shared counter, so every worker agrees.
+pub fn weighted_sequence(weights: &[u32]) -> Vec<u32> {
+    let g = weights
+        .iter()
+        .fold(0u64, |g, &w| gcd(g, u64::from(w.max(1))));
+    let mut w: Vec<u64> = weights
+        .iter()
+        .map(|&x| u64::from(x.max(1)) / g.max(1))
+        .collect();
+    let total: u64 = w.iter().sum();
+    if total > MAX_SEQUENCE {
+        w = w
+            .iter()
+            .map(|&x| (x * MAX_SEQUENCE / total).max(1))
+            .collect();
+    }
+    let total: i64 = w.iter().map(|&x| i64::try_from(x).unwrap_or(1)).sum();
+    let w: Vec<i64> = w.iter().map(|&x| i64::try_from(x).unwrap_or(1)).collect();
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        for (c, wi) in current.iter_mut().zip(&w) {
+            *c += wi;
+        }
+        let pick = current
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+            .map_or(0, |(i, _)| i);
+        current[pick] -= total;
+        out.push(u32::try_from(pick).unwrap_or(0));
+    }
+    out
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use switchyard_proto::v1 as pb;
+
+    use super::*;
+    use crate::upstream::{Kind, Target, Timeouts};
+
+    fn members(spec: &[(u32, i32)]) -> Vec<Arc<Candidate>> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(weight, priority))| {
+                Arc::new(Candidate {
+                    member_id: format!("m{i}"),
+                    provider: "p".into(),
+                    upstream_model: "x".into(),
+                    weight,
+                    priority,
+                    status: pb::MemberStatus::Active,
+                    target: Target {
+                        kind: Kind::Mock,
+                        base_url: String::new(),
+                        model: "x".into(),
+                        credential: None,
+                        extra_headers: vec![],
+                        timeouts: Timeouts {
+                            connect: Duration::from_secs(1),
+                            first_byte: Duration::from_secs(1),
+                            total: Duration::from_secs(1),
+                        },
+                    },
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly_and_lists_everyone() {
+        let m = members(&[(1, 0), (1, 0), (1, 0)]);
+        let firsts: Vec<usize> = (0..6)
+            .map(|c| order(Strategy::RoundRobin, &m, c, &[])[0])
+            .collect();
+        assert_eq!(firsts, vec![0, 1, 2, 0, 1, 2]);
+        let mut all = order(Strategy::RoundRobin, &m, 1, &[]);
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn weighted_follows_weights_smoothly() {
+        let m = members(&[(5, 0), (1, 0), (1, 0)]);
+        let seq = weighted_sequence(&[5, 1, 1]);
+        let firsts: Vec<usize> = (0..7)
+            .map(|c| order(Strategy::Weighted, &m, c, &seq)[0])
+            .collect();
+        assert_eq!(firsts.iter().filter(|&&i| i == 0).count(), 5);
+        assert_eq!(firsts, vec![0, 0, 1, 0, 2, 0, 0], "nginx's smooth sequence");
+    }
+
+    #[test]
+    fn big_weights_are_reduced_and_capped() {
+        assert_eq!(weighted_sequence(&[2000, 2000]).len(), 2, "gcd reduces");
+        let seq = weighted_sequence(&[10_000, 9_999, 1]);
+        assert!(seq.len() <= 1100);
+        let zeros = seq.iter().filter(|&&i| i == 0).count();
+        assert!(zeros > seq.len() / 3, "ratio kept");
+    }
+
+    #[test]
+    fn priority_takes_the_highest_level_first_and_rotates_within_it() {
+        let m = members(&[(1, 1), (1, 10), (1, 10), (1, 5)]);
+        assert_eq!(order(Strategy::Priority, &m, 0, &[]), vec![1, 2, 3, 0]);
+        assert_eq!(order(Strategy::Priority, &m, 1, &[]), vec![2, 1, 3, 0]);
+    }
+
+    #[test]
+    fn random_is_a_permutation() {
+        let m = members(&[(1, 0), (1, 0), (1, 0), (1, 0)]);
+        let mut v = order(Strategy::Random, &m, 0, &[]);
+        v.sort_unstable();
+        assert_eq!(v, vec![0, 1, 2, 3]);
+    }
+}

@@ -1,0 +1,249 @@
+//! Wiring: config sync, shared health, the HTTP client and the gRPC server,
+//! with one shutdown path.
+//!
+//! Shutdown (SIGTERM): NOT_SERVING → stop accepting → in-flight unary calls
+//! and streams finish within the grace period → background tasks stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::inference_server::InferenceServer;
+use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::seal::MasterKey;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{Catalog, ProcessSecrets, Secrets};
+use crate::failover::Engine;
+use crate::health::Fleet;
+use crate::service::InferenceService;
+use crate::sync::{Loader, SyncState};
+
+/// Where config and shared state come from.
+pub enum Source {
+    /// Production: snapshot, changes, counters and health in Redis.
+    Redis { url: String, prefix: String },
+    /// The embedded default: the control plane's in-process bus, state in memory.
+    Local(watch::Receiver<Option<Arc<pb::Snapshot>>>),
+}
+
+pub struct Settings {
+    pub source: Source,
+    pub master_key: Option<MasterKey>,
+    pub max_attempts: u32,
+    pub stream_idle: Duration,
+    pub config_check_every: Duration,
+    pub shutdown_grace: Duration,
+    pub max_message_bytes: usize,
+    pub secrets: Box<dyn Secrets>,
+}
+
+impl Settings {
+    pub fn new(source: Source) -> Self {
+        Self {
+            source,
+            master_key: None,
+            max_attempts: 10,
+            stream_idle: Duration::from_secs(30),
+            config_check_every: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            max_message_bytes: 4 << 20,
+            secrets: Box::new(ProcessSecrets),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid REDIS_URL: {0}")]
+    RedisUrl(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+fn http_client() -> Result<reqwest::Client, StartError> {
+    // One pooled client for every upstream. No retries of its own (failover
+    // decides), no overall timeout (set per provider, per attempt).
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| StartError::Http(e.to_string()))
+}
+
+/// Runs a data-plane worker on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let background = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let catalog = Arc::new(ArcSwap::from_pointee(Catalog::default()));
+    let (state_tx, state_rx) = watch::channel(SyncState::Loading);
+    let loader = Loader {
+        catalog: catalog.clone(),
+        master_key: settings.master_key,
+        secrets: settings.secrets,
+        state: state_tx,
+    };
+
+    let (fleet, sync) = match settings.source {
+        Source::Redis { url, prefix } => {
+            let client = redis::Client::open(url.as_str())
+                .map_err(|e| StartError::RedisUrl(e.to_string()))?;
+            let cfg = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_millis(500)))
+                .set_number_of_retries(0);
+            // The manager connects lazily when Redis is down at start-up.
+            let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), cfg)
+                .map_err(|e| StartError::RedisUrl(e.to_string()))?;
+            let keys = RedisKeys::new(prefix.clone());
+            let sync = tokio::spawn(crate::sync::follow_redis(
+                client,
+                keys,
+                loader,
+                settings.config_check_every,
+                background.clone(),
+            ));
+            (Fleet::redis(conn, &prefix), sync)
+        }
+        Source::Local(rx) => (
+            Fleet::memory(),
+            tokio::spawn(crate::sync::follow_local(rx, loader, background.clone())),
+        ),
+    };
+    let engine = Arc::new(Engine {
+        catalog: catalog.clone(),
+        fleet: Arc::new(fleet),
+        http: http_client()?,
+        max_attempts: settings.max_attempts,
+        tasks: tasks.clone(),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<InferenceServer<InferenceService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    // Serving once a config is loaded; "switchyard.config" reports whether it is live.
+    let reporter = {
+        let health = health.clone();
+        let mut rx = state_rx.clone();
+        let stop = background.clone();
+        tokio::spawn(async move {
+            loop {
+                let state = *rx.borrow_and_update();
+                let (main, config) = match state {
+                    SyncState::Loading => (
+                        tonic_health::ServingStatus::NotServing,
+                        tonic_health::ServingStatus::NotServing,
+                    ),
+                    SyncState::Live => (
+                        tonic_health::ServingStatus::Serving,
+                        tonic_health::ServingStatus::Serving,
+                    ),
+                    SyncState::Stale => (
+                        tonic_health::ServingStatus::Serving,
+                        tonic_health::ServingStatus::NotServing,
+                    ),
+                };
+                health
+                    .set_service_status("switchyard.v1.Inference", main)
+                    .await;
+                health.set_service_status("", main).await;
+                health.set_service_status("switchyard.config", config).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+            }
+        })
+    };
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let inference = InferenceServer::new(InferenceService::new(
+        engine,
+        tasks.clone(),
+        settings.stream_idle,
+    ))
+    .max_decoding_message_size(settings.max_message_bytes);
+
+    let signalled = CancellationToken::new();
+    let on_signal = {
+        let signalled = signalled.clone();
+        let background = background.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: not serving, draining in-flight requests and streams");
+            background.cancel();
+            health
+                .set_service_status(
+                    "switchyard.v1.Inference",
+                    tonic_health::ServingStatus::NotServing,
+                )
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            signalled.cancel();
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(addr = %addr, "data plane listening");
+    let server = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(inference)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_signal);
+    let grace = settings.shutdown_grace;
+    let result = tokio::select! {
+        r = server => r.map_err(StartError::from),
+        () = async { signalled.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping requests still in flight");
+            Ok(())
+        }
+    };
+    background.cancel();
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!("streams still open after the grace period");
+    }
+    for (name, h) in [("config sync", sync), ("health reporter", reporter)] {
+        if let Err(e) = h.await {
+            tracing::error!(task = name, error = %e, "background task failed");
+        }
+    }
+    tracing::info!("data plane stopped");
+    result
+}

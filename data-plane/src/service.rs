@@ -1,0 +1,432 @@
+//! The `switchyard.v1.Inference` gRPC service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt as _};
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::inference_server::Inference;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status};
+
+use crate::error::DpError;
+use crate::failover::{Engine, Failed, OpenStream, Served};
+use crate::upstream::{self, ChatRequest, Chunk, ErrorClass};
+
+pub struct InferenceService {
+    engine: Arc<Engine>,
+    tasks: TaskTracker,
+    /// Longest silence between two chunks once a stream is committed.
+    stream_idle: Duration,
+}
+
+impl InferenceService {
+    pub fn new(engine: Arc<Engine>, tasks: TaskTracker, stream_idle: Duration) -> Self {
+        Self {
+            engine,
+            tasks,
+            stream_idle,
+        }
+    }
+}
+
+/// The caller's deadline, from grpc-timeout (`100m`, `5S`, …).
+fn deadline(md: &MetadataMap) -> Option<Instant> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Instant::now().checked_add(d)
+}
+
+fn role(r: i32, i: usize) -> Result<upstream::Role, Status> {
+    match pb::Role::try_from(r) {
+        Ok(pb::Role::System) => Ok(upstream::Role::System),
+        Ok(pb::Role::User) => Ok(upstream::Role::User),
+        Ok(pb::Role::Assistant) => Ok(upstream::Role::Assistant),
+        Ok(pb::Role::Tool) => Ok(upstream::Role::Tool),
+        Ok(pb::Role::Unspecified) | Err(_) => Err(Status::invalid_argument(format!(
+            "messages[{i}].role is {r}; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
+        ))),
+    }
+}
+
+/// Checks the request and turns it into the neutral form.
+fn chat_request(r: &pb::GenerateRequest) -> Result<ChatRequest, Status> {
+    if r.messages.is_empty() {
+        return Err(Status::invalid_argument(
+            "messages is empty; send at least one message",
+        ));
+    }
+    let mut messages = Vec::with_capacity(r.messages.len());
+    for (i, m) in r.messages.iter().enumerate() {
+        messages.push(upstream::Message {
+            role: role(m.role, i)?,
+            content: m.content.clone(),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|t| upstream::ToolCall {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    arguments_json: t.arguments_json.clone(),
+                })
+                .collect(),
+            tool_call_id: (!m.tool_call_id.is_empty()).then(|| m.tool_call_id.clone()),
+            name: (!m.name.is_empty()).then(|| m.name.clone()),
+        });
+    }
+    if let Some(t) = r.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(Status::invalid_argument(format!(
+            "temperature is {t}; use 0 to 2"
+        )));
+    }
+    if let Some(p) = r.top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(Status::invalid_argument(format!(
+            "top_p is {p}; use 0 to 1"
+        )));
+    }
+    if r.max_tokens == Some(0) {
+        return Err(Status::invalid_argument(
+            "max_tokens is 0; leave it unset or give at least 1",
+        ));
+    }
+    Ok(ChatRequest {
+        messages,
+        tools: r
+            .tools
+            .iter()
+            .map(|t| upstream::Tool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters_json: t.parameters_json.clone(),
+            })
+            .collect(),
+        max_tokens: r.max_tokens,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        stop: r.stop.clone(),
+        seed: r.seed,
+        json_mode: r.response_format == pb::ResponseFormat::JsonObject as i32,
+    })
+}
+
+fn request_id(r: &pb::GenerateRequest) -> String {
+    if r.request_id.is_empty() {
+        uuid::Uuid::now_v7().to_string()
+    } else {
+        r.request_id.chars().take(128).collect()
+    }
+}
+
+/// Metadata naming the server, the member and the attempts (headers or trailers).
+fn served_metadata(
+    md: &mut MetadataMap,
+    request_id: &str,
+    served: Option<&pb::ServedBy>,
+    attempts: &[pb::Attempt],
+) {
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        md.insert("x-switchyard-request-id", v);
+    }
+    if let Some(s) = served {
+        if let Ok(v) = MetadataValue::try_from(s.member_id.as_str()) {
+            md.insert("x-switchyard-member", v);
+        }
+        if let Ok(v) = MetadataValue::try_from(format!("{}/{}", s.provider, s.upstream_model)) {
+            md.insert("x-switchyard-upstream", v);
+        }
+    }
+    let summary: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            let outcome = pb::AttemptOutcome::try_from(a.outcome)
+                .map(|o| o.as_str_name())
+                .unwrap_or("?");
+            format!(
+                "{}:{}",
+                a.member_id,
+                outcome
+                    .trim_start_matches("ATTEMPT_OUTCOME_")
+                    .to_lowercase()
+            )
+        })
+        .collect();
+    if let Ok(v) = MetadataValue::try_from(summary.join(",")) {
+        md.insert("x-switchyard-attempts", v);
+    }
+}
+
+fn failed(request_id: &str, f: Failed) -> Status {
+    let mut status = Status::from(f.error);
+    served_metadata(status.metadata_mut(), request_id, None, &f.attempts);
+    status
+}
+
+type EventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::GenerateStreamEvent, Status>> + Send + 'static>>;
+
+fn event(e: pb::generate_stream_event::Event) -> pb::GenerateStreamEvent {
+    pb::GenerateStreamEvent { event: Some(e) }
+}
+
+fn chunk_event(c: Chunk) -> pb::GenerateStreamEvent {
+    use pb::generate_stream_event::Event;
+    match c {
+        Chunk::Text(t) => event(Event::TextDelta(t)),
+        Chunk::ToolCall {
+            index,
+            id,
+            name,
+            arguments,
+        } => event(Event::ToolCallDelta(pb::ToolCallDelta {
+            index,
+            id: id.unwrap_or_default(),
+            name: name.unwrap_or_default(),
+            arguments_delta: arguments,
+        })),
+        Chunk::Usage(u) => event(Event::Usage(pb::Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+        })),
+        Chunk::Finish(reason) => event(Event::Finish(pb::Finish {
+            finish_reason: reason,
+        })),
+    }
+}
+
+#[tonic::async_trait]
+impl Inference for InferenceService {
+    async fn generate(
+        &self,
+        r: Request<pb::GenerateRequest>,
+    ) -> Result<Response<pb::GenerateResponse>, Status> {
+        let deadline = deadline(r.metadata());
+        let r = r.into_inner();
+        let id = request_id(&r);
+        let chat = chat_request(&r)?;
+        let span = tracing::info_span!("generate", request_id = %id, model = %r.model);
+        let _e = span.enter();
+        let served = self
+            .engine
+            .generate(&r.model, &chat, deadline)
+            .await
+            .map_err(|f| failed(&id, f))?;
+        let Served {
+            value,
+            served_by,
+            attempts,
+            ..
+        } = served;
+        tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "served");
+        let mut resp = Response::new(pb::GenerateResponse {
+            request_id: id.clone(),
+            content: value.content,
+            tool_calls: value
+                .tool_calls
+                .into_iter()
+                .map(|t| pb::ToolCall {
+                    id: t.id,
+                    name: t.name,
+                    arguments_json: t.arguments_json,
+                })
+                .collect(),
+            finish_reason: value.finish_reason,
+            usage: value.usage.map(|u| pb::Usage {
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+            }),
+            served_by: Some(served_by.clone()),
+            attempts: attempts.clone(),
+        });
+        served_metadata(resp.metadata_mut(), &id, Some(&served_by), &attempts);
+        Ok(resp)
+    }
+
+    type GenerateStreamStream = EventStream;
+
+    async fn generate_stream(
+        &self,
+        r: Request<pb::GenerateRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let deadline = deadline(r.metadata());
+        let r = r.into_inner();
+        let id = request_id(&r);
+        let chat = chat_request(&r)?;
+        let served = self
+            .engine
+            .open_stream(&r.model, &chat, deadline)
+            .await
+            .map_err(|f| failed(&id, f))?;
+        let Served {
+            value: OpenStream { first, rest },
+            served_by,
+            attempts,
+            member,
+            pool,
+        } = served;
+        tracing::info!(request_id = %id, model = %r.model, member = %served_by.member_id, attempts = attempts.len(), "stream committed");
+
+        let (tx, rx) = mpsc::channel::<Result<pb::GenerateStreamEvent, Status>>(32);
+        let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
+            request_id: id.clone(),
+            served_by: Some(served_by.clone()),
+            attempts: attempts.clone(),
+        }));
+        let engine = self.engine.clone();
+        let idle = self.stream_idle;
+        let mut trailers = MetadataMap::new();
+        served_metadata(&mut trailers, &id, Some(&served_by), &attempts);
+        let mut headers = MetadataMap::new();
+        served_metadata(&mut headers, &id, Some(&served_by), &attempts);
+        let request_id = id.clone();
+        self.tasks.spawn(async move {
+            let pump = async {
+                tx.send(Ok(start)).await.map_err(|_| ())?;
+                let finished = matches!(first, Chunk::Finish(_));
+                tx.send(Ok(chunk_event(first))).await.map_err(|_| ())?;
+                if finished {
+                    return Ok(());
+                }
+                let mut rest = rest;
+                loop {
+                    let limit = match deadline {
+                        Some(d) => idle.min(d.saturating_duration_since(Instant::now())),
+                        None => idle,
+                    };
+                    let next = tokio::select! {
+                        () = tx.closed() => return Err(()),
+                        n = tokio::time::timeout(limit, rest.next()) => n,
+                    };
+                    match next {
+                        Ok(Some(Ok(chunk))) => {
+                            let finished = matches!(chunk, Chunk::Finish(_));
+                            tx.send(Ok(chunk_event(chunk))).await.map_err(|_| ())?;
+                            if finished {
+                                return Ok(());
+                            }
+                        }
+                        Ok(Some(Err(err))) => {
+                            tracing::warn!(request_id = %request_id, member = %member.member_id, error = %err, "upstream failed after the first chunk");
+                            if err.class() == ErrorClass::Transient {
+                                engine.fleet.failure(&member.member_id, &pool.policy, err.retry_after()).await;
+                            }
+                            let msg = format!("member {} failed mid-stream: {err}; the stream is not replayed elsewhere", member.member_id);
+                            let _ = tx.send(Err(Status::unavailable(msg))).await;
+                            return Err(());
+                        }
+                        Ok(None) => {
+                            let _ = tx.send(Err(Status::unavailable(format!("member {} ended the stream before finishing", member.member_id)))).await;
+                            return Err(());
+                        }
+                        Err(_) => {
+                            let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+                            let msg = if past_deadline {
+                                "deadline passed while streaming".to_owned()
+                            } else {
+                                format!("no chunk from member {} for {} ms", member.member_id, limit.as_millis())
+                            };
+                            tracing::warn!(request_id = %request_id, member = %member.member_id, "stream stalled");
+                            engine.fleet.failure(&member.member_id, &pool.policy, None).await;
+                            let _ = tx.send(Err(Status::deadline_exceeded(msg))).await;
+                            return Err(());
+                        }
+                    }
+                }
+            };
+            // Dropping `rest` (here, at the end of the task) closes the upstream
+            // connection: a caller that left cancels the upstream at once.
+            if pump.await.is_ok() {
+                // OK with trailing metadata naming the member and the attempts.
+                let _ = tx.send(Err(Status::with_metadata(tonic::Code::Ok, "", trailers))).await;
+            }
+        });
+        let mut resp = Response::new(Box::pin(ReceiverStream::new(rx)) as EventStream);
+        *resp.metadata_mut() = headers;
+        Ok(resp)
+    }
+
+    async fn list_models(
+        &self,
+        _r: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let catalog = self.engine.catalog.load_full();
+        let (pools, routes) = catalog.models();
+        let mut models = Vec::new();
+        let health_of = |pool: &crate::catalog::Pool| {
+            let engine = self.engine.clone();
+            let pool_id = pool.id.clone();
+            let members = pool.members.clone();
+            async move {
+                let ids: Vec<&str> = members.iter().map(|m| m.member_id.as_str()).collect();
+                let b = engine.fleet.begin(&pool_id, &ids, false).await;
+                members
+                    .iter()
+                    .zip(b.health.iter())
+                    .map(|(m, h)| pb::MemberHealth {
+                        member_id: m.member_id.clone(),
+                        provider: m.provider.clone(),
+                        upstream_model: m.upstream_model.clone(),
+                        status: m.status.into(),
+                        available: !h.benched(b.now_ms),
+                        consecutive_failures: h.consecutive_failures,
+                        benched_until_ms: if h.benched(b.now_ms) {
+                            h.benched_until_ms
+                        } else {
+                            0
+                        },
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        for p in &pools {
+            models.push(pb::VirtualModel {
+                name: p.name.clone(),
+                kind: "pool".into(),
+                enabled: p.enabled,
+                members: health_of(p).await,
+            });
+        }
+        for r in &routes {
+            let mut members = Vec::new();
+            for (p, _) in &r.tiers {
+                members.extend(health_of(p).await);
+            }
+            models.push(pb::VirtualModel {
+                name: r.name.clone(),
+                kind: "route".into(),
+                enabled: r.enabled,
+                members,
+            });
+        }
+        Ok(Response::new(pb::ListModelsResponse {
+            revision: catalog.revision,
+            models,
+        }))
+    }
+}
+
+impl From<DpError> for Failed {
+    fn from(error: DpError) -> Self {
+        Failed {
+            error,
+            attempts: Vec::new(),
+        }
+    }
+}

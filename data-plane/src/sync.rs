@@ -1,0 +1,202 @@
+//! Config sync: load the snapshot, then follow changes, without Postgres.
+//!
+//! Redis: subscribe to the changes channel first, then load the snapshot,
+//! so no change falls in between. Any message newer than what we serve, a
+//! reconnect, or the periodic check (the stored revision moved) reloads the
+//! whole snapshot — so a lost message heals within one check period. While
+//! Redis is unreachable the worker keeps serving its last config.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::StreamExt as _;
+use prost::Message as _;
+use switchyard_proto::v1 as pb;
+use switchyard_shared::change::ChangeMessage;
+use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::seal::MasterKey;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, Secrets};
+
+/// Health of the sync itself, reported to grpc.health.v1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// No config yet: the worker is NOT_SERVING.
+    Loading,
+    /// Following changes.
+    Live,
+    /// Serving the last config; the source is unreachable.
+    Stale,
+}
+
+/// Builds catalogs from snapshots and swaps them in.
+pub struct Loader {
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub master_key: Option<MasterKey>,
+    pub secrets: Box<dyn Secrets>,
+    pub state: watch::Sender<SyncState>,
+}
+
+impl Loader {
+    /// Swaps in `snap` if it is newer than what is served.
+    pub fn apply(&self, snap: &pb::Snapshot) {
+        let current = self.catalog.load().revision;
+        let first = *self.state.borrow() == SyncState::Loading;
+        if snap.revision <= current && !first {
+            return;
+        }
+        let catalog = Catalog::build(snap, self.master_key.as_ref(), self.secrets.as_ref());
+        self.catalog.store(Arc::new(catalog));
+        tracing::info!(
+            revision = snap.revision,
+            pools = snap.pools.len(),
+            routes = snap.routes.len(),
+            "config loaded"
+        );
+        self.state.send_replace(SyncState::Live);
+    }
+
+    fn stale(&self, why: &str) {
+        if *self.state.borrow() == SyncState::Live {
+            tracing::warn!(
+                reason = why,
+                revision = self.catalog.load().revision,
+                "config source unreachable; serving the last config"
+            );
+            self.state.send_replace(SyncState::Stale);
+        }
+    }
+}
+
+async fn load_redis(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &RedisKeys,
+) -> Result<Option<pb::Snapshot>, String> {
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(keys.snapshot())
+        .query_async(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    match bytes {
+        None => Ok(None),
+        Some(b) => pb::Snapshot::decode(b.as_slice())
+            .map(Some)
+            .map_err(|e| format!("undecodable snapshot: {e}")),
+    }
+}
+
+async fn stored_revision(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &RedisKeys,
+) -> Result<Option<u64>, String> {
+    redis::cmd("GET")
+        .arg(keys.snapshot_revision())
+        .query_async(conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Follows Redis until shutdown.
+pub async fn follow_redis(
+    client: redis::Client,
+    keys: RedisKeys,
+    loader: Loader,
+    check_every: Duration,
+    shutdown: CancellationToken,
+) {
+    let channel = keys.changes_channel();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let cfg = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5)));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|e| e.to_string())?;
+            match load_redis(&mut conn, &keys).await? {
+                Some(s) => loader.apply(&s),
+                None => {
+                    tracing::info!("no config snapshot in Redis yet; waiting for the control plane")
+                }
+            }
+            Ok::<_, String>((conn, pubsub))
+        };
+        let started = tokio::select! {
+            () = shutdown.cancelled() => return,
+            s = session => s,
+        };
+        match started {
+            Ok((mut conn, pubsub)) => {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                let mut tick = tokio::time::interval(check_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let why = loop {
+                    let reload = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        m = messages.next() => match m {
+                            None => break "change subscription lost".to_owned(),
+                            Some(msg) => match serde_json::from_slice::<ChangeMessage>(msg.get_payload_bytes()) {
+                                Ok(ev) => ev.revision > loader.catalog.load().revision,
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "undecodable change message; reloading");
+                                    true
+                                }
+                            },
+                        },
+                        _ = tick.tick() => match stored_revision(&mut conn, &keys).await {
+                            Ok(Some(r)) => r > loader.catalog.load().revision || *loader.state.borrow() != SyncState::Live,
+                            Ok(None) => false,
+                            Err(e) => break e,
+                        },
+                    };
+                    if reload {
+                        match load_redis(&mut conn, &keys).await {
+                            Ok(Some(s)) => loader.apply(&s),
+                            Ok(None) => {}
+                            Err(e) => break e,
+                        }
+                    }
+                };
+                loader.stale(&why);
+            }
+            Err(e) => {
+                loader.stale(&e);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach Redis for config");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Follows the in-process bus of the embedded default until shutdown.
+pub async fn follow_local(
+    mut rx: watch::Receiver<Option<Arc<pb::Snapshot>>>,
+    loader: Loader,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let snap = rx.borrow_and_update().clone();
+        if let Some(s) = snap {
+            loader.apply(&s);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Fault injection: what a fake model does instead of answering normally.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// A misbehaviour the fake upstream applies to requests for one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this HTTP status (before any stream starts). `retry_after_secs` sets a
+    /// `Retry-After` header; `body` replaces the provider-shaped error JSON.
+    Status {
+        code: u16,
+        retry_after_secs: Option<u64>,
+        body: Option<String>,
+    },
+    /// Sleep this long before sending the response headers, then answer normally.
+    DelayFirstByte(Duration),
+    /// Streams: send N content chunks, then abort the connection without finishing
+    /// (no `[DONE]` / `message_stop`). Unary: send half of the JSON body, then abort.
+    DropAfter(usize),
+    /// Streams: send N content chunks, then hang until the client disconnects (or the server
+    /// shuts down). Unary: never send headers, same ending.
+    StallAfter(usize),
+    /// 200 and a stream whose first event is a provider error object. Unary requests get a
+    /// 500 with the same error object.
+    ErrorEvent,
+    /// 404 with the provider's model-not-found error JSON.
+    UnknownModel,
+}
+
+#[derive(Debug, Default)]
+struct ModelFaults {
+    persistent: Option<Fault>,
+    /// A fault for the next `n` calls, taking precedence over `persistent`.
+    times: Option<(Fault, usize)>,
+}
+
+/// Per-model fault settings, shared between the handle and the handlers.
+#[derive(Debug, Default)]
+pub(crate) struct FaultTable {
+    models: Mutex<HashMap<String, ModelFaults>>,
+}
+
+impl FaultTable {
+    pub(crate) fn set(&self, model: &str, fault: Fault) {
+        let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        models.entry(model.to_owned()).or_default().persistent = Some(fault);
+    }
+
+    pub(crate) fn set_times(&self, model: &str, fault: Fault, times: usize) {
+        let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = models.entry(model.to_owned()).or_default();
+        entry.times = (times > 0).then_some((fault, times));
+    }
+
+    pub(crate) fn clear(&self, model: &str) {
+        let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        models.remove(model);
+    }
+
+    /// The fault for one call to `model`, consuming one use of a counted fault.
+    pub(crate) fn take(&self, model: &str) -> Option<Fault> {
+        let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = models.get_mut(model)?;
+        if let Some((fault, left)) = entry.times.as_mut() {
+            let fault = fault.clone();
+            *left -= 1;
+            if *left == 0 {
+                entry.times = None;
+            }
+            return Some(fault);
+        }
+        entry.persistent.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_fault_expires_then_persistent_applies() {
+        let table = FaultTable::default();
+        table.set("m", Fault::UnknownModel);
+        table.set_times("m", Fault::ErrorEvent, 2);
+        assert_eq!(table.take("m"), Some(Fault::ErrorEvent));
+        assert_eq!(table.take("m"), Some(Fault::ErrorEvent));
+        assert_eq!(table.take("m"), Some(Fault::UnknownModel));
+        table.clear("m");
+        assert_eq!(table.take("m"), None);
+        assert_eq!(table.take("other"), None);
+    }
+}

@@ -1,0 +1,72 @@
+//! `switchyard-fake-upstream`: the fake upstream as a process, for benchmarks.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard_testkit::{FakeConfig, FakeUpstream};
+
+/// Fake OpenAI / Anthropic upstream (deterministic answers, no faults).
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-fake-upstream", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Content chunks per answer.
+    #[arg(long, default_value_t = 5)]
+    chunks: usize,
+    /// Delay before each streamed content chunk, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_us: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = FakeConfig {
+        chunks: args.chunks,
+        chunk_delay: Duration::from_micros(args.chunk_delay_us),
+    };
+    let upstream = match FakeUpstream::bind(args.listen, config).await {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            eprintln!(
+                "switchyard-fake-upstream: cannot listen on {}: {err}",
+                args.listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "listening on http://{}", upstream.addr())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    drop(stdout);
+    if let Err(err) = shutdown_signal().await {
+        eprintln!("switchyard-fake-upstream: signal handling failed: {err}");
+    }
+    upstream.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            res = tokio::signal::ctrl_c() => res,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
