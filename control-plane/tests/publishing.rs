@@ -176,70 +176,11 @@ async fn no_change_is_lost_while_redis_is_down() {
     drop(up);
 }
 
-/// A Redis server of the test's own, so it can be stopped and started.
-struct PrivateRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        Self {
-            port,
-            child: Some(child),
-        }
-    }
-
-    async fn wait_up(&self) {
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private redis did not start");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut redis = PrivateRedis::start(port);
-    redis.wait_up().await;
-    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = PrivateRedis::start().await;
+    let port = redis.port;
+    let url = redis.url();
     let db = TestDb::postgres().await;
     let prefix = RedisPrefix::new();
     let cp = Launch {
@@ -277,8 +218,7 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
     redis.stop();
     create_pool(&mut c, pool("during-1")).await;
     create_pool(&mut c, pool("during-2")).await;
-    let mut redis = PrivateRedis::start(port);
-    redis.wait_up().await;
+    let mut redis = PrivateRedis::start_on(port).await;
     let snap = snapshot_at(3).await;
     let names: Vec<&str> = snap.pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, vec!["before", "during-1", "during-2"]);

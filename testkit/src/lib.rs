@@ -16,6 +16,7 @@
 //! ```
 
 mod fault;
+pub mod harness;
 mod server;
 mod stats;
 mod wire;

@@ -3,9 +3,6 @@
 //! started on 127.0.0.1:0.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -13,8 +10,7 @@ use prost::Message as _;
 use sea_orm::{ConnectionTrait, Database};
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -29,13 +25,7 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-pub fn redis_url() -> String {
-    std::env::var("SWITCHYARD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
+pub use switchyard_testkit::harness::{redis_url, unique};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -113,41 +103,8 @@ impl Drop for TestDb {
     }
 }
 
-/// Deletes the test's Redis keys when dropped.
-pub struct RedisPrefix(pub String);
-
-impl RedisPrefix {
-    pub fn new() -> Self {
-        Self(unique("sytest"))
-    }
-}
-
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
-        let prefix = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(client) = redis::Client::open(redis_url())
-                && let Ok(mut c) = client.get_connection()
-            {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{prefix}:*"))
-                    .query(&mut c)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
-                }
-            }
-        })
-        .join();
-    }
-}
-
-/// A running control-plane process; killed when dropped.
-pub struct ControlPlaneProc {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub logs: Arc<Mutex<String>>,
-}
+#[allow(unused_imports)]
+pub use switchyard_testkit::harness::{PrivateRedis, RedisPrefix, ServerProc as ControlPlaneProc};
 
 pub struct Launch<'a> {
     pub db_url: &'a str,
@@ -180,79 +137,27 @@ impl<'a> Launch<'a> {
             .env("SWITCHYARD_READER_TOKENS", READER)
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .env("SWITCHYARD_SHUTDOWN_GRACE_SECS", "5")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .env("RUST_LOG", "info");
         if self.master_key {
             cmd.env("SWITCHYARD_MASTER_KEY", MASTER_KEY);
         }
         for (k, v) in self.extra_env {
             cmd.env(k, v);
         }
-        spawn_and_wait(cmd).await
+        ControlPlaneProc::start(cmd, "control plane listening").await
     }
 }
 
-/// Starts `cmd`, captures its output and waits for the "listening" log line.
-pub async fn spawn_and_wait(mut cmd: Command) -> ControlPlaneProc {
-    let mut child = cmd.spawn().expect("start binary");
-    let logs = Arc::new(Mutex::new(String::new()));
-    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<SocketAddr>(1);
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let logs = logs.clone();
-        let addr_tx = addr_tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && let Some(a) = v
-                        .get("addr")
-                        .and_then(|a| a.as_str())
-                        .and_then(|a| a.parse().ok())
-                {
-                    let _ = addr_tx.try_send(a);
-                }
-                if let Ok(mut l) = logs.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-    }
-    let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx.recv())
-        .await
-        .ok()
-        .flatten();
-    let Some(addr) = addr else {
-        let _ = child.start_kill();
-        panic!(
-            "binary did not report its address; logs:\n{}",
-            logs.lock().map(|l| l.clone()).unwrap_or_default()
-        );
-    };
-    ControlPlaneProc { child, addr, logs }
+/// gRPC clients of a running control plane.
+#[allow(async_fn_in_trait)]
+pub trait ControlPlaneClients {
+    async fn channel(&self) -> Channel;
+    async fn client(&self, token: &str) -> Client;
+    async fn admin(&self) -> Client;
 }
 
-impl ControlPlaneProc {
-    pub fn logs(&self) -> String {
-        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    pub async fn channel(&self) -> Channel {
+impl ControlPlaneClients for ControlPlaneProc {
+    async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .expect("uri")
             .connect_timeout(Duration::from_secs(5))
@@ -261,26 +166,12 @@ impl ControlPlaneProc {
             .expect("connect to control plane")
     }
 
-    pub async fn client(&self, token: &str) -> Client {
+    async fn client(&self, token: &str) -> Client {
         ControlPlaneClient::with_interceptor(self.channel().await, Bearer(token.to_owned()))
     }
 
-    pub async fn admin(&self) -> Client {
+    async fn admin(&self) -> Client {
         self.client(ADMIN).await
-    }
-
-    /// SIGTERM, then wait (bounded) for exit; returns the exit status.
-    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok)
     }
 }
 

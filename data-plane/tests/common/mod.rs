@@ -1,0 +1,316 @@
+//! Harness: real Redis (private key prefix), fake upstreams speaking the
+//! OpenAI and Anthropic wire formats, and the real `switchyard-data-plane`
+//! binary. Config reaches the worker the way the control plane publishes it:
+//! snapshot and revision keys plus a change message on the channel.
+#![allow(dead_code, unused_imports)]
+
+use std::time::Duration;
+
+use prost::Message as _;
+use secrecy::SecretString;
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::inference_client::InferenceClient;
+use switchyard_shared::change::{Action, ChangeMessage, Resource};
+use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::seal::MasterKey;
+pub use switchyard_testkit::harness::{PrivateRedis, RedisPrefix, ServerProc, redis_url, unique};
+pub use switchyard_testkit::{FakeConfig, FakeUpstream, Fault};
+use tokio::process::Command;
+use tonic::transport::Channel;
+
+pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Builds snapshots the way the control plane resolves them.
+#[derive(Default, Clone)]
+pub struct Config {
+    pub snap: pb::Snapshot,
+}
+
+pub fn policy(retries: u32, threshold: u32, cooldown_ms: u32) -> pb::FailoverPolicy {
+    pb::FailoverPolicy {
+        transient_retries: retries,
+        failure_threshold: threshold,
+        cooldown_base_ms: cooldown_ms,
+        cooldown_max_ms: cooldown_ms * 8,
+        advance_on_permanent: false,
+    }
+}
+
+impl Config {
+    /// An upstream provider; `secret` is sealed like an inline credential.
+    pub fn provider(
+        &mut self,
+        name: &str,
+        kind: pb::ProviderKind,
+        base_url: &str,
+        secret: Option<&str>,
+    ) -> &mut Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        let credential = secret.map(|s| {
+            let key = MasterKey::from_base64(MASTER_KEY).expect("key");
+            pb::SnapshotCredential {
+                info: Some(pb::CredentialInfo {
+                    source: pb::credential_info::Source::Inline.into(),
+                    ..Default::default()
+                }),
+                sealed: key
+                    .seal(id.as_bytes(), &SecretString::from(s.to_owned()))
+                    .expect("seal"),
+            }
+        });
+        self.snap.providers.push(pb::SnapshotProvider {
+            id,
+            name: name.into(),
+            kind: kind.into(),
+            base_url: base_url.into(),
+            credential,
+            extra_headers: Default::default(),
+            timeouts: Some(pb::Timeouts {
+                connect_ms: 1000,
+                first_byte_ms: 3000,
+                request_ms: 10_000,
+            }),
+            enabled: true,
+        });
+        self
+    }
+
+    pub fn provider_reference(&mut self, name: &str, base_url: &str, reference: &str) -> &mut Self {
+        self.provider(name, pb::ProviderKind::Openai, base_url, None);
+        if let Some(p) = self.snap.providers.last_mut() {
+            p.credential = Some(pb::SnapshotCredential {
+                info: Some(pb::CredentialInfo {
+                    source: pb::credential_info::Source::Reference.into(),
+                    reference: reference.into(),
+                    ..Default::default()
+                }),
+                sealed: Vec::new(),
+            });
+        }
+        self
+    }
+
+    fn provider_id(&self, name: &str) -> String {
+        self.snap
+            .providers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.id.clone())
+            .expect("provider exists")
+    }
+
+    /// A pool; members are (provider, model, priority). Member ids are `<pool>-<model>`.
+    pub fn pool(
+        &mut self,
+        name: &str,
+        strategy: pb::Strategy,
+        failover: pb::FailoverPolicy,
+        members: &[(&str, &str, i32)],
+    ) -> &mut Self {
+        let members = members
+            .iter()
+            .map(|(prov, model, priority)| pb::SnapshotMember {
+                id: format!("{name}-{model}"),
+                provider_id: self.provider_id(prov),
+                provider_name: (*prov).into(),
+                upstream_model: (*model).into(),
+                weight: 1,
+                priority: *priority,
+                status: pb::MemberStatus::Active.into(),
+                rpm_limit: None,
+                tpm_limit: None,
+            })
+            .collect();
+        self.snap.pools.push(pb::SnapshotPool {
+            id: format!("pool-{name}-{}", uuid::Uuid::new_v4().simple()),
+            name: name.into(),
+            strategy: strategy.into(),
+            failover: Some(failover),
+            enabled: true,
+            members,
+        });
+        self
+    }
+
+    pub fn member_status(
+        &mut self,
+        pool: &str,
+        model: &str,
+        status: pb::MemberStatus,
+    ) -> &mut Self {
+        for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
+            for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {
+                m.status = status.into();
+            }
+        }
+        self
+    }
+
+    pub fn route(&mut self, name: &str, tiers: &[(&str, bool)]) -> &mut Self {
+        self.snap.routes.push(pb::SnapshotRoute {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.into(),
+            tiers: tiers
+                .iter()
+                .map(|(pool, backup)| pb::RouteTier {
+                    target: Some(pb::route_tier::Target::Pool((*pool).into())),
+                    backup: *backup,
+                })
+                .collect(),
+            enabled: true,
+        });
+        self
+    }
+
+    /// Stores the snapshot at `revision` and (when `notify`) publishes the change.
+    pub async fn publish(
+        &mut self,
+        redis: &str,
+        prefix: &RedisPrefix,
+        revision: u64,
+        notify: bool,
+    ) {
+        self.snap.revision = revision;
+        let keys = RedisKeys::new(prefix.0.clone());
+        let client = redis::Client::open(redis).expect("redis url");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis must be running for the tests");
+        let _: () = redis::cmd("SET")
+            .arg(keys.snapshot())
+            .arg(self.snap.encode_to_vec())
+            .query_async(&mut c)
+            .await
+            .expect("SET");
+        let _: () = redis::cmd("SET")
+            .arg(keys.snapshot_revision())
+            .arg(revision)
+            .query_async(&mut c)
+            .await
+            .expect("SET");
+        if notify {
+            let msg = ChangeMessage {
+                revision,
+                resource: Resource::Pool,
+                action: Action::Updated,
+                id: String::new(),
+                name: String::new(),
+                commit_time_ms: 0,
+            };
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(keys.changes_channel())
+                .arg(serde_json::to_string(&msg).expect("json"))
+                .query_async(&mut c)
+                .await
+                .expect("PUBLISH");
+        }
+    }
+}
+
+/// Starts a worker against `redis` with the test's prefix.
+pub async fn worker(redis: &str, prefix: &RedisPrefix, env: &[(&str, &str)]) -> ServerProc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard-data-plane"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("REDIS_URL", redis)
+        .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
+        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .env("SWITCHYARD_CONFIG_CHECK_MS", "200")
+        .env("SWITCHYARD_SHUTDOWN_GRACE_SECS", "5")
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ServerProc::start(cmd, "data plane listening").await
+}
+
+pub async fn client(w: &ServerProc) -> InferenceClient<Channel> {
+    InferenceClient::connect(format!("http://{}", w.addr))
+        .await
+        .expect("connect to worker")
+}
+
+/// Waits (bounded) until the worker serves `revision`.
+pub async fn wait_revision(w: &ServerProc, revision: u64) {
+    let mut c = client(w).await;
+    for _ in 0..100 {
+        if let Ok(r) = c.list_models(pb::ListModelsRequest {}).await
+            && r.get_ref().revision >= revision
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "worker never reached revision {revision}; logs:\n{}",
+        w.logs()
+    );
+}
+
+pub fn ask(model: &str, text: &str) -> pb::GenerateRequest {
+    pb::GenerateRequest {
+        model: model.into(),
+        messages: vec![pb::ChatMessage {
+            role: pb::Role::User.into(),
+            content: text.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+pub fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+pub fn outcomes(attempts: &[pb::Attempt]) -> Vec<(String, pb::AttemptOutcome)> {
+    attempts
+        .iter()
+        .map(|a| {
+            (
+                a.upstream_model.clone(),
+                pb::AttemptOutcome::try_from(a.outcome).unwrap_or(pb::AttemptOutcome::Unspecified),
+            )
+        })
+        .collect()
+}
+
+/// Collects a stream's events until it ends; returns them and the final status (Ok or the error).
+pub async fn drain(
+    mut s: tonic::Streaming<pb::GenerateStreamEvent>,
+) -> (Vec<pb::GenerateStreamEvent>, Result<(), tonic::Status>) {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), s.message()).await {
+            Ok(Ok(Some(e))) => events.push(e),
+            Ok(Ok(None)) => return (events, Ok(())),
+            Ok(Err(status)) => return (events, Err(status)),
+            Err(_) => panic!("stream did not end in time"),
+        }
+    }
+}
+
+pub fn text_of(events: &[pb::GenerateStreamEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(pb::generate_stream_event::Event::TextDelta(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls `f` (bounded) until it holds.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}

@@ -1,0 +1,467 @@
+//! The failover rules, one worker against real Redis and fake upstreams that
+//! speak the OpenAI and Anthropic wire formats.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pb::AttemptOutcome as O;
+use switchyard_proto::v1 as pb;
+use tonic::Code;
+
+/// One worker, one fake upstream, a provider "up" pointing at it, and a
+/// PRIORITY pool "p" whose members a (tried first) and b.
+struct Setup {
+    fake: FakeUpstream,
+    prefix: RedisPrefix,
+    worker: ServerProc,
+    config: Config,
+}
+
+async fn setup(failover: pb::FailoverPolicy, env: &[(&str, &str)]) -> Setup {
+    let fake = FakeUpstream::start(FakeConfig {
+        chunks: 4,
+        ..FakeConfig::default()
+    })
+    .await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider(
+            "up",
+            pb::ProviderKind::Openai,
+            &fake.base_url(),
+            Some("sk-test-secret-0000abcd"),
+        )
+        .pool(
+            "p",
+            pb::Strategy::Priority,
+            failover,
+            &[("up", "a", 10), ("up", "b", 0)],
+        )
+        .route("r", &[("p", false)]);
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let worker = worker(&redis_url(), &prefix, env).await;
+    wait_revision(&worker, 1).await;
+    Setup {
+        fake,
+        prefix,
+        worker,
+        config,
+    }
+}
+
+#[tokio::test]
+async fn transient_errors_retry_then_move_on() {
+    let s = setup(policy(1, 10, 1000), &[]).await;
+    s.fake.set_fault(
+        "a",
+        Fault::Status {
+            code: 503,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let r = client(&s.worker)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("served by b")
+        .into_inner();
+    assert_eq!(
+        r.served_by.as_ref().map(|m| m.upstream_model.as_str()),
+        Some("b")
+    );
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![
+            ("a".into(), O::Transient),
+            ("a".into(), O::Transient),
+            ("b".into(), O::Ok)
+        ]
+    );
+    assert_eq!(r.attempts[0].http_status, 503);
+    assert_eq!(s.fake.calls("a"), 2, "one retry on the same member");
+    assert!(r.content.starts_with("b says hello"), "{}", r.content);
+    // The upstream got the decrypted credential, and the answer names nothing secret.
+    let auth = s.fake.last_headers("b").and_then(|h| {
+        h.get("authorization")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+    });
+    assert_eq!(auth.as_deref(), Some("Bearer sk-test-secret-0000abcd"));
+    assert!(!s.worker.logs().contains("sk-test-secret"));
+}
+
+#[tokio::test]
+async fn model_not_found_moves_on_without_penalty() {
+    let s = setup(policy(1, 1, 60_000), &[]).await;
+    s.fake.set_fault("a", Fault::UnknownModel);
+    let r = client(&s.worker)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("served by b")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("a".into(), O::ModelNotFound), ("b".into(), O::Ok)]
+    );
+    let models = client(&s.worker)
+        .await
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("models")
+        .into_inner();
+    let p = models
+        .models
+        .iter()
+        .find(|m| m.name == "p")
+        .expect("pool listed");
+    let a = p
+        .members
+        .iter()
+        .find(|m| m.upstream_model == "a")
+        .expect("member a");
+    assert!(
+        a.available && a.consecutive_failures == 0,
+        "not benched by a 404: {a:?}"
+    );
+}
+
+#[tokio::test]
+async fn permanent_errors_return_at_once_unless_the_pool_advances() {
+    let s = setup(policy(1, 10, 1000), &[]).await;
+    s.fake.set_fault(
+        "a",
+        Fault::Status {
+            code: 400,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let err = client(&s.worker)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect_err("400 is the caller's");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert_eq!(
+        s.fake.calls("b"),
+        0,
+        "another member would fail the same way"
+    );
+    assert!(err.metadata().get("x-switchyard-attempts").is_some());
+
+    s.fake.set_fault(
+        "a",
+        Fault::Status {
+            code: 401,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let err = client(&s.worker)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect_err("401");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let mut config = s.config.clone();
+    let mut advancing = policy(1, 10, 1000);
+    advancing.advance_on_permanent = true;
+    config.pool(
+        "adv",
+        pb::Strategy::Priority,
+        advancing,
+        &[("up", "a", 10), ("up", "b", 0)],
+    );
+    config.publish(&redis_url(), &s.prefix, 2, true).await;
+    wait_revision(&s.worker, 2).await;
+    let r = client(&s.worker)
+        .await
+        .generate(ask("adv", "hi"))
+        .await
+        .expect("advances")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("a".into(), O::Permanent), ("b".into(), O::Ok)]
+    );
+}
+
+#[tokio::test]
+async fn resolution_errors_and_exhaustion_say_what_happened() {
+    let s = setup(policy(0, 10, 1000), &[]).await;
+    let mut c = client(&s.worker).await;
+    let err = c
+        .generate(ask("nope", "hi"))
+        .await
+        .expect_err("unknown model");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = c
+        .generate(pb::GenerateRequest {
+            messages: vec![],
+            ..ask("p", "")
+        })
+        .await
+        .expect_err("no messages");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A direct provider/model is a pool of one.
+    let r = c
+        .generate(ask("up/direct-model", "hi"))
+        .await
+        .expect("direct")
+        .into_inner();
+    assert!(r.content.starts_with("direct-model says hello"));
+
+    // Every member failing: UNAVAILABLE naming each one's reason.
+    s.fake.set_fault(
+        "a",
+        Fault::Status {
+            code: 503,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    s.fake.set_fault(
+        "b",
+        Fault::Status {
+            code: 529,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let err = c.generate(ask("p", "hi")).await.expect_err("all failed");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message().contains("up/a")
+            && err.message().contains("up/b")
+            && err.message().contains("529"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains("sk-test"), "no secret in errors");
+
+    // Every member inactive: FAILED_PRECONDITION.
+    let mut config = s.config.clone();
+    config
+        .member_status("p", "a", pb::MemberStatus::Inactive)
+        .member_status("p", "b", pb::MemberStatus::Draining);
+    config.publish(&redis_url(), &s.prefix, 2, true).await;
+    wait_revision(&s.worker, 2).await;
+    let err = c
+        .generate(ask("p", "hi"))
+        .await
+        .expect_err("nothing active");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "no active member in pool 'p'");
+}
+
+#[tokio::test]
+async fn routes_use_backup_tiers_after_the_primaries() {
+    let s = setup(policy(0, 10, 1000), &[]).await;
+    let mut config = s.config.clone();
+    config
+        .pool(
+            "primary",
+            pb::Strategy::RoundRobin,
+            policy(0, 10, 1000),
+            &[("up", "p1", 0)],
+        )
+        .pool(
+            "backup",
+            pb::Strategy::RoundRobin,
+            policy(0, 10, 1000),
+            &[("up", "b1", 0)],
+        )
+        .route("coding", &[("primary", false), ("backup", true)]);
+    config.publish(&redis_url(), &s.prefix, 2, true).await;
+    wait_revision(&s.worker, 2).await;
+    let mut c = client(&s.worker).await;
+    let r = c
+        .generate(ask("coding", "hi"))
+        .await
+        .expect("primary")
+        .into_inner();
+    assert_eq!(r.served_by.map(|m| m.upstream_model), Some("p1".to_owned()));
+    assert_eq!(s.fake.calls("b1"), 0, "backups idle while a primary serves");
+    s.fake.set_fault(
+        "p1",
+        Fault::Status {
+            code: 502,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let r = c
+        .generate(ask("coding", "hi"))
+        .await
+        .expect("backup")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("p1".into(), O::Transient), ("b1".into(), O::Ok)]
+    );
+}
+
+#[tokio::test]
+async fn streams_fail_over_before_the_first_chunk_only() {
+    let s = setup(policy(0, 10, 1000), &[]).await;
+    let mut c = client(&s.worker).await;
+
+    // An error event before any content: move to b.
+    s.fake.set_fault("a", Fault::ErrorEvent);
+    let stream = c
+        .generate_stream(ask("p", "hi"))
+        .await
+        .expect("opens")
+        .into_inner();
+    let (events, end) = drain(stream).await;
+    assert!(end.is_ok(), "{end:?}");
+    let Some(pb::generate_stream_event::Event::Start(start)) = &events[0].event else {
+        panic!("first event is start")
+    };
+    assert_eq!(
+        outcomes(&start.attempts),
+        vec![("a".into(), O::Transient), ("b".into(), O::Ok)]
+    );
+    assert_eq!(text_of(&events), "b says hello w1");
+    assert!(matches!(
+        events.last().and_then(|e| e.event.as_ref()),
+        Some(pb::generate_stream_event::Event::Finish(_))
+    ));
+
+    // Dropped after two chunks: the caller sees them, then UNAVAILABLE; b is never asked.
+    let before_b = s.fake.calls("b");
+    s.fake.set_fault("a", Fault::DropAfter(2));
+    let stream = c
+        .generate_stream(ask("p", "hi"))
+        .await
+        .expect("opens")
+        .into_inner();
+    let (events, end) = drain(stream).await;
+    let status = end.expect_err("a stream that died is not OK");
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert_eq!(text_of(&events), "a says");
+    assert_eq!(
+        s.fake.calls("b"),
+        before_b,
+        "never replayed on another member"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_stream_ends_with_deadline_exceeded() {
+    let s = setup(policy(0, 10, 1000), &[("SWITCHYARD_STREAM_IDLE_MS", "400")]).await;
+    s.fake.set_fault("a", Fault::StallAfter(1));
+    let stream = client(&s.worker)
+        .await
+        .generate_stream(ask("p", "hi"))
+        .await
+        .expect("opens")
+        .into_inner();
+    let (events, end) = drain(stream).await;
+    assert_eq!(text_of(&events), "a");
+    assert_eq!(end.expect_err("stalled").code(), Code::DeadlineExceeded);
+}
+
+#[tokio::test]
+async fn a_caller_that_leaves_cancels_the_upstream() {
+    let s = setup(policy(0, 10, 1000), &[]).await;
+    s.fake.set_fault("a", Fault::StallAfter(1));
+    let mut stream = client(&s.worker)
+        .await
+        .generate_stream(ask("p", "hi"))
+        .await
+        .expect("opens")
+        .into_inner();
+    let start = stream.message().await.expect("ok").expect("start");
+    assert!(matches!(
+        start.event,
+        Some(pb::generate_stream_event::Event::Start(_))
+    ));
+    let first = stream.message().await.expect("ok").expect("first chunk");
+    assert!(matches!(
+        first.event,
+        Some(pb::generate_stream_event::Event::TextDelta(_))
+    ));
+    drop(stream);
+    eventually("the upstream sees the cancel", || s.fake.cancelled() == 1).await;
+    eventually("nothing left in flight upstream", || {
+        s.fake.in_flight() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_callers_deadline_bounds_every_attempt() {
+    let s = setup(policy(3, 10, 1000), &[]).await;
+    s.fake
+        .set_fault("a", Fault::DelayFirstByte(Duration::from_secs(5)));
+    let started = Instant::now();
+    let err = client(&s.worker)
+        .await
+        .generate(with_timeout(ask("p", "hi"), Duration::from_millis(400)))
+        .await
+        .expect_err("deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "did not wait for the slow upstream"
+    );
+    assert_eq!(s.fake.calls("b"), 0, "no attempt starts after the deadline");
+}
+
+#[tokio::test]
+async fn anthropic_members_speak_the_messages_api() {
+    let s = setup(policy(0, 10, 1000), &[]).await;
+    let mut config = s.config.clone();
+    config
+        .provider(
+            "claude",
+            pb::ProviderKind::Anthropic,
+            &s.fake.base_url(),
+            Some("sk-ant-test-key-9999"),
+        )
+        .pool(
+            "claude-pool",
+            pb::Strategy::RoundRobin,
+            policy(0, 10, 1000),
+            &[("claude", "claude-x", 0)],
+        );
+    config.publish(&redis_url(), &s.prefix, 2, true).await;
+    wait_revision(&s.worker, 2).await;
+    let mut c = client(&s.worker).await;
+    let r = c
+        .generate(ask("claude-pool", "hi"))
+        .await
+        .expect("unary")
+        .into_inner();
+    assert!(
+        r.content.starts_with("claude-x says hello"),
+        "{}",
+        r.content
+    );
+    let key = s.fake.last_headers("claude-x").and_then(|h| {
+        h.get("x-api-key")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+    });
+    assert_eq!(key.as_deref(), Some("sk-ant-test-key-9999"));
+    let (events, end) = drain(
+        c.generate_stream(ask("claude-pool", "hi"))
+            .await
+            .expect("stream")
+            .into_inner(),
+    )
+    .await;
+    assert!(end.is_ok(), "{end:?}");
+    assert_eq!(text_of(&events), "claude-x says hello w1");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event, Some(pb::generate_stream_event::Event::Usage(_))))
+    );
+}

@@ -1,0 +1,382 @@
+//! Several workers sharing one Redis: round robin across the fleet, shared
+//! benching, the single half-open probe, config changes and lost messages,
+//! and a Redis outage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pb::AttemptOutcome as O;
+use switchyard_proto::v1 as pb;
+use tonic::Code;
+
+async fn fake() -> FakeUpstream {
+    FakeUpstream::start(FakeConfig {
+        chunks: 3,
+        ..FakeConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly_across_three_workers() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "rr",
+            pb::Strategy::RoundRobin,
+            policy(0, 10, 1000),
+            &[("up", "m1", 0), ("up", "m2", 0), ("up", "m3", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let workers = [
+        worker(&redis_url(), &prefix, &[]).await,
+        worker(&redis_url(), &prefix, &[]).await,
+        worker(&redis_url(), &prefix, &[]).await,
+    ];
+    for w in &workers {
+        wait_revision(w, 1).await;
+    }
+    let mut clients = Vec::new();
+    for w in &workers {
+        clients.push(client(w).await);
+    }
+    for i in 0..30 {
+        let c = &mut clients[i % 3];
+        c.generate(ask("rr", "hi")).await.expect("served");
+    }
+    assert_eq!(
+        [up.calls("m1"), up.calls("m2"), up.calls("m3")],
+        [10, 10, 10],
+        "one shared counter spreads the fleet's requests evenly"
+    );
+}
+
+#[tokio::test]
+async fn a_member_benched_by_one_worker_is_skipped_by_another() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::Priority,
+            policy(0, 1, 60_000),
+            &[("up", "sick", 10), ("up", "well", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let a = worker(&redis_url(), &prefix, &[]).await;
+    let b = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+
+    up.set_fault(
+        "sick",
+        Fault::Status {
+            code: 503,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let r = client(&a)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("fails over")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("sick".into(), O::Transient), ("well".into(), O::Ok)]
+    );
+    let r = client(&b)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("other worker")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("sick".into(), O::SkippedBenched), ("well".into(), O::Ok)]
+    );
+    assert_eq!(
+        up.calls("sick"),
+        1,
+        "the benched member got no more traffic"
+    );
+    let models = client(&b)
+        .await
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("models")
+        .into_inner();
+    let sick = models
+        .models
+        .iter()
+        .flat_map(|m| m.members.iter())
+        .find(|m| m.upstream_model == "sick")
+        .expect("listed");
+    assert!(!sick.available && sick.benched_until_ms > 0);
+}
+
+#[tokio::test]
+async fn when_every_member_is_benched_one_probe_at_a_time_goes_through() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "solo",
+            pb::Strategy::RoundRobin,
+            policy(0, 1, 60_000),
+            &[("up", "only", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let a = worker(&redis_url(), &prefix, &[]).await;
+    let b = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+
+    up.set_fault(
+        "only",
+        Fault::Status {
+            code: 500,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let err = client(&a)
+        .await
+        .generate(ask("solo", "hi"))
+        .await
+        .expect_err("benched now");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(up.calls("only"), 1);
+
+    // The member recovers but is slow; it is still benched. Many callers on two
+    // workers at once: exactly one probe reaches it, the rest fail fast.
+    up.set_fault("only", Fault::DelayFirstByte(Duration::from_millis(800)));
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let w = if i % 2 == 0 { &a } else { &b };
+        let mut c = client(w).await;
+        calls.push(tokio::spawn(async move {
+            c.generate(ask("solo", "hi")).await.map(|r| r.into_inner())
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for c in calls {
+        match c.await.expect("join") {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
+                assert!(s.message().contains("benched"), "{}", s.message());
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (1, 5), "one probe, fleet-wide");
+    assert_eq!(up.calls("only"), 2);
+    // The probe succeeded: the member is back for everyone, and no token is left behind.
+    up.clear_fault("only");
+    client(&b)
+        .await
+        .generate(ask("solo", "hi"))
+        .await
+        .expect("back in rotation");
+    let probe_keys: Vec<String> = {
+        let client = redis::Client::open(redis_url()).expect("url");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        redis::cmd("KEYS")
+            .arg(format!("{}:probe:*", prefix.0))
+            .query_async(&mut c)
+            .await
+            .expect("KEYS")
+    };
+    assert!(
+        probe_keys.is_empty(),
+        "probe token released: {probe_keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn config_changes_reach_running_workers_and_lost_messages_heal() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "one",
+            pb::Strategy::RoundRobin,
+            policy(0, 3, 1000),
+            &[("up", "m1", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let w = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&w, 1).await;
+    let mut c = client(&w).await;
+    assert_eq!(
+        c.generate(ask("two", "hi"))
+            .await
+            .expect_err("not yet")
+            .code(),
+        Code::NotFound
+    );
+
+    // Published with a message: picked up.
+    config.pool(
+        "two",
+        pb::Strategy::RoundRobin,
+        policy(0, 3, 1000),
+        &[("up", "m2", 0)],
+    );
+    config.publish(&redis_url(), &prefix, 2, true).await;
+    wait_revision(&w, 2).await;
+    c.generate(ask("two", "hi")).await.expect("new pool served");
+
+    // Stored but the message lost: the periodic check heals it.
+    config.pool(
+        "three",
+        pb::Strategy::RoundRobin,
+        policy(0, 3, 1000),
+        &[("up", "m3", 0)],
+    );
+    config.publish(&redis_url(), &prefix, 3, false).await;
+    wait_revision(&w, 3).await;
+    c.generate(ask("three", "hi"))
+        .await
+        .expect("healed without the message");
+    assert!(w.logs().contains("config loaded"));
+}
+
+#[tokio::test]
+async fn with_redis_down_a_worker_keeps_serving_its_last_config() {
+    let up = fake().await;
+    let mut redis = PrivateRedis::start().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::RoundRobin,
+            policy(0, 3, 1000),
+            &[("up", "m1", 0), ("up", "m2", 0)],
+        );
+    config.publish(&redis.url(), &prefix, 1, true).await;
+    let w = worker(&redis.url(), &prefix, &[]).await;
+    wait_revision(&w, 1).await;
+
+    redis.stop();
+    let mut c = client(&w).await;
+    for _ in 0..4 {
+        let r = c
+            .generate(ask("p", "hi"))
+            .await
+            .expect("served without Redis")
+            .into_inner();
+        assert!(r.served_by.is_some());
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", w.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let status = |svc: &str| tonic_health::pb::HealthCheckRequest {
+        service: svc.into(),
+    };
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(
+        health
+            .check(status(""))
+            .await
+            .expect("health")
+            .into_inner()
+            .status,
+        serving,
+        "still serving"
+    );
+    let mut config_state = 0;
+    for _ in 0..100 {
+        config_state = health
+            .check(status("switchyard.config"))
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        if config_state != serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(
+        config_state, serving,
+        "health says the config source is down"
+    );
+    assert!(
+        w.logs().contains("serving the last config"),
+        "and so do the logs"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_is_not_serving_until_it_has_a_config() {
+    let prefix = RedisPrefix::new();
+    let w = worker(&redis_url(), &prefix, &[]).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", w.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let st = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(
+        st,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let up = fake().await;
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::RoundRobin,
+            policy(0, 3, 1000),
+            &[("up", "m1", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    wait_revision(&w, 1).await;
+    let st = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(
+        st,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
