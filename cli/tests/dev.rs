@@ -6,16 +6,25 @@ use std::time::Duration;
 
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
+use switchyard_proto::v1::inference_client::InferenceClient;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 struct Dev {
     child: tokio::process::Child,
     addr: String,
+    inference: String,
 }
 
 async fn start(data_dir: &std::path::Path) -> Dev {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--inference-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env_clear()
         // Proof that no Postgres or Redis is needed: point their usual env at nothing.
@@ -30,23 +39,34 @@ async fn start(data_dir: &std::path::Path) -> Dev {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let find = async {
+        let (mut cp, mut dp) = (None, None);
         while let Ok(Some(line)) = lines.next_line().await {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "control plane listening"
                 && let Some(a) = v["addr"].as_str()
             {
-                return Some(a.to_owned());
+                if v["message"] == "control plane listening" {
+                    cp = Some(a.to_owned());
+                } else if v["message"] == "data plane listening" {
+                    dp = Some(a.to_owned());
+                }
+            }
+            if let (Some(c), Some(d)) = (&cp, &dp) {
+                return Some((c.clone(), d.clone()));
             }
         }
         None
     };
-    let addr = tokio::time::timeout(Duration::from_secs(30), find)
+    let (addr, inference) = tokio::time::timeout(Duration::from_secs(30), find)
         .await
         .ok()
         .flatten()
-        .expect("dev reports its address");
+        .expect("dev reports both addresses");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Dev { child, addr }
+    Dev {
+        child,
+        addr,
+        inference,
+    }
 }
 
 impl Dev {
@@ -113,6 +133,47 @@ async fn dev_serves_a_demo_pool_without_postgres_or_redis_and_keeps_changes() {
         .expect("snapshot")
         .into_inner()
         .revision;
+
+    // The inference port streams a completion from the demo pool.
+    let mut inference = InferenceClient::connect(format!("http://{}", dev.inference))
+        .await
+        .expect("connect inference");
+    let request = pb::GenerateRequest {
+        model: "demo".into(),
+        messages: vec![pb::ChatMessage {
+            role: pb::Role::User.into(),
+            content: "hi".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let mut stream = inference
+            .generate_stream(request.clone())
+            .await
+            .expect("stream")
+            .into_inner();
+        let mut text = String::new();
+        let mut finished = false;
+        while let Some(ev) = stream.message().await.expect("stream ends OK") {
+            match ev.event {
+                Some(pb::generate_stream_event::Event::Start(s)) => {
+                    served.push(s.served_by.map(|m| m.upstream_model).unwrap_or_default())
+                }
+                Some(pb::generate_stream_event::Event::TextDelta(t)) => text.push_str(&t),
+                Some(pb::generate_stream_event::Event::Finish(_)) => finished = true,
+                _ => {}
+            }
+        }
+        assert!(finished && text.contains("says hello to: hi"), "{text}");
+    }
+    served.sort();
+    assert_eq!(
+        served,
+        vec!["mock-a", "mock-b", "mock-c"],
+        "round robin over the demo pool"
+    );
     dev.stop().await;
 
     let key = std::fs::metadata(dir.path().join("master.key")).expect("master key generated");

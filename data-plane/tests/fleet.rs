@@ -380,3 +380,50 @@ async fn a_worker_is_not_serving_until_it_has_a_config() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_streams_finish() {
+    let up = FakeUpstream::start(FakeConfig {
+        chunks: 5,
+        chunk_delay: Duration::from_millis(150),
+    })
+    .await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::RoundRobin,
+            policy(0, 3, 1000),
+            &[("up", "slow", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let mut w = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&w, 1).await;
+    let mut stream = client(&w)
+        .await
+        .generate_stream(ask("p", "hi"))
+        .await
+        .expect("opens")
+        .into_inner();
+    let start = stream.message().await.expect("ok").expect("start event");
+    assert!(matches!(
+        start.event,
+        Some(pb::generate_stream_event::Event::Start(_))
+    ));
+
+    let exit = tokio::spawn(async move { (w.terminate().await, w.logs()) });
+    let (events, end) = drain(stream).await;
+    assert!(end.is_ok(), "the stream in flight finished: {end:?}");
+    assert!(matches!(
+        events.last().and_then(|e| e.event.as_ref()),
+        Some(pb::generate_stream_event::Event::Finish(_))
+    ));
+    let (status, logs) = exit.await.expect("join");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    assert!(logs.contains("data plane stopped"), "{logs}");
+}

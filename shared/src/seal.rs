@@ -1,5 +1,6 @@
 //! Inline credentials are sealed at rest with XChaCha20-Poly1305 under a
-//! 32-byte master key. The provider id is the associated data, so a sealed
+//! 32-byte master key. The provider id (its hyphenated text, as in the
+//! snapshot) is the associated data, so a sealed
 //! secret cannot be moved to another provider's row.
 
 use base64::Engine as _;

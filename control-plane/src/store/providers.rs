@@ -177,7 +177,7 @@ impl Store {
                 let secret = SecretString::from(secret.clone());
                 let sealed = self
                     .master_key()?
-                    .seal(id.as_bytes(), &secret)
+                    .seal(id.to_string().as_bytes(), &secret)
                     .map_err(|e| ApiError::Internal(e.to_string()))?;
                 Ok(StoredCredential {
                     source: "inline",

@@ -1,0 +1,139 @@
+//! The production path end to end: the real control plane publishes through
+//! Redis, a real worker follows it and serves from a fake upstream with the
+//! credential the control plane sealed.
+
+mod common;
+
+use common::*;
+use switchyard_proto::v1 as pb;
+use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
+use tokio::process::Command;
+use tonic::Code;
+
+const ADMIN: &str = "e2e-admin-token";
+
+fn admin<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN}").parse().expect("header"),
+    );
+    r
+}
+
+/// `cargo test --workspace` builds every binary of the workspace; the
+/// control plane's sits next to the worker's.
+fn control_plane_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard-data-plane"))
+        .with_file_name("switchyard-control-plane");
+    assert!(
+        path.exists(),
+        "build the control plane first: cargo build -p switchyard-control-plane ({})",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn a_change_made_through_the_control_plane_reaches_a_running_worker() {
+    let up = FakeUpstream::start(FakeConfig::default()).await;
+    let prefix = RedisPrefix::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(control_plane_binary());
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()),
+        )
+        .env("REDIS_URL", redis_url())
+        .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
+        .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
+        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
+        .env("SWITCHYARD_LOG_FORMAT", "json");
+    let cp = ServerProc::start(cmd, "control plane listening").await;
+    let w = worker(&redis_url(), &prefix, &[]).await;
+    let mut admin_client = ControlPlaneClient::connect(format!("http://{}", cp.addr))
+        .await
+        .expect("connect");
+
+    admin_client
+        .create_provider(admin(pb::CreateProviderRequest {
+            provider: Some(pb::Provider {
+                name: "fake".into(),
+                kind: pb::ProviderKind::Openai.into(),
+                base_url: up.base_url(),
+                credential: Some(pb::CredentialInput {
+                    source: Some(pb::credential_input::Source::Inline(
+                        "sk-e2e-sealed-secret-42".into(),
+                    )),
+                }),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("provider");
+    admin_client
+        .create_pool(admin(pb::CreatePoolRequest {
+            pool: Some(pb::Pool {
+                name: "coding".into(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("pool");
+    let member = admin_client
+        .create_member(admin(pb::CreateMemberRequest {
+            member: Some(pb::Member {
+                pool: "coding".into(),
+                provider: "fake".into(),
+                upstream_model: "gpt-e2e".into(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("member")
+        .into_inner();
+    wait_revision(&w, 3).await;
+
+    let mut c = client(&w).await;
+    let r = c
+        .generate(ask("coding", "hello"))
+        .await
+        .expect("served")
+        .into_inner();
+    assert!(r.content.starts_with("gpt-e2e says hello"), "{}", r.content);
+    let auth = up.last_headers("gpt-e2e").and_then(|h| {
+        h.get("authorization")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+    });
+    assert_eq!(
+        auth.as_deref(),
+        Some("Bearer sk-e2e-sealed-secret-42"),
+        "the worker opened what the control plane sealed"
+    );
+
+    admin_client
+        .update_member(admin(pb::UpdateMemberRequest {
+            member: Some(pb::Member {
+                id: member.id.clone(),
+                status: pb::MemberStatus::Inactive.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["status".into()],
+            }),
+        }))
+        .await
+        .expect("deactivate");
+    wait_revision(&w, 4).await;
+    let err = c
+        .generate(ask("coding", "hello"))
+        .await
+        .expect_err("no active member");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "no active member in pool 'coding'");
+    for log in [cp.logs(), w.logs()] {
+        assert!(!log.contains("sk-e2e-sealed-secret-42"), "secret in logs");
+    }
+}
