@@ -385,7 +385,7 @@ impl Catalog {
         if let Some(p) = self.pools.get(model) {
             if !p.enabled {
                 return Err(DpError::FailedPrecondition(format!(
-                    "pool '{model}' is disabled"
+                    "no active member in pool '{model}' (the pool is disabled)"
                 )));
             }
             if p.active.is_empty() {

@@ -30,11 +30,56 @@ use crate::upstream::{
 pub struct Engine {
     pub catalog: Arc<ArcSwap<Catalog>>,
     pub fleet: Arc<Fleet>,
-    pub http: reqwest::Client,
+    pub http: HttpClients,
     /// Global cap on attempts per request.
     pub max_attempts: u32,
     /// Where probe-token releases run when a request is dropped mid-attempt.
     pub tasks: TaskTracker,
+}
+
+/// Pooled HTTP clients, one per distinct provider connect timeout (reqwest
+/// sets it per client), kept across config changes so connection pools
+/// survive them. Clients make no retries of their own and have no overall
+/// timeout: failover decides both, per attempt.
+pub struct HttpClients {
+    clients: std::sync::Mutex<std::collections::HashMap<Duration, reqwest::Client>>,
+}
+
+impl Default for HttpClients {
+    fn default() -> Self {
+        Self {
+            clients: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl HttpClients {
+    pub fn for_connect_timeout(&self, connect: Duration) -> reqwest::Client {
+        let mut map = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(&connect) {
+            return c.clone();
+        }
+        let built = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build();
+        match built {
+            Ok(c) => {
+                map.insert(connect, c.clone());
+                c
+            }
+            Err(err) => {
+                // Only TLS back-end initialisation can fail here; fall back to defaults.
+                tracing::error!(error = %err, "cannot build an HTTP client; using defaults");
+                reqwest::Client::new()
+            }
+        }
+    }
 }
 
 /// A success, with who served it and what was tried.
@@ -128,9 +173,8 @@ impl Engine {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Served<Completion>, Failed> {
-        let http = self.http.clone();
         self.run(model, deadline, move |t: Target| {
-            let http = http.clone();
+            let http = self.http.for_connect_timeout(t.timeouts.connect);
             let req = req.clone();
             async move {
                 let total = t.timeouts.total;
@@ -148,9 +192,8 @@ impl Engine {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Served<OpenStream>, Failed> {
-        let http = self.http.clone();
         self.run(model, deadline, move |t: Target| {
-            let http = http.clone();
+            let http = self.http.for_connect_timeout(t.timeouts.connect);
             let req = req.clone();
             async move {
                 // Failover is allowed until the first chunk: peek it, bounded

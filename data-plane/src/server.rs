@@ -63,24 +63,10 @@ impl Settings {
 pub enum StartError {
     #[error("invalid REDIS_URL: {0}")]
     RedisUrl(String),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(String),
     #[error("reflection: {0}")]
     Reflection(String),
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
-}
-
-fn http_client() -> Result<reqwest::Client, StartError> {
-    // One pooled client for every upstream. No retries of its own (failover
-    // decides), no overall timeout (set per provider, per attempt).
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| StartError::Http(e.to_string()))
 }
 
 /// Runs a data-plane worker on `listener` until `shutdown` resolves.
@@ -129,7 +115,7 @@ pub async fn serve(
     let engine = Arc::new(Engine {
         catalog: catalog.clone(),
         fleet: Arc::new(fleet),
-        http: http_client()?,
+        http: crate::failover::HttpClients::default(),
         max_attempts: settings.max_attempts,
         tasks: tasks.clone(),
     });

@@ -314,13 +314,18 @@ async fn streams_fail_over_before_the_first_chunk_only() {
 
     // An error event before any content: move to b.
     s.fake.set_fault("a", Fault::ErrorEvent);
-    let stream = c
-        .generate_stream(ask("p", "hi"))
-        .await
-        .expect("opens")
-        .into_inner();
-    let (events, end) = drain(stream).await;
-    assert!(end.is_ok(), "{end:?}");
+    let opened = c.generate_stream(ask("p", "hi")).await.expect("opens");
+    let header_member = opened
+        .metadata()
+        .get("x-switchyard-member")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(
+        header_member.as_deref(),
+        Some("p-b"),
+        "initial metadata names the member"
+    );
+    let (events, trailers) = drain_ok(opened.into_inner()).await;
     let Some(pb::generate_stream_event::Event::Start(start)) = &events[0].event else {
         panic!("first event is start")
     };
@@ -333,6 +338,19 @@ async fn streams_fail_over_before_the_first_chunk_only() {
         events.last().and_then(|e| e.event.as_ref()),
         Some(pb::generate_stream_event::Event::Finish(_))
     ));
+    assert_eq!(
+        trailers
+            .get("x-switchyard-member")
+            .and_then(|v| v.to_str().ok()),
+        Some("p-b"),
+        "and so do the trailers"
+    );
+    assert_eq!(
+        trailers
+            .get("x-switchyard-attempts")
+            .and_then(|v| v.to_str().ok()),
+        Some("p-a:transient,p-b:ok")
+    );
 
     // Dropped after two chunks: the caller sees them, then UNAVAILABLE; b is never asked.
     let before_b = s.fake.calls("b");

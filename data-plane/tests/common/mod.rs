@@ -314,3 +314,20 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("never: {what}");
 }
+
+/// Like `drain`, for a stream expected to end OK: also returns its trailing metadata.
+pub async fn drain_ok(
+    mut s: tonic::Streaming<pb::GenerateStreamEvent>,
+) -> (Vec<pb::GenerateStreamEvent>, tonic::metadata::MetadataMap) {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), s.message()).await {
+            Ok(Ok(Some(e))) => events.push(e),
+            Ok(Ok(None)) => break,
+            Ok(Err(status)) => panic!("stream failed: {status:?}"),
+            Err(_) => panic!("stream did not end in time"),
+        }
+    }
+    let trailers = s.trailers().await.expect("trailers").unwrap_or_default();
+    (events, trailers)
+}
