@@ -16,18 +16,16 @@
 use std::collections::HashMap;
 
 use eventsource_stream::Event;
-use futures::TryStreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
-use super::openai::{
-    SseDecoder, add_extra_headers, decode_sse, error_in, event_message, float, join_url,
-    parse_json, sat, secret_value, send_checked, unary_body,
+use super::wire::{
+    SseDecoder, add_extra_headers, error_in, event_message, float, parse_json, post_stream,
+    post_unary, sat, secret_value,
 };
 use super::{
     ChatRequest, Chunk, ChunkStream, Completion, Role, Target, ToolCall, UpstreamError, Usage,
-    from_reqwest,
 };
 
 const API_VERSION: &str = "2023-06-01";
@@ -38,11 +36,14 @@ pub async fn complete(
     t: &Target,
     req: &ChatRequest,
 ) -> Result<Completion, UpstreamError> {
-    let builder = http
-        .post(join_url(&t.base_url, "messages"))
-        .headers(headers(t)?)
-        .json(&request_body(t, req, false));
-    let body = unary_body(t, builder).await?;
+    let body = post_unary(
+        http,
+        t,
+        "messages",
+        headers(t)?,
+        &request_body(t, req, false),
+    )
+    .await?;
     parse_completion(&body)
 }
 
@@ -51,20 +52,17 @@ pub async fn stream(
     t: &Target,
     req: &ChatRequest,
 ) -> Result<ChunkStream, UpstreamError> {
-    let builder = http
-        .post(join_url(&t.base_url, "messages"))
-        .headers(headers(t)?)
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .json(&request_body(t, req, true));
-    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, builder))
-        .await
-        .map_err(|_| UpstreamError::FirstByteTimeout)??;
-    let body = resp.bytes_stream().map_err(|e| from_reqwest(&e));
-    Ok(decode_sse(body, Decoder::default()))
+    post_stream(
+        http,
+        t,
+        "messages",
+        headers(t)?,
+        &request_body(t, req, true),
+        Decoder::default(),
+    )
+    .await
 }
 
-/// `anthropic-version` may be overridden (and `anthropic-beta` added) through
-/// the target's extra headers.
 fn headers(t: &Target) -> Result<HeaderMap, UpstreamError> {
     let mut h = HeaderMap::new();
     if let Some(c) = &t.credential {

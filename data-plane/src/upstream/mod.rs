@@ -8,6 +8,7 @@
 pub mod anthropic;
 pub mod mock;
 pub mod openai;
+mod wire;
 
 use std::time::Duration;
 

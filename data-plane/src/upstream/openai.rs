@@ -1,25 +1,23 @@
 //! OpenAI-compatible adapter: `POST {base_url}/chat/completions`, unary or
 //! SSE streaming.
 //!
-//! The HTTP and SSE plumbing in the "shared" section is also used by
-//! `anthropic.rs` (`pub(super)`).
-//!
 //! Input the upstream cannot take as given is mapped, not refused: a tool whose
 //! `parameters_json` is empty is sent with `parameters: {}`; one whose schema is
 //! not valid JSON is sent with `{"type":"object"}` (a loose schema) rather than
 //! failing the whole request.
 
-use std::collections::VecDeque;
-
-use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::{Stream, StreamExt, TryStreamExt};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use eventsource_stream::Event;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
+use super::wire::{
+    SseDecoder, add_extra_headers, error_in, event_message, float, parse_json, post_stream,
+    post_unary, sat, secret_value,
+};
 use super::{
     ChatRequest, Chunk, ChunkStream, Completion, Message, Role, Target, ToolCall, UpstreamError,
-    Usage, clip_body, from_reqwest, parse_retry_after,
+    Usage,
 };
 
 pub async fn complete(
@@ -27,11 +25,14 @@ pub async fn complete(
     t: &Target,
     req: &ChatRequest,
 ) -> Result<Completion, UpstreamError> {
-    let builder = http
-        .post(join_url(&t.base_url, "chat/completions"))
-        .headers(headers(t)?)
-        .json(&request_body(t, req, false));
-    let body = unary_body(t, builder).await?;
+    let body = post_unary(
+        http,
+        t,
+        "chat/completions",
+        headers(t)?,
+        &request_body(t, req, false),
+    )
+    .await?;
     parse_completion(&body)
 }
 
@@ -40,18 +41,15 @@ pub async fn stream(
     t: &Target,
     req: &ChatRequest,
 ) -> Result<ChunkStream, UpstreamError> {
-    let builder = http
-        .post(join_url(&t.base_url, "chat/completions"))
-        .headers(headers(t)?)
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .json(&request_body(t, req, true));
-    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, builder))
-        .await
-        .map_err(|_| UpstreamError::FirstByteTimeout)??;
-    Ok(decode_sse(
-        resp.bytes_stream().map_err(|e| from_reqwest(&e)),
+    post_stream(
+        http,
+        t,
+        "chat/completions",
+        headers(t)?,
+        &request_body(t, req, true),
         Decoder::default(),
-    ))
+    )
+    .await
 }
 
 fn headers(t: &Target) -> Result<HeaderMap, UpstreamError> {
@@ -237,193 +235,16 @@ impl SseDecoder for Decoder {
     }
 }
 
-// ---- shared with anthropic.rs (would sit better in mod.rs) ----
-
-pub(super) fn join_url(base: &str, path: &str) -> String {
-    format!(
-        "{}/{}",
-        base.trim_end_matches('/'),
-        path.trim_start_matches('/')
-    )
-}
-
-/// A header value holding a credential: never shown by Debug, never indexed.
-pub(super) fn secret_value(value: String) -> Result<HeaderValue, UpstreamError> {
-    let mut v = HeaderValue::try_from(value).map_err(|_| {
-        UpstreamError::Protocol("credential is not a valid HTTP header value".into())
-    })?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
-/// Adds configured headers, replacing same-named defaults. Values may hold
-/// secrets (e.g. `api-key`), so they are marked sensitive and never reported.
-pub(super) fn add_extra_headers(
-    h: &mut HeaderMap,
-    extra: &[(String, String)],
-) -> Result<(), UpstreamError> {
-    for (name, value) in extra {
-        let bad = || UpstreamError::Protocol(format!("invalid extra header {name:?}"));
-        let n = HeaderName::try_from(name.as_str()).map_err(|_| bad())?;
-        let mut v = HeaderValue::try_from(value.as_str()).map_err(|_| bad())?;
-        v.set_sensitive(true);
-        h.insert(n, v);
-    }
-    Ok(())
-}
-
-/// Sends; a non-2xx status becomes `Http` with the upstream's message.
-pub(super) async fn send_checked(
-    t: &Target,
-    builder: reqwest::RequestBuilder,
-) -> Result<reqwest::Response, UpstreamError> {
-    let mut resp = builder.send().await.map_err(|e| from_reqwest(&e))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let retry_after = parse_retry_after(resp.headers());
-    let mut body = Vec::new();
-    while let Ok(Some(part)) = resp.chunk().await {
-        body.extend_from_slice(&part);
-        if body.len() >= 64 * 1024 {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&body);
-    let message = match serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| error_in(&v))
-    {
-        Some(m) => m,
-        None if text.trim().is_empty() => {
-            status.canonical_reason().unwrap_or("no body").to_string()
-        }
-        None => text.into_owned(),
-    };
-    Err(UpstreamError::Http {
-        status: status.as_u16(),
-        message: scrub(t, &message),
-        retry_after,
-    })
-}
-
-/// Sends and reads the whole body within `first_byte`.
-pub(super) async fn unary_body(
-    t: &Target,
-    builder: reqwest::RequestBuilder,
-) -> Result<bytes::Bytes, UpstreamError> {
-    let call = async {
-        let resp = send_checked(t, builder).await?;
-        resp.bytes().await.map_err(|e| from_reqwest(&e))
-    };
-    tokio::time::timeout(t.timeouts.first_byte, call)
-        .await
-        .map_err(|_| UpstreamError::FirstByteTimeout)?
-}
-
-/// Clips an upstream message and masks the credential should it be echoed.
-fn scrub(t: &Target, message: &str) -> String {
-    let mut m = message.to_string();
-    if let Some(c) = &t.credential {
-        let secret = c.expose_secret();
-        if !secret.is_empty() {
-            m = m.replace(secret, "*****");
-        }
-    }
-    clip_body(&m)
-}
-
-pub(super) fn parse_json(body: &[u8]) -> Result<Value, UpstreamError> {
-    serde_json::from_slice(body).map_err(|e| UpstreamError::Protocol(format!("invalid JSON: {e}")))
-}
-
-/// The message of an `{"error": ...}` object (OpenAI and Anthropic shapes), if any.
-pub(super) fn error_in(v: &Value) -> Option<String> {
-    let e = v.get("error").filter(|e| !e.is_null())?;
-    let text = e.get("message").and_then(Value::as_str).or(e.as_str());
-    Some(clip_body(
-        &text.map_or_else(|| e.to_string(), str::to_string),
-    ))
-}
-
-/// The message of an SSE error event's data, JSON or not.
-pub(super) fn event_message(data: &str) -> String {
-    let v = serde_json::from_str::<Value>(data).ok();
-    v.and_then(|v| error_in(&v))
-        .unwrap_or_else(|| clip_body(data))
-}
-
-/// An f32 as the decimal it was written as (`0.7`, not `0.699999988079071`).
-pub(super) fn float(v: f32) -> Value {
-    v.to_string()
-        .parse::<f64>()
-        .map_or(Value::Null, Value::from)
-}
-
-pub(super) fn sat(n: u64) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// Per-format SSE state machine driven by [`decode_sse`].
-pub(super) trait SseDecoder: Send + 'static {
-    /// Handles one event, pushing chunks to `out`; `Ok(true)` when the
-    /// upstream said it is done (no more events are read).
-    fn event(&mut self, ev: &Event, out: &mut Vec<Chunk>) -> Result<bool, UpstreamError>;
-    /// The final item, once done or when the body ended: `Finish` or `Truncated`.
-    fn end(&mut self) -> Result<Chunk, UpstreamError>;
-}
-
-/// Turns a body into chunks that end with `Ok(Finish)` or exactly one error.
-pub(super) fn decode_sse<S, B, D>(body: S, decoder: D) -> ChunkStream
-where
-    S: Stream<Item = Result<B, UpstreamError>> + Send + 'static,
-    B: AsRef<[u8]> + Send + 'static,
-    D: SseDecoder,
-{
-    let state = (
-        Box::pin(body.eventsource()),
-        decoder,
-        VecDeque::new(),
-        false,
-    );
-    futures::stream::unfold(
-        state,
-        |(mut events, mut dec, mut queue, mut done)| async move {
-            loop {
-                if let Some(item) = queue.pop_front() {
-                    return Some((item, (events, dec, queue, done)));
-                }
-                if done {
-                    return None;
-                }
-                let mut out = Vec::new();
-                let result = match events.next().await {
-                    None => Ok(true),
-                    Some(Ok(ev)) => dec.event(&ev, &mut out),
-                    Some(Err(EventStreamError::Transport(e))) => Err(e),
-                    Some(Err(e)) => Err(UpstreamError::Protocol(format!("bad event stream: {e}"))),
-                };
-                queue.extend(out.into_iter().map(Ok));
-                match result {
-                    Ok(false) => continue,
-                    Ok(true) => queue.push_back(dec.end()),
-                    Err(e) => queue.push_back(Err(e)),
-                }
-                done = true;
-            }
-        },
-    )
-    .boxed()
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use std::time::Duration;
 
+    use futures::StreamExt as _;
+
     use futures::stream;
     use secrecy::SecretString;
 
+    use super::super::wire::{decode_sse, join_url, scrub};
     use super::super::{Kind, Timeouts, Tool};
     use super::*;
 
