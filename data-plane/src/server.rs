@@ -162,15 +162,7 @@ pub async fn serve(
         })
     };
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Reflection(e.to_string()))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
+    let (reflection, reflection_alpha) = switchyard_proto::reflection_services()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     let inference = InferenceServer::new(InferenceService::new(
         engine,
