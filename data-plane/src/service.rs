@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::error::DpError;
 use crate::failover::{Engine, Failed, OpenStream, Served};
@@ -224,20 +225,28 @@ impl Inference for InferenceService {
         let r = r.into_inner();
         let id = request_id(&r);
         let chat = chat_request(&r)?;
-        let span = tracing::info_span!("generate", request_id = %id, model = %r.model);
-        let _e = span.enter();
+        // Caller metadata is logged, never sent upstream.
+        let span = tracing::info_span!("generate", request_id = %id, model = %r.model, caller = ?r.metadata);
         let served = self
             .engine
             .generate(&r.model, &chat, deadline)
+            .instrument(span.clone())
             .await
-            .map_err(|f| failed(&id, f))?;
+            .map_err(|f| {
+                span.in_scope(
+                    || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
+                );
+                failed(&id, f)
+            })?;
         let Served {
             value,
             served_by,
             attempts,
             ..
         } = served;
-        tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "served");
+        span.in_scope(
+            || tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "served"),
+        );
         let mut resp = Response::new(pb::GenerateResponse {
             request_id: id.clone(),
             content: value.content,
@@ -272,11 +281,18 @@ impl Inference for InferenceService {
         let r = r.into_inner();
         let id = request_id(&r);
         let chat = chat_request(&r)?;
+        let span = tracing::info_span!("generate_stream", request_id = %id, model = %r.model, caller = ?r.metadata);
         let served = self
             .engine
             .open_stream(&r.model, &chat, deadline)
+            .instrument(span.clone())
             .await
-            .map_err(|f| failed(&id, f))?;
+            .map_err(|f| {
+                span.in_scope(
+                    || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
+                );
+                failed(&id, f)
+            })?;
         let Served {
             value: OpenStream { first, rest },
             served_by,
@@ -284,7 +300,7 @@ impl Inference for InferenceService {
             member,
             pool,
         } = served;
-        tracing::info!(request_id = %id, model = %r.model, member = %served_by.member_id, attempts = attempts.len(), "stream committed");
+        span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
 
         let (tx, rx) = mpsc::channel::<Result<pb::GenerateStreamEvent, Status>>(32);
         let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
@@ -299,7 +315,8 @@ impl Inference for InferenceService {
         let mut headers = MetadataMap::new();
         served_metadata(&mut headers, &id, Some(&served_by), &attempts);
         let request_id = id.clone();
-        self.tasks.spawn(async move {
+        self.tasks.spawn(
+            async move {
             let pump = async {
                 tx.send(Ok(start)).await.map_err(|_| ())?;
                 let finished = matches!(first, Chunk::Finish(_));
@@ -359,7 +376,9 @@ impl Inference for InferenceService {
                 // OK with trailing metadata naming the member and the attempts.
                 let _ = tx.send(Err(Status::with_metadata(tonic::Code::Ok, "", trailers))).await;
             }
-        });
+            }
+            .instrument(span),
+        );
         let mut resp = Response::new(Box::pin(ReceiverStream::new(rx)) as EventStream);
         *resp.metadata_mut() = headers;
         Ok(resp)
