@@ -24,9 +24,6 @@ pub enum DpError {
     /// The caller's deadline passed.
     #[error("{0}")]
     Deadline(String),
-    /// A stream broke after its first chunk.
-    #[error("{0}")]
-    StreamBroken(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -37,9 +34,7 @@ impl From<DpError> for Status {
             DpError::InvalidArgument(m) => Status::invalid_argument(m),
             DpError::NotFound(m) => Status::not_found(m),
             DpError::FailedPrecondition(m) => Status::failed_precondition(m),
-            DpError::NotReady(m) | DpError::Exhausted(m) | DpError::StreamBroken(m) => {
-                Status::unavailable(m)
-            }
+            DpError::NotReady(m) | DpError::Exhausted(m) => Status::unavailable(m),
             DpError::Upstream { code, message } => Status::new(code, message),
             DpError::Deadline(m) => Status::deadline_exceeded(m),
             DpError::Internal(m) => {

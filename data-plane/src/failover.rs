@@ -226,6 +226,14 @@ impl Engine {
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let catalog = self.catalog.load_full();
+        if catalog.revision == 0 {
+            return Err(Failed {
+                error: DpError::NotReady(
+                    "this worker has not loaded a config yet; retry shortly".into(),
+                ),
+                attempts: Vec::new(),
+            });
+        }
         let plan = catalog.resolve(model).map_err(|error| Failed {
             error,
             attempts: Vec::new(),
@@ -292,6 +300,7 @@ impl Engine {
 
             for &i in &ready {
                 let c = &pool.active[i];
+                let mut failed_here = false;
                 let tries = if probe.is_some() {
                     1
                 } else {
@@ -322,9 +331,30 @@ impl Engine {
                     let start = Instant::now();
                     let call = attempt(c.target.clone());
                     let result = match deadline {
-                        Some(d) => tokio::time::timeout_at(d.into(), call)
-                            .await
-                            .unwrap_or(Err(UpstreamError::FirstByteTimeout)),
+                        Some(d) => match tokio::time::timeout_at(d.into(), call).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                // Cut by the caller's deadline: not the member's fault.
+                                attempts.push(record(
+                                    pool,
+                                    c,
+                                    pb::AttemptOutcome::Deadline,
+                                    None,
+                                    Some(start),
+                                ));
+                                if let Some(p) = probe.take() {
+                                    p.release().await;
+                                }
+                                return Err(Failed {
+                                    error: DpError::Deadline(format!(
+                                        "deadline passed during attempt {} for '{}'",
+                                        attempts.len(),
+                                        plan.model
+                                    )),
+                                    attempts,
+                                });
+                            }
+                        },
                         None => call.await,
                     };
                     match result {
@@ -336,7 +366,9 @@ impl Engine {
                                 None,
                                 Some(start),
                             ));
-                            if health(i).consecutive_failures > 0 || health(i).benched_until_ms > 0
+                            if failed_here
+                                || health(i).consecutive_failures > 0
+                                || health(i).benched_until_ms > 0
                             {
                                 self.fleet.success(&c.member_id).await;
                             }
@@ -368,6 +400,7 @@ impl Engine {
                             tracing::info!(pool = %pool.name, member = %c.member_id, provider = %c.provider, attempt = n + 1, error = %err, "upstream attempt failed");
                             match class {
                                 ErrorClass::Transient => {
+                                    failed_here = true;
                                     let f = self
                                         .fleet
                                         .failure(&c.member_id, &pool.policy, err.retry_after())
@@ -422,6 +455,19 @@ impl Engine {
     ) -> Result<Served<T>, Failed> {
         if let Some(p) = probe {
             p.release().await;
+        }
+        let all_unknown = !attempts.is_empty()
+            && attempts
+                .iter()
+                .all(|a| a.outcome == pb::AttemptOutcome::ModelNotFound as i32);
+        if all_unknown {
+            return Err(Failed {
+                error: DpError::NotFound(format!(
+                    "no member of '{model}' knows the model: {}",
+                    reasons.join("; ")
+                )),
+                attempts,
+            });
         }
         let detail = if reasons.is_empty() {
             "no candidate could be tried".to_owned()

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
+use switchyard_shared::keys::RedisKeys;
 
 use crate::catalog::Policy;
 
@@ -88,7 +89,7 @@ return 0
 
 pub struct RedisHealth {
     conn: ConnectionManager,
-    prefix: String,
+    keys: RedisKeys,
     begin: redis::Script,
     fail: redis::Script,
     release: redis::Script,
@@ -124,7 +125,7 @@ impl Fleet {
     pub fn redis(conn: ConnectionManager, prefix: &str) -> Self {
         Fleet::Redis(Box::new(RedisHealth {
             conn,
-            prefix: prefix.to_owned(),
+            keys: RedisKeys::new(prefix),
             begin: redis::Script::new(BEGIN),
             fail: redis::Script::new(FAIL),
             release: redis::Script::new(RELEASE),
@@ -169,7 +170,7 @@ impl Fleet {
             Fleet::Redis(r) => {
                 let mut c = r.conn.clone();
                 let res: redis::RedisResult<i64> = redis::cmd("DEL")
-                    .arg(r.key("health", member))
+                    .arg(r.keys.member_health(member))
                     .query_async(&mut c)
                     .await;
                 if let Err(e) = res {
@@ -198,7 +199,7 @@ impl Fleet {
                 let mut c = r.conn.clone();
                 let res: redis::RedisResult<(i64, i64, i64)> = r
                     .fail
-                    .key(r.key("health", member))
+                    .key(r.keys.member_health(member))
                     .arg(policy.failure_threshold)
                     .arg(ms(policy.cooldown_base))
                     .arg(ms(policy.cooldown_max))
@@ -249,7 +250,7 @@ impl Fleet {
             Fleet::Redis(r) => {
                 let mut c = r.conn.clone();
                 let res: redis::RedisResult<Option<String>> = redis::cmd("SET")
-                    .arg(r.key("probe", pool_id))
+                    .arg(r.keys.probe_token(pool_id))
                     .arg(token)
                     .arg("NX")
                     .arg("PX")
@@ -285,7 +286,7 @@ impl Fleet {
                 let mut c = r.conn.clone();
                 let res: redis::RedisResult<i64> = r
                     .release
-                    .key(r.key("probe", pool_id))
+                    .key(r.keys.probe_token(pool_id))
                     .arg(token)
                     .invoke_async(&mut c)
                     .await;
@@ -304,14 +305,10 @@ impl Fleet {
 }
 
 impl RedisHealth {
-    fn key(&self, kind: &str, id: &str) -> String {
-        format!("{}:{kind}:{id}", self.prefix)
-    }
-
     async fn begin(&self, pool_id: &str, members: &[&str], count: bool) -> Begin {
-        let mut inv = self.begin.key(self.key("rr", pool_id));
+        let mut inv = self.begin.key(self.keys.rr_counter(pool_id));
         for m in members {
-            inv.key(self.key("health", m));
+            inv.key(self.keys.member_health(m));
         }
         inv.arg(if count { "1" } else { "0" });
         let mut c = self.conn.clone();

@@ -310,6 +310,7 @@ impl Inference for InferenceService {
         }));
         let engine = self.engine.clone();
         let idle = self.stream_idle;
+        let request_end = Instant::now() + member.target.timeouts.total;
         let mut trailers = MetadataMap::new();
         served_metadata(&mut trailers, &id, Some(&served_by), &attempts);
         let mut headers = MetadataMap::new();
@@ -326,10 +327,10 @@ impl Inference for InferenceService {
                 }
                 let mut rest = rest;
                 loop {
-                    let limit = match deadline {
-                        Some(d) => idle.min(d.saturating_duration_since(Instant::now())),
-                        None => idle,
-                    };
+                    // The silence allowed: the idle limit, within the caller's
+                    // deadline and the provider's whole-request timeout.
+                    let end = deadline.map_or(request_end, |d| d.min(request_end));
+                    let limit = idle.min(end.saturating_duration_since(Instant::now()));
                     let next = tokio::select! {
                         () = tx.closed() => return Err(()),
                         n = tokio::time::timeout(limit, rest.next()) => n,
@@ -356,14 +357,17 @@ impl Inference for InferenceService {
                             return Err(());
                         }
                         Err(_) => {
-                            let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
-                            let msg = if past_deadline {
+                            let now = Instant::now();
+                            let msg = if deadline.is_some_and(|d| now >= d) {
+                                // The caller's deadline: not the member's fault.
                                 "deadline passed while streaming".to_owned()
+                            } else if now >= request_end {
+                                format!("member {} exceeded the provider's request timeout", member.member_id)
                             } else {
+                                tracing::warn!(request_id = %request_id, member = %member.member_id, "stream stalled");
+                                engine.fleet.failure(&member.member_id, &pool.policy, None).await;
                                 format!("no chunk from member {} for {} ms", member.member_id, limit.as_millis())
                             };
-                            tracing::warn!(request_id = %request_id, member = %member.member_id, "stream stalled");
-                            engine.fleet.failure(&member.member_id, &pool.policy, None).await;
                             let _ = tx.send(Err(Status::deadline_exceeded(msg))).await;
                             return Err(());
                         }

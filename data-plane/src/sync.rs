@@ -46,6 +46,10 @@ impl Loader {
         let current = self.catalog.load().revision;
         let first = *self.state.borrow() == SyncState::Loading;
         if snap.revision <= current && !first {
+            if *self.state.borrow() == SyncState::Stale {
+                tracing::info!(revision = current, "config source reachable again");
+                self.state.send_replace(SyncState::Live);
+            }
             return;
         }
         let catalog = Catalog::build(snap, self.master_key.as_ref(), self.secrets.as_ref());

@@ -431,6 +431,32 @@ async fn the_callers_deadline_bounds_every_attempt() {
         "did not wait for the slow upstream"
     );
     assert_eq!(s.fake.calls("b"), 0, "no attempt starts after the deadline");
+    let attempts = err
+        .metadata()
+        .get("x-switchyard-attempts")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(
+        attempts, "p-a:deadline",
+        "the attempt is reported as cut by the deadline"
+    );
+    let models = client(&s.worker)
+        .await
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("models")
+        .into_inner();
+    let a = models
+        .models
+        .iter()
+        .flat_map(|m| m.members.iter())
+        .find(|m| m.member_id == "p-a")
+        .expect("member a");
+    assert_eq!(
+        a.consecutive_failures, 0,
+        "the caller's deadline is not the member's failure"
+    );
 }
 
 #[tokio::test]

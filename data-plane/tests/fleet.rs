@@ -330,6 +330,28 @@ async fn with_redis_down_a_worker_keeps_serving_its_last_config() {
         w.logs().contains("serving the last config"),
         "and so do the logs"
     );
+
+    // Redis comes back (empty, as after a restart) and the control plane
+    // stores the snapshot again: the worker is live again.
+    let mut redis = PrivateRedis::start_on(redis.port).await;
+    config.publish(&redis.url(), &prefix, 1, true).await;
+    let mut live = false;
+    for _ in 0..100 {
+        if health
+            .check(status("switchyard.config"))
+            .await
+            .expect("health")
+            .into_inner()
+            .status
+            == serving
+        {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(live, "config source reported live again");
+    redis.stop();
 }
 
 #[tokio::test]

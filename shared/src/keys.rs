@@ -32,6 +32,21 @@ impl RedisKeys {
     pub fn snapshot_revision(&self) -> String {
         format!("{}:config:revision", self.prefix)
     }
+
+    /// A pool's round-robin counter, shared by every worker.
+    pub fn rr_counter(&self, pool_id: &str) -> String {
+        format!("{}:rr:{pool_id}", self.prefix)
+    }
+
+    /// A member's health hash (fails, benches, until); it expires.
+    pub fn member_health(&self, member_id: &str) -> String {
+        format!("{}:health:{member_id}", self.prefix)
+    }
+
+    /// A pool's half-open probe token.
+    pub fn probe_token(&self, pool_id: &str) -> String {
+        format!("{}:probe:{pool_id}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -41,7 +56,14 @@ mod tests {
     #[test]
     fn every_key_is_under_the_prefix() {
         let k = RedisKeys::new("t1");
-        for key in [k.changes_channel(), k.snapshot(), k.snapshot_revision()] {
+        for key in [
+            k.changes_channel(),
+            k.snapshot(),
+            k.snapshot_revision(),
+            k.rr_counter("p"),
+            k.member_health("m"),
+            k.probe_token("p"),
+        ] {
             assert!(key.starts_with("t1:"), "{key}");
         }
         assert_ne!(k.snapshot(), k.snapshot_revision());

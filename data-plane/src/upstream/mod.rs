@@ -161,7 +161,7 @@ pub enum UpstreamError {
     Io(String),
 }
 
-/// What failover does with an error (docs/adr/004-failover-rules.md).
+/// What failover does with an error (docs/adr/004-failover-and-health.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Retry the member per policy, then move on; counts against its health.

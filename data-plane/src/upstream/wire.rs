@@ -122,18 +122,16 @@ pub(super) async fn send_checked(
     })
 }
 
-/// Sends and reads the whole body within `first_byte`.
+/// Sends; the response headers must arrive within `first_byte`. The body
+/// read is bounded by the caller's per-attempt total timeout.
 pub(super) async fn unary_body(
     t: &Target,
     builder: reqwest::RequestBuilder,
 ) -> Result<bytes::Bytes, UpstreamError> {
-    let call = async {
-        let resp = send_checked(t, builder).await?;
-        resp.bytes().await.map_err(|e| from_reqwest(&e))
-    };
-    tokio::time::timeout(t.timeouts.first_byte, call)
+    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, builder))
         .await
-        .map_err(|_| UpstreamError::FirstByteTimeout)?
+        .map_err(|_| UpstreamError::FirstByteTimeout)??;
+    resp.bytes().await.map_err(|e| from_reqwest(&e))
 }
 
 /// Clips an upstream message and masks the credential should it be echoed.
