@@ -22,7 +22,6 @@ use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::seal::MasterKey;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -161,7 +160,7 @@ impl ControlPlane {
         let feed = crate::feed::channel();
         let (sink, redis, local_bus) = match settings.bus {
             BusSettings::Redis { url, prefix } => {
-                let client = redis::Client::open(url.as_str())
+                let client = switchyard_shared::redis_client::open(url.as_str())
                     .map_err(|e| StartError::RedisUrl(e.to_string()))?;
                 let keys = RedisKeys::new(prefix);
                 (
@@ -273,7 +272,10 @@ impl ControlPlane {
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(control_plane)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_signal);
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                on_signal,
+            );
 
         let grace = self.shutdown_grace;
         let result = tokio::select! {

@@ -15,7 +15,6 @@ use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::seal::MasterKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -88,7 +87,7 @@ pub async fn serve(
 
     let (fleet, sync) = match settings.source {
         Source::Redis { url, prefix } => {
-            let client = redis::Client::open(url.as_str())
+            let client = switchyard_shared::redis_client::open(url.as_str())
                 .map_err(|e| StartError::RedisUrl(e.to_string()))?;
             let cfg = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -203,7 +202,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(inference)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_signal);
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            on_signal,
+        );
     let grace = settings.shutdown_grace;
     let result = tokio::select! {
         r = server => r.map_err(StartError::from),

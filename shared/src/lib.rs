@@ -7,9 +7,11 @@
 //! - [`seal`]: the master key and AEAD sealing of inline credentials.
 //! - [`change`]: the JSON change message on the changes channel.
 //! - [`keys`]: the Redis key and channel layout under a configurable prefix.
+//! - [`redis_client`]: Redis clients with TCP_NODELAY.
 
 pub mod change;
 pub mod keys;
+pub mod redis_client;
 pub mod seal;
 pub mod shutdown;
 pub mod telemetry;
