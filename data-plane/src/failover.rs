@@ -23,7 +23,7 @@ use crate::catalog::{Candidate, Catalog, Pool, Strategy};
 use crate::error::DpError;
 use crate::health::Fleet;
 use crate::upstream::{
-    self, ChatRequest, Chunk, ChunkStream, Completion, ErrorClass, Target, UpstreamError,
+    self, ChatRequest, Chunk, ChunkStream, Completion, ErrorClass, UpstreamError,
 };
 
 /// Shared by every request of a worker.
@@ -173,12 +173,12 @@ impl Engine {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Served<Completion>, Failed> {
-        self.run(model, deadline, move |t: Target| {
-            let http = self.http.for_connect_timeout(t.timeouts.connect);
-            let req = req.clone();
+        // Each attempt borrows the request and shares the member (no deep copies per attempt).
+        self.run(model, deadline, move |c: Arc<Candidate>| {
+            let http = self.http.for_connect_timeout(c.target.timeouts.connect);
             async move {
-                let total = t.timeouts.total;
-                tokio::time::timeout(total, upstream::complete(&http, &t, &req))
+                let t = &c.target;
+                tokio::time::timeout(t.timeouts.total, upstream::complete(&http, t, req))
                     .await
                     .unwrap_or(Err(UpstreamError::FirstByteTimeout))
             }
@@ -192,15 +192,15 @@ impl Engine {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Served<OpenStream>, Failed> {
-        self.run(model, deadline, move |t: Target| {
-            let http = self.http.for_connect_timeout(t.timeouts.connect);
-            let req = req.clone();
+        self.run(model, deadline, move |c: Arc<Candidate>| {
+            let http = self.http.for_connect_timeout(c.target.timeouts.connect);
             async move {
+                let t = &c.target;
                 // Failover is allowed until the first chunk: peek it, bounded
                 // by the first-byte timeout, then commit.
                 let budget = t.timeouts.first_byte;
                 let open = async {
-                    let mut s = upstream::stream(&http, &t, &req).await?;
+                    let mut s = upstream::stream(&http, t, req).await?;
                     match s.next().await {
                         Some(Ok(first)) => Ok(OpenStream { first, rest: s }),
                         Some(Err(e)) => Err(e),
@@ -222,7 +222,7 @@ impl Engine {
         attempt: F,
     ) -> Result<Served<T>, Failed>
     where
-        F: Fn(Target) -> Fut,
+        F: Fn(Arc<Candidate>) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let catalog = self.catalog.load_full();
@@ -329,7 +329,7 @@ impl Engine {
                     }
                     budget -= 1;
                     let start = Instant::now();
-                    let call = attempt(c.target.clone());
+                    let call = attempt(c.clone());
                     let result = match deadline {
                         Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                             Ok(r) => r,

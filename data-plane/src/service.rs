@@ -140,6 +140,9 @@ fn request_id(r: &pb::GenerateRequest) -> String {
 }
 
 /// Metadata naming the server, the member and the attempts (headers or trailers).
+///
+/// Built straight into each value's string (no per-attempt strings): it runs
+/// for every response.
 fn served_metadata(
     md: &mut MetadataMap,
     request_id: &str,
@@ -153,26 +156,34 @@ fn served_metadata(
         if let Ok(v) = MetadataValue::try_from(s.member_id.as_str()) {
             md.insert("x-switchyard-member", v);
         }
-        if let Ok(v) = MetadataValue::try_from(format!("{}/{}", s.provider, s.upstream_model)) {
+        let mut upstream = String::with_capacity(s.provider.len() + 1 + s.upstream_model.len());
+        upstream.push_str(&s.provider);
+        upstream.push('/');
+        upstream.push_str(&s.upstream_model);
+        if let Ok(v) = MetadataValue::try_from(upstream) {
             md.insert("x-switchyard-upstream", v);
         }
     }
-    let summary: Vec<String> = attempts
-        .iter()
-        .map(|a| {
-            let outcome = pb::AttemptOutcome::try_from(a.outcome)
-                .map(|o| o.as_str_name())
-                .unwrap_or("?");
-            format!(
-                "{}:{}",
-                a.member_id,
-                outcome
-                    .trim_start_matches("ATTEMPT_OUTCOME_")
-                    .to_lowercase()
-            )
-        })
-        .collect();
-    if let Ok(v) = MetadataValue::try_from(summary.join(",")) {
+    // `member:outcome,...`, the outcome being the enum name without its prefix, lowercased.
+    let mut summary = String::with_capacity(attempts.iter().map(|a| a.member_id.len() + 16).sum());
+    for (i, a) in attempts.iter().enumerate() {
+        if i > 0 {
+            summary.push(',');
+        }
+        let outcome = pb::AttemptOutcome::try_from(a.outcome)
+            .map(|o| o.as_str_name())
+            .unwrap_or("?");
+        summary.push_str(&a.member_id);
+        summary.push(':');
+        // Enum names are ASCII, so ASCII lowercasing is the full lowercasing.
+        summary.extend(
+            outcome
+                .trim_start_matches("ATTEMPT_OUTCOME_")
+                .chars()
+                .map(|c| c.to_ascii_lowercase()),
+        );
+    }
+    if let Ok(v) = MetadataValue::try_from(summary) {
         md.insert("x-switchyard-attempts", v);
     }
 }
@@ -247,8 +258,11 @@ impl Inference for InferenceService {
         span.in_scope(
             || tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "served"),
         );
+        // Metadata first, so the response can take the values without copies.
+        let mut md = MetadataMap::new();
+        served_metadata(&mut md, &id, Some(&served_by), &attempts);
         let mut resp = Response::new(pb::GenerateResponse {
-            request_id: id.clone(),
+            request_id: id,
             content: value.content,
             tool_calls: value
                 .tool_calls
@@ -264,10 +278,10 @@ impl Inference for InferenceService {
                 input_tokens: u.input_tokens,
                 output_tokens: u.output_tokens,
             }),
-            served_by: Some(served_by.clone()),
-            attempts: attempts.clone(),
+            served_by: Some(served_by),
+            attempts,
         });
-        served_metadata(resp.metadata_mut(), &id, Some(&served_by), &attempts);
+        *resp.metadata_mut() = md;
         Ok(resp)
     }
 
@@ -454,5 +468,40 @@ impl From<DpError> for Failed {
             error,
             attempts: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_metadata_names_member_upstream_and_attempts() {
+        let attempt = |member: &str, outcome: i32| pb::Attempt {
+            member_id: member.into(),
+            outcome,
+            ..Default::default()
+        };
+        let served = pb::ServedBy {
+            pool: "p".into(),
+            member_id: "m2".into(),
+            provider: "fake".into(),
+            upstream_model: "gpt-x".into(),
+        };
+        let attempts = [
+            attempt("m1", pb::AttemptOutcome::Transient as i32),
+            attempt("m3", 999),
+            attempt("m2", pb::AttemptOutcome::Ok as i32),
+        ];
+        let mut md = MetadataMap::new();
+        served_metadata(&mut md, "r-1", Some(&served), &attempts);
+        let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(get("x-switchyard-request-id").as_deref(), Some("r-1"));
+        assert_eq!(get("x-switchyard-member").as_deref(), Some("m2"));
+        assert_eq!(get("x-switchyard-upstream").as_deref(), Some("fake/gpt-x"));
+        assert_eq!(
+            get("x-switchyard-attempts").as_deref(),
+            Some("m1:transient,m3:?,m2:ok")
+        );
     }
 }
