@@ -54,7 +54,46 @@ pub struct Candidate {
     pub weight: u32,
     pub priority: i32,
     pub status: pb::MemberStatus,
+    /// Requests and tokens per minute this member may take (fleet-wide).
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
     pub target: Target,
+}
+
+impl Candidate {
+    /// Whether usage must be counted for this member.
+    pub fn limited(&self) -> bool {
+        self.rpm_limit.is_some() || self.tpm_limit.is_some()
+    }
+
+    /// The member as the shared state needs it.
+    pub fn as_member(&self) -> crate::health::Member<'_> {
+        crate::health::Member {
+            id: &self.member_id,
+            limited: self.limited(),
+        }
+    }
+
+    /// Why the member may not take a request this minute, if it may not.
+    pub fn over_quota(&self, h: &crate::health::MemberHealth) -> Option<String> {
+        if let Some(l) = self.rpm_limit
+            && h.requests_this_minute >= l
+        {
+            return Some(format!(
+                "over its rpm limit ({} of {l} this minute)",
+                h.requests_this_minute
+            ));
+        }
+        if let Some(l) = self.tpm_limit
+            && h.tokens_this_minute >= l
+        {
+            return Some(format!(
+                "over its tpm limit ({} of {l} tokens this minute)",
+                h.tokens_this_minute
+            ));
+        }
+        None
+    }
 }
 
 /// A pool (or a direct provider/model) with its members.
@@ -255,6 +294,8 @@ impl Catalog {
                     provider: prov.name.clone(),
                     upstream_model: m.upstream_model.clone(),
                     weight: m.weight.max(1),
+                    rpm_limit: m.rpm_limit,
+                    tpm_limit: m.tpm_limit,
                     priority: m.priority,
                     status,
                     target: prov.target(&m.upstream_model),
@@ -325,6 +366,8 @@ impl Catalog {
             provider: p.name.clone(),
             upstream_model: model.to_owned(),
             weight: 1,
+            rpm_limit: None,
+            tpm_limit: None,
             priority: 0,
             status: pb::MemberStatus::Active,
             target: p.target(model),

@@ -21,6 +21,9 @@ pub enum DpError {
     /// A permanent upstream error, mapped to its gRPC meaning.
     #[error("{message}")]
     Upstream { code: Code, message: String },
+    /// Every member is over its rpm/tpm limit this minute.
+    #[error("{0}")]
+    QuotaExhausted(String),
     /// The caller's deadline passed.
     #[error("{0}")]
     Deadline(String),
@@ -37,6 +40,7 @@ impl From<DpError> for Status {
             DpError::NotReady(m) | DpError::Exhausted(m) => Status::unavailable(m),
             DpError::Upstream { code, message } => Status::new(code, message),
             DpError::Deadline(m) => Status::deadline_exceeded(m),
+            DpError::QuotaExhausted(m) => Status::resource_exhausted(m),
             DpError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::internal("internal error; see the data-plane logs")

@@ -246,12 +246,31 @@ impl Engine {
             if pool.active.is_empty() {
                 continue;
             }
-            let ids: Vec<&str> = pool.active.iter().map(|c| c.member_id.as_str()).collect();
+            let members: Vec<_> = pool.active.iter().map(|c| c.as_member()).collect();
             let counts = pool.strategy != Strategy::Random;
-            let begin = self.fleet.begin(&pool.id, &ids, counts).await;
+            let begin = self.fleet.begin(&pool.id, &members, counts).await;
             let order =
                 crate::select::order(pool.strategy, &pool.active, begin.counter, &pool.sequence);
             let health = |i: usize| begin.health.get(i).copied().unwrap_or_default();
+            // Members over their rpm/tpm limit sit this minute out (no penalty).
+            let mut order = order;
+            order.retain(|&i| {
+                let c = &pool.active[i];
+                match c.over_quota(&health(i)) {
+                    None => true,
+                    Some(why) => {
+                        attempts.push(record(
+                            pool,
+                            c,
+                            pb::AttemptOutcome::SkippedQuota,
+                            None,
+                            None,
+                        ));
+                        reasons.push(format!("{}: {why}", label(c)));
+                        false
+                    }
+                }
+            });
             let (mut ready, benched): (Vec<usize>, Vec<usize>) = order
                 .into_iter()
                 .partition(|&i| !health(i).benched(begin.now_ms));
@@ -330,6 +349,7 @@ impl Engine {
                     budget -= 1;
                     let start = Instant::now();
                     let call = attempt(c.clone());
+                    let limited = c.limited();
                     let result = match deadline {
                         Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                             Ok(r) => r,
@@ -390,6 +410,9 @@ impl Engine {
                             });
                         }
                         Err(err) => {
+                            if limited {
+                                self.fleet.record_usage(&c.member_id, 1, 0).await;
+                            }
                             let class = err.class();
                             let outcome = match class {
                                 ErrorClass::Transient => pb::AttemptOutcome::Transient,
@@ -455,6 +478,19 @@ impl Engine {
     ) -> Result<Served<T>, Failed> {
         if let Some(p) = probe {
             p.release().await;
+        }
+        let all_quota = !attempts.is_empty()
+            && attempts
+                .iter()
+                .all(|a| a.outcome == pb::AttemptOutcome::SkippedQuota as i32);
+        if all_quota {
+            return Err(Failed {
+                error: DpError::QuotaExhausted(format!(
+                    "every member of '{model}' used up its limit for this minute: {}",
+                    reasons.join("; ")
+                )),
+                attempts,
+            });
         }
         let all_unknown = !attempts.is_empty()
             && attempts

@@ -22,6 +22,9 @@ pub struct MemberHealth {
     pub consecutive_failures: u32,
     /// Unix ms; benched while `now < benched_until_ms`.
     pub benched_until_ms: i64,
+    /// Usage this minute (read only for members with limits).
+    pub requests_this_minute: u64,
+    pub tokens_this_minute: u64,
 }
 
 impl MemberHealth {
@@ -45,16 +48,28 @@ pub struct Failure {
     pub benched_until_ms: i64,
 }
 
+/// `KEYS`: the counter, then each member's health key, then each member's
+/// quota key. `ARGV[1]`: '1' to bump the counter; `ARGV[1 + i]`: '1' when
+/// member i has limits (its quota key is read).
 const BEGIN: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local c = 0
 if ARGV[1] == '1' then c = redis.call('INCR', KEYS[1]) end
 local out = {c, now}
-for i = 2, #KEYS do
-  local h = redis.call('HMGET', KEYS[i], 'fails', 'until')
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  local h = redis.call('HMGET', KEYS[1 + i], 'fails', 'until')
   out[#out + 1] = tonumber(h[1] or '0')
   out[#out + 1] = tonumber(h[2] or '0')
+  if ARGV[1 + i] == '1' then
+    local q = redis.call('HMGET', KEYS[1 + n + i], 'r', 't')
+    out[#out + 1] = tonumber(q[1] or '0')
+    out[#out + 1] = tonumber(q[2] or '0')
+  else
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  end
 end
 return out
 ";
@@ -102,6 +117,8 @@ pub struct Memory {
     counters: HashMap<String, u64>,
     health: HashMap<String, (MemberHealth, u32)>,
     probes: HashMap<String, (String, i64)>,
+    /// (member, minute) → (requests, tokens).
+    quota: HashMap<(String, i64), (u64, u64)>,
 }
 
 /// Shared state, Redis or in-process.
@@ -115,6 +132,18 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The current Unix minute (the rpm/tpm window).
+pub fn minute() -> i64 {
+    now_ms().div_euclid(60_000)
+}
+
+/// A member as `begin` needs it: its id and whether it has rpm/tpm limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Member<'a> {
+    pub id: &'a str,
+    pub limited: bool,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -138,8 +167,9 @@ impl Fleet {
         Fleet::Memory(Mutex::new(Memory::default()))
     }
 
-    /// Bumps the pool's counter (when `count`) and reads its members' health: one round trip.
-    pub async fn begin(&self, pool_id: &str, members: &[&str], count: bool) -> Begin {
+    /// Bumps the pool's counter (when `count`) and reads its members' health
+    /// and, for members with limits, their usage this minute: one round trip.
+    pub async fn begin(&self, pool_id: &str, members: &[Member<'_>], count: bool) -> Begin {
         match self {
             Fleet::Redis(r) => r.begin(pool_id, members, count).await,
             Fleet::Memory(m) => {
@@ -151,15 +181,56 @@ impl Fleet {
                 } else {
                     0
                 };
+                let now = minute();
                 let health = members
                     .iter()
-                    .map(|id| m.health.get(*id).map(|h| h.0).unwrap_or_default())
+                    .map(|mem| {
+                        let mut h = m.health.get(mem.id).map(|h| h.0).unwrap_or_default();
+                        if mem.limited
+                            && let Some((r, t)) = m.quota.get(&(mem.id.to_owned(), now))
+                        {
+                            h.requests_this_minute = *r;
+                            h.tokens_this_minute = *t;
+                        }
+                        h
+                    })
                     .collect();
                 Begin {
                     counter,
                     now_ms: now_ms(),
                     health,
                 }
+            }
+        }
+    }
+
+    /// Adds to a limited member's usage this minute (one round trip).
+    pub async fn record_usage(&self, member: &str, requests: u64, tokens: u64) {
+        let now = minute();
+        match self {
+            Fleet::Redis(r) => {
+                let key = r.keys.member_quota(member, now);
+                let mut c = r.conn.clone();
+                let res: redis::RedisResult<()> = redis::pipe()
+                    .atomic()
+                    .hincr(&key, "r", requests)
+                    .ignore()
+                    .hincr(&key, "t", tokens)
+                    .ignore()
+                    .expire(&key, 120)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = res {
+                    r.warn(&e);
+                }
+            }
+            Fleet::Memory(m) => {
+                let mut m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                m.quota.retain(|(_, min), _| *min >= now - 1);
+                let e = m.quota.entry((member.to_owned(), now)).or_default();
+                e.0 += requests;
+                e.1 += tokens;
             }
         }
     }
@@ -305,23 +376,37 @@ impl Fleet {
 }
 
 impl RedisHealth {
-    async fn begin(&self, pool_id: &str, members: &[&str], count: bool) -> Begin {
+    async fn begin(&self, pool_id: &str, members: &[Member<'_>], count: bool) -> Begin {
         let mut inv = self.begin.key(self.keys.rr_counter(pool_id));
         for m in members {
-            inv.key(self.keys.member_health(m));
+            inv.key(self.keys.member_health(m.id));
+        }
+        let now = minute();
+        for m in members {
+            // Unlimited members pass their health key again; it is not read.
+            inv.key(if m.limited {
+                self.keys.member_quota(m.id, now)
+            } else {
+                self.keys.member_health(m.id)
+            });
         }
         inv.arg(if count { "1" } else { "0" });
+        for m in members {
+            inv.arg(if m.limited { "1" } else { "0" });
+        }
         let mut c = self.conn.clone();
         let res: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut c).await;
         match res {
-            Ok(v) if v.len() == 2 + 2 * members.len() => Begin {
+            Ok(v) if v.len() == 2 + 4 * members.len() => Begin {
                 counter: u64::try_from(v[0]).unwrap_or(0),
                 now_ms: v[1],
                 health: v[2..]
-                    .chunks(2)
+                    .chunks(4)
                     .map(|p| MemberHealth {
                         consecutive_failures: u32::try_from(p[0]).unwrap_or(0),
                         benched_until_ms: p[1],
+                        requests_this_minute: u64::try_from(p[2]).unwrap_or(0),
+                        tokens_this_minute: u64::try_from(p[3]).unwrap_or(0),
                     })
                     .collect(),
             },
@@ -391,7 +476,16 @@ mod tests {
             "Retry-After lengthens the bench"
         );
         f.success("m").await;
-        let b = f.begin("p", &["m"], true).await;
+        let b = f
+            .begin(
+                "p",
+                &[Member {
+                    id: "m",
+                    limited: false,
+                }],
+                true,
+            )
+            .await;
         assert_eq!(b.health[0], MemberHealth::default());
     }
 

@@ -129,6 +129,8 @@ mod tests {
                     weight,
                     priority,
                     status: pb::MemberStatus::Active,
+                    rpm_limit: None,
+                    tpm_limit: None,
                     target: Target {
                         kind: Kind::Mock,
                         base_url: String::new(),

@@ -253,8 +253,18 @@ impl Inference for InferenceService {
             value,
             served_by,
             attempts,
+            member,
             ..
         } = served;
+        if member.limited() {
+            let tokens = value.usage.map_or(0, |u| {
+                u64::from(u.input_tokens) + u64::from(u.output_tokens)
+            });
+            self.engine
+                .fleet
+                .record_usage(&member.member_id, 1, tokens)
+                .await;
+        }
         span.in_scope(
             || tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "served"),
         );
@@ -315,6 +325,12 @@ impl Inference for InferenceService {
             pool,
         } = served;
         span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
+        if member.limited() {
+            self.engine
+                .fleet
+                .record_usage(&member.member_id, 1, 0)
+                .await;
+        }
 
         let (tx, rx) = mpsc::channel::<Result<pb::GenerateStreamEvent, Status>>(32);
         let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
@@ -351,6 +367,12 @@ impl Inference for InferenceService {
                     };
                     match next {
                         Ok(Some(Ok(chunk))) => {
+                            if let Chunk::Usage(u) = &chunk
+                                && member.limited()
+                            {
+                                let tokens = u64::from(u.input_tokens) + u64::from(u.output_tokens);
+                                engine.fleet.record_usage(&member.member_id, 0, tokens).await;
+                            }
                             let finished = matches!(chunk, Chunk::Finish(_));
                             tx.send(Ok(chunk_event(chunk))).await.map_err(|_| ())?;
                             if finished {
@@ -414,8 +436,8 @@ impl Inference for InferenceService {
             let pool_id = pool.id.clone();
             let members = pool.members.clone();
             async move {
-                let ids: Vec<&str> = members.iter().map(|m| m.member_id.as_str()).collect();
-                let b = engine.fleet.begin(&pool_id, &ids, false).await;
+                let refs: Vec<_> = members.iter().map(|m| m.as_member()).collect();
+                let b = engine.fleet.begin(&pool_id, &refs, false).await;
                 members
                     .iter()
                     .zip(b.health.iter())
@@ -431,6 +453,8 @@ impl Inference for InferenceService {
                         } else {
                             0
                         },
+                        requests_this_minute: h.requests_this_minute,
+                        tokens_this_minute: h.tokens_this_minute,
                     })
                     .collect::<Vec<_>>()
             }

@@ -449,3 +449,124 @@ async fn sigterm_lets_in_flight_streams_finish() {
     );
     assert!(logs.contains("data plane stopped"), "{logs}");
 }
+
+/// Waits (at most ~6 s) until the current minute has at least 6 s left, so a
+/// test of per-minute limits does not straddle a window boundary.
+async fn away_from_minute_boundary() {
+    loop {
+        let s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() % 60)
+            .unwrap_or(0);
+        if s < 54 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn rpm_and_tpm_limits_are_shared_by_the_fleet_and_skip_without_penalty() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::Priority,
+            policy(0, 1, 60_000),
+            &[("up", "small", 10), ("up", "tokens", 5), ("up", "spare", 0)],
+        )
+        .member_limits("p", "small", Some(2), None)
+        .member_limits("p", "tokens", None, Some(1))
+        .member_limits("p", "spare", Some(1), None);
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let a = worker(&redis_url(), &prefix, &[]).await;
+    let b = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    away_from_minute_boundary().await;
+
+    let served = |r: &pb::GenerateResponse| {
+        r.served_by
+            .as_ref()
+            .map(|m| m.upstream_model.clone())
+            .unwrap_or_default()
+    };
+    let r1 = client(&a)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("r1")
+        .into_inner();
+    let r2 = client(&b)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("r2")
+        .into_inner();
+    assert_eq!(
+        (served(&r1), served(&r2)),
+        ("small".into(), "small".into()),
+        "two requests fit the rpm limit, across workers"
+    );
+    let r3 = client(&a)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("r3")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r3.attempts),
+        vec![("small".into(), O::SkippedQuota), ("tokens".into(), O::Ok)]
+    );
+    let r4 = client(&b)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("r4")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r4.attempts),
+        vec![
+            ("small".into(), O::SkippedQuota),
+            ("tokens".into(), O::SkippedQuota),
+            ("spare".into(), O::Ok)
+        ],
+        "the token limit is spent by the first answer's usage"
+    );
+    let err = client(&a)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect_err("every member is over its limit");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(
+        err.message().contains("rpm limit (2 of 2"),
+        "{}",
+        err.message()
+    );
+
+    let models = client(&b)
+        .await
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("models")
+        .into_inner();
+    let small = models
+        .models
+        .iter()
+        .flat_map(|m| m.members.iter())
+        .find(|m| m.upstream_model == "small")
+        .expect("listed");
+    assert_eq!(small.requests_this_minute, 2);
+    assert!(
+        small.available && small.consecutive_failures == 0,
+        "quota is not a health problem"
+    );
+    assert_eq!(
+        [up.calls("small"), up.calls("tokens"), up.calls("spare")],
+        [2, 1, 1]
+    );
+}

@@ -43,6 +43,12 @@ impl RedisKeys {
         format!("{}:health:{member_id}", self.prefix)
     }
 
+    /// A member's usage in one minute (hash: `r` requests, `t` tokens), for
+    /// rpm/tpm limits; `minute` is Unix minutes. It expires.
+    pub fn member_quota(&self, member_id: &str, minute: i64) -> String {
+        format!("{}:quota:{member_id}:{minute}", self.prefix)
+    }
+
     /// A pool's half-open probe token.
     pub fn probe_token(&self, pool_id: &str) -> String {
         format!("{}:probe:{pool_id}", self.prefix)

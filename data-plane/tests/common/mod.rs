@@ -146,6 +146,22 @@ impl Config {
         self
     }
 
+    pub fn member_limits(
+        &mut self,
+        pool: &str,
+        model: &str,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+    ) -> &mut Self {
+        for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
+            for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {
+                m.rpm_limit = rpm;
+                m.tpm_limit = tpm;
+            }
+        }
+        self
+    }
+
     pub fn route(&mut self, name: &str, tiers: &[(&str, bool)]) -> &mut Self {
         self.snap.routes.push(pb::SnapshotRoute {
             id: uuid::Uuid::new_v4().to_string(),
