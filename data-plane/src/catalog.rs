@@ -150,7 +150,8 @@ pub struct ProcessSecrets;
 
 impl Secrets for ProcessSecrets {
     fn env(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
+        // Secrets mounted from files or Kubernetes often end in a newline.
+        std::env::var(name).ok().map(|s| s.trim().to_owned())
     }
     fn file(&self, path: &str) -> Option<String> {
         std::fs::read_to_string(path)
@@ -162,6 +163,8 @@ impl Secrets for ProcessSecrets {
 #[derive(Default)]
 pub struct Catalog {
     pub revision: u64,
+    /// False until a snapshot (even an empty one at revision 0) is loaded.
+    pub loaded: bool,
     pools: HashMap<String, Arc<Pool>>,
     routes: HashMap<String, Arc<Route>>,
     providers: HashMap<String, Arc<Provider>>,
@@ -326,6 +329,7 @@ impl Catalog {
             pools.insert(p.name.clone(), Arc::new(pool));
         }
         let mut catalog = Self {
+            loaded: true,
             revision: snap.revision,
             pools,
             routes: HashMap::new(),

@@ -64,6 +64,9 @@ impl HttpClients {
         }
         let built = reqwest::Client::builder()
             .connect_timeout(connect)
+            // A redirect would carry the credential headers to another host,
+            // and turn a POST into a GET: an upstream that redirects is misconfigured.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
@@ -147,8 +150,10 @@ struct ProbeGuard {
 
 impl ProbeGuard {
     async fn release(mut self) {
-        self.released = true;
+        // Marked only once done: if this future is dropped mid-call, Drop
+        // releases again (the compare-and-delete makes that harmless).
         self.fleet.release_probe(&self.pool_id, &self.token).await;
+        self.released = true;
     }
 }
 
@@ -180,7 +185,7 @@ impl Engine {
                 let t = &c.target;
                 tokio::time::timeout(t.timeouts.total, upstream::complete(&http, t, req))
                     .await
-                    .unwrap_or(Err(UpstreamError::FirstByteTimeout))
+                    .unwrap_or(Err(UpstreamError::RequestTimeout))
             }
         })
         .await
@@ -226,7 +231,7 @@ impl Engine {
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let catalog = self.catalog.load_full();
-        if catalog.revision == 0 {
+        if !catalog.loaded {
             return Err(Failed {
                 error: DpError::NotReady(
                     "this worker has not loaded a config yet; retry shortly".into(),
@@ -247,7 +252,9 @@ impl Engine {
                 continue;
             }
             let members: Vec<_> = pool.active.iter().map(|c| c.as_member()).collect();
-            let counts = pool.strategy != Strategy::Random;
+            // A pool of one needs no counter (and a direct provider/model, whose
+            // name the caller picks, must not create Redis keys).
+            let counts = pool.strategy != Strategy::Random && pool.active.len() > 1;
             let begin = self.fleet.begin(&pool.id, &members, counts).await;
             let order =
                 crate::select::order(pool.strategy, &pool.active, begin.counter, &pool.sequence);
@@ -276,7 +283,7 @@ impl Engine {
                 .partition(|&i| !health(i).benched(begin.now_ms));
 
             let mut probe: Option<ProbeGuard> = None;
-            if ready.is_empty() {
+            if ready.is_empty() && !benched.is_empty() {
                 // Half-open: one probe at a time, fleet-wide, to the member back soonest.
                 let token = uuid::Uuid::new_v4().to_string();
                 let ttl = pool
@@ -340,7 +347,11 @@ impl Engine {
                         return Err(Failed {
                             error: DpError::Deadline(format!(
                                 "deadline passed after {} attempts for '{}'",
-                                attempts.len() - 1,
+                                attempts
+                                    .iter()
+                                    .filter(|a| a.duration_ms > 0
+                                        || a.outcome == pb::AttemptOutcome::Ok as i32)
+                                    .count(),
                                 plan.model
                             )),
                             attempts,
@@ -348,8 +359,11 @@ impl Engine {
                     }
                     budget -= 1;
                     let start = Instant::now();
+                    if c.limited() {
+                        // Counted before the call, so concurrent requests see it.
+                        self.fleet.record_usage(&c.member_id, 1, 0).await;
+                    }
                     let call = attempt(c.clone());
-                    let limited = c.limited();
                     let result = match deadline {
                         Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                             Ok(r) => r,
@@ -410,14 +424,13 @@ impl Engine {
                             });
                         }
                         Err(err) => {
-                            if limited {
-                                self.fleet.record_usage(&c.member_id, 1, 0).await;
-                            }
                             let class = err.class();
                             let outcome = match class {
                                 ErrorClass::Transient => pb::AttemptOutcome::Transient,
                                 ErrorClass::ModelNotFound => pb::AttemptOutcome::ModelNotFound,
-                                ErrorClass::Permanent(_) => pb::AttemptOutcome::Permanent,
+                                ErrorClass::Permanent(_) | ErrorClass::Misconfigured => {
+                                    pb::AttemptOutcome::Permanent
+                                }
                             };
                             attempts.push(record(pool, c, outcome, Some(&err), Some(start)));
                             tracing::info!(pool = %pool.name, member = %c.member_id, provider = %c.provider, attempt = n + 1, error = %err, "upstream attempt failed");
@@ -426,7 +439,12 @@ impl Engine {
                                     failed_here = true;
                                     let f = self
                                         .fleet
-                                        .failure(&c.member_id, &pool.policy, err.retry_after())
+                                        .failure(
+                                            &c.member_id,
+                                            &pool.policy,
+                                            err.retry_after(),
+                                            probe.is_some(),
+                                        )
                                         .await;
                                     if f.benched || n + 1 == tries {
                                         if f.benched {
@@ -436,7 +454,7 @@ impl Engine {
                                         break;
                                     }
                                 }
-                                ErrorClass::ModelNotFound => {
+                                ErrorClass::ModelNotFound | ErrorClass::Misconfigured => {
                                     reasons.push(format!("{}: {err}", label(c)));
                                     break;
                                 }

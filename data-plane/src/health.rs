@@ -81,16 +81,26 @@ local threshold = tonumber(ARGV[1])
 local base = tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
 local retry_after = tonumber(ARGV[4])
+local probe = ARGV[5] == '1'
 local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
 local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
 local benched = 0
-if fails >= threshold then
+if fails >= threshold and (now >= until_ms or probe) then
+  -- A new bench (or a failed probe): twice as long as the last one. Failures
+  -- of requests already in flight while benched do not escalate it.
   local benches = redis.call('HINCRBY', KEYS[1], 'benches', 1)
   local exp = math.min(benches - 1, 30)
   local cooldown = math.min(base * (2 ^ exp), max)
   if retry_after > cooldown then cooldown = retry_after end
-  until_ms = now + cooldown
+  until_ms = math.max(until_ms, now + cooldown)
   redis.call('HSET', KEYS[1], 'until', until_ms)
+  benched = 1
+elseif now < until_ms then
+  -- Already benched: a longer Retry-After extends the bench, nothing shortens it.
+  if now + retry_after > until_ms then
+    until_ms = now + retry_after
+    redis.call('HSET', KEYS[1], 'until', until_ms)
+  end
   benched = 1
 end
 redis.call('PEXPIRE', KEYS[1], math.max(until_ms - now, 0) + max + 60000)
@@ -257,12 +267,14 @@ impl Fleet {
         }
     }
 
-    /// Counts a transient failure; benches the member at the threshold.
+    /// Counts a transient failure; benches the member at the threshold (or
+    /// again, twice as long, when `probe` failed).
     pub async fn failure(
         &self,
         member: &str,
         policy: &Policy,
         retry_after: Option<Duration>,
+        probe: bool,
     ) -> Failure {
         let retry_after = retry_after.map_or(0, ms);
         match self {
@@ -275,6 +287,7 @@ impl Fleet {
                     .arg(ms(policy.cooldown_base))
                     .arg(ms(policy.cooldown_max))
                     .arg(retry_after)
+                    .arg(if probe { "1" } else { "0" })
                     .invoke_async(&mut c)
                     .await;
                 match res {
@@ -297,14 +310,19 @@ impl Fleet {
                 let (h, benches) = m.health.entry(member.to_owned()).or_default();
                 h.consecutive_failures += 1;
                 let mut benched = false;
-                if h.consecutive_failures >= policy.failure_threshold {
+                if h.consecutive_failures >= policy.failure_threshold
+                    && (now >= h.benched_until_ms || probe)
+                {
                     *benches += 1;
                     let exp = (*benches - 1).min(30);
                     let cooldown = ms(policy.cooldown_base)
                         .saturating_mul(1 << exp)
                         .min(ms(policy.cooldown_max))
                         .max(retry_after);
-                    h.benched_until_ms = now + cooldown;
+                    h.benched_until_ms = h.benched_until_ms.max(now + cooldown);
+                    benched = true;
+                } else if now < h.benched_until_ms {
+                    h.benched_until_ms = h.benched_until_ms.max(now + retry_after);
                     benched = true;
                 }
                 Failure {
@@ -456,24 +474,34 @@ mod tests {
     #[tokio::test]
     async fn memory_benches_at_threshold_with_capped_doubling_cooldown() {
         let f = Fleet::memory();
-        assert!(!f.failure("m", &policy(), None).await.benched);
-        let first = f.failure("m", &policy(), None).await;
+        assert!(!f.failure("m", &policy(), None, false).await.benched);
+        let first = f.failure("m", &policy(), None, false).await;
         assert!(first.benched);
-        let second = f.failure("m", &policy(), None).await;
-        let third = f.failure("m", &policy(), None).await;
         let now = now_ms();
         assert!((first.benched_until_ms - now - 1000).abs() < 200);
+        // Requests that were in flight fail too: the bench neither grows nor shrinks.
+        let in_flight = f.failure("m", &policy(), None, false).await;
+        assert!(in_flight.benched);
+        assert_eq!(in_flight.benched_until_ms, first.benched_until_ms);
+        // Failed probes double it, up to cooldown_max.
+        let second = f.failure("m", &policy(), None, true).await;
+        let third = f.failure("m", &policy(), None, true).await;
         assert!((second.benched_until_ms - now - 2000).abs() < 200);
         assert!(
             (third.benched_until_ms - now - 3000).abs() < 200,
             "capped at cooldown_max"
         );
         let with_retry_after = f
-            .failure("m", &policy(), Some(Duration::from_secs(10)))
+            .failure("m", &policy(), Some(Duration::from_secs(10)), false)
             .await;
         assert!(
             with_retry_after.benched_until_ms - now >= 9_800,
             "Retry-After lengthens the bench"
+        );
+        let after = f.failure("m", &policy(), None, false).await;
+        assert_eq!(
+            after.benched_until_ms, with_retry_after.benched_until_ms,
+            "nothing shortens it"
         );
         f.success("m").await;
         let b = f

@@ -69,6 +69,12 @@ fn role(r: i32, i: usize) -> Result<upstream::Role, Status> {
 
 /// Checks the request and turns it into the neutral form.
 fn chat_request(r: &pb::GenerateRequest) -> Result<ChatRequest, Status> {
+    if r.model.len() > 512 {
+        return Err(Status::invalid_argument(format!(
+            "model is {} bytes; a route, pool or provider/model name is at most 512",
+            r.model.len()
+        )));
+    }
     if r.messages.is_empty() {
         return Err(Status::invalid_argument(
             "messages is empty; send at least one message",
@@ -260,9 +266,10 @@ impl Inference for InferenceService {
             let tokens = value.usage.map_or(0, |u| {
                 u64::from(u.input_tokens) + u64::from(u.output_tokens)
             });
+            // The request was counted when the attempt started; add its tokens.
             self.engine
                 .fleet
-                .record_usage(&member.member_id, 1, tokens)
+                .record_usage(&member.member_id, 0, tokens)
                 .await;
         }
         span.in_scope(
@@ -325,12 +332,6 @@ impl Inference for InferenceService {
             pool,
         } = served;
         span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
-        if member.limited() {
-            self.engine
-                .fleet
-                .record_usage(&member.member_id, 1, 0)
-                .await;
-        }
 
         let (tx, rx) = mpsc::channel::<Result<pb::GenerateStreamEvent, Status>>(32);
         let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
@@ -346,12 +347,47 @@ impl Inference for InferenceService {
         let mut headers = MetadataMap::new();
         served_metadata(&mut headers, &id, Some(&served_by), &attempts);
         let request_id = id.clone();
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = finished.clone();
         self.tasks.spawn(
             async move {
+            // A caller that stops reading holds the upstream open no longer
+            // than the stream may last.
+            let end = deadline.map_or(request_end, |d| d.min(request_end));
+            let send = |ev| {
+                let tx = tx.clone();
+                async move {
+                    match tokio::time::timeout_at(end.into(), tx.send(ev)).await {
+                        Ok(Ok(())) => Ok(()),
+                        _ => Err(()),
+                    }
+                }
+            };
+            // The closing status gets a moment of its own even past `end`, so a
+            // stream never looks finished (OK) when it was cut.
+            let finish = |ev| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(ev)).await;
+                }
+            };
+            let count_usage = |c: &Chunk| {
+                let tokens = match c {
+                    Chunk::Usage(u) if member.limited() => u64::from(u.input_tokens) + u64::from(u.output_tokens),
+                    _ => 0,
+                };
+                let (fleet, id) = (engine.fleet.clone(), member.member_id.clone());
+                async move {
+                    if tokens > 0 {
+                        fleet.record_usage(&id, 0, tokens).await;
+                    }
+                }
+            };
             let pump = async {
-                tx.send(Ok(start)).await.map_err(|_| ())?;
+                send(Ok(start)).await?;
                 let finished = matches!(first, Chunk::Finish(_));
-                tx.send(Ok(chunk_event(first))).await.map_err(|_| ())?;
+                count_usage(&first).await;
+                send(Ok(chunk_event(first))).await?;
                 if finished {
                     return Ok(());
                 }
@@ -359,7 +395,6 @@ impl Inference for InferenceService {
                 loop {
                     // The silence allowed: the idle limit, within the caller's
                     // deadline and the provider's whole-request timeout.
-                    let end = deadline.map_or(request_end, |d| d.min(request_end));
                     let limit = idle.min(end.saturating_duration_since(Instant::now()));
                     let next = tokio::select! {
                         () = tx.closed() => return Err(()),
@@ -367,14 +402,9 @@ impl Inference for InferenceService {
                     };
                     match next {
                         Ok(Some(Ok(chunk))) => {
-                            if let Chunk::Usage(u) = &chunk
-                                && member.limited()
-                            {
-                                let tokens = u64::from(u.input_tokens) + u64::from(u.output_tokens);
-                                engine.fleet.record_usage(&member.member_id, 0, tokens).await;
-                            }
+                            count_usage(&chunk).await;
                             let finished = matches!(chunk, Chunk::Finish(_));
-                            tx.send(Ok(chunk_event(chunk))).await.map_err(|_| ())?;
+                            send(Ok(chunk_event(chunk))).await?;
                             if finished {
                                 return Ok(());
                             }
@@ -382,14 +412,14 @@ impl Inference for InferenceService {
                         Ok(Some(Err(err))) => {
                             tracing::warn!(request_id = %request_id, member = %member.member_id, error = %err, "upstream failed after the first chunk");
                             if err.class() == ErrorClass::Transient {
-                                engine.fleet.failure(&member.member_id, &pool.policy, err.retry_after()).await;
+                                engine.fleet.failure(&member.member_id, &pool.policy, err.retry_after(), false).await;
                             }
                             let msg = format!("member {} failed mid-stream: {err}; the stream is not replayed elsewhere", member.member_id);
-                            let _ = tx.send(Err(Status::unavailable(msg))).await;
+                            let _ = finish(Err(Status::unavailable(msg))).await;
                             return Err(());
                         }
                         Ok(None) => {
-                            let _ = tx.send(Err(Status::unavailable(format!("member {} ended the stream before finishing", member.member_id)))).await;
+                            let _ = finish(Err(Status::unavailable(format!("member {} ended the stream before finishing", member.member_id)))).await;
                             return Err(());
                         }
                         Err(_) => {
@@ -401,10 +431,10 @@ impl Inference for InferenceService {
                                 format!("member {} exceeded the provider's request timeout", member.member_id)
                             } else {
                                 tracing::warn!(request_id = %request_id, member = %member.member_id, "stream stalled");
-                                engine.fleet.failure(&member.member_id, &pool.policy, None).await;
+                                engine.fleet.failure(&member.member_id, &pool.policy, None, false).await;
                                 format!("no chunk from member {} for {} ms", member.member_id, limit.as_millis())
                             };
-                            let _ = tx.send(Err(Status::deadline_exceeded(msg))).await;
+                            let _ = finish(Err(Status::deadline_exceeded(msg))).await;
                             return Err(());
                         }
                     }
@@ -413,13 +443,21 @@ impl Inference for InferenceService {
             // Dropping `rest` (here, at the end of the task) closes the upstream
             // connection: a caller that left cancels the upstream at once.
             if pump.await.is_ok() {
+                finished.store(true, std::sync::atomic::Ordering::Release);
                 // OK with trailing metadata naming the member and the attempts.
-                let _ = tx.send(Err(Status::with_metadata(tonic::Code::Ok, "", trailers))).await;
+                let _ = finish(Err(Status::with_metadata(tonic::Code::Ok, "", trailers))).await;
             }
             }
             .instrument(span),
         );
-        let mut resp = Response::new(Box::pin(ReceiverStream::new(rx)) as EventStream);
+        // If the pump ends without handing over a status (it gave up on a
+        // caller that stopped reading), the stream ends UNAVAILABLE, never OK.
+        let tail = futures::stream::once(async move {
+            (!done.load(std::sync::atomic::Ordering::Acquire))
+                .then(|| Err(Status::unavailable("the stream was cut before it finished")))
+        })
+        .filter_map(std::future::ready);
+        let mut resp = Response::new(Box::pin(ReceiverStream::new(rx).chain(tail)) as EventStream);
         *resp.metadata_mut() = headers;
         Ok(resp)
     }

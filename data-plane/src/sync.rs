@@ -122,10 +122,15 @@ pub async fn follow_redis(
                 .get_multiplexed_async_connection_with_config(&cfg)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-            pubsub
-                .subscribe(&channel)
+            // The pub/sub connection takes no config: bound it here.
+            let subscribe = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = tokio::time::timeout(Duration::from_secs(5), subscribe)
                 .await
+                .map_err(|_| "subscribing to config changes timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
             match load_redis(&mut conn, &keys).await? {
                 Some(s) => loader.apply(&s),

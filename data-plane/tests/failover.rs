@@ -55,12 +55,14 @@ async fn setup(failover: pb::FailoverPolicy, env: &[(&str, &str)]) -> Setup {
 #[tokio::test]
 async fn transient_errors_retry_then_move_on() {
     let s = setup(policy(1, 10, 1000), &[]).await;
+    // An upstream that echoes the key in its error body.
+    let echo = r#"{"error":{"message":"overloaded for key sk-test-secret-0000abcd","type":"server_error"}}"#;
     s.fake.set_fault(
         "a",
         Fault::Status {
             code: 503,
             retry_after_secs: None,
-            body: None,
+            body: Some(echo.into()),
         },
     );
     let r = client(&s.worker)
@@ -83,6 +85,11 @@ async fn transient_errors_retry_then_move_on() {
     );
     assert_eq!(r.attempts[0].http_status, 503);
     assert_eq!(s.fake.calls("a"), 2, "one retry on the same member");
+    assert!(
+        r.attempts[0].detail.contains("overloaded for key *****"),
+        "{}",
+        r.attempts[0].detail
+    );
     assert!(r.content.starts_with("b says hello"), "{}", r.content);
     // The upstream got the decrypted credential, and the answer names nothing secret.
     let auth = s.fake.last_headers("b").and_then(|h| {

@@ -12,6 +12,7 @@ mod wire;
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 
@@ -159,6 +160,12 @@ pub enum UpstreamError {
     Truncated,
     #[error("connection lost: {0}")]
     Io(String),
+    #[error("timed out after the provider's request timeout")]
+    RequestTimeout,
+    /// The member's configuration cannot be sent (a credential or header
+    /// that is not a valid header value): no upstream was called.
+    #[error("member misconfigured: {0}")]
+    Config(String),
 }
 
 /// What failover does with an error (docs/adr/004-failover-and-health.md).
@@ -170,6 +177,8 @@ pub enum ErrorClass {
     ModelNotFound,
     /// Return at once with this code (unless the pool advances on permanent errors).
     Permanent(tonic::Code),
+    /// This member cannot be called as configured: move on, no penalty.
+    Misconfigured,
 }
 
 impl UpstreamError {
@@ -180,7 +189,9 @@ impl UpstreamError {
             | UpstreamError::Event { .. }
             | UpstreamError::Protocol(_)
             | UpstreamError::Truncated
-            | UpstreamError::Io(_) => ErrorClass::Transient,
+            | UpstreamError::Io(_)
+            | UpstreamError::RequestTimeout => ErrorClass::Transient,
+            UpstreamError::Config(_) => ErrorClass::Misconfigured,
             UpstreamError::Http { status, .. } => match status {
                 404 => ErrorClass::ModelNotFound,
                 408 | 409 | 425 | 429 => ErrorClass::Transient,
@@ -198,6 +209,32 @@ impl UpstreamError {
         match self {
             UpstreamError::Http { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// The error with an echoed credential masked in its message.
+    fn masked(self, t: &Target) -> Self {
+        let m = |s: String| wire::mask_secret(t, &s);
+        match self {
+            UpstreamError::Connect(s) => UpstreamError::Connect(m(s)),
+            UpstreamError::Http {
+                status,
+                message,
+                retry_after,
+            } => UpstreamError::Http {
+                status,
+                message: m(message),
+                retry_after,
+            },
+            UpstreamError::Event { message } => UpstreamError::Event {
+                message: m(message),
+            },
+            UpstreamError::Protocol(s) => UpstreamError::Protocol(m(s)),
+            UpstreamError::Io(s) => UpstreamError::Io(m(s)),
+            UpstreamError::Config(s) => UpstreamError::Config(m(s)),
+            e @ (UpstreamError::FirstByteTimeout
+            | UpstreamError::Truncated
+            | UpstreamError::RequestTimeout) => e,
         }
     }
 
@@ -247,11 +284,12 @@ pub async fn complete(
     t: &Target,
     req: &ChatRequest,
 ) -> Result<Completion, UpstreamError> {
-    match t.kind {
+    let result = match t.kind {
         Kind::OpenAi => openai::complete(http, t, req).await,
         Kind::Anthropic => anthropic::complete(http, t, req).await,
         Kind::Mock => mock::complete(t, req).await,
-    }
+    };
+    result.map_err(|e| e.masked(t))
 }
 
 /// Sends one streaming request; returns once the upstream accepted it
@@ -261,10 +299,18 @@ pub async fn stream(
     t: &Target,
     req: &ChatRequest,
 ) -> Result<ChunkStream, UpstreamError> {
-    match t.kind {
+    let result = match t.kind {
         Kind::OpenAi => openai::stream(http, t, req).await,
         Kind::Anthropic => anthropic::stream(http, t, req).await,
         Kind::Mock => mock::stream(t, req).await,
+    };
+    // Every error leaving an adapter, in the stream too, has an echoed credential masked.
+    match result {
+        Ok(s) => {
+            let t = t.clone();
+            Ok(s.map(move |item| item.map_err(|e| e.masked(&t))).boxed())
+        }
+        Err(e) => Err(e.masked(t)),
     }
 }
 

@@ -63,9 +63,8 @@ pub(super) fn join_url(base: &str, path: &str) -> String {
 
 /// A header value holding a credential: never shown by Debug, never indexed.
 pub(super) fn secret_value(value: String) -> Result<HeaderValue, UpstreamError> {
-    let mut v = HeaderValue::try_from(value).map_err(|_| {
-        UpstreamError::Protocol("credential is not a valid HTTP header value".into())
-    })?;
+    let mut v = HeaderValue::try_from(value)
+        .map_err(|_| UpstreamError::Config("credential is not a valid HTTP header value".into()))?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -77,7 +76,7 @@ pub(super) fn add_extra_headers(
     extra: &[(String, String)],
 ) -> Result<(), UpstreamError> {
     for (name, value) in extra {
-        let bad = || UpstreamError::Protocol(format!("invalid extra header {name:?}"));
+        let bad = || UpstreamError::Config(format!("invalid extra header {name:?}"));
         let n = HeaderName::try_from(name.as_str()).map_err(|_| bad())?;
         let mut v = HeaderValue::try_from(value.as_str()).map_err(|_| bad())?;
         v.set_sensitive(true);
@@ -104,7 +103,8 @@ pub(super) async fn send_checked(
             break;
         }
     }
-    let text = String::from_utf8_lossy(&body);
+    // Masked before anything is cut from it, so no part of an echoed key survives.
+    let text = mask_secret(t, &String::from_utf8_lossy(&body));
     let message = match serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| error_in(&v))
@@ -113,7 +113,7 @@ pub(super) async fn send_checked(
         None if text.trim().is_empty() => {
             status.canonical_reason().unwrap_or("no body").to_string()
         }
-        None => text.into_owned(),
+        None => text,
     };
     Err(UpstreamError::Http {
         status: status.as_u16(),
@@ -136,14 +136,15 @@ pub(super) async fn unary_body(
 
 /// Clips an upstream message and masks the credential should it be echoed.
 pub(super) fn scrub(t: &Target, message: &str) -> String {
-    let mut m = message.to_string();
-    if let Some(c) = &t.credential {
-        let secret = c.expose_secret();
-        if !secret.is_empty() {
-            m = m.replace(secret, "*****");
-        }
+    clip_body(&mask_secret(t, message))
+}
+
+/// `message` with the target's credential, if it appears, replaced by `*****`.
+pub(crate) fn mask_secret(t: &Target, message: &str) -> String {
+    match &t.credential {
+        Some(c) if !c.expose_secret().is_empty() => message.replace(c.expose_secret(), "*****"),
+        _ => message.to_owned(),
     }
-    clip_body(&m)
 }
 
 pub(super) fn parse_json(body: &[u8]) -> Result<Value, UpstreamError> {
