@@ -278,13 +278,10 @@ impl ControlPlane {
             );
 
         let grace = self.shutdown_grace;
-        let result = tokio::select! {
-            r = server => r.map_err(StartError::from),
-            () = async { signalled.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping calls still in flight");
-                Ok(())
-            }
-        };
+        let result =
+            switchyard_shared::shutdown::drain_within(server, signalled.cancelled(), grace)
+                .await
+                .map_err(StartError::from);
         tasks.close();
         tasks.wait().await;
         background.cancel();

@@ -207,13 +207,9 @@ pub async fn serve(
             on_signal,
         );
     let grace = settings.shutdown_grace;
-    let result = tokio::select! {
-        r = server => r.map_err(StartError::from),
-        () = async { signalled.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping requests still in flight");
-            Ok(())
-        }
-    };
+    let result = switchyard_shared::shutdown::drain_within(server, signalled.cancelled(), grace)
+        .await
+        .map_err(StartError::from);
     background.cancel();
     tasks.close();
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {

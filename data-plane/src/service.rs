@@ -232,29 +232,63 @@ fn chunk_event(c: Chunk) -> pb::GenerateStreamEvent {
     }
 }
 
+/// What both Generate RPCs start with: the checked request, its id, the
+/// caller's deadline and the request's log span.
+struct Call {
+    id: String,
+    chat: ChatRequest,
+    deadline: Option<Instant>,
+    span: tracing::Span,
+}
+
+impl Call {
+    fn start(
+        r: Request<pb::GenerateRequest>,
+        rpc: &'static str,
+    ) -> Result<(pb::GenerateRequest, Self), Status> {
+        let deadline = deadline(r.metadata());
+        let r = r.into_inner();
+        let id = request_id(&r);
+        let chat = chat_request(&r)?;
+        // Caller metadata is logged, never sent upstream.
+        let span = tracing::info_span!("generate", rpc, request_id = %id, model = %r.model, caller = ?r.metadata);
+        Ok((
+            r,
+            Self {
+                id,
+                chat,
+                deadline,
+                span,
+            },
+        ))
+    }
+
+    /// Runs the engine inside the request's span; a failure is logged and
+    /// becomes the caller's status.
+    async fn run<T>(
+        &self,
+        engine: impl std::future::Future<Output = Result<Served<T>, Failed>>,
+    ) -> Result<Served<T>, Status> {
+        engine.instrument(self.span.clone()).await.map_err(|f| {
+            self.span.in_scope(
+                || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
+            );
+            failed(&self.id, f)
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Inference for InferenceService {
     async fn generate(
         &self,
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
-        let deadline = deadline(r.metadata());
-        let r = r.into_inner();
-        let id = request_id(&r);
-        let chat = chat_request(&r)?;
-        // Caller metadata is logged, never sent upstream.
-        let span = tracing::info_span!("generate", request_id = %id, model = %r.model, caller = ?r.metadata);
-        let served = self
-            .engine
-            .generate(&r.model, &chat, deadline)
-            .instrument(span.clone())
-            .await
-            .map_err(|f| {
-                span.in_scope(
-                    || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
-                );
-                failed(&id, f)
-            })?;
+        let (r, call) = Call::start(r, "generate")?;
+        let served = call
+            .run(self.engine.generate(&r.model, &call.chat, call.deadline))
+            .await?;
+        let Call { id, span, .. } = call;
         let Served {
             value,
             served_by,
@@ -308,22 +342,13 @@ impl Inference for InferenceService {
         &self,
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let deadline = deadline(r.metadata());
-        let r = r.into_inner();
-        let id = request_id(&r);
-        let chat = chat_request(&r)?;
-        let span = tracing::info_span!("generate_stream", request_id = %id, model = %r.model, caller = ?r.metadata);
-        let served = self
-            .engine
-            .open_stream(&r.model, &chat, deadline)
-            .instrument(span.clone())
-            .await
-            .map_err(|f| {
-                span.in_scope(
-                    || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
-                );
-                failed(&id, f)
-            })?;
+        let (r, call) = Call::start(r, "generate_stream")?;
+        let served = call
+            .run(self.engine.open_stream(&r.model, &call.chat, call.deadline))
+            .await?;
+        let Call {
+            id, span, deadline, ..
+        } = call;
         let Served {
             value: OpenStream { first, rest },
             served_by,

@@ -27,3 +27,20 @@ pub async fn signal() {
         () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
     }
 }
+
+/// Runs `server` (already told to stop accepting when `signalled` fires)
+/// until it has drained, or until `grace` has passed since `signalled`;
+/// whatever is still in flight then is dropped.
+pub async fn drain_within<E>(
+    server: impl std::future::Future<Output = Result<(), E>>,
+    signalled: impl std::future::Future<Output = ()>,
+    grace: std::time::Duration,
+) -> Result<(), E> {
+    tokio::select! {
+        r = server => r,
+        () = async { signalled.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping calls still in flight");
+            Ok(())
+        }
+    }
+}
