@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use switchyard_shared::seal::MasterKey;
 use switchyard_shared::telemetry::{LogFormat, TelemetryConfig};
 
-use crate::auth::{Authorizer, Role, parse_tokens_file};
 use crate::server::{BusSettings, Settings};
+use switchyard_shared::auth::{Authorizer, Role, parse_tokens_file};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BusKind {

@@ -13,7 +13,8 @@
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
 
-pub mod auth;
+/// Bearer-token access (shared with the data plane).
+pub use switchyard_shared::auth;
 pub mod config;
 pub mod entity;
 pub mod error;

@@ -25,10 +25,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authorizer;
 use crate::publish::{LocalBus, Publisher, RedisSink, Sink};
 use crate::service::ControlPlaneService;
 use crate::store::Store;
+use switchyard_shared::auth::Authorizer;
 
 /// Where changes are published.
 #[derive(Clone, Debug)]
@@ -119,24 +119,6 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), StartError> {
 
 /// Advisory lock id for migrations ("swyd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7377_7964;
-
-/// tonic reports a request over the size limit as OUT_OF_RANGE; the gRPC
-/// status-code guide says RESOURCE_EXHAUSTED, which is what clients retry on
-/// differently. The decode error is a trailers-only response, so the status
-/// is in the headers.
-fn oversize_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
-    let h = res.headers();
-    let oversize = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11")
-        && h.get("grpc-message").is_some_and(|m| {
-            let m = String::from_utf8_lossy(m.as_bytes());
-            m.contains("too%20large") || m.contains("too large")
-        });
-    if oversize {
-        res.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    res
-}
 
 /// A built control plane, ready to serve.
 pub struct ControlPlane {
@@ -265,7 +247,7 @@ impl ControlPlane {
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(tower::filter::FilterLayer::new(self.auth))
-                    .map_response(oversize_is_resource_exhausted)
+                    .map_response(switchyard_shared::grpc::oversize_is_resource_exhausted)
                     .into_inner(),
             )
             .add_service(health_service)

@@ -7,6 +7,8 @@ use std::time::Duration;
 use switchyard_shared::seal::MasterKey;
 use switchyard_shared::telemetry::{LogFormat, TelemetryConfig};
 
+use switchyard_shared::auth::{Authorizer, Role};
+
 use crate::server::{Settings, Source};
 
 /// switchyard-data-plane: a stateless inference worker. Loads its config
@@ -32,6 +34,14 @@ pub struct Args {
     pub master_key: Option<String>,
     #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Comma-separated bearer tokens callers must present; unset = no authentication.
+    #[arg(
+        long,
+        env = "SWITCHYARD_INFERENCE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub inference_tokens: Vec<String>,
     /// Most attempts one request may make, across members and retries.
     #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
@@ -101,6 +111,16 @@ impl Args {
         s.config_check_every = Duration::from_millis(self.config_check_ms.max(100));
         s.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         s.max_message_bytes = self.max_message_bytes;
+        let tokens: Vec<_> = self
+            .inference_tokens
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| (secrecy::SecretString::from(t.to_owned()), Role::Reader))
+            .collect();
+        if !tokens.is_empty() {
+            s.auth = Authorizer::new(tokens);
+        }
         Ok(s)
     }
 }

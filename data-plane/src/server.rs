@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use switchyard_shared::auth::Authorizer;
+
 use crate::catalog::{Catalog, ProcessSecrets, Secrets};
 use crate::failover::Engine;
 use crate::health::Fleet;
@@ -41,6 +43,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub max_message_bytes: usize,
     pub secrets: Box<dyn Secrets>,
+    /// Who may call inference; disabled = anyone (logged as a warning).
+    pub auth: Authorizer,
 }
 
 impl Settings {
@@ -54,6 +58,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(30),
             max_message_bytes: 4 << 20,
             secrets: Box::new(ProcessSecrets),
+            auth: Authorizer::disabled(),
         }
     }
 }
@@ -198,6 +203,14 @@ pub async fn serve(
     tracing::info!(addr = %addr, "data plane listening");
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        // Layers, outermost first: 1. auth filter (refuses before any
+        // decoding); 2. over-size status fix-up.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower::filter::FilterLayer::new(settings.auth))
+                .map_response(switchyard_shared::grpc::oversize_is_resource_exhausted)
+                .into_inner(),
+        )
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

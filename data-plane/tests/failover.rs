@@ -207,6 +207,17 @@ async fn resolution_errors_and_exhaustion_say_what_happened() {
         .await
         .expect_err("unknown model");
     assert_eq!(err.code(), Code::NotFound);
+    let huge = "x".repeat(5 << 20);
+    let err = c
+        .generate(ask("p", &huge))
+        .await
+        .expect_err("over the message limit");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    let err = c
+        .generate(ask(&"m".repeat(600), "hi"))
+        .await
+        .expect_err("over-long model name");
+    assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
         .generate(pb::GenerateRequest {
             messages: vec![],
@@ -514,5 +525,59 @@ async fn anthropic_members_speak_the_messages_api() {
         events
             .iter()
             .any(|e| matches!(e.event, Some(pb::generate_stream_event::Event::Usage(_))))
+    );
+}
+
+#[tokio::test]
+async fn inference_tokens_gate_callers_but_not_probes() {
+    let s = setup(
+        policy(0, 10, 1000),
+        &[("SWITCHYARD_INFERENCE_TOKENS", "harness-caller,caller-two")],
+    )
+    .await;
+    // A client that presents no token (the harness client always does).
+    let mut c = switchyard_proto::v1::inference_client::InferenceClient::connect(format!(
+        "http://{}",
+        s.worker.addr
+    ))
+    .await
+    .expect("connect");
+    let err = c.generate(ask("p", "hi")).await.expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(ask("p", "hi"));
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().expect("header"));
+    assert_eq!(
+        c.generate(wrong).await.expect_err("wrong token").code(),
+        Code::Unauthenticated
+    );
+    let mut ok = tonic::Request::new(ask("p", "hi"));
+    ok.metadata_mut().insert(
+        "authorization",
+        "Bearer caller-two".parse().expect("header"),
+    );
+    let r = c
+        .generate(ok)
+        .await
+        .expect("a configured token")
+        .into_inner();
+    assert!(r.content.starts_with("a says hello"), "{}", r.content);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", s.worker.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health needs no token");
+    assert!(
+        !s.worker.logs().contains("caller-two"),
+        "tokens are not logged"
     );
 }

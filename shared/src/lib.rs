@@ -5,11 +5,15 @@
 //!   OpenTelemetry OTLP exporter, flushed last on shutdown.
 //! - [`shutdown`]: the one shutdown signal (SIGTERM or Ctrl-C).
 //! - [`seal`]: the master key and AEAD sealing of inline credentials.
+//! - [`auth`]: bearer-token filter (admin, reader) in front of every gRPC service.
 //! - [`change`]: the JSON change message on the changes channel.
+//! - [`grpc`]: status fix-ups every server applies.
 //! - [`keys`]: the Redis key and channel layout under a configurable prefix.
 //! - [`redis_client`]: Redis clients with TCP_NODELAY.
 
+pub mod auth;
 pub mod change;
+pub mod grpc;
 pub mod keys;
 pub mod redis_client;
 pub mod seal;

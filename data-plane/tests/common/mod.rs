@@ -242,10 +242,31 @@ pub async fn worker(redis: &str, prefix: &RedisPrefix, env: &[(&str, &str)]) -> 
     ServerProc::start(cmd, "data plane listening").await
 }
 
-pub async fn client(w: &ServerProc) -> InferenceClient<Channel> {
-    InferenceClient::connect(format!("http://{}", w.addr))
+/// The token every harness client presents (ignored by workers without tokens).
+pub const CALLER_TOKEN: &str = "harness-caller";
+
+#[derive(Clone)]
+pub struct Bearer;
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let v = format!("Bearer {CALLER_TOKEN}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("header"))?;
+        req.metadata_mut().insert("authorization", v);
+        Ok(req)
+    }
+}
+
+pub async fn client(
+    w: &ServerProc,
+) -> InferenceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
+    let channel = Channel::from_shared(format!("http://{}", w.addr))
+        .expect("uri")
+        .connect()
         .await
-        .expect("connect to worker")
+        .expect("connect to worker");
+    InferenceClient::with_interceptor(channel, Bearer)
 }
 
 /// Waits (bounded) until the worker serves `revision`.

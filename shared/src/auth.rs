@@ -1,4 +1,5 @@
-//! Bearer-token access: admin tokens may write, reader tokens may only read.
+//! Bearer-token access: admin tokens may write, reader tokens may only read
+//! (on the data plane every configured token may call inference).
 //!
 //! A tower filter in front of every service, so no handler can forget it.
 //! grpc.health.v1 and reflection stay open (probes and `grpcurl list` need
