@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use switchyard_control_plane::config::{TelemetryArgs, load_master_key};
 use switchyard_control_plane::server::{
     BusSettings, ControlPlane, Settings, connect_database, migrate,
 };
 use switchyard_control_plane::store::Store;
 use switchyard_data_plane::server::{Settings as DpSettings, Source};
 use switchyard_proto::v1 as pb;
+use switchyard_shared::args::{TelemetryArgs, load_master_key};
 use switchyard_shared::auth::Authorizer;
 use switchyard_shared::seal::MasterKey;
 

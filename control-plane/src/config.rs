@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use switchyard_shared::seal::MasterKey;
-use switchyard_shared::telemetry::{LogFormat, TelemetryConfig};
+use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs};
 
 use crate::server::{BusSettings, Settings};
 use switchyard_shared::auth::{Authorizer, Role, parse_tokens_file};
@@ -16,31 +15,6 @@ use switchyard_shared::auth::{Authorizer, Role, parse_tokens_file};
 pub enum BusKind {
     Redis,
     Local,
-}
-
-/// Flags shared by the servers for logs and traces.
-#[derive(clap::Args, Clone, Debug)]
-pub struct TelemetryArgs {
-    /// Log format: text or json.
-    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-    /// Log filter, RUST_LOG syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub log: String,
-    /// OTLP/gRPC endpoint for traces (e.g. http://127.0.0.1:4317); export is off when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
-}
-
-impl TelemetryArgs {
-    pub fn config(&self, service_name: &'static str) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name,
-            log_format: self.log_format,
-            log_filter: self.log.clone(),
-            otlp_endpoint: self.otlp_endpoint.clone().filter(|s| !s.is_empty()),
-        }
-    }
 }
 
 /// switchyard-control-plane: gRPC CRUD for providers, pools, members and
@@ -62,16 +36,8 @@ pub struct Args {
     /// Where changes are published: redis (production) or local (in-process; no data plane can follow).
     #[arg(long, env = "SWITCHYARD_BUS", value_enum, default_value = "redis")]
     pub bus: BusKind,
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
-    /// Prefix of every Redis key and channel.
-    #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
-    pub redis_prefix: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Comma-separated admin tokens (read and write).
     #[arg(
         long,
@@ -94,12 +60,8 @@ pub struct Args {
     /// Accept every caller without a token. For local development only.
     #[arg(long, env = "SWITCHYARD_NO_AUTH")]
     pub no_auth: bool,
-    /// Base64 32-byte key sealing inline credentials (generate: `switchyard keygen`).
-    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    /// File holding the master key.
-    #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
     /// Largest request message accepted, in bytes (larger: RESOURCE_EXHAUSTED).
     #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
@@ -111,27 +73,6 @@ pub struct Args {
     pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
-}
-
-/// Reads the master key from a flag/env value or a file.
-pub fn load_master_key(
-    inline: Option<&str>,
-    file: Option<&PathBuf>,
-) -> Result<Option<MasterKey>, String> {
-    let text =
-        match (inline.filter(|s| !s.is_empty()), file) {
-            (Some(_), Some(_)) => return Err(
-                "give the master key once: SWITCHYARD_MASTER_KEY or --master-key-file, not both"
-                    .into(),
-            ),
-            (Some(k), None) => k.to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read master key file {}: {e}", path.display()))?,
-            (None, None) => return Ok(None),
-        };
-    MasterKey::from_base64(&text)
-        .map(Some)
-        .map_err(|e| e.to_string())
 }
 
 impl Args {
@@ -173,13 +114,10 @@ impl Args {
                 self.max_message_bytes
             ));
         }
-        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
-            return Err("--redis-prefix must be non-empty and without spaces".into());
-        }
         let bus = match self.bus {
             BusKind::Redis => BusSettings::Redis {
-                url: self.redis_url.clone(),
-                prefix: self.redis_prefix.clone(),
+                url: self.redis.redis_url.clone(),
+                prefix: self.redis.prefix()?,
             },
             BusKind::Local => BusSettings::Local,
         };
@@ -187,7 +125,7 @@ impl Args {
             database_url: self.database_url.clone(),
             bus,
             auth,
-            master_key: load_master_key(self.master_key.as_deref(), self.master_key_file.as_ref())?,
+            master_key: self.master_key.load()?,
             max_message_bytes: self.max_message_bytes,
             run_migrations: !self.skip_migrations,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),

@@ -1,13 +1,11 @@
 //! Flags and environment for `switchyard-data-plane`, validated into [`Settings`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use switchyard_shared::seal::MasterKey;
-use switchyard_shared::telemetry::{LogFormat, TelemetryConfig};
-
+use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs};
 use switchyard_shared::auth::{Authorizer, Role};
+use switchyard_shared::telemetry::TelemetryConfig;
 
 use crate::server::{Settings, Source};
 
@@ -19,21 +17,10 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:50052")]
     pub listen: SocketAddr,
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
-    /// Prefix of every Redis key and channel (the control plane's).
-    #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
-    pub redis_prefix: String,
-    /// Base64 master key that opens inline credentials (the control plane's).
-    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
     /// Comma-separated bearer tokens callers must present; unset = no authentication.
     #[arg(
         long,
@@ -56,42 +43,17 @@ pub struct Args {
     pub shutdown_grace_secs: u64,
     #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
-    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub log: String,
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 impl Args {
     pub fn telemetry(&self) -> TelemetryConfig {
-        TelemetryConfig {
-            service_name: "switchyard-data-plane",
-            log_format: self.log_format,
-            log_filter: self.log.clone(),
-            otlp_endpoint: self.otlp_endpoint.clone().filter(|s| !s.is_empty()),
-        }
+        self.telemetry.config("switchyard-data-plane")
     }
 
     pub fn settings(&self) -> Result<Settings, String> {
-        let master_key = match (
-            self.master_key.as_deref().filter(|s| !s.is_empty()),
-            &self.master_key_file,
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    "give the master key once: SWITCHYARD_MASTER_KEY or --master-key-file".into(),
-                );
-            }
-            (Some(k), None) => Some(MasterKey::from_base64(k).map_err(|e| e.to_string())?),
-            (None, Some(p)) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                Some(MasterKey::from_base64(&text).map_err(|e| e.to_string())?)
-            }
-            (None, None) => None,
-        };
+        let master_key = self.master_key.load()?;
         if self.max_attempts == 0 || self.max_attempts > 100 {
             return Err(format!(
                 "--max-attempts {} is out of range; use 1-100",
@@ -102,8 +64,8 @@ impl Args {
             return Err("--stream-idle-ms must be at least 100".into());
         }
         let mut s = Settings::new(Source::Redis {
-            url: self.redis_url.clone(),
-            prefix: self.redis_prefix.clone(),
+            url: self.redis.redis_url.clone(),
+            prefix: self.redis.prefix()?,
         });
         s.master_key = master_key;
         s.max_attempts = self.max_attempts;

@@ -5,12 +5,14 @@
 //!   OpenTelemetry OTLP exporter, flushed last on shutdown.
 //! - [`shutdown`]: the one shutdown signal (SIGTERM or Ctrl-C).
 //! - [`seal`]: the master key and AEAD sealing of inline credentials.
+//! - [`args`]: flags both servers share (telemetry, Redis, master key).
 //! - [`auth`]: bearer-token filter (admin, reader) in front of every gRPC service.
 //! - [`change`]: the JSON change message on the changes channel.
 //! - [`grpc`]: status fix-ups every server applies.
 //! - [`keys`]: the Redis key and channel layout under a configurable prefix.
 //! - [`redis_client`]: Redis clients with TCP_NODELAY.
 
+pub mod args;
 pub mod auth;
 pub mod change;
 pub mod grpc;

@@ -1,0 +1,96 @@
+//! Flags and environment both servers take the same way: logs and traces,
+//! Redis, the master key. Each server flattens these into its own `Args`.
+
+use std::path::PathBuf;
+
+use crate::seal::MasterKey;
+use crate::telemetry::{LogFormat, TelemetryConfig};
+
+/// Logs and traces.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TelemetryArgs {
+    /// Log format: text or json.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter, RUST_LOG syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+    /// OTLP/gRPC endpoint for traces (e.g. http://127.0.0.1:4317); export is off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryArgs {
+    pub fn config(&self, service_name: &'static str) -> TelemetryConfig {
+        TelemetryConfig {
+            service_name,
+            log_format: self.log_format,
+            log_filter: self.log.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// Where Redis is and the prefix every key and channel lives under.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RedisArgs {
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel (the same for the control plane and its workers).
+    #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
+    pub redis_prefix: String,
+}
+
+impl RedisArgs {
+    /// The checked prefix.
+    pub fn prefix(&self) -> Result<String, String> {
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err("--redis-prefix must be non-empty and without spaces".into());
+        }
+        Ok(self.redis_prefix.clone())
+    }
+}
+
+/// The master key that seals (control plane) and opens (workers) inline credentials.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MasterKeyArgs {
+    /// Base64 32-byte key sealing inline credentials (generate: `switchyard keygen`).
+    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// File holding the master key.
+    #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl MasterKeyArgs {
+    pub fn load(&self) -> Result<Option<MasterKey>, String> {
+        load_master_key(self.master_key.as_deref(), self.master_key_file.as_ref())
+    }
+}
+
+/// Reads the master key from a flag/env value or a file.
+pub fn load_master_key(
+    inline: Option<&str>,
+    file: Option<&PathBuf>,
+) -> Result<Option<MasterKey>, String> {
+    let text = match (inline.filter(|s| !s.is_empty()), file) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "give the master key once: SWITCHYARD_MASTER_KEY or --master-key-file, not both"
+                    .into(),
+            );
+        }
+        (Some(k), None) => k.to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read master key file {}: {e}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    MasterKey::from_base64(&text)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
