@@ -203,14 +203,7 @@ pub async fn serve(
     tracing::info!(addr = %addr, "data plane listening");
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
-        // Layers, outermost first: 1. auth filter (refuses before any
-        // decoding); 2. over-size status fix-up.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(tower::filter::FilterLayer::new(settings.auth))
-                .map_response(switchyard_shared::grpc::oversize_is_resource_exhausted)
-                .into_inner(),
-        )
+        .layer(switchyard_shared::grpc::front_layers(settings.auth))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -17,3 +17,22 @@ pub fn oversize_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Re
     }
     res
 }
+
+/// The layers in front of every service, outermost first: 1. the bearer-token
+/// filter (refuses before any decoding); 2. the over-size status fix-up.
+pub type FrontLayers = tower::layer::util::Stack<
+    tower::util::MapResponseLayer<
+        fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+    >,
+    tower::layer::util::Stack<
+        tower::filter::FilterLayer<crate::auth::Authorizer>,
+        tower::layer::util::Identity,
+    >,
+>;
+
+pub fn front_layers(auth: crate::auth::Authorizer) -> FrontLayers {
+    tower::ServiceBuilder::new()
+        .layer(tower::filter::FilterLayer::new(auth))
+        .map_response(oversize_is_resource_exhausted as fn(_) -> _)
+        .into_inner()
+}
