@@ -320,6 +320,12 @@ pub fn outcomes(attempts: &[pb::Attempt]) -> Vec<(String, pb::AttemptOutcome)> {
 pub async fn drain(
     mut s: tonic::Streaming<pb::GenerateStreamEvent>,
 ) -> (Vec<pb::GenerateStreamEvent>, Result<(), tonic::Status>) {
+    read_all(&mut s).await
+}
+
+async fn read_all(
+    s: &mut tonic::Streaming<pb::GenerateStreamEvent>,
+) -> (Vec<pb::GenerateStreamEvent>, Result<(), tonic::Status>) {
     let mut events = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(20), s.message()).await {
@@ -356,14 +362,9 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 pub async fn drain_ok(
     mut s: tonic::Streaming<pb::GenerateStreamEvent>,
 ) -> (Vec<pb::GenerateStreamEvent>, tonic::metadata::MetadataMap) {
-    let mut events = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), s.message()).await {
-            Ok(Ok(Some(e))) => events.push(e),
-            Ok(Ok(None)) => break,
-            Ok(Err(status)) => panic!("stream failed: {status:?}"),
-            Err(_) => panic!("stream did not end in time"),
-        }
+    let (events, end) = read_all(&mut s).await;
+    if let Err(status) = end {
+        panic!("stream failed: {status:?}");
     }
     let trailers = s.trailers().await.expect("trailers").unwrap_or_default();
     (events, trailers)
