@@ -27,8 +27,6 @@ pub enum DpError {
     /// The caller's deadline passed.
     #[error("{0}")]
     Deadline(String),
-    #[error("internal: {0}")]
-    Internal(String),
 }
 
 impl From<DpError> for Status {
@@ -41,10 +39,6 @@ impl From<DpError> for Status {
             DpError::Upstream { code, message } => Status::new(code, message),
             DpError::Deadline(m) => Status::deadline_exceeded(m),
             DpError::QuotaExhausted(m) => Status::resource_exhausted(m),
-            DpError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                Status::internal("internal error; see the data-plane logs")
-            }
         }
     }
 }

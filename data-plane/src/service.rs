@@ -14,7 +14,6 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::error::DpError;
 use crate::failover::{Engine, Failed, OpenStream, Served};
 use crate::upstream::{self, ChatRequest, Chunk, ErrorClass};
 
@@ -546,15 +545,6 @@ impl Inference for InferenceService {
             revision: catalog.revision,
             models,
         }))
-    }
-}
-
-impl From<DpError> for Failed {
-    fn from(error: DpError) -> Self {
-        Failed {
-            error,
-            attempts: Vec::new(),
-        }
     }
 }
 

@@ -14,10 +14,6 @@ impl RedisKeys {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Pub/sub channel carrying one JSON change event per committed revision.
     pub fn changes_channel(&self) -> String {
         format!("{}:config:changes", self.prefix)
