@@ -116,7 +116,7 @@ impl Args {
         }
         let bus = match self.bus {
             BusKind::Redis => BusSettings::Redis {
-                url: self.redis.redis_url.clone(),
+                redis: self.redis.config(),
                 prefix: self.redis.prefix()?,
             },
             BusKind::Local => BusSettings::Local,

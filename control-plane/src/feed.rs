@@ -19,7 +19,7 @@ pub fn channel() -> broadcast::Sender<ChangeMessage> {
 
 /// Follows the Redis changes channel into `feed` until shutdown, reconnecting with backoff.
 pub async fn follow_redis(
-    client: redis::Client,
+    client: switchyard_shared::redis_client::Redis,
     keys: RedisKeys,
     feed: broadcast::Sender<ChangeMessage>,
     shutdown: CancellationToken,
@@ -28,7 +28,7 @@ pub async fn follow_redis(
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = client.pubsub(Duration::from_secs(5)).await?;
             pubsub.subscribe(&channel).await?;
             tracing::info!(channel = %channel, "following config changes");
             Ok::<_, redis::RedisError>(pubsub)

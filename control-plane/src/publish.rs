@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchyard_proto::v1 as pb;
 use switchyard_shared::change::ChangeMessage;
 use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::redis_client::{Conn, Redis, Timeouts};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,11 @@ use crate::store::snapshot::DrainError;
 const BATCH: u64 = 256;
 /// History kept for WatchChanges replays.
 const RETAIN_REVISIONS: u64 = 10_000;
-const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How often the stored snapshot is checked: a Redis that restarted empty
+/// gets it back within this (plus one publish).
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// How often old outbox rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// `KEYS[1]` snapshot, `KEYS[2]` snapshot revision; `ARGV[1]` revision,
@@ -100,14 +104,14 @@ impl Sink {
 
 /// Redis: snapshot keys and the changes channel under the configured prefix.
 pub struct RedisSink {
-    client: redis::Client,
-    conn: Option<ConnectionManager>,
+    client: Redis,
+    conn: Option<Conn>,
     keys: RedisKeys,
     script: redis::Script,
 }
 
 impl RedisSink {
-    pub fn new(client: redis::Client, keys: RedisKeys) -> Self {
+    pub fn new(client: Redis, keys: RedisKeys) -> Self {
         Self {
             client,
             conn: None,
@@ -116,18 +120,20 @@ impl RedisSink {
         }
     }
 
-    async fn conn(&mut self) -> Result<ConnectionManager, String> {
+    async fn conn(&mut self) -> Result<Conn, String> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1);
-        let c = ConnectionManager::new_with_config(self.client.clone(), cfg)
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(5),
+        };
+        let c = self
+            .client
+            .connect(timeouts)
             .await
             .map_err(|e| format!("connect to redis: {e}"))?;
-        tracing::info!("connected to redis");
+        tracing::info!(cluster = self.client.is_cluster(), "redis client ready");
         self.conn = Some(c.clone());
         Ok(c)
     }
@@ -182,7 +188,8 @@ impl Publisher {
         let committed = self.store.committed();
         let mut backoff = Duration::from_millis(100);
         let mut last_reconcile: Option<tokio::time::Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -191,9 +198,18 @@ impl Publisher {
                 _ = tick.tick() => {}
             }
             let mut result = self.drain().await;
-            if result.is_ok() && last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY) {
+            if result.is_ok() && last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY / 2) {
                 result = self.reconcile().await;
                 last_reconcile = Some(tokio::time::Instant::now());
+            }
+            if result.is_ok() && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                result = self
+                    .store
+                    .prune_outbox(RETAIN_REVISIONS)
+                    .await
+                    .map(|_| ())
+                    .map_err(DrainError::from);
+                last_prune = Some(tokio::time::Instant::now());
             }
             match result {
                 Ok(()) => backoff = Duration::from_millis(100),
@@ -239,7 +255,7 @@ impl Publisher {
     }
 
     /// Re-stores the snapshot if the sink lost it or is behind (Redis
-    /// restarted empty), and prunes old history.
+    /// restarted empty).
     async fn reconcile(&mut self) -> Result<(), DrainError> {
         let revision = self.store.revision().await?;
         let stored = self
@@ -255,7 +271,6 @@ impl Publisher {
                 .await
                 .map_err(DrainError::Publish)?;
         }
-        self.store.prune_outbox(RETAIN_REVISIONS).await?;
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use switchyard_migrations::Migrator;
 use switchyard_proto::v1::control_plane_server::ControlPlaneServer;
 use switchyard_shared::change::ChangeMessage;
 use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::redis_client::Redis;
 use switchyard_shared::seal::MasterKey;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -34,7 +35,10 @@ use switchyard_shared::auth::Authorizer;
 #[derive(Clone, Debug)]
 pub enum BusSettings {
     /// Production: Redis pub/sub plus the snapshot in Redis.
-    Redis { url: String, prefix: String },
+    Redis {
+        redis: switchyard_shared::redis_client::RedisConfig,
+        prefix: String,
+    },
     /// The embedded default: in-process only.
     Local,
 }
@@ -125,7 +129,7 @@ pub struct ControlPlane {
     store: Store,
     feed: broadcast::Sender<ChangeMessage>,
     sink: Sink,
-    redis: Option<(redis::Client, RedisKeys)>,
+    redis: Option<(Redis, RedisKeys)>,
     auth: Authorizer,
     max_message_bytes: usize,
     shutdown_grace: Duration,
@@ -141,9 +145,9 @@ impl ControlPlane {
         let store = Store::new(db, settings.master_key);
         let feed = crate::feed::channel();
         let (sink, redis, local_bus) = match settings.bus {
-            BusSettings::Redis { url, prefix } => {
-                let client = switchyard_shared::redis_client::open(url.as_str())
-                    .map_err(|e| StartError::RedisUrl(e.to_string()))?;
+            BusSettings::Redis { redis, prefix } => {
+                let client =
+                    Redis::open(&redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
                 let keys = RedisKeys::new(prefix);
                 (
                     Sink::Redis(Box::new(RedisSink::new(client.clone(), keys.clone()))),

@@ -1,4 +1,4 @@
-//! The resolved configuration a worker serves from: built once per snapshot
+//! Resolve: the configuration a worker serves from, built once per snapshot
 //! revision, swapped atomically, read lock-free on the request path.
 //!
 //! `resolve` turns a model name into tiers of candidates: a route's tiers →
@@ -13,121 +13,8 @@ use switchyard_proto::v1 as pb;
 use switchyard_shared::seal::MasterKey;
 
 use crate::error::DpError;
+use crate::model::{Candidate, Limits, Policy, Pool, Resolved, Route, Strategy};
 use crate::upstream::{Kind, Target, Timeouts};
-
-/// Selection strategy of a pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Strategy {
-    RoundRobin,
-    Weighted,
-    Priority,
-    Random,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Policy {
-    pub transient_retries: u32,
-    pub failure_threshold: u32,
-    pub cooldown_base: Duration,
-    pub cooldown_max: Duration,
-    pub advance_on_permanent: bool,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            transient_retries: 1,
-            failure_threshold: 3,
-            cooldown_base: Duration::from_secs(1),
-            cooldown_max: Duration::from_secs(300),
-            advance_on_permanent: false,
-        }
-    }
-}
-
-/// One member, ready to call.
-#[derive(Debug)]
-pub struct Candidate {
-    pub member_id: String,
-    pub provider: String,
-    pub upstream_model: String,
-    pub weight: u32,
-    pub priority: i32,
-    pub status: pb::MemberStatus,
-    /// Requests and tokens per minute this member may take (fleet-wide).
-    pub rpm_limit: Option<u64>,
-    pub tpm_limit: Option<u64>,
-    pub target: Target,
-}
-
-impl Candidate {
-    /// Whether usage must be counted for this member.
-    pub fn limited(&self) -> bool {
-        self.rpm_limit.is_some() || self.tpm_limit.is_some()
-    }
-
-    /// The member as the shared state needs it.
-    pub fn as_member(&self) -> crate::health::Member<'_> {
-        crate::health::Member {
-            id: &self.member_id,
-            limited: self.limited(),
-        }
-    }
-
-    /// Why the member may not take a request this minute, if it may not.
-    pub fn over_quota(&self, h: &crate::health::MemberHealth) -> Option<String> {
-        if let Some(l) = self.rpm_limit
-            && h.requests_this_minute >= l
-        {
-            return Some(format!(
-                "over its rpm limit ({} of {l} this minute)",
-                h.requests_this_minute
-            ));
-        }
-        if let Some(l) = self.tpm_limit
-            && h.tokens_this_minute >= l
-        {
-            return Some(format!(
-                "over its tpm limit ({} of {l} tokens this minute)",
-                h.tokens_this_minute
-            ));
-        }
-        None
-    }
-}
-
-/// A pool (or a direct provider/model) with its members.
-#[derive(Debug)]
-pub struct Pool {
-    /// Pool name, or `provider/model` for a direct target.
-    pub name: String,
-    /// Key of the shared round-robin counter and probe token.
-    pub id: String,
-    pub strategy: Strategy,
-    pub policy: Policy,
-    pub enabled: bool,
-    /// Every member, for ListModels.
-    pub members: Vec<Arc<Candidate>>,
-    /// Members that may get new requests: active, provider enabled.
-    pub active: Vec<Arc<Candidate>>,
-    /// Weighted strategy: one cycle of picks over `active` (see `select`).
-    pub sequence: Vec<u32>,
-}
-
-#[derive(Debug)]
-pub struct Route {
-    pub name: String,
-    pub enabled: bool,
-    /// (pool, backup) in order.
-    pub tiers: Vec<(Arc<Pool>, bool)>,
-}
-
-/// What a model name resolves to: tiers of pools, primaries first.
-#[derive(Debug)]
-pub struct Plan {
-    pub model: String,
-    pub tiers: Vec<Arc<Pool>>,
-}
 
 struct Provider {
     name: String,
@@ -297,8 +184,10 @@ impl Catalog {
                     provider: prov.name.clone(),
                     upstream_model: m.upstream_model.clone(),
                     weight: m.weight.max(1),
-                    rpm_limit: m.rpm_limit,
-                    tpm_limit: m.tpm_limit,
+                    limits: Limits {
+                        rpm: m.rpm_limit,
+                        tpm: m.tpm_limit,
+                    },
                     priority: m.priority,
                     status,
                     target: prov.target(&m.upstream_model),
@@ -310,9 +199,7 @@ impl Catalog {
             }
             let strategy = strategy(p.strategy);
             let sequence = if strategy == Strategy::Weighted {
-                crate::select::weighted_sequence(
-                    &active.iter().map(|c| c.weight).collect::<Vec<_>>(),
-                )
+                crate::plan::weighted_sequence(&active.iter().map(|c| c.weight).collect::<Vec<_>>())
             } else {
                 Vec::new()
             };
@@ -370,8 +257,7 @@ impl Catalog {
             provider: p.name.clone(),
             upstream_model: model.to_owned(),
             weight: 1,
-            rpm_limit: None,
-            tpm_limit: None,
+            limits: Limits::default(),
             priority: 0,
             status: pb::MemberStatus::Active,
             target: p.target(model),
@@ -394,7 +280,7 @@ impl Catalog {
     }
 
     /// Resolves a model name: route → pool → provider/model → NOT_FOUND.
-    pub fn resolve(&self, model: &str) -> Result<Plan, DpError> {
+    pub fn resolve(&self, model: &str) -> Result<Resolved, DpError> {
         if model.is_empty() {
             return Err(DpError::InvalidArgument(
                 "model is required: a route, a pool, or provider/model".into(),
@@ -424,7 +310,7 @@ impl Catalog {
                     "no active member in route '{model}'"
                 )));
             }
-            return Ok(Plan {
+            return Ok(Resolved {
                 model: model.to_owned(),
                 tiers,
             });
@@ -440,7 +326,7 @@ impl Catalog {
                     "no active member in pool '{model}'"
                 )));
             }
-            return Ok(Plan {
+            return Ok(Resolved {
                 model: model.to_owned(),
                 tiers: vec![p.clone()],
             });
@@ -451,7 +337,7 @@ impl Catalog {
                     "no active member in pool '{model}' (provider disabled)"
                 )));
             }
-            return Ok(Plan {
+            return Ok(Resolved {
                 model: model.to_owned(),
                 tiers: vec![p],
             });

@@ -64,7 +64,7 @@ impl Args {
             return Err("--stream-idle-ms must be at least 100".into());
         }
         let mut s = Settings::new(Source::Redis {
-            url: self.redis.redis_url.clone(),
+            redis: self.redis.config(),
             prefix: self.redis.prefix()?,
         });
         s.master_key = master_key;

@@ -1,6 +1,34 @@
 //! The data plane's one error type and its one mapping to `tonic::Status`.
+//! Stages report what happened; only `From<DpError> for Status` picks codes.
 
-use tonic::{Code, Status};
+use tonic::Status;
+
+use crate::upstream::Refusal;
+
+/// Why one candidate did not serve, kept for the "all failed" message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reason {
+    /// `provider/model (member id)`.
+    pub member: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.member, self.why)
+    }
+}
+
+fn join(reasons: &[Reason]) -> String {
+    if reasons.is_empty() {
+        return "no candidate could be tried".into();
+    }
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DpError {
@@ -13,32 +41,91 @@ pub enum DpError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// No config loaded yet.
-    #[error("{0}")]
-    NotReady(String),
-    /// Every candidate failed or was benched; the message lists each reason.
-    #[error("{0}")]
-    Exhausted(String),
-    /// A permanent upstream error, mapped to its gRPC meaning.
-    #[error("{message}")]
-    Upstream { code: Code, message: String },
+    #[error("this worker has not loaded a config yet; retry shortly")]
+    NotReady,
+    /// Every candidate failed, was benched or was being probed.
+    #[error("every candidate for '{model}' failed: {}", join(.reasons))]
+    AllCandidatesFailed { model: String, reasons: Vec<Reason> },
+    /// Every member answered that it does not know the model.
+    #[error("no member of '{model}' knows the model: {}", join(.reasons))]
+    NoMemberKnowsModel { model: String, reasons: Vec<Reason> },
     /// Every member is over its rpm/tpm limit this minute.
-    #[error("{0}")]
-    QuotaExhausted(String),
+    #[error("every member of '{model}' used up its limit for this minute: {}", join(.reasons))]
+    QuotaExhausted { model: String, reasons: Vec<Reason> },
+    /// The attempt cap was reached.
+    #[error("attempt cap of {cap} reached for '{model}': {}", join(.reasons))]
+    AttemptCap {
+        model: String,
+        cap: u32,
+        reasons: Vec<Reason>,
+    },
+    /// An upstream refused the request itself.
+    #[error("{member}: {message}")]
+    Refused {
+        refusal: Refusal,
+        member: String,
+        message: String,
+    },
     /// The caller's deadline passed.
+    #[error("deadline passed after {attempts} attempts for '{model}'")]
+    Deadline { model: String, attempts: usize },
+    /// A committed stream broke: never replayed elsewhere.
+    #[error("member {member} failed mid-stream: {detail}; the stream is not replayed elsewhere")]
+    StreamBroken { member: String, detail: String },
+    /// A committed stream went silent or ran past a timeout.
     #[error("{0}")]
-    Deadline(String),
+    StreamTimedOut(String),
 }
 
 impl From<DpError> for Status {
     fn from(e: DpError) -> Self {
+        let message = e.to_string();
         match e {
-            DpError::InvalidArgument(m) => Status::invalid_argument(m),
-            DpError::NotFound(m) => Status::not_found(m),
-            DpError::FailedPrecondition(m) => Status::failed_precondition(m),
-            DpError::NotReady(m) | DpError::Exhausted(m) => Status::unavailable(m),
-            DpError::Upstream { code, message } => Status::new(code, message),
-            DpError::Deadline(m) => Status::deadline_exceeded(m),
-            DpError::QuotaExhausted(m) => Status::resource_exhausted(m),
+            DpError::InvalidArgument(_) => Status::invalid_argument(message),
+            DpError::NotFound(_) | DpError::NoMemberKnowsModel { .. } => Status::not_found(message),
+            DpError::FailedPrecondition(_) => Status::failed_precondition(message),
+            DpError::NotReady
+            | DpError::AllCandidatesFailed { .. }
+            | DpError::AttemptCap { .. }
+            | DpError::StreamBroken { .. } => Status::unavailable(message),
+            DpError::QuotaExhausted { .. } => Status::resource_exhausted(message),
+            DpError::Deadline { .. } | DpError::StreamTimedOut(_) => {
+                Status::deadline_exceeded(message)
+            }
+            DpError::Refused { refusal, .. } => match refusal {
+                Refusal::BadRequest => Status::invalid_argument(message),
+                Refusal::Unauthenticated => Status::unauthenticated(message),
+                Refusal::Forbidden => Status::permission_denied(message),
+                Refusal::Other => Status::failed_precondition(message),
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_failed_lists_every_reason_and_is_unavailable() {
+        let e = DpError::AllCandidatesFailed {
+            model: "coding".into(),
+            reasons: vec![
+                Reason {
+                    member: "a/x (member 1)".into(),
+                    why: "HTTP 503: busy".into(),
+                },
+                Reason {
+                    member: "b/y (member 2)".into(),
+                    why: "benched for 2.0s more".into(),
+                },
+            ],
+        };
+        let s = Status::from(e);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            s.message(),
+            "every candidate for 'coding' failed: a/x (member 1): HTTP 503: busy; b/y (member 2): benched for 2.0s more"
+        );
     }
 }

@@ -1,26 +1,38 @@
 //! Switchyard data plane: stateless inference workers.
 //!
 //! # Layout
-//! A request's life, top-down:
-//! - [`service`]: `switchyard.v1.Inference` (Generate, GenerateStream, ListModels).
-//! - [`catalog`]: resolve a model name (route → pool → provider/model) to
+//! A request's life, top-down, one stage per module:
+//! - [`service`]: `switchyard.v1.Inference` (Generate, GenerateStream,
+//!   ListModels): checks the request, runs failover, responds.
+//! - [`catalog`] (resolve): a model name (route → pool → provider/model) to
 //!   tiers of candidates, from the snapshot held in memory.
-//! - [`select`]: order a pool's members by its strategy and the shared counter.
-//! - [`failover`]: attempts, retries, failover before the first chunk,
-//!   benching and the half-open probe.
+//! - [`plan`]: a pool's members in the order to try them — strategy and the
+//!   fleet's round-robin ticket, benched members left out, probes marked.
+//! - [`attempt`]: one try of one member within the provider's timeouts.
+//! - [`failover`]: the loop over the plan (retries, next member, next tier).
+//! - [`respond`] and [`stream`]: the unary answer, and the stream pump that
+//!   never ends OK without the upstream's finish.
+//!
+//! Beside it:
+//! - [`model`]: the types every stage shares (a leaf: no imports from the rest).
+//! - [`fleet`]: what the fleet shares (health, tickets, limits, probes), held
+//!   in memory and kept live from Redis (or memory in the embedded default).
 //! - [`upstream`]: the wire formats (`openai`, `anthropic`, `mock`).
-//! - [`health`]: counters and member health shared through Redis (or memory).
 //! - [`sync`]: snapshot loading and change following, without Postgres.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
 
+pub mod attempt;
 pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod failover;
-pub mod health;
-pub mod select;
+pub mod fleet;
+pub mod model;
+pub mod plan;
+pub mod respond;
 pub mod server;
 pub mod service;
+pub mod stream;
 pub mod sync;
 pub mod upstream;

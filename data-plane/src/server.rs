@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_server::InferenceServer;
 use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::redis_client::{Redis, RedisConfig};
 use switchyard_shared::seal::MasterKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,16 +21,19 @@ use tokio_util::task::TaskTracker;
 
 use switchyard_shared::auth::Authorizer;
 
+use crate::attempt::HttpClients;
 use crate::catalog::{Catalog, ProcessSecrets, Secrets};
 use crate::failover::Engine;
-use crate::health::Fleet;
+use crate::fleet::memory::MemoryBackend;
+use crate::fleet::redis::RedisBackend;
+use crate::fleet::{Fleet, Link, LinkState};
 use crate::service::InferenceService;
 use crate::sync::{Loader, SyncState};
 
 /// Where config and shared state come from.
 pub enum Source {
     /// Production: snapshot, changes, counters and health in Redis.
-    Redis { url: String, prefix: String },
+    Redis { redis: RedisConfig, prefix: String },
     /// The embedded default: the control plane's in-process bus, state in memory.
     Local(watch::Receiver<Option<Arc<pb::Snapshot>>>),
 }
@@ -90,38 +94,53 @@ pub async fn serve(
         state: state_tx,
     };
 
-    let (fleet, sync) = match settings.source {
-        Source::Redis { url, prefix } => {
-            let client = switchyard_shared::redis_client::open(url.as_str())
-                .map_err(|e| StartError::RedisUrl(e.to_string()))?;
-            let cfg = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_millis(500)))
-                .set_number_of_retries(0);
-            // The manager connects lazily when Redis is down at start-up.
-            let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), cfg)
-                .map_err(|e| StartError::RedisUrl(e.to_string()))?;
-            let keys = RedisKeys::new(prefix.clone());
-            let sync = tokio::spawn(crate::sync::follow_redis(
-                client,
-                keys,
-                loader,
-                settings.config_check_every,
-                background.clone(),
+    let link = Arc::new(Link::default());
+    let mut workers = Vec::new();
+    let fleet = match settings.source {
+        Source::Redis { redis, prefix } => {
+            let client = Redis::open(&redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
+            let keys = RedisKeys::new(prefix);
+            let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
+            let (fleet, pusher) = Fleet::new(backend.clone(), link.clone(), background.clone());
+            workers.push(("fleet pusher", tokio::spawn(pusher)));
+            workers.push((
+                "fleet follower",
+                tokio::spawn(crate::fleet::redis::follow(
+                    client.clone(),
+                    backend,
+                    fleet.clone(),
+                    settings.config_check_every,
+                    background.clone(),
+                )),
             ));
-            (Fleet::redis(conn, &prefix), sync)
+            workers.push((
+                "config sync",
+                tokio::spawn(crate::sync::follow_redis(
+                    client,
+                    keys,
+                    loader,
+                    settings.config_check_every,
+                    background.clone(),
+                )),
+            ));
+            fleet
         }
-        Source::Local(rx) => (
-            Fleet::memory(),
-            tokio::spawn(crate::sync::follow_local(rx, loader, background.clone())),
-        ),
+        Source::Local(rx) => {
+            let backend = Arc::new(MemoryBackend::default());
+            let (fleet, pusher) = Fleet::new(backend, link.clone(), background.clone());
+            workers.push(("fleet pusher", tokio::spawn(pusher)));
+            workers.push((
+                "config sync",
+                tokio::spawn(crate::sync::follow_local(rx, loader, background.clone())),
+            ));
+            fleet
+        }
     };
     let engine = Arc::new(Engine {
         catalog: catalog.clone(),
-        fleet: Arc::new(fleet),
-        http: crate::failover::HttpClients::default(),
+        fleet,
+        http: HttpClients::default(),
         max_attempts: settings.max_attempts,
-        tasks: tasks.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -131,13 +150,22 @@ pub async fn serve(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    // Serving once a config is loaded; "switchyard.config" reports whether it is live.
+    // Serving once a config is loaded; "switchyard.config" reports whether
+    // config is live, "switchyard.fleet" whether shared state is.
     let reporter = {
         let health = health.clone();
         let mut rx = state_rx.clone();
+        let mut fleet_rx = link.watch();
         let stop = background.clone();
         tokio::spawn(async move {
             loop {
+                let fleet_state = match *fleet_rx.borrow_and_update() {
+                    LinkState::Up => tonic_health::ServingStatus::Serving,
+                    LinkState::Degraded => tonic_health::ServingStatus::NotServing,
+                };
+                health
+                    .set_service_status("switchyard.fleet", fleet_state)
+                    .await;
                 let state = *rx.borrow_and_update();
                 let (main, config) = match state {
                     SyncState::Loading => (
@@ -161,6 +189,7 @@ pub async fn serve(
                 tokio::select! {
                     () = stop.cancelled() => return,
                     r = rx.changed() => if r.is_err() { return },
+                    r = fleet_rx.changed() => if r.is_err() { return },
                 }
             }
         })
@@ -221,7 +250,8 @@ pub async fn serve(
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!("streams still open after the grace period");
     }
-    for (name, h) in [("config sync", sync), ("health reporter", reporter)] {
+    workers.push(("health reporter", reporter));
+    for (name, h) in workers {
         if let Err(e) = h.await {
             tracing::error!(task = name, error = %e, "background task failed");
         }

@@ -1,21 +1,23 @@
-//! The `switchyard.v1.Inference` gRPC service.
+//! The `switchyard.v1.Inference` gRPC service: checks the request, runs
+//! failover, hands the answer to `respond` (unary) or the stream pump.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{Stream, StreamExt as _};
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_server::Inference;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::failover::{Engine, Failed, OpenStream, Served};
-use crate::upstream::{self, ChatRequest, Chunk, ErrorClass};
+use crate::failover::{Engine, Failed, Served};
+use crate::fleet::State;
+use crate::model::Pool;
+use crate::respond::{self, EventStream, event, failed, served_metadata};
+use crate::stream::Pump;
+use crate::upstream::{self, ChatRequest};
 
 pub struct InferenceService {
     engine: Arc<Engine>,
@@ -144,93 +146,6 @@ fn request_id(r: &pb::GenerateRequest) -> String {
     }
 }
 
-/// Metadata naming the server, the member and the attempts (headers or trailers).
-///
-/// Built straight into each value's string (no per-attempt strings): it runs
-/// for every response.
-fn served_metadata(
-    md: &mut MetadataMap,
-    request_id: &str,
-    served: Option<&pb::ServedBy>,
-    attempts: &[pb::Attempt],
-) {
-    if let Ok(v) = MetadataValue::try_from(request_id) {
-        md.insert("x-switchyard-request-id", v);
-    }
-    if let Some(s) = served {
-        if let Ok(v) = MetadataValue::try_from(s.member_id.as_str()) {
-            md.insert("x-switchyard-member", v);
-        }
-        let mut upstream = String::with_capacity(s.provider.len() + 1 + s.upstream_model.len());
-        upstream.push_str(&s.provider);
-        upstream.push('/');
-        upstream.push_str(&s.upstream_model);
-        if let Ok(v) = MetadataValue::try_from(upstream) {
-            md.insert("x-switchyard-upstream", v);
-        }
-    }
-    // `member:outcome,...`, the outcome being the enum name without its prefix, lowercased.
-    let mut summary = String::with_capacity(attempts.iter().map(|a| a.member_id.len() + 16).sum());
-    for (i, a) in attempts.iter().enumerate() {
-        if i > 0 {
-            summary.push(',');
-        }
-        let outcome = pb::AttemptOutcome::try_from(a.outcome)
-            .map(|o| o.as_str_name())
-            .unwrap_or("?");
-        summary.push_str(&a.member_id);
-        summary.push(':');
-        // Enum names are ASCII, so ASCII lowercasing is the full lowercasing.
-        summary.extend(
-            outcome
-                .trim_start_matches("ATTEMPT_OUTCOME_")
-                .chars()
-                .map(|c| c.to_ascii_lowercase()),
-        );
-    }
-    if let Ok(v) = MetadataValue::try_from(summary) {
-        md.insert("x-switchyard-attempts", v);
-    }
-}
-
-fn failed(request_id: &str, f: Failed) -> Status {
-    let mut status = Status::from(f.error);
-    served_metadata(status.metadata_mut(), request_id, None, &f.attempts);
-    status
-}
-
-type EventStream =
-    Pin<Box<dyn Stream<Item = Result<pb::GenerateStreamEvent, Status>> + Send + 'static>>;
-
-fn event(e: pb::generate_stream_event::Event) -> pb::GenerateStreamEvent {
-    pb::GenerateStreamEvent { event: Some(e) }
-}
-
-fn chunk_event(c: Chunk) -> pb::GenerateStreamEvent {
-    use pb::generate_stream_event::Event;
-    match c {
-        Chunk::Text(t) => event(Event::TextDelta(t)),
-        Chunk::ToolCall {
-            index,
-            id,
-            name,
-            arguments,
-        } => event(Event::ToolCallDelta(pb::ToolCallDelta {
-            index,
-            id: id.unwrap_or_default(),
-            name: name.unwrap_or_default(),
-            arguments_delta: arguments,
-        })),
-        Chunk::Usage(u) => event(Event::Usage(pb::Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-        })),
-        Chunk::Finish(reason) => event(Event::Finish(pb::Finish {
-            finish_reason: reason,
-        })),
-    }
-}
-
 /// What both Generate RPCs start with: the checked request, its id, the
 /// caller's deadline and the request's log span.
 struct Call {
@@ -287,52 +202,17 @@ impl Inference for InferenceService {
         let served = call
             .run(self.engine.generate(&r.model, &call.chat, call.deadline))
             .await?;
-        let Call { id, span, .. } = call;
-        let Served {
-            value,
-            served_by,
-            attempts,
-            member,
-            ..
-        } = served;
-        if member.limited() {
-            let tokens = value.usage.map_or(0, |u| {
+        if served.member.limits.any() {
+            // The request was counted when its quota was reserved; add its tokens.
+            let tokens = served.value.usage.map_or(0, |u| {
                 u64::from(u.input_tokens) + u64::from(u.output_tokens)
             });
-            // The request was counted when the attempt started; add its tokens.
-            self.engine
-                .fleet
-                .record_usage(&member.member_id, 0, tokens)
-                .await;
+            self.engine.fleet.charge(&served.member.member_id, tokens);
         }
-        span.in_scope(
-            || tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "served"),
+        call.span.in_scope(
+            || tracing::info!(member = %served.served_by.member_id, attempts = served.attempts.len(), "served"),
         );
-        // Metadata first, so the response can take the values without copies.
-        let mut md = MetadataMap::new();
-        served_metadata(&mut md, &id, Some(&served_by), &attempts);
-        let mut resp = Response::new(pb::GenerateResponse {
-            request_id: id,
-            content: value.content,
-            tool_calls: value
-                .tool_calls
-                .into_iter()
-                .map(|t| pb::ToolCall {
-                    id: t.id,
-                    name: t.name,
-                    arguments_json: t.arguments_json,
-                })
-                .collect(),
-            finish_reason: value.finish_reason,
-            usage: value.usage.map(|u| pb::Usage {
-                input_tokens: u.input_tokens,
-                output_tokens: u.output_tokens,
-            }),
-            served_by: Some(served_by),
-            attempts,
-        });
-        *resp.metadata_mut() = md;
-        Ok(resp)
+        Ok(respond::unary(call.id, served))
     }
 
     type GenerateStreamStream = EventStream;
@@ -349,139 +229,30 @@ impl Inference for InferenceService {
             id, span, deadline, ..
         } = call;
         let Served {
-            value: OpenStream { first, rest },
+            value: open,
             served_by,
             attempts,
             member,
             pool,
         } = served;
         span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
-
-        let (tx, rx) = mpsc::channel::<Result<pb::GenerateStreamEvent, Status>>(32);
-        let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
-            request_id: id.clone(),
-            served_by: Some(served_by.clone()),
-            attempts: attempts.clone(),
-        }));
-        let engine = self.engine.clone();
-        let idle = self.stream_idle;
-        let request_end = Instant::now() + member.target.timeouts.total;
-        let mut trailers = MetadataMap::new();
-        served_metadata(&mut trailers, &id, Some(&served_by), &attempts);
         let mut headers = MetadataMap::new();
         served_metadata(&mut headers, &id, Some(&served_by), &attempts);
-        let request_id = id.clone();
-        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let done = finished.clone();
-        self.tasks.spawn(
-            async move {
-            // A caller that stops reading holds the upstream open no longer
-            // than the stream may last.
-            let end = deadline.map_or(request_end, |d| d.min(request_end));
-            let send = |ev| {
-                let tx = tx.clone();
-                async move {
-                    match tokio::time::timeout_at(end.into(), tx.send(ev)).await {
-                        Ok(Ok(())) => Ok(()),
-                        _ => Err(()),
-                    }
-                }
-            };
-            // The closing status gets a moment of its own even past `end`, so a
-            // stream never looks finished (OK) when it was cut.
-            let finish = |ev| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(ev)).await;
-                }
-            };
-            let count_usage = |c: &Chunk| {
-                let tokens = match c {
-                    Chunk::Usage(u) if member.limited() => u64::from(u.input_tokens) + u64::from(u.output_tokens),
-                    _ => 0,
-                };
-                let (fleet, id) = (engine.fleet.clone(), member.member_id.clone());
-                async move {
-                    if tokens > 0 {
-                        fleet.record_usage(&id, 0, tokens).await;
-                    }
-                }
-            };
-            let pump = async {
-                send(Ok(start)).await?;
-                let finished = matches!(first, Chunk::Finish(_));
-                count_usage(&first).await;
-                send(Ok(chunk_event(first))).await?;
-                if finished {
-                    return Ok(());
-                }
-                let mut rest = rest;
-                loop {
-                    // The silence allowed: the idle limit, within the caller's
-                    // deadline and the provider's whole-request timeout.
-                    let limit = idle.min(end.saturating_duration_since(Instant::now()));
-                    let next = tokio::select! {
-                        () = tx.closed() => return Err(()),
-                        n = tokio::time::timeout(limit, rest.next()) => n,
-                    };
-                    match next {
-                        Ok(Some(Ok(chunk))) => {
-                            count_usage(&chunk).await;
-                            let finished = matches!(chunk, Chunk::Finish(_));
-                            send(Ok(chunk_event(chunk))).await?;
-                            if finished {
-                                return Ok(());
-                            }
-                        }
-                        Ok(Some(Err(err))) => {
-                            tracing::warn!(request_id = %request_id, member = %member.member_id, error = %err, "upstream failed after the first chunk");
-                            if err.class() == ErrorClass::Transient {
-                                engine.fleet.failure(&member.member_id, &pool.policy, err.retry_after(), false).await;
-                            }
-                            let msg = format!("member {} failed mid-stream: {err}; the stream is not replayed elsewhere", member.member_id);
-                            let _ = finish(Err(Status::unavailable(msg))).await;
-                            return Err(());
-                        }
-                        Ok(None) => {
-                            let _ = finish(Err(Status::unavailable(format!("member {} ended the stream before finishing", member.member_id)))).await;
-                            return Err(());
-                        }
-                        Err(_) => {
-                            let now = Instant::now();
-                            let msg = if deadline.is_some_and(|d| now >= d) {
-                                // The caller's deadline: not the member's fault.
-                                "deadline passed while streaming".to_owned()
-                            } else if now >= request_end {
-                                format!("member {} exceeded the provider's request timeout", member.member_id)
-                            } else {
-                                tracing::warn!(request_id = %request_id, member = %member.member_id, "stream stalled");
-                                engine.fleet.failure(&member.member_id, &pool.policy, None, false).await;
-                                format!("no chunk from member {} for {} ms", member.member_id, limit.as_millis())
-                            };
-                            let _ = finish(Err(Status::deadline_exceeded(msg))).await;
-                            return Err(());
-                        }
-                    }
-                }
-            };
-            // Dropping `rest` (here, at the end of the task) closes the upstream
-            // connection: a caller that left cancels the upstream at once.
-            if pump.await.is_ok() {
-                finished.store(true, std::sync::atomic::Ordering::Release);
-                // OK with trailing metadata naming the member and the attempts.
-                let _ = finish(Err(Status::with_metadata(tonic::Code::Ok, "", trailers))).await;
-            }
-            }
-            .instrument(span),
-        );
-        // If the pump ends without handing over a status (it gave up on a
-        // caller that stopped reading), the stream ends UNAVAILABLE, never OK.
-        let tail = futures::stream::once(async move {
-            (!done.load(std::sync::atomic::Ordering::Acquire))
-                .then(|| Err(Status::unavailable("the stream was cut before it finished")))
-        })
-        .filter_map(std::future::ready);
-        let mut resp = Response::new(Box::pin(ReceiverStream::new(rx).chain(tail)) as EventStream);
+        let pump = Pump {
+            fleet: self.engine.fleet.clone(),
+            member,
+            pool,
+            request_id: id.clone(),
+            idle: self.stream_idle,
+            deadline,
+            trailers: headers.clone(),
+        };
+        let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
+            request_id: id,
+            served_by: Some(served_by),
+            attempts,
+        }));
+        let mut resp = Response::new(pump.spawn(&self.tasks, start, open, span));
         *resp.metadata_mut() = headers;
         Ok(resp)
     }
@@ -492,53 +263,77 @@ impl Inference for InferenceService {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let catalog = self.engine.catalog.load_full();
         let (pools, routes) = catalog.models();
-        let mut models = Vec::new();
-        let health_of = |pool: &crate::catalog::Pool| {
-            let engine = self.engine.clone();
-            let pool_id = pool.id.clone();
-            let members = pool.members.clone();
-            async move {
-                let refs: Vec<_> = members.iter().map(|m| m.as_member()).collect();
-                let b = engine.fleet.begin(&pool_id, &refs, false).await;
-                members
+        // Health as this worker holds it: the fleet's table, kept live.
+        let health = self.engine.fleet.table().load();
+        let now = tokio::time::Instant::now();
+        // Usage of limited members, from the fleet (one read each).
+        let mut usage = std::collections::HashMap::new();
+        let mut limited: Vec<String> = Vec::new();
+        for p in &pools {
+            limited.extend(
+                p.members
                     .iter()
-                    .zip(b.health.iter())
-                    .map(|(m, h)| pb::MemberHealth {
+                    .filter(|m| m.limits.any())
+                    .map(|m| m.member_id.clone()),
+            );
+        }
+        for r in &routes {
+            for (p, _) in &r.tiers {
+                limited.extend(
+                    p.members
+                        .iter()
+                        .filter(|m| m.limits.any())
+                        .map(|m| m.member_id.clone()),
+                );
+            }
+        }
+        for m in limited {
+            if let std::collections::hash_map::Entry::Vacant(slot) = usage.entry(m) {
+                let u = self.engine.fleet.usage(slot.key()).await;
+                slot.insert(u);
+            }
+        }
+        let members_of = |pool: &Pool| -> Vec<pb::MemberHealth> {
+            pool.members
+                .iter()
+                .map(|m| {
+                    let e = health.get(&m.member_id);
+                    let state = e.map_or(State::Available, |e| {
+                        e.state(now, pool.policy.failure_threshold)
+                    });
+                    let (requests, tokens) = usage.get(&m.member_id).copied().unwrap_or_default();
+                    pb::MemberHealth {
                         member_id: m.member_id.clone(),
                         provider: m.provider.clone(),
                         upstream_model: m.upstream_model.clone(),
                         status: m.status.into(),
-                        available: !h.benched(b.now_ms),
-                        consecutive_failures: h.consecutive_failures,
-                        benched_until_ms: if h.benched(b.now_ms) {
-                            h.benched_until_ms
-                        } else {
-                            0
+                        available: matches!(state, State::Available | State::HalfOpen),
+                        consecutive_failures: e.map_or(0, |e| e.fails),
+                        benched_until_ms: match state {
+                            State::Benched { until } => unix_ms(until, now),
+                            _ => 0,
                         },
-                        requests_this_minute: h.requests_this_minute,
-                        tokens_this_minute: h.tokens_this_minute,
-                    })
-                    .collect::<Vec<_>>()
-            }
+                        requests_this_minute: requests,
+                        tokens_this_minute: tokens,
+                    }
+                })
+                .collect()
         };
+        let mut models = Vec::new();
         for p in &pools {
             models.push(pb::VirtualModel {
                 name: p.name.clone(),
                 kind: "pool".into(),
                 enabled: p.enabled,
-                members: health_of(p).await,
+                members: members_of(p),
             });
         }
         for r in &routes {
-            let mut members = Vec::new();
-            for (p, _) in &r.tiers {
-                members.extend(health_of(p).await);
-            }
             models.push(pb::VirtualModel {
                 name: r.name.clone(),
                 kind: "route".into(),
                 enabled: r.enabled,
-                members,
+                members: r.tiers.iter().flat_map(|(p, _)| members_of(p)).collect(),
             });
         }
         Ok(Response::new(pb::ListModelsResponse {
@@ -548,37 +343,12 @@ impl Inference for InferenceService {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn served_metadata_names_member_upstream_and_attempts() {
-        let attempt = |member: &str, outcome: i32| pb::Attempt {
-            member_id: member.into(),
-            outcome,
-            ..Default::default()
-        };
-        let served = pb::ServedBy {
-            pool: "p".into(),
-            member_id: "m2".into(),
-            provider: "fake".into(),
-            upstream_model: "gpt-x".into(),
-        };
-        let attempts = [
-            attempt("m1", pb::AttemptOutcome::Transient as i32),
-            attempt("m3", 999),
-            attempt("m2", pb::AttemptOutcome::Ok as i32),
-        ];
-        let mut md = MetadataMap::new();
-        served_metadata(&mut md, "r-1", Some(&served), &attempts);
-        let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        assert_eq!(get("x-switchyard-request-id").as_deref(), Some("r-1"));
-        assert_eq!(get("x-switchyard-member").as_deref(), Some("m2"));
-        assert_eq!(get("x-switchyard-upstream").as_deref(), Some("fake/gpt-x"));
-        assert_eq!(
-            get("x-switchyard-attempts").as_deref(),
-            Some("m1:transient,m3:?,m2:ok")
-        );
-    }
+/// `at` (this worker's clock) as Unix milliseconds.
+fn unix_ms(at: tokio::time::Instant, now: tokio::time::Instant) -> i64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let wall = i64::try_from(wall).unwrap_or(0);
+    wall + i64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(0)
 }

@@ -15,6 +15,7 @@ use prost::Message as _;
 use switchyard_proto::v1 as pb;
 use switchyard_shared::change::ChangeMessage;
 use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::redis_client::{Conn, Redis, Timeouts};
 use switchyard_shared::seal::MasterKey;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -75,10 +76,7 @@ impl Loader {
     }
 }
 
-async fn load_redis(
-    conn: &mut redis::aio::MultiplexedConnection,
-    keys: &RedisKeys,
-) -> Result<Option<pb::Snapshot>, String> {
+async fn load_redis(conn: &mut Conn, keys: &RedisKeys) -> Result<Option<pb::Snapshot>, String> {
     let bytes: Option<Vec<u8>> = redis::cmd("GET")
         .arg(keys.snapshot())
         .query_async(conn)
@@ -92,10 +90,7 @@ async fn load_redis(
     }
 }
 
-async fn stored_revision(
-    conn: &mut redis::aio::MultiplexedConnection,
-    keys: &RedisKeys,
-) -> Result<Option<u64>, String> {
+async fn stored_revision(conn: &mut Conn, keys: &RedisKeys) -> Result<Option<u64>, String> {
     redis::cmd("GET")
         .arg(keys.snapshot_revision())
         .query_async(conn)
@@ -105,7 +100,7 @@ async fn stored_revision(
 
 /// Follows Redis until shutdown.
 pub async fn follow_redis(
-    client: redis::Client,
+    client: Redis,
     keys: RedisKeys,
     loader: Loader,
     check_every: Duration,
@@ -115,16 +110,14 @@ pub async fn follow_redis(
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = async {
-            let cfg = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(5)));
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await
-                .map_err(|e| e.to_string())?;
+            let timeouts = Timeouts {
+                connect: Duration::from_secs(2),
+                response: Duration::from_secs(5),
+            };
+            let mut conn = client.connect(timeouts).await.map_err(|e| e.to_string())?;
             // The pub/sub connection takes no config: bound it here.
             let subscribe = async {
-                let mut pubsub = client.get_async_pubsub().await?;
+                let mut pubsub = client.pubsub(Duration::from_secs(5)).await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

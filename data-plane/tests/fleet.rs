@@ -41,19 +41,56 @@ async fn round_robin_spreads_evenly_across_three_workers() {
     for w in &workers {
         wait_revision(w, 1).await;
     }
-    let mut clients = Vec::new();
+    // 3 workers × 1,000 requests, four callers each, all at once.
+    let mut callers = Vec::new();
     for w in &workers {
-        clients.push(client(w).await);
+        for _ in 0..4 {
+            let mut c = client(w).await;
+            callers.push(tokio::spawn(async move {
+                for _ in 0..250 {
+                    c.generate(ask("rr", "hi")).await.expect("served");
+                }
+            }));
+        }
     }
-    for i in 0..30 {
-        let c = &mut clients[i % 3];
-        c.generate(ask("rr", "hi")).await.expect("served");
+    for c in callers {
+        c.await.expect("caller");
     }
-    assert_eq!(
-        [up.calls("m1"), up.calls("m2"), up.calls("m3")],
-        [10, 10, 10],
-        "one shared counter spreads the fleet's requests evenly"
-    );
+    let calls = [up.calls("m1"), up.calls("m2"), up.calls("m3")];
+    assert_eq!(calls.iter().sum::<u64>(), 3000);
+    for n in calls {
+        assert!(
+            n.abs_diff(1000) <= 20,
+            "one shared counter, leased in blocks, spreads the fleet's requests within 2%: {calls:?}"
+        );
+    }
+}
+
+/// Waits (bounded) until `w` reports `model` unavailable (benched) in ListModels.
+async fn until_benched_on(w: &ServerProc, model: &str) {
+    until_on(w, model, false).await;
+}
+
+/// Waits (bounded) until `w` reports `model` as `available` in ListModels.
+async fn until_on(w: &ServerProc, model: &str, available: bool) {
+    let mut c = client(w).await;
+    for _ in 0..400 {
+        let models = c
+            .list_models(pb::ListModelsRequest {})
+            .await
+            .expect("models")
+            .into_inner();
+        if models
+            .models
+            .iter()
+            .flat_map(|m| m.members.iter())
+            .any(|m| m.upstream_model == model && m.available == available)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{model} never showed as available={available}");
 }
 
 #[tokio::test]
@@ -93,6 +130,9 @@ async fn a_member_benched_by_one_worker_is_skipped_by_another() {
         outcomes(&r.attempts),
         vec![("sick".into(), O::Transient), ("well".into(), O::Ok)]
     );
+    // The bench reaches the other worker through Redis within milliseconds
+    // (pushed, not polled per request).
+    until_benched_on(&b, "sick").await;
     let r = client(&b)
         .await
         .generate(ask("p", "hi"))
@@ -124,7 +164,7 @@ async fn a_member_benched_by_one_worker_is_skipped_by_another() {
 }
 
 #[tokio::test]
-async fn when_every_member_is_benched_one_probe_at_a_time_goes_through() {
+async fn a_benched_member_waits_out_its_cooldown_then_one_probe_goes_through_fleet_wide() {
     let up = fake().await;
     let prefix = RedisPrefix::new();
     let mut config = Config::default();
@@ -133,7 +173,7 @@ async fn when_every_member_is_benched_one_probe_at_a_time_goes_through() {
         .pool(
             "solo",
             pb::Strategy::RoundRobin,
-            policy(0, 1, 60_000),
+            policy(0, 1, 1_500),
             &[("up", "only", 0)],
         );
     config.publish(&redis_url(), &prefix, 1, true).await;
@@ -157,10 +197,23 @@ async fn when_every_member_is_benched_one_probe_at_a_time_goes_through() {
         .expect_err("benched now");
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(up.calls("only"), 1);
+    until_benched_on(&b, "only").await;
 
-    // The member recovers but is slow; it is still benched. Many callers on two
-    // workers at once: exactly one probe reaches it, the rest fail fast.
+    // The member recovers but is slow. While its bench lasts, nobody probes it:
+    // both workers refuse at once without calling it.
     up.set_fault("only", Fault::DelayFirstByte(Duration::from_millis(800)));
+    for w in [&a, &b] {
+        let err = client(w)
+            .await
+            .generate(ask("solo", "hi"))
+            .await
+            .expect_err("still benched");
+        assert!(err.message().contains("benched for"), "{}", err.message());
+    }
+    assert_eq!(up.calls("only"), 1, "no probe before the cooldown is over");
+
+    // The cooldown is over: many callers on two workers at once, exactly one probe.
+    until_on(&a, "only", true).await;
     let mut calls = Vec::new();
     for i in 0..6 {
         let w = if i % 2 == 0 { &a } else { &b };
@@ -177,36 +230,36 @@ async fn when_every_member_is_benched_one_probe_at_a_time_goes_through() {
             Ok(_) => ok += 1,
             Err(s) => {
                 assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
-                assert!(s.message().contains("benched"), "{}", s.message());
+                assert!(s.message().contains("probing"), "{}", s.message());
                 refused += 1;
             }
         }
     }
     assert_eq!((ok, refused), (1, 5), "one probe, fleet-wide");
     assert_eq!(up.calls("only"), 2);
-    // The probe succeeded: the member is back for everyone, and no token is left behind.
+    // The probe succeeded: the member is back for everyone, and the fleet's
+    // health table holds nothing of it (no probe left behind).
     up.clear_fault("only");
+    until_on(&b, "only", true).await;
     client(&b)
         .await
         .generate(ask("solo", "hi"))
         .await
         .expect("back in rotation");
-    let probe_keys: Vec<String> = {
+    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
+    let left: usize = {
         let client = redis::Client::open(redis_url()).expect("url");
         let mut c = client
             .get_multiplexed_async_connection()
             .await
             .expect("redis");
-        redis::cmd("KEYS")
-            .arg(format!("{}:probe:*", prefix.0))
+        redis::cmd("HLEN")
+            .arg(keys.health_table())
             .query_async(&mut c)
             .await
-            .expect("KEYS")
+            .expect("HLEN")
     };
-    assert!(
-        probe_keys.is_empty(),
-        "probe token released: {probe_keys:?}"
-    );
+    assert_eq!(left, 0, "health cleared, probe released");
 }
 
 #[tokio::test]
@@ -521,6 +574,25 @@ async fn rpm_and_tpm_limits_are_shared_by_the_fleet_and_skip_without_penalty() {
         outcomes(&r3.attempts),
         vec![("small".into(), O::SkippedQuota), ("tokens".into(), O::Ok)]
     );
+    // The first answer's tokens are charged in the background: wait until
+    // the fleet has counted them.
+    let mut cb = client(&b).await;
+    for _ in 0..100 {
+        let models = cb
+            .list_models(pb::ListModelsRequest {})
+            .await
+            .expect("models")
+            .into_inner();
+        if models
+            .models
+            .iter()
+            .flat_map(|m| m.members.iter())
+            .any(|m| m.upstream_model == "tokens" && m.tokens_this_minute > 0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let r4 = client(&b)
         .await
         .generate(ask("p", "hi"))

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::redis_client::RedisConfig;
 use crate::seal::MasterKey;
 use crate::telemetry::{LogFormat, TelemetryConfig};
 
@@ -44,6 +45,12 @@ pub struct RedisArgs {
     /// Prefix of every Redis key and channel (the same for the control plane and its workers).
     #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
     pub redis_prefix: String,
+    /// Redis is a Redis/Valkey Cluster; REDIS_URL may list several seed nodes, comma-separated.
+    #[arg(long, env = "SWITCHYARD_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// PEM CA bundle that signs the Redis server certificate (rediss:// only; default: system roots).
+    #[arg(long, env = "SWITCHYARD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl RedisArgs {
@@ -53,6 +60,15 @@ impl RedisArgs {
             return Err("--redis-prefix must be non-empty and without spaces".into());
         }
         Ok(self.redis_prefix.clone())
+    }
+
+    /// Where Redis is, for [`crate::redis_client::Redis::open`].
+    pub fn config(&self) -> RedisConfig {
+        RedisConfig {
+            url: self.redis_url.clone(),
+            cluster: self.redis_cluster,
+            ca_file: self.redis_ca_file.clone(),
+        }
     }
 }
 

@@ -1,5 +1,16 @@
 //! Redis key and channel names; everything lives under one prefix so several
 //! deployments (or tests) can share a Redis.
+//!
+//! Redis Cluster: every script touches one key, or keys that share a hash
+//! tag (the part in `{…}`), so no script crosses slots:
+//! - `{P:config}:snapshot`, `{P:config}:revision` — written together by the
+//!   control plane's publish script;
+//! - `{P:health}:members`, `{P:health}:version` — the fleet's health table and
+//!   its change counter, changed together by the health scripts;
+//! - `P:rr:<pool>` and `P:quota:<member>:<minute>` — one key per script.
+//!
+//! Channels (`P:config:changes`, `P:health:changes`) are classic pub/sub,
+//! which a cluster delivers to subscribers on every node.
 
 /// The key layout for one deployment.
 #[derive(Clone, Debug)]
@@ -14,6 +25,11 @@ impl RedisKeys {
         }
     }
 
+    /// The prefix every key and channel starts with (after an optional `{`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Pub/sub channel carrying one JSON change event per committed revision.
     pub fn changes_channel(&self) -> String {
         format!("{}:config:changes", self.prefix)
@@ -21,22 +37,34 @@ impl RedisKeys {
 
     /// Protobuf-encoded `switchyard.v1.Snapshot` at the latest published revision.
     pub fn snapshot(&self) -> String {
-        format!("{}:config:snapshot", self.prefix)
+        format!("{{{}:config}}:snapshot", self.prefix)
     }
 
     /// The revision of the stored snapshot, as a decimal integer.
     pub fn snapshot_revision(&self) -> String {
-        format!("{}:config:revision", self.prefix)
+        format!("{{{}:config}}:revision", self.prefix)
     }
 
-    /// A pool's round-robin counter, shared by every worker.
+    /// A pool's round-robin counter, shared by every worker (leased in blocks).
     pub fn rr_counter(&self, pool_id: &str) -> String {
         format!("{}:rr:{pool_id}", self.prefix)
     }
 
-    /// A member's health hash (fails, benches, until); it expires.
-    pub fn member_health(&self, member_id: &str) -> String {
-        format!("{}:health:{member_id}", self.prefix)
+    /// The fleet's health table: a hash, one field per member with failures,
+    /// a bench or a probe.
+    pub fn health_table(&self) -> String {
+        format!("{{{}:health}}:members", self.prefix)
+    }
+
+    /// Bumped by every change to the health table; messages carry it, so a
+    /// worker sees a lost one.
+    pub fn health_version(&self) -> String {
+        format!("{{{}:health}}:version", self.prefix)
+    }
+
+    /// Pub/sub channel carrying every change to the health table.
+    pub fn health_channel(&self) -> String {
+        format!("{}:health:changes", self.prefix)
     }
 
     /// A member's usage in one minute (hash: `r` requests, `t` tokens), for
@@ -45,15 +73,26 @@ impl RedisKeys {
         format!("{}:quota:{member_id}:{minute}", self.prefix)
     }
 
-    /// A pool's half-open probe token.
-    pub fn probe_token(&self, pool_id: &str) -> String {
-        format!("{}:probe:{pool_id}", self.prefix)
+    /// A pattern matching every key of this deployment (for tests and tools).
+    pub fn patterns(&self) -> [String; 2] {
+        [format!("{}:*", self.prefix), format!("{{{}:*", self.prefix)]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hash-tag part Redis Cluster slots a key by.
+    fn tag(key: &str) -> &str {
+        match key.find('{') {
+            Some(s) => match key[s + 1..].find('}') {
+                Some(e) if e > 0 => &key[s + 1..s + 1 + e],
+                _ => key,
+            },
+            None => key,
+        }
+    }
 
     #[test]
     fn every_key_is_under_the_prefix() {
@@ -63,11 +102,29 @@ mod tests {
             k.snapshot(),
             k.snapshot_revision(),
             k.rr_counter("p"),
-            k.member_health("m"),
-            k.probe_token("p"),
+            k.health_table(),
+            k.health_version(),
+            k.health_channel(),
+            k.member_quota("m", 1),
         ] {
-            assert!(key.starts_with("t1:"), "{key}");
+            assert!(
+                key.trim_start_matches('{').starts_with("t1:"),
+                "{key} is not under the prefix"
+            );
         }
         assert_ne!(k.snapshot(), k.snapshot_revision());
+    }
+
+    #[test]
+    fn keys_a_script_touches_together_share_a_slot() {
+        let k = RedisKeys::new("t1");
+        assert_eq!(tag(&k.snapshot()), tag(&k.snapshot_revision()));
+        assert_eq!(tag(&k.health_table()), tag(&k.health_version()));
+        assert_ne!(tag(&k.snapshot()), tag(&k.health_table()));
+        assert_ne!(
+            tag(&k.rr_counter("a")),
+            tag(&k.rr_counter("b")),
+            "pools spread over the cluster"
+        );
     }
 }

@@ -40,10 +40,15 @@ impl Drop for RedisPrefix {
             if let Ok(client) = redis::Client::open(redis_url())
                 && let Ok(mut c) = client.get_connection()
             {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{prefix}:*"))
-                    .query(&mut c)
-                    .unwrap_or_default();
+                // Plain keys and hash-tagged ones (`{prefix:…}…`).
+                let mut keys: Vec<String> = Vec::new();
+                for pattern in [format!("{prefix}:*"), format!("{{{prefix}:*")] {
+                    let found: Vec<String> = redis::cmd("KEYS")
+                        .arg(pattern)
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    keys.extend(found);
+                }
                 if !keys.is_empty() {
                     let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
                 }

@@ -17,6 +17,7 @@
 
 mod fault;
 pub mod harness;
+pub mod redis_servers;
 mod server;
 mod stats;
 mod wire;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::fault::Fault;
+pub use crate::redis_servers::{RedisCluster, TlsRedis};
 use crate::server::Shared;
 
 /// How long [`FakeUpstream::shutdown`] waits for the server task.

@@ -168,6 +168,19 @@ pub enum UpstreamError {
     Config(String),
 }
 
+/// Why an upstream refused a request for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400, 413, 422: the request is wrong.
+    BadRequest,
+    /// 401: the member's credential is wrong.
+    Unauthenticated,
+    /// 403: the credential may not do this.
+    Forbidden,
+    /// Any other 4xx.
+    Other,
+}
+
 /// What failover does with an error (docs/adr/004-failover-and-health.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -175,8 +188,9 @@ pub enum ErrorClass {
     Transient,
     /// Move on without penalising the member.
     ModelNotFound,
-    /// Return at once with this code (unless the pool advances on permanent errors).
-    Permanent(tonic::Code),
+    /// The upstream refused the request itself: return at once (unless the
+    /// pool advances on permanent errors).
+    Permanent(Refusal),
     /// This member cannot be called as configured: move on, no penalty.
     Misconfigured,
 }
@@ -195,11 +209,11 @@ impl UpstreamError {
             UpstreamError::Http { status, .. } => match status {
                 404 => ErrorClass::ModelNotFound,
                 408 | 409 | 425 | 429 => ErrorClass::Transient,
-                400 | 413 | 422 => ErrorClass::Permanent(tonic::Code::InvalidArgument),
-                401 => ErrorClass::Permanent(tonic::Code::Unauthenticated),
-                403 => ErrorClass::Permanent(tonic::Code::PermissionDenied),
+                400 | 413 | 422 => ErrorClass::Permanent(Refusal::BadRequest),
+                401 => ErrorClass::Permanent(Refusal::Unauthenticated),
+                403 => ErrorClass::Permanent(Refusal::Forbidden),
                 s if *s >= 500 => ErrorClass::Transient,
-                _ => ErrorClass::Permanent(tonic::Code::FailedPrecondition),
+                _ => ErrorClass::Permanent(Refusal::Other),
             },
         }
     }
@@ -331,20 +345,17 @@ mod tests {
         assert_eq!(http(404).class(), ErrorClass::ModelNotFound);
         assert_eq!(
             http(400).class(),
-            ErrorClass::Permanent(tonic::Code::InvalidArgument)
+            ErrorClass::Permanent(Refusal::BadRequest)
         );
         assert_eq!(
             http(422).class(),
-            ErrorClass::Permanent(tonic::Code::InvalidArgument)
+            ErrorClass::Permanent(Refusal::BadRequest)
         );
         assert_eq!(
             http(401).class(),
-            ErrorClass::Permanent(tonic::Code::Unauthenticated)
+            ErrorClass::Permanent(Refusal::Unauthenticated)
         );
-        assert_eq!(
-            http(403).class(),
-            ErrorClass::Permanent(tonic::Code::PermissionDenied)
-        );
+        assert_eq!(http(403).class(), ErrorClass::Permanent(Refusal::Forbidden));
         assert_eq!(UpstreamError::Truncated.class(), ErrorClass::Transient);
         assert_eq!(
             UpstreamError::Event {

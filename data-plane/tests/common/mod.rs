@@ -12,6 +12,7 @@ use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_client::InferenceClient;
 use switchyard_shared::change::{Action, ChangeMessage, Resource};
 use switchyard_shared::keys::RedisKeys;
+pub use switchyard_shared::redis_client::{Redis, RedisConfig, Timeouts};
 use switchyard_shared::seal::MasterKey;
 pub use switchyard_testkit::harness::{PrivateRedis, RedisPrefix, ServerProc, redis_url, unique};
 pub use switchyard_testkit::{FakeConfig, FakeUpstream, Fault};
@@ -186,11 +187,29 @@ impl Config {
         revision: u64,
         notify: bool,
     ) {
+        let cfg = RedisConfig {
+            url: redis.to_owned(),
+            ..RedisConfig::default()
+        };
+        self.publish_to(&cfg, prefix, revision, notify).await;
+    }
+
+    /// As `publish`, to any Redis (a cluster, TLS).
+    pub async fn publish_to(
+        &mut self,
+        redis: &RedisConfig,
+        prefix: &RedisPrefix,
+        revision: u64,
+        notify: bool,
+    ) {
         self.snap.revision = revision;
         let keys = RedisKeys::new(prefix.0.clone());
-        let client = redis::Client::open(redis).expect("redis url");
+        let client = Redis::open(redis).expect("redis config");
         let mut c = client
-            .get_multiplexed_async_connection()
+            .connect(Timeouts {
+                connect: Duration::from_secs(2),
+                response: Duration::from_secs(2),
+            })
             .await
             .expect("Redis must be running for the tests");
         let _: () = redis::cmd("SET")

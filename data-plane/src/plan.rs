@@ -1,16 +1,73 @@
-//! Selection: the order in which one request tries a pool's active members.
-//! The first is the pick; the rest is the failover order.
+//! Plan: the order in which one request tries a pool's active members — by
+//! the pool's strategy and the fleet's round-robin ticket, without benched
+//! members, with a half-open member marked as a probe. The first is the
+//! pick; the rest is the failover order. Reads memory only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rand::seq::SliceRandom as _;
+use tokio::time::Instant;
 
-use crate::catalog::{Candidate, Strategy};
+use crate::fleet::{Entry, State};
+use crate::model::{Candidate, Pool, Strategy};
+
+/// One member to try.
+#[derive(Debug)]
+pub struct Step {
+    pub candidate: Arc<Candidate>,
+    /// Its bench is over: this request may probe it, if it wins the claim.
+    pub probe: bool,
+}
+
+/// Why a member is left out of this request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    Benched {
+        left: Duration,
+    },
+    /// Another request is probing it.
+    Probing,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub skipped: Vec<(Arc<Candidate>, Skip)>,
+}
+
+/// Plans one request over `pool` with `ticket`, against the health table.
+pub fn plan(pool: &Pool, ticket: u64, health: &HashMap<String, Entry>, now: Instant) -> Plan {
+    let mut out = Plan::default();
+    for i in order(pool.strategy, &pool.active, ticket, &pool.sequence) {
+        let c = &pool.active[i];
+        let state = health.get(&c.member_id).map_or(State::Available, |e| {
+            e.state(now, pool.policy.failure_threshold)
+        });
+        match state {
+            State::Available | State::HalfOpen => out.steps.push(Step {
+                candidate: c.clone(),
+                probe: state == State::HalfOpen,
+            }),
+            State::Benched { until } => out.skipped.push((
+                c.clone(),
+                Skip::Benched {
+                    left: until.saturating_duration_since(now),
+                },
+            )),
+            State::Probing => out.skipped.push((c.clone(), Skip::Probing)),
+        }
+    }
+    out
+}
 
 /// Indexes into `members`, in the order to try them. `counter` is the pool's
 /// shared counter, so N workers together spread requests evenly; `sequence`
 /// is the pool's precomputed weighted sequence ([`weighted_sequence`]).
 pub fn order(
     strategy: Strategy,
-    members: &[std::sync::Arc<Candidate>],
+    members: &[Arc<Candidate>],
     counter: u64,
     sequence: &[u32],
 ) -> Vec<usize> {
@@ -110,12 +167,10 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use switchyard_proto::v1 as pb;
 
     use super::*;
+    use crate::model::{Limits, Policy};
     use crate::upstream::{Kind, Target, Timeouts};
 
     fn members(spec: &[(u32, i32)]) -> Vec<Arc<Candidate>> {
@@ -129,8 +184,7 @@ mod tests {
                     weight,
                     priority,
                     status: pb::MemberStatus::Active,
-                    rpm_limit: None,
-                    tpm_limit: None,
+                    limits: Limits::default(),
                     target: Target {
                         kind: Kind::Mock,
                         base_url: String::new(),
@@ -193,5 +247,50 @@ mod tests {
         let mut v = order(Strategy::Random, &m, 0, &[]);
         v.sort_unstable();
         assert_eq!(v, vec![0, 1, 2, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn benched_members_are_skipped_and_half_open_ones_are_probes() {
+        let active = members(&[(1, 0), (1, 0), (1, 0)]);
+        let pool = Pool {
+            name: "p".into(),
+            id: "p".into(),
+            strategy: Strategy::RoundRobin,
+            policy: Policy {
+                failure_threshold: 1,
+                ..Policy::default()
+            },
+            enabled: true,
+            members: active.clone(),
+            active,
+            sequence: vec![],
+        };
+        let now = Instant::now();
+        let mut benched = Entry::new(now);
+        benched.fails = 1;
+        benched.benched_until = Some(now + Duration::from_secs(2));
+        let mut half_open = Entry::new(now);
+        half_open.fails = 1;
+        half_open.benched_until = Some(now);
+        let health = HashMap::from([("m0".to_owned(), benched), ("m2".to_owned(), half_open)]);
+        let p = plan(&pool, 0, &health, now);
+        let steps: Vec<_> = p
+            .steps
+            .iter()
+            .map(|s| (s.candidate.member_id.as_str(), s.probe))
+            .collect();
+        assert_eq!(steps, vec![("m1", false), ("m2", true)]);
+        assert_eq!(
+            p.skipped
+                .iter()
+                .map(|(c, why)| (c.member_id.as_str(), *why))
+                .collect::<Vec<_>>(),
+            vec![(
+                "m0",
+                Skip::Benched {
+                    left: Duration::from_secs(2)
+                }
+            )]
+        );
     }
 }

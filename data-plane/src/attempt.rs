@@ -1,0 +1,99 @@
+//! Attempt: one try of one member, bounded by the provider's timeouts —
+//! the whole answer (unary), or the first chunk (streams: failover is
+//! allowed until it arrives, then the stream is committed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+
+use crate::model::Candidate;
+use crate::upstream::{self, ChatRequest, Chunk, ChunkStream, Completion, UpstreamError};
+
+/// An open stream: its first chunk is in hand, so it is committed.
+pub struct OpenStream {
+    pub first: Chunk,
+    pub rest: ChunkStream,
+}
+
+/// Sends `req` to `c` and waits for the whole answer, within the provider's request timeout.
+pub async fn complete(
+    http: &HttpClients,
+    c: Arc<Candidate>,
+    req: &ChatRequest,
+) -> Result<Completion, UpstreamError> {
+    let client = http.for_connect_timeout(c.target.timeouts.connect);
+    let t = &c.target;
+    tokio::time::timeout(t.timeouts.total, upstream::complete(&client, t, req))
+        .await
+        .unwrap_or(Err(UpstreamError::RequestTimeout))
+}
+
+/// Opens a stream to `c` and peeks its first chunk, within the first-byte timeout.
+pub async fn open_stream(
+    http: &HttpClients,
+    c: Arc<Candidate>,
+    req: &ChatRequest,
+) -> Result<OpenStream, UpstreamError> {
+    let client = http.for_connect_timeout(c.target.timeouts.connect);
+    let t = &c.target;
+    let open = async {
+        let mut s = upstream::stream(&client, t, req).await?;
+        match s.next().await {
+            Some(Ok(first)) => Ok(OpenStream { first, rest: s }),
+            Some(Err(e)) => Err(e),
+            None => Err(UpstreamError::Truncated),
+        }
+    };
+    tokio::time::timeout(t.timeouts.first_byte, open)
+        .await
+        .unwrap_or(Err(UpstreamError::FirstByteTimeout))
+}
+
+/// Pooled HTTP clients, one per distinct provider connect timeout (reqwest
+/// sets it per client), kept across config changes so connection pools
+/// survive them. Clients make no retries of their own and have no overall
+/// timeout: failover decides both, per attempt.
+pub struct HttpClients {
+    clients: std::sync::Mutex<std::collections::HashMap<Duration, reqwest::Client>>,
+}
+
+impl Default for HttpClients {
+    fn default() -> Self {
+        Self {
+            clients: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl HttpClients {
+    pub fn for_connect_timeout(&self, connect: Duration) -> reqwest::Client {
+        let mut map = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(&connect) {
+            return c.clone();
+        }
+        let built = reqwest::Client::builder()
+            .connect_timeout(connect)
+            // A redirect would carry the credential headers to another host,
+            // and turn a POST into a GET: an upstream that redirects is misconfigured.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build();
+        match built {
+            Ok(c) => {
+                map.insert(connect, c.clone());
+                c
+            }
+            Err(err) => {
+                // Only TLS back-end initialisation can fail here; fall back to defaults.
+                tracing::error!(error = %err, "cannot build an HTTP client; using defaults");
+                reqwest::Client::new()
+            }
+        }
+    }
+}

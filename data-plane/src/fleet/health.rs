@@ -1,0 +1,394 @@
+//! Member health: one entry per member with failures, a bench or a probe,
+//! the rules that change it, and the worker's live copy of the fleet's table.
+//!
+//! The rules here are the in-memory twin of the Redis scripts in
+//! `fleet/redis.rs`; `tests/fleet_backends.rs` runs one sequence of events
+//! through both and checks they agree (docs/adr/004-failover-and-health.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::model::Policy;
+
+/// A half-open probe in flight: who holds it and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub owner: String,
+    pub until: Instant,
+}
+
+/// One member's health, as the fleet shares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Consecutive failures.
+    pub fails: u32,
+    /// Benches since the last success; each is twice as long as the last.
+    pub benches: u32,
+    pub benched_until: Option<Instant>,
+    pub probe: Option<Probe>,
+    /// Last change; an entry left alone for long starts over.
+    pub updated: Instant,
+    /// The fleet's change counter when this entry was written (Redis; 0 in memory).
+    pub version: u64,
+}
+
+/// What a member is, for one request at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Available,
+    Benched {
+        until: Instant,
+    },
+    /// The bench is over: the next request may probe it (one at a time, fleet-wide).
+    HalfOpen,
+    /// Another request is probing it.
+    Probing,
+}
+
+/// A failure as the rules need it.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure {
+    pub threshold: u32,
+    pub cooldown_base: Duration,
+    pub cooldown_max: Duration,
+    /// The upstream's Retry-After: a bench lasts at least this long.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub fn new(policy: &Policy, retry_after: Option<Duration>) -> Self {
+        Self {
+            threshold: policy.failure_threshold.max(1),
+            cooldown_base: policy.cooldown_base,
+            cooldown_max: policy.cooldown_max,
+            retry_after,
+        }
+    }
+
+    /// After this long without change, an entry that is not benched starts over.
+    pub fn stale_after(&self) -> Duration {
+        self.cooldown_max + Duration::from_secs(60)
+    }
+}
+
+impl Entry {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            fails: 0,
+            benches: 0,
+            benched_until: None,
+            probe: None,
+            updated: now,
+            version: 0,
+        }
+    }
+
+    /// An entry with nothing in it: the member is healthy and the entry can go.
+    pub fn is_clear(&self) -> bool {
+        self.fails == 0 && self.benches == 0 && self.benched_until.is_none() && self.probe.is_none()
+    }
+
+    pub fn benched_at(&self, now: Instant) -> bool {
+        self.benched_until.is_some_and(|u| now < u)
+    }
+
+    pub fn state(&self, now: Instant, threshold: u32) -> State {
+        if let Some(until) = self.benched_until.filter(|u| now < *u) {
+            return State::Benched { until };
+        }
+        if self.fails < threshold.max(1) {
+            return State::Available;
+        }
+        match &self.probe {
+            Some(p) if now < p.until => State::Probing,
+            _ => State::HalfOpen,
+        }
+    }
+
+    /// Counts a failure. At the threshold, and whenever it fails again after
+    /// a bench ended (a failed probe), the member is benched for twice as long
+    /// as last time, capped; never shorter than Retry-After. Failures while
+    /// benched (requests already in flight) do not escalate it, but a longer
+    /// Retry-After extends it. A failure ends the caller's probe.
+    pub fn fail(&mut self, now: Instant, f: &Failure, probe_owner: Option<&str>) {
+        if !self.benched_at(now) && now.saturating_duration_since(self.updated) > f.stale_after() {
+            self.fails = 0;
+            self.benches = 0;
+        }
+        self.fails += 1;
+        let retry_after = f.retry_after.unwrap_or_default();
+        if self.fails >= f.threshold && !self.benched_at(now) {
+            self.benches += 1;
+            let exp = (self.benches - 1).min(30);
+            let cooldown = f
+                .cooldown_base
+                .saturating_mul(1 << exp)
+                .min(f.cooldown_max)
+                .max(retry_after);
+            self.benched_until = Some(
+                self.benched_until
+                    .map_or(now + cooldown, |u| u.max(now + cooldown)),
+            );
+        } else if let Some(u) = self.benched_until.filter(|u| now < *u) {
+            self.benched_until = Some(u.max(now + retry_after));
+        }
+        if let (Some(p), Some(owner)) = (&self.probe, probe_owner)
+            && p.owner == owner
+        {
+            self.probe = None;
+        }
+        self.updated = now;
+    }
+
+    /// Takes the member's probe if its bench is over and nobody holds it.
+    pub fn claim(&mut self, now: Instant, owner: &str, ttl: Duration) -> bool {
+        let free = self.probe.as_ref().is_none_or(|p| now >= p.until);
+        if self.fails == 0 || self.benched_at(now) || !free {
+            return false;
+        }
+        self.probe = Some(Probe {
+            owner: owner.to_owned(),
+            until: now + ttl,
+        });
+        self.updated = now;
+        true
+    }
+
+    /// Gives the probe back (only its holder can).
+    pub fn release(&mut self, now: Instant, owner: &str) -> bool {
+        if self.probe.as_ref().is_some_and(|p| p.owner == owner) {
+            self.probe = None;
+            self.updated = now;
+            return true;
+        }
+        false
+    }
+
+    /// Folds in what a worker learned while it could not tell the fleet.
+    pub fn merge(&mut self, now: Instant, other: &Entry) {
+        self.fails = self.fails.max(other.fails);
+        self.benches = self.benches.max(other.benches);
+        self.benched_until = match (self.benched_until, other.benched_until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.updated = now;
+    }
+}
+
+/// The worker's copy of the fleet's health: read lock-free on the request
+/// path, replaced entry by entry as changes arrive.
+#[derive(Default)]
+pub struct HealthTable {
+    entries: ArcSwap<HashMap<String, Entry>>,
+    write: std::sync::Mutex<()>,
+}
+
+impl HealthTable {
+    /// The table as of now (one atomic load).
+    pub fn load(&self) -> Arc<HashMap<String, Entry>> {
+        self.entries.load_full()
+    }
+
+    pub fn get(&self, member: &str) -> Option<Entry> {
+        self.entries.load().get(member).cloned()
+    }
+
+    /// Stores `entry` unless the table holds a newer version of it; a clear
+    /// entry removes the member.
+    pub fn apply(&self, member: &str, entry: Entry) {
+        self.update(|m| {
+            if m.get(member).is_some_and(|cur| cur.version > entry.version) {
+                return;
+            }
+            if entry.is_clear() {
+                m.remove(member);
+            } else {
+                m.insert(member.to_owned(), entry);
+            }
+        });
+    }
+
+    /// Changes one member's entry in place (created when missing).
+    pub fn modify<R>(
+        &self,
+        member: &str,
+        now: Instant,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> (R, Entry) {
+        let _w = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = HashMap::clone(&self.entries.load());
+        let mut e = m.get(member).cloned().unwrap_or_else(|| Entry::new(now));
+        let r = f(&mut e);
+        if e.is_clear() {
+            m.remove(member);
+        } else {
+            m.insert(member.to_owned(), e.clone());
+        }
+        self.entries.store(Arc::new(m));
+        (r, e)
+    }
+
+    pub fn remove(&self, member: &str) {
+        self.update(|m| {
+            m.remove(member);
+        });
+    }
+
+    /// Replaces everything (a full load).
+    pub fn replace(&self, entries: HashMap<String, Entry>) {
+        let _w = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.entries.store(Arc::new(entries));
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HashMap<String, Entry>)) {
+        let _w = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = HashMap::clone(&self.entries.load());
+        f(&mut m);
+        self.entries.store(Arc::new(m));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(retry_after: Option<Duration>) -> Failure {
+        Failure {
+            threshold: 2,
+            cooldown_base: Duration::from_secs(1),
+            cooldown_max: Duration::from_secs(3),
+            retry_after,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn benches_at_the_threshold_and_doubles_after_each_failed_probe_up_to_the_cap() {
+        let start = Instant::now();
+        let mut e = Entry::new(start);
+        e.fail(start, &failure(None), None);
+        assert_eq!(e.state(start, 2), State::Available, "below the threshold");
+        e.fail(start, &failure(None), None);
+        assert_eq!(e.benched_until, Some(start + Duration::from_secs(1)));
+        // In-flight failures while benched do not escalate.
+        e.fail(start, &failure(None), None);
+        assert_eq!(e.benched_until, Some(start + Duration::from_secs(1)));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        assert_eq!(
+            e.state(now, 2),
+            State::HalfOpen,
+            "the cooldown is waited out first"
+        );
+        assert!(e.claim(now, "w1", Duration::from_secs(10)));
+        assert_eq!(e.state(now, 2), State::Probing);
+        assert!(
+            !e.claim(now, "w2", Duration::from_secs(10)),
+            "one probe at a time"
+        );
+        e.fail(now, &failure(None), Some("w1"));
+        assert_eq!(
+            e.benched_until,
+            Some(now + Duration::from_secs(2)),
+            "doubled"
+        );
+        assert!(e.probe.is_none(), "a failed probe gives the probe back");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let now = Instant::now();
+        assert!(e.claim(now, "w1", Duration::from_secs(10)));
+        e.fail(now, &failure(None), Some("w1"));
+        assert_eq!(
+            e.benched_until,
+            Some(now + Duration::from_secs(3)),
+            "capped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_sets_a_floor_and_extends_but_nothing_shortens() {
+        let now = Instant::now();
+        let mut e = Entry::new(now);
+        e.fail(now, &failure(None), None);
+        e.fail(now, &failure(Some(Duration::from_secs(10))), None);
+        assert_eq!(e.benched_until, Some(now + Duration::from_secs(10)));
+        e.fail(now, &failure(Some(Duration::from_secs(2))), None);
+        assert_eq!(e.benched_until, Some(now + Duration::from_secs(10)));
+        e.fail(now, &failure(Some(Duration::from_secs(20))), None);
+        assert_eq!(e.benched_until, Some(now + Duration::from_secs(20)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_expires_can_be_taken_again_and_only_its_holder_releases_it() {
+        let now = Instant::now();
+        let mut e = Entry::new(now);
+        e.fail(now, &failure(None), None);
+        e.fail(now, &failure(None), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        assert!(e.claim(now, "w1", Duration::from_secs(5)));
+        assert!(!e.release(now, "w2"));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        assert_eq!(
+            e.state(now, 2),
+            State::HalfOpen,
+            "an abandoned probe expires"
+        );
+        assert!(e.claim(now, "w2", Duration::from_secs(5)));
+        assert!(e.release(now, "w2"));
+        assert_eq!(e.state(now, 2), State::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_are_forgotten() {
+        let now = Instant::now();
+        let mut e = Entry::new(now);
+        e.fail(now, &failure(None), None);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let now = Instant::now();
+        e.fail(now, &failure(None), None);
+        assert_eq!(
+            e.fails, 1,
+            "a failure from long ago does not count toward the threshold"
+        );
+        assert_eq!(e.state(now, 2), State::Available);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_table_keeps_the_newest_version_and_drops_clear_entries() {
+        let t = HealthTable::default();
+        let now = Instant::now();
+        let mut e = Entry::new(now);
+        e.fails = 1;
+        e.version = 5;
+        t.apply("m", e.clone());
+        let mut older = e.clone();
+        older.fails = 9;
+        older.version = 4;
+        t.apply("m", older);
+        assert_eq!(
+            t.get("m").map(|e| e.fails),
+            Some(1),
+            "an older message loses"
+        );
+        let mut clear = Entry::new(now);
+        clear.version = 6;
+        t.apply("m", clear);
+        assert!(t.get("m").is_none());
+    }
+}

@@ -1,0 +1,546 @@
+//! Fleet state: what every worker shares — member health, round-robin
+//! tickets, rpm/tpm usage, half-open probes — held in memory and kept live
+//! by a [`Backend`]: Redis in production ([`redis::RedisBackend`]), memory in
+//! the embedded default ([`memory::MemoryBackend`]).
+//!
+//! The request path reads memory. What a request learns (a failure, a
+//! recovery) is applied to the worker's copy at once and pushed to the
+//! backend in the background, in order, by one task; the backend's answer
+//! (and its broadcast to every other worker) replaces the local guess. Only
+//! two things wait on the backend, each one bounded round trip: reserving
+//! a limited member's quota, and claiming a half-open member's probe.
+//! While the backend is unreachable ([`Link`]), decisions are local.
+
+pub mod health;
+pub mod link;
+pub mod memory;
+pub mod redis;
+pub mod tickets;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use health::{Entry, Failure, HealthTable, State};
+pub use link::{Link, LinkState};
+
+use crate::model::{Limits, Policy};
+
+/// Longest a request waits on the backend (quota reservation, probe claim).
+const REQUEST_PATH_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest a background push waits.
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Reports waiting for the background task; beyond this they are dropped
+/// (and merged when the backend is reachable again).
+const QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+#[error("fleet state unavailable: {0}")]
+pub struct BackendError(pub String);
+
+/// A quota reservation's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    Granted,
+    Denied { requests: u64, tokens: u64 },
+}
+
+/// The authority over shared state. Every change returns the member's entry
+/// as the fleet now has it (with the fleet's change counter).
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    async fn fail(
+        &self,
+        member: &str,
+        f: &Failure,
+        probe_owner: Option<&str>,
+    ) -> Result<Entry, BackendError>;
+    /// Clears the member's entry (returns the clear entry with its version).
+    async fn succeed(&self, member: &str) -> Result<Entry, BackendError>;
+    /// Takes the member's probe if its bench is over and nobody holds it.
+    async fn claim(
+        &self,
+        member: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(bool, Entry), BackendError>;
+    async fn release(&self, member: &str, owner: &str) -> Result<Entry, BackendError>;
+    /// Folds in failures a worker saw while it could not report them.
+    async fn merge(&self, member: &str, local: &Entry) -> Result<Entry, BackendError>;
+    /// Leases `n` round-robin tickets of a pool; returns the first.
+    async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError>;
+    /// Counts one request against a limited member's minute, unless it is over.
+    async fn reserve(
+        &self,
+        member: &str,
+        limits: Limits,
+        minute: i64,
+    ) -> Result<Reservation, BackendError>;
+    /// Adds tokens to a limited member's minute.
+    async fn charge(&self, member: &str, tokens: u64, minute: i64) -> Result<(), BackendError>;
+    /// A limited member's usage in one minute: (requests, tokens).
+    async fn usage(&self, member: &str, minute: i64) -> Result<(u64, u64), BackendError>;
+    /// The whole health table (a worker's first load, or after a gap).
+    async fn load(&self) -> Result<HashMap<String, Entry>, BackendError>;
+}
+
+/// What a request learned, pushed to the backend in the background.
+#[derive(Debug)]
+enum Report {
+    Failure {
+        member: String,
+        failure: Failure,
+        probe_owner: Option<String>,
+    },
+    Success {
+        member: String,
+    },
+    Release {
+        member: String,
+        owner: String,
+    },
+    Charge {
+        member: String,
+        tokens: u64,
+        minute: i64,
+    },
+    Refill {
+        pool_id: String,
+        n: u64,
+    },
+}
+
+/// A half-open probe this request holds; given back when dropped unless a
+/// success or failure report settled it.
+pub struct ProbeHold {
+    member: String,
+    owner: String,
+    fleet: Arc<FleetCore>,
+    settled: bool,
+}
+
+impl ProbeHold {
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+}
+
+impl Drop for ProbeHold {
+    fn drop(&mut self) {
+        if !self.settled {
+            let now = Instant::now();
+            self.fleet
+                .table
+                .modify(&self.member, now, |e| e.release(now, &self.owner));
+            self.fleet.send(Report::Release {
+                member: std::mem::take(&mut self.member),
+                owner: std::mem::take(&mut self.owner),
+            });
+        }
+    }
+}
+
+/// The current Unix minute (the rpm/tpm window).
+pub fn minute() -> i64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    i64::try_from(ms / 60_000).unwrap_or(0)
+}
+
+struct FleetCore {
+    table: Arc<HealthTable>,
+    tickets: tickets::Tickets,
+    backend: Arc<dyn Backend>,
+    link: Arc<Link>,
+    reports: mpsc::Sender<Report>,
+    /// Members whose changes did not reach the backend.
+    pending: Mutex<HashSet<String>>,
+    /// Usage of limited members as this worker knows it: (member, minute) →
+    /// (requests, tokens). Counts alone while the backend is unreachable.
+    usage: Mutex<HashMap<(String, i64), (u64, u64)>>,
+}
+
+impl FleetCore {
+    fn send(&self, r: Report) {
+        let member = match &r {
+            Report::Failure { member, .. } | Report::Success { member } => Some(member.clone()),
+            _ => None,
+        };
+        if self.reports.try_send(r).is_err()
+            && let Some(m) = member
+        {
+            self.pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(m);
+        }
+    }
+}
+
+/// The fleet state a worker holds; cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    core: Arc<FleetCore>,
+}
+
+impl Fleet {
+    /// A fleet over `backend`; the returned task pushes reports until `stop`.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        link: Arc<Link>,
+        stop: CancellationToken,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let core = Arc::new(FleetCore {
+            table: Arc::new(HealthTable::default()),
+            tickets: tickets::Tickets::default(),
+            backend,
+            link,
+            reports: tx,
+            pending: Mutex::new(HashSet::new()),
+            usage: Mutex::new(HashMap::new()),
+        });
+        let pusher = push(core.clone(), rx, stop);
+        (Self { core }, pusher)
+    }
+
+    pub fn table(&self) -> &Arc<HealthTable> {
+        &self.core.table
+    }
+
+    pub fn link(&self) -> &Arc<Link> {
+        &self.core.link
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.core.backend
+    }
+
+    /// The next round-robin ticket of a pool; never waits.
+    pub fn ticket(&self, pool_id: &str) -> u64 {
+        let (t, refill) = self.core.tickets.take(pool_id);
+        if let Some(r) = refill {
+            if self.core.link.usable() {
+                self.core.send(Report::Refill {
+                    pool_id: pool_id.to_owned(),
+                    n: r.n,
+                });
+            } else {
+                self.core.tickets.filled(pool_id, None);
+            }
+        }
+        t
+    }
+
+    /// A transient failure: applied here at once, pushed to the fleet.
+    /// Returns the member's entry as this worker now sees it.
+    pub fn failure(
+        &self,
+        member: &str,
+        policy: &Policy,
+        retry_after: Option<Duration>,
+        probe: Option<ProbeHold>,
+    ) -> Entry {
+        let f = Failure::new(policy, retry_after);
+        let owner = probe.map(|mut p| {
+            p.settled = true;
+            std::mem::take(&mut p.owner)
+        });
+        let now = Instant::now();
+        let ((), entry) = self
+            .core
+            .table
+            .modify(member, now, |e| e.fail(now, &f, owner.as_deref()));
+        self.core.send(Report::Failure {
+            member: member.to_owned(),
+            failure: f,
+            probe_owner: owner,
+        });
+        entry
+    }
+
+    /// A success: clears the member's failures if it had any (no backend call otherwise).
+    pub fn success(&self, member: &str, probe: Option<ProbeHold>) {
+        if let Some(mut p) = probe {
+            p.settled = true;
+        }
+        if self.core.table.get(member).is_some() {
+            self.core.table.remove(member);
+            self.core.send(Report::Success {
+                member: member.to_owned(),
+            });
+        }
+    }
+
+    /// Claims a half-open member's probe for this request (one fleet-wide).
+    pub async fn claim(&self, member: &str, ttl: Duration) -> Option<ProbeHold> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let now = Instant::now();
+        let (granted, _) = self
+            .core
+            .table
+            .modify(member, now, |e| e.claim(now, &owner, ttl));
+        if !granted {
+            return None;
+        }
+        let hold = ProbeHold {
+            member: member.to_owned(),
+            owner,
+            fleet: self.core.clone(),
+            settled: false,
+        };
+        if !self.core.link.usable() {
+            return Some(hold);
+        }
+        let asked = tokio::time::timeout(
+            REQUEST_PATH_TIMEOUT,
+            self.core.backend.claim(member, &hold.owner, ttl),
+        )
+        .await;
+        match asked {
+            Ok(Ok((granted, entry))) => {
+                self.core.link.ok();
+                self.core.table.apply(member, entry);
+                if granted {
+                    Some(hold)
+                } else {
+                    // Someone else probes it; the fleet's entry already says so.
+                    let mut hold = hold;
+                    hold.settled = true;
+                    None
+                }
+            }
+            Ok(Err(e)) => {
+                self.core.link.failed(&e.0);
+                Some(hold)
+            }
+            Err(_) => {
+                self.core.link.failed("probe claim timed out");
+                Some(hold)
+            }
+        }
+    }
+
+    /// Reserves one request of a limited member's minute. One bounded round
+    /// trip; counted locally while the backend is unreachable.
+    pub async fn reserve(&self, member: &str, limits: Limits) -> Reservation {
+        let minute = minute();
+        if self.core.link.usable() {
+            let asked = tokio::time::timeout(
+                REQUEST_PATH_TIMEOUT,
+                self.core.backend.reserve(member, limits, minute),
+            )
+            .await;
+            match asked {
+                Ok(Ok(r)) => {
+                    self.core.link.ok();
+                    self.count_locally(member, minute, u64::from(r == Reservation::Granted), 0);
+                    return r;
+                }
+                Ok(Err(e)) => self.core.link.failed(&e.0),
+                Err(_) => self.core.link.failed("quota reservation timed out"),
+            }
+        }
+        let (r, t) = self.local_usage(member, minute);
+        if limits.rpm.is_some_and(|l| r >= l) || limits.tpm.is_some_and(|l| t >= l) {
+            return Reservation::Denied {
+                requests: r,
+                tokens: t,
+            };
+        }
+        self.count_locally(member, minute, 1, 0);
+        Reservation::Granted
+    }
+
+    /// Adds an answer's tokens to a limited member's minute.
+    pub fn charge(&self, member: &str, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let minute = minute();
+        self.count_locally(member, minute, 0, tokens);
+        self.core.send(Report::Charge {
+            member: member.to_owned(),
+            tokens,
+            minute,
+        });
+    }
+
+    /// A limited member's usage this minute: the fleet's count, or this
+    /// worker's own while the backend is unreachable (not for the request path).
+    pub async fn usage(&self, member: &str) -> (u64, u64) {
+        let minute = minute();
+        if self.core.link.usable()
+            && let Ok(Ok(u)) = tokio::time::timeout(
+                REQUEST_PATH_TIMEOUT,
+                self.core.backend.usage(member, minute),
+            )
+            .await
+        {
+            return u;
+        }
+        self.local_usage(member, minute)
+    }
+
+    fn local_usage(&self, member: &str, minute: i64) -> (u64, u64) {
+        self.core
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(member.to_owned(), minute))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn count_locally(&self, member: &str, minute: i64, requests: u64, tokens: u64) {
+        let mut u = self
+            .core
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        u.retain(|(_, m), _| *m >= minute - 1);
+        let e = u.entry((member.to_owned(), minute)).or_default();
+        e.0 += requests;
+        e.1 += tokens;
+    }
+
+    /// Pushes what this worker learned while the backend was unreachable
+    /// (its local entries win where they are worse), then forgets it.
+    pub async fn push_pending(&self) -> Result<(), BackendError> {
+        let members: Vec<String> = self
+            .core
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (i, m) in members.iter().enumerate() {
+            let result = match self.core.table.get(m) {
+                Some(local) => self.core.backend.merge(m, &local).await,
+                None => self.core.backend.succeed(m).await,
+            };
+            match result {
+                Ok(entry) => self.core.table.apply(m, entry),
+                Err(e) => {
+                    self.core
+                        .pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .extend(members[i..].iter().cloned());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self
+            .core
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Loads the whole table from the backend, replacing this worker's copy
+    /// (entries only this worker knows are pushed first by `push_pending`).
+    pub async fn reload(&self) -> Result<(), BackendError> {
+        let entries = self.core.backend.load().await?;
+        self.core.table.replace(entries);
+        Ok(())
+    }
+
+    /// Forgets the tickets of pools that are gone.
+    pub fn retain_pools(&self, keep: impl Fn(&str) -> bool) {
+        self.core.tickets.retain(keep);
+    }
+}
+
+/// The background task: pushes reports to the backend one at a time, in order.
+async fn push(core: Arc<FleetCore>, mut rx: mpsc::Receiver<Report>, stop: CancellationToken) {
+    loop {
+        let report = tokio::select! {
+            () = stop.cancelled() => return,
+            r = rx.recv() => match r { Some(r) => r, None => return },
+        };
+        let member = match &report {
+            Report::Failure { member, .. } | Report::Success { member } => Some(member.clone()),
+            _ => None,
+        };
+        if !core.link.usable() {
+            if let Report::Refill { pool_id, .. } = &report {
+                core.tickets.filled(pool_id, None);
+            }
+            if let Some(m) = member {
+                core.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(m);
+            }
+            continue;
+        }
+        let outcome = tokio::time::timeout(BACKGROUND_TIMEOUT, apply(&core, &report)).await;
+        let error = match outcome {
+            Ok(Ok(())) => {
+                core.link.ok();
+                continue;
+            }
+            Ok(Err(e)) => e.0,
+            Err(_) => "timed out".to_owned(),
+        };
+        core.link.failed(&error);
+        if let Report::Refill { pool_id, .. } = &report {
+            core.tickets.filled(pool_id, None);
+        }
+        if let Some(m) = member {
+            core.pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(m);
+        }
+    }
+}
+
+async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
+    match report {
+        Report::Failure {
+            member,
+            failure,
+            probe_owner,
+        } => {
+            let e = core
+                .backend
+                .fail(member, failure, probe_owner.as_deref())
+                .await?;
+            if e.benches > 0 && e.benched_until.is_some_and(|u| u > Instant::now()) {
+                tracing::debug!(member = %member, benches = e.benches, "member benched fleet-wide");
+            }
+            core.table.apply(member, e);
+        }
+        Report::Success { member } => {
+            let e = core.backend.succeed(member).await?;
+            core.table.apply(member, e);
+        }
+        Report::Release { member, owner } => {
+            let e = core.backend.release(member, owner).await?;
+            core.table.apply(member, e);
+        }
+        Report::Charge {
+            member,
+            tokens,
+            minute,
+        } => core.backend.charge(member, *tokens, *minute).await?,
+        Report::Refill { pool_id, n } => {
+            let first = core.backend.lease(pool_id, *n).await?;
+            core.tickets.filled(pool_id, Some((first, *n)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,585 @@
+//! The Redis backend: health in one hash (`{P:health}:members`, a field per
+//! member) changed only by the scripts below, each of which bumps
+//! `{P:health}:version` and PUBLISHes the member's new entry on
+//! `P:health:changes`; round-robin counters leased with INCRBY; rpm/tpm
+//! usage per member and minute. Every script touches one hash tag, so it
+//! runs on a Redis Cluster too. Times in Redis are Redis's clock (TIME);
+//! every answer carries it, so workers convert to their own clock without
+//! trusting theirs to agree.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::redis_client::{Conn, Redis, Timeouts};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::health::Probe;
+use super::{Backend, BackendError, Entry, Failure, Fleet, Reservation};
+use crate::model::Limits;
+
+/// Shared by the health scripts. `KEYS[1]` the table, `KEYS[2]` the version;
+/// `ARGV[1]` the channel, `ARGV[2]` the member. An entry is
+/// `fails|benches|until|owner|probe_until|updated|version` (ms, Redis clock);
+/// an answer is `now|<entry>`; a message is `now|<entry>|member`.
+const COMMON: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function decode(s)
+  local e = {fails = 0, benches = 0, till = 0, owner = '', probe = 0, updated = 0, v = 0}
+  if s then
+    local f = {}
+    for p in string.gmatch(s .. '|', '([^|]*)|') do f[#f + 1] = p end
+    e.fails = tonumber(f[1]) or 0
+    e.benches = tonumber(f[2]) or 0
+    e.till = tonumber(f[3]) or 0
+    e.owner = f[4] or ''
+    e.probe = tonumber(f[5]) or 0
+    e.updated = tonumber(f[6]) or 0
+    e.v = tonumber(f[7]) or 0
+  end
+  return e
+end
+local function encode(e)
+  return string.format('%d|%d|%d|%s|%d|%d|%d', e.fails, e.benches, e.till, e.owner, e.probe, e.updated, e.v)
+end
+local function save(e, now)
+  e.v = redis.call('INCR', KEYS[2])
+  local s = encode(e)
+  if e.fails == 0 and e.benches == 0 and e.till == 0 and e.owner == '' then
+    redis.call('HDEL', KEYS[1], ARGV[2])
+  else
+    redis.call('HSET', KEYS[1], ARGV[2], s)
+  end
+  redis.call('PUBLISH', ARGV[1], now .. '|' .. s .. '|' .. ARGV[2])
+  return now .. '|' .. s
+end
+local now = now_ms()
+local e = decode(redis.call('HGET', KEYS[1], ARGV[2]))
+";
+
+/// `ARGV[3..]`: threshold, cooldown base, cooldown max, Retry-After (ms),
+/// probe owner ('' if none), stale after (ms). Mirrors `Entry::fail`.
+const FAIL: &str = r"
+local threshold, base, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ra, owner, stale = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local benched = now < e.till
+if not benched and now - e.updated > stale then
+  e.fails = 0
+  e.benches = 0
+end
+e.fails = e.fails + 1
+if e.fails >= threshold and not benched then
+  e.benches = e.benches + 1
+  local cooldown = math.min(base * (2 ^ math.min(e.benches - 1, 30)), max)
+  if ra > cooldown then cooldown = ra end
+  e.till = math.max(e.till, now + cooldown)
+elseif benched and now + ra > e.till then
+  e.till = now + ra
+end
+if owner ~= '' and e.owner == owner then
+  e.owner = ''
+  e.probe = 0
+end
+e.updated = now
+return save(e, now)
+";
+
+const SUCCEED: &str = r"
+return save(decode(nil), now)
+";
+
+/// `ARGV[3]` owner, `ARGV[4]` ttl (ms). Mirrors `Entry::claim`.
+const CLAIM: &str = r"
+if e.fails > 0 and now >= e.till and (e.owner == '' or now >= e.probe) then
+  e.owner = ARGV[3]
+  e.probe = now + tonumber(ARGV[4])
+  e.updated = now
+  return {1, save(e, now)}
+end
+return {0, now .. '|' .. encode(e)}
+";
+
+/// `ARGV[3]` owner. Mirrors `Entry::release`.
+const RELEASE: &str = r"
+if e.owner ~= '' and e.owner == ARGV[3] then
+  e.owner = ''
+  e.probe = 0
+  e.updated = now
+  return save(e, now)
+end
+return now .. '|' .. encode(e)
+";
+
+/// `ARGV[3..]`: fails, benches, bench left (ms; -1 none). Mirrors `Entry::merge`.
+const MERGE: &str = r"
+e.fails = math.max(e.fails, tonumber(ARGV[3]))
+e.benches = math.max(e.benches, tonumber(ARGV[4]))
+local left = tonumber(ARGV[5])
+if left >= 0 then e.till = math.max(e.till, now + left) end
+e.updated = now
+return save(e, now)
+";
+
+/// `KEYS[1]` the table, `KEYS[2]` the version: `{now, version, field, value, …}`.
+const LOAD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {now, tonumber(redis.call('GET', KEYS[2]) or '0')}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all do out[#out + 1] = all[i] end
+return out
+";
+
+/// `KEYS[1]` the member's minute; `ARGV` rpm, tpm (-1: none). Counts the
+/// request only if both are under their limit: `{granted, requests, tokens}`.
+const RESERVE: &str = r"
+local r = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
+local t = tonumber(redis.call('HGET', KEYS[1], 't') or '0')
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+if (rpm >= 0 and r >= rpm) or (tpm >= 0 and t >= tpm) then return {0, r, t} end
+r = redis.call('HINCRBY', KEYS[1], 'r', 1)
+redis.call('EXPIRE', KEYS[1], 120)
+return {1, r, t}
+";
+
+const CHARGE: &str = r"
+redis.call('HINCRBY', KEYS[1], 't', ARGV[1])
+redis.call('EXPIRE', KEYS[1], 120)
+return 1
+";
+
+fn health_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{COMMON}{body}"))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `t` (Redis ms) on this worker's clock, given Redis's `now` at `base`.
+fn at(base: Instant, now: i64, t: i64) -> Instant {
+    let d = Duration::from_millis(t.abs_diff(now));
+    if t >= now {
+        base + d
+    } else {
+        base.checked_sub(d).unwrap_or(base)
+    }
+}
+
+fn bad(what: &str) -> BackendError {
+    BackendError(format!("unexpected answer from Redis: {what}"))
+}
+
+/// Parses `now|fails|benches|until|owner|probe|updated|version`, read at `base`.
+fn parse_answer(s: &str, base: Instant) -> Result<Entry, BackendError> {
+    let mut f = s.splitn(2, '|');
+    let now: i64 = f
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad(s))?;
+    parse_entry(f.next().ok_or_else(|| bad(s))?, now, base)
+}
+
+fn parse_entry(s: &str, now: i64, base: Instant) -> Result<Entry, BackendError> {
+    let f: Vec<&str> = s.split('|').collect();
+    if f.len() != 7 {
+        return Err(bad(s));
+    }
+    let num = |i: usize| f[i].parse::<i64>().map_err(|_| bad(s));
+    let (till, probe, updated) = (num(2)?, num(4)?, num(5)?);
+    Ok(Entry {
+        fails: u32::try_from(num(0)?).unwrap_or(0),
+        benches: u32::try_from(num(1)?).unwrap_or(0),
+        benched_until: (till > 0).then(|| at(base, now, till)),
+        probe: (!f[3].is_empty()).then(|| Probe {
+            owner: f[3].to_owned(),
+            until: at(base, now, probe),
+        }),
+        updated: at(base, now, updated),
+        version: u64::try_from(num(6)?).unwrap_or(0),
+    })
+}
+
+/// Parses a health message: `now|<entry>|member`.
+pub fn parse_message(s: &str, base: Instant) -> Result<(String, Entry), BackendError> {
+    let mut f = s.splitn(9, '|');
+    let now: i64 = f
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad(s))?;
+    let parts: Vec<&str> = f.collect();
+    if parts.len() != 8 {
+        return Err(bad(s));
+    }
+    let entry = parse_entry(&parts[..7].join("|"), now, base)?;
+    Ok((parts[7].to_owned(), entry))
+}
+
+pub struct RedisBackend {
+    redis: Redis,
+    conn: OnceCell<Conn>,
+    keys: RedisKeys,
+    fail: redis::Script,
+    succeed: redis::Script,
+    claim: redis::Script,
+    release: redis::Script,
+    merge: redis::Script,
+    load: redis::Script,
+    reserve: redis::Script,
+    charge: redis::Script,
+}
+
+impl RedisBackend {
+    pub fn new(redis: Redis, keys: RedisKeys) -> Self {
+        Self {
+            redis,
+            conn: OnceCell::new(),
+            keys,
+            fail: health_script(FAIL),
+            succeed: health_script(SUCCEED),
+            claim: health_script(CLAIM),
+            release: health_script(RELEASE),
+            merge: health_script(MERGE),
+            load: redis::Script::new(LOAD),
+            reserve: redis::Script::new(RESERVE),
+            charge: redis::Script::new(CHARGE),
+        }
+    }
+
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
+    async fn conn(&self) -> Result<Conn, BackendError> {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            response: Duration::from_secs(1),
+        };
+        self.conn
+            .get_or_try_init(|| self.redis.connect(timeouts))
+            .await
+            .cloned()
+            .map_err(|e| BackendError(e.to_string()))
+    }
+
+    /// Runs a health script for `member` with `args` after the channel and member.
+    async fn health<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        member: &str,
+        args: &[String],
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn().await?;
+        let mut inv = script.key(self.keys.health_table());
+        inv.key(self.keys.health_version())
+            .arg(self.keys.health_channel())
+            .arg(member);
+        for a in args {
+            inv.arg(a);
+        }
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))
+    }
+
+    async fn entry(
+        &self,
+        script: &redis::Script,
+        member: &str,
+        args: &[String],
+    ) -> Result<Entry, BackendError> {
+        let s: String = self.health(script, member, args).await?;
+        parse_answer(&s, Instant::now())
+    }
+
+    /// The whole table and the change counter it is at.
+    pub async fn load_all(&self) -> Result<(HashMap<String, Entry>, u64), BackendError> {
+        let mut conn = self.conn().await?;
+        let v: Vec<redis::Value> = self
+            .load
+            .key(self.keys.health_table())
+            .key(self.keys.health_version())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        let base = Instant::now();
+        let int = |x: &redis::Value| redis::from_redis_value_ref::<i64>(x).map_err(|_| bad("load"));
+        let (now, version) = match (v.first(), v.get(1)) {
+            (Some(a), Some(b)) => (int(a)?, u64::try_from(int(b)?).unwrap_or(0)),
+            _ => return Err(bad("load")),
+        };
+        let mut out = HashMap::new();
+        for pair in v[2..].chunks(2) {
+            if let [k, val] = pair {
+                let k: String = redis::from_redis_value_ref(k).map_err(|_| bad("load"))?;
+                let val: String = redis::from_redis_value_ref(val).map_err(|_| bad("load"))?;
+                out.insert(k, parse_entry(&val, now, base)?);
+            }
+        }
+        Ok((out, version))
+    }
+
+    /// The change counter, for the periodic check.
+    pub async fn version(&self) -> Result<u64, BackendError> {
+        let mut conn = self.conn().await?;
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.health_version())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for RedisBackend {
+    async fn fail(
+        &self,
+        member: &str,
+        f: &Failure,
+        probe_owner: Option<&str>,
+    ) -> Result<Entry, BackendError> {
+        let args = [
+            f.threshold.to_string(),
+            ms(f.cooldown_base).to_string(),
+            ms(f.cooldown_max).to_string(),
+            ms(f.retry_after.unwrap_or_default()).to_string(),
+            probe_owner.unwrap_or_default().to_owned(),
+            ms(f.stale_after()).to_string(),
+        ];
+        self.entry(&self.fail, member, &args).await
+    }
+
+    async fn succeed(&self, member: &str) -> Result<Entry, BackendError> {
+        self.entry(&self.succeed, member, &[]).await
+    }
+
+    async fn claim(
+        &self,
+        member: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(bool, Entry), BackendError> {
+        let (granted, s): (i64, String) = self
+            .health(
+                &self.claim,
+                member,
+                &[owner.to_owned(), ms(ttl).to_string()],
+            )
+            .await?;
+        Ok((granted == 1, parse_answer(&s, Instant::now())?))
+    }
+
+    async fn release(&self, member: &str, owner: &str) -> Result<Entry, BackendError> {
+        self.entry(&self.release, member, &[owner.to_owned()]).await
+    }
+
+    async fn merge(&self, member: &str, local: &Entry) -> Result<Entry, BackendError> {
+        let now = Instant::now();
+        let left = local
+            .benched_until
+            .map_or(-1, |u| ms(u.saturating_duration_since(now)));
+        let args = [
+            local.fails.to_string(),
+            local.benches.to_string(),
+            left.to_string(),
+        ];
+        self.entry(&self.merge, member, &args).await
+    }
+
+    async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError> {
+        let mut conn = self.conn().await?;
+        let last: u64 = redis::cmd("INCRBY")
+            .arg(self.keys.rr_counter(pool_id))
+            .arg(n)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(last.saturating_sub(n) + 1)
+    }
+
+    async fn reserve(
+        &self,
+        member: &str,
+        limits: Limits,
+        minute: i64,
+    ) -> Result<Reservation, BackendError> {
+        let mut conn = self.conn().await?;
+        let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let (granted, r, t): (i64, u64, u64) = self
+            .reserve
+            .key(self.keys.member_quota(member, minute))
+            .arg(limit(limits.rpm))
+            .arg(limit(limits.tpm))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(if granted == 1 {
+            Reservation::Granted
+        } else {
+            Reservation::Denied {
+                requests: r,
+                tokens: t,
+            }
+        })
+    }
+
+    async fn charge(&self, member: &str, tokens: u64, minute: i64) -> Result<(), BackendError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = self
+            .charge
+            .key(self.keys.member_quota(member, minute))
+            .arg(tokens)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn usage(&self, member: &str, minute: i64) -> Result<(u64, u64), BackendError> {
+        let mut conn = self.conn().await?;
+        let (r, t): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.keys.member_quota(member, minute))
+            .arg("r")
+            .arg("t")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok((r.unwrap_or(0), t.unwrap_or(0)))
+    }
+
+    async fn load(&self) -> Result<HashMap<String, Entry>, BackendError> {
+        Ok(self.load_all().await?.0)
+    }
+}
+
+/// Keeps `fleet`'s health table live until `stop`: subscribe, push what was
+/// learned while away, load everything, then apply every message; a gap in
+/// the change counter or a periodic check that finds it moved reloads.
+pub async fn follow(
+    redis: Redis,
+    backend: std::sync::Arc<RedisBackend>,
+    fleet: Fleet,
+    check_every: Duration,
+    stop: CancellationToken,
+) {
+    let channel = backend.keys().health_channel();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut pubsub = redis
+                .pubsub(Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(Duration::from_secs(2), pubsub.subscribe(&channel))
+                .await
+                .map_err(|_| "subscribing to health changes timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            fleet.push_pending().await.map_err(|e| e.0)?;
+            let (entries, version) = backend.load_all().await.map_err(|e| e.0)?;
+            fleet.table().replace(entries);
+            Ok::<_, String>((pubsub, version))
+        };
+        let started = tokio::select! {
+            () = stop.cancelled() => return,
+            s = tokio::time::timeout(Duration::from_secs(5), session) => {
+                s.unwrap_or_else(|_| Err("connecting for health changes timed out".into()))
+            }
+        };
+        let why = match started {
+            Ok((pubsub, mut seen)) => {
+                backoff = Duration::from_millis(100);
+                fleet.link().ok();
+                tracing::debug!(version = seen, "health table loaded");
+                let mut messages = pubsub.into_on_message();
+                let mut tick = tokio::time::interval(check_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let reload = tokio::select! {
+                        () = stop.cancelled() => return,
+                        m = messages.next() => match m {
+                            None => break "health subscription lost".to_owned(),
+                            Some(msg) => {
+                                let text = String::from_utf8_lossy(msg.get_payload_bytes());
+                                match parse_message(&text, Instant::now()) {
+                                    Ok((member, entry)) => {
+                                        let v = entry.version;
+                                        fleet.table().apply(&member, entry);
+                                        let gap = v > seen + 1;
+                                        seen = seen.max(v);
+                                        gap
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e.0, "undecodable health message; reloading");
+                                        true
+                                    }
+                                }
+                            }
+                        },
+                        _ = tick.tick() => {
+                            if fleet.has_pending() && let Err(e) = fleet.push_pending().await {
+                                break e.0;
+                            }
+                            match tokio::time::timeout(Duration::from_secs(1), backend.version()).await {
+                                Ok(Ok(v)) => {
+                                    fleet.link().ok();
+                                    v != seen
+                                }
+                                Ok(Err(e)) => break e.0,
+                                Err(_) => break "health check timed out".to_owned(),
+                            }
+                        }
+                    };
+                    if reload {
+                        match backend.load_all().await {
+                            Ok((entries, v)) => {
+                                fleet.table().replace(entries);
+                                seen = v;
+                            }
+                            Err(e) => break e.0,
+                        }
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        fleet.link().failed(&why);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_convert_redis_time_to_the_workers_clock() {
+        let base = Instant::now();
+        let (member, e) =
+            parse_message("1000|3|1|6000|w1|9000|900|42|pool/m|x", base).expect("parses");
+        assert_eq!(member, "pool/m|x", "the member is the rest, bars and all");
+        assert_eq!(e.fails, 3);
+        assert_eq!(e.benches, 1);
+        assert_eq!(e.benched_until, Some(base + Duration::from_secs(5)));
+        assert_eq!(
+            e.probe,
+            Some(Probe {
+                owner: "w1".into(),
+                until: base + Duration::from_secs(8)
+            })
+        );
+        assert_eq!(e.version, 42);
+        assert!(parse_message("garbage", base).is_err());
+        assert!(parse_answer("1|2|3", base).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! The model types every stage shares: members ready to call, pools,
+//! routes, strategies and failover policies. A leaf: it imports nothing of
+//! the rest of the data plane but the upstream target.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_proto::v1 as pb;
+
+use crate::upstream::Target;
+
+/// Selection strategy of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    Weighted,
+    Priority,
+    Random,
+}
+
+/// How a pool fails over (docs/adr/004-failover-and-health.md).
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub transient_retries: u32,
+    pub failure_threshold: u32,
+    pub cooldown_base: Duration,
+    pub cooldown_max: Duration,
+    pub advance_on_permanent: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            transient_retries: 1,
+            failure_threshold: 3,
+            cooldown_base: Duration::from_secs(1),
+            cooldown_max: Duration::from_secs(300),
+            advance_on_permanent: false,
+        }
+    }
+}
+
+/// Requests and tokens per minute a member may take, fleet-wide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+impl Limits {
+    pub fn any(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some()
+    }
+}
+
+/// One member, ready to call.
+#[derive(Debug)]
+pub struct Candidate {
+    pub member_id: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub weight: u32,
+    pub priority: i32,
+    pub status: pb::MemberStatus,
+    pub limits: Limits,
+    pub target: Target,
+}
+
+impl Candidate {
+    /// `provider/model (member id)`, for error messages.
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{} (member {})",
+            self.provider, self.upstream_model, self.member_id
+        )
+    }
+}
+
+/// A pool (or a direct provider/model) with its members.
+#[derive(Debug)]
+pub struct Pool {
+    /// Pool name, or `provider/model` for a direct target.
+    pub name: String,
+    /// Key of the shared round-robin counter.
+    pub id: String,
+    pub strategy: Strategy,
+    pub policy: Policy,
+    pub enabled: bool,
+    /// Every member, for ListModels.
+    pub members: Vec<Arc<Candidate>>,
+    /// Members that may get new requests: active, provider enabled.
+    pub active: Vec<Arc<Candidate>>,
+    /// Weighted strategy: one cycle of picks over `active` (see `plan`).
+    pub sequence: Vec<u32>,
+}
+
+impl Pool {
+    /// Whether requests take a shared round-robin ticket: a pool of one, or a
+    /// random one, needs none (and a direct provider/model, whose name the
+    /// caller picks, must not create Redis keys).
+    pub fn takes_tickets(&self) -> bool {
+        self.strategy != Strategy::Random && self.active.len() > 1
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub enabled: bool,
+    /// (pool, backup) in order.
+    pub tiers: Vec<(Arc<Pool>, bool)>,
+}
+
+/// What a model name resolves to: tiers of pools, primaries first.
+#[derive(Debug)]
+pub struct Resolved {
+    pub model: String,
+    pub tiers: Vec<Arc<Pool>>,
+}

@@ -1,0 +1,187 @@
+//! The stream pump: forwards a committed stream to the caller and ends it
+//! with exactly one status. It ends OK only after the upstream's finish
+//! event; a break, a stall or a caller that stops reading ends it with an
+//! error — never a replay elsewhere (the first chunk committed it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use switchyard_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tracing::Instrument as _;
+
+use crate::attempt::OpenStream;
+use crate::error::DpError;
+use crate::fleet::Fleet;
+use crate::model::{Candidate, Pool};
+use crate::respond::{EventStream, chunk_event};
+use crate::upstream::{Chunk, ChunkStream, ErrorClass};
+
+type Tx = mpsc::Sender<Result<pb::GenerateStreamEvent, Status>>;
+
+/// One committed stream on its way to the caller.
+pub struct Pump {
+    pub fleet: Fleet,
+    pub member: Arc<Candidate>,
+    pub pool: Arc<Pool>,
+    pub request_id: String,
+    /// Longest silence between two chunks.
+    pub idle: Duration,
+    pub deadline: Option<Instant>,
+    /// Sent with the OK status.
+    pub trailers: MetadataMap,
+}
+
+/// Why the pump stopped without finishing.
+enum Cut {
+    /// The caller left or stopped reading: nobody to tell.
+    CallerGone,
+    /// The stream failed: the caller gets this.
+    Failed(DpError),
+}
+
+impl Pump {
+    /// Runs the pump on `tasks`, first sending `start`; returns the events.
+    pub fn spawn(
+        self,
+        tasks: &TaskTracker,
+        start: pb::GenerateStreamEvent,
+        open: OpenStream,
+        span: tracing::Span,
+    ) -> EventStream {
+        let (tx, rx) = mpsc::channel(32);
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        tasks.spawn(
+            async move {
+                let OpenStream { first, rest } = open;
+                // Dropping `rest` (at the end of this task) closes the upstream
+                // connection: a caller that left cancels the upstream at once.
+                let end = self.run(&tx, start, first, rest).await;
+                let status = match end {
+                    Ok(()) => {
+                        finished.store(true, Ordering::Release);
+                        Status::with_metadata(tonic::Code::Ok, "", self.trailers)
+                    }
+                    Err(Cut::Failed(e)) => Status::from(e),
+                    Err(Cut::CallerGone) => return,
+                };
+                // The closing status gets a moment of its own even past the
+                // deadline, so a stream never looks finished (OK) when it was cut.
+                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
+            }
+            .instrument(span),
+        );
+        // If the pump ends without handing over a status (it gave up on a
+        // caller that stopped reading), the stream ends UNAVAILABLE, never OK.
+        let tail = futures::stream::once(async move {
+            (!done.load(Ordering::Acquire))
+                .then(|| Err(Status::unavailable("the stream was cut before it finished")))
+        })
+        .filter_map(std::future::ready);
+        Box::pin(ReceiverStream::new(rx).chain(tail))
+    }
+
+    async fn run(
+        &self,
+        tx: &Tx,
+        start: pb::GenerateStreamEvent,
+        first: Chunk,
+        mut rest: ChunkStream,
+    ) -> Result<(), Cut> {
+        // A caller that stops reading holds the upstream open no longer than
+        // the stream may last.
+        let request_end = Instant::now() + self.member.target.timeouts.total;
+        let end = self.deadline.map_or(request_end, |d| d.min(request_end));
+        let send = |ev| async move {
+            match tokio::time::timeout_at(end, tx.send(Ok(ev))).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Cut::CallerGone),
+            }
+        };
+        send(start).await?;
+        if self.forward(first, &send).await? {
+            return Ok(());
+        }
+        loop {
+            // The silence allowed: the idle limit, within the caller's
+            // deadline and the provider's whole-request timeout.
+            let limit = self.idle.min(end.saturating_duration_since(Instant::now()));
+            let next = tokio::select! {
+                () = tx.closed() => return Err(Cut::CallerGone),
+                n = tokio::time::timeout(limit, rest.next()) => n,
+            };
+            match next {
+                Ok(Some(Ok(chunk))) => {
+                    if self.forward(chunk, &send).await? {
+                        return Ok(());
+                    }
+                }
+                Ok(Some(Err(err))) => {
+                    tracing::warn!(request_id = %self.request_id, member = %self.member.member_id, error = %err, "upstream failed after the first chunk");
+                    if err.class() == ErrorClass::Transient {
+                        self.fleet.failure(
+                            &self.member.member_id,
+                            &self.pool.policy,
+                            err.retry_after(),
+                            None,
+                        );
+                    }
+                    return Err(Cut::Failed(DpError::StreamBroken {
+                        member: self.member.member_id.clone(),
+                        detail: err.to_string(),
+                    }));
+                }
+                Ok(None) => {
+                    return Err(Cut::Failed(DpError::StreamBroken {
+                        member: self.member.member_id.clone(),
+                        detail: "it ended the stream before finishing".into(),
+                    }));
+                }
+                Err(_) => return Err(Cut::Failed(self.timed_out(limit, request_end))),
+            }
+        }
+    }
+
+    /// Sends one chunk; true when it was the finish.
+    async fn forward<F, Fut>(&self, chunk: Chunk, send: &F) -> Result<bool, Cut>
+    where
+        F: Fn(pb::GenerateStreamEvent) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Cut>>,
+    {
+        if let Chunk::Usage(u) = &chunk
+            && self.member.limits.any()
+        {
+            self.fleet.charge(
+                &self.member.member_id,
+                u64::from(u.input_tokens) + u64::from(u.output_tokens),
+            );
+        }
+        let finished = matches!(chunk, Chunk::Finish(_));
+        send(chunk_event(chunk)).await?;
+        Ok(finished)
+    }
+
+    fn timed_out(&self, limit: Duration, request_end: Instant) -> DpError {
+        let now = Instant::now();
+        let m = &self.member.member_id;
+        let msg = if self.deadline.is_some_and(|d| now >= d) {
+            // The caller's deadline: not the member's fault.
+            "deadline passed while streaming".to_owned()
+        } else if now >= request_end {
+            format!("member {m} exceeded the provider's request timeout")
+        } else {
+            tracing::warn!(request_id = %self.request_id, member = %m, "stream stalled");
+            self.fleet.failure(m, &self.pool.policy, None, None);
+            format!("no chunk from member {m} for {} ms", limit.as_millis())
+        };
+        DpError::StreamTimedOut(msg)
+    }
+}
