@@ -87,21 +87,33 @@ pub async fn serve(
     let tasks = TaskTracker::new();
     let catalog = Arc::new(ArcSwap::from_pointee(Catalog::default()));
     let (state_tx, state_rx) = watch::channel(SyncState::Loading);
+    let link = Arc::new(Link::default());
+    let mut workers = Vec::new();
+    // The fleet first (its backend), then config sync, which tells it of new pools.
+    let (fleet, redis) = match &settings.source {
+        Source::Redis { redis, prefix } => {
+            let client = Redis::open(redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
+            let keys = RedisKeys::new(prefix.clone());
+            let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
+            let (fleet, pusher) = Fleet::new(backend.clone(), link.clone(), background.clone());
+            (fleet, Some((client, keys, backend, pusher)))
+        }
+        Source::Local(_) => {
+            let backend = Arc::new(MemoryBackend::default());
+            let (fleet, pusher) = Fleet::new(backend, link.clone(), background.clone());
+            workers.push(("fleet pusher", tokio::spawn(pusher)));
+            (fleet, None)
+        }
+    };
     let loader = Loader {
         catalog: catalog.clone(),
         master_key: settings.master_key,
         secrets: settings.secrets,
         state: state_tx,
+        fleet: fleet.clone(),
     };
-
-    let link = Arc::new(Link::default());
-    let mut workers = Vec::new();
-    let fleet = match settings.source {
-        Source::Redis { redis, prefix } => {
-            let client = Redis::open(&redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
-            let keys = RedisKeys::new(prefix);
-            let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
-            let (fleet, pusher) = Fleet::new(backend.clone(), link.clone(), background.clone());
+    match (settings.source, redis) {
+        (Source::Redis { .. }, Some((client, keys, backend, pusher))) => {
             workers.push(("fleet pusher", tokio::spawn(pusher)));
             workers.push((
                 "fleet follower",
@@ -123,19 +135,15 @@ pub async fn serve(
                     background.clone(),
                 )),
             ));
-            fleet
         }
-        Source::Local(rx) => {
-            let backend = Arc::new(MemoryBackend::default());
-            let (fleet, pusher) = Fleet::new(backend, link.clone(), background.clone());
-            workers.push(("fleet pusher", tokio::spawn(pusher)));
+        (Source::Local(rx), _) => {
             workers.push((
                 "config sync",
                 tokio::spawn(crate::sync::follow_local(rx, loader, background.clone())),
             ));
-            fleet
         }
-    };
+        (Source::Redis { .. }, None) => {}
+    }
     let engine = Arc::new(Engine {
         catalog: catalog.clone(),
         fleet,

@@ -39,6 +39,8 @@ pub struct Loader {
     pub master_key: Option<MasterKey>,
     pub secrets: Box<dyn Secrets>,
     pub state: watch::Sender<SyncState>,
+    /// Told of every new catalog (to lease round-robin tickets ahead).
+    pub fleet: crate::fleet::Fleet,
 }
 
 impl Loader {
@@ -54,7 +56,15 @@ impl Loader {
             return;
         }
         let catalog = Catalog::build(snap, self.master_key.as_ref(), self.secrets.as_ref());
-        self.catalog.store(Arc::new(catalog));
+        let catalog = Arc::new(catalog);
+        self.catalog.store(catalog.clone());
+        let (pools, _) = catalog.models();
+        self.fleet.prefetch(
+            pools
+                .iter()
+                .filter(|p| p.takes_tickets())
+                .map(|p| p.id.as_str()),
+        );
         tracing::info!(
             revision = snap.revision,
             pools = snap.pools.len(),

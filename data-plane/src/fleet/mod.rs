@@ -238,6 +238,21 @@ impl Fleet {
         t
     }
 
+    /// Leases the first tickets of pools that have none yet (after a config load).
+    pub fn prefetch<'a>(&self, pool_ids: impl IntoIterator<Item = &'a str>) {
+        if !self.core.link.usable() {
+            return;
+        }
+        for id in pool_ids {
+            if let Some(r) = self.core.tickets.prefetch(id) {
+                self.core.send(Report::Refill {
+                    pool_id: id.to_owned(),
+                    n: r.n,
+                });
+            }
+        }
+    }
+
     /// A transient failure: applied here at once, pushed to the fleet.
     /// Returns the member's entry as this worker now sees it.
     pub fn failure(

@@ -95,6 +95,8 @@ impl Tickets {
         }
         let ticket = if l.next < l.end {
             l.next += 1;
+            // Without a block later, carry on from here rather than elsewhere.
+            l.local = l.next - 1;
             l.next - 1
         } else {
             l.local = l.local.wrapping_add(1);
@@ -109,6 +111,20 @@ impl Tickets {
             None
         };
         (ticket, refill)
+    }
+
+    /// Asks for a pool's first block ahead of its first request (a new
+    /// pool in the config), so even that request takes a shared ticket.
+    pub fn prefetch(&self, pool_id: &str) -> Option<Refill> {
+        let lease = self.lease(pool_id);
+        let mut l = lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if l.fetching || l.next < l.end || l.queued.is_some() {
+            return None;
+        }
+        l.fetching = true;
+        Some(Refill { n: 1 })
     }
 
     /// A block `first..first + n` arrived (or `None`: the fetch failed).

@@ -1,0 +1,159 @@
+//! The fleet's two backends — Redis scripts (production) and the in-memory
+//! rules (embedded default, unit tests) — run the same sequence of events
+//! and must agree on every member's health after each step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_data_plane::fleet::memory::MemoryBackend;
+use switchyard_data_plane::fleet::redis::RedisBackend;
+use switchyard_data_plane::fleet::{Backend, Entry, Failure};
+use switchyard_data_plane::model::Limits;
+use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::redis_client::{Redis, RedisConfig};
+use switchyard_testkit::harness::{RedisPrefix, redis_url};
+
+/// What must agree: counts, whether benched, whether probed.
+fn view(e: &Entry) -> (u32, u32, bool, Option<String>) {
+    let now = tokio::time::Instant::now();
+    (
+        e.fails,
+        e.benches,
+        e.benched_at(now),
+        e.probe
+            .as_ref()
+            .filter(|p| now < p.until)
+            .map(|p| p.owner.clone()),
+    )
+}
+
+fn failure(retry_after_ms: u64) -> Failure {
+    Failure {
+        threshold: 2,
+        // Short enough that a bench ends within the test.
+        cooldown_base: Duration::from_millis(40),
+        cooldown_max: Duration::from_millis(100),
+        retry_after: (retry_after_ms > 0).then(|| Duration::from_millis(retry_after_ms)),
+    }
+}
+
+#[tokio::test]
+async fn redis_and_memory_backends_agree_on_every_step() {
+    let prefix = RedisPrefix::new();
+    let redis = Redis::open(&RedisConfig {
+        url: redis_url(),
+        ..RedisConfig::default()
+    })
+    .expect("redis");
+    let backends: [Arc<dyn Backend>; 2] = [
+        Arc::new(MemoryBackend::default()),
+        Arc::new(RedisBackend::new(redis, RedisKeys::new(prefix.0.clone()))),
+    ];
+    let ttl = Duration::from_secs(5);
+    let mut steps: Vec<[String; 2]> = Vec::new();
+    let mut record = |what: &str, views: Vec<String>| {
+        steps.push([
+            format!("{what}: {}", views[0]),
+            format!("{what}: {}", views[1]),
+        ]);
+    };
+    macro_rules! each {
+        ($what:expr, |$b:ident| $body:expr) => {{
+            let mut views = Vec::new();
+            for $b in &backends {
+                views.push(format!("{:?}", $body));
+            }
+            record($what, views);
+        }};
+    }
+    each!("first failure", |b| view(
+        &b.fail("m", &failure(0), None).await.expect("fail")
+    ));
+    each!("second failure benches", |b| view(
+        &b.fail("m", &failure(0), None).await.expect("fail")
+    ));
+    each!("claim while benched", |b| b
+        .claim("m", "w1", ttl)
+        .await
+        .expect("claim")
+        .0);
+    each!("in-flight failure while benched", |b| view(
+        &b.fail("m", &failure(0), None).await.expect("fail")
+    ));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    each!("claim after the bench", |b| {
+        let (granted, e) = b.claim("m", "w1", ttl).await.expect("claim");
+        (granted, view(&e))
+    });
+    each!("a second claimant", |b| b
+        .claim("m", "w2", ttl)
+        .await
+        .expect("claim")
+        .0);
+    each!("release by a stranger", |b| view(
+        &b.release("m", "w2").await.expect("release")
+    ));
+    each!("the probe fails: doubled bench", |b| view(
+        &b.fail("m", &failure(0), Some("w1")).await.expect("fail")
+    ));
+    each!("Retry-After extends it", |b| {
+        let e = b.fail("m", &failure(5_000), None).await.expect("fail");
+        let left = e
+            .benched_until
+            .map(|u| u.saturating_duration_since(tokio::time::Instant::now()));
+        (view(&e), left.is_some_and(|l| l > Duration::from_secs(4)))
+    });
+    each!("success clears everything", |b| view(
+        &b.succeed("m").await.expect("succeed")
+    ));
+    each!("merge of what a worker learned alone", |b| {
+        let mut local = Entry::new(tokio::time::Instant::now());
+        local.fails = 4;
+        local.benches = 2;
+        local.benched_until = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+        view(&b.merge("m", &local).await.expect("merge"))
+    });
+    each!("the table as loaded", |b| {
+        let t = b.load().await.expect("load");
+        t.get("m").map(view)
+    });
+    each!("quota: rpm 2", |b| {
+        let limits = Limits {
+            rpm: Some(2),
+            tpm: None,
+        };
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.push(b.reserve("q", limits, 7).await.expect("reserve"));
+        }
+        b.charge("q", 30, 7).await.expect("charge");
+        (out, b.usage("q", 7).await.expect("usage"))
+    });
+    each!("leases are contiguous", |b| {
+        let a = b.lease("pool", 5).await.expect("lease");
+        let c = b.lease("pool", 3).await.expect("lease");
+        c - a
+    });
+    for [memory, redis] in &steps {
+        assert_eq!(memory, redis, "the backends disagree");
+    }
+    assert_eq!(steps.len(), 14);
+    // And what they agree on is the rule.
+    assert_eq!(steps[2][0], "claim while benched: false");
+    assert!(
+        steps[4][0].starts_with("claim after the bench: (true"),
+        "{}",
+        steps[4][0]
+    );
+    assert_eq!(steps[5][0], "a second claimant: false");
+    assert!(
+        steps[7][0].contains("(4, 2, true, None)"),
+        "{}",
+        steps[7][0]
+    );
+    assert!(
+        steps[12][0].contains("[Granted, Granted, Denied"),
+        "{}",
+        steps[12][0]
+    );
+}
