@@ -1,0 +1,329 @@
+//! The failover rules of ADR 004, one test each, through the real engine
+//! (resolve → plan → attempt → failover) against the in-memory fleet
+//! backend and the in-process mock upstream, on paused tokio time: cooldowns
+//! and backoff are checked by advancing the clock, never by sleeping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use switchyard_data_plane::attempt::HttpClients;
+use switchyard_data_plane::catalog::{Catalog, ProcessSecrets};
+use switchyard_data_plane::error::DpError;
+use switchyard_data_plane::failover::Engine;
+use switchyard_data_plane::fleet::memory::MemoryBackend;
+use switchyard_data_plane::fleet::{Fleet, Link};
+use switchyard_data_plane::upstream::{ChatRequest, Message, Role};
+use switchyard_proto::v1 as pb;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use pb::AttemptOutcome as O;
+
+struct Rig {
+    engine: Engine,
+    threshold: u32,
+    cooldown_ms: u32,
+}
+
+fn policy(retries: u32, threshold: u32, cooldown_ms: u32) -> pb::FailoverPolicy {
+    pb::FailoverPolicy {
+        transient_retries: retries,
+        failure_threshold: threshold,
+        cooldown_base_ms: cooldown_ms,
+        cooldown_max_ms: cooldown_ms * 4,
+        advance_on_permanent: false,
+    }
+}
+
+/// A PRIORITY pool "p" of mock members `(id, model with faults, rpm limit)`, tried in order.
+fn snapshot(failover: pb::FailoverPolicy, members: &[(&str, &str, Option<u64>)]) -> pb::Snapshot {
+    let n = i32::try_from(members.len()).unwrap_or(0);
+    pb::Snapshot {
+        revision: 1,
+        providers: vec![pb::SnapshotProvider {
+            id: "prov".into(),
+            name: "mock".into(),
+            kind: pb::ProviderKind::Mock.into(),
+            timeouts: Some(pb::Timeouts {
+                connect_ms: 1000,
+                first_byte_ms: 5000,
+                request_ms: 10_000,
+            }),
+            enabled: true,
+            ..Default::default()
+        }],
+        pools: vec![pb::SnapshotPool {
+            id: "pool-p".into(),
+            name: "p".into(),
+            strategy: pb::Strategy::Priority.into(),
+            failover: Some(failover),
+            enabled: true,
+            members: members
+                .iter()
+                .zip(0..)
+                .map(|((id, model, rpm), i)| pb::SnapshotMember {
+                    id: (*id).into(),
+                    provider_id: "prov".into(),
+                    provider_name: "mock".into(),
+                    upstream_model: (*model).into(),
+                    weight: 1,
+                    priority: n - i,
+                    status: pb::MemberStatus::Active.into(),
+                    rpm_limit: *rpm,
+                    tpm_limit: None,
+                })
+                .collect(),
+        }],
+        routes: vec![],
+        ..Default::default()
+    }
+}
+
+impl Rig {
+    fn new(failover: pb::FailoverPolicy, members: &[(&str, &str, Option<u64>)]) -> Self {
+        let (fleet, pusher) = Fleet::new(
+            Arc::new(MemoryBackend::default()),
+            Arc::new(Link::default()),
+            CancellationToken::new(),
+        );
+        tokio::spawn(pusher);
+        let catalog = Catalog::build(&snapshot(failover, members), None, &ProcessSecrets);
+        Self {
+            engine: Engine {
+                catalog: Arc::new(ArcSwap::from_pointee(catalog)),
+                fleet,
+                http: HttpClients::default(),
+                max_attempts: 10,
+            },
+            threshold: failover.failure_threshold,
+            cooldown_ms: failover.cooldown_base_ms,
+        }
+    }
+
+    /// The same members with other faults (health is kept by member id).
+    fn reconfigure(&self, members: &[(&str, &str, Option<u64>)]) {
+        let p = policy(0, self.threshold, self.cooldown_ms);
+        let catalog = Catalog::build(&snapshot(p, members), None, &ProcessSecrets);
+        self.engine.catalog.store(Arc::new(catalog));
+    }
+
+    async fn call(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(String, O)>, (DpError, Vec<(String, O)>)> {
+        let req = ChatRequest {
+            messages: vec![Message {
+                role: Role::User,
+                content: "hi".into(),
+                tool_calls: vec![],
+                tool_call_id: None,
+                name: None,
+            }],
+            ..ChatRequest::default()
+        };
+        let outcomes = |a: &[pb::Attempt]| {
+            a.iter()
+                .map(|a| {
+                    (
+                        a.member_id.clone(),
+                        O::try_from(a.outcome).unwrap_or(O::Unspecified),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let r = self.engine.generate("p", &req, deadline).await;
+        // Let the background pusher apply what the request reported.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        match r {
+            Ok(s) => Ok(outcomes(&s.attempts)),
+            Err(f) => Err((f.error, outcomes(&f.attempts))),
+        }
+    }
+}
+
+fn o(list: &[(&str, O)]) -> Vec<(String, O)> {
+    list.iter().map(|(m, x)| ((*m).to_owned(), *x)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_are_retried_per_policy_then_the_next_member_serves() {
+    let rig = Rig::new(
+        policy(1, 5, 1000),
+        &[("a", "a?status=503", None), ("b", "b", None)],
+    );
+    let r = rig.call(None).await.expect("b serves");
+    assert_eq!(
+        r,
+        o(&[("a", O::Transient), ("a", O::Transient), ("b", O::Ok)])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn model_not_found_moves_on_without_penalty() {
+    let rig = Rig::new(
+        policy(1, 1, 1000),
+        &[("a", "a?status=404", None), ("b", "b", None)],
+    );
+    for _ in 0..3 {
+        let r = rig.call(None).await.expect("b serves");
+        assert_eq!(
+            r,
+            o(&[("a", O::ModelNotFound), ("b", O::Ok)]),
+            "never benched"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_return_at_once() {
+    let rig = Rig::new(
+        policy(1, 1, 1000),
+        &[("a", "a?status=400", None), ("b", "b", None)],
+    );
+    let (e, attempts) = rig.call(None).await.expect_err("400 is the caller's");
+    assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);
+    assert_eq!(attempts, o(&[("a", O::Permanent)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_threshold_a_member_is_benched_and_skipped_until_its_cooldown_ends() {
+    let rig = Rig::new(
+        policy(0, 2, 1000),
+        &[("a", "a?status=503", None), ("b", "b", None)],
+    );
+    rig.call(None).await.expect("b");
+    rig.call(None).await.expect("b");
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(
+        r,
+        o(&[("a", O::SkippedBenched), ("b", O::Ok)]),
+        "benched after 2"
+    );
+    tokio::time::advance(Duration::from_millis(990)).await;
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(
+        r[0],
+        ("a".into(), O::SkippedBenched),
+        "still benched just before the end"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_cooldown_one_probe_and_a_failed_probe_doubles_the_bench() {
+    let rig = Rig::new(
+        policy(0, 1, 1000),
+        &[("a", "a?status=503", None), ("b", "b", None)],
+    );
+    rig.call(None).await.expect("b"); // a benched for 1 s
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(
+        r,
+        o(&[("a", O::Transient), ("b", O::Ok)]),
+        "the probe went to a and failed"
+    );
+    // Benched again, for 2 s now.
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(r[0], ("a".into(), O::SkippedBenched), "doubled: 2 s");
+    tokio::time::advance(Duration::from_millis(600)).await;
+    rig.reconfigure(&[("a", "a", None), ("b", "b", None)]);
+    let r = rig.call(None).await.expect("a recovered");
+    assert_eq!(r, o(&[("a", O::Ok)]), "a successful probe puts it back");
+    let r = rig.call(None).await.expect("a");
+    assert_eq!(r, o(&[("a", O::Ok)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_member_benched_the_request_fails_fast_naming_each() {
+    let rig = Rig::new(
+        policy(0, 1, 5000),
+        &[("a", "a?status=503", None), ("b", "b?status=502", None)],
+    );
+    let (e, _) = rig.call(None).await.expect_err("both fail");
+    assert!(matches!(e, DpError::AllCandidatesFailed { .. }));
+    let (e, attempts) = rig.call(None).await.expect_err("both benched");
+    assert_eq!(
+        attempts,
+        o(&[("a", O::SkippedBenched), ("b", O::SkippedBenched)])
+    );
+    let s = tonic::Status::from(e);
+    assert_eq!(s.code(), tonic::Code::Unavailable);
+    assert!(
+        s.message().contains("benched for 5.0s more"),
+        "{}",
+        s.message()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_sets_the_bench_at_least_that_long() {
+    let rig = Rig::new(
+        policy(0, 1, 1000),
+        &[("a", "a?status=429&retry_after=30", None), ("b", "b", None)],
+    );
+    rig.call(None).await.expect("b");
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(
+        r[0],
+        ("a".into(), O::SkippedBenched),
+        "Retry-After: 30 s, not 1 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_cut_by_the_callers_deadline_is_not_held_against_the_member() {
+    let rig = Rig::new(
+        policy(0, 1, 1000),
+        &[("a", "a?delay_ms=5000", None), ("b", "b", None)],
+    );
+    let deadline = Instant::now() + Duration::from_millis(100);
+    let (e, attempts) = rig.call(Some(deadline)).await.expect_err("deadline");
+    assert!(matches!(e, DpError::Deadline { .. }));
+    assert_eq!(attempts, o(&[("a", O::Deadline)]));
+    rig.reconfigure(&[("a", "a", None), ("b", "b", None)]);
+    let r = rig.call(None).await.expect("a is not benched");
+    assert_eq!(r, o(&[("a", O::Ok)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_over_their_limit_are_skipped_without_penalty() {
+    let rig = Rig::new(
+        policy(0, 1, 1000),
+        &[("a", "a", Some(1)), ("b", "b", Some(1))],
+    );
+    assert_eq!(rig.call(None).await.expect("a"), o(&[("a", O::Ok)]));
+    assert_eq!(
+        rig.call(None).await.expect("b"),
+        o(&[("a", O::SkippedQuota), ("b", O::Ok)])
+    );
+    let (e, _) = rig.call(None).await.expect_err("both over");
+    let s = tonic::Status::from(e);
+    assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+    assert!(s.message().contains("rpm limit (1 of 1"), "{}", s.message());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_cap_bounds_a_request() {
+    let rig = Rig::new(
+        policy(5, 100, 1000),
+        &[
+            ("a", "a?status=503", None),
+            ("b", "b?status=503", None),
+            ("c", "c", None),
+        ],
+    );
+    let rig = Rig {
+        engine: Engine {
+            max_attempts: 4,
+            ..rig.engine
+        },
+        ..rig
+    };
+    let (e, attempts) = rig.call(None).await.expect_err("cap");
+    assert!(matches!(e, DpError::AttemptCap { cap: 4, .. }), "{e}");
+    assert_eq!(attempts.len(), 4);
+}
