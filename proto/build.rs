@@ -2,6 +2,8 @@
 //! protoc-bin-vendored ships, so a machine without protoc builds.
 use std::path::PathBuf;
 
+// Build scripts read what cargo puts in their environment.
+#[allow(clippy::disallowed_methods)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let wkt = protoc_bin_vendored::include_path()?;

@@ -87,7 +87,8 @@ async fn main() -> std::process::ExitCode {
             with_telemetry(
                 &telemetry,
                 "switchyard-dev",
-                dev(listen, inference_listen, data_dir),
+                // Boxed: both servers' futures together are large.
+                Box::pin(dev(listen, inference_listen, data_dir)),
             )
             .await
         }

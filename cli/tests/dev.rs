@@ -1,5 +1,7 @@
 //! `switchyard dev` runs the whole thing on a machine with no Postgres and no
 //! Redis: SQLite in a data directory, in-process bus, no auth, a demo pool.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -92,6 +92,8 @@ impl Args {
                 .map(|t| (SecretString::from(t.clone()), Role::Reader)),
         );
         if let Some(path) = &self.tokens_file {
+            // Config parsing, once at start-up.
+            #[allow(clippy::disallowed_methods)]
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read tokens file {}: {e}", path.display()))?;
             tokens.extend(parse_tokens_file(&text)?);

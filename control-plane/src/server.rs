@@ -195,11 +195,13 @@ impl ControlPlane {
         let background = CancellationToken::new();
         let streams = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // Background loops, stopped by `background` and awaited last.
+        let daemons = TaskTracker::new();
 
         let publisher =
-            tokio::spawn(Publisher::new(self.store.clone(), self.sink).run(background.clone()));
+            daemons.spawn(Publisher::new(self.store.clone(), self.sink).run(background.clone()));
         let follower = self.redis.map(|(client, keys)| {
-            tokio::spawn(crate::feed::follow_redis(
+            daemons.spawn(crate::feed::follow_redis(
                 client,
                 keys,
                 self.feed.clone(),
@@ -264,6 +266,7 @@ impl ControlPlane {
         tasks.close();
         tasks.wait().await;
         background.cancel();
+        daemons.close();
         if let Err(err) = publisher.await {
             tracing::error!(error = %err, "publisher task failed");
         }

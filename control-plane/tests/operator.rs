@@ -1,5 +1,7 @@
 //! What an operator does: tokens per role, grpcurl against the server, and a
 //! clean stop on SIGTERM.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Every committed change reaches Redis in revision order — across
 //! concurrent writers, two replicas and Redis outages — and no secret
 //! reaches a reader, a subscriber or a log.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -82,9 +84,10 @@ async fn changes_arrive_on_redis_in_revision_order_with_the_snapshot() {
         !sealed.is_empty(),
         "workers get the sealed credential from Redis"
     );
-    let revision_key = redis_get(&format!("{}:config:revision", prefix.0))
-        .await
-        .expect("revision key");
+    let revision_key =
+        redis_get(&switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).snapshot_revision())
+            .await
+            .expect("revision key");
     assert_eq!(revision_key, b"5");
 }
 
@@ -194,7 +197,7 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
 
     let snapshot_at = |rev: u64| {
         let url = url.clone();
-        let key = format!("{}:config:snapshot", prefix.0);
+        let key = switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).snapshot();
         async move {
             for _ in 0..200 {
                 if let Ok(client) = redis::Client::open(url.as_str())

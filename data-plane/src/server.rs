@@ -87,6 +87,8 @@ pub async fn serve(
     let tasks = TaskTracker::new();
     let catalog = Arc::new(ArcSwap::from_pointee(Catalog::default()));
     let (state_tx, state_rx) = watch::channel(SyncState::Loading);
+    // Background loops, stopped by `background` and awaited at shutdown.
+    let daemons = TaskTracker::new();
     let link = Arc::new(Link::default());
     let mut workers = Vec::new();
     // The fleet first (its backend), then config sync, which tells it of new pools.
@@ -101,7 +103,7 @@ pub async fn serve(
         Source::Local(_) => {
             let backend = Arc::new(MemoryBackend::default());
             let (fleet, pusher) = Fleet::new(backend, link.clone(), background.clone());
-            workers.push(("fleet pusher", tokio::spawn(pusher)));
+            workers.push(("fleet pusher", daemons.spawn(pusher)));
             (fleet, None)
         }
     };
@@ -114,10 +116,10 @@ pub async fn serve(
     };
     match (settings.source, redis) {
         (Source::Redis { .. }, Some((client, keys, backend, pusher))) => {
-            workers.push(("fleet pusher", tokio::spawn(pusher)));
+            workers.push(("fleet pusher", daemons.spawn(pusher)));
             workers.push((
                 "fleet follower",
-                tokio::spawn(crate::fleet::redis::follow(
+                daemons.spawn(crate::fleet::redis::follow(
                     client.clone(),
                     backend,
                     fleet.clone(),
@@ -127,7 +129,7 @@ pub async fn serve(
             ));
             workers.push((
                 "config sync",
-                tokio::spawn(crate::sync::follow_redis(
+                daemons.spawn(crate::sync::follow_redis(
                     client,
                     keys,
                     loader,
@@ -139,7 +141,7 @@ pub async fn serve(
         (Source::Local(rx), _) => {
             workers.push((
                 "config sync",
-                tokio::spawn(crate::sync::follow_local(rx, loader, background.clone())),
+                daemons.spawn(crate::sync::follow_local(rx, loader, background.clone())),
             ));
         }
         (Source::Redis { .. }, None) => {}
@@ -165,7 +167,7 @@ pub async fn serve(
         let mut rx = state_rx.clone();
         let mut fleet_rx = link.watch();
         let stop = background.clone();
-        tokio::spawn(async move {
+        daemons.spawn(async move {
             loop {
                 let fleet_state = match *fleet_rx.borrow_and_update() {
                     LinkState::Up => tonic_health::ServingStatus::Serving,

@@ -1,6 +1,8 @@
 //! The production path end to end: the real control plane publishes through
 //! Redis, a real worker follows it and serves from a fake upstream with the
 //! credential the control plane sealed.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The failover rules, one worker against real Redis and fake upstreams that
 //! speak the OpenAI and Anthropic wire formats.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

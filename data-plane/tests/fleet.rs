@@ -1,6 +1,8 @@
 //! Several workers sharing one Redis: round robin across the fleet, shared
 //! benching, the single half-open probe, config changes and lost messages,
 //! and a Redis outage.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

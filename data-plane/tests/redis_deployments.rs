@@ -2,6 +2,8 @@
 //! server: a real 3-master Redis Cluster and a TLS-only server, both started
 //! on loopback by the harness. Shared round robin, bench sharing, config
 //! sync and control plane → Redis → worker, on each.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! (resolve → plan → attempt → failover) against the in-memory fleet
 //! backend and the in-process mock upstream, on paused tokio time: cooldowns
 //! and backoff are checked by advancing the clock, never by sleeping.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::time::Duration;

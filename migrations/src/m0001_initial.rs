@@ -19,6 +19,8 @@ fn fk(
 }
 
 #[async_trait::async_trait]
+// sea-orm's `MigrationTrait` spells `&SchemaManager` without its lifetime.
+#[allow(elided_lifetimes_in_paths)]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One row: the global, strictly increasing config revision. Every

@@ -102,6 +102,8 @@ pub fn load_master_key(
             );
         }
         (Some(k), None) => k.to_owned(),
+        // Config parsing, once at start-up.
+        #[allow(clippy::disallowed_methods)]
         (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read master key file {}: {e}", path.display()))?,
         (None, None) => return Ok(None),

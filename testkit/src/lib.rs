@@ -14,6 +14,8 @@
 //! # let _ = base;
 //! # }
 //! ```
+// Test plumbing: spawns freely, reads its env overrides, blocks in setup.
+#![allow(clippy::disallowed_methods)]
 
 mod fault;
 pub mod harness;

@@ -1,4 +1,6 @@
 //! `switchyard-fake-upstream`: the fake upstream as a process, for benchmarks.
+// Test plumbing: spawns freely, reads its env overrides, blocks in setup.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,4 +1,6 @@
 //! The `switchyard-fake-upstream` binary: prints its address, serves, stops on SIGTERM.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read, Write};

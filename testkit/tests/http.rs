@@ -1,4 +1,6 @@
 //! End-to-end tests over raw HTTP/1.1 on a TCP socket.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

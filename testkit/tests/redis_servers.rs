@@ -1,5 +1,7 @@
 //! Starts the private Redis servers (a 3-master cluster, a TLS-only server) and uses them
 //! through the `redis` crate.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeSet;
 use std::future::Future;

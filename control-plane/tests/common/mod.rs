@@ -199,7 +199,7 @@ pub async fn subscribe(prefix: &RedisPrefix) -> redis::aio::PubSubStream {
         .get_async_pubsub()
         .await
         .expect("Redis must be running for the tests");
-    ps.subscribe(format!("{}:config:changes", prefix.0))
+    ps.subscribe(switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).changes_channel())
         .await
         .expect("subscribe");
     ps.into_on_message()
@@ -243,7 +243,8 @@ pub async fn redis_get(key: &str) -> Option<Vec<u8>> {
 }
 
 pub async fn stored_snapshot(prefix: &RedisPrefix) -> Option<pb::Snapshot> {
-    let bytes = redis_get(&format!("{}:config:snapshot", prefix.0)).await?;
+    let bytes =
+        redis_get(&switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).snapshot()).await?;
     Some(pb::Snapshot::decode(bytes.as_slice()).expect("snapshot decodes"))
 }
 

@@ -311,6 +311,8 @@ impl SseDecoder for Decoder {
 }
 
 #[cfg(test)]
+// A canned HTTP server per test.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use std::time::Duration;
 
