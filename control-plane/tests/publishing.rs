@@ -229,6 +229,45 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
 }
 
 #[tokio::test]
+async fn a_snapshot_lost_from_redis_is_restored_without_a_write() {
+    let db = TestDb::postgres().await;
+    let prefix = RedisPrefix::new();
+    let cp = Launch::new(&db, &prefix).start().await;
+    let mut c = cp.admin().await;
+    create_pool(&mut c, pool("kept")).await;
+    wait_snapshot(&prefix, 1).await;
+
+    // Redis loses the deployment's config (an eviction, a restart without
+    // persistence, an operator's mistake) while the connection stays up.
+    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let lost = std::time::Instant::now();
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys.snapshot())
+        .arg(keys.snapshot_revision())
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let snap = wait_snapshot(&prefix, 1).await;
+    // Measured, not asserted: the publisher checks every 500 ms.
+    eprintln!(
+        "snapshot restored {} ms after it was lost",
+        lost.elapsed().as_millis()
+    );
+    assert_eq!(
+        snap.pools
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["kept"]
+    );
+}
+
+#[tokio::test]
 async fn watch_changes_replays_then_follows_live() {
     let db = TestDb::postgres().await;
     let prefix = RedisPrefix::new();
