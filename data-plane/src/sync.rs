@@ -59,6 +59,8 @@ impl Loader {
         let catalog = Arc::new(catalog);
         self.catalog.store(catalog.clone());
         let (pools, _) = catalog.models();
+        let ids: std::collections::HashSet<&str> = pools.iter().map(|p| p.id.as_str()).collect();
+        self.fleet.retain_pools(|id| ids.contains(id));
         self.fleet.prefetch(
             pools
                 .iter()

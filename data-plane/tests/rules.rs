@@ -329,3 +329,26 @@ async fn the_attempt_cap_bounds_a_request() {
     assert!(matches!(e, DpError::AttemptCap { cap: 4, .. }), "{e}");
     assert_eq!(attempts.len(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_single_worker_at_one_request_per_second_still_rotates() {
+    let (fleet, pusher) = Fleet::new(
+        Arc::new(MemoryBackend::default()),
+        Arc::new(Link::default()),
+        CancellationToken::new(),
+    );
+    tokio::spawn(pusher);
+    fleet.prefetch(["pool"]);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut tickets = Vec::new();
+    for _ in 0..6 {
+        tickets.push(fleet.ticket("pool") % 3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let first = tickets[0];
+    let expected: Vec<u64> = (0..6).map(|i| (first + i) % 3).collect();
+    assert_eq!(
+        tickets, expected,
+        "consecutive shared tickets, one per second"
+    );
+}
