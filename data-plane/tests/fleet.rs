@@ -68,33 +68,6 @@ async fn round_robin_spreads_evenly_across_three_workers() {
     }
 }
 
-/// Waits (bounded) until `w` reports `model` unavailable (benched) in ListModels.
-async fn until_benched_on(w: &ServerProc, model: &str) {
-    until_on(w, model, false).await;
-}
-
-/// Waits (bounded) until `w` reports `model` as `available` in ListModels.
-async fn until_on(w: &ServerProc, model: &str, available: bool) {
-    let mut c = client(w).await;
-    for _ in 0..400 {
-        let models = c
-            .list_models(pb::ListModelsRequest {})
-            .await
-            .expect("models")
-            .into_inner();
-        if models
-            .models
-            .iter()
-            .flat_map(|m| m.members.iter())
-            .any(|m| m.upstream_model == model && m.available == available)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{model} never showed as available={available}");
-}
-
 #[tokio::test]
 async fn a_member_benched_by_one_worker_is_skipped_by_another() {
     let up = fake().await;
@@ -114,42 +87,7 @@ async fn a_member_benched_by_one_worker_is_skipped_by_another() {
     wait_revision(&a, 1).await;
     wait_revision(&b, 1).await;
 
-    up.set_fault(
-        "sick",
-        Fault::Status {
-            code: 503,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
-    let r = client(&a)
-        .await
-        .generate(ask("p", "hi"))
-        .await
-        .expect("fails over")
-        .into_inner();
-    assert_eq!(
-        outcomes(&r.attempts),
-        vec![("sick".into(), O::Transient), ("well".into(), O::Ok)]
-    );
-    // The bench reaches the other worker through Redis within milliseconds
-    // (pushed, not polled per request).
-    until_benched_on(&b, "sick").await;
-    let r = client(&b)
-        .await
-        .generate(ask("p", "hi"))
-        .await
-        .expect("other worker")
-        .into_inner();
-    assert_eq!(
-        outcomes(&r.attempts),
-        vec![("sick".into(), O::SkippedBenched), ("well".into(), O::Ok)]
-    );
-    assert_eq!(
-        up.calls("sick"),
-        1,
-        "the benched member got no more traffic"
-    );
+    a_bench_reaches_the_other_worker(&up, &a, &b).await;
     let models = client(&b)
         .await
         .list_models(pb::ListModelsRequest {})
@@ -199,7 +137,7 @@ async fn a_benched_member_waits_out_its_cooldown_then_one_probe_goes_through_fle
         .expect_err("benched now");
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(up.calls("only"), 1);
-    until_benched_on(&b, "only").await;
+    until_on(&b, "only", false).await;
 
     // The member recovers but is slow. While its bench lasts, nobody probes it:
     // both workers refuse at once without calling it.

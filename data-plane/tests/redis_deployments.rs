@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use pb::AttemptOutcome as O;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
 use switchyard_testkit::{RedisCluster, TlsRedis};
@@ -63,27 +60,6 @@ impl Deployment {
     }
 }
 
-async fn until_on(w: &ServerProc, model: &str, available: bool) {
-    let mut c = client(w).await;
-    for _ in 0..400 {
-        let models = c
-            .list_models(pb::ListModelsRequest {})
-            .await
-            .expect("models")
-            .into_inner();
-        if models
-            .models
-            .iter()
-            .flat_map(|m| m.members.iter())
-            .any(|m| m.upstream_model == model && m.available == available)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{model} never showed as available={available}");
-}
-
 /// Two workers on `d`: config arrives and changes, round robin is shared,
 /// a bench decided by one reaches the other.
 async fn the_fleet_shares_state_over(d: Deployment) {
@@ -134,36 +110,7 @@ async fn the_fleet_shares_state_over(d: Deployment) {
     wait_revision(&a, 2).await;
     wait_revision(&b, 2).await;
 
-    up.set_fault(
-        "sick",
-        Fault::Status {
-            code: 503,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
-    let r = client(&a)
-        .await
-        .generate(ask("p", "hi"))
-        .await
-        .expect("fails over")
-        .into_inner();
-    assert_eq!(
-        outcomes(&r.attempts),
-        vec![("sick".into(), O::Transient), ("well".into(), O::Ok)]
-    );
-    until_on(&b, "sick", false).await;
-    let r = client(&b)
-        .await
-        .generate(ask("p", "hi"))
-        .await
-        .expect("other worker")
-        .into_inner();
-    assert_eq!(
-        outcomes(&r.attempts),
-        vec![("sick".into(), O::SkippedBenched), ("well".into(), O::Ok)]
-    );
-    assert_eq!(up.calls("sick"), 1);
+    a_bench_reaches_the_other_worker(&up, &a, &b).await;
 }
 
 fn control_plane_binary() -> std::path::PathBuf {

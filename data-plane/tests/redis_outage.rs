@@ -14,21 +14,7 @@ use switchyard_proto::v1 as pb;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn fleet_status(w: &ServerProc) -> i32 {
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", w.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect"),
-    );
-    health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "switchyard.fleet".into(),
-        })
-        .await
-        .expect("health")
-        .into_inner()
-        .status
+    health_status(w, "switchyard.fleet").await
 }
 
 async fn until_fleet(w: &ServerProc, want: ServingStatus) {

@@ -168,17 +168,26 @@ struct FleetCore {
 
 impl FleetCore {
     fn send(&self, r: Report) {
-        let member = match &r {
-            Report::Failure { member, .. } | Report::Success { member } => Some(member.clone()),
-            _ => None,
-        };
-        if self.reports.try_send(r).is_err()
-            && let Some(m) = member
+        if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) =
+            self.reports.try_send(r)
         {
-            self.pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(m);
+            self.not_delivered(&r);
+        }
+    }
+
+    /// A report that did not reach the backend: a health change is merged
+    /// later (the member is pending); a ticket fetch is given up; the rest
+    /// (probe releases expire, token charges) is best-effort.
+    fn not_delivered(&self, r: &Report) {
+        match r {
+            Report::Failure { member, .. } | Report::Success { member } => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(member.clone());
+            }
+            Report::Refill { pool_id, .. } => self.tickets.filled(pool_id, None),
+            Report::Release { .. } | Report::Charge { .. } => {}
         }
     }
 }
@@ -485,20 +494,8 @@ async fn push(core: Arc<FleetCore>, mut rx: mpsc::Receiver<Report>, stop: Cancel
             () = stop.cancelled() => return,
             r = rx.recv() => match r { Some(r) => r, None => return },
         };
-        let member = match &report {
-            Report::Failure { member, .. } | Report::Success { member } => Some(member.clone()),
-            _ => None,
-        };
         if !core.link.usable() {
-            if let Report::Refill { pool_id, .. } = &report {
-                core.tickets.filled(pool_id, None);
-            }
-            if let Some(m) = member {
-                core.pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(m);
-            }
+            core.not_delivered(&report);
             continue;
         }
         let outcome = tokio::time::timeout(BACKGROUND_TIMEOUT, apply(&core, &report)).await;
@@ -511,15 +508,7 @@ async fn push(core: Arc<FleetCore>, mut rx: mpsc::Receiver<Report>, stop: Cancel
             Err(_) => "timed out".to_owned(),
         };
         core.link.failed(&error);
-        if let Report::Refill { pool_id, .. } = &report {
-            core.tickets.filled(pool_id, None);
-        }
-        if let Some(m) = member {
-            core.pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(m);
-        }
+        core.not_delivered(&report);
     }
 }
 

@@ -388,3 +388,85 @@ pub async fn drain_ok(
     let trailers = s.trailers().await.expect("trailers").unwrap_or_default();
     (events, trailers)
 }
+
+/// Waits (bounded) until `w` reports `model` as `available` in ListModels.
+pub async fn until_on(w: &ServerProc, model: &str, available: bool) {
+    let mut c = client(w).await;
+    for _ in 0..400 {
+        let models = c
+            .list_models(pb::ListModelsRequest {})
+            .await
+            .expect("models")
+            .into_inner();
+        if models
+            .models
+            .iter()
+            .flat_map(|m| m.members.iter())
+            .any(|m| m.upstream_model == model && m.available == available)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{model} never showed as available={available}");
+}
+
+/// Pool "p" has members "sick" (tried first) and "well", threshold 1. "sick"
+/// starts failing; `a` fails over and benches it; the bench reaches `b`
+/// through the fleet state (pushed, not polled per request), which skips it.
+pub async fn a_bench_reaches_the_other_worker(up: &FakeUpstream, a: &ServerProc, b: &ServerProc) {
+    use pb::AttemptOutcome as O;
+    up.set_fault(
+        "sick",
+        Fault::Status {
+            code: 503,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let r = client(a)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("fails over")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("sick".into(), O::Transient), ("well".into(), O::Ok)]
+    );
+    until_on(b, "sick", false).await;
+    let r = client(b)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("other worker")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("sick".into(), O::SkippedBenched), ("well".into(), O::Ok)]
+    );
+    assert_eq!(
+        up.calls("sick"),
+        1,
+        "the benched member got no more traffic"
+    );
+}
+
+/// The status `w` reports on grpc.health for `service`.
+pub async fn health_status(w: &ServerProc, service: &str) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", w.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+}
