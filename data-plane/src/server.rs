@@ -119,7 +119,7 @@ pub async fn serve(
             workers.push(("fleet pusher", daemons.spawn(pusher)));
             workers.push((
                 "fleet follower",
-                daemons.spawn(crate::fleet::redis::follow(
+                daemons.spawn(crate::fleet::follow::follow(
                     client.clone(),
                     backend,
                     fleet.clone(),

@@ -11,9 +11,11 @@
 //! a limited member's quota, and claiming a half-open member's probe.
 //! While the backend is unreachable ([`Link`]), decisions are local.
 
+pub mod follow;
 pub mod health;
 pub mod link;
 pub mod memory;
+mod push;
 pub mod redis;
 pub mod tickets;
 
@@ -215,7 +217,7 @@ impl Fleet {
             pending: Mutex::new(HashSet::new()),
             usage: Mutex::new(HashMap::new()),
         });
-        let pusher = push(core.clone(), rx, stop);
+        let pusher = push::run(core.clone(), rx, stop);
         (Self { core }, pusher)
     }
 
@@ -485,66 +487,4 @@ impl Fleet {
     pub fn retain_pools(&self, keep: impl Fn(&str) -> bool) {
         self.core.tickets.retain(keep);
     }
-}
-
-/// The background task: pushes reports to the backend one at a time, in order.
-async fn push(core: Arc<FleetCore>, mut rx: mpsc::Receiver<Report>, stop: CancellationToken) {
-    loop {
-        let report = tokio::select! {
-            () = stop.cancelled() => return,
-            r = rx.recv() => match r { Some(r) => r, None => return },
-        };
-        if !core.link.usable() {
-            core.not_delivered(&report);
-            continue;
-        }
-        let outcome = tokio::time::timeout(BACKGROUND_TIMEOUT, apply(&core, &report)).await;
-        let error = match outcome {
-            Ok(Ok(())) => {
-                core.link.ok();
-                continue;
-            }
-            Ok(Err(e)) => e.0,
-            Err(_) => "timed out".to_owned(),
-        };
-        core.link.failed(&error);
-        core.not_delivered(&report);
-    }
-}
-
-async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
-    match report {
-        Report::Failure {
-            member,
-            failure,
-            probe_owner,
-        } => {
-            let e = core
-                .backend
-                .fail(member, failure, probe_owner.as_deref())
-                .await?;
-            if e.benches > 0 && e.benched_until.is_some_and(|u| u > Instant::now()) {
-                tracing::debug!(member = %member, benches = e.benches, "member benched fleet-wide");
-            }
-            core.table.apply(member, e);
-        }
-        Report::Success { member } => {
-            let e = core.backend.succeed(member).await?;
-            core.table.apply(member, e);
-        }
-        Report::Release { member, owner } => {
-            let e = core.backend.release(member, owner).await?;
-            core.table.apply(member, e);
-        }
-        Report::Charge {
-            member,
-            tokens,
-            minute,
-        } => core.backend.charge(member, *tokens, *minute).await?,
-        Report::Refill { pool_id, n } => {
-            let first = core.backend.lease(pool_id, *n).await?;
-            core.tickets.filled(pool_id, Some((first, *n)));
-        }
-    }
-    Ok(())
 }

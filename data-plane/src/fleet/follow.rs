@@ -1,0 +1,114 @@
+//! The Redis follower: keeps a worker's health table live — subscribe,
+//! push what was learned while away, load everything, then apply every
+//! message; a gap in the change counter or a periodic check that finds it
+//! moved reloads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use switchyard_shared::redis_client::Redis;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Fleet;
+use super::redis::{RedisBackend, parse_message};
+
+/// Keeps `fleet`'s health table live until `stop`: subscribe, push what was
+/// learned while away, load everything, then apply every message; a gap in
+/// the change counter or a periodic check that finds it moved reloads.
+pub async fn follow(
+    redis: Redis,
+    backend: Arc<RedisBackend>,
+    fleet: Fleet,
+    check_every: Duration,
+    stop: CancellationToken,
+) {
+    let channel = backend.keys().health_channel();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut pubsub = redis
+                .pubsub(Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(Duration::from_secs(2), pubsub.subscribe(&channel))
+                .await
+                .map_err(|_| "subscribing to health changes timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            fleet.push_pending().await.map_err(|e| e.0)?;
+            let (entries, version) = backend.load_all().await.map_err(|e| e.0)?;
+            fleet.table().replace(entries);
+            Ok::<_, String>((pubsub, version))
+        };
+        let started = tokio::select! {
+            () = stop.cancelled() => return,
+            s = tokio::time::timeout(Duration::from_secs(5), session) => {
+                s.unwrap_or_else(|_| Err("connecting for health changes timed out".into()))
+            }
+        };
+        let why = match started {
+            Ok((pubsub, mut seen)) => {
+                backoff = Duration::from_millis(100);
+                fleet.link().ok();
+                tracing::debug!(version = seen, "health table loaded");
+                let mut messages = pubsub.into_on_message();
+                let mut tick = tokio::time::interval(check_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let reload = tokio::select! {
+                        () = stop.cancelled() => return,
+                        m = messages.next() => match m {
+                            None => break "health subscription lost".to_owned(),
+                            Some(msg) => {
+                                let text = String::from_utf8_lossy(msg.get_payload_bytes());
+                                match parse_message(&text, Instant::now()) {
+                                    Ok((member, entry)) => {
+                                        let v = entry.version;
+                                        fleet.table().apply(&member, entry);
+                                        let gap = v > seen + 1;
+                                        seen = seen.max(v);
+                                        gap
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e.0, "undecodable health message; reloading");
+                                        true
+                                    }
+                                }
+                            }
+                        },
+                        _ = tick.tick() => {
+                            if fleet.has_pending() && let Err(e) = fleet.push_pending().await {
+                                break e.0;
+                            }
+                            match tokio::time::timeout(Duration::from_secs(1), backend.version()).await {
+                                Ok(Ok(v)) => {
+                                    fleet.link().ok();
+                                    v != seen
+                                }
+                                Ok(Err(e)) => break e.0,
+                                Err(_) => break "health check timed out".to_owned(),
+                            }
+                        }
+                    };
+                    if reload {
+                        match backend.load_all().await {
+                            Ok((entries, v)) => {
+                                fleet.table().replace(entries);
+                                seen = v;
+                            }
+                            Err(e) => break e.0,
+                        }
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        fleet.link().failed(&why);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
