@@ -21,6 +21,8 @@ pub enum Scenario {
     RedisDelay,
     /// l: a member benched by worker A, seen by worker B: propagation time.
     Propagation,
+    /// m: a new config revision, published, reaching three workers: propagation time.
+    ConfigPropagation,
     /// j: CLIENT PAUSE on Redis during a fixed-rate run.
     RedisPause,
 }
@@ -100,6 +102,9 @@ pub struct Args {
     /// A trial that has not converged after this many milliseconds is a miss (l).
     #[arg(long, default_value_t = 2000)]
     pub prop_timeout_ms: u64,
+    /// Trials of the config-propagation scenario (m): revisions published, each awaited on three workers.
+    #[arg(long, default_value_t = 30)]
+    pub config_trials: u32,
     /// Warm-up requests per request kind before measuring (not reported).
     #[arg(long, default_value_t = 200)]
     pub warmup: u64,

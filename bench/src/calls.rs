@@ -138,3 +138,9 @@ pub async fn member_available(grpc: &Client, pool: &str, member_id: &str) -> Res
     let member = pool_members.iter().find(|m| m.member_id == member_id);
     member.map(|m| m.available).ok_or_else(|| format!("ListModels: no member {member_id} in pool {pool}"))
 }
+
+/// The config revision the worker serves, as its ListModels reports it.
+pub async fn served_revision(grpc: &Client) -> Result<u64, String> {
+    let r = grpc.clone().list_models(pb::ListModelsRequest {}).await.map_err(status_text)?;
+    Ok(r.into_inner().revision)
+}

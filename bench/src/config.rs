@@ -95,10 +95,21 @@ pub fn prop_snapshot(base_url: &str, bad_on_fake: bool, cooldown_ms: u32) -> (pb
     (pb::Snapshot { revision: 1, providers: vec![fake, mock], pools, ..Default::default() }, bad_id)
 }
 
+/// Revision 1 of the config-propagation prefix: provider "fake" and pool
+/// "cfg", ROUND_ROBIN over m1..m3 on it (the trials publish it again with
+/// higher revisions).
+pub fn cfg_snapshot(base_url: &str) -> pb::Snapshot {
+    let fake = provider("fake", pb::ProviderKind::Openai, base_url);
+    let members = ["m1", "m2", "m3"].iter().map(|m| member(&fake.id, m, 0)).collect();
+    let pools = vec![pool("cfg", pb::Strategy::RoundRobin, policy(1, 3, 1000, 300_000), members)];
+    pb::Snapshot { revision: 1, providers: vec![fake], pools, ..Default::default() }
+}
+
 /// Stores `snap` and its revision, then announces it on the change channel.
 pub async fn publish(conn: &mut Redis, keys: &RedisKeys, snap: &pb::Snapshot) -> Result<(), String> {
     let name = snap.pools.first().map(|p| p.name.as_str()).unwrap_or_default();
-    let change = json!({"revision": snap.revision, "resource": "pool", "action": "created", "id": "", "name": name});
+    let action = if snap.revision > 1 { "updated" } else { "created" };
+    let change = json!({"revision": snap.revision, "resource": "pool", "action": action, "id": "", "name": name});
     let writes = [
         ("SET", keys.snapshot(), snap.encode_to_vec()),
         ("SET", keys.snapshot_revision(), snap.revision.to_string().into_bytes()),

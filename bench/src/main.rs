@@ -2,8 +2,9 @@
 //! against the real `switchyard-fake-upstream`, on 127.0.0.1, and prints what
 //! the worker adds: latency, time to first token, throughput, failover cost,
 //! CPU per request and memory; and how it copes with Redis further away,
-//! Redis paused, how many Redis commands a request costs and how fast a bench
-//! reaches another worker. Every loop is bounded in count and in time.
+//! Redis paused, how many Redis commands a request costs, how fast a bench
+//! reaches another worker and how fast a new config revision reaches three.
+//! Every loop is bounded in count and in time.
 //!
 //! # Layout
 //!

@@ -6,6 +6,7 @@
 //! `e direct @rate`, the main worker's rows) measures it first if this run has
 //! not yet, so any one scenario can run alone (`--only`).
 
+mod config_propagation;
 mod failover;
 mod overhead;
 mod propagation;
@@ -221,6 +222,7 @@ pub async fn run(args: &Args, prefix: &str, redis: redis::Client, conn: Redis) -
             Scenario::RedisCommands => redis_commands::run(&mut b).await,
             Scenario::RedisDelay => redis_delay::run(&mut b).await,
             Scenario::Propagation => propagation::run(&mut b).await,
+            Scenario::ConfigPropagation => config_propagation::run(&mut b).await,
             Scenario::RedisPause => redis_pause::run(&mut b).await,
         };
         if let Err(e) = res {
