@@ -1,6 +1,11 @@
 //! `switchyard-data-plane`: parse config, start telemetry, serve.
 
 use clap::Parser as _;
+
+// Many small allocations per request (headers, JSON, protobuf): mimalloc
+// spends less CPU on them than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use switchyard_data_plane::config::Args;
 
 #[tokio::main]
