@@ -72,6 +72,9 @@ pub enum DpError {
     /// A committed stream broke: never replayed elsewhere.
     #[error("member {member} failed mid-stream: {detail}; the stream is not replayed elsewhere")]
     StreamBroken { member: String, detail: String },
+    /// The stream was given up (its caller stopped reading) before it finished.
+    #[error("the stream was cut before it finished")]
+    StreamCut,
     /// A committed stream went silent or ran past a timeout.
     #[error("{0}")]
     StreamTimedOut(String),
@@ -87,7 +90,8 @@ impl From<DpError> for Status {
             DpError::NotReady
             | DpError::AllCandidatesFailed { .. }
             | DpError::AttemptCap { .. }
-            | DpError::StreamBroken { .. } => Status::unavailable(message),
+            | DpError::StreamBroken { .. }
+            | DpError::StreamCut => Status::unavailable(message),
             DpError::QuotaExhausted { .. } => Status::resource_exhausted(message),
             DpError::Deadline { .. } | DpError::StreamTimedOut(_) => {
                 Status::deadline_exceeded(message)

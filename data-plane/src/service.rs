@@ -12,6 +12,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use crate::error::DpError;
 use crate::failover::{Engine, Failed, Served};
 use crate::fleet::State;
 use crate::model::Pool;
@@ -56,29 +57,29 @@ fn deadline(md: &MetadataMap) -> Option<Instant> {
     Instant::now().checked_add(d.saturating_sub(margin))
 }
 
-fn role(r: i32, i: usize) -> Result<upstream::Role, Status> {
+fn role(r: i32, i: usize) -> Result<upstream::Role, DpError> {
     match pb::Role::try_from(r) {
         Ok(pb::Role::System) => Ok(upstream::Role::System),
         Ok(pb::Role::User) => Ok(upstream::Role::User),
         Ok(pb::Role::Assistant) => Ok(upstream::Role::Assistant),
         Ok(pb::Role::Tool) => Ok(upstream::Role::Tool),
-        Ok(pb::Role::Unspecified) | Err(_) => Err(Status::invalid_argument(format!(
+        Ok(pb::Role::Unspecified) | Err(_) => Err(DpError::InvalidArgument(format!(
             "messages[{i}].role is {r}; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
         ))),
     }
 }
 
 /// Checks the request and turns it into the neutral form.
-fn chat_request(r: &pb::GenerateRequest) -> Result<ChatRequest, Status> {
+fn chat_request(r: &pb::GenerateRequest) -> Result<ChatRequest, DpError> {
     if r.model.len() > 512 {
-        return Err(Status::invalid_argument(format!(
+        return Err(DpError::InvalidArgument(format!(
             "model is {} bytes; a route, pool or provider/model name is at most 512",
             r.model.len()
         )));
     }
     if r.messages.is_empty() {
-        return Err(Status::invalid_argument(
-            "messages is empty; send at least one message",
+        return Err(DpError::InvalidArgument(
+            "messages is empty; send at least one message".into(),
         ));
     }
     let mut messages = Vec::with_capacity(r.messages.len());
@@ -102,20 +103,20 @@ fn chat_request(r: &pb::GenerateRequest) -> Result<ChatRequest, Status> {
     if let Some(t) = r.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(DpError::InvalidArgument(format!(
             "temperature is {t}; use 0 to 2"
         )));
     }
     if let Some(p) = r.top_p
         && !(0.0..=1.0).contains(&p)
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(DpError::InvalidArgument(format!(
             "top_p is {p}; use 0 to 1"
         )));
     }
     if r.max_tokens == Some(0) {
-        return Err(Status::invalid_argument(
-            "max_tokens is 0; leave it unset or give at least 1",
+        return Err(DpError::InvalidArgument(
+            "max_tokens is 0; leave it unset or give at least 1".into(),
         ));
     }
     Ok(ChatRequest {
@@ -163,7 +164,7 @@ impl Call {
         let deadline = deadline(r.metadata());
         let r = r.into_inner();
         let id = request_id(&r);
-        let chat = chat_request(&r)?;
+        let chat = chat_request(&r).map_err(Status::from)?;
         // Caller metadata is logged, never sent upstream.
         let span = tracing::info_span!("generate", rpc, request_id = %id, model = %r.model, caller = ?r.metadata);
         Ok((

@@ -82,8 +82,7 @@ impl Pump {
         // If the pump ends without handing over a status (it gave up on a
         // caller that stopped reading), the stream ends UNAVAILABLE, never OK.
         let tail = futures::stream::once(async move {
-            (!done.load(Ordering::Acquire))
-                .then(|| Err(Status::unavailable("the stream was cut before it finished")))
+            (!done.load(Ordering::Acquire)).then(|| Err(Status::from(DpError::StreamCut)))
         })
         .filter_map(std::future::ready);
         Box::pin(ReceiverStream::new(rx).chain(tail))
