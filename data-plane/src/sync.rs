@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Secrets};
 
+/// How often a worker without a config looks for the snapshot.
+const WAITING_CHECK: Duration = Duration::from_millis(100);
+
 /// Health of the sync itself, reported to grpc.health.v1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncState {
@@ -153,8 +156,11 @@ pub async fn follow_redis(
             Ok((mut conn, pubsub)) => {
                 backoff = Duration::from_millis(100);
                 let mut messages = pubsub.into_on_message();
-                let mut tick = tokio::time::interval(check_every);
+                // Without a config the worker looks every 100 ms, so it serves
+                // as soon as the control plane (re)stores the snapshot.
+                let mut tick = tokio::time::interval(check_every.min(WAITING_CHECK));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last_check = tokio::time::Instant::now();
                 let why = loop {
                     let reload = tokio::select! {
                         () = shutdown.cancelled() => return,
@@ -168,10 +174,17 @@ pub async fn follow_redis(
                                 }
                             },
                         },
-                        _ = tick.tick() => match stored_revision(&mut conn, &keys).await {
-                            Ok(Some(r)) => r > loader.catalog.load().revision || *loader.state.borrow() != SyncState::Live,
-                            Ok(None) => false,
-                            Err(e) => break e,
+                        _ = tick.tick() => {
+                            let waiting = *loader.state.borrow() == SyncState::Loading;
+                            if !waiting && last_check.elapsed() < check_every {
+                                continue;
+                            }
+                            last_check = tokio::time::Instant::now();
+                            match stored_revision(&mut conn, &keys).await {
+                                Ok(Some(r)) => r > loader.catalog.load().revision || *loader.state.borrow() != SyncState::Live,
+                                Ok(None) => false,
+                                Err(e) => break e,
+                            }
                         },
                     };
                     if reload {

@@ -350,7 +350,14 @@ async fn with_redis_down_a_worker_keeps_serving_its_last_config() {
 #[tokio::test]
 async fn a_worker_is_not_serving_until_it_has_a_config() {
     let prefix = RedisPrefix::new();
-    let w = worker(&redis_url(), &prefix, &[]).await;
+    // Its periodic check is a minute away: only the quick look of a worker
+    // that has no config yet can find the snapshot.
+    let w = worker(
+        &redis_url(),
+        &prefix,
+        &[("SWITCHYARD_CONFIG_CHECK_MS", "60000")],
+    )
+    .await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", w.addr))
             .expect("uri")
@@ -380,7 +387,9 @@ async fn a_worker_is_not_serving_until_it_has_a_config() {
             policy(0, 3, 1000),
             &[("up", "m1", 0)],
         );
-    config.publish(&redis_url(), &prefix, 1, true).await;
+    // Stored without a change message, as the control plane does when it
+    // restores a snapshot Redis lost.
+    config.publish(&redis_url(), &prefix, 1, false).await;
     wait_revision(&w, 1).await;
     let st = health
         .check(tonic_health::pb::HealthCheckRequest {
