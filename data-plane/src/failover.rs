@@ -171,7 +171,8 @@ struct Run<'a> {
     log: Log,
 }
 
-/// How long a probe is held at most: the longest request of the pool.
+/// How long a probe is held at most: the longest request of the pool, plus
+/// time for its outcome to reach the fleet (so it never lapses first).
 fn probe_ttl(pool: &Pool) -> Duration {
     pool.active
         .iter()
@@ -179,6 +180,7 @@ fn probe_ttl(pool: &Pool) -> Duration {
         .max()
         .unwrap_or(Duration::from_secs(60))
         .min(Duration::from_secs(120))
+        + Duration::from_secs(5)
 }
 
 impl Engine {
@@ -283,31 +285,17 @@ impl Engine {
         // Released by its guard on every path that does not settle it.
         let mut probe: Option<ProbeHold> = None;
         if step.probe {
-            match self.fleet.claim(&c.member_id, probe_ttl(pool)).await {
+            match self
+                .fleet
+                .claim(&c.member_id, &pool.policy, probe_ttl(pool))
+                .await
+            {
                 Some(hold) => probe = Some(hold),
                 None => {
                     run.log.skipped(pool, c, Skip::Probing);
                     return Outcome::Next;
                 }
             }
-        }
-        if c.limits.any()
-            && let Reservation::Denied { requests, tokens } =
-                self.fleet.reserve(&c.member_id, c.limits).await
-        {
-            run.log
-                .push(pool, c, pb::AttemptOutcome::SkippedQuota, None, None);
-            let why = match c.limits.rpm {
-                Some(l) if requests >= l => {
-                    format!("over its rpm limit ({requests} of {l} this minute)")
-                }
-                _ => format!(
-                    "over its tpm limit ({tokens} of {} tokens this minute)",
-                    c.limits.tpm.unwrap_or_default()
-                ),
-            };
-            run.log.reason(c, why);
-            return Outcome::Next;
         }
         let tries = if probe.is_some() {
             1
@@ -326,6 +314,10 @@ impl Engine {
                 run.log
                     .push(pool, c, pb::AttemptOutcome::Deadline, None, None);
                 return Outcome::Stop(self.deadline(run));
+            }
+            // Every try of a limited member takes one request of its limit.
+            if c.limits.any() && self.over_limit(pool, c, run).await {
+                return Outcome::Next;
             }
             run.budget -= 1;
             let start = Instant::now();
@@ -395,6 +387,29 @@ impl Engine {
             }
         }
         Outcome::Next
+    }
+
+    /// Reserves one request of `c`'s limit; when it is refused, records the
+    /// skip (no penalty) and says so.
+    async fn over_limit(&self, pool: &Pool, c: &Candidate, run: &mut Run<'_>) -> bool {
+        let Reservation::Denied { requests, tokens } =
+            self.fleet.reserve(&c.member_id, c.limits).await
+        else {
+            return false;
+        };
+        run.log
+            .push(pool, c, pb::AttemptOutcome::SkippedQuota, None, None);
+        let why = match c.limits.rpm {
+            Some(l) if requests >= l => {
+                format!("over its rpm limit ({requests} of {l} this minute)")
+            }
+            _ => format!(
+                "over its tpm limit ({tokens} of {} tokens this minute)",
+                c.limits.tpm.unwrap_or_default()
+            ),
+        };
+        run.log.reason(c, why);
+        true
     }
 
     fn deadline(&self, run: &Run<'_>) -> DpError {

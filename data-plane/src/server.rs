@@ -90,6 +90,9 @@ pub async fn serve(
     // Background loops, stopped by `background` and awaited at shutdown.
     let daemons = TaskTracker::new();
     let link = Arc::new(Link::default());
+    // The pusher outlives in-flight requests: what they report at the end
+    // (a probe's release above all) still reaches the fleet.
+    let pusher_stop = CancellationToken::new();
     let mut workers = Vec::new();
     // The fleet first (its backend), then config sync, which tells it of new pools.
     let (fleet, redis) = match &settings.source {
@@ -97,12 +100,12 @@ pub async fn serve(
             let client = Redis::open(redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
             let keys = RedisKeys::new(prefix.clone());
             let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
-            let (fleet, pusher) = Fleet::new(backend.clone(), link.clone(), background.clone());
+            let (fleet, pusher) = Fleet::new(backend.clone(), link.clone(), pusher_stop.clone());
             (fleet, Some((client, keys, backend, pusher)))
         }
         Source::Local(_) => {
             let backend = Arc::new(MemoryBackend::default());
-            let (fleet, pusher) = Fleet::new(backend, link.clone(), background.clone());
+            let (fleet, pusher) = Fleet::new(backend, link.clone(), pusher_stop.clone());
             workers.push(("fleet pusher", daemons.spawn(pusher)));
             (fleet, None)
         }
@@ -260,6 +263,7 @@ pub async fn serve(
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!("streams still open after the grace period");
     }
+    pusher_stop.cancel();
     workers.push(("health reporter", reporter));
     for (name, h) in workers {
         if let Err(e) = h.await {

@@ -29,6 +29,8 @@ fn view(e: &Entry) -> (u32, u32, bool, Option<String>) {
     )
 }
 
+const STALE: Duration = Duration::from_secs(60);
+
 fn failure(retry_after_ms: u64) -> Failure {
     Failure {
         threshold: 2,
@@ -52,6 +54,8 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         Arc::new(RedisBackend::new(redis, RedisKeys::new(prefix.0.clone()))),
     ];
     let ttl = Duration::from_secs(5);
+    // Usage is kept per member in Redis: a fresh one for this test.
+    let quota_member = format!("q-{}", prefix.0);
     let mut steps: Vec<[String; 2]> = Vec::new();
     let mut record = |what: &str, views: Vec<String>| {
         steps.push([
@@ -75,7 +79,7 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         &b.fail("m", &failure(0), None).await.expect("fail")
     ));
     each!("claim while benched", |b| b
-        .claim("m", "w1", ttl)
+        .claim("m", "w1", ttl, STALE)
         .await
         .expect("claim")
         .0);
@@ -84,11 +88,11 @@ async fn redis_and_memory_backends_agree_on_every_step() {
     ));
     tokio::time::sleep(Duration::from_millis(60)).await;
     each!("claim after the bench", |b| {
-        let (granted, e) = b.claim("m", "w1", ttl).await.expect("claim");
+        let (granted, e) = b.claim("m", "w1", ttl, STALE).await.expect("claim");
         (granted, view(&e))
     });
     each!("a second claimant", |b| b
-        .claim("m", "w2", ttl)
+        .claim("m", "w2", ttl, STALE)
         .await
         .expect("claim")
         .0);
@@ -116,7 +120,7 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         view(&b.merge("m", &local).await.expect("merge"))
     });
     each!("the table as loaded", |b| {
-        let t = b.load().await.expect("load");
+        let (t, _) = b.load().await.expect("load");
         t.get("m").map(view)
     });
     each!("quota: rpm 2", |b| {
@@ -126,10 +130,10 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         };
         let mut out = Vec::new();
         for _ in 0..3 {
-            out.push(b.reserve("q", limits, 7).await.expect("reserve"));
+            out.push(b.reserve(&quota_member, limits).await.expect("reserve"));
         }
-        b.charge("q", 30, 7).await.expect("charge");
-        (out, b.usage("q", 7).await.expect("usage"))
+        b.charge(&quota_member, 30).await.expect("charge");
+        (out, b.usage(&quota_member).await.expect("usage"))
     });
     each!("leases are contiguous", |b| {
         let a = b.lease("pool", 5).await.expect("lease");

@@ -7,7 +7,7 @@
 //!   control plane's publish script;
 //! - `{P:health}:members`, `{P:health}:version` — the fleet's health table and
 //!   its change counter, changed together by the health scripts;
-//! - `P:rr:<pool>` and `P:quota:<member>:<minute>` — one key per script.
+//! - `P:rr:<pool>` and `P:quota:<member>` — one key per script.
 //!
 //! Channels (`P:config:changes`, `P:health:changes`) are classic pub/sub,
 //! which a cluster delivers to subscribers on every node.
@@ -67,10 +67,11 @@ impl RedisKeys {
         format!("{}:health:changes", self.prefix)
     }
 
-    /// A member's usage in one minute (hash: `r` requests, `t` tokens), for
-    /// rpm/tpm limits; `minute` is Unix minutes. It expires.
-    pub fn member_quota(&self, member_id: &str, minute: i64) -> String {
-        format!("{}:quota:{member_id}:{minute}", self.prefix)
+    /// A member's rpm/tpm usage (hash: `r:<minute>` requests and
+    /// `t:<minute>` tokens per Unix minute of Redis's clock, the last few
+    /// minutes only). It expires.
+    pub fn member_quota(&self, member_id: &str) -> String {
+        format!("{}:quota:{member_id}", self.prefix)
     }
 
     /// A pattern matching every key of this deployment (for tests and tools).
@@ -105,7 +106,7 @@ mod tests {
             k.health_table(),
             k.health_version(),
             k.health_channel(),
-            k.member_quota("m", 1),
+            k.member_quota("m"),
         ] {
             assert!(
                 key.trim_start_matches('{').starts_with("t1:"),

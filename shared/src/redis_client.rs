@@ -16,7 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo as _, Pipeline, RedisFuture, Value};
 
 /// Where Redis is, as the flags give it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RedisConfig {
     /// `redis://…` or `rediss://…`; with `cluster`, a comma-separated list of seed nodes.
     pub url: String,
@@ -24,6 +24,17 @@ pub struct RedisConfig {
     /// PEM CA bundle that signs the server certificate (`rediss://` only);
     /// unset: the system's roots.
     pub ca_file: Option<PathBuf>,
+}
+
+/// The URL may hold a password: Debug never shows it.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &"<redacted>")
+            .field("cluster", &self.cluster)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +59,8 @@ pub struct Timeouts {
 pub struct Redis {
     nodes: Vec<redis::Client>,
     cluster: Option<ClusterClient>,
+    /// The node the next subscription tries first (they take turns).
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn info(url: &str) -> Result<ConnectionInfo, RedisSetupError> {
@@ -126,7 +139,11 @@ impl Redis {
         } else {
             None
         };
-        Ok(Self { nodes, cluster })
+        Ok(Self {
+            nodes,
+            cluster,
+            next: std::sync::Arc::default(),
+        })
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -162,11 +179,19 @@ impl Redis {
         }
     }
 
-    /// A pub/sub connection, on the first node that answers within `timeout`.
+    /// A pub/sub connection on the first node that answers; the nodes take
+    /// turns being first and share `timeout`, so one that hangs does not
+    /// keep the others from being tried.
     pub async fn pubsub(&self, timeout: Duration) -> redis::RedisResult<redis::aio::PubSub> {
         let mut last = timed_out("no Redis node to subscribe on");
-        for node in &self.nodes {
-            match tokio::time::timeout(timeout, node.get_async_pubsub()).await {
+        let n = self.nodes.len().max(1);
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let each = timeout / u32::try_from(n).unwrap_or(1);
+        for i in 0..n {
+            let Some(node) = self.nodes.get((start + i) % n) else {
+                continue;
+            };
+            match tokio::time::timeout(each, node.get_async_pubsub()).await {
                 Ok(Ok(p)) => return Ok(p),
                 Ok(Err(e)) => last = e,
                 Err(_) => last = timed_out("subscribing"),

@@ -36,9 +36,8 @@ pub async fn follow(
                 .await
                 .map_err(|_| "subscribing to health changes timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
-            fleet.push_pending().await.map_err(|e| e.0)?;
-            let (entries, version) = backend.load_all().await.map_err(|e| e.0)?;
-            fleet.table().replace(entries);
+            // Pushes what was learned while away, then loads everything.
+            let version = fleet.reload().await.map_err(|e| e.0)?;
             Ok::<_, String>((pubsub, version))
         };
         let started = tokio::select! {
@@ -48,58 +47,13 @@ pub async fn follow(
             }
         };
         let why = match started {
-            Ok((pubsub, mut seen)) => {
+            Ok((pubsub, seen)) => {
                 backoff = Duration::from_millis(100);
                 fleet.link().ok();
                 tracing::debug!(version = seen, "health table loaded");
-                let mut messages = pubsub.into_on_message();
-                let mut tick = tokio::time::interval(check_every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    let reload = tokio::select! {
-                        () = stop.cancelled() => return,
-                        m = messages.next() => match m {
-                            None => break "health subscription lost".to_owned(),
-                            Some(msg) => {
-                                let text = String::from_utf8_lossy(msg.get_payload_bytes());
-                                match parse_message(&text, Instant::now()) {
-                                    Ok((member, entry)) => {
-                                        let v = entry.version;
-                                        fleet.table().apply(&member, entry);
-                                        let gap = v > seen + 1;
-                                        seen = seen.max(v);
-                                        gap
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(error = %e.0, "undecodable health message; reloading");
-                                        true
-                                    }
-                                }
-                            }
-                        },
-                        _ = tick.tick() => {
-                            if fleet.has_pending() && let Err(e) = fleet.push_pending().await {
-                                break e.0;
-                            }
-                            match tokio::time::timeout(Duration::from_secs(1), backend.version()).await {
-                                Ok(Ok(v)) => {
-                                    fleet.link().ok();
-                                    v != seen
-                                }
-                                Ok(Err(e)) => break e.0,
-                                Err(_) => break "health check timed out".to_owned(),
-                            }
-                        }
-                    };
-                    if reload {
-                        match backend.load_all().await {
-                            Ok((entries, v)) => {
-                                fleet.table().replace(entries);
-                                seen = v;
-                            }
-                            Err(e) => break e.0,
-                        }
-                    }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    why = live(pubsub, &backend, &fleet, seen, check_every) => why,
                 }
             }
             Err(e) => e,
@@ -110,5 +64,77 @@ pub async fn follow(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Applies messages until the session breaks; returns why. A gap in the
+/// change counter reloads at once. The periodic check reloads when the
+/// counter it read last time is still ahead of the messages (one missed),
+/// and resubscribes when that happens twice in a row (a subscription that
+/// died quietly).
+async fn live(
+    pubsub: redis::aio::PubSub,
+    backend: &RedisBackend,
+    fleet: &Fleet,
+    mut seen: u64,
+    check_every: Duration,
+) -> String {
+    let mut messages = pubsub.into_on_message();
+    let mut tick = tokio::time::interval(check_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ahead: Option<u64> = None;
+    let mut stalls = 0;
+    loop {
+        let reload = tokio::select! {
+            m = messages.next() => match m {
+                None => return "health subscription lost".to_owned(),
+                Some(msg) => {
+                    let text = String::from_utf8_lossy(msg.get_payload_bytes());
+                    match parse_message(&text, Instant::now()) {
+                        Ok((member, entry)) => {
+                            let v = entry.version;
+                            fleet.table().apply(&member, entry);
+                            let gap = v > seen + 1;
+                            seen = seen.max(v);
+                            gap
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e.0, "undecodable health message; reloading");
+                            true
+                        }
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                if fleet.has_pending()
+                    && let Err(e) = fleet.push_pending().await
+                {
+                    tracing::debug!(error = %e.0, "pending fleet reports not pushed yet");
+                }
+                let v = match tokio::time::timeout(Duration::from_secs(1), backend.version()).await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => return e.0,
+                    Err(_) => return "health check timed out".to_owned(),
+                };
+                fleet.link().ok();
+                let missed = ahead.is_some_and(|a| seen < a);
+                ahead = (v > seen).then_some(v);
+                if missed {
+                    stalls += 1;
+                    if stalls >= 2 {
+                        return "health messages stopped arriving".to_owned();
+                    }
+                } else if v <= seen {
+                    stalls = 0;
+                }
+                missed
+            }
+        };
+        if reload {
+            match fleet.reload().await {
+                Ok(v) => seen = seen.max(v),
+                Err(e) => return e.0,
+            }
+        }
     }
 }

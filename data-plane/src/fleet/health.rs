@@ -145,10 +145,21 @@ impl Entry {
     }
 
     /// Takes the member's probe if its bench is over and nobody holds it.
-    pub fn claim(&mut self, now: Instant, owner: &str, ttl: Duration) -> bool {
+    /// A bench long past (`stale_after`) no longer counts toward the next:
+    /// if this probe fails, the member starts over at the base cooldown.
+    pub fn claim(
+        &mut self,
+        now: Instant,
+        owner: &str,
+        ttl: Duration,
+        stale_after: Duration,
+    ) -> bool {
         let free = self.probe.as_ref().is_none_or(|p| now >= p.until);
         if self.fails == 0 || self.benched_at(now) || !free {
             return false;
+        }
+        if now.saturating_duration_since(self.updated) > stale_after {
+            self.benches = 0;
         }
         self.probe = Some(Probe {
             owner: owner.to_owned(),
@@ -181,12 +192,19 @@ impl Entry {
 }
 
 /// The worker's copy of the fleet's health: read lock-free on the request
-/// path, replaced entry by entry as changes arrive.
+/// path, replaced entry by entry as changes arrive. A cleared member keeps a
+/// clear entry (a tombstone with its version), so a late, older message
+/// cannot bring its failures back; a full load drops them.
 #[derive(Default)]
 pub struct HealthTable {
     entries: ArcSwap<HashMap<String, Entry>>,
-    write: std::sync::Mutex<()>,
+    write: std::sync::Mutex<Floor>,
 }
+
+/// The fleet's change counter at the last full load: a message at or below
+/// it about a member the load did not have is older than the load.
+#[derive(Default)]
+struct Floor(u64);
 
 impl HealthTable {
     /// The table as of now (one atomic load).
@@ -194,22 +212,24 @@ impl HealthTable {
         self.entries.load_full()
     }
 
+    /// The member's entry, if it has failures, a bench or a probe.
     pub fn get(&self, member: &str) -> Option<Entry> {
-        self.entries.load().get(member).cloned()
+        self.entries
+            .load()
+            .get(member)
+            .filter(|e| !e.is_clear())
+            .cloned()
     }
 
-    /// Stores `entry` unless the table holds a newer version of it; a clear
-    /// entry removes the member.
+    /// Stores `entry` unless the table holds a newer version of it.
     pub fn apply(&self, member: &str, entry: Entry) {
-        self.update(|m| {
-            if m.get(member).is_some_and(|cur| cur.version > entry.version) {
-                return;
+        self.update(|m, floor| {
+            match m.get(member) {
+                Some(cur) if cur.version > entry.version => return,
+                None if entry.version != 0 && entry.version <= floor => return,
+                _ => {}
             }
-            if entry.is_clear() {
-                m.remove(member);
-            } else {
-                m.insert(member.to_owned(), entry);
-            }
+            m.insert(member.to_owned(), entry);
         });
     }
 
@@ -220,44 +240,46 @@ impl HealthTable {
         now: Instant,
         f: impl FnOnce(&mut Entry) -> R,
     ) -> (R, Entry) {
-        let _w = self
+        let _floor = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut m = HashMap::clone(&self.entries.load());
         let mut e = m.get(member).cloned().unwrap_or_else(|| Entry::new(now));
         let r = f(&mut e);
-        if e.is_clear() {
-            m.remove(member);
-        } else {
-            m.insert(member.to_owned(), e.clone());
-        }
+        m.insert(member.to_owned(), e.clone());
         self.entries.store(Arc::new(m));
         (r, e)
     }
 
-    pub fn remove(&self, member: &str) {
-        self.update(|m| {
-            m.remove(member);
+    /// Clears the member here (its version kept, so older news stays out).
+    pub fn clear(&self, member: &str, now: Instant) {
+        self.update(|m, _| {
+            if let Some(e) = m.get_mut(member) {
+                let version = e.version;
+                *e = Entry::new(now);
+                e.version = version;
+            }
         });
     }
 
-    /// Replaces everything (a full load).
-    pub fn replace(&self, entries: HashMap<String, Entry>) {
-        let _w = self
+    /// Replaces everything with a full load taken at change counter `version`.
+    pub fn replace(&self, entries: HashMap<String, Entry>, version: u64) {
+        let mut floor = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        floor.0 = version;
         self.entries.store(Arc::new(entries));
     }
 
-    fn update(&self, f: impl FnOnce(&mut HashMap<String, Entry>)) {
-        let _w = self
+    fn update(&self, f: impl FnOnce(&mut HashMap<String, Entry>, u64)) {
+        let floor = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut m = HashMap::clone(&self.entries.load());
-        f(&mut m);
+        f(&mut m, floor.0);
         self.entries.store(Arc::new(m));
     }
 }
@@ -265,6 +287,8 @@ impl HealthTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STALE: Duration = Duration::from_secs(63);
 
     fn failure(retry_after: Option<Duration>) -> Failure {
         Failure {
@@ -294,10 +318,10 @@ mod tests {
             State::HalfOpen,
             "the cooldown is waited out first"
         );
-        assert!(e.claim(now, "w1", Duration::from_secs(10)));
+        assert!(e.claim(now, "w1", Duration::from_secs(10), STALE));
         assert_eq!(e.state(now, 2), State::Probing);
         assert!(
-            !e.claim(now, "w2", Duration::from_secs(10)),
+            !e.claim(now, "w2", Duration::from_secs(10), STALE),
             "one probe at a time"
         );
         e.fail(now, &failure(None), Some("w1"));
@@ -310,7 +334,7 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(2)).await;
         let now = Instant::now();
-        assert!(e.claim(now, "w1", Duration::from_secs(10)));
+        assert!(e.claim(now, "w1", Duration::from_secs(10), STALE));
         e.fail(now, &failure(None), Some("w1"));
         assert_eq!(
             e.benched_until,
@@ -340,7 +364,7 @@ mod tests {
         e.fail(now, &failure(None), None);
         tokio::time::advance(Duration::from_secs(1)).await;
         let now = Instant::now();
-        assert!(e.claim(now, "w1", Duration::from_secs(5)));
+        assert!(e.claim(now, "w1", Duration::from_secs(5), STALE));
         assert!(!e.release(now, "w2"));
         tokio::time::advance(Duration::from_secs(5)).await;
         let now = Instant::now();
@@ -349,7 +373,7 @@ mod tests {
             State::HalfOpen,
             "an abandoned probe expires"
         );
-        assert!(e.claim(now, "w2", Duration::from_secs(5)));
+        assert!(e.claim(now, "w2", Duration::from_secs(5), STALE));
         assert!(e.release(now, "w2"));
         assert_eq!(e.state(now, 2), State::HalfOpen);
     }
@@ -390,5 +414,46 @@ mod tests {
         clear.version = 6;
         t.apply("m", clear);
         assert!(t.get("m").is_none());
+        t.apply("m", older_than_the_clear(now));
+        assert!(
+            t.get("m").is_none(),
+            "a late message does not bring it back"
+        );
+        t.replace(HashMap::new(), 10);
+        let mut before_load = Entry::new(now);
+        before_load.fails = 2;
+        before_load.version = 9;
+        t.apply("x", before_load);
+        assert!(
+            t.get("x").is_none(),
+            "older than the load, which did not have it"
+        );
+    }
+
+    fn older_than_the_clear(now: Instant) -> Entry {
+        let mut e = Entry::new(now);
+        e.fails = 3;
+        e.version = 5;
+        e
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_after_a_long_quiet_spell_starts_the_doubling_over() {
+        let now = Instant::now();
+        let mut e = Entry::new(now);
+        let f = failure(None);
+        e.fail(now, &f, None);
+        e.fail(now, &f, None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let now = Instant::now();
+        assert!(e.claim(now, "w", Duration::from_secs(1), STALE));
+        e.fail(now, &f, Some("w"));
+        assert_eq!(e.benches, 2);
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let now = Instant::now();
+        assert!(e.claim(now, "w", Duration::from_secs(1), STALE));
+        e.fail(now, &f, Some("w"));
+        assert_eq!(e.benches, 1, "the old benches no longer count");
+        assert_eq!(e.benched_until, Some(now + Duration::from_secs(1)));
     }
 }

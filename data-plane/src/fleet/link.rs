@@ -39,6 +39,12 @@ impl Link {
         *self.state.borrow()
     }
 
+    /// Whether the link is up (asks nothing of the breaker: for callers that
+    /// would not report how a call went).
+    pub fn is_up(&self) -> bool {
+        self.state() == LinkState::Up
+    }
+
     pub fn watch(&self) -> watch::Receiver<LinkState> {
         self.state.subscribe()
     }

@@ -19,6 +19,17 @@ struct State {
     usage: HashMap<(String, i64), (u64, u64)>,
 }
 
+/// The current Unix minute and the weight of the previous one in the
+/// sliding window (what is left of it).
+fn window() -> (i64, f64) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let m = i64::try_from(secs / 60).unwrap_or(0);
+    (m, 1.0 - (secs % 60) as f64 / 60.0)
+}
+
 #[derive(Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,
@@ -78,8 +89,9 @@ impl Backend for MemoryBackend {
         member: &str,
         owner: &str,
         ttl: Duration,
+        stale_after: Duration,
     ) -> Result<(bool, Entry), BackendError> {
-        Ok(self.change(member, |e, now| e.claim(now, owner, ttl)))
+        Ok(self.change(member, |e, now| e.claim(now, owner, ttl, stale_after)))
     }
 
     async fn release(&self, member: &str, owner: &str) -> Result<Entry, BackendError> {
@@ -106,54 +118,59 @@ impl Backend for MemoryBackend {
         Ok(first)
     }
 
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        minute: i64,
-    ) -> Result<Reservation, BackendError> {
+    async fn reserve(&self, member: &str, limits: Limits) -> Result<Reservation, BackendError> {
+        let (m, weight) = window();
         let mut s = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.usage.retain(|(_, m), _| *m >= minute - 1);
-        let u = s.usage.entry((member.to_owned(), minute)).or_default();
-        if limits.rpm.is_some_and(|l| u.0 >= l) || limits.tpm.is_some_and(|l| u.1 >= l) {
+        s.usage.retain(|(_, minute), _| *minute >= m - 1);
+        let prev = s
+            .usage
+            .get(&(member.to_owned(), m - 1))
+            .copied()
+            .unwrap_or_default();
+        let cur = s.usage.entry((member.to_owned(), m)).or_default();
+        // As the RESERVE script: the previous minute counts by what is left of it.
+        let r = cur.0 as f64 + prev.0 as f64 * weight;
+        let t = cur.1 as f64 + prev.1 as f64 * weight;
+        if limits.rpm.is_some_and(|l| r >= l as f64) || limits.tpm.is_some_and(|l| t >= l as f64) {
             return Ok(Reservation::Denied {
-                requests: u.0,
-                tokens: u.1,
+                requests: r as u64,
+                tokens: t as u64,
             });
         }
-        u.0 += 1;
+        cur.0 += 1;
         Ok(Reservation::Granted)
     }
 
-    async fn charge(&self, member: &str, tokens: u64, minute: i64) -> Result<(), BackendError> {
+    async fn charge(&self, member: &str, tokens: u64) -> Result<(), BackendError> {
+        let (m, _) = window();
         let mut s = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.usage.entry((member.to_owned(), minute)).or_default().1 += tokens;
+        s.usage.entry((member.to_owned(), m)).or_default().1 += tokens;
         Ok(())
     }
 
-    async fn usage(&self, member: &str, minute: i64) -> Result<(u64, u64), BackendError> {
+    async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError> {
+        let (m, _) = window();
         Ok(self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .usage
-            .get(&(member.to_owned(), minute))
+            .get(&(member.to_owned(), m))
             .copied()
             .unwrap_or_default())
     }
 
-    async fn load(&self) -> Result<HashMap<String, Entry>, BackendError> {
-        Ok(self
+    async fn load(&self) -> Result<(HashMap<String, Entry>, u64), BackendError> {
+        let s = self
             .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .health
-            .clone())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok((s.health.clone(), s.version))
     }
 }

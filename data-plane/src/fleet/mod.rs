@@ -69,25 +69,22 @@ pub trait Backend: Send + Sync {
         member: &str,
         owner: &str,
         ttl: Duration,
+        stale_after: Duration,
     ) -> Result<(bool, Entry), BackendError>;
     async fn release(&self, member: &str, owner: &str) -> Result<Entry, BackendError>;
     /// Folds in failures a worker saw while it could not report them.
     async fn merge(&self, member: &str, local: &Entry) -> Result<Entry, BackendError>;
     /// Leases `n` round-robin tickets of a pool; returns the first.
     async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError>;
-    /// Counts one request against a limited member's minute, unless it is over.
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        minute: i64,
-    ) -> Result<Reservation, BackendError>;
-    /// Adds tokens to a limited member's minute.
-    async fn charge(&self, member: &str, tokens: u64, minute: i64) -> Result<(), BackendError>;
-    /// A limited member's usage in one minute: (requests, tokens).
-    async fn usage(&self, member: &str, minute: i64) -> Result<(u64, u64), BackendError>;
-    /// The whole health table (a worker's first load, or after a gap).
-    async fn load(&self) -> Result<HashMap<String, Entry>, BackendError>;
+    /// Counts one request against a limited member's sliding minute (the
+    /// backend's clock), unless it is over a limit.
+    async fn reserve(&self, member: &str, limits: Limits) -> Result<Reservation, BackendError>;
+    /// Adds an answer's tokens to a limited member's current minute.
+    async fn charge(&self, member: &str, tokens: u64) -> Result<(), BackendError>;
+    /// A limited member's usage this minute: (requests, tokens).
+    async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
+    /// The whole health table and the change counter it is at.
+    async fn load(&self) -> Result<(HashMap<String, Entry>, u64), BackendError>;
 }
 
 /// What a request learned, pushed to the backend in the background.
@@ -108,7 +105,6 @@ enum Report {
     Charge {
         member: String,
         tokens: u64,
-        minute: i64,
     },
     Refill {
         pool_id: String,
@@ -161,8 +157,8 @@ struct FleetCore {
     backend: Arc<dyn Backend>,
     link: Arc<Link>,
     reports: mpsc::Sender<Report>,
-    /// Members whose changes did not reach the backend.
-    pending: Mutex<HashSet<String>>,
+    /// What did not reach the backend, to push when it is back.
+    pending: Mutex<Pending>,
     /// Usage of limited members as this worker knows it: (member, minute) →
     /// (requests, tokens). Counts alone while the backend is unreachable.
     usage: Mutex<HashMap<(String, i64), (u64, u64)>>,
@@ -177,20 +173,61 @@ impl FleetCore {
         }
     }
 
-    /// A report that did not reach the backend: a health change is merged
-    /// later (the member is pending); a ticket fetch is given up; the rest
-    /// (probe releases expire, token charges) is best-effort.
+    /// A report that did not reach the backend. A failure is merged when the
+    /// backend is back (from this worker's entry then); a probe release is
+    /// retried; a ticket fetch is given up. A success is dropped: the fleet's
+    /// entry keeps the member benched or half-open until a success that can
+    /// be told clears it (never clearing a bench another worker set since).
+    /// Token charges are best-effort.
     fn not_delivered(&self, r: &Report) {
+        let mut p = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match r {
-            Report::Failure { member, .. } | Report::Success { member } => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(member.clone());
+            Report::Failure { member, .. } => {
+                p.failures.insert(member.clone());
+            }
+            Report::Release { member, owner } => {
+                p.releases.push((member.clone(), owner.clone()));
             }
             Report::Refill { pool_id, .. } => self.tickets.filled(pool_id, None),
-            Report::Release { .. } | Report::Charge { .. } => {}
+            Report::Success { .. } | Report::Charge { .. } => {}
         }
+    }
+}
+
+/// What waits for the backend to be reachable again.
+#[derive(Default)]
+struct Pending {
+    failures: HashSet<String>,
+    /// (member, owner) of probes to give back.
+    releases: Vec<(String, String)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.failures.is_empty() && self.releases.is_empty()
+    }
+}
+
+/// Pending work taken out to push; whatever is left when it is dropped (an
+/// error, a timeout, a cancelled future) goes back.
+struct Taken<'a> {
+    core: &'a FleetCore,
+    failures: Vec<String>,
+    releases: Vec<(String, String)>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let mut p = self
+            .core
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.failures.extend(self.failures.drain(..));
+        p.releases.append(&mut self.releases);
     }
 }
 
@@ -214,7 +251,7 @@ impl Fleet {
             backend,
             link,
             reports: tx,
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Pending::default()),
             usage: Mutex::new(HashMap::new()),
         });
         let pusher = push::run(core.clone(), rx, stop);
@@ -237,7 +274,7 @@ impl Fleet {
     pub fn ticket(&self, pool_id: &str) -> u64 {
         let (t, refill) = self.core.tickets.take(pool_id);
         if let Some(r) = refill {
-            if self.core.link.usable() {
+            if self.core.link.is_up() {
                 self.core.send(Report::Refill {
                     pool_id: pool_id.to_owned(),
                     n: r.n,
@@ -251,7 +288,7 @@ impl Fleet {
 
     /// Leases the first tickets of pools that have none yet (after a config load).
     pub fn prefetch<'a>(&self, pool_ids: impl IntoIterator<Item = &'a str>) {
-        if !self.core.link.usable() {
+        if !self.core.link.is_up() {
             return;
         }
         for id in pool_ids {
@@ -297,7 +334,7 @@ impl Fleet {
             p.settled = true;
         }
         if self.core.table.get(member).is_some() {
-            self.core.table.remove(member);
+            self.core.table.clear(member, Instant::now());
             self.core.send(Report::Success {
                 member: member.to_owned(),
             });
@@ -305,13 +342,14 @@ impl Fleet {
     }
 
     /// Claims a half-open member's probe for this request (one fleet-wide).
-    pub async fn claim(&self, member: &str, ttl: Duration) -> Option<ProbeHold> {
+    pub async fn claim(&self, member: &str, policy: &Policy, ttl: Duration) -> Option<ProbeHold> {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let now = Instant::now();
+        let stale = Failure::new(policy, None).stale_after();
         let (granted, _) = self
             .core
             .table
-            .modify(member, now, |e| e.claim(now, &owner, ttl));
+            .modify(member, now, |e| e.claim(now, &owner, ttl, stale));
         if !granted {
             return None;
         }
@@ -326,7 +364,7 @@ impl Fleet {
         }
         let asked = tokio::time::timeout(
             REQUEST_PATH_TIMEOUT,
-            self.core.backend.claim(member, &hold.owner, ttl),
+            self.core.backend.claim(member, &hold.owner, ttl, stale),
         )
         .await;
         match asked {
@@ -360,7 +398,7 @@ impl Fleet {
         if self.core.link.usable() {
             let asked = tokio::time::timeout(
                 REQUEST_PATH_TIMEOUT,
-                self.core.backend.reserve(member, limits, minute),
+                self.core.backend.reserve(member, limits),
             )
             .await;
             match asked {
@@ -389,29 +427,25 @@ impl Fleet {
         if tokens == 0 {
             return;
         }
-        let minute = minute();
-        self.count_locally(member, minute, 0, tokens);
+        self.count_locally(member, minute(), 0, tokens);
         self.core.send(Report::Charge {
             member: member.to_owned(),
             tokens,
-            minute,
         });
     }
 
     /// A limited member's usage this minute: the fleet's count, or this
     /// worker's own while the backend is unreachable (not for the request path).
     pub async fn usage(&self, member: &str) -> (u64, u64) {
-        let minute = minute();
-        if self.core.link.usable()
-            && let Ok(Ok(u)) = tokio::time::timeout(
-                REQUEST_PATH_TIMEOUT,
-                self.core.backend.usage(member, minute),
-            )
-            .await
-        {
-            return u;
+        if self.core.link.is_up() {
+            match tokio::time::timeout(REQUEST_PATH_TIMEOUT, self.core.backend.usage(member)).await
+            {
+                Ok(Ok(u)) => return u,
+                Ok(Err(e)) => self.core.link.failed(&e.0),
+                Err(_) => self.core.link.failed("usage read timed out"),
+            }
         }
-        self.local_usage(member, minute)
+        self.local_usage(member, minute())
     }
 
     fn local_usage(&self, member: &str, minute: i64) -> (u64, u64) {
@@ -436,32 +470,40 @@ impl Fleet {
         e.1 += tokens;
     }
 
-    /// Pushes what this worker learned while the backend was unreachable
-    /// (its local entries win where they are worse), then forgets it.
+    /// Pushes what this worker learned while the backend was unreachable:
+    /// its failures (merged: the worse of both wins) and its probe releases.
+    /// Each call is bounded; what is not done stays pending.
     pub async fn push_pending(&self) -> Result<(), BackendError> {
-        let members: Vec<String> = self
-            .core
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain()
-            .collect();
-        for (i, m) in members.iter().enumerate() {
-            let result = match self.core.table.get(m) {
-                Some(local) => self.core.backend.merge(m, &local).await,
-                None => self.core.backend.succeed(m).await,
-            };
-            match result {
-                Ok(entry) => self.core.table.apply(m, entry),
-                Err(e) => {
-                    self.core
-                        .pending
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .extend(members[i..].iter().cloned());
-                    return Err(e);
-                }
+        let mut taken = {
+            let mut p = self
+                .core
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Taken {
+                core: &self.core,
+                failures: p.failures.drain().collect(),
+                releases: std::mem::take(&mut p.releases),
             }
+        };
+        while let Some(m) = taken.failures.last().cloned() {
+            // The entry may be gone (a reload replaced the table): nothing to merge.
+            if let Some(local) = self.core.table.get(&m) {
+                let merged =
+                    tokio::time::timeout(BACKGROUND_TIMEOUT, self.core.backend.merge(&m, &local))
+                        .await
+                        .map_err(|_| BackendError("merge timed out".into()))??;
+                self.core.table.apply(&m, merged);
+            }
+            taken.failures.pop();
+        }
+        while let Some((m, owner)) = taken.releases.last().cloned() {
+            let released =
+                tokio::time::timeout(BACKGROUND_TIMEOUT, self.core.backend.release(&m, &owner))
+                    .await
+                    .map_err(|_| BackendError("release timed out".into()))??;
+            self.core.table.apply(&m, released);
+            taken.releases.pop();
         }
         Ok(())
     }
@@ -475,12 +517,16 @@ impl Fleet {
             .is_empty()
     }
 
-    /// Loads the whole table from the backend, replacing this worker's copy
-    /// (entries only this worker knows are pushed first by `push_pending`).
-    pub async fn reload(&self) -> Result<(), BackendError> {
-        let entries = self.core.backend.load().await?;
-        self.core.table.replace(entries);
-        Ok(())
+    /// Loads the whole table from the backend, replacing this worker's copy;
+    /// what only this worker knows is pushed first.
+    /// Returns the change counter the table is now at.
+    pub async fn reload(&self) -> Result<u64, BackendError> {
+        if let Err(e) = self.push_pending().await {
+            tracing::debug!(error = %e, "pending fleet reports not pushed yet");
+        }
+        let (entries, version) = self.core.backend.load().await?;
+        self.core.table.replace(entries, version);
+        Ok(version)
     }
 
     /// Forgets the tickets of pools that are gone.

@@ -17,25 +17,39 @@ pub(super) async fn run(
 ) {
     loop {
         let report = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             r = rx.recv() => match r { Some(r) => r, None => return },
         };
-        if !core.link.usable() {
-            core.not_delivered(&report);
-            continue;
-        }
-        let outcome = tokio::time::timeout(BACKGROUND_TIMEOUT, apply(&core, &report)).await;
-        let error = match outcome {
-            Ok(Ok(())) => {
-                core.link.ok();
-                continue;
-            }
-            Ok(Err(e)) => e.0,
-            Err(_) => "timed out".to_owned(),
-        };
-        core.link.failed(&error);
-        core.not_delivered(&report);
+        push_one(&core, &report).await;
     }
+    // Stopping (after in-flight requests finished): what they reported still
+    // goes out — probe releases above all — within a short grace.
+    rx.close();
+    let until = Instant::now() + DRAIN;
+    while let Ok(Some(report)) = tokio::time::timeout_at(until, rx.recv()).await {
+        push_one(&core, &report).await;
+    }
+}
+
+/// How long the pusher may take to send what is queued when the worker stops.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn push_one(core: &FleetCore, report: &Report) {
+    if !core.link.usable() {
+        core.not_delivered(report);
+        return;
+    }
+    let outcome = tokio::time::timeout(BACKGROUND_TIMEOUT, apply(core, report)).await;
+    let error = match outcome {
+        Ok(Ok(())) => {
+            core.link.ok();
+            return;
+        }
+        Ok(Err(e)) => e.0,
+        Err(_) => "timed out".to_owned(),
+    };
+    core.link.failed(&error);
+    core.not_delivered(report);
 }
 
 async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
@@ -62,11 +76,7 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
             let e = core.backend.release(member, owner).await?;
             core.table.apply(member, e);
         }
-        Report::Charge {
-            member,
-            tokens,
-            minute,
-        } => core.backend.charge(member, *tokens, *minute).await?,
+        Report::Charge { member, tokens } => core.backend.charge(member, *tokens).await?,
         Report::Refill { pool_id, n } => {
             let first = core.backend.lease(pool_id, *n).await?;
             core.tickets.filled(pool_id, Some((first, *n)));

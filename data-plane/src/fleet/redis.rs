@@ -92,14 +92,18 @@ const SUCCEED: &str = r"
 return save(decode(nil), now)
 ";
 
-/// `ARGV[3]` owner, `ARGV[4]` ttl (ms). Mirrors `Entry::claim`.
+/// `ARGV[3]` owner, `ARGV[4]` ttl (ms), `ARGV[5]` stale after (ms). Mirrors
+/// `Entry::claim`. An answer that changes nothing carries the current
+/// change counter, so the worker takes it over its own guess.
 const CLAIM: &str = r"
 if e.fails > 0 and now >= e.till and (e.owner == '' or now >= e.probe) then
+  if now - e.updated > tonumber(ARGV[5]) then e.benches = 0 end
   e.owner = ARGV[3]
   e.probe = now + tonumber(ARGV[4])
   e.updated = now
   return {1, save(e, now)}
 end
+e.v = tonumber(redis.call('GET', KEYS[2]) or '0')
 return {0, now .. '|' .. encode(e)}
 ";
 
@@ -111,6 +115,7 @@ if e.owner ~= '' and e.owner == ARGV[3] then
   e.updated = now
   return save(e, now)
 end
+e.v = tonumber(redis.call('GET', KEYS[2]) or '0')
 return now .. '|' .. encode(e)
 ";
 
@@ -134,22 +139,43 @@ for i = 1, #all do out[#out + 1] = all[i] end
 return out
 ";
 
-/// `KEYS[1]` the member's minute; `ARGV` rpm, tpm (-1: none). Counts the
-/// request only if both are under their limit: `{granted, requests, tokens}`.
-const RESERVE: &str = r"
-local r = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
-local t = tonumber(redis.call('HGET', KEYS[1], 't') or '0')
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-if (rpm >= 0 and r >= rpm) or (tpm >= 0 and t >= tpm) then return {0, r, t} end
-r = redis.call('HINCRBY', KEYS[1], 'r', 1)
-redis.call('EXPIRE', KEYS[1], 120)
-return {1, r, t}
+/// Shared by the quota scripts: the current and previous Unix minute of
+/// Redis's clock, and how much of the previous minute still counts (a
+/// sliding window: no burst of twice the limit fits across a minute's edge).
+const WINDOW: &str = r"
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local m = math.floor(sec / 60)
+local weight = 1 - (sec % 60) / 60
+local function get(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
 ";
 
+/// `KEYS[1]` the member's usage; `ARGV` rpm, tpm (-1: none). Counts the
+/// request only if both are under their limit over the sliding minute:
+/// `{granted, requests, tokens}` (the window's counts, rounded down).
+const RESERVE: &str = r"
+local r = get('r:' .. m) + get('r:' .. (m - 1)) * weight
+local tk = get('t:' .. m) + get('t:' .. (m - 1)) * weight
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+if (rpm >= 0 and r >= rpm) or (tpm >= 0 and tk >= tpm) then
+  return {0, math.floor(r), math.floor(tk)}
+end
+redis.call('HINCRBY', KEYS[1], 'r:' .. m, 1)
+redis.call('HDEL', KEYS[1], 'r:' .. (m - 2), 't:' .. (m - 2), 'r:' .. (m - 3), 't:' .. (m - 3))
+redis.call('EXPIRE', KEYS[1], 180)
+return {1, math.floor(r) + 1, math.floor(tk)}
+";
+
+/// `ARGV[1]` tokens, charged to the current minute.
 const CHARGE: &str = r"
-redis.call('HINCRBY', KEYS[1], 't', ARGV[1])
-redis.call('EXPIRE', KEYS[1], 120)
+redis.call('HINCRBY', KEYS[1], 't:' .. m, ARGV[1])
+redis.call('EXPIRE', KEYS[1], 180)
 return 1
+";
+
+/// The current minute's counts: `{requests, tokens}`.
+const USAGE: &str = r"
+return {get('r:' .. m), get('t:' .. m)}
 ";
 
 fn health_script(body: &str) -> redis::Script {
@@ -231,6 +257,7 @@ pub struct RedisBackend {
     load: redis::Script,
     reserve: redis::Script,
     charge: redis::Script,
+    usage: redis::Script,
 }
 
 impl RedisBackend {
@@ -245,8 +272,9 @@ impl RedisBackend {
             release: health_script(RELEASE),
             merge: health_script(MERGE),
             load: redis::Script::new(LOAD),
-            reserve: redis::Script::new(RESERVE),
-            charge: redis::Script::new(CHARGE),
+            reserve: redis::Script::new(&format!("{WINDOW}{RESERVE}")),
+            charge: redis::Script::new(&format!("{WINDOW}{CHARGE}")),
+            usage: redis::Script::new(&format!("{WINDOW}{USAGE}")),
         }
     }
 
@@ -363,14 +391,14 @@ impl Backend for RedisBackend {
         member: &str,
         owner: &str,
         ttl: Duration,
+        stale_after: Duration,
     ) -> Result<(bool, Entry), BackendError> {
-        let (granted, s): (i64, String) = self
-            .health(
-                &self.claim,
-                member,
-                &[owner.to_owned(), ms(ttl).to_string()],
-            )
-            .await?;
+        let args = [
+            owner.to_owned(),
+            ms(ttl).to_string(),
+            ms(stale_after).to_string(),
+        ];
+        let (granted, s): (i64, String) = self.health(&self.claim, member, &args).await?;
         Ok((granted == 1, parse_answer(&s, Instant::now())?))
     }
 
@@ -402,17 +430,12 @@ impl Backend for RedisBackend {
         Ok(last.saturating_sub(n) + 1)
     }
 
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        minute: i64,
-    ) -> Result<Reservation, BackendError> {
+    async fn reserve(&self, member: &str, limits: Limits) -> Result<Reservation, BackendError> {
         let mut conn = self.conn().await?;
         let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
         let (granted, r, t): (i64, u64, u64) = self
             .reserve
-            .key(self.keys.member_quota(member, minute))
+            .key(self.keys.member_quota(member))
             .arg(limit(limits.rpm))
             .arg(limit(limits.tpm))
             .invoke_async(&mut conn)
@@ -428,11 +451,11 @@ impl Backend for RedisBackend {
         })
     }
 
-    async fn charge(&self, member: &str, tokens: u64, minute: i64) -> Result<(), BackendError> {
+    async fn charge(&self, member: &str, tokens: u64) -> Result<(), BackendError> {
         let mut conn = self.conn().await?;
         let _: i64 = self
             .charge
-            .key(self.keys.member_quota(member, minute))
+            .key(self.keys.member_quota(member))
             .arg(tokens)
             .invoke_async(&mut conn)
             .await
@@ -440,20 +463,17 @@ impl Backend for RedisBackend {
         Ok(())
     }
 
-    async fn usage(&self, member: &str, minute: i64) -> Result<(u64, u64), BackendError> {
+    async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError> {
         let mut conn = self.conn().await?;
-        let (r, t): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
-            .arg(self.keys.member_quota(member, minute))
-            .arg("r")
-            .arg("t")
-            .query_async(&mut conn)
+        self.usage
+            .key(self.keys.member_quota(member))
+            .invoke_async(&mut conn)
             .await
-            .map_err(|e| BackendError(e.to_string()))?;
-        Ok((r.unwrap_or(0), t.unwrap_or(0)))
+            .map_err(|e| BackendError(e.to_string()))
     }
 
-    async fn load(&self) -> Result<HashMap<String, Entry>, BackendError> {
-        Ok(self.load_all().await?.0)
+    async fn load(&self) -> Result<(HashMap<String, Entry>, u64), BackendError> {
+        self.load_all().await
     }
 }
 
