@@ -32,6 +32,22 @@ pub struct Args {
     /// Most attempts one request may make, across members and retries.
     #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
+    /// How long a member answering 429/529 without Retry-After (or rate-limit
+    /// reset headers) is benched, fleet-wide, in milliseconds.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RATE_LIMIT_COOLDOWN_MS",
+        default_value_t = 5_000
+    )]
+    pub rate_limit_cooldown_ms: u64,
+    /// How long a member whose credential or account is refused (401, 402,
+    /// 403, billing errors) is benched, fleet-wide, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_AUTH_COOLDOWN_MS", default_value_t = 300_000)]
+    pub auth_cooldown_ms: u64,
+    /// First backoff between retries of one member, in milliseconds (doubled
+    /// each retry, with full jitter, at most 1 s, within the caller's deadline).
+    #[arg(long, env = "SWITCHYARD_RETRY_BACKOFF_MS", default_value_t = 50)]
+    pub retry_backoff_ms: u64,
     /// Longest silence between chunks of a committed stream, in milliseconds.
     #[arg(long, env = "SWITCHYARD_STREAM_IDLE_MS", default_value_t = 30_000)]
     pub stream_idle_ms: u64,
@@ -69,6 +85,14 @@ impl Args {
         });
         s.master_key = master_key;
         s.max_attempts = self.max_attempts;
+        if self.rate_limit_cooldown_ms == 0 || self.auth_cooldown_ms == 0 {
+            return Err(
+                "--rate-limit-cooldown-ms and --auth-cooldown-ms must be at least 1".into(),
+            );
+        }
+        s.rate_limit_cooldown = Duration::from_millis(self.rate_limit_cooldown_ms);
+        s.auth_cooldown = Duration::from_millis(self.auth_cooldown_ms);
+        s.retry_backoff = Duration::from_millis(self.retry_backoff_ms);
         s.stream_idle = Duration::from_millis(self.stream_idle_ms);
         s.config_check_every = Duration::from_millis(self.config_check_ms.max(100));
         s.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);

@@ -44,8 +44,16 @@ pub enum DpError {
     #[error("this worker has not loaded a config yet; retry shortly")]
     NotReady,
     /// Every candidate failed, was benched or was being probed.
+    /// `retry_after`: when the soonest benched member is due back.
     #[error("every candidate for '{model}' failed: {}", join(.reasons))]
-    AllCandidatesFailed { model: String, reasons: Vec<Reason> },
+    AllCandidatesFailed {
+        model: String,
+        reasons: Vec<Reason>,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Every member that was tried said the prompt is longer than its context.
+    #[error("the request is longer than the context of every member of '{model}': {}", join(.reasons))]
+    ContextTooLong { model: String, reasons: Vec<Reason> },
     /// Every member answered that it does not know the model.
     #[error("no member of '{model}' knows the model: {}", join(.reasons))]
     NoMemberKnowsModel { model: String, reasons: Vec<Reason> },
@@ -84,7 +92,20 @@ impl From<DpError> for Status {
     fn from(e: DpError) -> Self {
         let message = e.to_string();
         match e {
-            DpError::InvalidArgument(_) => Status::invalid_argument(message),
+            DpError::AllCandidatesFailed {
+                retry_after: Some(after),
+                ..
+            } => {
+                // gRPC's retry pushback: clients that retry wait this long.
+                let mut s = Status::unavailable(message);
+                if let Ok(v) = after.as_millis().to_string().parse() {
+                    s.metadata_mut().insert("grpc-retry-pushback-ms", v);
+                }
+                s
+            }
+            DpError::InvalidArgument(_) | DpError::ContextTooLong { .. } => {
+                Status::invalid_argument(message)
+            }
             DpError::NotFound(_) | DpError::NoMemberKnowsModel { .. } => Status::not_found(message),
             DpError::FailedPrecondition(_) => Status::failed_precondition(message),
             DpError::NotReady
@@ -100,7 +121,7 @@ impl From<DpError> for Status {
                 Refusal::BadRequest => Status::invalid_argument(message),
                 Refusal::Unauthenticated => Status::unauthenticated(message),
                 Refusal::Forbidden => Status::permission_denied(message),
-                Refusal::Other => Status::failed_precondition(message),
+                Refusal::Billing | Refusal::Other => Status::failed_precondition(message),
             },
         }
     }
@@ -113,6 +134,7 @@ mod tests {
     #[test]
     fn all_failed_lists_every_reason_and_is_unavailable() {
         let e = DpError::AllCandidatesFailed {
+            retry_after: Some(std::time::Duration::from_millis(1500)),
             model: "coding".into(),
             reasons: vec![
                 Reason {
@@ -130,6 +152,13 @@ mod tests {
         assert_eq!(
             s.message(),
             "every candidate for 'coding' failed: a/x (member 1): HTTP 503: busy; b/y (member 2): benched for 2.0s more"
+        );
+        assert_eq!(
+            s.metadata()
+                .get("grpc-retry-pushback-ms")
+                .and_then(|v| v.to_str().ok()),
+            Some("1500"),
+            "a retry hint"
         );
     }
 }

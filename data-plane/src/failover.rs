@@ -24,10 +24,11 @@ use tokio::time::Instant;
 
 use crate::attempt::{self, HttpClients, OpenStream};
 use crate::catalog::Catalog;
-use crate::error::{DpError, Reason};
+use crate::error::DpError;
 use crate::fleet::{Fleet, ProbeHold, Reservation};
 use crate::model::{Candidate, Pool};
 use crate::plan::{self, Skip, Step};
+use crate::tried::Log;
 use crate::upstream::{ChatRequest, Completion, ErrorClass, UpstreamError};
 
 /// Shared by every request of a worker.
@@ -37,7 +38,16 @@ pub struct Engine {
     pub http: HttpClients,
     /// Global cap on attempts per request.
     pub max_attempts: u32,
+    /// A rate-limited member without a Retry-After is benched this long.
+    pub rate_limit_cooldown: Duration,
+    /// A member whose credential or account is refused is benched this long.
+    pub auth_cooldown: Duration,
+    /// First backoff between retries of one member (doubled each retry, jittered).
+    pub retry_backoff: Duration,
 }
+
+/// Longest wait between two retries of one member.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A success, with who served it and what was tried.
 pub struct Served<T> {
@@ -53,104 +63,6 @@ pub struct Served<T> {
 pub struct Failed {
     pub error: DpError,
     pub attempts: Vec<pb::Attempt>,
-}
-
-/// What happened to a request so far: the attempts (for the caller) and
-/// why each member did not serve (for the error).
-#[derive(Default)]
-struct Log {
-    attempts: Vec<pb::Attempt>,
-    reasons: Vec<Reason>,
-}
-
-impl Log {
-    fn push(
-        &mut self,
-        pool: &Pool,
-        c: &Candidate,
-        outcome: pb::AttemptOutcome,
-        err: Option<&UpstreamError>,
-        start: Option<Instant>,
-    ) {
-        self.attempts.push(pb::Attempt {
-            pool: pool.name.clone(),
-            member_id: c.member_id.clone(),
-            provider: c.provider.clone(),
-            upstream_model: c.upstream_model.clone(),
-            outcome: outcome.into(),
-            http_status: err
-                .and_then(UpstreamError::http_status)
-                .map_or(0, u32::from),
-            detail: err.map(ToString::to_string).unwrap_or_default(),
-            duration_ms: start.map_or(0, |s| {
-                u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
-            }),
-        });
-    }
-
-    fn reason(&mut self, c: &Candidate, why: impl Into<String>) {
-        self.reasons.push(Reason {
-            member: c.label(),
-            why: why.into(),
-        });
-    }
-
-    fn skipped(&mut self, pool: &Pool, c: &Candidate, skip: Skip) {
-        self.push(pool, c, pb::AttemptOutcome::SkippedBenched, None, None);
-        match skip {
-            Skip::Benched { left } => {
-                self.reason(c, format!("benched for {:.1}s more", left.as_secs_f64()));
-            }
-            Skip::Probing => self.reason(c, "benched; another request is probing it"),
-        }
-    }
-
-    /// Attempts that reached (or were cut on the way to) an upstream.
-    fn tried(&self) -> usize {
-        self.attempts
-            .iter()
-            .filter(|a| {
-                a.duration_ms > 0
-                    || a.outcome == pb::AttemptOutcome::Ok as i32
-                    || a.outcome == pb::AttemptOutcome::Transient as i32
-                    || a.outcome == pb::AttemptOutcome::Permanent as i32
-                    || a.outcome == pb::AttemptOutcome::ModelNotFound as i32
-            })
-            .count()
-    }
-
-    fn all(&self, outcome: pb::AttemptOutcome) -> bool {
-        !self.attempts.is_empty() && self.attempts.iter().all(|a| a.outcome == outcome as i32)
-    }
-
-    fn fail(self, error: DpError) -> Failed {
-        Failed {
-            error,
-            attempts: self.attempts,
-        }
-    }
-
-    /// Nobody served: say why, as precisely as the attempts allow.
-    fn exhausted(self, model: &str) -> Failed {
-        let model = model.to_owned();
-        let error = if self.all(pb::AttemptOutcome::SkippedQuota) {
-            DpError::QuotaExhausted {
-                model,
-                reasons: self.reasons.clone(),
-            }
-        } else if self.all(pb::AttemptOutcome::ModelNotFound) {
-            DpError::NoMemberKnowsModel {
-                model,
-                reasons: self.reasons.clone(),
-            }
-        } else {
-            DpError::AllCandidatesFailed {
-                model,
-                reasons: self.reasons.clone(),
-            }
-        };
-        self.fail(error)
-    }
 }
 
 /// What one member did for the request.
@@ -345,7 +257,10 @@ impl Engine {
             let class = err.class();
             let outcome = match class {
                 ErrorClass::Transient => pb::AttemptOutcome::Transient,
+                ErrorClass::RateLimited => pb::AttemptOutcome::RateLimited,
+                ErrorClass::AuthBilling(_) => pb::AttemptOutcome::Auth,
                 ErrorClass::ModelNotFound => pb::AttemptOutcome::ModelNotFound,
+                ErrorClass::ContextTooLong => pb::AttemptOutcome::ContextTooLong,
                 ErrorClass::Permanent(_) | ErrorClass::Misconfigured => {
                     pb::AttemptOutcome::Permanent
                 }
@@ -364,12 +279,33 @@ impl Engine {
                     if benched {
                         tracing::warn!(pool = %pool.name, member = %c.member_id, benches = entry.benches, "member benched");
                     }
-                    if benched || n + 1 == tries {
+                    if benched || n + 1 == tries || !self.back_off(n, run).await {
                         run.log.reason(c, err.to_string());
                         return Outcome::Next;
                     }
                 }
-                ErrorClass::ModelNotFound | ErrorClass::Misconfigured => {
+                ErrorClass::RateLimited => {
+                    // Benched at once, fleet-wide, for as long as it said.
+                    let d = err.retry_after().unwrap_or(self.rate_limit_cooldown);
+                    self.fleet.bench_for(&c.member_id, d, probe.take());
+                    tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member rate-limited: benched");
+                    run.log.due_back(d);
+                    run.log
+                        .reason(c, format!("{err} (benched for {:.1}s)", d.as_secs_f64()));
+                    return Outcome::Next;
+                }
+                ErrorClass::AuthBilling(refusal) => {
+                    let d = self.auth_cooldown;
+                    self.fleet.bench_for(&c.member_id, d, probe.take());
+                    tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member refused its credential or account: benched");
+                    run.log.refused(refusal, c, &err);
+                    run.log
+                        .reason(c, format!("{err} (benched for {:.0}s)", d.as_secs_f64()));
+                    return Outcome::Next;
+                }
+                ErrorClass::ModelNotFound
+                | ErrorClass::ContextTooLong
+                | ErrorClass::Misconfigured => {
                     run.log.reason(c, err.to_string());
                     return Outcome::Next;
                 }
@@ -387,6 +323,21 @@ impl Engine {
             }
         }
         Outcome::Next
+    }
+
+    /// Waits before retry `n + 1` of a member: exponential backoff with full
+    /// jitter. False when the caller's deadline would pass first (move on).
+    async fn back_off(&self, n: u32, run: &Run<'_>) -> bool {
+        let cap = self
+            .retry_backoff
+            .saturating_mul(1 << n.min(10))
+            .min(MAX_BACKOFF);
+        let wait = cap.mul_f64(rand::random::<f64>());
+        if run.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
     }
 
     /// Reserves one request of `c`'s limit; when it is refused, records the

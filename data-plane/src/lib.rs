@@ -9,7 +9,8 @@
 //! - [`plan`]: a pool's members in the order to try them — strategy and the
 //!   fleet's round-robin ticket, benched members left out, probes marked.
 //! - [`attempt`]: one try of one member within the provider's timeouts.
-//! - [`failover`]: the loop over the plan (retries, next member, next tier).
+//! - [`failover`]: the loop over the plan (retries, next member, next tier),
+//!   keeping the record of what was tried (`tried`).
 //! - [`respond`] and [`stream`]: the unary answer, and the stream pump that
 //!   never ends OK without the upstream's finish.
 //!
@@ -35,4 +36,5 @@ pub mod server;
 pub mod service;
 pub mod stream;
 pub mod sync;
+mod tried;
 pub mod upstream;

@@ -42,6 +42,12 @@ pub struct Settings {
     pub source: Source,
     pub master_key: Option<MasterKey>,
     pub max_attempts: u32,
+    /// A rate-limited member without a Retry-After is benched this long.
+    pub rate_limit_cooldown: Duration,
+    /// A member whose credential or account is refused is benched this long.
+    pub auth_cooldown: Duration,
+    /// First backoff between retries of one member.
+    pub retry_backoff: Duration,
     pub stream_idle: Duration,
     pub config_check_every: Duration,
     pub shutdown_grace: Duration,
@@ -57,6 +63,9 @@ impl Settings {
             source,
             master_key: None,
             max_attempts: 10,
+            rate_limit_cooldown: Duration::from_secs(5),
+            auth_cooldown: Duration::from_secs(300),
+            retry_backoff: Duration::from_millis(50),
             stream_idle: Duration::from_secs(30),
             config_check_every: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
@@ -154,6 +163,9 @@ pub async fn serve(
         fleet,
         http: HttpClients::default(),
         max_attempts: settings.max_attempts,
+        rate_limit_cooldown: settings.rate_limit_cooldown,
+        auth_cooldown: settings.auth_cooldown,
+        retry_backoff: settings.retry_backoff,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

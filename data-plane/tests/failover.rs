@@ -139,7 +139,7 @@ async fn model_not_found_moves_on_without_penalty() {
 }
 
 #[tokio::test]
-async fn permanent_errors_return_at_once_unless_the_pool_advances() {
+async fn bad_requests_return_at_once_refused_credentials_move_on() {
     let s = setup(policy(1, 10, 1000), &[]).await;
     s.fake.set_fault(
         "a",
@@ -170,12 +170,53 @@ async fn permanent_errors_return_at_once_unless_the_pool_advances() {
             body: None,
         },
     );
+    // A refused credential is the member's problem, not the caller's: it is
+    // benched (for long) and another member serves.
+    let r = client(&s.worker)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("b serves")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("a".into(), O::Auth), ("b".into(), O::Ok)]
+    );
+    let r = client(&s.worker)
+        .await
+        .generate(ask("p", "hi"))
+        .await
+        .expect("b serves")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        vec![("a".into(), O::SkippedBenched), ("b".into(), O::Ok)],
+        "benched: not asked again"
+    );
+    // Only when no member serves does the caller see the upstream's code.
+    s.fake.set_fault(
+        "b",
+        Fault::Status {
+            code: 401,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
     let err = client(&s.worker)
         .await
         .generate(ask("p", "hi"))
         .await
-        .expect_err("401");
-    assert_eq!(err.code(), Code::Unauthenticated);
+        .expect_err("401 everywhere");
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    s.fake.set_fault(
+        "a",
+        Fault::Status {
+            code: 400,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    s.fake.clear_fault("b");
 
     let mut config = s.config.clone();
     let mut advancing = policy(1, 10, 1000);

@@ -310,7 +310,10 @@ impl Fleet {
         retry_after: Option<Duration>,
         probe: Option<ProbeHold>,
     ) -> Entry {
-        let f = Failure::new(policy, retry_after);
+        self.report_failure(member, Failure::new(policy, retry_after), probe)
+    }
+
+    fn report_failure(&self, member: &str, f: Failure, probe: Option<ProbeHold>) -> Entry {
         let owner = probe.map(|mut p| {
             p.settled = true;
             std::mem::take(&mut p.owner)
@@ -326,6 +329,18 @@ impl Fleet {
             probe_owner: owner,
         });
         entry
+    }
+
+    /// Benches a member at once, fleet-wide, for `d` (a rate limit, a refused
+    /// credential): no threshold, no doubling; a longer bench is kept.
+    pub fn bench_for(&self, member: &str, d: Duration, probe: Option<ProbeHold>) -> Entry {
+        let f = Failure {
+            threshold: 1,
+            cooldown_base: d,
+            cooldown_max: d,
+            retry_after: Some(d),
+        };
+        self.report_failure(member, f, probe)
     }
 
     /// A success: clears the member's failures if it had any (no backend call otherwise).

@@ -7,6 +7,7 @@
 //! - `drop_after`: stream N chunks, then end without finishing.
 //! - `stall_after`: stream N chunks, then hang.
 //! - `error_event`: send an error event before any content.
+//! - `context_too_long`: with `status=400`, the provider's context-length error.
 //! - `chunks`, `chunk_delay_ms`: shape of a healthy answer.
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ struct Faults {
     drop_after: Option<usize>,
     stall_after: Option<usize>,
     error_event: bool,
+    context_too_long: bool,
     chunks: usize,
     chunk_delay_ms: u64,
 }
@@ -43,6 +45,7 @@ fn parse(model: &str) -> (&str, Faults) {
             "drop_after" => f.drop_after = n.and_then(|n| usize::try_from(n).ok()),
             "stall_after" => f.stall_after = n.and_then(|n| usize::try_from(n).ok()),
             "error_event" => f.error_event = v != "0",
+            "context_too_long" => f.context_too_long = v != "0",
             "chunks" => {
                 f.chunks = n
                     .and_then(|n| usize::try_from(n).ok())
@@ -94,14 +97,18 @@ fn usage(req: &ChatRequest, words: usize) -> Usage {
 
 fn fail(f: &Faults) -> Option<UpstreamError> {
     let status = f.status?;
-    let message = if status == 404 {
-        "model not found".to_owned()
-    } else {
-        format!("mock failure {status}")
+    let (message, code) = match status {
+        404 => ("model not found".to_owned(), Some("model_not_found")),
+        400 if f.context_too_long => (
+            "maximum context length exceeded".to_owned(),
+            Some("context_length_exceeded"),
+        ),
+        _ => (format!("mock failure {status}"), None),
     };
     Some(UpstreamError::Http {
         status,
         message,
+        code: code.map(str::to_owned),
         retry_after: f.retry_after.map(Duration::from_secs),
     })
 }

@@ -149,6 +149,10 @@ pub enum UpstreamError {
     Http {
         status: u16,
         message: String,
+        /// The provider's error code or type (`model_not_found`,
+        /// `rate_limit_error`, `context_length_exceeded`, ...), when it gave one.
+        code: Option<String>,
+        /// When the upstream said to come back (Retry-After and kin).
         retry_after: Option<Duration>,
     },
     /// An error object/event inside a 200 response or stream.
@@ -177,22 +181,64 @@ pub enum Refusal {
     Unauthenticated,
     /// 403: the credential may not do this.
     Forbidden,
+    /// 402, or a billing / insufficient-quota error: the account cannot pay.
+    Billing,
     /// Any other 4xx.
     Other,
 }
 
-/// What failover does with an error (docs/adr/004-failover-and-health.md).
+/// What failover does with an outcome: the one classification table
+/// (docs/adr/004-failover-and-health.md, "Classification").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Retry the member per policy, then move on; counts against its health.
+    /// Retry the member per policy (with backoff), then move on; counts
+    /// toward its bench.
     Transient,
-    /// Move on without penalising the member.
+    /// 429 / 529: bench the member at once, fleet-wide, for as long as it
+    /// said (or the default), and move on. Never retried before then.
+    RateLimited,
+    /// 401 / 402 / 403 / billing: bench the member for long, move on; the
+    /// caller sees this only if no other member serves.
+    AuthBilling(Refusal),
+    /// The upstream does not know the model: move on, no penalty.
     ModelNotFound,
-    /// The upstream refused the request itself: return at once (unless the
-    /// pool advances on permanent errors).
+    /// The prompt is longer than the model's context: move on, no penalty (a
+    /// member with a larger context may serve).
+    ContextTooLong,
+    /// The request itself is wrong: return at once (unless the pool
+    /// advances on permanent errors).
     Permanent(Refusal),
     /// This member cannot be called as configured: move on, no penalty.
     Misconfigured,
+}
+
+/// Provider error codes and messages that mean "the account cannot pay".
+fn is_billing(code: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    matches!(
+        code,
+        "insufficient_quota" | "billing_not_active" | "billing_error"
+    ) || m.contains("insufficient_quota")
+        || m.contains("billing")
+        || m.contains("credit balance")
+}
+
+/// Provider error codes and messages that mean "the model is unknown here".
+fn is_unknown_model(code: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == "model_not_found"
+        || (m.contains("model")
+            && (m.contains("not found") || m.contains("does not exist") || m.contains("not_found")))
+}
+
+/// Provider error codes and messages that mean "the prompt is too long".
+fn is_context_too_long(code: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == "context_length_exceeded"
+        || m.contains("maximum context length")
+        || m.contains("context length")
+        || m.contains("context window")
+        || m.contains("prompt is too long")
 }
 
 impl UpstreamError {
@@ -206,19 +252,36 @@ impl UpstreamError {
             | UpstreamError::Io(_)
             | UpstreamError::RequestTimeout => ErrorClass::Transient,
             UpstreamError::Config(_) => ErrorClass::Misconfigured,
-            UpstreamError::Http { status, .. } => match status {
-                404 => ErrorClass::ModelNotFound,
-                408 | 409 | 425 | 429 => ErrorClass::Transient,
-                400 | 413 | 422 => ErrorClass::Permanent(Refusal::BadRequest),
-                401 => ErrorClass::Permanent(Refusal::Unauthenticated),
-                403 => ErrorClass::Permanent(Refusal::Forbidden),
-                s if *s >= 500 => ErrorClass::Transient,
-                _ => ErrorClass::Permanent(Refusal::Other),
-            },
+            UpstreamError::Http {
+                status,
+                message,
+                code,
+                ..
+            } => {
+                let code = code.as_deref().unwrap_or("");
+                match status {
+                    429 if is_billing(code, message) => ErrorClass::AuthBilling(Refusal::Billing),
+                    429 | 529 => ErrorClass::RateLimited,
+                    401 => ErrorClass::AuthBilling(Refusal::Unauthenticated),
+                    402 => ErrorClass::AuthBilling(Refusal::Billing),
+                    403 if is_billing(code, message) => ErrorClass::AuthBilling(Refusal::Billing),
+                    403 => ErrorClass::AuthBilling(Refusal::Forbidden),
+                    // A 404 without the provider's model-not-found error is a
+                    // wrong base URL path: a member fault that counts.
+                    404 if is_unknown_model(code, message) => ErrorClass::ModelNotFound,
+                    404 => ErrorClass::Transient,
+                    400 if is_context_too_long(code, message) => ErrorClass::ContextTooLong,
+                    400 if is_billing(code, message) => ErrorClass::AuthBilling(Refusal::Billing),
+                    400 | 413 | 422 => ErrorClass::Permanent(Refusal::BadRequest),
+                    408 | 409 | 425 => ErrorClass::Transient,
+                    s if *s >= 500 => ErrorClass::Transient,
+                    _ => ErrorClass::Permanent(Refusal::Other),
+                }
+            }
         }
     }
 
-    /// The upstream's Retry-After, which lengthens a bench.
+    /// When the upstream said to come back, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             UpstreamError::Http { retry_after, .. } => *retry_after,
@@ -234,10 +297,12 @@ impl UpstreamError {
             UpstreamError::Http {
                 status,
                 message,
+                code,
                 retry_after,
             } => UpstreamError::Http {
                 status,
                 message: m(message),
+                code,
                 retry_after,
             },
             UpstreamError::Event { message } => UpstreamError::Event {
@@ -261,11 +326,86 @@ impl UpstreamError {
     }
 }
 
-/// Parses a Retry-After header given in seconds (HTTP dates are ignored).
-pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+/// Longest a provider may bench a member by saying so (a day).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// When the upstream says to come back: `retry-after-ms`, `Retry-After`
+/// (seconds or an HTTP date), OpenAI's `x-ratelimit-reset-requests` /
+/// `-tokens` (`1s`, `6m0s`, `120ms`), Anthropic's
+/// `anthropic-ratelimit-*-reset` (RFC 3339). The longest reset wins: the
+/// member is not usable before all of its limits have reset.
+pub fn retry_hint(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let now = std::time::SystemTime::now();
+    let until = |t: std::time::SystemTime| t.duration_since(now).unwrap_or_default();
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0).min(MAX_RETRY_AFTER));
+    }
+    if let Some(v) = get("retry-after") {
+        if let Ok(secs) = v.parse::<f64>()
+            && secs.is_finite()
+            && secs >= 0.0
+        {
+            return Some(Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(until(at).min(MAX_RETRY_AFTER));
+        }
+    }
+    let mut longest: Option<Duration> = None;
+    for name in ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"] {
+        if let Some(d) = get(name).and_then(parse_reset_duration) {
+            longest = Some(longest.map_or(d, |l| l.max(d)));
+        }
+    }
+    for name in [
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-reset",
+    ] {
+        if let Some(at) = get(name).and_then(|v| humantime::parse_rfc3339_weak(v).ok()) {
+            let d = until(at);
+            longest = Some(longest.map_or(d, |l| l.max(d)));
+        }
+    }
+    longest.map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+/// OpenAI's reset durations: numbers with `h`, `m`, `s` or `ms`, run
+/// together (`6m0s`, `1.5s`, `120ms`).
+fn parse_reset_duration(v: &str) -> Option<Duration> {
+    let mut total = 0.0;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        total += value * unit;
+        rest = &rest[len..];
+    }
+    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
 }
 
 /// Maps a reqwest failure to an upstream error, keeping URLs (which never
@@ -333,36 +473,151 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classification_follows_the_failover_rules() {
-        let http = |status| UpstreamError::Http {
+    fn classification_follows_the_table() {
+        let http = |status, code: Option<&str>, message: &str| UpstreamError::Http {
             status,
-            message: String::new(),
+            message: message.into(),
+            code: code.map(Into::into),
             retry_after: None,
         };
-        for s in [429, 500, 502, 503, 504, 529] {
-            assert_eq!(http(s).class(), ErrorClass::Transient, "{s}");
+        use ErrorClass as C;
+        let rows = [
+            (
+                http(429, Some("rate_limit_exceeded"), "Rate limit reached"),
+                C::RateLimited,
+            ),
+            (
+                http(529, Some("overloaded_error"), "Overloaded"),
+                C::RateLimited,
+            ),
+            (
+                http(
+                    429,
+                    Some("insufficient_quota"),
+                    "You exceeded your current quota",
+                ),
+                C::AuthBilling(Refusal::Billing),
+            ),
+            (
+                http(401, Some("invalid_api_key"), "Incorrect API key"),
+                C::AuthBilling(Refusal::Unauthenticated),
+            ),
+            (
+                http(402, None, "Payment required"),
+                C::AuthBilling(Refusal::Billing),
+            ),
+            (
+                http(403, Some("permission_error"), "Forbidden"),
+                C::AuthBilling(Refusal::Forbidden),
+            ),
+            (
+                http(
+                    400,
+                    Some("invalid_request_error"),
+                    "Your credit balance is too low",
+                ),
+                C::AuthBilling(Refusal::Billing),
+            ),
+            (
+                http(404, Some("model_not_found"), "The model `x` does not exist"),
+                C::ModelNotFound,
+            ),
+            (
+                http(404, Some("not_found_error"), "model: claude-x not found"),
+                C::ModelNotFound,
+            ),
+            (http(404, None, "Not found"), C::Transient),
+            (
+                http(
+                    400,
+                    Some("context_length_exceeded"),
+                    "This model's maximum context length is 8192 tokens",
+                ),
+                C::ContextTooLong,
+            ),
+            (
+                http(
+                    400,
+                    Some("invalid_request_error"),
+                    "prompt is too long: 210000 tokens > 200000 maximum",
+                ),
+                C::ContextTooLong,
+            ),
+            (
+                http(400, None, "Bad request"),
+                C::Permanent(Refusal::BadRequest),
+            ),
+            (
+                http(422, None, "Unprocessable"),
+                C::Permanent(Refusal::BadRequest),
+            ),
+            (http(418, None, "teapot"), C::Permanent(Refusal::Other)),
+            (http(408, None, "timeout"), C::Transient),
+            (http(500, None, "oops"), C::Transient),
+            (http(503, None, "overloaded"), C::Transient),
+            (UpstreamError::Truncated, C::Transient),
+            (UpstreamError::FirstByteTimeout, C::Transient),
+            (UpstreamError::Connect("refused".into()), C::Transient),
+            (
+                UpstreamError::Event {
+                    message: "overloaded".into(),
+                },
+                C::Transient,
+            ),
+            (UpstreamError::Config("bad header".into()), C::Misconfigured),
+        ];
+        for (err, class) in rows {
+            assert_eq!(err.class(), class, "{err}");
         }
-        assert_eq!(http(404).class(), ErrorClass::ModelNotFound);
-        assert_eq!(
-            http(400).class(),
-            ErrorClass::Permanent(Refusal::BadRequest)
-        );
-        assert_eq!(
-            http(422).class(),
-            ErrorClass::Permanent(Refusal::BadRequest)
-        );
-        assert_eq!(
-            http(401).class(),
-            ErrorClass::Permanent(Refusal::Unauthenticated)
-        );
-        assert_eq!(http(403).class(), ErrorClass::Permanent(Refusal::Forbidden));
-        assert_eq!(UpstreamError::Truncated.class(), ErrorClass::Transient);
-        assert_eq!(
-            UpstreamError::Event {
-                message: "overloaded".into()
+    }
+
+    #[test]
+    fn retry_hints_in_every_form_providers_send() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let hint = |pairs: &[(&'static str, String)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_str(v).expect("header"));
             }
-            .class(),
-            ErrorClass::Transient
+            retry_hint(&h)
+        };
+        assert_eq!(
+            hint(&[("retry-after", "20".into())]),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            hint(&[("retry-after-ms", "1500".into())]),
+            Some(Duration::from_millis(1500))
+        );
+        let in_30s = std::time::SystemTime::now() + Duration::from_secs(30);
+        let date = hint(&[("retry-after", httpdate::fmt_http_date(in_30s))]).expect("date");
+        assert!(
+            date > Duration::from_secs(28) && date <= Duration::from_secs(30),
+            "{date:?}"
+        );
+        assert_eq!(
+            hint(&[
+                ("x-ratelimit-reset-requests", "1s".into()),
+                ("x-ratelimit-reset-tokens", "6m0s".into())
+            ]),
+            Some(Duration::from_secs(360)),
+            "the longest reset wins"
+        );
+        assert_eq!(
+            hint(&[("x-ratelimit-reset-tokens", "120ms".into())]),
+            Some(Duration::from_millis(120))
+        );
+        let rfc = humantime::format_rfc3339_seconds(in_30s).to_string();
+        let a = hint(&[("anthropic-ratelimit-requests-reset", rfc)]).expect("rfc3339");
+        assert!(
+            a > Duration::from_secs(28) && a <= Duration::from_secs(30),
+            "{a:?}"
+        );
+        assert_eq!(hint(&[("retry-after", "soon".into())]), None);
+        assert_eq!(
+            hint(&[("retry-after", "99999999".into())]),
+            Some(Duration::from_secs(86_400)),
+            "capped at a day"
         );
     }
 }

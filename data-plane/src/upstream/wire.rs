@@ -10,9 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::{
-    Chunk, ChunkStream, Target, UpstreamError, clip_body, from_reqwest, parse_retry_after,
-};
+use super::{Chunk, ChunkStream, Target, UpstreamError, clip_body, from_reqwest, retry_hint};
 
 /// POSTs `body` to `{base_url}/{path}` and returns the whole response body.
 pub(super) async fn post_unary(
@@ -95,7 +93,7 @@ pub(super) async fn send_checked(
     if status.is_success() {
         return Ok(resp);
     }
-    let retry_after = parse_retry_after(resp.headers());
+    let retry_after = retry_hint(resp.headers());
     let mut body = Vec::new();
     while let Ok(Some(part)) = resp.chunk().await {
         body.extend_from_slice(&part);
@@ -105,10 +103,9 @@ pub(super) async fn send_checked(
     }
     // Masked before anything is cut from it, so no part of an echoed key survives.
     let text = mask_secret(t, &String::from_utf8_lossy(&body));
-    let message = match serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| error_in(&v))
-    {
+    let json = serde_json::from_str::<Value>(&text).ok();
+    let code = json.as_ref().and_then(error_code);
+    let message = match json.as_ref().and_then(error_in) {
         Some(m) => m,
         None if text.trim().is_empty() => {
             status.canonical_reason().unwrap_or("no body").to_string()
@@ -118,6 +115,7 @@ pub(super) async fn send_checked(
     Err(UpstreamError::Http {
         status: status.as_u16(),
         message: scrub(t, &message),
+        code,
         retry_after,
     })
 }
@@ -158,6 +156,18 @@ pub(super) fn error_in(v: &Value) -> Option<String> {
     Some(clip_body(
         &text.map_or_else(|| e.to_string(), str::to_string),
     ))
+}
+
+/// The provider's error code (OpenAI `error.code`) or type (`error.type`,
+/// Anthropic's `not_found_error`, `rate_limit_error`, ...), short and plain.
+pub(super) fn error_code(v: &Value) -> Option<String> {
+    let e = v.get("error")?;
+    [e.get("code"), e.get("type")]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|c| !c.is_empty() && c.len() <= 64)
+        .map(str::to_owned)
 }
 
 /// The message of an SSE error event's data, JSON or not.

@@ -1,0 +1,152 @@
+//! Tried: the record of one request's attempts (for the caller) and why
+//! each member did not serve, and the error they add up to when none did.
+
+use std::time::Duration;
+
+use switchyard_proto::v1 as pb;
+use tokio::time::Instant;
+
+use crate::error::{DpError, Reason};
+use crate::failover::Failed;
+use crate::model::{Candidate, Pool};
+use crate::plan::Skip;
+use crate::upstream::{Refusal, UpstreamError};
+
+/// What happened to a request so far.
+#[derive(Default)]
+pub(crate) struct Log {
+    pub(crate) attempts: Vec<pb::Attempt>,
+    pub(crate) reasons: Vec<Reason>,
+    /// When the soonest benched member is due back (the caller's retry hint).
+    soonest: Option<Duration>,
+    /// The first auth/billing refusal: what the caller sees if nobody serves.
+    first_refusal: Option<(Refusal, String, String)>,
+}
+
+impl Log {
+    pub(crate) fn push(
+        &mut self,
+        pool: &Pool,
+        c: &Candidate,
+        outcome: pb::AttemptOutcome,
+        err: Option<&UpstreamError>,
+        start: Option<Instant>,
+    ) {
+        self.attempts.push(pb::Attempt {
+            pool: pool.name.clone(),
+            member_id: c.member_id.clone(),
+            provider: c.provider.clone(),
+            upstream_model: c.upstream_model.clone(),
+            outcome: outcome.into(),
+            http_status: err
+                .and_then(UpstreamError::http_status)
+                .map_or(0, u32::from),
+            detail: err.map(ToString::to_string).unwrap_or_default(),
+            duration_ms: start.map_or(0, |s| {
+                u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }),
+        });
+    }
+
+    pub(crate) fn reason(&mut self, c: &Candidate, why: impl Into<String>) {
+        self.reasons.push(Reason {
+            member: c.label(),
+            why: why.into(),
+        });
+    }
+
+    /// A member that is out for `left` more.
+    pub(crate) fn due_back(&mut self, left: Duration) {
+        self.soonest = Some(self.soonest.map_or(left, |s| s.min(left)));
+    }
+
+    pub(crate) fn refused(&mut self, refusal: Refusal, c: &Candidate, err: &UpstreamError) {
+        if self.first_refusal.is_none() {
+            self.first_refusal = Some((refusal, c.label(), err.to_string()));
+        }
+    }
+
+    pub(crate) fn skipped(&mut self, pool: &Pool, c: &Candidate, skip: Skip) {
+        self.push(pool, c, pb::AttemptOutcome::SkippedBenched, None, None);
+        match skip {
+            Skip::Benched { left } => {
+                self.due_back(left);
+                self.reason(c, format!("benched for {:.1}s more", left.as_secs_f64()));
+            }
+            Skip::Probing => self.reason(c, "benched; another request is probing it"),
+        }
+    }
+
+    /// Attempts that reached (or were cut on the way to) an upstream.
+    pub(crate) fn tried(&self) -> usize {
+        self.attempts.iter().filter(|a| reached(a.outcome)).count()
+    }
+
+    fn all(&self, outcome: pb::AttemptOutcome) -> bool {
+        !self.attempts.is_empty() && self.attempts.iter().all(|a| a.outcome == outcome as i32)
+    }
+
+    /// Whether every attempt that reached an upstream had `outcome`.
+    fn all_reached(&self, outcome: pb::AttemptOutcome) -> bool {
+        let mut reached_any = false;
+        for a in self.attempts.iter().filter(|a| reached(a.outcome)) {
+            if a.outcome != outcome as i32 {
+                return false;
+            }
+            reached_any = true;
+        }
+        reached_any
+    }
+
+    pub(crate) fn fail(self, error: DpError) -> Failed {
+        Failed {
+            error,
+            attempts: self.attempts,
+        }
+    }
+
+    /// Nobody served: say why, as precisely as the attempts allow.
+    pub(crate) fn exhausted(mut self, model: &str) -> Failed {
+        let model = model.to_owned();
+        let reasons = std::mem::take(&mut self.reasons);
+        let error = if self.all(pb::AttemptOutcome::SkippedQuota) {
+            DpError::QuotaExhausted { model, reasons }
+        } else if self.all(pb::AttemptOutcome::ModelNotFound) {
+            DpError::NoMemberKnowsModel { model, reasons }
+        } else if self.all_reached(pb::AttemptOutcome::ContextTooLong) {
+            DpError::ContextTooLong { model, reasons }
+        } else if let Some((refusal, member, message)) = self
+            .first_refusal
+            .take()
+            .filter(|_| self.all_reached(pb::AttemptOutcome::Auth))
+        {
+            DpError::Refused {
+                refusal,
+                member,
+                message,
+            }
+        } else {
+            DpError::AllCandidatesFailed {
+                model,
+                reasons,
+                retry_after: self.soonest,
+            }
+        };
+        self.fail(error)
+    }
+}
+
+/// Whether an attempt of this outcome reached an upstream.
+fn reached(outcome: i32) -> bool {
+    [
+        pb::AttemptOutcome::Ok,
+        pb::AttemptOutcome::Transient,
+        pb::AttemptOutcome::Permanent,
+        pb::AttemptOutcome::ModelNotFound,
+        pb::AttemptOutcome::RateLimited,
+        pb::AttemptOutcome::Auth,
+        pb::AttemptOutcome::ContextTooLong,
+    ]
+    .iter()
+    .any(|o| *o as i32 == outcome)
+}
