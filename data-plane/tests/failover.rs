@@ -624,3 +624,124 @@ async fn inference_tokens_gate_callers_but_not_probes() {
         "tokens are not logged"
     );
 }
+
+/// Every row of the classification table, over real HTTP: what the member's
+/// answer is classed as, and whether it is then benched.
+#[tokio::test]
+async fn each_row_of_the_classification_table_over_http() {
+    let s = setup(policy(0, 10, 60_000), &[]).await;
+    let mut config = s.config.clone();
+    config.provider(
+        "claude",
+        pb::ProviderKind::Anthropic,
+        &s.fake.base_url(),
+        Some("sk-ant-test-key-9999"),
+    );
+    let status = |code, retry_after_secs, body: Option<&str>| Fault::Status {
+        code,
+        retry_after_secs,
+        body: body.map(Into::into),
+    };
+    // (pool, provider, failing model, its fault, class, benched afterwards)
+    let rows = [
+        (
+            "rl",
+            "up",
+            "rl-x",
+            status(429, Some(20), None),
+            O::RateLimited,
+            true,
+        ),
+        (
+            "quota",
+            "up",
+            "quota-x",
+            status(
+                429,
+                None,
+                Some(
+                    r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+                ),
+            ),
+            O::Auth,
+            true,
+        ),
+        (
+            "overload",
+            "claude",
+            "overload-x",
+            status(529, None, None),
+            O::RateLimited,
+            true,
+        ),
+        (
+            "path",
+            "up",
+            "path-x",
+            status(404, None, None),
+            O::Transient,
+            false,
+        ),
+        (
+            "unknown",
+            "up",
+            "unknown-x",
+            Fault::UnknownModel,
+            O::ModelNotFound,
+            false,
+        ),
+        (
+            "ctx",
+            "up",
+            "ctx-x",
+            status(
+                400,
+                None,
+                Some(
+                    r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+                ),
+            ),
+            O::ContextTooLong,
+            false,
+        ),
+        (
+            "down",
+            "up",
+            "down-x",
+            status(503, None, None),
+            O::Transient,
+            false,
+        ),
+    ];
+    for (pool, provider, model, _, _, _) in &rows {
+        config.pool(
+            pool,
+            pb::Strategy::Priority,
+            policy(0, 10, 60_000),
+            &[(provider, model, 10), ("up", "b", 0)],
+        );
+    }
+    config.publish(&redis_url(), &s.prefix, 2, true).await;
+    wait_revision(&s.worker, 2).await;
+    for (pool, _, model, fault, class, benched) in rows {
+        s.fake.set_fault(model, fault);
+        let mut c = client(&s.worker).await;
+        let r = c
+            .generate(ask(pool, "hi"))
+            .await
+            .unwrap_or_else(|e| panic!("{pool}: b serves: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            outcomes(&r.attempts),
+            vec![(model.into(), class), ("b".into(), O::Ok)],
+            "{pool}"
+        );
+        let r = c.generate(ask(pool, "hi")).await.expect("b").into_inner();
+        let again = outcomes(&r.attempts)[0].1;
+        assert_eq!(
+            again == O::SkippedBenched,
+            benched,
+            "{pool}: benched afterwards? {again:?}"
+        );
+    }
+}

@@ -509,3 +509,141 @@ async fn on_shutdown_what_in_flight_requests_report_still_goes_out() {
         "the probe's release was pushed during the drain"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_member_is_benched_at_once_for_its_retry_after_and_not_retried() {
+    let rig = Rig::new(
+        policy(3, 5, 1000),
+        &[("a", "a?status=429&retry_after=20", None), ("b", "b", None)],
+    );
+    let r = rig.call(None).await.expect("b serves");
+    assert_eq!(
+        r,
+        o(&[("a", O::RateLimited), ("b", O::Ok)]),
+        "no retry of a rate-limited member, although the policy allows 3"
+    );
+    tokio::time::advance(Duration::from_secs(19)).await;
+    rig.reconfigure(&[("a", "a", None), ("b", "b", None)]);
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(
+        r[0],
+        ("a".into(), O::SkippedBenched),
+        "out for its Retry-After"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let r = rig.call(None).await.expect("a is back");
+    assert_eq!(r, o(&[("a", O::Ok)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_without_a_hint_benches_for_the_default() {
+    let rig = Rig::new(
+        policy(0, 5, 1000),
+        &[("a", "a?status=529", None), ("b", "b", None)],
+    );
+    rig.call(None).await.expect("b");
+    tokio::time::advance(Duration::from_millis(4900)).await;
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(r[0], ("a".into(), O::SkippedBenched), "5 s by default");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(r[0], ("a".into(), O::RateLimited), "asked again after 5 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_credential_benches_the_member_for_long_and_the_caller_sees_it_only_if_nobody_serves()
+ {
+    let rig = Rig::new(
+        policy(1, 5, 1000),
+        &[("a", "a?status=401", None), ("b", "b", None)],
+    );
+    assert_eq!(
+        rig.call(None).await.expect("b"),
+        o(&[("a", O::Auth), ("b", O::Ok)])
+    );
+    tokio::time::advance(Duration::from_secs(299)).await;
+    assert_eq!(
+        rig.call(None).await.expect("b")[0],
+        ("a".into(), O::SkippedBenched)
+    );
+    let rig = Rig::new(
+        policy(1, 5, 1000),
+        &[("a", "a?status=401", None), ("b", "b?status=403", None)],
+    );
+    let (e, attempts) = rig.call(None).await.expect_err("nobody serves");
+    assert_eq!(attempts, o(&[("a", O::Auth), ("b", O::Auth)]));
+    assert_eq!(
+        tonic::Status::from(e).code(),
+        tonic::Code::Unauthenticated,
+        "the first refusal"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prompt_too_long_for_one_member_moves_on_without_penalty() {
+    let rig = Rig::new(
+        policy(1, 1, 1000),
+        &[
+            ("a", "a?status=400&context_too_long=1", None),
+            ("b", "b", None),
+        ],
+    );
+    for _ in 0..2 {
+        let r = rig.call(None).await.expect("b has the room");
+        assert_eq!(
+            r,
+            o(&[("a", O::ContextTooLong), ("b", O::Ok)]),
+            "never benched"
+        );
+    }
+    let rig = Rig::new(
+        policy(1, 1, 1000),
+        &[("a", "a?status=400&context_too_long=1", None)],
+    );
+    let (e, _) = rig.call(None).await.expect_err("too long for everyone");
+    let s = tonic::Status::from(e);
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(
+        s.message().contains("longer than the context"),
+        "{}",
+        s.message()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_of_a_member_back_off_and_stop_at_the_deadline() {
+    let rig = Rig::new(
+        policy(4, 100, 1000),
+        &[("a", "a?status=503", None), ("b", "b", None)],
+    );
+    let start = Instant::now();
+    let r = rig.call(None).await.expect("b");
+    assert_eq!(r.len(), 6, "1 + 4 retries of a, then b");
+    assert!(start.elapsed() > Duration::ZERO, "the retries waited");
+    // With a deadline too close for another backoff, the request moves on.
+    let deadline = Instant::now() + Duration::from_millis(1);
+    let r = rig.call(Some(deadline)).await;
+    let attempts = match r {
+        Ok(a) => a,
+        Err((_, a)) => a,
+    };
+    assert!(
+        attempts.len() < 6,
+        "no backoff past the deadline: {attempts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_member_is_benched_the_error_says_when_to_come_back() {
+    let rig = Rig::new(policy(0, 1, 3000), &[("a", "a?status=503", None)]);
+    rig.call(None).await.expect_err("fails");
+    let (e, _) = rig.call(None).await.expect_err("benched");
+    let s = tonic::Status::from(e);
+    let hint: u64 = s
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a retry hint");
+    assert!((2900..=3000).contains(&hint), "{hint}");
+}
