@@ -187,19 +187,28 @@ async fn a_benched_member_waits_out_its_cooldown_then_one_probe_goes_through_fle
         .await
         .expect("back in rotation");
     let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
-    let left: usize = {
+    let entry: Option<String> = {
         let client = redis::Client::open(redis_url()).expect("url");
         let mut c = client
             .get_multiplexed_async_connection()
             .await
             .expect("redis");
-        redis::cmd("HLEN")
+        redis::cmd("HGET")
             .arg(keys.health_table())
+            .arg("solo-only")
             .query_async(&mut c)
             .await
-            .expect("HLEN")
+            .expect("HGET")
     };
-    assert_eq!(left, 0, "health cleared, probe released");
+    // fails|benches|until|owner|probe_until|updated|version
+    let fields: Vec<String> = entry
+        .expect("the bench count is kept (it decays with time)")
+        .split('|')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(fields[0], "0", "failures cleared");
+    assert_eq!(fields[2], "0", "bench ended");
+    assert_eq!(fields[3], "", "probe released");
 }
 
 #[tokio::test]

@@ -144,6 +144,21 @@ impl Entry {
         self.updated = now;
     }
 
+    /// A success: failures, bench and probe end. The bench count stays, so a
+    /// member that fails again soon (it flaps) is benched twice as long as
+    /// last time; it decays only with time healthy (`Failure::stale_after`).
+    pub fn succeed(&mut self, now: Instant) {
+        self.fails = 0;
+        self.benched_until = None;
+        self.probe = None;
+        self.updated = now;
+    }
+
+    /// Whether a success has anything to clear (otherwise nobody is told).
+    pub fn needs_success(&self) -> bool {
+        self.fails > 0 || self.benched_until.is_some() || self.probe.is_some()
+    }
+
     /// Takes the member's probe if its bench is over and nobody holds it.
     /// A bench long past (`stale_after`) no longer counts toward the next:
     /// if this probe fails, the member starts over at the base cooldown.
@@ -250,17 +265,6 @@ impl HealthTable {
         m.insert(member.to_owned(), e.clone());
         self.entries.store(Arc::new(m));
         (r, e)
-    }
-
-    /// Clears the member here (its version kept, so older news stays out).
-    pub fn clear(&self, member: &str, now: Instant) {
-        self.update(|m, _| {
-            if let Some(e) = m.get_mut(member) {
-                let version = e.version;
-                *e = Entry::new(now);
-                e.version = version;
-            }
-        });
     }
 
     /// Replaces everything with a full load taken at change counter `version`.
@@ -435,6 +439,41 @@ mod tests {
         e.fails = 3;
         e.version = 5;
         e
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_that_flaps_is_benched_longer_each_time_until_it_stays_healthy() {
+        let f = Failure {
+            threshold: 1,
+            cooldown_base: Duration::from_secs(1),
+            cooldown_max: Duration::from_secs(60),
+            retry_after: None,
+        };
+        let now = Instant::now();
+        let mut e = Entry::new(now);
+        e.fail(now, &f, None);
+        assert_eq!(e.benched_until, Some(now + Duration::from_secs(1)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        e.succeed(Instant::now());
+        assert!(!e.needs_success(), "nothing left to clear");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        e.fail(now, &f, None);
+        assert_eq!(
+            e.benched_until,
+            Some(now + Duration::from_secs(2)),
+            "flapping: twice as long"
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        e.succeed(Instant::now());
+        tokio::time::advance(f.stale_after() + Duration::from_secs(1)).await;
+        let now = Instant::now();
+        e.fail(now, &f, None);
+        assert_eq!(
+            e.benched_until,
+            Some(now + Duration::from_secs(1)),
+            "healthy long enough: back to the base"
+        );
     }
 
     #[tokio::test(start_paused = true)]

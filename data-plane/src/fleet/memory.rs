@@ -78,7 +78,7 @@ impl Backend for MemoryBackend {
     async fn succeed(&self, member: &str) -> Result<Entry, BackendError> {
         Ok(self
             .change(member, |e, now| {
-                *e = Entry::new(now);
+                e.succeed(now);
                 true
             })
             .1)

@@ -343,13 +343,20 @@ impl Fleet {
         self.report_failure(member, f, probe)
     }
 
-    /// A success: clears the member's failures if it had any (no backend call otherwise).
+    /// A success: ends the member's failures, bench and probe if it had any
+    /// (no backend call otherwise).
     pub fn success(&self, member: &str, probe: Option<ProbeHold>) {
         if let Some(mut p) = probe {
             p.settled = true;
         }
-        if self.core.table.get(member).is_some() {
-            self.core.table.clear(member, Instant::now());
+        if self
+            .core
+            .table
+            .get(member)
+            .is_some_and(|e| e.needs_success())
+        {
+            let now = Instant::now();
+            self.core.table.modify(member, now, |e| e.succeed(now));
             self.core.send(Report::Success {
                 member: member.to_owned(),
             });

@@ -88,8 +88,14 @@ e.updated = now
 return save(e, now)
 ";
 
+/// Mirrors `Entry::succeed`: the bench count stays (it decays with time).
 const SUCCEED: &str = r"
-return save(decode(nil), now)
+e.fails = 0
+e.till = 0
+e.owner = ''
+e.probe = 0
+e.updated = now
+return save(e, now)
 ";
 
 /// `ARGV[3]` owner, `ARGV[4]` ttl (ms), `ARGV[5]` stale after (ms). Mirrors
