@@ -48,6 +48,13 @@ pub struct Args {
     /// each retry, with full jitter, at most 1 s, within the caller's deadline).
     #[arg(long, env = "SWITCHYARD_RETRY_BACKOFF_MS", default_value_t = 50)]
     pub retry_backoff_ms: u64,
+    /// Retries (attempts after a request's first, failovers included) a pool
+    /// may make, in percent of its recent first attempts.
+    #[arg(long, env = "SWITCHYARD_RETRY_BUDGET_PERCENT", default_value_t = 20)]
+    pub retry_budget_percent: u32,
+    /// Retries a pool may make per second whatever its traffic.
+    #[arg(long, env = "SWITCHYARD_RETRY_BUDGET_MIN_PER_SEC", default_value_t = 3)]
+    pub retry_budget_min_per_sec: u32,
     /// Longest silence between chunks of a committed stream, in milliseconds.
     #[arg(long, env = "SWITCHYARD_STREAM_IDLE_MS", default_value_t = 30_000)]
     pub stream_idle_ms: u64,
@@ -93,6 +100,13 @@ impl Args {
         s.rate_limit_cooldown = Duration::from_millis(self.rate_limit_cooldown_ms);
         s.auth_cooldown = Duration::from_millis(self.auth_cooldown_ms);
         s.retry_backoff = Duration::from_millis(self.retry_backoff_ms);
+        if self.retry_budget_percent > 1000 {
+            return Err("--retry-budget-percent is at most 1000".into());
+        }
+        s.retry_budget = crate::fleet::budget::BudgetPolicy {
+            ratio: f64::from(self.retry_budget_percent) / 100.0,
+            floor_per_sec: f64::from(self.retry_budget_min_per_sec),
+        };
         s.stream_idle = Duration::from_millis(self.stream_idle_ms);
         s.config_check_every = Duration::from_millis(self.config_check_ms.max(100));
         s.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);

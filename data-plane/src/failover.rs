@@ -72,6 +72,8 @@ enum Outcome<T> {
     Next,
     /// Stop: the request fails with this.
     Stop(DpError),
+    /// Stop trying: the request fails with what was tried so far.
+    GiveUp,
 }
 
 /// The request's running state across members.
@@ -80,6 +82,8 @@ struct Run<'a> {
     deadline: Option<Instant>,
     budget: u32,
     cap: u32,
+    /// Whether an attempt was made (later ones are retries).
+    attempted: bool,
     log: Log,
 }
 
@@ -139,6 +143,7 @@ impl Engine {
             deadline,
             budget: self.max_attempts.max(1),
             cap: self.max_attempts,
+            attempted: false,
             log: Log::default(),
         };
         for pool in &resolved.tiers {
@@ -174,6 +179,7 @@ impl Engine {
                     }
                     Outcome::Next => {}
                     Outcome::Stop(e) => return Err(run.log.fail(e)),
+                    Outcome::GiveUp => return Err(run.log.exhausted(&resolved.model)),
                 }
             }
         }
@@ -230,6 +236,21 @@ impl Engine {
             // Every try of a limited member takes one request of its limit.
             if c.limits.any() && self.over_limit(pool, c, run).await {
                 return Outcome::Next;
+            }
+            // Every attempt after the request's first spends the pool's retry budget.
+            if run.attempted {
+                if !self.fleet.try_retry(&pool.id) {
+                    run.log
+                        .push(pool, c, pb::AttemptOutcome::BudgetRefused, None, None);
+                    run.log.reason(
+                        c,
+                        format!("not tried: pool '{}' spent its retry budget", pool.name),
+                    );
+                    return Outcome::GiveUp;
+                }
+            } else {
+                self.fleet.first_attempt(&pool.id);
+                run.attempted = true;
             }
             run.budget -= 1;
             let start = Instant::now();

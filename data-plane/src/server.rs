@@ -48,6 +48,8 @@ pub struct Settings {
     pub auth_cooldown: Duration,
     /// First backoff between retries of one member.
     pub retry_backoff: Duration,
+    /// How many retries each pool may make, per first attempt and per second.
+    pub retry_budget: crate::fleet::budget::BudgetPolicy,
     pub stream_idle: Duration,
     pub config_check_every: Duration,
     pub shutdown_grace: Duration,
@@ -66,6 +68,7 @@ impl Settings {
             rate_limit_cooldown: Duration::from_secs(5),
             auth_cooldown: Duration::from_secs(300),
             retry_backoff: Duration::from_millis(50),
+            retry_budget: crate::fleet::budget::BudgetPolicy::default(),
             stream_idle: Duration::from_secs(30),
             config_check_every: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
@@ -109,12 +112,22 @@ pub async fn serve(
             let client = Redis::open(redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
             let keys = RedisKeys::new(prefix.clone());
             let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
-            let (fleet, pusher) = Fleet::new(backend.clone(), link.clone(), pusher_stop.clone());
+            let (fleet, pusher) = Fleet::new(
+                backend.clone(),
+                link.clone(),
+                settings.retry_budget,
+                pusher_stop.clone(),
+            );
             (fleet, Some((client, keys, backend, pusher)))
         }
         Source::Local(_) => {
             let backend = Arc::new(MemoryBackend::default());
-            let (fleet, pusher) = Fleet::new(backend, link.clone(), pusher_stop.clone());
+            let (fleet, pusher) = Fleet::new(
+                backend,
+                link.clone(),
+                settings.retry_budget,
+                pusher_stop.clone(),
+            );
             workers.push(("fleet pusher", daemons.spawn(pusher)));
             (fleet, None)
         }

@@ -446,7 +446,17 @@ async fn sigterm_lets_in_flight_streams_finish() {
         Some(pb::generate_stream_event::Event::Start(_))
     ));
 
-    let exit = tokio::spawn(async move { (w.terminate().await, w.logs()) });
+    let exit = tokio::spawn(async move {
+        let status = w.terminate().await;
+        // The last lines may still be in the pipe when the process is gone.
+        for _ in 0..40 {
+            if w.logs().contains("data plane stopped") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (status, w.logs())
+    });
     let (events, end) = drain(stream).await;
     assert!(end.is_ok(), "the stream in flight finished: {end:?}");
     assert!(matches!(
@@ -599,4 +609,51 @@ async fn rpm_and_tpm_limits_are_shared_by_the_fleet_and_skip_without_penalty() {
         [up.calls("small"), up.calls("tokens"), up.calls("spare")],
         [2, 1, 1]
     );
+}
+
+/// 60 concurrent requests from 2 workers against a member with
+/// `rpm_limit 10`: it gets at most 10, in every one of 5 trials (each on a
+/// member of its own, so the windows start empty).
+#[tokio::test]
+async fn rpm_limits_hold_under_concurrent_bursts_from_two_workers() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config.provider("up", pb::ProviderKind::Openai, &up.base_url(), None);
+    for t in 1..=5 {
+        let (pool, lim) = (format!("t{t}"), format!("lim{t}"));
+        config
+            .pool(
+                &pool,
+                pb::Strategy::Priority,
+                policy(0, 100, 1000),
+                &[("up", &lim, 10), ("up", "spare", 0)],
+            )
+            .member_limits(&pool, &lim, Some(10), None);
+    }
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let a = worker(&redis_url(), &prefix, &[]).await;
+    let b = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    for t in 1..=5 {
+        let mut calls = Vec::new();
+        for i in 0..60 {
+            let w = if i % 2 == 0 { &a } else { &b };
+            let mut c = client(w).await;
+            let pool = format!("t{t}");
+            calls.push(tokio::spawn(async move {
+                c.generate(ask(&pool, "hi")).await.map(|_| ())
+            }));
+        }
+        for c in calls {
+            c.await.expect("join").expect("served by lim or spare");
+        }
+        let got = up.calls(&format!("lim{t}"));
+        assert!(
+            got <= 10,
+            "trial {t}: the limited member got {got} requests"
+        );
+        assert!(got >= 5, "trial {t}: and it was used ({got})");
+    }
 }

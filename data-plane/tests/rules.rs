@@ -14,6 +14,7 @@ use switchyard_data_plane::attempt::HttpClients;
 use switchyard_data_plane::catalog::{Catalog, ProcessSecrets};
 use switchyard_data_plane::error::DpError;
 use switchyard_data_plane::failover::Engine;
+use switchyard_data_plane::fleet::budget::BudgetPolicy;
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::{
     Backend, BackendError, Entry, Failure, Fleet, Link, Reservation,
@@ -91,6 +92,7 @@ impl Rig {
         let (fleet, pusher) = Fleet::new(
             Arc::new(MemoryBackend::default()),
             Arc::new(Link::default()),
+            BudgetPolicy::default(),
             CancellationToken::new(),
         );
         tokio::spawn(pusher);
@@ -342,6 +344,7 @@ async fn a_single_worker_at_one_request_per_second_still_rotates() {
     let (fleet, pusher) = Fleet::new(
         Arc::new(MemoryBackend::default()),
         Arc::new(Link::default()),
+        BudgetPolicy::default(),
         CancellationToken::new(),
     );
     tokio::spawn(pusher);
@@ -430,7 +433,12 @@ fn flaky_fleet(stop: CancellationToken) -> (Fleet, Arc<Flaky>) {
         inner: MemoryBackend::default(),
         down: false.into(),
     });
-    let (fleet, pusher) = Fleet::new(backend.clone(), Arc::new(Link::default()), stop);
+    let (fleet, pusher) = Fleet::new(
+        backend.clone(),
+        Arc::new(Link::default()),
+        BudgetPolicy::default(),
+        stop,
+    );
     tokio::spawn(pusher);
     (fleet, backend)
 }
@@ -646,4 +654,34 @@ async fn when_every_member_is_benched_the_error_says_when_to_come_back() {
         .and_then(|v| v.parse().ok())
         .expect("a retry hint");
     assert!((2900..=3000).contains(&hint), "{hint}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_total_outage_retries_stay_within_the_pool_budget() {
+    let rig = Rig::new(
+        policy(2, 1000, 1000),
+        &[("a", "a?status=503", None), ("b", "b?status=502", None)],
+    );
+    let (mut first, mut upstream, mut refused) = (0usize, 0usize, 0usize);
+    let start = Instant::now();
+    // 20 requests a second for 10 s (plus their backoffs), every attempt failing.
+    for _ in 0..200 {
+        let (_, attempts) = rig.call(None).await.expect_err("outage");
+        first += 1;
+        upstream += attempts.iter().filter(|(_, o)| *o == O::Transient).count();
+        refused += attempts
+            .iter()
+            .filter(|(_, o)| *o == O::BudgetRefused)
+            .count();
+        tokio::time::advance(Duration::from_millis(50)).await;
+    }
+    // Without a budget: 6 upstream attempts per request (3 tries × 2 members).
+    // First attempts, plus 20 % of them, plus the floor of 3 a second over
+    // the time it took, plus the burst a quiet pool saved up.
+    let bound = first as f64 * 1.2 + 3.0 * start.elapsed().as_secs_f64() + 10.0;
+    assert!(
+        (upstream as f64) <= bound,
+        "{upstream} upstream attempts for {first} requests (bound {bound})"
+    );
+    assert!(refused > 0, "the attempts say when the budget refused");
 }

@@ -11,6 +11,7 @@
 //! a limited member's quota, and claiming a half-open member's probe.
 //! While the backend is unreachable ([`Link`]), decisions are local.
 
+pub mod budget;
 pub mod follow;
 pub mod health;
 pub mod link;
@@ -154,6 +155,7 @@ pub fn minute() -> i64 {
 struct FleetCore {
     table: Arc<HealthTable>,
     tickets: tickets::Tickets,
+    budgets: budget::RetryBudgets,
     backend: Arc<dyn Backend>,
     link: Arc<Link>,
     reports: mpsc::Sender<Report>,
@@ -242,12 +244,14 @@ impl Fleet {
     pub fn new(
         backend: Arc<dyn Backend>,
         link: Arc<Link>,
+        budget: budget::BudgetPolicy,
         stop: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let core = Arc::new(FleetCore {
             table: Arc::new(HealthTable::default()),
             tickets: tickets::Tickets::default(),
+            budgets: budget::RetryBudgets::new(budget),
             backend,
             link,
             reports: tx,
@@ -299,6 +303,16 @@ impl Fleet {
                 });
             }
         }
+    }
+
+    /// A request's first attempt on a pool (it earns retry budget).
+    pub fn first_attempt(&self, pool_id: &str) {
+        self.core.budgets.first_attempt(pool_id);
+    }
+
+    /// Whether the pool's retry budget allows one more attempt (and spends it).
+    pub fn try_retry(&self, pool_id: &str) -> bool {
+        self.core.budgets.try_retry(pool_id)
     }
 
     /// A transient failure: applied here at once, pushed to the fleet.

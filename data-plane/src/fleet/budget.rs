@@ -1,0 +1,129 @@
+//! Retry budgets: per pool, the attempts after a request's first (retries
+//! and failovers) may not exceed a share of the pool's recent first
+//! attempts, with a small floor per second so a quiet pool can still retry
+//! (Finagle's RetryBudget, Envoy's retry_budget). Each worker keeps its own
+//! buckets: the fleet's retries are then bounded by the same share of the
+//! fleet's first attempts, with no Redis call.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+
+/// Most retries a bucket can save up (a short burst after a quiet spell).
+const CAP: f64 = 10.0;
+
+#[derive(Clone, Copy, Debug)]
+pub struct BudgetPolicy {
+    /// Retries earned per first attempt (0.2: retries ≤ 20 % of first attempts).
+    pub ratio: f64,
+    /// Retries earned per second regardless of traffic.
+    pub floor_per_sec: f64,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        Self {
+            ratio: 0.2,
+            floor_per_sec: 3.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+#[derive(Default)]
+pub struct RetryBudgets {
+    policy: BudgetPolicy,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RetryBudgets {
+    pub fn new(policy: BudgetPolicy) -> Self {
+        Self {
+            policy,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with<R>(&self, pool: &str, f: impl FnOnce(&mut Bucket) -> R) -> R {
+        let mut b = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let bucket = b.entry(pool.to_owned()).or_insert(Bucket {
+            tokens: CAP,
+            last: now,
+        });
+        let earned = now.duration_since(bucket.last).as_secs_f64() * self.policy.floor_per_sec;
+        bucket.tokens = (bucket.tokens + earned).min(CAP);
+        bucket.last = now;
+        f(bucket)
+    }
+
+    /// A request's first attempt on `pool`: it earns a share of a retry.
+    pub fn first_attempt(&self, pool: &str) {
+        let ratio = self.policy.ratio;
+        self.with(pool, |b| b.tokens = (b.tokens + ratio).min(CAP));
+    }
+
+    /// Whether `pool` may make one more retry now (and spends it).
+    pub fn try_retry(&self, pool: &str) -> bool {
+        self.with(pool, |b| {
+            if b.tokens >= 1.0 {
+                b.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_a_share_of_first_attempts_plus_a_floor() {
+        let b = RetryBudgets::new(BudgetPolicy::default());
+        // A total outage: every first attempt fails and wants a retry, 100/s for 10 s.
+        let mut first = 0u32;
+        let mut retries = 0u32;
+        for _ in 0..1000 {
+            b.first_attempt("p");
+            first += 1;
+            if b.try_retry("p") {
+                retries += 1;
+            }
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        let bound = f64::from(first) * 0.2 + 3.0 * 10.0 + CAP;
+        assert!(
+            f64::from(retries) <= bound,
+            "{retries} retries for {first} first attempts (bound {bound})"
+        );
+        assert!(
+            f64::from(retries) >= f64::from(first) * 0.2,
+            "the share is usable"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_pool_can_still_retry() {
+        let b = RetryBudgets::new(BudgetPolicy::default());
+        for _ in 0..10 {
+            assert!(b.try_retry("quiet"));
+        }
+        assert!(!b.try_retry("quiet"), "the saved-up burst is spent");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(b.try_retry("quiet"), "the floor refills it");
+    }
+}
