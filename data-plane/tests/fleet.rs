@@ -657,3 +657,74 @@ async fn rpm_limits_hold_under_concurrent_bursts_from_two_workers() {
         assert!(got >= 5, "trial {t}: and it was used ({got})");
     }
 }
+
+/// The half-open storm: both members of a pool answer 503 and are benched;
+/// 50 callers on 2 workers keep asking for 4 s. With a 1 s cooldown, each
+/// member gets one probe per cooldown period (1 s, then 2 s): a handful of
+/// requests, not one per caller.
+#[tokio::test]
+async fn a_pool_that_is_down_gets_a_probe_per_cooldown_not_a_storm() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "down",
+            pb::Strategy::RoundRobin,
+            policy(0, 1, 1000),
+            &[("up", "x", 0), ("up", "y", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let a = worker(&redis_url(), &prefix, &[]).await;
+    let b = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    for m in ["x", "y"] {
+        up.set_fault(
+            m,
+            Fault::Status {
+                code: 503,
+                retry_after_secs: None,
+                body: None,
+            },
+        );
+    }
+    // Both members fail once and are benched; both workers know it.
+    for _ in 0..2 {
+        let _ = client(&a).await.generate(ask("down", "hi")).await;
+    }
+    for w in [&a, &b] {
+        until_on(w, "x", false).await;
+        until_on(w, "y", false).await;
+    }
+    let before = up.calls("x") + up.calls("y");
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut callers = Vec::new();
+    for i in 0..50 {
+        let mut c = client(if i % 2 == 0 { &a } else { &b }).await;
+        callers.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while tokio::time::Instant::now() < until {
+                let _ = c.generate(ask("down", "hi")).await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            n
+        }));
+    }
+    let mut requests = 0;
+    for c in callers {
+        requests += c.await.expect("caller");
+    }
+    let upstream = up.calls("x") + up.calls("y") - before;
+    eprintln!("{requests} requests, {upstream} reached the failing upstreams");
+    assert!(requests > 1000, "the callers kept asking ({requests})");
+    // One probe per member per cooldown period: at ~1 s (then benched 2 s)
+    // and at ~3 s (then 4 s). Measured: 4 for ~6,500 requests.
+    assert!(
+        upstream <= 6,
+        "{upstream} upstream calls for {requests} requests"
+    );
+    assert!(upstream >= 2, "and the members were probed ({upstream})");
+}
