@@ -56,14 +56,20 @@ impl RetryBudgets {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        let bucket = b.entry(pool.to_owned()).or_insert(Bucket {
+        if let Some(bucket) = b.get_mut(pool) {
+            let earned = now.duration_since(bucket.last).as_secs_f64() * self.policy.floor_per_sec;
+            bucket.tokens = (bucket.tokens + earned).min(CAP);
+            bucket.last = now;
+            return f(bucket);
+        }
+        // A pool seen for the first time starts with the full burst.
+        let mut bucket = Bucket {
             tokens: CAP,
             last: now,
-        });
-        let earned = now.duration_since(bucket.last).as_secs_f64() * self.policy.floor_per_sec;
-        bucket.tokens = (bucket.tokens + earned).min(CAP);
-        bucket.last = now;
-        f(bucket)
+        };
+        let r = f(&mut bucket);
+        b.insert(pool.to_owned(), bucket);
+        r
     }
 
     /// A request's first attempt on `pool`: it earns a share of a retry.
