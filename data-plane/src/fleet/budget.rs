@@ -72,6 +72,14 @@ impl RetryBudgets {
         r
     }
 
+    /// Forgets pools that are gone from the config.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| keep(k));
+    }
+
     /// A request's first attempt on `pool`: it earns a share of a retry.
     pub fn first_attempt(&self, pool: &str) {
         let ratio = self.policy.ratio;

@@ -565,8 +565,9 @@ impl Fleet {
         Ok(version)
     }
 
-    /// Forgets the tickets of pools that are gone.
+    /// Forgets the tickets and retry budgets of pools that are gone.
     pub fn retain_pools(&self, keep: impl Fn(&str) -> bool) {
-        self.core.tickets.retain(keep);
+        self.core.tickets.retain(&keep);
+        self.core.budgets.retain(&keep);
     }
 }
