@@ -177,6 +177,9 @@ pub async fn start_worker(bin: &Path, name: &str, conf: &WorkerConf<'_>) -> Resu
         ("SWITCHYARD_LISTEN", "127.0.0.1:0"),
         ("SWITCHYARD_LOG_FORMAT", "json"),
         ("RUST_LOG", conf.log_filter),
+        // The failover scenario fails every first attempt on purpose: a
+        // budget of one retry per first attempt keeps it measuring failover.
+        ("SWITCHYARD_RETRY_BUDGET_PERCENT", "100"),
     ];
     let mut child = spawn(&bin.join("switchyard-data-plane"), &[], &env)?;
     let log = Arc::new(LogTap::expecting(conf.expected_warnings));
