@@ -59,7 +59,11 @@ pub enum DpError {
     NoMemberKnowsModel { model: String, reasons: Vec<Reason> },
     /// Every member is over its rpm/tpm limit this minute.
     #[error("every member of '{model}' used up its limit for this minute: {}", join(.reasons))]
-    QuotaExhausted { model: String, reasons: Vec<Reason> },
+    QuotaExhausted {
+        model: String,
+        reasons: Vec<Reason>,
+        retry_after: Option<std::time::Duration>,
+    },
     /// The attempt cap was reached.
     #[error("attempt cap of {cap} reached for '{model}': {}", join(.reasons))]
     AttemptCap {
@@ -88,6 +92,14 @@ pub enum DpError {
     StreamTimedOut(String),
 }
 
+/// gRPC's retry pushback: clients that retry wait this long.
+fn pushback(mut s: Status, after: std::time::Duration) -> Status {
+    if let Ok(v) = after.as_millis().to_string().parse() {
+        s.metadata_mut().insert("grpc-retry-pushback-ms", v);
+    }
+    s
+}
+
 impl From<DpError> for Status {
     fn from(e: DpError) -> Self {
         let message = e.to_string();
@@ -95,14 +107,11 @@ impl From<DpError> for Status {
             DpError::AllCandidatesFailed {
                 retry_after: Some(after),
                 ..
-            } => {
-                // gRPC's retry pushback: clients that retry wait this long.
-                let mut s = Status::unavailable(message);
-                if let Ok(v) = after.as_millis().to_string().parse() {
-                    s.metadata_mut().insert("grpc-retry-pushback-ms", v);
-                }
-                s
-            }
+            } => pushback(Status::unavailable(message), after),
+            DpError::QuotaExhausted {
+                retry_after: Some(after),
+                ..
+            } => pushback(Status::resource_exhausted(message), after),
             DpError::InvalidArgument(_) | DpError::ContextTooLong { .. } => {
                 Status::invalid_argument(message)
             }

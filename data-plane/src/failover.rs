@@ -364,11 +364,15 @@ impl Engine {
     /// Reserves one request of `c`'s limit; when it is refused, records the
     /// skip (no penalty) and says so.
     async fn over_limit(&self, pool: &Pool, c: &Candidate, run: &mut Run<'_>) -> bool {
-        let Reservation::Denied { requests, tokens } =
-            self.fleet.reserve(&c.member_id, c.limits).await
+        let Reservation::Denied {
+            requests,
+            tokens,
+            retry_after,
+        } = self.fleet.reserve(&c.member_id, c.limits).await
         else {
             return false;
         };
+        run.log.due_back(retry_after);
         run.log
             .push(pool, c, pb::AttemptOutcome::SkippedQuota, None, None);
         let why = match c.limits.rpm {

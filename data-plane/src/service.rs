@@ -288,12 +288,12 @@ impl Inference for InferenceService {
                 );
             }
         }
-        for m in limited {
-            if let std::collections::hash_map::Entry::Vacant(slot) = usage.entry(m) {
-                let u = self.engine.fleet.usage(slot.key()).await;
-                slot.insert(u);
-            }
-        }
+        limited.sort_unstable();
+        limited.dedup();
+        // Read together: each read is bounded, and they do not add up.
+        let counts =
+            futures::future::join_all(limited.iter().map(|m| self.engine.fleet.usage(m))).await;
+        usage.extend(limited.into_iter().zip(counts));
         let members_of = |pool: &Pool| -> Vec<pb::MemberHealth> {
             pool.members
                 .iter()

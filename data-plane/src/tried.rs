@@ -110,7 +110,11 @@ impl Log {
         let model = model.to_owned();
         let reasons = std::mem::take(&mut self.reasons);
         let error = if self.all(pb::AttemptOutcome::SkippedQuota) {
-            DpError::QuotaExhausted { model, reasons }
+            DpError::QuotaExhausted {
+                model,
+                reasons,
+                retry_after: self.soonest,
+            }
         } else if self.all(pb::AttemptOutcome::ModelNotFound) {
             DpError::NoMemberKnowsModel { model, reasons }
         } else if self.all_reached(pb::AttemptOutcome::ContextTooLong) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::redis::RedisBackend;
-use switchyard_data_plane::fleet::{Backend, Entry, Failure};
+use switchyard_data_plane::fleet::{Backend, Entry, Failure, Reservation};
 use switchyard_data_plane::model::Limits;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::{Redis, RedisConfig};
@@ -130,7 +130,16 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         };
         let mut out = Vec::new();
         for _ in 0..3 {
-            out.push(b.reserve(&quota_member, limits).await.expect("reserve"));
+            // What they agree on: granted or not, and the counts (the wait
+            // until the window frees is the clock's, to the ms or the s).
+            out.push(
+                match b.reserve(&quota_member, limits).await.expect("reserve") {
+                    Reservation::Granted => "Granted".to_owned(),
+                    Reservation::Denied {
+                        requests, tokens, ..
+                    } => format!("Denied({requests}, {tokens})"),
+                },
+            );
         }
         b.charge(&quota_member, 30).await.expect("charge");
         (out, b.usage(&quota_member).await.expect("usage"))
@@ -158,7 +167,7 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         steps[7][0]
     );
     assert!(
-        steps[12][0].contains("[Granted, Granted, Denied"),
+        steps[12][0].contains(r#"["Granted", "Granted", "Denied(2, 0)"]"#),
         "{}",
         steps[12][0]
     );

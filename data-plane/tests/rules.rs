@@ -315,6 +315,13 @@ async fn members_over_their_limit_are_skipped_without_penalty() {
     let s = tonic::Status::from(e);
     assert_eq!(s.code(), tonic::Code::ResourceExhausted);
     assert!(s.message().contains("rpm limit (1 of 1"), "{}", s.message());
+    let wait: u64 = s
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("when the window has room again");
+    assert!(wait <= 60_000, "{wait}");
 }
 
 #[tokio::test(start_paused = true)]

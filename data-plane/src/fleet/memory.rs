@@ -19,6 +19,13 @@ struct State {
     usage: HashMap<(String, i64), (u64, u64)>,
 }
 
+fn secs_into_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() % 60)
+        .unwrap_or(0)
+}
+
 /// The current Unix minute and the weight of the previous one in the
 /// sliding window (what is left of it).
 fn window() -> (i64, f64) {
@@ -138,6 +145,7 @@ impl Backend for MemoryBackend {
             return Ok(Reservation::Denied {
                 requests: r as u64,
                 tokens: t as u64,
+                retry_after: std::time::Duration::from_secs(60 - secs_into_minute()),
             });
         }
         cur.0 += 1;

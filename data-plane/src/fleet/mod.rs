@@ -49,7 +49,12 @@ pub struct BackendError(pub String);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reservation {
     Granted,
-    Denied { requests: u64, tokens: u64 },
+    /// Over a limit; the window has room again in about `retry_after`.
+    Denied {
+        requests: u64,
+        tokens: u64,
+        retry_after: Duration,
+    },
 }
 
 /// The authority over shared state. Every change returns the member's entry
@@ -141,6 +146,16 @@ impl Drop for ProbeHold {
             });
         }
     }
+}
+
+/// How long until the next minute of this worker's clock (a limit's window
+/// moves on then).
+fn until_next_minute() -> Duration {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 60_000)
+        .unwrap_or(0);
+    Duration::from_millis(u64::try_from(60_000 - ms).unwrap_or(60_000))
 }
 
 /// The current Unix minute (the rpm/tpm window).
@@ -452,6 +467,7 @@ impl Fleet {
             return Reservation::Denied {
                 requests: r,
                 tokens: t,
+                retry_after: until_next_minute(),
             };
         }
         self.count_locally(member, minute, 1, 0);

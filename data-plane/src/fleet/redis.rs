@@ -158,18 +158,19 @@ local function get(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
 
 /// `KEYS[1]` the member's usage; `ARGV` rpm, tpm (-1: none). Counts the
 /// request only if both are under their limit over the sliding minute:
-/// `{granted, requests, tokens}` (the window's counts, rounded down).
+/// `{granted, requests, tokens, ms until the next minute when refused}`
+/// (the window's counts, rounded down).
 const RESERVE: &str = r"
 local r = get('r:' .. m) + get('r:' .. (m - 1)) * weight
 local tk = get('t:' .. m) + get('t:' .. (m - 1)) * weight
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 if (rpm >= 0 and r >= rpm) or (tpm >= 0 and tk >= tpm) then
-  return {0, math.floor(r), math.floor(tk)}
+  return {0, math.floor(r), math.floor(tk), (60 - sec % 60) * 1000}
 end
 redis.call('HINCRBY', KEYS[1], 'r:' .. m, 1)
 redis.call('HDEL', KEYS[1], 'r:' .. (m - 2), 't:' .. (m - 2), 'r:' .. (m - 3), 't:' .. (m - 3))
 redis.call('EXPIRE', KEYS[1], 180)
-return {1, math.floor(r) + 1, math.floor(tk)}
+return {1, math.floor(r) + 1, math.floor(tk), 0}
 ";
 
 /// `ARGV[1]` tokens, charged to the current minute.
@@ -439,7 +440,7 @@ impl Backend for RedisBackend {
     async fn reserve(&self, member: &str, limits: Limits) -> Result<Reservation, BackendError> {
         let mut conn = self.conn().await?;
         let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
-        let (granted, r, t): (i64, u64, u64) = self
+        let (granted, r, t, wait): (i64, u64, u64, u64) = self
             .reserve
             .key(self.keys.member_quota(member))
             .arg(limit(limits.rpm))
@@ -453,6 +454,7 @@ impl Backend for RedisBackend {
             Reservation::Denied {
                 requests: r,
                 tokens: t,
+                retry_after: Duration::from_millis(wait),
             }
         })
     }
