@@ -1,7 +1,8 @@
 //! Plan: the order in which one request tries a pool's active members — by
 //! the pool's strategy and the fleet's round-robin ticket, without benched
-//! members, with a half-open member marked as a probe. The first is the
-//! pick; the rest is the failover order. Reads memory only.
+//! members, with a half-open member marked as a probe, and a member just
+//! back from a bench ramped up (tried last by most requests at first). The
+//! first is the pick; the rest is the failover order. Reads memory only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,12 +41,25 @@ pub struct Plan {
 /// Plans one request over `pool` with `ticket`, against the health table.
 pub fn plan(pool: &Pool, ticket: u64, health: &HashMap<String, Entry>, now: Instant) -> Plan {
     let mut out = Plan::default();
+    // Members back from a bench that sit this request out: still tried, last.
+    let mut ramping = Vec::new();
     for i in order(pool.strategy, &pool.active, ticket, &pool.sequence) {
         let c = &pool.active[i];
-        let state = health.get(&c.member_id).map_or(State::Available, |e| {
+        let entry = health.get(&c.member_id);
+        let state = entry.map_or(State::Available, |e| {
             e.state(now, pool.policy.failure_threshold)
         });
         match state {
+            State::Available
+                if entry
+                    .and_then(|e| e.ramp_share(now))
+                    .is_some_and(|share| rand::random::<f64>() >= share) =>
+            {
+                ramping.push(Step {
+                    candidate: c.clone(),
+                    probe: false,
+                });
+            }
             State::Available | State::HalfOpen => out.steps.push(Step {
                 candidate: c.clone(),
                 probe: state == State::HalfOpen,
@@ -59,6 +73,7 @@ pub fn plan(pool: &Pool, ticket: u64, health: &HashMap<String, Entry>, now: Inst
             State::Probing => out.skipped.push((c.clone(), Skip::Probing)),
         }
     }
+    out.steps.extend(ramping);
     out
 }
 
@@ -292,5 +307,40 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_back_from_a_bench_gets_a_doubling_share() {
+        let active = members(&[(1, 0), (1, 0)]);
+        let pool = Pool {
+            name: "p".into(),
+            id: "p".into(),
+            strategy: Strategy::RoundRobin,
+            policy: Policy::default(),
+            enabled: true,
+            members: active.clone(),
+            active,
+            sequence: vec![],
+        };
+        let mut back = Entry::new(Instant::now());
+        back.benches = 1; // its probe just succeeded
+        let health = HashMap::from([("m0".to_owned(), back)]);
+        let firsts = |now: Instant| {
+            (0..4000u64)
+                .filter(|&t| plan(&pool, t, &health, now).steps[0].candidate.member_id == "m0")
+                .count()
+        };
+        let at_once = firsts(Instant::now());
+        assert!(
+            (60..=200).contains(&at_once),
+            "about 1/16 of its half at first: {at_once}"
+        );
+        tokio::time::advance(crate::fleet::health::RAMP_STEP * 2).await;
+        let later = firsts(Instant::now());
+        assert!((350..=650).contains(&later), "1/4 after two steps: {later}");
+        tokio::time::advance(crate::fleet::health::RAMP_STEP * 2).await;
+        assert_eq!(firsts(Instant::now()), 2000, "its full half after four");
+        let all = plan(&pool, 0, &health, Instant::now());
+        assert_eq!(all.steps.len(), 2, "a ramping member is still a fallback");
     }
 }

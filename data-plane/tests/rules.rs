@@ -243,8 +243,17 @@ async fn after_the_cooldown_one_probe_and_a_failed_probe_doubles_the_bench() {
     rig.reconfigure(&[("a", "a", None), ("b", "b", None)]);
     let r = rig.call(None).await.expect("a recovered");
     assert_eq!(r, o(&[("a", O::Ok)]), "a successful probe puts it back");
+    // Back from a bench, it ramps up: a small share at first, all of it
+    // after four doublings of a second each.
+    let mut first_a = 0;
+    for _ in 0..200 {
+        let r = rig.call(None).await.expect("served");
+        first_a += usize::from(r[0].0 == "a");
+    }
+    assert!(first_a < 100, "ramping: a got {first_a} of 200 first");
+    tokio::time::advance(Duration::from_secs(4)).await;
     let r = rig.call(None).await.expect("a");
-    assert_eq!(r, o(&[("a", O::Ok)]));
+    assert_eq!(r, o(&[("a", O::Ok)]), "fully back");
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,6 +14,11 @@ use tokio::time::Instant;
 
 use crate::model::Policy;
 
+/// How long each doubling of a recovering member's share takes.
+pub const RAMP_STEP: Duration = Duration::from_secs(1);
+/// Doublings until a recovering member gets its full share (1/16 → 1).
+const RAMP_STEPS: f64 = 4.0;
+
 /// A half-open probe in flight: who holds it and until when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -152,6 +157,23 @@ impl Entry {
         self.benched_until = None;
         self.probe = None;
         self.updated = now;
+    }
+
+    /// A member back from a bench gets a growing share of its traffic: 1/16
+    /// right after its probe succeeded, doubling every `RAMP_STEP`, all of it
+    /// after four steps (a time-based slow start, so no write per success).
+    /// `None` when it is not ramping.
+    pub fn ramp_share(&self, now: Instant) -> Option<f64> {
+        if self.benches == 0
+            || self.fails > 0
+            || self.benched_until.is_some()
+            || self.probe.is_some()
+        {
+            return None;
+        }
+        let steps =
+            now.saturating_duration_since(self.updated).as_secs_f64() / RAMP_STEP.as_secs_f64();
+        (steps < RAMP_STEPS).then(|| 2f64.powf(steps - RAMP_STEPS))
     }
 
     /// Whether a success has anything to clear (otherwise nobody is told).
