@@ -66,6 +66,27 @@ async fn round_robin_spreads_evenly_across_three_workers() {
             "one shared counter, leased in blocks, spreads the fleet's requests within 2%: {calls:?}"
         );
     }
+    // Each worker says it is alive (so each knows its share of a limit when
+    // Redis is unreachable).
+    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut live = 0;
+    for _ in 0..50 {
+        live = redis::cmd("ZCARD")
+            .arg(keys.workers())
+            .query_async::<u64>(&mut c)
+            .await
+            .expect("ZCARD");
+        if live == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live, 3, "three live workers");
 }
 
 #[tokio::test]

@@ -701,3 +701,23 @@ async fn in_a_total_outage_retries_stay_within_the_pool_budget() {
     );
     assert!(refused > 0, "the attempts say when the budget refused");
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_fleet_unreachable_each_worker_takes_its_share_of_a_limit() {
+    let (fleet, backend) = flaky_fleet(CancellationToken::new());
+    fleet.set_live_workers(3);
+    backend
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let limits = Limits {
+        rpm: Some(10),
+        tpm: None,
+    };
+    let mut granted = 0;
+    for _ in 0..10 {
+        if fleet.reserve("m", limits).await == Reservation::Granted {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 4, "10 split over 3 live workers, rounded up");
+}

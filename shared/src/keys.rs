@@ -7,7 +7,7 @@
 //!   control plane's publish script;
 //! - `{P:health}:members`, `{P:health}:version` — the fleet's health table and
 //!   its change counter, changed together by the health scripts;
-//! - `P:rr:<pool>` and `P:quota:<member>` — one key per script.
+//! - `P:rr:<pool>`, `P:quota:<member>` and `P:workers` — one key per script.
 //!
 //! Channels (`P:config:changes`, `P:health:changes`) are classic pub/sub,
 //! which a cluster delivers to subscribers on every node.
@@ -62,6 +62,12 @@ impl RedisKeys {
         format!("{{{}:health}}:version", self.prefix)
     }
 
+    /// Live workers (a sorted set: worker id → last heartbeat, Redis ms), so
+    /// each can take its share of a limit while Redis is unreachable.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
     /// Pub/sub channel carrying every change to the health table.
     pub fn health_channel(&self) -> String {
         format!("{}:health:changes", self.prefix)
@@ -107,6 +113,7 @@ mod tests {
             k.health_version(),
             k.health_channel(),
             k.member_quota("m"),
+            k.workers(),
         ] {
             assert!(
                 key.trim_start_matches('{').starts_with("t1:"),

@@ -117,6 +117,11 @@ async fn live(
                     Err(_) => return "health check timed out".to_owned(),
                 };
                 fleet.link().ok();
+                // A worker silent for 5 checks no longer counts.
+                match backend.heartbeat(fleet.worker_id(), check_every * 5).await {
+                    Ok(n) => fleet.set_live_workers(n),
+                    Err(e) => tracing::debug!(error = %e.0, "heartbeat failed"),
+                }
                 let missed = ahead.is_some_and(|a| seen < a);
                 ahead = (v > seen).then_some(v);
                 if missed {

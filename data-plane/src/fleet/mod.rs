@@ -176,6 +176,11 @@ struct FleetCore {
     reports: mpsc::Sender<Report>,
     /// What did not reach the backend, to push when it is back.
     pending: Mutex<Pending>,
+    /// This worker's id (probe owners are per request; this is per process).
+    worker: String,
+    /// Live workers at the last heartbeat: while the backend is unreachable a
+    /// limit is split between them.
+    workers: std::sync::atomic::AtomicU64,
     /// Usage of limited members as this worker knows it: (member, minute) →
     /// (requests, tokens). Counts alone while the backend is unreachable.
     usage: Mutex<HashMap<(String, i64), (u64, u64)>>,
@@ -271,6 +276,8 @@ impl Fleet {
             link,
             reports: tx,
             pending: Mutex::new(Pending::default()),
+            worker: uuid::Uuid::new_v4().simple().to_string(),
+            workers: std::sync::atomic::AtomicU64::new(1),
             usage: Mutex::new(HashMap::new()),
         });
         let pusher = push::run(core.clone(), rx, stop);
@@ -462,8 +469,16 @@ impl Fleet {
                 Err(_) => self.core.link.failed("quota reservation timed out"),
             }
         }
+        // Unreachable backend: this worker enforces its share of the limit, so
+        // the fleet as a whole does not exceed it by a multiple of its size.
+        let share = self
+            .core
+            .workers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        let part = |l: u64| l.div_ceil(share);
         let (r, t) = self.local_usage(member, minute);
-        if limits.rpm.is_some_and(|l| r >= l) || limits.tpm.is_some_and(|l| t >= l) {
+        if limits.rpm.is_some_and(|l| r >= part(l)) || limits.tpm.is_some_and(|l| t >= part(l)) {
             return Reservation::Denied {
                 requests: r,
                 tokens: t,
@@ -579,6 +594,18 @@ impl Fleet {
         let (entries, version) = self.core.backend.load().await?;
         self.core.table.replace(entries, version);
         Ok(version)
+    }
+
+    /// This worker's id in the fleet's list of live workers.
+    pub fn worker_id(&self) -> &str {
+        &self.core.worker
+    }
+
+    /// How many workers were live at the last heartbeat.
+    pub fn set_live_workers(&self, n: u64) {
+        self.core
+            .workers
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets the tickets and retry budgets of pools that are gone.

@@ -185,6 +185,17 @@ const USAGE: &str = r"
 return {get('r:' .. m), get('t:' .. m)}
 ";
 
+/// `KEYS[1]` the live workers; `ARGV[1]` this worker, `ARGV[2]` how long a
+/// silent worker counts (ms). Returns how many are live.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return redis.call('ZCARD', KEYS[1])
+";
+
 fn health_script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{COMMON}{body}"))
 }
@@ -265,6 +276,7 @@ pub struct RedisBackend {
     reserve: redis::Script,
     charge: redis::Script,
     usage: redis::Script,
+    heartbeat: redis::Script,
 }
 
 impl RedisBackend {
@@ -282,6 +294,7 @@ impl RedisBackend {
             reserve: redis::Script::new(&format!("{WINDOW}{RESERVE}")),
             charge: redis::Script::new(&format!("{WINDOW}{CHARGE}")),
             usage: redis::Script::new(&format!("{WINDOW}{USAGE}")),
+            heartbeat: redis::Script::new(HEARTBEAT),
         }
     }
 
@@ -356,6 +369,18 @@ impl RedisBackend {
             }
         }
         Ok((out, version))
+    }
+
+    /// Says this worker is alive; returns how many are (for limit shares).
+    pub async fn heartbeat(&self, worker: &str, alive_for: Duration) -> Result<u64, BackendError> {
+        let mut conn = self.conn().await?;
+        self.heartbeat
+            .key(self.keys.workers())
+            .arg(worker)
+            .arg(ms(alive_for))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))
     }
 
     /// The change counter, for the periodic check.
