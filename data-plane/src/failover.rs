@@ -57,6 +57,9 @@ pub struct Served<T> {
     /// The member, for health reports after the first chunk.
     pub member: Arc<Candidate>,
     pub pool: Arc<Pool>,
+    /// Tokens reserved from the member's `tpm_limit` (an estimate), to settle
+    /// against the answer's usage.
+    pub reserved_tokens: u64,
 }
 
 /// A failure, with what was tried.
@@ -84,6 +87,10 @@ struct Run<'a> {
     cap: u32,
     /// Whether an attempt was made (later ones are retries).
     attempted: bool,
+    /// The request's token estimate (reserved from limited members).
+    estimate: u64,
+    /// What the serving member's reservation took.
+    reserved: u64,
     log: Log,
 }
 
@@ -107,8 +114,10 @@ impl Engine {
         deadline: Option<Instant>,
     ) -> Result<Served<Completion>, Failed> {
         // Each attempt borrows the request and shares the member (no copies per attempt).
-        self.run(model, deadline, |c| attempt::complete(&self.http, c, req))
-            .await
+        self.run(model, deadline, req.token_estimate(), |c| {
+            attempt::complete(&self.http, c, req)
+        })
+        .await
     }
 
     pub async fn open_stream(
@@ -117,7 +126,7 @@ impl Engine {
         req: &ChatRequest,
         deadline: Option<Instant>,
     ) -> Result<Served<OpenStream>, Failed> {
-        self.run(model, deadline, |c| {
+        self.run(model, deadline, req.token_estimate(), |c| {
             attempt::open_stream(&self.http, c, req)
         })
         .await
@@ -127,6 +136,7 @@ impl Engine {
         &self,
         model: &str,
         deadline: Option<Instant>,
+        estimate: u64,
         attempt: F,
     ) -> Result<Served<T>, Failed>
     where
@@ -144,6 +154,8 @@ impl Engine {
             budget: self.max_attempts.max(1),
             cap: self.max_attempts,
             attempted: false,
+            estimate,
+            reserved: 0,
             log: Log::default(),
         };
         for pool in &resolved.tiers {
@@ -175,6 +187,7 @@ impl Engine {
                             attempts: run.log.attempts,
                             member,
                             pool: pool.clone(),
+                            reserved_tokens: run.reserved,
                         });
                     }
                     Outcome::Next => {}
@@ -237,6 +250,9 @@ impl Engine {
             if c.limits.any() && self.over_limit(pool, c, run).await {
                 return Outcome::Next;
             }
+            // What this try took from the member's tpm window, given back
+            // unless it is the answer that settles it.
+            let reserved = if c.limits.any() { run.estimate } else { 0 };
             // Every attempt after the request's first spends the pool's retry budget.
             if run.attempted {
                 if !self.fleet.try_retry(&pool.id) {
@@ -246,6 +262,7 @@ impl Engine {
                         c,
                         format!("not tried: pool '{}' spent its retry budget", pool.name),
                     );
+                    self.give_back(c, reserved);
                     return Outcome::GiveUp;
                 }
             } else {
@@ -261,6 +278,7 @@ impl Engine {
                         // Cut by the caller's deadline: not the member's fault.
                         run.log
                             .push(pool, c, pb::AttemptOutcome::Deadline, None, Some(start));
+                        self.give_back(c, reserved);
                         return Outcome::Stop(self.deadline(run));
                     }
                 },
@@ -271,9 +289,13 @@ impl Engine {
                     run.log
                         .push(pool, c, pb::AttemptOutcome::Ok, None, Some(start));
                     self.fleet.success(&c.member_id, probe.take());
+                    run.reserved = reserved;
                     return Outcome::Served(value);
                 }
-                Err(err) => err,
+                Err(err) => {
+                    self.give_back(c, reserved);
+                    err
+                }
             };
             let class = err.class();
             let outcome = match class {
@@ -361,6 +383,14 @@ impl Engine {
         true
     }
 
+    /// Gives a failed try's token estimate back to the member's window.
+    fn give_back(&self, c: &Candidate, reserved: u64) {
+        if reserved > 0 {
+            self.fleet
+                .charge(&c.member_id, -i64::try_from(reserved).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Reserves one request of `c`'s limit; when it is refused, records the
     /// skip (no penalty) and says so.
     async fn over_limit(&self, pool: &Pool, c: &Candidate, run: &mut Run<'_>) -> bool {
@@ -368,7 +398,10 @@ impl Engine {
             requests,
             tokens,
             retry_after,
-        } = self.fleet.reserve(&c.member_id, c.limits).await
+        } = self
+            .fleet
+            .reserve(&c.member_id, c.limits, run.estimate)
+            .await
         else {
             return false;
         };

@@ -204,11 +204,14 @@ impl Inference for InferenceService {
             .run(self.engine.generate(&r.model, &call.chat, call.deadline))
             .await?;
         if served.member.limits.any() {
-            // The request was counted when its quota was reserved; add its tokens.
+            // The request and an estimate of its tokens were reserved; settle
+            // on the real count (an answer without usage gives it all back).
             let tokens = served.value.usage.map_or(0, |u| {
                 u64::from(u.input_tokens) + u64::from(u.output_tokens)
             });
-            self.engine.fleet.charge(&served.member.member_id, tokens);
+            self.engine
+                .fleet
+                .settle(&served.member.member_id, tokens, served.reserved_tokens);
         }
         call.span.in_scope(
             || tracing::info!(member = %served.served_by.member_id, attempts = served.attempts.len(), "served"),
@@ -235,6 +238,7 @@ impl Inference for InferenceService {
             attempts,
             member,
             pool,
+            reserved_tokens,
         } = served;
         span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
         let mut headers = MetadataMap::new();
@@ -243,6 +247,7 @@ impl Inference for InferenceService {
             fleet: self.engine.fleet.clone(),
             member,
             pool,
+            reserved_tokens,
             request_id: id.clone(),
             idle: self.stream_idle,
             deadline,

@@ -31,6 +31,8 @@ pub struct Pump {
     pub fleet: Fleet,
     pub member: Arc<Candidate>,
     pub pool: Arc<Pool>,
+    /// Tokens reserved ahead from the member's `tpm_limit`, settled at usage.
+    pub reserved_tokens: u64,
     pub request_id: String,
     /// Longest silence between two chunks.
     pub idle: Duration,
@@ -158,9 +160,10 @@ impl Pump {
         if let Chunk::Usage(u) = &chunk
             && self.member.limits.any()
         {
-            self.fleet.charge(
+            self.fleet.settle(
                 &self.member.member_id,
                 u64::from(u.input_tokens) + u64::from(u.output_tokens),
+                self.reserved_tokens,
             );
         }
         let finished = matches!(chunk, Chunk::Finish(_));

@@ -749,3 +749,67 @@ async fn a_pool_that_is_down_gets_a_probe_per_cooldown_not_a_storm() {
     );
     assert!(upstream >= 2, "and the members were probed ({upstream})");
 }
+
+/// The same for `tpm_limit`: each request reserves an estimate (prompt and
+/// `max_tokens`) before it is sent and settles on the real count, so a burst
+/// cannot all pass before the first answer is counted.
+#[tokio::test]
+async fn tpm_limits_hold_under_concurrent_bursts_from_two_workers() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "tpm",
+            pb::Strategy::Priority,
+            policy(0, 100, 1000),
+            &[("up", "lim", 10), ("up", "spare", 0)],
+        )
+        .member_limits("tpm", "lim", None, Some(100))
+        .pool(
+            "probe",
+            pb::Strategy::Priority,
+            policy(0, 100, 1000),
+            &[("up", "lim", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let a = worker(&redis_url(), &prefix, &[]).await;
+    let b = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    let request = || {
+        let mut r = ask("tpm", "hi");
+        r.max_tokens = Some(20);
+        r
+    };
+    // What one answer costs (the same model, through an unlimited pool).
+    let mut one = ask("probe", "hi");
+    one.max_tokens = Some(20);
+    let usage = client(&a)
+        .await
+        .generate(one)
+        .await
+        .expect("probe")
+        .into_inner()
+        .usage
+        .expect("usage");
+    let per_call = u64::from(usage.input_tokens + usage.output_tokens);
+    let before = up.calls("lim");
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let mut c = client(if i % 2 == 0 { &a } else { &b }).await;
+        let r = request();
+        calls.push(tokio::spawn(async move { c.generate(r).await.map(|_| ()) }));
+    }
+    for c in calls {
+        c.await.expect("join").expect("served by lim or spare");
+    }
+    let served = up.calls("lim") - before;
+    let estimate = 1 + 20; // "hi" and max_tokens
+    assert!(served >= 1, "the limited member was used");
+    assert!(
+        served * per_call <= 100 + estimate,
+        "{served} answers of {per_call} tokens against tpm_limit 100"
+    );
+}

@@ -133,7 +133,7 @@ async fn redis_and_memory_backends_agree_on_every_step() {
             // What they agree on: granted or not, and the counts (the wait
             // until the window frees is the clock's, to the ms or the s).
             out.push(
-                match b.reserve(&quota_member, limits).await.expect("reserve") {
+                match b.reserve(&quota_member, limits, 0).await.expect("reserve") {
                     Reservation::Granted => "Granted".to_owned(),
                     Reservation::Denied {
                         requests, tokens, ..

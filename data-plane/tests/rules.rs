@@ -426,11 +426,11 @@ impl Backend for Flaky {
         self.check()?;
         self.inner.lease(p, n).await
     }
-    async fn reserve(&self, m: &str, l: Limits) -> Result<Reservation, BackendError> {
+    async fn reserve(&self, m: &str, l: Limits, t: u64) -> Result<Reservation, BackendError> {
         self.check()?;
-        self.inner.reserve(m, l).await
+        self.inner.reserve(m, l, t).await
     }
-    async fn charge(&self, m: &str, t: u64) -> Result<(), BackendError> {
+    async fn charge(&self, m: &str, t: i64) -> Result<(), BackendError> {
         self.check()?;
         self.inner.charge(m, t).await
     }
@@ -715,7 +715,7 @@ async fn with_the_fleet_unreachable_each_worker_takes_its_share_of_a_limit() {
     };
     let mut granted = 0;
     for _ in 0..10 {
-        if fleet.reserve("m", limits).await == Reservation::Granted {
+        if fleet.reserve("m", limits, 0).await == Reservation::Granted {
             granted += 1;
         }
     }

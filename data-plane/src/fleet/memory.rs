@@ -125,7 +125,12 @@ impl Backend for MemoryBackend {
         Ok(first)
     }
 
-    async fn reserve(&self, member: &str, limits: Limits) -> Result<Reservation, BackendError> {
+    async fn reserve(
+        &self,
+        member: &str,
+        limits: Limits,
+        tokens: u64,
+    ) -> Result<Reservation, BackendError> {
         let (m, weight) = window();
         let mut s = self
             .state
@@ -149,16 +154,18 @@ impl Backend for MemoryBackend {
             });
         }
         cur.0 += 1;
+        cur.1 += tokens;
         Ok(Reservation::Granted)
     }
 
-    async fn charge(&self, member: &str, tokens: u64) -> Result<(), BackendError> {
+    async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError> {
         let (m, _) = window();
         let mut s = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.usage.entry((member.to_owned(), m)).or_default().1 += tokens;
+        let u = s.usage.entry((member.to_owned(), m)).or_default();
+        u.1 = u.1.saturating_add_signed(tokens);
         Ok(())
     }
 

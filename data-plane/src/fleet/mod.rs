@@ -84,9 +84,16 @@ pub trait Backend: Send + Sync {
     async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError>;
     /// Counts one request against a limited member's sliding minute (the
     /// backend's clock), unless it is over a limit.
-    async fn reserve(&self, member: &str, limits: Limits) -> Result<Reservation, BackendError>;
-    /// Adds an answer's tokens to a limited member's current minute.
-    async fn charge(&self, member: &str, tokens: u64) -> Result<(), BackendError>;
+    /// A granted request also takes `tokens` (an estimate) from the window.
+    async fn reserve(
+        &self,
+        member: &str,
+        limits: Limits,
+        tokens: u64,
+    ) -> Result<Reservation, BackendError>;
+    /// Settles a limited member's current minute: `tokens` more (the real
+    /// count beyond the estimate) or fewer (an estimate given back).
+    async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError>;
     /// A limited member's usage this minute: (requests, tokens).
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
     /// The whole health table and the change counter it is at.
@@ -110,7 +117,7 @@ enum Report {
     },
     Charge {
         member: String,
-        tokens: u64,
+        tokens: i64,
     },
     Refill {
         pool_id: String,
@@ -451,18 +458,25 @@ impl Fleet {
 
     /// Reserves one request of a limited member's minute. One bounded round
     /// trip; counted locally while the backend is unreachable.
-    pub async fn reserve(&self, member: &str, limits: Limits) -> Reservation {
+    pub async fn reserve(&self, member: &str, limits: Limits, tokens: u64) -> Reservation {
         let minute = minute();
         if self.core.link.usable() {
             let asked = tokio::time::timeout(
                 REQUEST_PATH_TIMEOUT,
-                self.core.backend.reserve(member, limits),
+                self.core.backend.reserve(member, limits, tokens),
             )
             .await;
             match asked {
                 Ok(Ok(r)) => {
                     self.core.link.ok();
-                    self.count_locally(member, minute, u64::from(r == Reservation::Granted), 0);
+                    if r == Reservation::Granted {
+                        self.count_locally(
+                            member,
+                            minute,
+                            1,
+                            i64::try_from(tokens).unwrap_or(i64::MAX),
+                        );
+                    }
                     return r;
                 }
                 Ok(Err(e)) => self.core.link.failed(&e.0),
@@ -485,12 +499,13 @@ impl Fleet {
                 retry_after: until_next_minute(),
             };
         }
-        self.count_locally(member, minute, 1, 0);
+        self.count_locally(member, minute, 1, i64::try_from(tokens).unwrap_or(i64::MAX));
         Reservation::Granted
     }
 
-    /// Adds an answer's tokens to a limited member's minute.
-    pub fn charge(&self, member: &str, tokens: u64) {
+    /// Settles a limited member's minute: `tokens` more than reserved (or,
+    /// negative, fewer: the rest of the estimate is given back).
+    pub fn charge(&self, member: &str, tokens: i64) {
         if tokens == 0 {
             return;
         }
@@ -499,6 +514,16 @@ impl Fleet {
             member: member.to_owned(),
             tokens,
         });
+    }
+
+    /// Settles a reservation once the answer's real token count is known:
+    /// `reserved` was taken ahead, so only the difference is charged.
+    pub fn settle(&self, member: &str, used: u64, reserved: u64) {
+        let used = i64::try_from(used).unwrap_or(i64::MAX);
+        self.charge(
+            member,
+            used.saturating_sub(i64::try_from(reserved).unwrap_or(i64::MAX)),
+        );
     }
 
     /// A limited member's usage this minute: the fleet's count, or this
@@ -525,7 +550,7 @@ impl Fleet {
             .unwrap_or_default()
     }
 
-    fn count_locally(&self, member: &str, minute: i64, requests: u64, tokens: u64) {
+    fn count_locally(&self, member: &str, minute: i64, requests: u64, tokens: i64) {
         let mut u = self
             .core
             .usage
@@ -534,7 +559,7 @@ impl Fleet {
         u.retain(|(_, m), _| *m >= minute - 1);
         let e = u.entry((member.to_owned(), minute)).or_default();
         e.0 += requests;
-        e.1 += tokens;
+        e.1 = e.1.saturating_add_signed(tokens);
     }
 
     /// Pushes what this worker learned while the backend was unreachable:

@@ -156,7 +156,8 @@ local weight = 1 - (sec % 60) / 60
 local function get(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
 ";
 
-/// `KEYS[1]` the member's usage; `ARGV` rpm, tpm (-1: none). Counts the
+/// `KEYS[1]` the member's usage; `ARGV` rpm, tpm (-1: none), the request's
+/// token estimate (taken when granted, settled by CHARGE). Counts the
 /// request only if both are under their limit over the sliding minute:
 /// `{granted, requests, tokens, ms until the next minute when refused}`
 /// (the window's counts, rounded down).
@@ -168,12 +169,14 @@ if (rpm >= 0 and r >= rpm) or (tpm >= 0 and tk >= tpm) then
   return {0, math.floor(r), math.floor(tk), (60 - sec % 60) * 1000}
 end
 redis.call('HINCRBY', KEYS[1], 'r:' .. m, 1)
+local est = tonumber(ARGV[3])
+if est > 0 then redis.call('HINCRBY', KEYS[1], 't:' .. m, est) end
 redis.call('HDEL', KEYS[1], 'r:' .. (m - 2), 't:' .. (m - 2), 'r:' .. (m - 3), 't:' .. (m - 3))
 redis.call('EXPIRE', KEYS[1], 180)
 return {1, math.floor(r) + 1, math.floor(tk), 0}
 ";
 
-/// `ARGV[1]` tokens, charged to the current minute.
+/// `ARGV[1]` tokens (negative: given back), settled on the current minute.
 const CHARGE: &str = r"
 redis.call('HINCRBY', KEYS[1], 't:' .. m, ARGV[1])
 redis.call('EXPIRE', KEYS[1], 180)
@@ -462,7 +465,12 @@ impl Backend for RedisBackend {
         Ok(last.saturating_sub(n) + 1)
     }
 
-    async fn reserve(&self, member: &str, limits: Limits) -> Result<Reservation, BackendError> {
+    async fn reserve(
+        &self,
+        member: &str,
+        limits: Limits,
+        tokens: u64,
+    ) -> Result<Reservation, BackendError> {
         let mut conn = self.conn().await?;
         let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
         let (granted, r, t, wait): (i64, u64, u64, u64) = self
@@ -470,6 +478,7 @@ impl Backend for RedisBackend {
             .key(self.keys.member_quota(member))
             .arg(limit(limits.rpm))
             .arg(limit(limits.tpm))
+            .arg(tokens)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| BackendError(e.to_string()))?;
@@ -484,7 +493,7 @@ impl Backend for RedisBackend {
         })
     }
 
-    async fn charge(&self, member: &str, tokens: u64) -> Result<(), BackendError> {
+    async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError> {
         let mut conn = self.conn().await?;
         let _: i64 = self
             .charge

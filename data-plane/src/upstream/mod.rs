@@ -104,6 +104,32 @@ pub struct ChatRequest {
     pub json_mode: bool,
 }
 
+impl ChatRequest {
+    /// Tokens this request may use, estimated before it is sent: the prompt
+    /// at about four characters a token, plus `max_tokens`. A member's
+    /// `tpm_limit` reserves this much, then settles on the real count.
+    pub fn token_estimate(&self) -> u64 {
+        let chars: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|t| t.arguments_json.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + self
+                .tools
+                .iter()
+                .map(|t| t.description.len() + t.parameters_json.len())
+                .sum::<usize>();
+        u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
+            + u64::from(self.max_tokens.unwrap_or(0))
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input_tokens: u32,
