@@ -59,6 +59,9 @@ pub struct Catalog {
     pools: HashMap<String, Arc<Pool>>,
     routes: HashMap<String, Arc<Route>>,
     providers: HashMap<String, Arc<Provider>>,
+    /// (provider, upstream model) → the member with limits that serves it,
+    /// so a direct `provider/model` call counts against the same limits.
+    limited: HashMap<(String, String), (String, Limits)>,
 }
 
 fn ms(v: u32) -> Duration {
@@ -174,6 +177,7 @@ impl Catalog {
             providers.insert(p.name.clone(), prov);
         }
         let mut pools = HashMap::new();
+        let mut limited = HashMap::new();
         for p in &snap.pools {
             let mut members = Vec::with_capacity(p.members.len());
             let mut active = Vec::new();
@@ -198,6 +202,11 @@ impl Catalog {
                 });
                 if status == pb::MemberStatus::Active && prov.enabled {
                     active.push(c.clone());
+                }
+                if c.limits.any() {
+                    limited
+                        .entry((c.provider.clone(), c.upstream_model.clone()))
+                        .or_insert_with(|| (c.member_id.clone(), c.limits));
                 }
                 members.push(c);
             }
@@ -225,6 +234,7 @@ impl Catalog {
             pools,
             routes: HashMap::new(),
             providers,
+            limited,
         };
         let mut routes = HashMap::new();
         for r in &snap.routes {
@@ -252,16 +262,23 @@ impl Catalog {
         catalog
     }
 
-    /// A direct `provider/model`: a pool of one with the default policy.
+    /// A direct `provider/model`: a pool of one with the default policy. If
+    /// a member with limits serves the same upstream model, the call is that
+    /// member as far as limits and health go: a limit holds on every path.
     fn direct(&self, spec: &str) -> Option<Arc<Pool>> {
         let (prov, model) = spec.split_once('/')?;
         let p = self.providers.get(prov)?;
+        let (member_id, limits) = self
+            .limited
+            .get(&(p.name.clone(), model.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| (spec.to_owned(), Limits::default()));
         let c = Arc::new(Candidate {
-            member_id: spec.to_owned(),
+            member_id,
             provider: p.name.clone(),
             upstream_model: model.to_owned(),
             weight: 1,
-            limits: Limits::default(),
+            limits,
             priority: 0,
             status: pb::MemberStatus::Active,
             target: p.target(model),

@@ -123,6 +123,14 @@ impl Rig {
         &self,
         deadline: Option<Instant>,
     ) -> Result<Vec<(String, O)>, (DpError, Vec<(String, O)>)> {
+        self.call_model("p", deadline).await
+    }
+
+    async fn call_model(
+        &self,
+        model: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(String, O)>, (DpError, Vec<(String, O)>)> {
         let req = ChatRequest {
             messages: vec![Message {
                 role: Role::User,
@@ -143,7 +151,7 @@ impl Rig {
                 })
                 .collect::<Vec<_>>()
         };
-        let r = self.engine.generate("p", &req, deadline).await;
+        let r = self.engine.generate(model, &req, deadline).await;
         // Let the background pusher apply what the request reported.
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -720,4 +728,23 @@ async fn with_the_fleet_unreachable_each_worker_takes_its_share_of_a_limit() {
         }
     }
     assert_eq!(granted, 4, "10 split over 3 live workers, rounded up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_direct_provider_model_call_counts_against_the_members_limit() {
+    let rig = Rig::new(policy(0, 1, 1000), &[("a", "a", Some(1))]);
+    assert_eq!(rig.call(None).await.expect("a"), o(&[("a", O::Ok)]));
+    let (e, attempts) = rig
+        .call_model("mock/a", None)
+        .await
+        .expect_err("the same upstream, the same limit");
+    assert_eq!(attempts, o(&[("a", O::SkippedQuota)]), "as member a");
+    assert_eq!(
+        tonic::Status::from(e).code(),
+        tonic::Code::ResourceExhausted
+    );
+    assert!(
+        rig.call_model("mock/other", None).await.is_ok(),
+        "a model without limits is free"
+    );
 }
