@@ -813,3 +813,66 @@ async fn tpm_limits_hold_under_concurrent_bursts_from_two_workers() {
         "{served} answers of {per_call} tokens against tpm_limit 100"
     );
 }
+
+/// A total outage under load, through two real workers: the pool's retry
+/// budget keeps upstream attempts near one per request, instead of the six
+/// (3 tries × 2 members) the policy would otherwise allow.
+#[tokio::test]
+async fn in_a_total_outage_the_retry_budget_holds_across_two_workers() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "out",
+            pb::Strategy::RoundRobin,
+            // Never benched: only the budget limits the retries.
+            policy(2, 1_000_000, 1000),
+            &[("up", "x", 0), ("up", "y", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let a = worker(&redis_url(), &prefix, &[]).await;
+    let b = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    for m in ["x", "y"] {
+        up.set_fault(
+            m,
+            Fault::Status {
+                code: 503,
+                retry_after_secs: None,
+                body: None,
+            },
+        );
+    }
+    let start = tokio::time::Instant::now();
+    let until = start + Duration::from_secs(2);
+    let mut callers = Vec::new();
+    for i in 0..20 {
+        let mut c = client(if i % 2 == 0 { &a } else { &b }).await;
+        callers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while tokio::time::Instant::now() < until {
+                let _ = c.generate(ask("out", "hi")).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut requests = 0;
+    for c in callers {
+        requests += c.await.expect("caller");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let upstream = (up.calls("x") + up.calls("y")) as f64;
+    // Per worker: 20 % of its first attempts, 3 a second (a second of slack
+    // for when its bucket started), a burst of 10.
+    let bound = requests as f64 * 1.2 + 2.0 * (3.0 * (secs + 1.0) + 10.0);
+    eprintln!("{requests} requests, {upstream} upstream attempts (bound {bound:.0})");
+    assert!(requests > 100, "the callers kept asking ({requests})");
+    assert!(
+        upstream <= bound,
+        "{upstream} upstream attempts for {requests} requests"
+    );
+}
