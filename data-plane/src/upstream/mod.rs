@@ -240,13 +240,17 @@ pub enum ErrorClass {
 
 /// Provider error codes and messages that mean "the account cannot pay".
 fn is_billing(code: &str, message: &str) -> bool {
+    if matches!(code, "rate_limit_exceeded" | "rate_limit_error") {
+        return false;
+    }
     let m = message.to_ascii_lowercase();
     matches!(
         code,
         "insufficient_quota" | "billing_not_active" | "billing_error"
     ) || m.contains("insufficient_quota")
-        || m.contains("billing")
+        || m.contains("exceeded your current quota")
         || m.contains("credit balance")
+        || m.contains("billing is not active")
 }
 
 /// Provider error codes and messages that mean "the model is unknown here".
@@ -254,7 +258,11 @@ fn is_unknown_model(code: &str, message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     code == "model_not_found"
         || (m.contains("model")
-            && (m.contains("not found") || m.contains("does not exist") || m.contains("not_found")))
+            && (m.contains("not found")
+                || m.contains("not exist")
+                || m.contains("not_found")
+                || m.contains("invalid model")
+                || m.contains("not a valid model")))
 }
 
 /// Provider error codes and messages that mean "the prompt is too long".
@@ -298,6 +306,8 @@ impl UpstreamError {
                     404 => ErrorClass::Transient,
                     400 if is_context_too_long(code, message) => ErrorClass::ContextTooLong,
                     400 if is_billing(code, message) => ErrorClass::AuthBilling(Refusal::Billing),
+                    // Some providers answer an unknown model with 400 or 422.
+                    400 | 422 if is_unknown_model(code, message) => ErrorClass::ModelNotFound,
                     400 | 413 | 422 => ErrorClass::Permanent(Refusal::BadRequest),
                     408 | 409 | 425 => ErrorClass::Transient,
                     s if *s >= 500 => ErrorClass::Transient,
@@ -355,12 +365,19 @@ impl UpstreamError {
 /// Longest a provider may bench a member by saying so (a day).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
-/// When the upstream says to come back: `retry-after-ms`, `Retry-After`
-/// (seconds or an HTTP date), OpenAI's `x-ratelimit-reset-requests` /
-/// `-tokens` (`1s`, `6m0s`, `120ms`), Anthropic's
-/// `anthropic-ratelimit-*-reset` (RFC 3339). The longest reset wins: the
-/// member is not usable before all of its limits have reset.
-pub fn retry_hint(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// Seconds as a duration, capped at a day (never a panic on a huge value).
+fn capped_secs(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
+}
+
+/// When the upstream says to come back: `retry-after-ms` or `Retry-After`
+/// (seconds or an HTTP date) on any error; on a 429 without them, the reset
+/// of the limits it has exhausted: OpenAI's `x-ratelimit-reset-requests` /
+/// `-tokens` (`1s`, `6m0s`, `120ms`) where `x-ratelimit-remaining-*` is 0,
+/// Anthropic's `anthropic-ratelimit-*-reset` (RFC 3339) likewise. The
+/// longest such reset wins.
+pub fn retry_hint(headers: &reqwest::header::HeaderMap, status: u16) -> Option<Duration> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -369,38 +386,48 @@ pub fn retry_hint(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     };
     let now = std::time::SystemTime::now();
     let until = |t: std::time::SystemTime| t.duration_since(now).unwrap_or_default();
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+    if let Some(d) = get("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| capped_secs(ms / 1000.0))
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0).min(MAX_RETRY_AFTER));
+        return Some(d);
     }
     if let Some(v) = get("retry-after") {
-        if let Ok(secs) = v.parse::<f64>()
-            && secs.is_finite()
-            && secs >= 0.0
-        {
-            return Some(Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER));
+        if let Some(d) = v.parse::<f64>().ok().and_then(capped_secs) {
+            return Some(d);
         }
         if let Ok(at) = httpdate::parse_http_date(v) {
             return Some(until(at).min(MAX_RETRY_AFTER));
         }
     }
+    if status != 429 {
+        // Reset headers ride on every answer: they say when a limit refills,
+        // not that this error came from one.
+        return None;
+    }
+    let exhausted = |remaining: &str| get(remaining).is_none_or(|v| v == "0");
     let mut longest: Option<Duration> = None;
-    for name in ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"] {
-        if let Some(d) = get(name).and_then(parse_reset_duration) {
-            longest = Some(longest.map_or(d, |l| l.max(d)));
+    let mut take = |d: Duration| longest = Some(longest.map_or(d, |l| l.max(d)));
+    for (reset, remaining) in [
+        (
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-remaining-requests",
+        ),
+        ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"),
+    ] {
+        if exhausted(remaining)
+            && let Some(d) = get(reset).and_then(parse_reset_duration)
+        {
+            take(d);
         }
     }
-    for name in [
-        "anthropic-ratelimit-requests-reset",
-        "anthropic-ratelimit-tokens-reset",
-        "anthropic-ratelimit-input-tokens-reset",
-        "anthropic-ratelimit-output-tokens-reset",
-    ] {
-        if let Some(at) = get(name).and_then(|v| humantime::parse_rfc3339_weak(v).ok()) {
-            let d = until(at);
-            longest = Some(longest.map_or(d, |l| l.max(d)));
+    for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let reset = format!("anthropic-ratelimit-{kind}-reset");
+        let remaining = format!("anthropic-ratelimit-{kind}-remaining");
+        if exhausted(&remaining)
+            && let Some(at) = get(&reset).and_then(|v| humantime::parse_rfc3339_weak(v).ok())
+        {
+            take(until(at));
         }
     }
     longest.map(|d| d.min(MAX_RETRY_AFTER))
@@ -431,7 +458,7 @@ fn parse_reset_duration(v: &str) -> Option<Duration> {
         total += value * unit;
         rest = &rest[len..];
     }
-    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
+    capped_secs(total)
 }
 
 /// Maps a reqwest failure to an upstream error, keeping URLs (which never
@@ -533,6 +560,19 @@ mod tests {
                 C::AuthBilling(Refusal::Billing),
             ),
             (
+                http(
+                    429,
+                    Some("rate_limit_exceeded"),
+                    "Rate limit reached. See https://platform.openai.com/account/billing",
+                ),
+                C::RateLimited,
+            ),
+            (
+                http(400, None, "Invalid model: mistral-x"),
+                C::ModelNotFound,
+            ),
+            (http(422, None, "Model Not Exist"), C::ModelNotFound),
+            (
                 http(403, Some("permission_error"), "Forbidden"),
                 C::AuthBilling(Refusal::Forbidden),
             ),
@@ -605,7 +645,7 @@ mod tests {
             for (k, v) in pairs {
                 h.insert(*k, HeaderValue::from_str(v).expect("header"));
             }
-            retry_hint(&h)
+            retry_hint(&h, 429)
         };
         assert_eq!(
             hint(&[("retry-after", "20".into())]),
@@ -640,6 +680,34 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(hint(&[("retry-after", "soon".into())]), None);
+        for huge in ["1e20", "1e300", "inf", "NaN", "-5"] {
+            let h = hint(&[("retry-after", huge.into())]);
+            assert!(
+                h.is_none_or(|d| d <= Duration::from_secs(86_400)),
+                "{huge}: {h:?}"
+            );
+        }
+        assert_eq!(
+            hint(&[("retry-after-ms", "1e30".into())]),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            hint(&[("x-ratelimit-reset-tokens", "99999999999999999999h".into())]),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            hint(&[
+                ("x-ratelimit-reset-requests", "1s".into()),
+                ("x-ratelimit-remaining-requests", "0".into()),
+                ("x-ratelimit-reset-tokens", "6m0s".into()),
+                ("x-ratelimit-remaining-tokens", "5000".into())
+            ]),
+            Some(Duration::from_secs(1)),
+            "only the exhausted limit's reset counts"
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("6m0s"));
+        assert_eq!(retry_hint(&h, 503), None, "reset headers only on a 429");
         assert_eq!(
             hint(&[("retry-after", "99999999".into())]),
             Some(Duration::from_secs(86_400)),

@@ -93,7 +93,7 @@ pub(super) async fn send_checked(
     if status.is_success() {
         return Ok(resp);
     }
-    let retry_after = retry_hint(resp.headers());
+    let retry_after = retry_hint(resp.headers(), status.as_u16());
     let mut body = Vec::new();
     while let Ok(Some(part)) = resp.chunk().await {
         body.extend_from_slice(&part);
