@@ -38,6 +38,7 @@ fn failure(retry_after_ms: u64) -> Failure {
         cooldown_base: Duration::from_millis(40),
         cooldown_max: Duration::from_millis(100),
         retry_after: (retry_after_ms > 0).then(|| Duration::from_millis(retry_after_ms)),
+        escalates: true,
     }
 }
 
@@ -109,8 +110,17 @@ async fn redis_and_memory_backends_agree_on_every_step() {
             .map(|u| u.saturating_duration_since(tokio::time::Instant::now()));
         (view(&e), left.is_some_and(|l| l > Duration::from_secs(4)))
     });
-    each!("success clears everything", |b| view(
-        &b.succeed("m").await.expect("succeed")
+    each!("a success in flight does not end the bench", |b| view(
+        &b.succeed("m", None).await.expect("succeed")
+    ));
+    each!("a rate limit benches at once without escalating", |b| view(
+        &b.fail("r", &Failure::bench_for(Duration::from_millis(50)), None)
+            .await
+            .expect("bench")
+    ));
+    tokio::time::sleep(Duration::from_millis(70)).await;
+    each!("after it, a success clears it", |b| view(
+        &b.succeed("r", None).await.expect("succeed")
     ));
     each!("merge of what a worker learned alone", |b| {
         let mut local = Entry::new(tokio::time::Instant::now());
@@ -152,7 +162,22 @@ async fn redis_and_memory_backends_agree_on_every_step() {
     for [memory, redis] in &steps {
         assert_eq!(memory, redis, "the backends disagree");
     }
-    assert_eq!(steps.len(), 14);
+    assert_eq!(steps.len(), 16);
+    assert!(
+        steps[9][0].ends_with("(5, 2, true, None)"),
+        "{}",
+        steps[9][0]
+    );
+    assert!(
+        steps[10][0].ends_with("(1, 0, true, None)"),
+        "{}",
+        steps[10][0]
+    );
+    assert!(
+        steps[11][0].ends_with("(0, 0, false, None)"),
+        "{}",
+        steps[11][0]
+    );
     // And what they agree on is the rule.
     assert_eq!(steps[2][0], "claim while benched: false");
     assert!(
@@ -167,8 +192,8 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         steps[7][0]
     );
     assert!(
-        steps[12][0].contains(r#"["Granted", "Granted", "Denied(2, 0)"]"#),
+        steps[14][0].contains(r#"["Granted", "Granted", "Denied(2, 0)"]"#),
         "{}",
-        steps[12][0]
+        steps[14][0]
     );
 }

@@ -408,9 +408,9 @@ impl Backend for Flaky {
         self.check()?;
         self.inner.fail(m, f, p).await
     }
-    async fn succeed(&self, m: &str) -> Result<Entry, BackendError> {
+    async fn succeed(&self, m: &str, p: Option<&str>) -> Result<Entry, BackendError> {
         self.check()?;
-        self.inner.succeed(m).await
+        self.inner.succeed(m, p).await
     }
     async fn claim(
         &self,

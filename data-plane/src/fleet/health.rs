@@ -62,6 +62,9 @@ pub struct Failure {
     pub cooldown_max: Duration,
     /// The upstream's Retry-After: a bench lasts at least this long.
     pub retry_after: Option<Duration>,
+    /// Whether the bench counts toward the next one (doubling). A bench for a
+    /// rate limit or a refused credential does not: it lasts what it says.
+    pub escalates: bool,
 }
 
 impl Failure {
@@ -71,6 +74,18 @@ impl Failure {
             cooldown_base: policy.cooldown_base,
             cooldown_max: policy.cooldown_max,
             retry_after,
+            escalates: true,
+        }
+    }
+
+    /// A bench of exactly `d`, at once (a rate limit, a refused credential).
+    pub fn bench_for(d: Duration) -> Self {
+        Self {
+            threshold: 1,
+            cooldown_base: d,
+            cooldown_max: d,
+            retry_after: Some(d),
+            escalates: false,
         }
     }
 
@@ -127,13 +142,16 @@ impl Entry {
         self.fails += 1;
         let retry_after = f.retry_after.unwrap_or_default();
         if self.fails >= f.threshold && !self.benched_at(now) {
-            self.benches += 1;
-            let exp = (self.benches - 1).min(30);
-            let cooldown = f
-                .cooldown_base
-                .saturating_mul(1 << exp)
-                .min(f.cooldown_max)
-                .max(retry_after);
+            let cooldown = if f.escalates {
+                self.benches += 1;
+                let exp = (self.benches - 1).min(30);
+                f.cooldown_base
+                    .saturating_mul(1 << exp)
+                    .min(f.cooldown_max)
+                    .max(retry_after)
+            } else {
+                retry_after
+            };
             self.benched_until = Some(
                 self.benched_until
                     .map_or(now + cooldown, |u| u.max(now + cooldown)),
@@ -149,14 +167,25 @@ impl Entry {
         self.updated = now;
     }
 
-    /// A success: failures, bench and probe end. The bench count stays, so a
+    /// A success: failures, a bench that is over, and the caller's probe end
+    /// (an active bench stays, unless the caller holds its probe). The bench count stays, so a
     /// member that fails again soon (it flaps) is benched twice as long as
     /// last time; it decays only with time healthy (`Failure::stale_after`).
-    pub fn succeed(&mut self, now: Instant) {
+    pub fn succeed(&mut self, now: Instant, probe_owner: Option<&str>) {
+        let ours = probe_owner.is_some_and(|o| self.probe.as_ref().is_some_and(|p| p.owner == o));
+        if self.benched_at(now) && !ours {
+            // A request that was in flight when the member was benched (for a
+            // rate limit, say) does not end the bench.
+            return;
+        }
+        let ended_bench = self.benched_until.is_some() || ours;
         self.fails = 0;
         self.benched_until = None;
         self.probe = None;
-        self.updated = now;
+        if ended_bench {
+            // The ramp (`ramp_share`) starts here.
+            self.updated = now;
+        }
     }
 
     /// A member back from a bench gets a growing share of its traffic: 1/16
@@ -177,7 +206,11 @@ impl Entry {
     }
 
     /// Whether a success has anything to clear (otherwise nobody is told).
-    pub fn needs_success(&self) -> bool {
+    pub fn needs_success(&self, now: Instant, probe_owner: Option<&str>) -> bool {
+        let ours = probe_owner.is_some_and(|o| self.probe.as_ref().is_some_and(|p| p.owner == o));
+        if self.benched_at(now) && !ours {
+            return false;
+        }
         self.fails > 0 || self.benched_until.is_some() || self.probe.is_some()
     }
 
@@ -322,6 +355,7 @@ mod tests {
             cooldown_base: Duration::from_secs(1),
             cooldown_max: Duration::from_secs(3),
             retry_after,
+            escalates: true,
         }
     }
 
@@ -470,14 +504,18 @@ mod tests {
             cooldown_base: Duration::from_secs(1),
             cooldown_max: Duration::from_secs(60),
             retry_after: None,
+            escalates: true,
         };
         let now = Instant::now();
         let mut e = Entry::new(now);
         e.fail(now, &f, None);
         assert_eq!(e.benched_until, Some(now + Duration::from_secs(1)));
         tokio::time::advance(Duration::from_secs(2)).await;
-        e.succeed(Instant::now());
-        assert!(!e.needs_success(), "nothing left to clear");
+        e.succeed(Instant::now(), None);
+        assert!(
+            !e.needs_success(Instant::now(), None),
+            "nothing left to clear"
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         let now = Instant::now();
         e.fail(now, &f, None);
@@ -487,7 +525,7 @@ mod tests {
             "flapping: twice as long"
         );
         tokio::time::advance(Duration::from_secs(3)).await;
-        e.succeed(Instant::now());
+        e.succeed(Instant::now(), None);
         tokio::time::advance(f.stale_after() + Duration::from_secs(1)).await;
         let now = Instant::now();
         e.fail(now, &f, None);
@@ -516,5 +554,23 @@ mod tests {
         e.fail(now, &f, Some("w"));
         assert_eq!(e.benches, 1, "the old benches no longer count");
         assert_eq!(e.benched_until, Some(now + Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_in_flight_does_not_end_a_rate_limit_bench() {
+        let now = Instant::now();
+        let mut e = Entry::new(now);
+        e.fail(now, &Failure::bench_for(Duration::from_secs(20)), None);
+        assert_eq!(
+            e.benches, 0,
+            "a rate limit does not count toward the doubling"
+        );
+        assert!(!e.needs_success(now, None));
+        e.succeed(now, None);
+        assert_eq!(
+            e.benched_until,
+            Some(now + Duration::from_secs(20)),
+            "still out for its Retry-After"
+        );
     }
 }

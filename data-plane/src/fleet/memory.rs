@@ -82,10 +82,14 @@ impl Backend for MemoryBackend {
             .1)
     }
 
-    async fn succeed(&self, member: &str) -> Result<Entry, BackendError> {
+    async fn succeed(
+        &self,
+        member: &str,
+        probe_owner: Option<&str>,
+    ) -> Result<Entry, BackendError> {
         Ok(self
             .change(member, |e, now| {
-                e.succeed(now);
+                e.succeed(now, probe_owner);
                 true
             })
             .1)

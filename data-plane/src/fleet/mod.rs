@@ -67,8 +67,9 @@ pub trait Backend: Send + Sync {
         f: &Failure,
         probe_owner: Option<&str>,
     ) -> Result<Entry, BackendError>;
-    /// Clears the member's entry (returns the clear entry with its version).
-    async fn succeed(&self, member: &str) -> Result<Entry, BackendError>;
+    /// A success (`Entry::succeed`); `probe_owner` when it was the caller's probe.
+    async fn succeed(&self, member: &str, probe_owner: Option<&str>)
+    -> Result<Entry, BackendError>;
     /// Takes the member's probe if its bench is over and nobody holds it.
     async fn claim(
         &self,
@@ -110,6 +111,7 @@ enum Report {
     },
     Success {
         member: String,
+        probe_owner: Option<String>,
     },
     Release {
         member: String,
@@ -377,31 +379,29 @@ impl Fleet {
     /// Benches a member at once, fleet-wide, for `d` (a rate limit, a refused
     /// credential): no threshold, no doubling; a longer bench is kept.
     pub fn bench_for(&self, member: &str, d: Duration, probe: Option<ProbeHold>) -> Entry {
-        let f = Failure {
-            threshold: 1,
-            cooldown_base: d,
-            cooldown_max: d,
-            retry_after: Some(d),
-        };
-        self.report_failure(member, f, probe)
+        self.report_failure(member, Failure::bench_for(d), probe)
     }
 
     /// A success: ends the member's failures, bench and probe if it had any
     /// (no backend call otherwise).
     pub fn success(&self, member: &str, probe: Option<ProbeHold>) {
-        if let Some(mut p) = probe {
+        let owner = probe.map(|mut p| {
             p.settled = true;
-        }
+            std::mem::take(&mut p.owner)
+        });
+        let now = Instant::now();
         if self
             .core
             .table
             .get(member)
-            .is_some_and(|e| e.needs_success())
+            .is_some_and(|e| e.needs_success(now, owner.as_deref()))
         {
-            let now = Instant::now();
-            self.core.table.modify(member, now, |e| e.succeed(now));
+            self.core
+                .table
+                .modify(member, now, |e| e.succeed(now, owner.as_deref()));
             self.core.send(Report::Success {
                 member: member.to_owned(),
+                probe_owner: owner,
             });
         }
     }

@@ -68,8 +68,11 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
             }
             core.table.apply(member, e);
         }
-        Report::Success { member } => {
-            let e = core.backend.succeed(member).await?;
+        Report::Success {
+            member,
+            probe_owner,
+        } => {
+            let e = core.backend.succeed(member, probe_owner.as_deref()).await?;
             core.table.apply(member, e);
         }
         Report::Release { member, owner } => {

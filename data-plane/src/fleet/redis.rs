@@ -62,10 +62,12 @@ local e = decode(redis.call('HGET', KEYS[1], ARGV[2]))
 ";
 
 /// `ARGV[3..]`: threshold, cooldown base, cooldown max, Retry-After (ms),
-/// probe owner ('' if none), stale after (ms). Mirrors `Entry::fail`.
+/// probe owner ('' if none), stale after (ms), '1' if the bench escalates.
+/// Mirrors `Entry::fail`.
 const FAIL: &str = r"
 local threshold, base, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local ra, owner, stale = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local escalates = ARGV[9] == '1'
 local benched = now < e.till
 if not benched and now - e.updated > stale then
   e.fails = 0
@@ -73,9 +75,12 @@ if not benched and now - e.updated > stale then
 end
 e.fails = e.fails + 1
 if e.fails >= threshold and not benched then
-  e.benches = e.benches + 1
-  local cooldown = math.min(base * (2 ^ math.min(e.benches - 1, 30)), max)
-  if ra > cooldown then cooldown = ra end
+  local cooldown = ra
+  if escalates then
+    e.benches = e.benches + 1
+    cooldown = math.min(base * (2 ^ math.min(e.benches - 1, 30)), max)
+    if ra > cooldown then cooldown = ra end
+  end
   e.till = math.max(e.till, now + cooldown)
 elseif benched and now + ra > e.till then
   e.till = now + ra
@@ -88,13 +93,21 @@ e.updated = now
 return save(e, now)
 ";
 
-/// Mirrors `Entry::succeed`: the bench count stays (it decays with time).
+/// `ARGV[3]` the caller's probe owner ('' if none). Mirrors `Entry::succeed`:
+/// an active bench stays unless the caller holds its probe; the bench count
+/// stays (it decays with time); ending a bench or a probe starts the ramp.
 const SUCCEED: &str = r"
+local ours = ARGV[3] ~= '' and e.owner == ARGV[3]
+if now < e.till and not ours then
+  e.v = tonumber(redis.call('GET', KEYS[2]) or '0')
+  return now .. '|' .. encode(e)
+end
+local ended = e.till > 0 or ours
 e.fails = 0
 e.till = 0
 e.owner = ''
 e.probe = 0
-e.updated = now
+if ended then e.updated = now end
 return save(e, now)
 ";
 
@@ -413,12 +426,22 @@ impl Backend for RedisBackend {
             ms(f.retry_after.unwrap_or_default()).to_string(),
             probe_owner.unwrap_or_default().to_owned(),
             ms(f.stale_after()).to_string(),
+            if f.escalates { "1" } else { "0" }.to_owned(),
         ];
         self.entry(&self.fail, member, &args).await
     }
 
-    async fn succeed(&self, member: &str) -> Result<Entry, BackendError> {
-        self.entry(&self.succeed, member, &[]).await
+    async fn succeed(
+        &self,
+        member: &str,
+        probe_owner: Option<&str>,
+    ) -> Result<Entry, BackendError> {
+        self.entry(
+            &self.succeed,
+            member,
+            &[probe_owner.unwrap_or_default().to_owned()],
+        )
+        .await
     }
 
     async fn claim(
