@@ -92,10 +92,17 @@ impl Args {
         });
         s.master_key = master_key;
         s.max_attempts = self.max_attempts;
-        if self.rate_limit_cooldown_ms == 0 || self.auth_cooldown_ms == 0 {
-            return Err(
-                "--rate-limit-cooldown-ms and --auth-cooldown-ms must be at least 1".into(),
-            );
+        const DAY_MS: u64 = 86_400_000;
+        for (flag, v) in [
+            ("--rate-limit-cooldown-ms", self.rate_limit_cooldown_ms),
+            ("--auth-cooldown-ms", self.auth_cooldown_ms),
+        ] {
+            if v == 0 || v > DAY_MS {
+                return Err(format!("{flag} is {v}; use 1 to {DAY_MS} (a day)"));
+            }
+        }
+        if self.retry_backoff_ms > 60_000 {
+            return Err("--retry-backoff-ms is at most 60000".into());
         }
         s.rate_limit_cooldown = Duration::from_millis(self.rate_limit_cooldown_ms);
         s.auth_cooldown = Duration::from_millis(self.auth_cooldown_ms);

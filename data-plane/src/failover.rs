@@ -85,8 +85,9 @@ struct Run<'a> {
     deadline: Option<Instant>,
     budget: u32,
     cap: u32,
-    /// Whether an attempt was made (later ones are retries).
-    attempted: bool,
+    /// The pool of the request's first attempt (its retries spend that
+    /// pool's budget, which its first attempts feed), once there was one.
+    first_pool: Option<String>,
     /// The request's token estimate (reserved from limited members).
     estimate: u64,
     /// What the serving member's reservation took.
@@ -153,7 +154,7 @@ impl Engine {
             deadline,
             budget: self.max_attempts.max(1),
             cap: self.max_attempts,
-            attempted: false,
+            first_pool: None,
             estimate,
             reserved: 0,
             log: Log::default(),
@@ -192,7 +193,7 @@ impl Engine {
                     }
                     Outcome::Next => {}
                     Outcome::Stop(e) => return Err(run.log.fail(e)),
-                    Outcome::GiveUp => return Err(run.log.exhausted(&resolved.model)),
+                    Outcome::GiveUp => return Err(run.log.gave_up(&resolved.model)),
                 }
             }
         }
@@ -246,28 +247,31 @@ impl Engine {
                     .push(pool, c, pb::AttemptOutcome::Deadline, None, None);
                 return Outcome::Stop(self.deadline(run));
             }
+            // Every attempt after the request's first spends the retry budget
+            // of the pool it started in.
+            let retry_of = run.first_pool.clone();
+            if let Some(first) = &retry_of
+                && !self.fleet.try_retry(first)
+            {
+                run.log
+                    .push(pool, c, pb::AttemptOutcome::BudgetRefused, None, None);
+                run.log
+                    .reason(c, "not tried: the request's pool spent its retry budget");
+                return Outcome::GiveUp;
+            }
             // Every try of a limited member takes one request of its limit.
             if c.limits.any() && self.over_limit(pool, c, run).await {
+                if let Some(first) = &retry_of {
+                    self.fleet.refund_retry(first);
+                }
                 return Outcome::Next;
             }
             // What this try took from the member's tpm window, given back
             // unless it is the answer that settles it.
             let reserved = if c.limits.any() { run.estimate } else { 0 };
-            // Every attempt after the request's first spends the pool's retry budget.
-            if run.attempted {
-                if !self.fleet.try_retry(&pool.id) {
-                    run.log
-                        .push(pool, c, pb::AttemptOutcome::BudgetRefused, None, None);
-                    run.log.reason(
-                        c,
-                        format!("not tried: pool '{}' spent its retry budget", pool.name),
-                    );
-                    self.give_back(c, reserved);
-                    return Outcome::GiveUp;
-                }
-            } else {
+            if retry_of.is_none() {
                 self.fleet.first_attempt(&pool.id);
-                run.attempted = true;
+                run.first_pool = Some(pool.id.clone());
             }
             run.budget -= 1;
             let start = Instant::now();
@@ -408,15 +412,12 @@ impl Engine {
         run.log.due_back(retry_after);
         run.log
             .push(pool, c, pb::AttemptOutcome::SkippedQuota, None, None);
-        let why = match c.limits.rpm {
-            Some(l) if requests >= l => {
-                format!("over its rpm limit ({requests} of {l} this minute)")
-            }
-            _ => format!(
-                "over its tpm limit ({tokens} of {} tokens this minute)",
-                c.limits.tpm.unwrap_or_default()
-            ),
-        };
+        let limit = |l: Option<u64>| l.map_or_else(|| "none".to_owned(), |v| v.to_string());
+        let why = format!(
+            "over its limit this minute ({requests} requests, {tokens} tokens; rpm {}, tpm {})",
+            limit(c.limits.rpm),
+            limit(c.limits.tpm)
+        );
         run.log.reason(c, why);
         true
     }

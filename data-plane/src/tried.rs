@@ -140,6 +140,19 @@ impl Log {
     }
 }
 
+impl Log {
+    /// The request stopped before trying everything (its retry budget was
+    /// spent): unavailable, whatever the members tried so far answered.
+    pub(crate) fn gave_up(mut self, model: &str) -> Failed {
+        let error = DpError::AllCandidatesFailed {
+            model: model.to_owned(),
+            reasons: std::mem::take(&mut self.reasons),
+            retry_after: self.soonest,
+        };
+        self.fail(error)
+    }
+}
+
 /// Whether an attempt of this outcome reached an upstream.
 fn reached(outcome: i32) -> bool {
     [

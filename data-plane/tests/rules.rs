@@ -331,7 +331,12 @@ async fn members_over_their_limit_are_skipped_without_penalty() {
     let (e, _) = rig.call(None).await.expect_err("both over");
     let s = tonic::Status::from(e);
     assert_eq!(s.code(), tonic::Code::ResourceExhausted);
-    assert!(s.message().contains("rpm limit (1 of 1"), "{}", s.message());
+    assert!(
+        s.message()
+            .contains("(1 requests, 0 tokens; rpm 1, tpm none)"),
+        "{}",
+        s.message()
+    );
     let wait: u64 = s
         .metadata()
         .get("grpc-retry-pushback-ms")

@@ -86,6 +86,11 @@ impl RetryBudgets {
         self.with(pool, |b| b.tokens = (b.tokens + ratio).min(CAP));
     }
 
+    /// Gives back a retry that was not made after all.
+    pub fn refund(&self, pool: &str) {
+        self.with(pool, |b| b.tokens = (b.tokens + 1.0).min(CAP));
+    }
+
     /// Whether `pool` may make one more retry now (and spends it).
     pub fn try_retry(&self, pool: &str) -> bool {
         self.with(pool, |b| {

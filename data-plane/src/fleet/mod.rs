@@ -346,6 +346,11 @@ impl Fleet {
         self.core.budgets.try_retry(pool_id)
     }
 
+    /// Gives back a retry the request did not make (the member was over its limit).
+    pub fn refund_retry(&self, pool_id: &str) {
+        self.core.budgets.refund(pool_id);
+    }
+
     /// A transient failure: applied here at once, pushed to the fleet.
     /// Returns the member's entry as this worker now sees it.
     pub fn failure(

@@ -166,7 +166,7 @@ local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local m = math.floor(sec / 60)
 local weight = 1 - (sec % 60) / 60
-local function get(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
+local function get(f) return math.max(tonumber(redis.call('HGET', KEYS[1], f) or '0'), 0) end
 ";
 
 /// `KEYS[1]` the member's usage; `ARGV` rpm, tpm (-1: none), the request's
@@ -191,7 +191,10 @@ return {1, math.floor(r) + 1, math.floor(tk), 0}
 
 /// `ARGV[1]` tokens (negative: given back), settled on the current minute.
 const CHARGE: &str = r"
-redis.call('HINCRBY', KEYS[1], 't:' .. m, ARGV[1])
+-- Never below 0: an estimate given back may land in a later minute.
+if redis.call('HINCRBY', KEYS[1], 't:' .. m, ARGV[1]) < 0 then
+  redis.call('HSET', KEYS[1], 't:' .. m, 0)
+end
 redis.call('EXPIRE', KEYS[1], 180)
 return 1
 ";
