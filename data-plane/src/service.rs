@@ -203,15 +203,15 @@ impl Inference for InferenceService {
         let served = call
             .run(self.engine.generate(&r.model, &call.chat, call.deadline))
             .await?;
-        if served.member.limits.any() {
+        if served.member.limits.any()
+            && let Some(u) = served.value.usage
+        {
             // The request and an estimate of its tokens were reserved; settle
-            // on the real count (an answer without usage gives it all back).
-            let tokens = served.value.usage.map_or(0, |u| {
-                u64::from(u.input_tokens) + u64::from(u.output_tokens)
-            });
+            // on the real count (an answer without usage keeps the estimate).
+            let used = u64::from(u.input_tokens) + u64::from(u.output_tokens);
             self.engine
                 .fleet
-                .settle(&served.member.member_id, tokens, served.reserved_tokens);
+                .settle(&served.member.member_id, used, served.reserved_tokens);
         }
         call.span.in_scope(
             || tracing::info!(member = %served.served_by.member_id, attempts = served.attempts.len(), "served"),

@@ -66,7 +66,16 @@ impl Pump {
                 let OpenStream { first, rest } = open;
                 // Dropping `rest` (at the end of this task) closes the upstream
                 // connection: a caller that left cancels the upstream at once.
-                let end = self.run(&tx, start, first, rest).await;
+                let mut usage = None;
+                let end = self.run(&tx, start, first, rest, &mut usage).await;
+                if self.member.limits.any()
+                    && let Some(used) = usage
+                {
+                    // Settled once, on the last usage the stream reported; a
+                    // stream that reported none keeps its estimate.
+                    self.fleet
+                        .settle(&self.member.member_id, used, self.reserved_tokens);
+                }
                 let status = match end {
                     Ok(()) => {
                         finished.store(true, Ordering::Release);
@@ -96,6 +105,7 @@ impl Pump {
         start: pb::GenerateStreamEvent,
         first: Chunk,
         mut rest: ChunkStream,
+        usage: &mut Option<u64>,
     ) -> Result<(), Cut> {
         // A caller that stops reading holds the upstream open no longer than
         // the stream may last.
@@ -108,7 +118,7 @@ impl Pump {
             }
         };
         send(start).await?;
-        if self.forward(first, &send).await? {
+        if self.forward(first, &send, usage).await? {
             return Ok(());
         }
         loop {
@@ -121,7 +131,7 @@ impl Pump {
             };
             match next {
                 Ok(Some(Ok(chunk))) => {
-                    if self.forward(chunk, &send).await? {
+                    if self.forward(chunk, &send, usage).await? {
                         return Ok(());
                     }
                 }
@@ -152,19 +162,18 @@ impl Pump {
     }
 
     /// Sends one chunk; true when it was the finish.
-    async fn forward<F, Fut>(&self, chunk: Chunk, send: &F) -> Result<bool, Cut>
+    async fn forward<F, Fut>(
+        &self,
+        chunk: Chunk,
+        send: &F,
+        usage: &mut Option<u64>,
+    ) -> Result<bool, Cut>
     where
         F: Fn(pb::GenerateStreamEvent) -> Fut,
         Fut: std::future::Future<Output = Result<(), Cut>>,
     {
-        if let Chunk::Usage(u) = &chunk
-            && self.member.limits.any()
-        {
-            self.fleet.settle(
-                &self.member.member_id,
-                u64::from(u.input_tokens) + u64::from(u.output_tokens),
-                self.reserved_tokens,
-            );
+        if let Chunk::Usage(u) = &chunk {
+            *usage = Some(u64::from(u.input_tokens) + u64::from(u.output_tokens));
         }
         let finished = matches!(chunk, Chunk::Finish(_));
         send(chunk_event(chunk)).await?;
