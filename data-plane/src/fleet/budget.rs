@@ -10,8 +10,11 @@ use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-/// Most retries a bucket can save up (a short burst after a quiet spell).
+/// Most retries a quiet pool can save up (a short burst after a quiet spell).
 const CAP: f64 = 10.0;
+/// A busy pool can save up its share of this long's first attempts, so when
+/// a member dies with many requests in flight they can all fail over.
+const WINDOW_SECS: f64 = 10.0;
 
 #[derive(Clone, Copy, Debug)]
 pub struct BudgetPolicy {
@@ -33,7 +36,15 @@ impl Default for BudgetPolicy {
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
+    /// First attempts over about the last `WINDOW_SECS` (decaying).
+    recent_firsts: f64,
     last: Instant,
+}
+
+impl Bucket {
+    fn cap(&self, ratio: f64) -> f64 {
+        CAP.max(ratio * self.recent_firsts)
+    }
 }
 
 #[derive(Default)]
@@ -50,24 +61,27 @@ impl RetryBudgets {
         }
     }
 
-    fn with<R>(&self, pool: &str, f: impl FnOnce(&mut Bucket) -> R) -> R {
+    fn with<R>(&self, pool: &str, f: impl FnOnce(&mut Bucket, f64) -> R) -> R {
         let mut b = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
+        let ratio = self.policy.ratio;
         if let Some(bucket) = b.get_mut(pool) {
-            let earned = now.duration_since(bucket.last).as_secs_f64() * self.policy.floor_per_sec;
-            bucket.tokens = (bucket.tokens + earned).min(CAP);
+            let dt = now.duration_since(bucket.last).as_secs_f64();
+            bucket.recent_firsts *= (-dt / WINDOW_SECS).exp();
+            bucket.tokens = (bucket.tokens + dt * self.policy.floor_per_sec).min(bucket.cap(ratio));
             bucket.last = now;
-            return f(bucket);
+            return f(bucket, ratio);
         }
-        // A pool seen for the first time starts with the full burst.
+        // A pool seen for the first time starts with the quiet burst.
         let mut bucket = Bucket {
             tokens: CAP,
+            recent_firsts: 0.0,
             last: now,
         };
-        let r = f(&mut bucket);
+        let r = f(&mut bucket, ratio);
         b.insert(pool.to_owned(), bucket);
         r
     }
@@ -82,18 +96,22 @@ impl RetryBudgets {
 
     /// A request's first attempt on `pool`: it earns a share of a retry.
     pub fn first_attempt(&self, pool: &str) {
-        let ratio = self.policy.ratio;
-        self.with(pool, |b| b.tokens = (b.tokens + ratio).min(CAP));
+        self.with(pool, |b, ratio| {
+            b.recent_firsts += 1.0;
+            b.tokens = (b.tokens + ratio).min(b.cap(ratio));
+        });
     }
 
     /// Gives back a retry that was not made after all.
     pub fn refund(&self, pool: &str) {
-        self.with(pool, |b| b.tokens = (b.tokens + 1.0).min(CAP));
+        self.with(pool, |b, ratio| {
+            b.tokens = (b.tokens + 1.0).min(b.cap(ratio))
+        });
     }
 
     /// Whether `pool` may make one more retry now (and spends it).
     pub fn try_retry(&self, pool: &str) -> bool {
-        self.with(pool, |b| {
+        self.with(pool, |b, _| {
             if b.tokens >= 1.0 {
                 b.tokens -= 1.0;
                 true
@@ -144,5 +162,23 @@ mod tests {
         assert!(!b.try_retry("quiet"), "the saved-up burst is spent");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(b.try_retry("quiet"), "the floor refills it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_pool_saves_up_its_share_so_a_dying_member_can_fail_over() {
+        let b = RetryBudgets::new(BudgetPolicy::default());
+        // 100 first attempts a second for 10 s, all fine.
+        for _ in 0..1000 {
+            b.first_attempt("busy");
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        // Then a member dies with 100 requests in flight: they all fail over.
+        let allowed = (0..100).filter(|_| b.try_retry("busy")).count();
+        assert_eq!(
+            allowed, 100,
+            "20 % of ~630 recent first attempts is room for them"
+        );
+        let more = (0..200).filter(|_| b.try_retry("busy")).count();
+        assert!(more < 100, "but not without bound: {more}");
     }
 }
