@@ -714,4 +714,28 @@ mod tests {
             "capped at a day"
         );
     }
+
+    #[test]
+    fn secrets_are_masked_even_when_a_clip_cuts_one_short() {
+        let t = Target {
+            kind: Kind::OpenAi,
+            base_url: "http://x".into(),
+            model: "m".into(),
+            credential: Some(SecretString::from("sk-secret-1234567890".to_owned())),
+            extra_headers: vec![("api-key".into(), "hdr-secret-abcdef".into())],
+            timeouts: Timeouts {
+                connect: Duration::from_secs(1),
+                first_byte: Duration::from_secs(1),
+                total: Duration::from_secs(1),
+            },
+        };
+        let m = wire::mask_secret(&t, "bad key sk-secret-1234567890 and hdr-secret-abcdef");
+        assert_eq!(m, "bad key ***** and *****");
+        let long = format!("{}sk-secret-1234567890", "x".repeat(290));
+        let clipped = clip_body(&long);
+        assert!(clipped.ends_with('…'), "clipped");
+        let m = wire::mask_secret(&t, &clipped);
+        assert!(!m.contains("sk-secret"), "{m}");
+        assert!(m.ends_with("*****…"), "{m}");
+    }
 }

@@ -137,12 +137,31 @@ pub(super) fn scrub(t: &Target, message: &str) -> String {
     clip_body(&mask_secret(t, message))
 }
 
-/// `message` with the target's credential, if it appears, replaced by `*****`.
+/// `message` with the target's credential (and extra header values), where
+/// they appear, replaced by `*****`, even where a clip cut one short.
 pub(crate) fn mask_secret(t: &Target, message: &str) -> String {
-    match &t.credential {
-        Some(c) if !c.expose_secret().is_empty() => message.replace(c.expose_secret(), "*****"),
-        _ => message.to_owned(),
+    // The credential, and extra header values long enough to be secrets
+    // (`api-key: …`): none may come back in an error.
+    let secrets = t
+        .credential
+        .iter()
+        .map(|c| c.expose_secret())
+        .chain(t.extra_headers.iter().map(|(_, v)| v.as_str()))
+        .filter(|v| v.len() >= 8);
+    let mut out = message.to_owned();
+    for secret in secrets {
+        out = out.replace(secret, "*****");
+        // A message clipped inside an echoed secret ends with its prefix.
+        if let Some(body) = out.strip_suffix('…') {
+            let cut = (4..secret.len())
+                .rev()
+                .find(|&n| secret.is_char_boundary(n) && body.ends_with(&secret[..n]));
+            if let Some(n) = cut {
+                out = format!("{}*****…", &body[..body.len() - n]);
+            }
+        }
     }
+    out
 }
 
 pub(super) fn parse_json(body: &[u8]) -> Result<Value, UpstreamError> {
