@@ -146,8 +146,13 @@ pub(crate) fn mask_secret(t: &Target, message: &str) -> String {
         .credential
         .iter()
         .map(|c| c.expose_secret())
-        .chain(t.extra_headers.iter().map(|(_, v)| v.as_str()))
-        .filter(|v| v.len() >= 8);
+        .filter(|c| !c.is_empty())
+        .chain(
+            t.extra_headers
+                .iter()
+                .map(|(_, v)| v.as_str())
+                .filter(|v| v.len() >= 8),
+        );
     let mut out = message.to_owned();
     for secret in secrets {
         out = out.replace(secret, "*****");
