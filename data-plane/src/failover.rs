@@ -75,8 +75,10 @@ enum Outcome<T> {
     Next,
     /// Stop: the request fails with this.
     Stop(DpError),
-    /// Stop trying: the request fails with what was tried so far.
+    /// Stop trying: the retry budget is spent.
     GiveUp,
+    /// Stop trying: the attempt cap is reached.
+    Cap,
 }
 
 /// The request's running state across members.
@@ -84,7 +86,6 @@ struct Run<'a> {
     model: &'a str,
     deadline: Option<Instant>,
     budget: u32,
-    cap: u32,
     /// The pool of the request's first attempt (its retries spend that
     /// pool's budget, which its first attempts feed), once there was one.
     first_pool: Option<String>,
@@ -153,16 +154,17 @@ impl Engine {
             model,
             deadline,
             budget: self.max_attempts.max(1),
-            cap: self.max_attempts,
             first_pool: None,
             estimate,
             reserved: 0,
             log: Log::default(),
         };
-        for pool in &resolved.tiers {
-            if pool.active.is_empty() {
-                continue;
-            }
+        let tiers: Vec<&Arc<Pool>> = resolved
+            .tiers
+            .iter()
+            .filter(|p| !p.active.is_empty())
+            .collect();
+        for (tier, pool) in tiers.iter().enumerate() {
             let ticket = if pool.takes_tickets() {
                 self.fleet.ticket(&pool.id)
             } else {
@@ -172,7 +174,8 @@ impl Engine {
             for (c, skip) in &plan.skipped {
                 run.log.skipped(pool, c, *skip);
             }
-            for step in plan.steps {
+            let mut steps = plan.steps.into_iter();
+            while let Some(step) = steps.next() {
                 let member = step.candidate.clone();
                 match self.try_member(pool, step, &mut run, &attempt).await {
                     Outcome::Served(value) => {
@@ -187,13 +190,33 @@ impl Engine {
                             served_by,
                             attempts: run.log.attempts,
                             member,
-                            pool: pool.clone(),
+                            pool: Arc::clone(pool),
                             reserved_tokens: run.reserved,
                         });
                     }
                     Outcome::Next => {}
                     Outcome::Stop(e) => return Err(run.log.fail(e)),
-                    Outcome::GiveUp => return Err(run.log.gave_up(&resolved.model)),
+                    outcome @ (Outcome::GiveUp | Outcome::Cap) => {
+                        // The final error names every member, those never reached too.
+                        let why = if matches!(outcome, Outcome::Cap) {
+                            "not reached: the attempt cap was reached first"
+                        } else {
+                            "not reached: the retry budget was spent first"
+                        };
+                        for rest in steps {
+                            run.log.reason(&rest.candidate, why);
+                        }
+                        for later in &tiers[tier + 1..] {
+                            for c in &later.active {
+                                run.log.reason(c, why);
+                            }
+                        }
+                        return Err(if matches!(outcome, Outcome::Cap) {
+                            run.log.capped(&resolved.model, self.max_attempts)
+                        } else {
+                            run.log.gave_up(&resolved.model)
+                        });
+                    }
                 }
             }
         }
@@ -236,11 +259,7 @@ impl Engine {
         };
         for n in 0..tries {
             if run.budget == 0 {
-                return Outcome::Stop(DpError::AttemptCap {
-                    model: run.model.to_owned(),
-                    cap: run.cap,
-                    reasons: std::mem::take(&mut run.log.reasons),
-                });
+                return Outcome::Cap;
             }
             if run.deadline.is_some_and(|d| Instant::now() >= d) {
                 run.log

@@ -141,6 +141,16 @@ impl Log {
 }
 
 impl Log {
+    /// The request reached the attempt cap.
+    pub(crate) fn capped(mut self, model: &str, cap: u32) -> Failed {
+        let error = DpError::AttemptCap {
+            model: model.to_owned(),
+            cap,
+            reasons: std::mem::take(&mut self.reasons),
+        };
+        self.fail(error)
+    }
+
     /// The request stopped before trying everything (its retry budget was
     /// spent): unavailable, whatever the members tried so far answered.
     pub(crate) fn gave_up(mut self, model: &str) -> Failed {

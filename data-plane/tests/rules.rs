@@ -365,6 +365,13 @@ async fn the_attempt_cap_bounds_a_request() {
     let (e, attempts) = rig.call(None).await.expect_err("cap");
     assert!(matches!(e, DpError::AttemptCap { cap: 4, .. }), "{e}");
     assert_eq!(attempts.len(), 4);
+    let message = e.to_string();
+    for m in ["member b", "member c"] {
+        assert!(
+            message.contains(&format!("{m}): not reached")),
+            "the error names members never reached: {message}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
