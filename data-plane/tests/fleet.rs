@@ -872,3 +872,73 @@ async fn in_a_total_outage_the_retry_budget_holds_across_two_workers() {
         "{upstream} upstream attempts for {requests} requests"
     );
 }
+
+/// A member back from a bench is ramped up, not handed its full share at
+/// once: right after its probe succeeds most requests go elsewhere, and
+/// after four seconds all of its share is back (through a real worker, with
+/// the bench and the probe on real Redis).
+#[tokio::test]
+async fn a_member_back_from_a_bench_ramps_up() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::Priority,
+            policy(0, 1, 300),
+            &[("up", "first", 10), ("up", "second", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let w = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&w, 1).await;
+    let mut c = client(&w).await;
+    up.set_fault(
+        "first",
+        Fault::Status {
+            code: 503,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    c.generate(ask("p", "hi")).await.expect("second serves");
+    up.clear_fault("first");
+    until_on(&w, "first", true).await; // the 300 ms bench is over: half-open
+    let r = c
+        .generate(ask("p", "hi"))
+        .await
+        .expect("probe")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts)[0],
+        ("first".into(), O::Ok),
+        "the probe"
+    );
+    let mut to_first = 0;
+    for _ in 0..100 {
+        let r = c
+            .generate(ask("p", "hi"))
+            .await
+            .expect("served")
+            .into_inner();
+        to_first += usize::from(r.served_by.is_some_and(|s| s.upstream_model == "first"));
+    }
+    assert!(
+        to_first < 60,
+        "ramping: {to_first} of 100 went to the recovered member"
+    );
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    for _ in 0..20 {
+        let r = c
+            .generate(ask("p", "hi"))
+            .await
+            .expect("served")
+            .into_inner();
+        assert_eq!(
+            r.served_by.map(|s| s.upstream_model).as_deref(),
+            Some("first"),
+            "fully back after four seconds"
+        );
+    }
+}
