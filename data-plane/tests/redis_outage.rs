@@ -131,3 +131,58 @@ async fn with_redis_frozen_requests_are_served_without_waiting_and_the_worker_ca
     );
     assert!(w.logs().contains("fleet state reachable again"));
 }
+
+/// With Redis gone, each of two workers enforces half of a member's
+/// `rpm_limit` (they knew from their heartbeats that two were live), so the
+/// fleet does not get twice the limit.
+#[tokio::test]
+async fn with_redis_gone_each_worker_enforces_its_share_of_a_limit() {
+    let up = FakeUpstream::start(FakeConfig::default()).await;
+    let mut redis = PrivateRedis::start().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::Priority,
+            policy(0, 100, 1000),
+            &[("up", "lim", 10), ("up", "spare", 0)],
+        )
+        .member_limits("p", "lim", Some(6), None);
+    config.publish(&redis.url(), &prefix, 1, true).await;
+    let a = worker(&redis.url(), &prefix, &[]).await;
+    let b = worker(&redis.url(), &prefix, &[]).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    // Both have said they are alive (a heartbeat per config check, 200 ms here).
+    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
+    let rc = redis::Client::open(redis.url()).expect("url");
+    let mut c = rc.get_multiplexed_async_connection().await.expect("redis");
+    let mut live = 0u64;
+    for _ in 0..50 {
+        live = redis::cmd("ZCARD")
+            .arg(keys.workers())
+            .query_async(&mut c)
+            .await
+            .expect("ZCARD");
+        if live == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live, 2);
+    tokio::time::sleep(Duration::from_millis(400)).await; // both have read the count
+    redis.stop();
+    for w in [&a, &b] {
+        let mut c = client(w).await;
+        for _ in 0..10 {
+            c.generate(ask("p", "hi"))
+                .await
+                .expect("served by lim or spare");
+        }
+    }
+    let got = up.calls("lim");
+    assert!(got <= 6, "the fleet kept to the limit without Redis: {got}");
+    assert!(got >= 4, "each worker used its share: {got}");
+}
