@@ -942,3 +942,82 @@ async fn a_member_back_from_a_bench_ramps_up() {
         );
     }
 }
+
+/// A member that flaps (fails again soon after its probe succeeded) is
+/// benched twice as long as last time: the bench count survives the
+/// success and decays only with time healthy.
+#[tokio::test]
+async fn a_flapping_member_is_benched_longer_each_time() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::Priority,
+            policy(0, 1, 400),
+            &[("up", "flaky", 10), ("up", "steady", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let w = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&w, 1).await;
+    let mut c = client(&w).await;
+    let down = || Fault::Status {
+        code: 503,
+        retry_after_secs: None,
+        body: None,
+    };
+    // How long the member is benched for, as ListModels reports it.
+    let bench_ms = |r: pb::ListModelsResponse| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+            .unwrap_or(0);
+        r.models
+            .iter()
+            .flat_map(|m| m.members.iter())
+            .find(|m| m.upstream_model == "flaky")
+            .map_or(0, |m| m.benched_until_ms - now)
+    };
+    up.set_fault("flaky", down());
+    c.generate(ask("p", "hi")).await.expect("steady serves");
+    let first = bench_ms(
+        c.list_models(pb::ListModelsRequest {})
+            .await
+            .expect("list")
+            .into_inner(),
+    );
+    assert!((1..=400).contains(&first), "first bench: 400 ms: {first}");
+    // It recovers: the probe after the bench succeeds...
+    up.clear_fault("flaky");
+    until_on(&w, "flaky", true).await;
+    let r = c
+        .generate(ask("p", "hi"))
+        .await
+        .expect("probe")
+        .into_inner();
+    assert_eq!(outcomes(&r.attempts)[0], ("flaky".into(), O::Ok));
+    // ...and it fails again at once.
+    up.set_fault("flaky", down());
+    for _ in 0..50 {
+        let r = c
+            .generate(ask("p", "hi"))
+            .await
+            .expect("served")
+            .into_inner();
+        if outcomes(&r.attempts)[0].1 == O::Transient {
+            break;
+        }
+    }
+    let second = bench_ms(
+        c.list_models(pb::ListModelsRequest {})
+            .await
+            .expect("list")
+            .into_inner(),
+    );
+    assert!(
+        (650..=800).contains(&second),
+        "benched twice as long: {second}"
+    );
+}
