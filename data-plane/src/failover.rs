@@ -28,6 +28,7 @@ use crate::error::DpError;
 use crate::fleet::{Fleet, ProbeHold, Reservation};
 use crate::model::{Candidate, Pool};
 use crate::plan::{self, Skip, Step};
+pub use crate::tried::Failed;
 use crate::tried::Log;
 use crate::upstream::{ChatRequest, Completion, ErrorClass, UpstreamError};
 
@@ -60,12 +61,6 @@ pub struct Served<T> {
     /// Tokens reserved from the member's `tpm_limit` (an estimate), to settle
     /// against the answer's usage.
     pub reserved_tokens: u64,
-}
-
-/// A failure, with what was tried.
-pub struct Failed {
-    pub error: DpError,
-    pub attempts: Vec<pb::Attempt>,
 }
 
 /// What one member did for the request.

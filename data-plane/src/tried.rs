@@ -7,10 +7,15 @@ use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::error::{DpError, Reason};
-use crate::failover::Failed;
 use crate::model::{Candidate, Pool};
 use crate::plan::Skip;
 use crate::upstream::{Refusal, UpstreamError};
+
+/// A failure, with what was tried.
+pub struct Failed {
+    pub error: DpError,
+    pub attempts: Vec<pb::Attempt>,
+}
 
 /// What happened to a request so far.
 #[derive(Default)]
