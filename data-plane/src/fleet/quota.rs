@@ -1,0 +1,136 @@
+//! Limits as the worker sees them: one bounded reservation per try (a
+//! request and an estimate of its tokens), settled on the real count; a
+//! local count, and this worker's share of each limit, while the backend is
+//! unreachable.
+
+use std::time::Duration;
+
+use super::{Fleet, REQUEST_PATH_TIMEOUT, Report, Reservation};
+use crate::model::Limits;
+
+/// How long until the next minute of this worker's clock (a limit's window
+/// moves on then).
+fn until_next_minute() -> Duration {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 60_000)
+        .unwrap_or(0);
+    Duration::from_millis(u64::try_from(60_000 - ms).unwrap_or(60_000))
+}
+
+/// The current Unix minute (the rpm/tpm window).
+pub fn minute() -> i64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    i64::try_from(ms / 60_000).unwrap_or(0)
+}
+
+impl Fleet {
+    /// Reserves one request of a limited member's minute. One bounded round
+    /// trip; counted locally while the backend is unreachable.
+    pub async fn reserve(&self, member: &str, limits: Limits, tokens: u64) -> Reservation {
+        let minute = minute();
+        if self.core.link.usable() {
+            let asked = tokio::time::timeout(
+                REQUEST_PATH_TIMEOUT,
+                self.core.backend.reserve(member, limits, tokens),
+            )
+            .await;
+            match asked {
+                Ok(Ok(r)) => {
+                    self.core.link.ok();
+                    if r == Reservation::Granted {
+                        self.count_locally(
+                            member,
+                            minute,
+                            1,
+                            i64::try_from(tokens).unwrap_or(i64::MAX),
+                        );
+                    }
+                    return r;
+                }
+                Ok(Err(e)) => self.core.link.failed(&e.0),
+                Err(_) => self.core.link.failed("quota reservation timed out"),
+            }
+        }
+        // Unreachable backend: this worker enforces its share of the limit, so
+        // the fleet as a whole does not exceed it by a multiple of its size.
+        let share = self
+            .core
+            .workers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        let part = |l: u64| l.div_ceil(share);
+        let (r, t) = self.local_usage(member, minute);
+        if limits.rpm.is_some_and(|l| r >= part(l)) || limits.tpm.is_some_and(|l| t >= part(l)) {
+            return Reservation::Denied {
+                requests: r,
+                tokens: t,
+                retry_after: until_next_minute(),
+            };
+        }
+        self.count_locally(member, minute, 1, i64::try_from(tokens).unwrap_or(i64::MAX));
+        Reservation::Granted
+    }
+
+    /// Settles a limited member's minute: `tokens` more than reserved (or,
+    /// negative, fewer: the rest of the estimate is given back).
+    pub fn charge(&self, member: &str, tokens: i64) {
+        if tokens == 0 {
+            return;
+        }
+        self.count_locally(member, minute(), 0, tokens);
+        self.core.send(Report::Charge {
+            member: member.to_owned(),
+            tokens,
+        });
+    }
+
+    /// Settles a reservation once the answer's real token count is known:
+    /// `reserved` was taken ahead, so only the difference is charged.
+    pub fn settle(&self, member: &str, used: u64, reserved: u64) {
+        let used = i64::try_from(used).unwrap_or(i64::MAX);
+        self.charge(
+            member,
+            used.saturating_sub(i64::try_from(reserved).unwrap_or(i64::MAX)),
+        );
+    }
+
+    /// A limited member's usage this minute: the fleet's count, or this
+    /// worker's own while the backend is unreachable (not for the request path).
+    pub async fn usage(&self, member: &str) -> (u64, u64) {
+        if self.core.link.is_up() {
+            match tokio::time::timeout(REQUEST_PATH_TIMEOUT, self.core.backend.usage(member)).await
+            {
+                Ok(Ok(u)) => return u,
+                Ok(Err(e)) => self.core.link.failed(&e.0),
+                Err(_) => self.core.link.failed("usage read timed out"),
+            }
+        }
+        self.local_usage(member, minute())
+    }
+
+    fn local_usage(&self, member: &str, minute: i64) -> (u64, u64) {
+        self.core
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(member.to_owned(), minute))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn count_locally(&self, member: &str, minute: i64, requests: u64, tokens: i64) {
+        let mut u = self
+            .core
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        u.retain(|(_, m), _| *m >= minute - 1);
+        let e = u.entry((member.to_owned(), minute)).or_default();
+        e.0 += requests;
+        e.1 = e.1.saturating_add_signed(tokens);
+    }
+}
