@@ -141,14 +141,7 @@ async fn model_not_found_moves_on_without_penalty() {
 #[tokio::test]
 async fn bad_requests_return_at_once_refused_credentials_move_on() {
     let s = setup(policy(1, 10, 1000), &[]).await;
-    s.fake.set_fault(
-        "a",
-        Fault::Status {
-            code: 400,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
+    s.fake.set_fault("a", status(400));
     let err = client(&s.worker)
         .await
         .generate(ask("p", "hi"))
@@ -162,14 +155,7 @@ async fn bad_requests_return_at_once_refused_credentials_move_on() {
     );
     assert!(err.metadata().get("x-switchyard-attempts").is_some());
 
-    s.fake.set_fault(
-        "a",
-        Fault::Status {
-            code: 401,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
+    s.fake.set_fault("a", status(401));
     // A refused credential is the member's problem, not the caller's: it is
     // benched (for long) and another member serves.
     let r = client(&s.worker)
@@ -194,28 +180,14 @@ async fn bad_requests_return_at_once_refused_credentials_move_on() {
         "benched: not asked again"
     );
     // Only when no member serves does the caller see the upstream's code.
-    s.fake.set_fault(
-        "b",
-        Fault::Status {
-            code: 401,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
+    s.fake.set_fault("b", status(401));
     let err = client(&s.worker)
         .await
         .generate(ask("p", "hi"))
         .await
         .expect_err("401 everywhere");
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
-    s.fake.set_fault(
-        "a",
-        Fault::Status {
-            code: 400,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
+    s.fake.set_fault("a", status(400));
     s.fake.clear_fault("b");
 
     let mut config = s.config.clone();
@@ -279,22 +251,8 @@ async fn resolution_errors_and_exhaustion_say_what_happened() {
     assert!(r.content.starts_with("direct-model says hello"));
 
     // Every member failing: UNAVAILABLE naming each one's reason.
-    s.fake.set_fault(
-        "a",
-        Fault::Status {
-            code: 503,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
-    s.fake.set_fault(
-        "b",
-        Fault::Status {
-            code: 529,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
+    s.fake.set_fault("a", status(503));
+    s.fake.set_fault("b", status(529));
     let err = c.generate(ask("p", "hi")).await.expect_err("all failed");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(
@@ -349,14 +307,7 @@ async fn routes_use_backup_tiers_after_the_primaries() {
         .into_inner();
     assert_eq!(r.served_by.map(|m| m.upstream_model), Some("p1".to_owned()));
     assert_eq!(s.fake.calls("b1"), 0, "backups idle while a primary serves");
-    s.fake.set_fault(
-        "p1",
-        Fault::Status {
-            code: 502,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
+    s.fake.set_fault("p1", status(502));
     let r = c
         .generate(ask("coding", "hi"))
         .await

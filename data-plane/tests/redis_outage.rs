@@ -63,14 +63,7 @@ async fn with_redis_frozen_requests_are_served_without_waiting_and_the_worker_ca
         );
     }
     // A failure seen while Redis is frozen benches the member locally, at once.
-    up.set_fault(
-        "sick",
-        Fault::Status {
-            code: 503,
-            retry_after_secs: None,
-            body: None,
-        },
-    );
+    up.set_fault("sick", status(503));
     let r = c
         .generate(with_timeout(ask("p", "hi"), Duration::from_millis(300)))
         .await

@@ -470,3 +470,24 @@ pub async fn health_status(w: &ServerProc, service: &str) -> i32 {
         .into_inner()
         .status
 }
+
+/// The fake answers with this HTTP status (and its provider-shaped error).
+pub fn status(code: u16) -> Fault {
+    Fault::Status {
+        code,
+        retry_after_secs: None,
+        body: None,
+    }
+}
+
+/// `n` workers on the test's prefix, each serving config revision 1.
+pub async fn fleet_of(n: usize, prefix: &RedisPrefix) -> Vec<ServerProc> {
+    let mut workers = Vec::new();
+    for _ in 0..n {
+        workers.push(worker(&redis_url(), prefix, &[]).await);
+    }
+    for w in &workers {
+        wait_revision(w, 1).await;
+    }
+    workers
+}
