@@ -83,7 +83,7 @@ struct Run<'a> {
     budget: u32,
     /// The pool of the request's first attempt (its retries spend that
     /// pool's budget, which its first attempts feed), once there was one.
-    first_pool: Option<String>,
+    first_pool: Option<&'a str>,
     /// The request's token estimate (reserved from limited members).
     estimate: u64,
     /// What the serving member's reservation took.
@@ -220,11 +220,11 @@ impl Engine {
 
     /// One member: claim its probe or reserve its quota if it needs either,
     /// then try it (with retries per policy).
-    async fn try_member<T, F, Fut>(
+    async fn try_member<'a, T, F, Fut>(
         &self,
-        pool: &Pool,
+        pool: &'a Pool,
         step: Step,
-        run: &mut Run<'_>,
+        run: &mut Run<'a>,
         attempt: &F,
     ) -> Outcome<T>
     where
@@ -263,8 +263,8 @@ impl Engine {
             }
             // Every attempt after the request's first spends the retry budget
             // of the pool it started in.
-            let retry_of = run.first_pool.clone();
-            if let Some(first) = &retry_of
+            let retry_of = run.first_pool;
+            if let Some(first) = retry_of
                 && !self.fleet.try_retry(first)
             {
                 run.log
@@ -275,7 +275,7 @@ impl Engine {
             }
             // Every try of a limited member takes one request of its limit.
             if c.limits.any() && self.over_limit(pool, c, run).await {
-                if let Some(first) = &retry_of {
+                if let Some(first) = retry_of {
                     self.fleet.refund_retry(first);
                 }
                 return Outcome::Next;
@@ -285,7 +285,7 @@ impl Engine {
             let reserved = if c.limits.any() { run.estimate } else { 0 };
             if retry_of.is_none() {
                 self.fleet.first_attempt(&pool.id);
-                run.first_pool = Some(pool.id.clone());
+                run.first_pool = Some(&pool.id);
             }
             run.budget -= 1;
             let start = Instant::now();

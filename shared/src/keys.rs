@@ -25,11 +25,6 @@ impl RedisKeys {
         }
     }
 
-    /// The prefix every key and channel starts with (after an optional `{`).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Pub/sub channel carrying one JSON change event per committed revision.
     pub fn changes_channel(&self) -> String {
         format!("{}:config:changes", self.prefix)
@@ -78,11 +73,6 @@ impl RedisKeys {
     /// minutes only). It expires.
     pub fn member_quota(&self, member_id: &str) -> String {
         format!("{}:quota:{member_id}", self.prefix)
-    }
-
-    /// A pattern matching every key of this deployment (for tests and tools).
-    pub fn patterns(&self) -> [String; 2] {
-        [format!("{}:*", self.prefix), format!("{{{}:*", self.prefix)]
     }
 }
 

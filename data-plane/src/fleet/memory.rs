@@ -19,22 +19,12 @@ struct State {
     usage: HashMap<(String, i64), (u64, u64)>,
 }
 
-fn secs_into_minute() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() % 60)
-        .unwrap_or(0)
-}
-
 /// The current Unix minute and the weight of the previous one in the
-/// sliding window (what is left of it).
+/// sliding window (what is left of it), as the RESERVE script reckons it
+/// (whole seconds).
 fn window() -> (i64, f64) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let m = i64::try_from(secs / 60).unwrap_or(0);
-    (m, 1.0 - (secs % 60) as f64 / 60.0)
+    let (m, into) = super::quota::wall_minute();
+    (m, 1.0 - into.as_secs() as f64 / 60.0)
 }
 
 #[derive(Default)]
@@ -154,7 +144,7 @@ impl Backend for MemoryBackend {
             return Ok(Reservation::Denied {
                 requests: r as u64,
                 tokens: t as u64,
-                retry_after: std::time::Duration::from_secs(60 - secs_into_minute()),
+                retry_after: Duration::from_secs(60).saturating_sub(super::quota::wall_minute().1),
             });
         }
         cur.0 += 1;

@@ -138,8 +138,10 @@ pub struct ProbeHold {
 }
 
 impl ProbeHold {
-    pub fn owner(&self) -> &str {
-        &self.owner
+    /// A success or failure report settles the probe: returns its owner.
+    fn settle(mut self) -> String {
+        self.settled = true;
+        std::mem::take(&mut self.owner)
     }
 }
 
@@ -283,10 +285,6 @@ impl Fleet {
         &self.core.link
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.core.backend
-    }
-
     /// The next round-robin ticket of a pool; never waits.
     pub fn ticket(&self, pool_id: &str) -> u64 {
         let (t, refill) = self.core.tickets.take(pool_id);
@@ -346,10 +344,7 @@ impl Fleet {
     }
 
     fn report_failure(&self, member: &str, f: Failure, probe: Option<ProbeHold>) -> Entry {
-        let owner = probe.map(|mut p| {
-            p.settled = true;
-            std::mem::take(&mut p.owner)
-        });
+        let owner = probe.map(ProbeHold::settle);
         let now = Instant::now();
         let ((), entry) = self
             .core
@@ -372,10 +367,7 @@ impl Fleet {
     /// A success: ends the member's failures, bench and probe if it had any
     /// (no backend call otherwise).
     pub fn success(&self, member: &str, probe: Option<ProbeHold>) {
-        let owner = probe.map(|mut p| {
-            p.settled = true;
-            std::mem::take(&mut p.owner)
-        });
+        let owner = probe.map(ProbeHold::settle);
         let now = Instant::now();
         if self
             .core
@@ -427,8 +419,7 @@ impl Fleet {
                     Some(hold)
                 } else {
                     // Someone else probes it; the fleet's entry already says so.
-                    let mut hold = hold;
-                    hold.settled = true;
+                    hold.settle();
                     None
                 }
             }

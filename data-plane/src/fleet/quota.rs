@@ -8,23 +8,26 @@ use std::time::Duration;
 use super::{Fleet, REQUEST_PATH_TIMEOUT, Report, Reservation};
 use crate::model::Limits;
 
-/// How long until the next minute of this worker's clock (a limit's window
-/// moves on then).
-fn until_next_minute() -> Duration {
-    let ms = std::time::SystemTime::now()
+/// This worker's clock as the rpm/tpm window sees it: the Unix minute, and
+/// how far into it we are.
+pub(super) fn wall_minute() -> (i64, Duration) {
+    let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() % 60_000)
-        .unwrap_or(0);
-    Duration::from_millis(u64::try_from(60_000 - ms).unwrap_or(60_000))
+        .unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let into = Duration::from_secs(secs % 60)
+        + Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
+    (i64::try_from(secs / 60).unwrap_or(0), into)
 }
 
 /// The current Unix minute (the rpm/tpm window).
-pub fn minute() -> i64 {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    i64::try_from(ms / 60_000).unwrap_or(0)
+fn minute() -> i64 {
+    wall_minute().0
+}
+
+/// How long until the window moves on to the next minute.
+fn until_next_minute() -> Duration {
+    Duration::from_secs(60).saturating_sub(wall_minute().1)
 }
 
 impl Fleet {
