@@ -662,7 +662,13 @@ async fn retries_of_a_member_back_off_and_stop_at_the_deadline() {
     let start = Instant::now();
     let r = rig.call(None).await.expect("b");
     assert_eq!(r.len(), 6, "1 + 4 retries of a, then b");
-    assert!(start.elapsed() > Duration::ZERO, "the retries waited");
+    // Paused time: without backoff the call takes exactly the 1 ms `call`
+    // waits after it. Four jittered waits under 10 ms in all: p < 0.0001.
+    assert!(
+        start.elapsed() > Duration::from_millis(11),
+        "the retries waited: {:?}",
+        start.elapsed()
+    );
     // With a deadline too close for another backoff, the request moves on.
     let deadline = Instant::now() + Duration::from_millis(1);
     let r = rig.call(Some(deadline)).await;
