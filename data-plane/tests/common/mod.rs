@@ -491,3 +491,12 @@ pub async fn fleet_of(n: usize, prefix: &RedisPrefix) -> Vec<ServerProc> {
     }
     workers
 }
+
+/// The fake upstream the fleet tests share: short, three-chunk answers.
+pub async fn fake() -> FakeUpstream {
+    FakeUpstream::start(FakeConfig {
+        chunks: 3,
+        ..FakeConfig::default()
+    })
+    .await
+}
