@@ -500,3 +500,45 @@ pub async fn fake() -> FakeUpstream {
     })
     .await
 }
+
+/// One worker, one fake upstream, a provider "up" pointing at it, and a
+/// PRIORITY pool "p" whose members a (tried first) and b.
+pub struct Setup {
+    pub fake: FakeUpstream,
+    pub prefix: RedisPrefix,
+    pub worker: ServerProc,
+    pub config: Config,
+}
+
+pub async fn setup(failover: pb::FailoverPolicy, env: &[(&str, &str)]) -> Setup {
+    let fake = FakeUpstream::start(FakeConfig {
+        chunks: 4,
+        ..FakeConfig::default()
+    })
+    .await;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider(
+            "up",
+            pb::ProviderKind::Openai,
+            &fake.base_url(),
+            Some("sk-test-secret-0000abcd"),
+        )
+        .pool(
+            "p",
+            pb::Strategy::Priority,
+            failover,
+            &[("up", "a", 10), ("up", "b", 0)],
+        )
+        .route("r", &[("p", false)]);
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let worker = worker(&redis_url(), &prefix, env).await;
+    wait_revision(&worker, 1).await;
+    Setup {
+        fake,
+        prefix,
+        worker,
+        config,
+    }
+}
