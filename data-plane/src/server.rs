@@ -26,7 +26,7 @@ use crate::catalog::{Catalog, ProcessSecrets, Secrets};
 use crate::failover::Engine;
 use crate::fleet::memory::MemoryBackend;
 use crate::fleet::redis::RedisBackend;
-use crate::fleet::{Fleet, Link, LinkState};
+use crate::fleet::{Backend, Fleet, Link, LinkState};
 use crate::service::InferenceService;
 use crate::sync::{Loader, SyncState};
 
@@ -89,6 +89,16 @@ pub enum StartError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// What keeps the worker's config and fleet state live.
+enum Follow {
+    Redis {
+        client: Redis,
+        keys: RedisKeys,
+        backend: Arc<RedisBackend>,
+    },
+    Local(watch::Receiver<Option<Arc<pb::Snapshot>>>),
+}
+
 /// Runs a data-plane worker on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -107,31 +117,29 @@ pub async fn serve(
     let pusher_stop = CancellationToken::new();
     let mut workers = Vec::new();
     // The fleet first (its backend), then config sync, which tells it of new pools.
-    let (fleet, redis) = match &settings.source {
+    let (backend, follow): (Arc<dyn Backend>, Follow) = match settings.source {
         Source::Redis { redis, prefix } => {
-            let client = Redis::open(redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
-            let keys = RedisKeys::new(prefix.clone());
+            let client = Redis::open(&redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
+            let keys = RedisKeys::new(prefix);
             let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
-            let (fleet, pusher) = Fleet::new(
+            (
                 backend.clone(),
-                link.clone(),
-                settings.retry_budget,
-                pusher_stop.clone(),
-            );
-            (fleet, Some((client, keys, backend, pusher)))
+                Follow::Redis {
+                    client,
+                    keys,
+                    backend,
+                },
+            )
         }
-        Source::Local(_) => {
-            let backend = Arc::new(MemoryBackend::default());
-            let (fleet, pusher) = Fleet::new(
-                backend,
-                link.clone(),
-                settings.retry_budget,
-                pusher_stop.clone(),
-            );
-            workers.push(("fleet pusher", daemons.spawn(pusher)));
-            (fleet, None)
-        }
+        Source::Local(rx) => (Arc::new(MemoryBackend::default()), Follow::Local(rx)),
     };
+    let (fleet, pusher) = Fleet::new(
+        backend,
+        link.clone(),
+        settings.retry_budget,
+        pusher_stop.clone(),
+    );
+    workers.push(("fleet pusher", daemons.spawn(pusher)));
     let loader = Loader {
         catalog: catalog.clone(),
         master_key: settings.master_key,
@@ -139,9 +147,12 @@ pub async fn serve(
         state: state_tx,
         fleet: fleet.clone(),
     };
-    match (settings.source, redis) {
-        (Source::Redis { .. }, Some((client, keys, backend, pusher))) => {
-            workers.push(("fleet pusher", daemons.spawn(pusher)));
+    match follow {
+        Follow::Redis {
+            client,
+            keys,
+            backend,
+        } => {
             workers.push((
                 "fleet follower",
                 daemons.spawn(crate::fleet::follow::follow(
@@ -163,13 +174,12 @@ pub async fn serve(
                 )),
             ));
         }
-        (Source::Local(rx), _) => {
+        Follow::Local(rx) => {
             workers.push((
                 "config sync",
                 daemons.spawn(crate::sync::follow_local(rx, loader, background.clone())),
             ));
         }
-        (Source::Redis { .. }, None) => {}
     }
     let engine = Arc::new(Engine {
         catalog: catalog.clone(),
