@@ -92,7 +92,7 @@ pub enum StartError {
 /// What keeps the worker's config and fleet state live.
 enum Follow {
     Redis {
-        client: Redis,
+        client: Box<Redis>,
         keys: RedisKeys,
         backend: Arc<RedisBackend>,
     },
@@ -125,7 +125,7 @@ pub async fn serve(
             (
                 backend.clone(),
                 Follow::Redis {
-                    client,
+                    client: Box::new(client),
                     keys,
                     backend,
                 },
@@ -156,7 +156,7 @@ pub async fn serve(
             workers.push((
                 "fleet follower",
                 daemons.spawn(crate::fleet::follow::follow(
-                    client.clone(),
+                    (*client).clone(),
                     backend,
                     fleet.clone(),
                     settings.config_check_every,
@@ -166,7 +166,7 @@ pub async fn serve(
             workers.push((
                 "config sync",
                 daemons.spawn(crate::sync::follow_redis(
-                    client,
+                    *client,
                     keys,
                     loader,
                     settings.config_check_every,
