@@ -148,7 +148,7 @@ async fn with_redis_gone_each_worker_enforces_its_share_of_a_limit() {
     let b = worker(&redis.url(), &prefix, &[]).await;
     wait_revision(&a, 1).await;
     wait_revision(&b, 1).await;
-    // Both have said they are alive (a heartbeat per config check, 200 ms here).
+    // Both have said they are alive (a heartbeat every 5 config checks).
     let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
     let rc = redis::Client::open(redis.url()).expect("url");
     let mut c = rc.get_multiplexed_async_connection().await.expect("redis");
@@ -165,7 +165,8 @@ async fn with_redis_gone_each_worker_enforces_its_share_of_a_limit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(live, 2);
-    tokio::time::sleep(Duration::from_millis(400)).await; // both have read the count
+    // Both have read the count: a heartbeat every 5 checks (1 s here).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     redis.stop();
     for w in [&a, &b] {
         let mut c = client(w).await;

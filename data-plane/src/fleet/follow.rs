@@ -12,6 +12,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Fleet;
+
+/// Checks between two heartbeats into `P:workers`.
+const HEARTBEAT_EVERY: u32 = 5;
 use super::redis::{RedisBackend, parse_message};
 
 /// Keeps `fleet`'s health table live until `stop`: subscribe, push what was
@@ -84,6 +87,7 @@ async fn live(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ahead: Option<u64> = None;
     let mut stalls = 0;
+    let mut checks: u32 = 0;
     loop {
         let reload = tokio::select! {
             m = messages.next() => match m {
@@ -117,11 +121,18 @@ async fn live(
                     Err(_) => return "health check timed out".to_owned(),
                 };
                 fleet.link().ok();
-                // A worker silent for 5 checks no longer counts.
-                match backend.heartbeat(fleet.worker_id(), check_every * 5).await {
-                    Ok(n) => fleet.set_live_workers(n),
-                    Err(e) => tracing::debug!(error = %e.0, "heartbeat failed"),
+                // A heartbeat every few checks (a script of five commands);
+                // a worker silent for three heartbeats no longer counts.
+                if checks.is_multiple_of(HEARTBEAT_EVERY) {
+                    match backend
+                        .heartbeat(fleet.worker_id(), check_every * HEARTBEAT_EVERY * 3)
+                        .await
+                    {
+                        Ok(n) => fleet.set_live_workers(n),
+                        Err(e) => tracing::debug!(error = %e.0, "heartbeat failed"),
+                    }
                 }
+                checks = checks.wrapping_add(1);
                 let missed = ahead.is_some_and(|a| seen < a);
                 ahead = (v > seen).then_some(v);
                 if missed {
