@@ -60,24 +60,7 @@ async fn round_robin_spreads_evenly_across_three_workers() {
     }
     // Each worker says it is alive (so each knows its share of a limit when
     // Redis is unreachable).
-    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
-    let client = redis::Client::open(redis_url()).expect("url");
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let mut live = 0;
-    for _ in 0..50 {
-        live = redis::cmd("ZCARD")
-            .arg(keys.workers())
-            .query_async::<u64>(&mut c)
-            .await
-            .expect("ZCARD");
-        if live == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let live = until_live_workers(&redis_url(), &prefix, 3).await;
     assert_eq!(live, 3, "three live workers");
 }
 

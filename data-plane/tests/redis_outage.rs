@@ -149,21 +149,7 @@ async fn with_redis_gone_each_worker_enforces_its_share_of_a_limit() {
     wait_revision(&a, 1).await;
     wait_revision(&b, 1).await;
     // Both have said they are alive (a heartbeat every 5 config checks).
-    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
-    let rc = redis::Client::open(redis.url()).expect("url");
-    let mut c = rc.get_multiplexed_async_connection().await.expect("redis");
-    let mut live = 0u64;
-    for _ in 0..50 {
-        live = redis::cmd("ZCARD")
-            .arg(keys.workers())
-            .query_async(&mut c)
-            .await
-            .expect("ZCARD");
-        if live == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let live = until_live_workers(&redis.url(), &prefix, 2).await;
     assert_eq!(live, 2);
     // Both have read the count: a heartbeat every 5 checks (1 s here).
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -542,3 +542,27 @@ pub async fn setup(failover: pb::FailoverPolicy, env: &[(&str, &str)]) -> Setup 
         config,
     }
 }
+
+/// Waits (bounded) until `n` workers have said they are alive in Redis at
+/// `url`; returns how many did.
+pub async fn until_live_workers(url: &str, prefix: &RedisPrefix, n: u64) -> u64 {
+    let keys = RedisKeys::new(prefix.0.clone());
+    let client = redis::Client::open(url).expect("url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut live = 0;
+    for _ in 0..50 {
+        live = redis::cmd("ZCARD")
+            .arg(keys.workers())
+            .query_async::<u64>(&mut c)
+            .await
+            .expect("ZCARD");
+        if live == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    live
+}
