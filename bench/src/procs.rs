@@ -84,6 +84,8 @@ fn tap<R: AsyncRead + Unpin + Send + 'static>(r: R, log: Arc<LogTap>, found: Fou
 /// Starts `path` with piped output; killed when the handle drops.
 fn spawn(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Child, String> {
     let mut cmd = Command::new(path);
+    // Many workers run at once: each serves metrics on a port of its own.
+    cmd.env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0");
     cmd.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.kill_on_drop(true).spawn().map_err(|e| format!("cannot start {}: {e}", path.display()))
 }

@@ -41,6 +41,13 @@ enum Command {
             default_value = "127.0.0.1:50052"
         )]
         inference_listen: SocketAddr,
+        /// Where Prometheus scrapes both planes' `GET /metrics` (host:port, or `off`).
+        #[arg(
+            long,
+            env = "SWITCHYARD_METRICS_LISTEN",
+            default_value = "127.0.0.1:9102"
+        )]
+        metrics_listen: String,
         /// Where the SQLite database and the generated master key live.
         #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard")]
         data_dir: PathBuf,
@@ -81,6 +88,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dev {
             listen,
             inference_listen,
+            metrics_listen,
             data_dir,
             telemetry,
         } => {
@@ -88,7 +96,7 @@ async fn main() -> std::process::ExitCode {
                 &telemetry,
                 "switchyard-dev",
                 // Boxed: both servers' futures together are large.
-                Box::pin(dev(listen, inference_listen, data_dir)),
+                Box::pin(dev(listen, inference_listen, metrics_listen, data_dir)),
             )
             .await
         }
@@ -114,8 +122,11 @@ async fn with_telemetry(
 async fn dev(
     listen: SocketAddr,
     inference_listen: SocketAddr,
+    metrics_listen: String,
     data_dir: PathBuf,
 ) -> anyhow::Result<()> {
+    let metrics_at =
+        switchyard_shared::metrics::parse_listen(&metrics_listen).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let key_path = data_dir.join("master.key");
     ensure_master_key(&key_path)?;
@@ -130,7 +141,10 @@ async fn dev(
         run_migrations: true,
         shutdown_grace: Duration::from_secs(5),
     };
-    let cp = ControlPlane::build(settings).await?;
+    let mut cp = ControlPlane::build(settings).await?;
+    // One registry, one port: both planes' metrics.
+    let mut registry = prometheus_client::registry::Registry::default();
+    cp.register_metrics(&mut registry);
     seed_demo(cp.store()).await?;
     let bus = cp
         .local_bus()
@@ -139,6 +153,10 @@ async fn dev(
     let mut dp = DpSettings::new(Source::Local(bus.snapshot.subscribe()));
     dp.master_key = master_key;
     dp.shutdown_grace = Duration::from_secs(5);
+    dp.metrics = switchyard_data_plane::observe::Metrics::register(&mut registry);
+    switchyard_shared::metrics::start(metrics_at, registry)
+        .await
+        .with_context(|| format!("serve metrics on {metrics_listen}"))?;
 
     let cp_listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -152,6 +170,8 @@ async fn dev(
          Control plane {cp_addr}, inference {dp_addr}. Try:\n  \
          grpcurl -plaintext {cp_addr} switchyard.v1.ControlPlane/ListPools\n  \
          grpcurl -plaintext {dp_addr} switchyard.v1.Inference/ListModels\n  \
+         grpcurl -plaintext -d '{{\"pool\":\"demo\",\"window_seconds\":300}}' {dp_addr} switchyard.v1.Inference/GetPoolStats\n  \
+         curl -s http://{metrics_listen}/metrics\n  \
          grpcurl -plaintext -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"ROLE_USER\",\"content\":\"hi\"}}]}}' {dp_addr} switchyard.v1.Inference/GenerateStream\n",
         db = db_path.display()
     );

@@ -32,6 +32,7 @@ async fn start(data_dir: &std::path::Path) -> Dev {
         // Proof that no Postgres or Redis is needed: point their usual env at nothing.
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
         .env("SWITCHYARD_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -65,6 +65,13 @@ pub struct Args {
     /// Largest request message accepted, in bytes (larger: RESOURCE_EXHAUSTED).
     #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
+    /// Where Prometheus scrapes `GET /metrics` (host:port, or `off`).
+    #[arg(
+        long,
+        env = "SWITCHYARD_METRICS_LISTEN",
+        default_value = "0.0.0.0:9101"
+    )]
+    pub metrics_listen: String,
     /// Do not run migrations at start-up (run `switchyard migrate` instead).
     #[arg(long, env = "SWITCHYARD_SKIP_MIGRATIONS")]
     pub skip_migrations: bool,

@@ -19,6 +19,7 @@ pub mod config;
 pub mod entity;
 pub mod error;
 pub mod feed;
+pub mod metrics;
 pub mod publish;
 pub mod server;
 pub mod service;

@@ -25,13 +25,26 @@ async fn main() -> std::process::ExitCode {
     };
     // Bind only once the store is ready, so nothing connects to a port
     // that cannot answer yet.
-    let cp = match ControlPlane::build(settings).await {
+    let metrics_at = match switchyard_shared::metrics::parse_listen(&args.metrics_listen) {
+        Ok(a) => a,
+        Err(err) => {
+            tracing::error!(error = %err, "invalid configuration");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut cp = match ControlPlane::build(settings).await {
         Ok(cp) => cp,
         Err(err) => {
             tracing::error!(error = %err, "control plane failed to start");
             return std::process::ExitCode::FAILURE;
         }
     };
+    let mut registry = prometheus_client::registry::Registry::default();
+    cp.register_metrics(&mut registry);
+    if let Err(err) = switchyard_shared::metrics::start(metrics_at, registry).await {
+        tracing::error!(error = %err, listen = %args.metrics_listen, "cannot serve metrics");
+        return std::process::ExitCode::from(2);
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(err) => {

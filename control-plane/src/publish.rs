@@ -23,6 +23,9 @@ use switchyard_shared::redis_client::{Conn, Redis, Timeouts};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument as _;
+
+use crate::metrics::CpMetrics;
 use crate::store::Store;
 use crate::store::snapshot::DrainError;
 
@@ -177,11 +180,19 @@ impl RedisSink {
 pub struct Publisher {
     store: Store,
     sink: Sink,
+    metrics: Arc<CpMetrics>,
+    /// The last revision the sink took.
+    published: u64,
 }
 
 impl Publisher {
-    pub fn new(store: Store, sink: Sink) -> Self {
-        Self { store, sink }
+    pub fn new(store: Store, sink: Sink, metrics: Arc<CpMetrics>) -> Self {
+        Self {
+            store,
+            sink,
+            metrics,
+            published: 0,
+        }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -197,7 +208,10 @@ impl Publisher {
                 () = committed.notified() => {}
                 _ = tick.tick() => {}
             }
-            let mut result = self.drain().await;
+            let mut result = self
+                .drain()
+                .instrument(tracing::info_span!("publish"))
+                .await;
             if result.is_ok() && last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY / 2) {
                 result = self.reconcile().await;
                 last_reconcile = Some(tokio::time::Instant::now());
@@ -211,6 +225,12 @@ impl Publisher {
                     .map_err(DrainError::from);
                 last_prune = Some(tokio::time::Instant::now());
             }
+            let committed = self.store.revision().await.unwrap_or(self.published);
+            if result.is_ok() {
+                self.published = self.published.max(committed);
+            }
+            self.metrics
+                .round(result.is_ok(), committed, self.published);
             match result {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(err) => {
@@ -240,10 +260,19 @@ impl Publisher {
     async fn drain(&mut self) -> Result<(), DrainError> {
         loop {
             let sink = &mut self.sink;
+            let metrics = &self.metrics;
+            let published = &mut self.published;
             let n = self
                 .store
                 .drain_outbox(BATCH, |events, snap| async move {
-                    sink.publish(events, snap).await
+                    let commits: Vec<i64> = events.iter().map(|e| e.commit_time_ms).collect();
+                    let revision = snap.revision;
+                    sink.publish(events, snap).await?;
+                    *published = revision;
+                    for t in commits {
+                        metrics.published(t);
+                    }
+                    Ok(())
                 })
                 .await?;
             if n == 0 {

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -26,6 +27,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::CpMetrics;
 use crate::publish::{LocalBus, Publisher, RedisSink, Sink};
 use crate::service::ControlPlaneService;
 use crate::store::Store;
@@ -134,9 +136,16 @@ pub struct ControlPlane {
     max_message_bytes: usize,
     shutdown_grace: Duration,
     local_bus: Option<LocalBus>,
+    metrics: Arc<CpMetrics>,
 }
 
 impl ControlPlane {
+    /// Registers the control plane's metrics in `registry` (served by the
+    /// caller); without it they are kept but not served.
+    pub fn register_metrics(&mut self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics = CpMetrics::register(registry);
+    }
+
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let db = connect_database(&settings.database_url).await?;
         if settings.run_migrations {
@@ -174,6 +183,7 @@ impl ControlPlane {
             max_message_bytes: settings.max_message_bytes,
             shutdown_grace: settings.shutdown_grace,
             local_bus,
+            metrics: CpMetrics::unregistered(),
         })
     }
 
@@ -198,8 +208,10 @@ impl ControlPlane {
         // Background loops, stopped by `background` and awaited last.
         let daemons = TaskTracker::new();
 
-        let publisher =
-            daemons.spawn(Publisher::new(self.store.clone(), self.sink).run(background.clone()));
+        let publisher = daemons.spawn(
+            Publisher::new(self.store.clone(), self.sink, self.metrics.clone())
+                .run(background.clone()),
+        );
         let follower = self.redis.map(|(client, keys)| {
             daemons.spawn(crate::feed::follow_redis(
                 client,
@@ -221,6 +233,7 @@ impl ControlPlane {
             self.feed.clone(),
             streams.clone(),
             tasks.clone(),
+            self.metrics.clone(),
         );
         let control_plane =
             ControlPlaneServer::new(service).max_decoding_message_size(self.max_message_bytes);

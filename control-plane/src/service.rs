@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use crate::error::ApiError;
+use crate::metrics::CpMetrics;
 use crate::store::Store;
 
 /// Retained changes read per outbox query while catching up.
@@ -27,6 +30,7 @@ pub struct ControlPlaneService {
     /// Cancelled at shutdown: ends WatchChanges streams so the server can drain.
     streams: CancellationToken,
     tasks: TaskTracker,
+    metrics: Arc<CpMetrics>,
 }
 
 impl ControlPlaneService {
@@ -35,12 +39,14 @@ impl ControlPlaneService {
         feed: broadcast::Sender<ChangeMessage>,
         streams: CancellationToken,
         tasks: TaskTracker,
+        metrics: Arc<CpMetrics>,
     ) -> Self {
         Self {
             store,
             feed,
             streams,
             tasks,
+            metrics,
         }
     }
 }
@@ -49,6 +55,18 @@ type Res<T> = Result<Response<T>, Status>;
 
 fn ok<T>(r: Result<T, ApiError>) -> Res<T> {
     r.map(Response::new).map_err(Status::from)
+}
+
+impl ControlPlaneService {
+    /// A write's answer, counted by resource and result.
+    fn write<T>(&self, resource: &'static str, r: Result<T, ApiError>) -> Res<T> {
+        let r = ok(r);
+        self.metrics.write(
+            resource,
+            r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
+        r
+    }
 }
 
 pub(crate) fn to_event(m: &ChangeMessage) -> pb::ChangeEvent {
@@ -81,7 +99,10 @@ pub(crate) fn to_event(m: &ChangeMessage) -> pb::ChangeEvent {
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneService {
     async fn create_provider(&self, r: Request<pb::CreateProviderRequest>) -> Res<pb::Provider> {
-        ok(self.store.create_provider(r.into_inner().provider).await)
+        self.write(
+            "provider",
+            self.store.create_provider(r.into_inner().provider).await,
+        )
     }
     async fn get_provider(&self, r: Request<pb::GetRequest>) -> Res<pb::Provider> {
         ok(self.store.get_provider(&r.into_inner().id_or_name).await)
@@ -95,18 +116,23 @@ impl ControlPlane for ControlPlaneService {
     }
     async fn update_provider(&self, r: Request<pb::UpdateProviderRequest>) -> Res<pb::Provider> {
         let r = r.into_inner();
-        ok(self.store.update_provider(r.provider, r.update_mask).await)
+        self.write(
+            "provider",
+            self.store.update_provider(r.provider, r.update_mask).await,
+        )
     }
     async fn delete_provider(&self, r: Request<pb::DeleteProviderRequest>) -> Res<()> {
         let r = r.into_inner();
-        ok(self
-            .store
-            .delete_provider(&r.id_or_name, r.force, &r.etag)
-            .await)
+        self.write(
+            "provider",
+            self.store
+                .delete_provider(&r.id_or_name, r.force, &r.etag)
+                .await,
+        )
     }
 
     async fn create_pool(&self, r: Request<pb::CreatePoolRequest>) -> Res<pb::Pool> {
-        ok(self.store.create_pool(r.into_inner().pool).await)
+        self.write("pool", self.store.create_pool(r.into_inner().pool).await)
     }
     async fn get_pool(&self, r: Request<pb::GetRequest>) -> Res<pb::Pool> {
         ok(self.store.get_pool(&r.into_inner().id_or_name).await)
@@ -117,18 +143,23 @@ impl ControlPlane for ControlPlaneService {
     }
     async fn update_pool(&self, r: Request<pb::UpdatePoolRequest>) -> Res<pb::Pool> {
         let r = r.into_inner();
-        ok(self.store.update_pool(r.pool, r.update_mask).await)
+        self.write("pool", self.store.update_pool(r.pool, r.update_mask).await)
     }
     async fn delete_pool(&self, r: Request<pb::DeletePoolRequest>) -> Res<()> {
         let r = r.into_inner();
-        ok(self
-            .store
-            .delete_pool(&r.id_or_name, r.force, &r.etag)
-            .await)
+        self.write(
+            "pool",
+            self.store
+                .delete_pool(&r.id_or_name, r.force, &r.etag)
+                .await,
+        )
     }
 
     async fn create_member(&self, r: Request<pb::CreateMemberRequest>) -> Res<pb::Member> {
-        ok(self.store.create_member(r.into_inner().member).await)
+        self.write(
+            "member",
+            self.store.create_member(r.into_inner().member).await,
+        )
     }
     async fn get_member(&self, r: Request<pb::GetRequest>) -> Res<pb::Member> {
         ok(self.store.get_member(&r.into_inner().id_or_name).await)
@@ -145,15 +176,18 @@ impl ControlPlane for ControlPlaneService {
     }
     async fn update_member(&self, r: Request<pb::UpdateMemberRequest>) -> Res<pb::Member> {
         let r = r.into_inner();
-        ok(self.store.update_member(r.member, r.update_mask).await)
+        self.write(
+            "member",
+            self.store.update_member(r.member, r.update_mask).await,
+        )
     }
     async fn delete_member(&self, r: Request<pb::DeleteMemberRequest>) -> Res<()> {
         let r = r.into_inner();
-        ok(self.store.delete_member(&r.id, &r.etag).await)
+        self.write("member", self.store.delete_member(&r.id, &r.etag).await)
     }
 
     async fn create_route(&self, r: Request<pb::CreateRouteRequest>) -> Res<pb::Route> {
-        ok(self.store.create_route(r.into_inner().route).await)
+        self.write("route", self.store.create_route(r.into_inner().route).await)
     }
     async fn get_route(&self, r: Request<pb::GetRequest>) -> Res<pb::Route> {
         ok(self.store.get_route(&r.into_inner().id_or_name).await)
@@ -164,11 +198,17 @@ impl ControlPlane for ControlPlaneService {
     }
     async fn update_route(&self, r: Request<pb::UpdateRouteRequest>) -> Res<pb::Route> {
         let r = r.into_inner();
-        ok(self.store.update_route(r.route, r.update_mask).await)
+        self.write(
+            "route",
+            self.store.update_route(r.route, r.update_mask).await,
+        )
     }
     async fn delete_route(&self, r: Request<pb::DeleteRouteRequest>) -> Res<()> {
         let r = r.into_inner();
-        ok(self.store.delete_route(&r.id_or_name, &r.etag).await)
+        self.write(
+            "route",
+            self.store.delete_route(&r.id_or_name, &r.etag).await,
+        )
     }
 
     async fn get_snapshot(&self, _r: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use crate::model::Candidate;
-use crate::upstream::{self, ChatRequest, Chunk, ChunkStream, Completion, UpstreamError};
+use crate::upstream::{
+    self, ChatRequest, Chunk, ChunkStream, Completion, TraceHeaders, UpstreamError,
+};
 
 /// An open stream: its first chunk is in hand, so it is committed.
 pub struct OpenStream {
@@ -21,12 +23,16 @@ pub async fn complete(
     http: &HttpClients,
     c: Arc<Candidate>,
     req: &ChatRequest,
+    trace: TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
     let client = http.for_connect_timeout(c.target.timeouts.connect);
     let t = &c.target;
-    tokio::time::timeout(t.timeouts.total, upstream::complete(&client, t, req))
-        .await
-        .unwrap_or(Err(UpstreamError::RequestTimeout))
+    tokio::time::timeout(
+        t.timeouts.total,
+        upstream::complete(&client, t, req, &trace),
+    )
+    .await
+    .unwrap_or(Err(UpstreamError::RequestTimeout))
 }
 
 /// Opens a stream to `c` and peeks its first chunk, within the first-byte timeout.
@@ -34,11 +40,12 @@ pub async fn open_stream(
     http: &HttpClients,
     c: Arc<Candidate>,
     req: &ChatRequest,
+    trace: TraceHeaders,
 ) -> Result<OpenStream, UpstreamError> {
     let client = http.for_connect_timeout(c.target.timeouts.connect);
     let t = &c.target;
     let open = async {
-        let mut s = upstream::stream(&client, t, req).await?;
+        let mut s = upstream::stream(&client, t, req, &trace).await?;
         match s.next().await {
             Some(Ok(first)) => Ok(OpenStream { first, rest: s }),
             Some(Err(e)) => Err(e),

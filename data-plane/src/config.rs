@@ -66,6 +66,20 @@ pub struct Args {
     pub shutdown_grace_secs: u64,
     #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
+    /// Where Prometheus scrapes `GET /metrics` (host:port, or `off`).
+    #[arg(
+        long,
+        env = "SWITCHYARD_METRICS_LISTEN",
+        default_value = "0.0.0.0:9102"
+    )]
+    pub metrics_listen: String,
+    /// How often this worker flushes its pool statistics to Redis, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_STATS_FLUSH_MS", default_value_t = 5_000)]
+    pub stats_flush_ms: u64,
+    /// Keys of a request's `metadata` copied into its trace span and log
+    /// lines (comma-separated); none by default, since metadata may hold personal data.
+    #[arg(long, env = "SWITCHYARD_TRACE_METADATA_KEYS", value_delimiter = ',')]
+    pub trace_metadata_keys: Vec<String>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -118,6 +132,19 @@ impl Args {
         s.config_check_every = Duration::from_millis(self.config_check_ms.max(100));
         s.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         s.max_message_bytes = self.max_message_bytes;
+        if !(100..=60_000).contains(&self.stats_flush_ms) {
+            return Err(format!(
+                "--stats-flush-ms is {}; use 100 to 60000",
+                self.stats_flush_ms
+            ));
+        }
+        s.stats_flush = Duration::from_millis(self.stats_flush_ms);
+        s.span_metadata = self
+            .trace_metadata_keys
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
         let tokens: Vec<_> = self
             .inference_tokens
             .iter()

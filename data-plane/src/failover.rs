@@ -21,16 +21,20 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::attempt::{self, HttpClients, OpenStream};
 use crate::catalog::Catalog;
 use crate::error::DpError;
 use crate::fleet::{Fleet, ProbeHold, Reservation};
 use crate::model::{Candidate, Pool};
+use crate::observe::Observer;
+use crate::observe::metrics::outcome_name;
+use crate::observe::trace::Incoming;
 use crate::plan::{self, Skip, Step};
 pub use crate::tried::Failed;
 use crate::tried::Log;
-use crate::upstream::{ChatRequest, Completion, ErrorClass, UpstreamError};
+use crate::upstream::{ChatRequest, Completion, ErrorClass, TraceHeaders, UpstreamError};
 
 /// Shared by every request of a worker.
 pub struct Engine {
@@ -45,6 +49,7 @@ pub struct Engine {
     pub auth_cooldown: Duration,
     /// First backoff between retries of one member (doubled each retry, jittered).
     pub retry_backoff: Duration,
+    pub observer: Arc<Observer>,
 }
 
 /// Longest wait between two retries of one member.
@@ -89,6 +94,8 @@ struct Run<'a> {
     /// What the serving member's reservation took.
     reserved: u64,
     log: Log,
+    /// The caller's trace context, continued by each attempt.
+    trace: &'a Incoming,
 }
 
 /// How long a probe is held at most: the longest request of the pool, plus
@@ -109,10 +116,11 @@ impl Engine {
         model: &str,
         req: &ChatRequest,
         deadline: Option<Instant>,
+        trace: &Incoming,
     ) -> Result<Served<Completion>, Failed> {
         // Each attempt borrows the request and shares the member (no copies per attempt).
-        self.run(model, deadline, req.token_estimate(), |c| {
-            attempt::complete(&self.http, c, req)
+        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
+            attempt::complete(&self.http, c, req, t)
         })
         .await
     }
@@ -122,9 +130,10 @@ impl Engine {
         model: &str,
         req: &ChatRequest,
         deadline: Option<Instant>,
+        trace: &Incoming,
     ) -> Result<Served<OpenStream>, Failed> {
-        self.run(model, deadline, req.token_estimate(), |c| {
-            attempt::open_stream(&self.http, c, req)
+        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
+            attempt::open_stream(&self.http, c, req, t)
         })
         .await
     }
@@ -134,10 +143,11 @@ impl Engine {
         model: &str,
         deadline: Option<Instant>,
         estimate: u64,
+        trace: &Incoming,
         attempt: F,
     ) -> Result<Served<T>, Failed>
     where
-        F: Fn(Arc<Candidate>) -> Fut,
+        F: Fn(Arc<Candidate>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let catalog = self.catalog.load_full();
@@ -153,6 +163,7 @@ impl Engine {
             estimate,
             reserved: 0,
             log: Log::default(),
+            trace,
         };
         let tiers: Vec<&Arc<Pool>> = resolved
             .tiers
@@ -228,7 +239,7 @@ impl Engine {
         attempt: &F,
     ) -> Outcome<T>
     where
-        F: Fn(Arc<Candidate>) -> Fut,
+        F: Fn(Arc<Candidate>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let c = &step.candidate;
@@ -289,21 +300,56 @@ impl Engine {
             }
             run.budget -= 1;
             let start = Instant::now();
+            // The attempt's span: the parent the upstream sees in traceparent.
+            let span = tracing::info_span!(
+                "attempt",
+                otel.name = %format_args!("chat {}", c.upstream_model),
+                otel.kind = "client",
+                gen_ai.operation.name = "chat",
+                gen_ai.provider.name = %c.provider,
+                gen_ai.request.model = %c.upstream_model,
+                switchyard.pool = %pool.name,
+                switchyard.member = %c.member_id,
+                switchyard.try = n + 1,
+                switchyard.outcome = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                switchyard.ttfb_ms = tracing::field::Empty,
+            );
+            let probing = probe.is_some();
+            let busy = self
+                .observer
+                .metrics
+                .attempt_started(&pool.name, &c.member_id);
+            let call = attempt(c.clone(), run.trace.outgoing(&span)).instrument(span.clone());
             let result = match run.deadline {
-                Some(d) => match tokio::time::timeout_at(d, attempt(c.clone())).await {
+                Some(d) => match tokio::time::timeout_at(d, call).await {
                     Ok(r) => r,
                     Err(_) => {
                         // Cut by the caller's deadline: not the member's fault.
+                        busy.done();
+                        span.record("switchyard.outcome", "deadline");
                         run.log
                             .push(pool, c, pb::AttemptOutcome::Deadline, None, Some(start));
                         self.give_back(c, reserved);
                         return Outcome::Stop(self.deadline(run));
                     }
                 },
-                None => attempt(c.clone()).await,
+                None => call.await,
             };
+            busy.done();
+            if probing {
+                self.observer
+                    .metrics
+                    .probed(&pool.name, &c.member_id, result.is_ok());
+            }
             let err = match result {
                 Ok(value) => {
+                    span.record("switchyard.outcome", "ok");
+                    span.record(
+                        "switchyard.ttfb_ms",
+                        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    );
                     run.log
                         .push(pool, c, pb::AttemptOutcome::Ok, None, Some(start));
                     self.fleet.success(&c.member_id, probe.take());
@@ -326,6 +372,12 @@ impl Engine {
                     pb::AttemptOutcome::Permanent
                 }
             };
+            let outcome_label = outcome_name(outcome as i32);
+            span.record("switchyard.outcome", outcome_label);
+            span.record("error.type", outcome_label);
+            if let Some(status) = err.http_status() {
+                span.record("http.response.status_code", status);
+            }
             run.log.push(pool, c, outcome, Some(&err), Some(start));
             tracing::info!(pool = %pool.name, member = %c.member_id, provider = %c.provider, attempt = n + 1, error = %err, "upstream attempt failed");
             match class {
@@ -338,6 +390,7 @@ impl Engine {
                     );
                     let benched = entry.benched_at(Instant::now());
                     if benched {
+                        self.observer.metrics.benched(&pool.name, &c.member_id);
                         tracing::warn!(pool = %pool.name, member = %c.member_id, benches = entry.benches, "member benched");
                     }
                     if benched || n + 1 == tries || !self.back_off(n, run).await {
@@ -349,6 +402,7 @@ impl Engine {
                     // Benched at once, fleet-wide, for as long as it said.
                     let d = err.retry_after().unwrap_or(self.rate_limit_cooldown);
                     self.fleet.bench_for(&c.member_id, d, probe.take());
+                    self.observer.metrics.benched(&pool.name, &c.member_id);
                     tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member rate-limited: benched");
                     run.log.due_back(d);
                     run.log
@@ -358,6 +412,7 @@ impl Engine {
                 ErrorClass::AuthBilling(refusal) => {
                     let d = self.auth_cooldown;
                     self.fleet.bench_for(&c.member_id, d, probe.take());
+                    self.observer.metrics.benched(&pool.name, &c.member_id);
                     tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member refused its credential or account: benched");
                     run.log.refused(refusal, c, &err);
                     run.log

@@ -30,6 +30,7 @@ pub mod error;
 pub mod failover;
 pub mod fleet;
 pub mod model;
+pub mod observe;
 pub mod plan;
 pub mod respond;
 pub mod server;

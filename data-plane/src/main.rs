@@ -18,13 +18,26 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let settings = match args.settings() {
+    let mut settings = match args.settings() {
         Ok(s) => s,
         Err(err) => {
             tracing::error!(error = %err, "invalid configuration");
             return std::process::ExitCode::from(2);
         }
     };
+    let metrics_at = match switchyard_shared::metrics::parse_listen(&args.metrics_listen) {
+        Ok(a) => a,
+        Err(err) => {
+            tracing::error!(error = %err, "invalid configuration");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    settings.metrics = switchyard_data_plane::observe::Metrics::register(&mut registry);
+    if let Err(err) = switchyard_shared::metrics::start(metrics_at, registry).await {
+        tracing::error!(error = %err, listen = %args.metrics_listen, "cannot serve metrics");
+        return std::process::ExitCode::from(2);
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(err) => {

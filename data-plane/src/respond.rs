@@ -61,10 +61,11 @@ pub fn served_metadata(
     }
 }
 
-pub fn failed(request_id: &str, f: Failed) -> Status {
+/// The caller's status for a request nobody served, naming the attempts.
+pub fn failed(request_id: &str, f: Failed) -> (Status, Vec<pb::Attempt>) {
     let mut status = Status::from(f.error);
     served_metadata(status.metadata_mut(), request_id, None, &f.attempts);
-    status
+    (status, f.attempts)
 }
 
 pub type EventStream =

@@ -26,7 +26,11 @@ use crate::catalog::{Catalog, ProcessSecrets, Secrets};
 use crate::failover::Engine;
 use crate::fleet::memory::MemoryBackend;
 use crate::fleet::redis::RedisBackend;
+use crate::fleet::timed::Timed;
 use crate::fleet::{Backend, Fleet, Link, LinkState};
+use crate::observe::metrics::Live;
+use crate::observe::stats::{MemoryStore, Recorder, RedisStore, Store};
+use crate::observe::{Metrics, Observer};
 use crate::service::InferenceService;
 use crate::sync::{Loader, SyncState};
 
@@ -57,6 +61,12 @@ pub struct Settings {
     pub secrets: Box<dyn Secrets>,
     /// Who may call inference; disabled = anyone (logged as a warning).
     pub auth: Authorizer,
+    /// Where this worker's metrics are registered (served by the caller).
+    pub metrics: Arc<Metrics>,
+    /// How often pool statistics are flushed to the fleet's store.
+    pub stats_flush: Duration,
+    /// Caller metadata keys copied into request spans.
+    pub span_metadata: Vec<String>,
 }
 
 impl Settings {
@@ -75,6 +85,9 @@ impl Settings {
             max_message_bytes: 4 << 20,
             secrets: Box::new(ProcessSecrets),
             auth: Authorizer::disabled(),
+            metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
+            stats_flush: Duration::from_secs(5),
+            span_metadata: Vec::new(),
         }
     }
 }
@@ -117,13 +130,22 @@ pub async fn serve(
     let pusher_stop = CancellationToken::new();
     let mut workers = Vec::new();
     // The fleet first (its backend), then config sync, which tells it of new pools.
-    let (backend, follow): (Arc<dyn Backend>, Follow) = match settings.source {
+    let (backend, stats_store, follow): (Arc<dyn Backend>, Arc<dyn Store>, Follow) = match settings
+        .source
+    {
         Source::Redis { redis, prefix } => {
             let client = Redis::open(&redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
             let keys = RedisKeys::new(prefix);
             let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
+            let timed = Arc::new(Timed::new(backend.clone(), settings.metrics.redis.clone()));
+            let stats = Arc::new(RedisStore {
+                redis: client.clone(),
+                keys: keys.clone(),
+                conn: tokio::sync::OnceCell::new(),
+            });
             (
-                backend.clone(),
+                timed,
+                stats,
                 Follow::Redis {
                     client: Box::new(client),
                     keys,
@@ -131,7 +153,11 @@ pub async fn serve(
                 },
             )
         }
-        Source::Local(rx) => (Arc::new(MemoryBackend::default()), Follow::Local(rx)),
+        Source::Local(rx) => (
+            Arc::new(MemoryBackend::default()),
+            Arc::new(MemoryStore::default()),
+            Follow::Local(rx),
+        ),
     };
     let (fleet, pusher) = Fleet::new(
         backend,
@@ -140,7 +166,27 @@ pub async fn serve(
         pusher_stop.clone(),
     );
     workers.push(("fleet pusher", daemons.spawn(pusher)));
+    let applied = Arc::new(ArcSwap::from_pointee(tokio::time::Instant::now()));
+    settings.metrics.attach(Live {
+        catalog: catalog.clone(),
+        fleet: fleet.clone(),
+        sync: state_rx.clone(),
+        applied: applied.clone(),
+    });
+    let observer = Arc::new(Observer {
+        metrics: settings.metrics.clone(),
+        stats: Recorder::new(stats_store),
+    });
+    workers.push((
+        "stats flusher",
+        daemons.spawn(crate::observe::stats::flush_every(
+            observer.clone(),
+            settings.stats_flush,
+            pusher_stop.clone(),
+        )),
+    ));
     let loader = Loader {
+        applied,
         catalog: catalog.clone(),
         master_key: settings.master_key,
         secrets: settings.secrets,
@@ -189,6 +235,7 @@ pub async fn serve(
         rate_limit_cooldown: settings.rate_limit_cooldown,
         auth_cooldown: settings.auth_cooldown,
         retry_backoff: settings.retry_backoff,
+        observer,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -249,6 +296,7 @@ pub async fn serve(
         engine,
         tasks.clone(),
         settings.stream_idle,
+        settings.span_metadata,
     ))
     .max_decoding_message_size(settings.max_message_bytes);
 

@@ -16,6 +16,9 @@ use crate::error::DpError;
 use crate::failover::{Engine, Failed, Served};
 use crate::fleet::State;
 use crate::model::Pool;
+use crate::observe::stats::MAX_WINDOW_SECS;
+use crate::observe::trace::Incoming;
+use crate::observe::{Watch, report};
 use crate::respond::{self, EventStream, event, failed, served_metadata};
 use crate::stream::Pump;
 use crate::upstream::{self, ChatRequest};
@@ -25,14 +28,23 @@ pub struct InferenceService {
     tasks: TaskTracker,
     /// Longest silence between two chunks once a stream is committed.
     stream_idle: Duration,
+    /// Keys of the caller's `metadata` copied into the request's span (and
+    /// logs); none by default, as metadata may hold personal data.
+    span_metadata: Arc<[String]>,
 }
 
 impl InferenceService {
-    pub fn new(engine: Arc<Engine>, tasks: TaskTracker, stream_idle: Duration) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        tasks: TaskTracker,
+        stream_idle: Duration,
+        span_metadata: Vec<String>,
+    ) -> Self {
         Self {
             engine,
             tasks,
             stream_idle,
+            span_metadata: span_metadata.into(),
         }
     }
 }
@@ -148,48 +160,108 @@ fn request_id(r: &pb::GenerateRequest) -> String {
 }
 
 /// What both Generate RPCs start with: the checked request, its id, the
-/// caller's deadline and the request's log span.
+/// caller's deadline and trace context, the request's span, and its watch
+/// (metrics and statistics, taken when it ends).
 struct Call {
     id: String,
     chat: ChatRequest,
     deadline: Option<Instant>,
     span: tracing::Span,
+    trace: Incoming,
 }
 
-impl Call {
+impl InferenceService {
     fn start(
+        &self,
         r: Request<pb::GenerateRequest>,
         rpc: &'static str,
-    ) -> Result<(pb::GenerateRequest, Self), Status> {
+    ) -> Result<(pb::GenerateRequest, Call, Option<Watch>), Status> {
         let deadline = deadline(r.metadata());
+        let trace = Incoming::from_metadata(r.metadata());
         let r = r.into_inner();
+        let watch = self.engine.observer.start(&r.model);
         let id = request_id(&r);
-        let chat = chat_request(&r).map_err(Status::from)?;
-        // Caller metadata is logged, never sent upstream.
-        let span = tracing::info_span!("generate", rpc, request_id = %id, model = %r.model, caller = ?r.metadata);
+        let chat = match chat_request(&r) {
+            Ok(c) => c,
+            Err(e) => {
+                let status = Status::from(e);
+                watch.finish(status.code(), None, None, None, &[]);
+                return Err(status);
+            }
+        };
+        // Caller metadata is never sent upstream, and reaches the span (and
+        // logs) only for the keys the operator allowed.
+        let allowed: Vec<String> = self
+            .span_metadata
+            .iter()
+            .filter_map(|k| r.metadata.get(k).map(|v| format!("{k}={v}")))
+            .collect();
+        let span = tracing::info_span!(
+            "generate",
+            otel.name = %format_args!("{rpc} {}", r.model),
+            otel.kind = "server",
+            rpc,
+            request_id = %id,
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %r.model,
+            metadata = tracing::field::Empty,
+            gen_ai.response.model = tracing::field::Empty,
+            switchyard.member = tracing::field::Empty,
+            switchyard.attempts = tracing::field::Empty,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        if !allowed.is_empty() {
+            span.record("metadata", allowed.join(","));
+        }
+        trace.parent(&span);
         Ok((
             r,
-            Self {
+            Call {
                 id,
                 chat,
                 deadline,
                 span,
+                trace,
             },
+            Some(watch),
         ))
     }
+}
 
-    /// Runs the engine inside the request's span; a failure is logged and
-    /// becomes the caller's status.
+impl Call {
+    /// Runs the engine inside the request's span; a failure is logged,
+    /// counted, and becomes the caller's status.
     async fn run<T>(
         &self,
+        watch: &mut Option<Watch>,
         engine: impl std::future::Future<Output = Result<Served<T>, Failed>>,
     ) -> Result<Served<T>, Status> {
-        engine.instrument(self.span.clone()).await.map_err(|f| {
-            self.span.in_scope(
-                || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
-            );
-            failed(&self.id, f)
-        })
+        match engine.instrument(self.span.clone()).await {
+            Ok(served) => {
+                self.span.record(
+                    "gen_ai.response.model",
+                    served.served_by.upstream_model.as_str(),
+                );
+                self.span
+                    .record("switchyard.member", served.served_by.member_id.as_str());
+                self.span
+                    .record("switchyard.attempts", served.attempts.len());
+                Ok(served)
+            }
+            Err(f) => {
+                self.span.in_scope(
+                    || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
+                );
+                let (status, attempts) = failed(&self.id, f);
+                self.span.record("switchyard.attempts", attempts.len());
+                self.span
+                    .record("rpc.grpc.status_code", status.code() as i32);
+                if let Some(w) = watch.take() {
+                    w.finish(status.code(), None, None, None, &attempts);
+                }
+                Err(status)
+            }
+        }
     }
 }
 
@@ -199,9 +271,13 @@ impl Inference for InferenceService {
         &self,
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
-        let (r, call) = Call::start(r, "generate")?;
+        let (r, call, mut watch) = self.start(r, "generate")?;
         let served = call
-            .run(self.engine.generate(&r.model, &call.chat, call.deadline))
+            .run(
+                &mut watch,
+                self.engine
+                    .generate(&r.model, &call.chat, call.deadline, &call.trace),
+            )
             .await?;
         if served.member.limits.any()
             && let Some(u) = served.value.usage
@@ -216,6 +292,15 @@ impl Inference for InferenceService {
         call.span.in_scope(
             || tracing::info!(member = %served.served_by.member_id, attempts = served.attempts.len(), "served"),
         );
+        if let Some(w) = watch.take() {
+            w.finish(
+                tonic::Code::Ok,
+                Some(&served.served_by),
+                served.value.usage,
+                None,
+                &served.attempts,
+            );
+        }
         Ok(respond::unary(call.id, served))
     }
 
@@ -225,9 +310,13 @@ impl Inference for InferenceService {
         &self,
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let (r, call) = Call::start(r, "generate_stream")?;
+        let (r, call, mut watch) = self.start(r, "generate_stream")?;
         let served = call
-            .run(self.engine.open_stream(&r.model, &call.chat, call.deadline))
+            .run(
+                &mut watch,
+                self.engine
+                    .open_stream(&r.model, &call.chat, call.deadline, &call.trace),
+            )
             .await?;
         let Call {
             id, span, deadline, ..
@@ -243,8 +332,14 @@ impl Inference for InferenceService {
         span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
         let mut headers = MetadataMap::new();
         served_metadata(&mut headers, &id, Some(&served_by), &attempts);
+        let busy = self
+            .engine
+            .observer
+            .metrics
+            .member_busy(&pool.name, &member.member_id);
         let pump = Pump {
             fleet: self.engine.fleet.clone(),
+            watch: watch.map(|w| (w, served_by.clone(), attempts.clone(), busy)),
             member,
             pool,
             reserved_tokens,
@@ -345,6 +440,48 @@ impl Inference for InferenceService {
         Ok(Response::new(pb::ListModelsResponse {
             revision: catalog.revision,
             models,
+        }))
+    }
+
+    async fn get_pool_stats(
+        &self,
+        r: Request<pb::GetPoolStatsRequest>,
+    ) -> Result<Response<pb::GetPoolStatsResponse>, Status> {
+        let r = r.into_inner();
+        let window = match r.window_seconds {
+            0 => 300,
+            w @ 60..=MAX_WINDOW_SECS => w,
+            w => {
+                return Err(Status::invalid_argument(format!(
+                    "window_seconds is {w}; use 60 to {MAX_WINDOW_SECS} (0 for 300)"
+                )));
+            }
+        };
+        let catalog = self.engine.catalog.load_full();
+        let (mut pools, _) = catalog.models();
+        if !r.pool.is_empty() {
+            pools.retain(|p| p.name == r.pool);
+            if pools.is_empty() {
+                return Err(Status::not_found(format!(
+                    "no pool named '{}'",
+                    r.pool.chars().take(128).collect::<String>()
+                )));
+            }
+        }
+        let (totals, from, to) = self
+            .engine
+            .observer
+            .stats
+            .read(Duration::from_secs(u64::from(window)))
+            .await
+            .map_err(|e| Status::unavailable(format!("pool statistics are unreachable: {e}")))?;
+        let health = self.engine.fleet.table().load();
+        let now = Instant::now();
+        Ok(Response::new(pb::GetPoolStatsResponse {
+            window_seconds: window,
+            from_unix_ms: from.saturating_mul(1000),
+            to_unix_ms: to.saturating_mul(1000),
+            pools: report::pools(&pools, &totals, &health, now, |at| unix_ms(at, now)),
         }))
     }
 }

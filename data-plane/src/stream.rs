@@ -21,14 +21,19 @@ use crate::attempt::OpenStream;
 use crate::error::DpError;
 use crate::fleet::Fleet;
 use crate::model::{Candidate, Pool};
+use crate::observe::Watch;
+use crate::observe::metrics::Inflight;
 use crate::respond::{EventStream, chunk_event};
-use crate::upstream::{Chunk, ChunkStream, ErrorClass};
+use crate::upstream::{Chunk, ChunkStream, ErrorClass, Usage};
 
 type Tx = mpsc::Sender<Result<pb::GenerateStreamEvent, Status>>;
 
 /// One committed stream on its way to the caller.
 pub struct Pump {
     pub fleet: Fleet,
+    /// The request's watch, who served it and what was tried, and the
+    /// member's in-flight count: the stream's end is the request's end.
+    pub watch: Option<(Watch, pb::ServedBy, Vec<pb::Attempt>, Inflight)>,
     pub member: Arc<Candidate>,
     pub pool: Arc<Pool>,
     /// Tokens reserved ahead from the member's `tpm_limit`, settled at usage.
@@ -52,7 +57,7 @@ enum Cut {
 impl Pump {
     /// Runs the pump on `tasks`, first sending `start`; returns the events.
     pub fn spawn(
-        self,
+        mut self,
         tasks: &TaskTracker,
         start: pb::GenerateStreamEvent,
         open: OpenStream,
@@ -66,24 +71,34 @@ impl Pump {
                 let OpenStream { first, rest } = open;
                 // Dropping `rest` (at the end of this task) closes the upstream
                 // connection: a caller that left cancels the upstream at once.
-                let mut usage = None;
+                let mut usage: Option<Usage> = None;
+                let watch = self.watch.take();
+                // The first chunk goes out right after the start event.
+                let ttft = watch.as_ref().map(|(w, ..)| w.started().elapsed());
                 let end = self.run(&tx, start, first, rest, &mut usage).await;
                 if self.member.limits.any()
-                    && let Some(used) = usage
+                    && let Some(u) = usage
                 {
                     // Settled once, on the last usage the stream reported; a
                     // stream that reported none keeps its estimate.
+                    let used = u64::from(u.input_tokens) + u64::from(u.output_tokens);
                     self.fleet
                         .settle(&self.member.member_id, used, self.reserved_tokens);
                 }
                 let status = match end {
-                    Ok(()) => {
-                        finished.store(true, Ordering::Release);
-                        Status::with_metadata(tonic::Code::Ok, "", self.trailers)
-                    }
-                    Err(Cut::Failed(e)) => Status::from(e),
-                    Err(Cut::CallerGone) => return,
+                    Ok(()) => Some(Status::with_metadata(tonic::Code::Ok, "", self.trailers)),
+                    Err(Cut::Failed(e)) => Some(Status::from(e)),
+                    Err(Cut::CallerGone) => None,
                 };
+                let code = status.as_ref().map_or(tonic::Code::Cancelled, Status::code);
+                if let Some((w, served_by, attempts, busy)) = watch {
+                    drop(busy);
+                    w.finish(code, Some(&served_by), usage, ttft, &attempts);
+                }
+                let Some(status) = status else { return };
+                if code == tonic::Code::Ok {
+                    finished.store(true, Ordering::Release);
+                }
                 // The closing status gets a moment of its own even past the
                 // deadline, so a stream never looks finished (OK) when it was cut.
                 let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
@@ -105,7 +120,7 @@ impl Pump {
         start: pb::GenerateStreamEvent,
         first: Chunk,
         mut rest: ChunkStream,
-        usage: &mut Option<u64>,
+        usage: &mut Option<Usage>,
     ) -> Result<(), Cut> {
         // A caller that stops reading holds the upstream open no longer than
         // the stream may last.
@@ -166,14 +181,14 @@ impl Pump {
         &self,
         chunk: Chunk,
         send: &F,
-        usage: &mut Option<u64>,
+        usage: &mut Option<Usage>,
     ) -> Result<bool, Cut>
     where
         F: Fn(pb::GenerateStreamEvent) -> Fut,
         Fut: std::future::Future<Output = Result<(), Cut>>,
     {
         if let Chunk::Usage(u) = &chunk {
-            *usage = Some(u64::from(u.input_tokens) + u64::from(u.output_tokens));
+            *usage = Some(*u);
         }
         let finished = matches!(chunk, Chunk::Finish(_));
         send(chunk_event(chunk)).await?;

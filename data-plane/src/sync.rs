@@ -38,6 +38,8 @@ pub enum SyncState {
 
 /// Builds catalogs from snapshots and swaps them in.
 pub struct Loader {
+    /// When the catalog last changed (for the config-age gauge).
+    pub applied: Arc<ArcSwap<tokio::time::Instant>>,
     pub catalog: Arc<ArcSwap<Catalog>>,
     pub master_key: Option<MasterKey>,
     pub secrets: Box<dyn Secrets>,
@@ -61,6 +63,7 @@ impl Loader {
         let catalog = Catalog::build(snap, self.master_key.as_ref(), self.secrets.as_ref());
         let catalog = Arc::new(catalog);
         self.catalog.store(catalog.clone());
+        self.applied.store(Arc::new(tokio::time::Instant::now()));
         let (pools, _) = catalog.models();
         let ids: std::collections::HashSet<&str> = pools.iter().map(|p| p.id.as_str()).collect();
         self.fleet.retain_pools(|id| ids.contains(id));

@@ -37,6 +37,7 @@ impl Log {
         err: Option<&UpstreamError>,
         start: Option<Instant>,
     ) {
+        let took = start.map_or(Duration::ZERO, |s| s.elapsed());
         self.attempts.push(pb::Attempt {
             pool: pool.name.clone(),
             member_id: c.member_id.clone(),
@@ -47,9 +48,8 @@ impl Log {
                 .and_then(UpstreamError::http_status)
                 .map_or(0, u32::from),
             detail: err.map(ToString::to_string).unwrap_or_default(),
-            duration_ms: start.map_or(0, |s| {
-                u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
-            }),
+            duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         });
     }
 
@@ -169,7 +169,7 @@ impl Log {
 }
 
 /// Whether an attempt of this outcome reached an upstream.
-fn reached(outcome: i32) -> bool {
+pub(crate) fn reached(outcome: i32) -> bool {
     [
         pb::AttemptOutcome::Ok,
         pb::AttemptOutcome::Transient,

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
@@ -52,6 +54,7 @@ async fn a_change_made_through_the_control_plane_reaches_a_running_worker() {
         .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
         .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
         .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
+        .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
         .env("SWITCHYARD_LOG_FORMAT", "json");
     let cp = ServerProc::start(cmd, "control plane listening").await;
     let w = worker(&redis_url(), &prefix, &[]).await;
@@ -138,4 +141,96 @@ async fn a_change_made_through_the_control_plane_reaches_a_running_worker() {
     for log in [cp.logs(), w.logs()] {
         assert!(!log.contains("sk-e2e-sealed-secret-42"), "secret in logs");
     }
+}
+
+/// The family a sample belongs to (`x_total` → `x`, `x_bucket` → `x`, …).
+fn families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn family_of(sample: &str) -> Vec<String> {
+    let mut out = vec![sample.to_owned()];
+    for suffix in ["_total", "_bucket", "_sum", "_count", "_created"] {
+        if let Some(base) = sample.strip_suffix(suffix) {
+            out.push(base.to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboards_and_alerts_use_is_one_the_servers_export() {
+    let prefix = RedisPrefix::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(control_plane_binary());
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()),
+        )
+        .env("REDIS_URL", redis_url())
+        .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
+        .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
+        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
+        .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_LOG_FORMAT", "json");
+    let cp = ServerProc::start(cmd, "control plane listening").await;
+    // A series appears with its first event: one write on the control plane…
+    let mut admin_client = ControlPlaneClient::connect(format!("http://{}", cp.addr))
+        .await
+        .expect("connect");
+    admin_client
+        .create_provider(admin(pb::CreateProviderRequest {
+            provider: Some(pb::Provider {
+                name: "fake".into(),
+                kind: pb::ProviderKind::Openai.into(),
+                base_url: "http://127.0.0.1:9/v1".into(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("created");
+    // …and, on a worker of its own (its own prefix), a failover that
+    // benches member a, a probe that brings it back, and a stream.
+    let s = setup(policy(0, 1, 200), &[]).await;
+    s.fake.set_fault("a", status(503));
+    let mut c = client(&s.worker).await;
+    c.generate(ask("p", "fails over")).await.expect("b serves");
+    s.fake.clear_fault("a");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.generate(ask("p", "probes a")).await.expect("a serves");
+    let stream = c
+        .generate_stream(ask("p", "stream"))
+        .await
+        .expect("stream")
+        .into_inner();
+    drain_ok(stream).await;
+    let mut exported = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        exported = families(&scrape(&cp).await)
+            .into_iter()
+            .chain(families(&scrape(&s.worker).await))
+            .collect();
+        if exported.contains("switchyard_control_plane_publish_lag_seconds")
+            && exported.contains("switchyard_probes")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let used = switchyard_testkit::dashboards::metrics_used();
+    assert!(used.len() > 20, "the deploy files use metrics: {used:?}");
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|s| !family_of(s).iter().any(|f| exported.contains(f)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/ uses metrics no server exports: {missing:?}; exported families: {exported:?}"
+    );
 }

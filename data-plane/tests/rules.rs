@@ -102,6 +102,7 @@ impl Rig {
                 rate_limit_cooldown: Duration::from_secs(5),
                 auth_cooldown: Duration::from_secs(300),
                 retry_backoff: Duration::from_millis(50),
+                observer: switchyard_data_plane::observe::Observer::detached(),
             },
             threshold: failover.failure_threshold,
             cooldown_ms: failover.cooldown_base_ms,
@@ -147,7 +148,10 @@ impl Rig {
                 })
                 .collect::<Vec<_>>()
         };
-        let r = self.engine.generate(model, &req, deadline).await;
+        let r = self
+            .engine
+            .generate(model, &req, deadline, &Default::default())
+            .await;
         // Let the background pusher apply what the request reported.
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(1)).await;

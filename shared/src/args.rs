@@ -16,9 +16,15 @@ pub struct TelemetryArgs {
     /// Log filter, RUST_LOG syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
-    /// OTLP/gRPC endpoint for traces (e.g. http://127.0.0.1:4317); export is off when unset.
+    /// OTLP endpoint for traces (e.g. http://127.0.0.1:4317); export is off when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc, or http/protobuf (then /v1/traces is added to the endpoint).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "grpc")]
+    pub otlp_protocol: crate::telemetry::OtlpProtocol,
+    /// PEM CA bundle that signs an https:// OTLP/gRPC endpoint's certificate.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    pub otlp_ca_file: Option<PathBuf>,
 }
 
 impl TelemetryArgs {
@@ -28,6 +34,8 @@ impl TelemetryArgs {
             log_format: self.log_format,
             log_filter: self.log.clone(),
             otlp_endpoint: self.otlp_endpoint.clone().filter(|s| !s.is_empty()),
+            otlp_protocol: self.otlp_protocol,
+            otlp_ca_file: self.otlp_ca_file.clone(),
         }
     }
 }

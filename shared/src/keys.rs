@@ -74,6 +74,12 @@ impl RedisKeys {
     pub fn member_quota(&self, member_id: &str) -> String {
         format!("{}:quota:{member_id}", self.prefix)
     }
+
+    /// One time bucket of pool statistics (`bucket`: its start, Unix
+    /// seconds). Every bucket shares a hash tag, so one pipeline reads a window.
+    pub fn stats_bucket(&self, bucket: i64) -> String {
+        format!("{{{}:stats}}:{bucket}", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod change;
 pub mod grpc;
 pub mod keys;
+pub mod metrics;
 pub mod redis_client;
 pub mod seal;
 pub mod shutdown;

@@ -31,14 +31,40 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// How spans travel to the collector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (port 4317).
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318, `/v1/traces`).
+    HttpProtobuf,
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" | "http" => Ok(Self::HttpProtobuf),
+            other => Err(format!(
+                "OTLP protocol must be 'grpc' or 'http/protobuf', not '{other}'"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TelemetryConfig {
     pub service_name: &'static str,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter; `info` when empty.
     pub log_filter: String,
-    /// OTLP/gRPC endpoint (`http://collector:4317`); no export when `None`.
+    /// OTLP endpoint (`http://collector:4317`); no export when `None`.
     pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
+    /// PEM CA bundle for an `https://` gRPC endpoint (default: webpki roots).
+    pub otlp_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Flushes exported spans when dropped: drop it last.
@@ -63,6 +89,8 @@ pub enum TelemetryError {
     Filter(String),
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(String),
+    #[error("cannot read the OTLP CA file {path}: {error}")]
+    CaFile { path: String, error: String },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
 }
@@ -86,11 +114,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let (otel, provider) = match &cfg.otlp_endpoint {
         None => (None, None),
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            let exporter = exporter(cfg, endpoint)?;
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
                 .with_resource(
@@ -113,4 +137,48 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The span exporter for `endpoint`, over the configured protocol.
+fn exporter(
+    cfg: &TelemetryConfig,
+    endpoint: &str,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
+    let built = match cfg.otlp_protocol {
+        OtlpProtocol::Grpc => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint);
+            if endpoint.starts_with("https://") {
+                let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+                if let Some(path) = &cfg.otlp_ca_file {
+                    // Config parsing, once at start-up.
+                    #[allow(clippy::disallowed_methods)]
+                    let pem = std::fs::read(path).map_err(|e| TelemetryError::CaFile {
+                        path: path.display().to_string(),
+                        error: e.to_string(),
+                    })?;
+                    tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                }
+                b = b.with_tls_config(tls);
+            }
+            b.build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            // The collector's traces path, unless the endpoint names one.
+            let url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
+                endpoint.to_owned()
+            } else {
+                format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+            };
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(url)
+                .with_headers(std::collections::HashMap::new())
+                .build()
+        }
+    };
+    built.map_err(|e| TelemetryError::Exporter(e.to_string()))
 }

@@ -136,6 +136,7 @@ impl<'a> Launch<'a> {
             .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
             .env("SWITCHYARD_READER_TOKENS", READER)
             .env("SWITCHYARD_LOG_FORMAT", "json")
+            .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_SHUTDOWN_GRACE_SECS", "5")
             .env("RUST_LOG", "info");
         if self.master_key {

@@ -20,6 +20,7 @@ mod push;
 pub mod quota;
 pub mod redis;
 pub mod tickets;
+pub mod timed;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -25,7 +25,8 @@ use super::wire::{
     post_unary, sat, secret_value,
 };
 use super::{
-    ChatRequest, Chunk, ChunkStream, Completion, Role, Target, ToolCall, UpstreamError, Usage,
+    ChatRequest, Chunk, ChunkStream, Completion, Role, Target, ToolCall, TraceHeaders,
+    UpstreamError, Usage, with_trace,
 };
 
 const API_VERSION: &str = "2023-06-01";
@@ -35,12 +36,13 @@ pub async fn complete(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
     let body = post_unary(
         http,
         t,
         "messages",
-        headers(t)?,
+        with_trace(headers(t)?, trace),
         &request_body(t, req, false),
     )
     .await?;
@@ -51,12 +53,13 @@ pub async fn stream(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
     post_stream(
         http,
         t,
         "messages",
-        headers(t)?,
+        with_trace(headers(t)?, trace),
         &request_body(t, req, true),
         Decoder::default(),
     )
@@ -619,7 +622,7 @@ mod tests {
 
         let ok = r#"{"content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":2}}"#;
         let (base, seen) = serve_once(http_response("200 OK", "", ok), Duration::ZERO).await;
-        let c = complete(&http, &anthropic_target(&base), &req)
+        let c = complete(&http, &anthropic_target(&base), &req, &Default::default())
             .await
             .expect("completes");
         assert_eq!(
@@ -644,7 +647,7 @@ mod tests {
         ]);
         let sse_resp = http_response("200 OK", "content-type: text/event-stream\r\n", &body);
         let (base, _) = serve_once(sse_resp, Duration::ZERO).await;
-        let s = stream(&http, &anthropic_target(&base), &req)
+        let s = stream(&http, &anthropic_target(&base), &req, &Default::default())
             .await
             .expect("stream");
         let got: Vec<_> = s.map(|i| i.map_err(|e| e.to_string())).collect().await;
@@ -665,7 +668,7 @@ mod tests {
             Duration::ZERO,
         )
         .await;
-        let err = stream(&http, &anthropic_target(&base), &req)
+        let err = stream(&http, &anthropic_target(&base), &req, &Default::default())
             .await
             .err()
             .expect("fails");
@@ -675,7 +678,7 @@ mod tests {
         );
 
         let (base, _) = serve_once(http_response("200 OK", "", ok), Duration::from_secs(2)).await;
-        let err = complete(&http, &anthropic_target(&base), &req)
+        let err = complete(&http, &anthropic_target(&base), &req, &Default::default())
             .await
             .expect_err("times out");
         assert!(matches!(err, UpstreamError::FirstByteTimeout), "{err:?}");

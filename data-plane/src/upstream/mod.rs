@@ -271,15 +271,50 @@ pub fn clip_body(body: &str) -> String {
     out
 }
 
+/// Trace headers (W3C `traceparent`, `tracestate`) for one upstream request.
+#[derive(Clone, Debug, Default)]
+pub struct TraceHeaders {
+    headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+}
+
+impl TraceHeaders {
+    pub fn push(&mut self, k: reqwest::header::HeaderName, v: reqwest::header::HeaderValue) {
+        self.headers.push((k, v));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+}
+
+/// `h` with the trace headers added (they win over a member's extra headers).
+fn with_trace(
+    mut h: reqwest::header::HeaderMap,
+    trace: &TraceHeaders,
+) -> reqwest::header::HeaderMap {
+    for (k, v) in &trace.headers {
+        h.insert(k.clone(), v.clone());
+    }
+    h
+}
+
 /// Sends one request and returns the whole answer.
 pub async fn complete(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
     let result = match t.kind {
-        Kind::OpenAi => openai::complete(http, t, req).await,
-        Kind::Anthropic => anthropic::complete(http, t, req).await,
+        Kind::OpenAi => openai::complete(http, t, req, trace).await,
+        Kind::Anthropic => anthropic::complete(http, t, req, trace).await,
         Kind::Mock => mock::complete(t, req).await,
     };
     result.map_err(|e| e.masked(t))
@@ -291,10 +326,11 @@ pub async fn stream(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
     let result = match t.kind {
-        Kind::OpenAi => openai::stream(http, t, req).await,
-        Kind::Anthropic => anthropic::stream(http, t, req).await,
+        Kind::OpenAi => openai::stream(http, t, req, trace).await,
+        Kind::Anthropic => anthropic::stream(http, t, req, trace).await,
         Kind::Mock => mock::stream(t, req).await,
     };
     // Every error leaving an adapter, in the stream too, has an echoed credential masked.

@@ -16,20 +16,21 @@ use super::wire::{
     post_unary, sat, secret_value,
 };
 use super::{
-    ChatRequest, Chunk, ChunkStream, Completion, Message, Role, Target, ToolCall, UpstreamError,
-    Usage,
+    ChatRequest, Chunk, ChunkStream, Completion, Message, Role, Target, ToolCall, TraceHeaders,
+    UpstreamError, Usage, with_trace,
 };
 
 pub async fn complete(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
     let body = post_unary(
         http,
         t,
         "chat/completions",
-        headers(t)?,
+        with_trace(headers(t)?, trace),
         &request_body(t, req, false),
     )
     .await?;
@@ -40,12 +41,13 @@ pub async fn stream(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
     post_stream(
         http,
         t,
         "chat/completions",
-        headers(t)?,
+        with_trace(headers(t)?, trace),
         &request_body(t, req, true),
         Decoder::default(),
     )

@@ -252,6 +252,7 @@ pub async fn worker(redis: &str, prefix: &RedisPrefix, env: &[(&str, &str)]) -> 
         .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
         .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
         .env("SWITCHYARD_LOG_FORMAT", "json")
+        .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
         .env("SWITCHYARD_CONFIG_CHECK_MS", "200")
         .env("SWITCHYARD_SHUTDOWN_GRACE_SECS", "5")
         .env("RUST_LOG", "info");
@@ -565,4 +566,58 @@ pub async fn until_live_workers(url: &str, prefix: &RedisPrefix, n: u64) -> u64 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     live
+}
+
+/// Where a server logged "metrics listening" (its admin port).
+pub fn metrics_addr(p: &ServerProc) -> String {
+    for line in p.logs().lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && v.get("message").and_then(|m| m.as_str()) == Some("metrics listening")
+            && let Some(a) = v.get("addr").and_then(|a| a.as_str())
+        {
+            return a.to_owned();
+        }
+    }
+    panic!("no 'metrics listening' line; logs:\n{}", p.logs());
+}
+
+/// `GET /metrics` of a server, as text.
+pub async fn scrape(p: &ServerProc) -> String {
+    let url = format!("http://{}/metrics", metrics_addr(p));
+    let resp = reqwest::get(&url).await.expect("scrape");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.text().await.expect("body")
+}
+
+/// The value of the sample `name` whose labels include every `labels` pair
+/// (summed over the series that match), or None when no series matches.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(r) = rest.strip_prefix('{') {
+            match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if let Some(v) = rest.strip_prefix(' ') {
+            ("", v)
+        } else {
+            continue;
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value
+                .split(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            total = Some(total.unwrap_or(0.0) + v);
+        }
+    }
+    total
 }

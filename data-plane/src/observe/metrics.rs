@@ -1,0 +1,471 @@
+//! The data plane's Prometheus metrics (names in `switchyard_shared::metrics::names`).
+//!
+//! Counters and histograms are updated when a request ends, from its
+//! attempt record; gauges of state (members, config, fleet) are read at
+//! scrape time, so the request path pays nothing for them.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use switchyard_proto::v1 as pb;
+pub use switchyard_shared::metrics::code_name;
+use switchyard_shared::metrics::names::{self as n, TokenType};
+use switchyard_shared::metrics::{LabelCap, duration_buckets, token_buckets};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::catalog::Catalog;
+use crate::fleet::{Fleet, LinkState, State};
+use crate::sync::SyncState;
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn durations() -> Histogram {
+    Histogram::new(duration_buckets())
+}
+
+fn tokens() -> Histogram {
+    Histogram::new(token_buckets())
+}
+
+/// The GenAI operation every inference RPC is.
+pub const CHAT: &str = "chat";
+
+pub struct Metrics {
+    server_duration: Histograms<n::ServerCall>,
+    ttft: Histograms<n::ServerCall>,
+    client_duration: Histograms<n::ClientCall>,
+    token_usage: Histograms<n::Tokens>,
+    requests: Family<n::Request, Counter>,
+    attempts: Family<n::Attempt, Counter>,
+    failovers: Family<n::Pool, Counter>,
+    benches: Family<n::Member, Counter>,
+    probes: Family<n::MemberResult, Counter>,
+    inflight: Gauge,
+    member_inflight: Family<n::Member, Gauge>,
+    pub(crate) redis: Histograms<n::RedisCall>,
+    pub(crate) stats_flushes: Family<n::Outcome, Counter>,
+    /// Caller-chosen names (models asked for, direct `provider/model`s).
+    names: LabelCap,
+    /// What the scrape-time gauges read, once the worker is wired.
+    live: Arc<OnceLock<Live>>,
+}
+
+/// The worker's state the scrape reads.
+pub struct Live {
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub fleet: Fleet,
+    pub sync: watch::Receiver<SyncState>,
+    /// When the catalog last changed.
+    pub applied: Arc<ArcSwap<Instant>>,
+}
+
+/// Most distinct caller-chosen label values (then `other`).
+const MAX_CALLER_LABELS: usize = 1000;
+
+impl Metrics {
+    /// Registers every data-plane metric in `registry`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let m = Self {
+            server_duration: Family::new_with_constructor(durations),
+            ttft: Family::new_with_constructor(durations),
+            client_duration: Family::new_with_constructor(durations),
+            token_usage: Family::new_with_constructor(tokens),
+            requests: Family::default(),
+            attempts: Family::default(),
+            failovers: Family::default(),
+            benches: Family::default(),
+            probes: Family::default(),
+            inflight: Gauge::default(),
+            member_inflight: Family::default(),
+            redis: Family::new_with_constructor(durations),
+            stats_flushes: Family::default(),
+            names: LabelCap::new(MAX_CALLER_LABELS),
+            live: Arc::new(OnceLock::new()),
+        };
+        registry.register(
+            n::GENAI_SERVER_REQUEST_DURATION,
+            "Inference RPCs, end to end (streams until their last event), by the virtual model asked for",
+            m.server_duration.clone(),
+        );
+        registry.register(
+            n::GENAI_SERVER_TIME_TO_FIRST_TOKEN,
+            "Streaming RPCs: until the first chunk is handed to the caller",
+            m.ttft.clone(),
+        );
+        registry.register(
+            n::GENAI_CLIENT_OPERATION_DURATION,
+            "Attempts at an upstream (a stream's: until its first chunk); provider is the provider's name in Switchyard",
+            m.client_duration.clone(),
+        );
+        registry.register(
+            n::GENAI_CLIENT_TOKEN_USAGE,
+            "Tokens of served requests, by type, as the upstream reported them",
+            m.token_usage.clone(),
+        );
+        registry.register(
+            n::REQUESTS,
+            "Inference RPCs by virtual model and final gRPC status",
+            m.requests.clone(),
+        );
+        registry.register(
+            n::ATTEMPTS,
+            "Attempts and skips by pool, member and outcome",
+            m.attempts.clone(),
+        );
+        registry.register(
+            n::FAILOVERS,
+            "Requests moving on from a member that failed, by the pool it failed in",
+            m.failovers.clone(),
+        );
+        registry.register(
+            n::MEMBER_BENCHES,
+            "Members this worker benched",
+            m.benches.clone(),
+        );
+        registry.register(
+            n::PROBES,
+            "Probes of benched members this worker made, by result",
+            m.probes.clone(),
+        );
+        registry.register(
+            n::INFLIGHT,
+            "Inference RPCs in flight on this worker",
+            m.inflight.clone(),
+        );
+        registry.register(
+            n::MEMBER_INFLIGHT,
+            "Attempts and committed streams in flight per member on this worker",
+            m.member_inflight.clone(),
+        );
+        registry.register(
+            n::REDIS_CALL_DURATION,
+            "Calls to the fleet's shared state in Redis, by operation and result",
+            m.redis.clone(),
+        );
+        registry.register(
+            n::STATS_FLUSHES,
+            "Pool-statistics flushes into the fleet's store, by result",
+            m.stats_flushes.clone(),
+        );
+        let m = Arc::new(m);
+        registry.register_collector(Box::new(StateCollector {
+            live: m.live.clone(),
+        }));
+        m
+    }
+
+    /// Wires the scrape-time gauges to the worker's state (once).
+    pub fn attach(&self, live: Live) {
+        let _ = self.live.set(live);
+    }
+
+    /// A caller-chosen name as a label: its own up to the cap, then `other`.
+    pub fn caller_label(&self, name: &str) -> String {
+        self.names.label(name)
+    }
+
+    /// A pool, member, provider or model name as a label: configured names
+    /// are bounded by config; those of a direct `provider/model` call (the
+    /// caller chose them, and they hold a '/') are capped.
+    fn bounded(&self, name: &str) -> String {
+        if name.contains('/') {
+            self.names.label(name)
+        } else {
+            name.to_owned()
+        }
+    }
+
+    /// An RPC started: counted in flight until the guard is finished or dropped.
+    pub fn request_started(&self) -> Inflight {
+        self.inflight.inc();
+        Inflight(self.inflight.clone())
+    }
+
+    /// An attempt (or a committed stream) on a member: in flight until dropped.
+    pub fn member_busy(&self, pool: &str, member: &str) -> Inflight {
+        let g = self.member_inflight.get_or_create_owned(&n::Member {
+            pool: self.bounded(pool),
+            member: self.bounded(member),
+        });
+        g.inc();
+        Inflight(g)
+    }
+
+    pub fn benched(&self, pool: &str, member: &str) {
+        self.benches
+            .get_or_create(&n::Member {
+                pool: self.bounded(pool),
+                member: self.bounded(member),
+            })
+            .inc();
+    }
+
+    pub fn probed(&self, pool: &str, member: &str, ok: bool) {
+        self.probes
+            .get_or_create(&n::MemberResult {
+                pool: self.bounded(pool),
+                member: self.bounded(member),
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+
+    /// An attempt started: the member is busy until it is done; an attempt
+    /// dropped before it is done (the caller left) counts as cancelled.
+    pub fn attempt_started(&self, pool: &str, member: &str) -> AttemptWatch {
+        let labels = n::Member {
+            pool: self.bounded(pool),
+            member: self.bounded(member),
+        };
+        let busy = self.member_inflight.get_or_create_owned(&labels);
+        busy.inc();
+        AttemptWatch {
+            busy: Inflight(busy),
+            attempts: self.attempts.clone(),
+            labels: Some(labels),
+        }
+    }
+
+    /// Everything a finished request adds up to.
+    pub fn finish(&self, f: &super::Finished<'_>) {
+        let model = self.caller_label(f.model);
+        let status = code_name(f.code);
+        let response_model = f
+            .served
+            .map(|s| s.upstream_model.clone())
+            .unwrap_or_default();
+        let server = n::ServerCall {
+            gen_ai_operation_name: CHAT,
+            gen_ai_request_model: model.clone(),
+            gen_ai_response_model: response_model,
+            error_type: if f.code == tonic::Code::Ok {
+                ""
+            } else {
+                status
+            },
+        };
+        self.server_duration
+            .get_or_create(&server)
+            .observe(f.elapsed.as_secs_f64());
+        if let Some(t) = f.ttft {
+            self.ttft.get_or_create(&server).observe(t.as_secs_f64());
+        }
+        self.requests
+            .get_or_create(&n::Request { model, status })
+            .inc();
+        let mut last_failed: Option<&str> = None;
+        for a in f.attempts {
+            let outcome = outcome_name(a.outcome);
+            let pool = self.bounded(&a.pool);
+            if crate::tried::reached(a.outcome) {
+                let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
+                if let Some(failed_in) = last_failed.take()
+                    && failed_in != a.member_id
+                {
+                    self.failovers
+                        .get_or_create(&n::Pool { pool: pool.clone() })
+                        .inc();
+                }
+                if !ok {
+                    last_failed = Some(&a.member_id);
+                }
+                self.client_duration
+                    .get_or_create(&n::ClientCall {
+                        gen_ai_operation_name: CHAT,
+                        gen_ai_provider_name: self.bounded(&a.provider),
+                        gen_ai_request_model: self.bounded(&a.upstream_model),
+                        gen_ai_response_model: if ok {
+                            self.bounded(&a.upstream_model)
+                        } else {
+                            String::new()
+                        },
+                        error_type: if ok { "" } else { outcome },
+                    })
+                    .observe(Duration::from_micros(a.duration_us).as_secs_f64());
+            }
+            self.attempts
+                .get_or_create(&n::Attempt {
+                    pool,
+                    member: self.bounded(&a.member_id),
+                    outcome,
+                })
+                .inc();
+        }
+        if let (Some(s), Some(u)) = (f.served, f.usage) {
+            for (kind, count) in [
+                (TokenType::input, u.input_tokens),
+                (TokenType::output, u.output_tokens),
+            ] {
+                self.token_usage
+                    .get_or_create(&n::Tokens {
+                        gen_ai_operation_name: CHAT,
+                        gen_ai_provider_name: self.bounded(&s.provider),
+                        gen_ai_request_model: self.bounded(&s.upstream_model),
+                        gen_ai_response_model: self.bounded(&s.upstream_model),
+                        gen_ai_token_type: kind,
+                        pool: self.bounded(&s.pool),
+                    })
+                    .observe(f64::from(count));
+            }
+        }
+    }
+}
+
+/// One attempt in flight.
+pub struct AttemptWatch {
+    busy: Inflight,
+    attempts: Family<n::Attempt, Counter>,
+    /// Until the attempt is done.
+    labels: Option<n::Member>,
+}
+
+impl AttemptWatch {
+    /// The attempt ended (its outcome is counted with the request).
+    pub fn done(mut self) {
+        self.labels = None;
+    }
+}
+
+impl Drop for AttemptWatch {
+    fn drop(&mut self) {
+        let _ = &self.busy;
+        if let Some(n::Member { pool, member }) = self.labels.take() {
+            self.attempts
+                .get_or_create(&n::Attempt {
+                    pool,
+                    member,
+                    outcome: "cancelled",
+                })
+                .inc();
+        }
+    }
+}
+
+/// Decrements its gauge when dropped.
+pub struct Inflight(Gauge);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The label value of an attempt outcome: its enum name, lowercased, without the prefix.
+pub fn outcome_name(outcome: i32) -> &'static str {
+    use pb::AttemptOutcome as O;
+    match O::try_from(outcome) {
+        Ok(O::Ok) => "ok",
+        Ok(O::Transient) => "transient",
+        Ok(O::Permanent) => "permanent",
+        Ok(O::ModelNotFound) => "model_not_found",
+        Ok(O::SkippedBenched) => "skipped_benched",
+        Ok(O::Deadline) => "deadline",
+        Ok(O::SkippedQuota) => "skipped_quota",
+        Ok(O::RateLimited) => "rate_limited",
+        Ok(O::Auth) => "auth",
+        Ok(O::ContextTooLong) => "context_too_long",
+        Ok(O::BudgetRefused) => "budget_refused",
+        Ok(O::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+/// Gauges read from the worker's state at scrape time.
+#[derive(Debug)]
+struct StateCollector {
+    live: Arc<OnceLock<Live>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(live) = self.live.get() else {
+            return Ok(());
+        };
+        let catalog = live.catalog.load();
+        let gauge = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64| {
+            let g = ConstGauge::new(v);
+            let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(e)
+        };
+        #[allow(clippy::cast_precision_loss)]
+        gauge(
+            &mut encoder,
+            n::CONFIG_REVISION,
+            "The config revision this worker serves",
+            catalog.revision as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            n::CONFIG_AGE,
+            "Seconds since this worker applied its last config change",
+            live.applied.load().elapsed().as_secs_f64(),
+        )?;
+        gauge(
+            &mut encoder,
+            n::CONFIG_LIVE,
+            "1 while the worker's config follows the store, 0 while stale or not loaded",
+            if *live.sync.borrow() == SyncState::Live {
+                1.0
+            } else {
+                0.0
+            },
+        )?;
+        gauge(
+            &mut encoder,
+            n::FLEET_UP,
+            "1 while the fleet's shared state (Redis) is reachable, 0 while degraded",
+            if live.fleet.link().state() == LinkState::Up {
+                1.0
+            } else {
+                0.0
+            },
+        )?;
+        // Member state, one series per state so a panel can stack them.
+        let table = live.fleet.table().load();
+        let now = Instant::now();
+        let states: Family<n::MemberState, Gauge> = Family::default();
+        let (pools, _) = catalog.models();
+        for p in &pools {
+            for m in &p.members {
+                let state = table.get(&m.member_id).map_or(State::Available, |e| {
+                    e.state(now, p.policy.failure_threshold)
+                });
+                let current = match state {
+                    State::Available => "available",
+                    State::Benched { .. } => "benched",
+                    State::HalfOpen | State::Probing => "probing",
+                };
+                for s in ["available", "benched", "probing"] {
+                    states
+                        .get_or_create(&n::MemberState {
+                            pool: p.name.clone(),
+                            member: m.member_id.clone(),
+                            state: s,
+                        })
+                        .set(i64::from(s == current));
+                }
+            }
+        }
+        let e = encoder.encode_descriptor(
+            n::MEMBER_STATE,
+            "1 for the state each member is in (available, benched, probing), 0 for the others",
+            None,
+            states.metric_type(),
+        )?;
+        states.encode(e)
+    }
+}

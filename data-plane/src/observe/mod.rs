@@ -1,0 +1,114 @@
+//! Observe: what each request leaves behind for operators — Prometheus
+//! metrics, fleet-wide pool statistics, and its trace context.
+
+pub mod metrics;
+pub mod report;
+pub mod stats;
+pub mod trace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_proto::v1 as pb;
+use tokio::time::Instant;
+
+pub use metrics::Metrics;
+
+use crate::upstream::Usage;
+
+/// How a request ended.
+pub struct Finished<'a> {
+    /// The virtual model asked for.
+    pub model: &'a str,
+    pub code: tonic::Code,
+    pub elapsed: Duration,
+    /// Streams: until the first chunk was handed over.
+    pub ttft: Option<Duration>,
+    pub served: Option<&'a pb::ServedBy>,
+    pub usage: Option<Usage>,
+    pub attempts: &'a [pb::Attempt],
+}
+
+/// Metrics and statistics, shared by every request of a worker.
+pub struct Observer {
+    pub metrics: Arc<Metrics>,
+    pub stats: stats::Recorder,
+}
+
+impl Observer {
+    /// Metrics nobody serves and statistics kept in memory: for an engine
+    /// run without a server (the engine's rule tests).
+    pub fn detached() -> Arc<Self> {
+        Arc::new(Self {
+            metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
+            stats: stats::Recorder::new(Arc::new(stats::MemoryStore::default())),
+        })
+    }
+
+    /// Starts watching one inference RPC: it counts as in flight until it
+    /// is finished, and as cancelled if it is dropped unfinished (the caller left).
+    pub fn start(self: &Arc<Self>, model: &str) -> Watch {
+        Watch {
+            observer: self.clone(),
+            model: model.to_owned(),
+            started: Instant::now(),
+            _inflight: self.metrics.request_started(),
+            done: false,
+        }
+    }
+}
+
+/// One RPC being watched.
+pub struct Watch {
+    observer: Arc<Observer>,
+    model: String,
+    started: Instant,
+    _inflight: metrics::Inflight,
+    done: bool,
+}
+
+impl Watch {
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The request ended with `code`, after `attempts`.
+    pub fn finish(
+        mut self,
+        code: tonic::Code,
+        served: Option<&pb::ServedBy>,
+        usage: Option<Usage>,
+        ttft: Option<Duration>,
+        attempts: &[pb::Attempt],
+    ) {
+        self.done = true;
+        let f = Finished {
+            model: &self.model,
+            code,
+            elapsed: self.started.elapsed(),
+            ttft,
+            served,
+            usage,
+            attempts,
+        };
+        self.observer.metrics.finish(&f);
+        self.observer.stats.record(&f);
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.done {
+            let f = Finished {
+                model: &self.model,
+                code: tonic::Code::Cancelled,
+                elapsed: self.started.elapsed(),
+                ttft: None,
+                served: None,
+                usage: None,
+                attempts: &[],
+            };
+            self.observer.metrics.finish(&f);
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! Pool statistics, fleet-wide: each worker adds up what its requests did
+//! per pool and per member in 10-second buckets, and flushes them every few
+//! seconds (off the request path) into the fleet's store, where every
+//! worker's counts add up. `GetPoolStats` reads a window of buckets back.
+//!
+//! A bucket is one hash of counters (`HINCRBY`), kept an hour. Latency and
+//! time to first token are fixed histogram buckets, so they add up across
+//! workers and percentiles come out of the sum.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use switchyard_proto::v1 as pb;
+
+use super::Finished;
+use super::metrics::{code_name, outcome_name};
+use crate::tried::reached;
+
+/// Seconds per bucket.
+pub const BUCKET_SECS: i64 = 10;
+/// How long buckets are kept (the longest window, plus a margin).
+pub const KEEP: Duration = Duration::from_secs(3600 + 120);
+/// Longest window a caller may ask for.
+pub const MAX_WINDOW_SECS: u32 = 3600;
+
+/// Upper bounds of the latency histogram, in microseconds: 250 µs × 1.5^i,
+/// up to about 80 s; one more bucket holds everything above.
+fn bounds() -> &'static [u64] {
+    static B: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        let mut v = Vec::with_capacity(32);
+        let mut b = 250.0_f64;
+        for _ in 0..32 {
+            // Rounded to whole microseconds; the bounds are small and positive.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            v.push(b.round() as u64);
+            b *= 1.5;
+        }
+        v
+    })
+}
+
+fn bucket_of(us: u64) -> usize {
+    bounds().partition_point(|b| *b < us)
+}
+
+/// A latency histogram (counts per bucket).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hist(pub BTreeMap<usize, u64>);
+
+impl Hist {
+    fn add(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        *self.0.entry(bucket_of(us)).or_default() += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// The `q` quantile in milliseconds, interpolated inside its bucket.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let total = self.count();
+        if total == 0 {
+            return 0.0;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let rank = q * total as f64;
+        let mut seen = 0u64;
+        for (&i, &c) in &self.0 {
+            #[allow(clippy::cast_precision_loss)]
+            if (seen + c) as f64 >= rank {
+                let b = bounds();
+                let lo = if i == 0 { 0 } else { b[i - 1] };
+                let hi = b.get(i).copied().unwrap_or(lo * 2);
+                #[allow(clippy::cast_precision_loss)]
+                let within = ((rank - seen as f64) / c as f64).clamp(0.0, 1.0);
+                #[allow(clippy::cast_precision_loss)]
+                return (lo as f64 + within * (hi - lo) as f64) / 1000.0;
+            }
+            seen += c;
+        }
+        0.0
+    }
+
+    pub fn percentiles(&self) -> pb::Percentiles {
+        pb::Percentiles {
+            count: self.count(),
+            p50_ms: self.quantile_ms(0.50),
+            p95_ms: self.quantile_ms(0.95),
+            p99_ms: self.quantile_ms(0.99),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberAgg {
+    /// Attempts and skips by outcome name.
+    pub outcomes: BTreeMap<String, u64>,
+    pub latency: Hist,
+    pub input: u64,
+    pub output: u64,
+}
+
+impl MemberAgg {
+    /// Attempts that reached the upstream.
+    pub fn attempts(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|(o, _)| {
+                !matches!(
+                    o.as_str(),
+                    "skipped_benched" | "skipped_quota" | "deadline" | "budget_refused"
+                )
+            })
+            .map(|(_, c)| c)
+            .sum()
+    }
+
+    pub fn served(&self) -> u64 {
+        self.outcomes.get("ok").copied().unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolAgg {
+    pub requests: u64,
+    /// Failed requests by final status.
+    pub failures: BTreeMap<String, u64>,
+    pub failovers: u64,
+    pub latency: Hist,
+    pub ttft: Hist,
+    pub input: u64,
+    pub output: u64,
+    pub members: BTreeMap<String, MemberAgg>,
+}
+
+/// Pool name → what it did.
+pub type Totals = BTreeMap<String, PoolAgg>;
+
+/// Where the buckets are kept: Redis for a fleet, memory for `switchyard dev`.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Adds `fields` to bucket `bucket`'s counters.
+    async fn add(&self, bucket: i64, fields: Vec<(String, i64)>) -> Result<(), String>;
+    /// The counters of each bucket.
+    async fn read(&self, buckets: &[i64]) -> Result<Vec<HashMap<String, i64>>, String>;
+}
+
+const SEP: char = '\u{1f}';
+
+/// A bucket's counters as hash fields: `p␟pool␟what` and `m␟pool␟member␟what`.
+fn fields(totals: &Totals) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    let mut put = |k: String, v: u64| {
+        if v > 0 {
+            out.push((k, i64::try_from(v).unwrap_or(i64::MAX)));
+        }
+    };
+    for (pool, p) in totals {
+        let pk = |what: &str| format!("p{SEP}{pool}{SEP}{what}");
+        put(pk("req"), p.requests);
+        put(pk("fo"), p.failovers);
+        put(pk("in"), p.input);
+        put(pk("out"), p.output);
+        for (code, c) in &p.failures {
+            put(pk(&format!("fail:{code}")), *c);
+        }
+        for (i, c) in &p.latency.0 {
+            put(pk(&format!("lat:{i}")), *c);
+        }
+        for (i, c) in &p.ttft.0 {
+            put(pk(&format!("ttft:{i}")), *c);
+        }
+        for (member, m) in &p.members {
+            let mk = |what: &str| format!("m{SEP}{pool}{SEP}{member}{SEP}{what}");
+            put(mk("in"), m.input);
+            put(mk("out"), m.output);
+            for (o, c) in &m.outcomes {
+                put(mk(&format!("o:{o}")), *c);
+            }
+            for (i, c) in &m.latency.0 {
+                put(mk(&format!("lat:{i}")), *c);
+            }
+        }
+    }
+    out
+}
+
+/// Adds one bucket's hash fields into `totals`; unknown fields are ignored.
+fn add_fields(totals: &mut Totals, hash: &HashMap<String, i64>) {
+    for (k, v) in hash {
+        let v = u64::try_from(*v).unwrap_or(0);
+        let parts: Vec<&str> = k.split(SEP).collect();
+        match parts.as_slice() {
+            ["p", pool, what] => {
+                let p = totals.entry((*pool).to_owned()).or_default();
+                match *what {
+                    "req" => p.requests += v,
+                    "fo" => p.failovers += v,
+                    "in" => p.input += v,
+                    "out" => p.output += v,
+                    w => {
+                        if let Some(code) = w.strip_prefix("fail:") {
+                            *p.failures.entry(code.to_owned()).or_default() += v;
+                        } else if let Some(i) = w.strip_prefix("lat:").and_then(|i| i.parse().ok())
+                        {
+                            *p.latency.0.entry(i).or_default() += v;
+                        } else if let Some(i) = w.strip_prefix("ttft:").and_then(|i| i.parse().ok())
+                        {
+                            *p.ttft.0.entry(i).or_default() += v;
+                        }
+                    }
+                }
+            }
+            ["m", pool, member, what] => {
+                let m = totals
+                    .entry((*pool).to_owned())
+                    .or_default()
+                    .members
+                    .entry((*member).to_owned())
+                    .or_default();
+                match *what {
+                    "in" => m.input += v,
+                    "out" => m.output += v,
+                    w => {
+                        if let Some(o) = w.strip_prefix("o:") {
+                            *m.outcomes.entry(o.to_owned()).or_default() += v;
+                        } else if let Some(i) = w.strip_prefix("lat:").and_then(|i| i.parse().ok())
+                        {
+                            *m.latency.0.entry(i).or_default() += v;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn unix_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+/// One worker's statistics not yet flushed, and the store they go to.
+pub struct Recorder {
+    pending: Mutex<BTreeMap<i64, Totals>>,
+    store: Arc<dyn Store>,
+}
+
+impl Recorder {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            pending: Mutex::new(BTreeMap::new()),
+            store,
+        }
+    }
+
+    /// Adds a finished request to the current bucket. Direct `provider/model`
+    /// calls (no configured pool) are not kept.
+    pub fn record(&self, f: &Finished<'_>) {
+        let Some(first) = f.attempts.first() else {
+            return;
+        };
+        if first.pool.contains('/') {
+            return;
+        }
+        let bucket = unix_secs().div_euclid(BUCKET_SECS) * BUCKET_SECS;
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let totals = pending.entry(bucket).or_default();
+        let pool = totals.entry(first.pool.clone()).or_default();
+        pool.requests += 1;
+        pool.latency.add(f.elapsed);
+        if let Some(t) = f.ttft {
+            pool.ttft.add(t);
+        }
+        if f.code != tonic::Code::Ok {
+            *pool
+                .failures
+                .entry(code_name(f.code).to_owned())
+                .or_default() += 1;
+        }
+        let any_failed = f
+            .attempts
+            .iter()
+            .any(|a| reached(a.outcome) && a.outcome != pb::AttemptOutcome::Ok as i32);
+        if f.served.is_some() && any_failed {
+            pool.failovers += 1;
+        }
+        for a in f.attempts {
+            if a.pool.contains('/') {
+                continue;
+            }
+            let m = totals
+                .entry(a.pool.clone())
+                .or_default()
+                .members
+                .entry(a.member_id.clone())
+                .or_default();
+            *m.outcomes
+                .entry(outcome_name(a.outcome).to_owned())
+                .or_default() += 1;
+            if reached(a.outcome) {
+                m.latency.add(Duration::from_micros(a.duration_us));
+            }
+        }
+        if let (Some(s), Some(u)) = (f.served, f.usage) {
+            let p = totals.entry(s.pool.clone()).or_default();
+            p.input += u64::from(u.input_tokens);
+            p.output += u64::from(u.output_tokens);
+            let m = p.members.entry(s.member_id.clone()).or_default();
+            m.input += u64::from(u.input_tokens);
+            m.output += u64::from(u.output_tokens);
+        }
+    }
+
+    /// Sends what is pending to the store; what fails to go is kept for the
+    /// next flush (buckets older than the keep time are dropped).
+    pub async fn flush(&self) -> Result<(), String> {
+        let taken = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut result = Ok(());
+        let mut failed = BTreeMap::new();
+        for (bucket, totals) in taken {
+            if result.is_ok() {
+                match self.store.add(bucket, fields(&totals)).await {
+                    Ok(()) => continue,
+                    Err(e) => result = Err(e),
+                }
+            }
+            failed.insert(bucket, totals);
+        }
+        if !failed.is_empty() {
+            let oldest = unix_secs() - i64::try_from(KEEP.as_secs()).unwrap_or(i64::MAX);
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (bucket, totals) in failed.into_iter().filter(|(b, _)| *b >= oldest) {
+                let into = pending.entry(bucket).or_default();
+                merge(into, totals);
+            }
+        }
+        result
+    }
+
+    /// Everything flushed over the last `window`, fleet-wide; and the
+    /// window's bounds (Unix seconds).
+    pub async fn read(&self, window: Duration) -> Result<(Totals, i64, i64), String> {
+        let now = unix_secs();
+        let from = now - i64::try_from(window.as_secs()).unwrap_or(0);
+        let first = from.div_euclid(BUCKET_SECS) * BUCKET_SECS;
+        let buckets: Vec<i64> = (first..=now).step_by(10).collect();
+        let hashes = self.store.read(&buckets).await?;
+        let mut totals = Totals::new();
+        for h in &hashes {
+            add_fields(&mut totals, h);
+        }
+        Ok((totals, first, now))
+    }
+}
+
+/// Flushes the worker's statistics every `every` until `stop`, and once more then.
+pub async fn flush_every(
+    observer: Arc<super::Observer>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            () = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let result = observer.stats.flush().await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        observer
+            .metrics
+            .stats_flushes
+            .get_or_create(&switchyard_shared::metrics::names::Outcome { result: label })
+            .inc();
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "pool statistics not flushed; kept for the next flush");
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+fn merge(into: &mut Totals, from: Totals) {
+    let mut all: HashMap<String, i64> = fields(into).into_iter().collect();
+    for (k, v) in fields(&from) {
+        *all.entry(k).or_default() += v;
+    }
+    let mut merged = Totals::new();
+    add_fields(&mut merged, &all);
+    *into = merged;
+}
+
+/// Buckets in this process (the embedded `switchyard dev`).
+#[derive(Default)]
+pub struct MemoryStore {
+    buckets: Mutex<BTreeMap<i64, HashMap<String, i64>>>,
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn add(&self, bucket: i64, fields: Vec<(String, i64)>) -> Result<(), String> {
+        let mut b = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let oldest = unix_secs() - i64::try_from(KEEP.as_secs()).unwrap_or(i64::MAX);
+        b.retain(|k, _| *k >= oldest);
+        let h = b.entry(bucket).or_default();
+        for (k, v) in fields {
+            *h.entry(k).or_default() += v;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, buckets: &[i64]) -> Result<Vec<HashMap<String, i64>>, String> {
+        let b = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(buckets.iter().filter_map(|k| b.get(k).cloned()).collect())
+    }
+}
+
+/// Buckets in Redis: one hash per bucket, expiring after the keep time.
+pub struct RedisStore {
+    pub redis: switchyard_shared::redis_client::Redis,
+    pub keys: switchyard_shared::keys::RedisKeys,
+    pub conn: tokio::sync::OnceCell<switchyard_shared::redis_client::Conn>,
+}
+
+impl RedisStore {
+    async fn conn(&self) -> Result<switchyard_shared::redis_client::Conn, String> {
+        let timeouts = switchyard_shared::redis_client::Timeouts {
+            connect: Duration::from_secs(1),
+            response: Duration::from_secs(2),
+        };
+        self.conn
+            .get_or_try_init(|| self.redis.connect(timeouts))
+            .await
+            .cloned()
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn add(&self, bucket: i64, fields: Vec<(String, i64)>) -> Result<(), String> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.stats_bucket(bucket);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (f, v) in &fields {
+            pipe.hincr(&key, f, *v).ignore();
+        }
+        pipe.expire(&key, i64::try_from(KEEP.as_secs()).unwrap_or(3720))
+            .ignore();
+        let mut conn = self.conn().await?;
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn read(&self, buckets: &[i64]) -> Result<Vec<HashMap<String, i64>>, String> {
+        let mut pipe = redis::pipe();
+        for b in buckets {
+            pipe.hgetall(self.keys.stats_bucket(*b));
+        }
+        let mut conn = self.conn().await?;
+        pipe.query_async(&mut conn).await.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_buckets() {
+        let mut h = Hist::default();
+        for ms in 1..=100u64 {
+            h.add(Duration::from_millis(ms));
+        }
+        let p = h.percentiles();
+        assert_eq!(p.count, 100);
+        // Buckets grow by 1.5×: a quantile is within its bucket's width.
+        assert!((p.p50_ms - 50.0).abs() < 50.0 * 0.5, "{p:?}");
+        assert!((p.p99_ms - 99.0).abs() < 99.0 * 0.5, "{p:?}");
+        assert!(p.p50_ms < p.p95_ms && p.p95_ms <= p.p99_ms, "{p:?}");
+        assert_eq!(Hist::default().quantile_ms(0.5), 0.0);
+    }
+
+    #[test]
+    fn fields_round_trip_and_add_up() {
+        let mut t = Totals::new();
+        let p = t.entry("coding".into()).or_default();
+        p.requests = 3;
+        p.failures.insert("unavailable".into(), 1);
+        p.latency.add(Duration::from_millis(5));
+        let m = p.members.entry("m1".into()).or_default();
+        m.outcomes.insert("ok".into(), 2);
+        m.outcomes.insert("transient".into(), 1);
+        m.outcomes.insert("skipped_benched".into(), 4);
+        m.input = 10;
+        let f: HashMap<String, i64> = fields(&t).into_iter().collect();
+        let mut back = Totals::new();
+        add_fields(&mut back, &f);
+        assert_eq!(back, t);
+        add_fields(&mut back, &f);
+        let p = &back["coding"];
+        assert_eq!(p.requests, 6);
+        assert_eq!(p.members["m1"].attempts(), 6, "skips are not attempts");
+        assert_eq!(p.members["m1"].served(), 4);
+        assert_eq!(p.latency.count(), 2);
+    }
+}

@@ -1,0 +1,136 @@
+//! Trace context (W3C `traceparent`/`tracestate`): read from the caller's
+//! gRPC metadata, and sent on to the upstream so one trace spans caller →
+//! Switchyard → provider.
+//!
+//! With OTLP export on, the request's span continues the caller's trace and
+//! each attempt's span is the parent the upstream sees. With it off, no
+//! spans are exported and the caller's headers are passed on as they came.
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use reqwest::header::{HeaderName, HeaderValue};
+use tonic::metadata::MetadataMap;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+pub use crate::upstream::TraceHeaders;
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+struct Metadata<'a>(&'a MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        [TRACEPARENT, TRACESTATE]
+            .into_iter()
+            .filter(|k| self.0.contains_key(*k))
+            .collect()
+    }
+}
+
+struct Headers<'a>(&'a mut TraceHeaders);
+
+impl Injector for Headers<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.push(k, v);
+        }
+    }
+}
+
+/// The caller's trace context, when it sent a valid one.
+#[derive(Clone, Debug, Default)]
+pub struct Incoming {
+    context: Option<opentelemetry::Context>,
+    /// The caller's headers, checked, to pass on when no span is exported.
+    headers: TraceHeaders,
+}
+
+impl Incoming {
+    pub fn from_metadata(md: &MetadataMap) -> Self {
+        if !md.contains_key(TRACEPARENT) {
+            return Self::default();
+        }
+        let cx = TraceContextPropagator::new().extract(&Metadata(md));
+        if !cx.span().span_context().is_valid() {
+            return Self::default();
+        }
+        // The propagator writes back exactly what it accepted.
+        let mut headers = TraceHeaders::default();
+        TraceContextPropagator::new().inject_context(&cx, &mut Headers(&mut headers));
+        Self {
+            context: Some(cx),
+            headers,
+        }
+    }
+
+    /// Makes `span` continue the caller's trace (when spans are exported).
+    pub fn parent(&self, span: &tracing::Span) {
+        if let Some(cx) = &self.context
+            && span.set_parent(cx.clone()).is_err()
+        {
+            // No OpenTelemetry layer: export is off; nothing to continue.
+        }
+    }
+
+    /// The headers for an upstream request made inside `span`: the span's
+    /// own context when it is exported, else the caller's headers unchanged.
+    pub fn outgoing(&self, span: &tracing::Span) -> TraceHeaders {
+        let cx = span.context();
+        if cx.span().span_context().is_valid() {
+            let mut headers = TraceHeaders::default();
+            TraceContextPropagator::new().inject_context(&cx, &mut Headers(&mut headers));
+            headers
+        } else {
+            self.headers.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, v.parse().expect("value"));
+        }
+        m
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_passed_on_when_no_span_is_exported() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let inc =
+            Incoming::from_metadata(&md(&[("traceparent", tp), ("tracestate", "vendor=value")]));
+        let out = inc.outgoing(&tracing::Span::none());
+        assert_eq!(out.get("traceparent"), Some(tp));
+        assert_eq!(out.get("tracestate"), Some("vendor=value"));
+    }
+
+    #[test]
+    fn a_malformed_or_missing_traceparent_sends_nothing() {
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            let inc = Incoming::from_metadata(&md(&[("traceparent", bad)]));
+            assert!(
+                inc.outgoing(&tracing::Span::none())
+                    .get("traceparent")
+                    .is_none(),
+                "{bad}"
+            );
+        }
+        let inc = Incoming::from_metadata(&md(&[]));
+        assert!(inc.outgoing(&tracing::Span::none()).is_empty());
+    }
+}
