@@ -38,17 +38,14 @@ fn control_plane_binary() -> std::path::PathBuf {
     path
 }
 
-#[tokio::test]
-async fn a_change_made_through_the_control_plane_reaches_a_running_worker() {
-    let up = FakeUpstream::start(FakeConfig::default()).await;
-    let prefix = RedisPrefix::new();
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The real control plane on SQLite in `dir`, publishing under `prefix`.
+async fn control_plane(prefix: &RedisPrefix, dir: &std::path::Path) -> ServerProc {
     let mut cmd = Command::new(control_plane_binary());
     cmd.args(["--listen", "127.0.0.1:0"])
         .env_clear()
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()),
+            format!("sqlite://{}?mode=rwc", dir.join("cp.db").display()),
         )
         .env("REDIS_URL", redis_url())
         .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
@@ -56,7 +53,15 @@ async fn a_change_made_through_the_control_plane_reaches_a_running_worker() {
         .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
         .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
         .env("SWITCHYARD_LOG_FORMAT", "json");
-    let cp = ServerProc::start(cmd, "control plane listening").await;
+    ServerProc::start(cmd, "control plane listening").await
+}
+
+#[tokio::test]
+async fn a_change_made_through_the_control_plane_reaches_a_running_worker() {
+    let up = FakeUpstream::start(FakeConfig::default()).await;
+    let prefix = RedisPrefix::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = control_plane(&prefix, dir.path()).await;
     let w = worker(&redis_url(), &prefix, &[]).await;
     let mut admin_client = ControlPlaneClient::connect(format!("http://{}", cp.addr))
         .await
@@ -166,20 +171,7 @@ fn family_of(sample: &str) -> Vec<String> {
 async fn every_metric_the_dashboards_and_alerts_use_is_one_the_servers_export() {
     let prefix = RedisPrefix::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(control_plane_binary());
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .env_clear()
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()),
-        )
-        .env("REDIS_URL", redis_url())
-        .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
-        .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
-        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
-        .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
-        .env("SWITCHYARD_LOG_FORMAT", "json");
-    let cp = ServerProc::start(cmd, "control plane listening").await;
+    let cp = control_plane(&prefix, dir.path()).await;
     // A series appears with its first event: one write on the control plane…
     let mut admin_client = ControlPlaneClient::connect(format!("http://{}", cp.addr))
         .await
