@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use switchyard_proto::v1 as pb;
+use switchyard_testkit::certs::TestCerts;
 
 /// A collector's trace service that keeps every span it is sent.
 #[derive(Clone, Default)]
@@ -56,8 +57,121 @@ impl Collector {
         addr
     }
 
+    /// The same service over TLS, with a certificate `certs`' CA signed.
+    async fn start_tls(&self, certs: &TestCerts) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&certs.server_pem, &certs.server_key_pem),
+        );
+        let server = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("tls")
+            .add_service(TraceServiceServer::new(self.clone()));
+        tokio::spawn(
+            server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    /// OTLP/HTTP: protobuf bodies POSTed to `/v1/traces`.
+    async fn start_http(&self) -> std::net::SocketAddr {
+        use prost::Message as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let me = self.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let me = me.clone();
+                async move {
+                    let Ok(req) = ExportTraceServiceRequest::decode(body) else {
+                        return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
+                    };
+                    let _ = me.export(tonic::Request::new(req)).await;
+                    (
+                        axum::http::StatusCode::OK,
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
     fn spans(&self) -> Vec<Span> {
         self.0.lock().expect("lock").clone()
+    }
+
+    /// Waits (bounded) until `n` attempt spans arrived.
+    async fn attempt_spans(&self, n: usize) -> Vec<Span> {
+        let mut spans = Vec::new();
+        for _ in 0..100 {
+            spans = self.spans();
+            if spans
+                .iter()
+                .filter(|s| attr(s, "switchyard.outcome").is_some())
+                .count()
+                >= n
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        spans
+    }
+}
+
+/// The trace of `rpcs` traced requests that failed over from a to b: one
+/// RPC span each, continuing the caller's span, with two attempt spans.
+fn assert_failover_traces(spans: &[Span], rpcs: usize) {
+    let ours: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == TRACE_ID)
+        .collect();
+    let rpc: Vec<&&Span> = ours.iter().filter(|s| s.name == "generate p").collect();
+    assert_eq!(
+        rpc.len(),
+        rpcs,
+        "one RPC span per traced request: {:?}",
+        names(spans)
+    );
+    for r in &rpc {
+        assert_eq!(
+            hex(&r.parent_span_id),
+            CALLER_SPAN,
+            "continues the caller's span"
+        );
+        assert_eq!(attr(r, "gen_ai.response.model").as_deref(), Some("b"));
+        let children: Vec<&&Span> = ours
+            .iter()
+            .filter(|s| s.parent_span_id == r.span_id)
+            .collect();
+        let mut outcomes: Vec<(String, String)> = children
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    attr(s, "switchyard.outcome").unwrap_or_default(),
+                )
+            })
+            .collect();
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            vec![
+                ("chat a".to_owned(), "transient".to_owned()),
+                ("chat b".to_owned(), "ok".to_owned())
+            ],
+            "two attempt spans under the RPC span"
+        );
+        let a = children.iter().find(|s| s.name == "chat a").expect("a");
+        assert_eq!(attr(a, "http.response.status_code").as_deref(), Some("503"));
     }
 }
 
@@ -236,65 +350,17 @@ async fn a_failover_shows_in_the_metrics_and_in_one_trace_from_caller_to_provide
     );
 
     // The trace, as the collector received it.
-    let mut spans = Vec::new();
-    for _ in 0..100 {
-        spans = collector.spans();
-        let attempts = spans
-            .iter()
-            .filter(|s| attr(s, "switchyard.outcome").is_some())
-            .count();
-        if attempts >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ours: Vec<&Span> = spans
+    let spans = collector.attempt_spans(8).await;
+    assert_failover_traces(&spans, 3);
+    for r in spans
         .iter()
-        .filter(|s| hex(&s.trace_id) == TRACE_ID)
-        .collect();
-    let rpc: Vec<&&Span> = ours.iter().filter(|s| s.name == "generate p").collect();
-    assert_eq!(
-        rpc.len(),
-        3,
-        "one RPC span per traced request: {:?}",
-        names(&spans)
-    );
-    for r in &rpc {
-        assert_eq!(
-            hex(&r.parent_span_id),
-            CALLER_SPAN,
-            "continues the caller's span"
-        );
+        .filter(|s| s.name == "generate p" && hex(&s.trace_id) == TRACE_ID)
+    {
         assert_eq!(
             attr(r, "metadata").as_deref(),
             Some("team=search"),
             "allow-listed keys only"
         );
-        assert_eq!(attr(r, "gen_ai.response.model").as_deref(), Some("b"));
-        let children: Vec<&&Span> = ours
-            .iter()
-            .filter(|s| s.parent_span_id == r.span_id)
-            .collect();
-        let mut outcomes: Vec<(String, String)> = children
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    attr(s, "switchyard.outcome").unwrap_or_default(),
-                )
-            })
-            .collect();
-        outcomes.sort();
-        assert_eq!(
-            outcomes,
-            vec![
-                ("chat a".to_owned(), "transient".to_owned()),
-                ("chat b".to_owned(), "ok".to_owned())
-            ],
-            "two attempt spans under the RPC span"
-        );
-        let a = children.iter().find(|s| s.name == "chat a").expect("a");
-        assert_eq!(attr(a, "http.response.status_code").as_deref(), Some("503"));
     }
     assert!(
         !spans.iter().any(|s| s
@@ -408,4 +474,60 @@ async fn pool_statistics_add_up_what_three_workers_served() {
         .await
         .expect_err("unknown pool");
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+/// One traced request that fails over from a to b, through a worker with `env`.
+async fn one_failover_traced(env: &[(&str, &str)]) -> Setup {
+    let s = setup(policy(0, 100, 1000), env).await;
+    s.fake.set_fault("a", status(503));
+    let mut c = client(&s.worker).await;
+    c.generate(traced(ask("p", "hi")))
+        .await
+        .expect("served by b");
+    s
+}
+
+#[tokio::test]
+async fn traces_reach_an_otlp_http_collector() {
+    let collector = Collector::default();
+    let addr = collector.start_http().await;
+    let endpoint = format!("http://{addr}");
+    let _s = one_failover_traced(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    assert_failover_traces(&collector.attempt_spans(2).await, 1);
+}
+
+#[tokio::test]
+async fn traces_reach_a_tls_collector_verified_by_the_ca_file() {
+    let certs = TestCerts::generate();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).expect("write CA");
+    // Without the CA, the collector's certificate is not trusted: nothing arrives.
+    let untrusted = Collector::default();
+    let addr = untrusted.start_tls(&certs).await;
+    let endpoint = format!("https://localhost:{}", addr.port());
+    let _w = one_failover_traced(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(untrusted.spans().is_empty(), "an unverified collector gets no spans");
+
+    let collector = Collector::default();
+    let addr = collector.start_tls(&certs).await;
+    let endpoint = format!("https://localhost:{}", addr.port());
+    let ca = ca.display().to_string();
+    let _s = one_failover_traced(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    assert_failover_traces(&collector.attempt_spans(2).await, 1);
 }

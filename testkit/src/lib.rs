@@ -17,6 +17,7 @@
 // Test plumbing: spawns freely, reads its env overrides, blocks in setup.
 #![allow(clippy::disallowed_methods)]
 
+pub mod certs;
 pub mod dashboards;
 mod fault;
 pub mod harness;
