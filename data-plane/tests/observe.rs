@@ -517,7 +517,10 @@ async fn traces_reach_a_tls_collector_verified_by_the_ca_file() {
     ])
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(untrusted.spans().is_empty(), "an unverified collector gets no spans");
+    assert!(
+        untrusted.spans().is_empty(),
+        "an unverified collector gets no spans"
+    );
 
     let collector = Collector::default();
     let addr = collector.start_tls(&certs).await;
