@@ -196,6 +196,14 @@ impl Publisher {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // What the sink already holds, so the backlog gauge starts true.
+        self.published = self
+            .sink
+            .stored_revision()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
         let committed = self.store.committed();
         let mut backoff = Duration::from_millis(100);
         let mut last_reconcile: Option<tokio::time::Instant> = None;

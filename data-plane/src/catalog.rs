@@ -369,6 +369,12 @@ impl Catalog {
     }
 
     /// Pools, then routes, sorted by name (for ListModels).
+    /// Whether `name` is a configured route or pool (not a direct
+    /// `provider/model`, not unknown).
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.routes.contains_key(name) || self.pools.contains_key(name)
+    }
+
     pub fn models(&self) -> (Vec<Arc<Pool>>, Vec<Arc<Route>>) {
         let mut pools: Vec<_> = self.pools.values().cloned().collect();
         pools.sort_by(|a, b| a.name.cmp(&b.name));

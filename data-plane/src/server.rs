@@ -327,7 +327,17 @@ pub async fn serve(
         .unwrap_or_default();
     tracing::info!(addr = %addr, "data plane listening");
     let server = tonic::transport::Server::builder()
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .trace_fn(|req| {
+            // The server span of every RPC, continuing the caller's trace.
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = %req.uri().path().trim_start_matches('/'),
+                otel.kind = "server",
+                method = %req.uri().path()
+            );
+            crate::observe::trace::continue_caller(&span, req.headers());
+            span
+        })
         .layer(switchyard_shared::grpc::front_layers(settings.auth))
         .add_service(health_service)
         .add_service(reflection)

@@ -199,7 +199,6 @@ impl InferenceService {
         let span = tracing::info_span!(
             "generate",
             otel.name = %format_args!("{rpc} {}", r.model),
-            otel.kind = "server",
             rpc,
             request_id = %id,
             gen_ai.operation.name = "chat",
@@ -213,7 +212,6 @@ impl InferenceService {
         if !allowed.is_empty() {
             span.record("metadata", allowed.join(","));
         }
-        trace.parent(&span);
         Ok((
             r,
             Call {

@@ -142,8 +142,14 @@ fn assert_failover_traces(spans: &[Span], rpcs: usize) {
         names(spans)
     );
     for r in &rpc {
+        // Under the RPC's server span, which continues the caller's span.
+        let server = ours
+            .iter()
+            .find(|s| s.span_id == r.parent_span_id)
+            .expect("the RPC's server span");
+        assert_eq!(server.name, "switchyard.v1.Inference/Generate");
         assert_eq!(
-            hex(&r.parent_span_id),
+            hex(&server.parent_span_id),
             CALLER_SPAN,
             "continues the caller's span"
         );

@@ -12,6 +12,9 @@
 //! - [`keys`]: the Redis key and channel layout under a configurable prefix.
 //! - [`redis_client`]: Redis clients with TCP_NODELAY.
 
+// Linked only for its TLS feature (see Cargo.toml).
+use reqwest_otlp as _;
+
 pub mod args;
 pub mod auth;
 pub mod change;

@@ -166,7 +166,14 @@ fn exporter(
             b.build()
         }
         OtlpProtocol::HttpProtobuf => {
+            if cfg.otlp_ca_file.is_some() {
+                return Err(TelemetryError::Exporter(
+                    "--otlp-ca-file applies to the grpc protocol only; for http/protobuf, add the CA to the system's roots".into(),
+                ));
+            }
             // The collector's traces path, unless the endpoint names one.
+            // https:// collectors: rustls over ring, the system's roots.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
                 endpoint.to_owned()
             } else {

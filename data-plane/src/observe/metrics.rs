@@ -168,16 +168,26 @@ impl Metrics {
         let _ = self.live.set(live);
     }
 
-    /// A caller-chosen name as a label: its own up to the cap, then `other`.
-    pub fn caller_label(&self, name: &str) -> String {
-        self.names.label(name)
+    /// The model asked for, as a label: a configured route or pool by its
+    /// name; anything else (a direct `provider/model`, an unknown or invalid
+    /// name: the caller chose it) capped.
+    pub fn model_label(&self, model: &str) -> String {
+        let configured = self
+            .live
+            .get()
+            .is_some_and(|l| l.catalog.load().is_configured(model));
+        if configured {
+            model.to_owned()
+        } else {
+            self.names.label(model)
+        }
     }
 
-    /// A pool, member, provider or model name as a label: configured names
-    /// are bounded by config; those of a direct `provider/model` call (the
-    /// caller chose them, and they hold a '/') are capped.
-    fn bounded(&self, name: &str) -> String {
-        if name.contains('/') {
+    /// A name seen in an attempt of `pool`: configured pools, members and
+    /// models are bounded by config (and pool names never hold a '/'); in a
+    /// direct `provider/model` call the caller chose them, so they are capped.
+    fn bounded(&self, pool: &str, name: &str) -> String {
+        if pool.contains('/') {
             self.names.label(name)
         } else {
             name.to_owned()
@@ -193,8 +203,8 @@ impl Metrics {
     /// An attempt (or a committed stream) on a member: in flight until dropped.
     pub fn member_busy(&self, pool: &str, member: &str) -> Inflight {
         let g = self.member_inflight.get_or_create_owned(&n::Member {
-            pool: self.bounded(pool),
-            member: self.bounded(member),
+            pool: self.bounded(pool, pool),
+            member: self.bounded(pool, member),
         });
         g.inc();
         Inflight(g)
@@ -203,8 +213,8 @@ impl Metrics {
     pub fn benched(&self, pool: &str, member: &str) {
         self.benches
             .get_or_create(&n::Member {
-                pool: self.bounded(pool),
-                member: self.bounded(member),
+                pool: self.bounded(pool, pool),
+                member: self.bounded(pool, member),
             })
             .inc();
     }
@@ -212,8 +222,8 @@ impl Metrics {
     pub fn probed(&self, pool: &str, member: &str, ok: bool) {
         self.probes
             .get_or_create(&n::MemberResult {
-                pool: self.bounded(pool),
-                member: self.bounded(member),
+                pool: self.bounded(pool, pool),
+                member: self.bounded(pool, member),
                 result: if ok { "ok" } else { "failed" },
             })
             .inc();
@@ -223,8 +233,8 @@ impl Metrics {
     /// dropped before it is done (the caller left) counts as cancelled.
     pub fn attempt_started(&self, pool: &str, member: &str) -> AttemptWatch {
         let labels = n::Member {
-            pool: self.bounded(pool),
-            member: self.bounded(member),
+            pool: self.bounded(pool, pool),
+            member: self.bounded(pool, member),
         };
         let busy = self.member_inflight.get_or_create_owned(&labels);
         busy.inc();
@@ -237,11 +247,11 @@ impl Metrics {
 
     /// Everything a finished request adds up to.
     pub fn finish(&self, f: &super::Finished<'_>) {
-        let model = self.caller_label(f.model);
+        let model = self.model_label(f.model);
         let status = code_name(f.code);
         let response_model = f
             .served
-            .map(|s| s.upstream_model.clone())
+            .map(|s| self.bounded(&s.pool, &s.upstream_model))
             .unwrap_or_default();
         let server = n::ServerCall {
             gen_ai_operation_name: CHAT,
@@ -262,40 +272,44 @@ impl Metrics {
         self.requests
             .get_or_create(&n::Request { model, status })
             .inc();
-        let mut last_failed: Option<&str> = None;
+        // The last member that failed: moving on from it to another is a failover.
+        let mut last_failed: Option<&pb::Attempt> = None;
         for a in f.attempts {
             let outcome = outcome_name(a.outcome);
-            let pool = self.bounded(&a.pool);
+            let pool = self.bounded(&a.pool, &a.pool);
             if crate::tried::reached(a.outcome) {
                 let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
-                if let Some(failed_in) = last_failed.take()
-                    && failed_in != a.member_id
+                if let Some(failed) = last_failed.take()
+                    && failed.member_id != a.member_id
                 {
                     self.failovers
-                        .get_or_create(&n::Pool { pool: pool.clone() })
+                        .get_or_create(&n::Pool {
+                            pool: self.bounded(&failed.pool, &failed.pool),
+                        })
                         .inc();
                 }
                 if !ok {
-                    last_failed = Some(&a.member_id);
+                    last_failed = Some(a);
                 }
+                let upstream_model = self.bounded(&a.pool, &a.upstream_model);
                 self.client_duration
                     .get_or_create(&n::ClientCall {
                         gen_ai_operation_name: CHAT,
-                        gen_ai_provider_name: self.bounded(&a.provider),
-                        gen_ai_request_model: self.bounded(&a.upstream_model),
+                        gen_ai_provider_name: a.provider.clone(),
                         gen_ai_response_model: if ok {
-                            self.bounded(&a.upstream_model)
+                            upstream_model.clone()
                         } else {
                             String::new()
                         },
+                        gen_ai_request_model: upstream_model,
                         error_type: if ok { "" } else { outcome },
                     })
                     .observe(Duration::from_micros(a.duration_us).as_secs_f64());
             }
             self.attempts
                 .get_or_create(&n::Attempt {
+                    member: self.bounded(&a.pool, &a.member_id),
                     pool,
-                    member: self.bounded(&a.member_id),
                     outcome,
                 })
                 .inc();
@@ -308,11 +322,11 @@ impl Metrics {
                 self.token_usage
                     .get_or_create(&n::Tokens {
                         gen_ai_operation_name: CHAT,
-                        gen_ai_provider_name: self.bounded(&s.provider),
-                        gen_ai_request_model: self.bounded(&s.upstream_model),
-                        gen_ai_response_model: self.bounded(&s.upstream_model),
+                        gen_ai_provider_name: s.provider.clone(),
+                        gen_ai_request_model: self.bounded(&s.pool, &s.upstream_model),
+                        gen_ai_response_model: self.bounded(&s.pool, &s.upstream_model),
                         gen_ai_token_type: kind,
-                        pool: self.bounded(&s.pool),
+                        pool: self.bounded(&s.pool, &s.pool),
                     })
                     .observe(f64::from(count));
             }
@@ -467,5 +481,58 @@ impl Collector for StateCollector {
             states.metric_type(),
         )?;
         states.encode(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Finished;
+
+    fn finished<'a>(model: &'a str, attempts: &'a [pb::Attempt]) -> Finished<'a> {
+        Finished {
+            model,
+            code: tonic::Code::NotFound,
+            elapsed: Duration::from_millis(1),
+            ttft: None,
+            served: None,
+            usage: None,
+            attempts,
+        }
+    }
+
+    #[test]
+    fn names_a_caller_chooses_cannot_grow_the_series_without_bound() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        for i in 0..(MAX_CALLER_LABELS + 50) {
+            m.finish(&finished(&format!("nope-{i}"), &[]));
+        }
+        m.finish(&finished(&"x".repeat(4096), &[]));
+        // A direct provider/model call: pool, member and model are the caller's.
+        let direct = [pb::Attempt {
+            pool: "up/some-model".into(),
+            member_id: "up/some-model".into(),
+            provider: "up".into(),
+            upstream_model: "some-model".into(),
+            outcome: pb::AttemptOutcome::ModelNotFound.into(),
+            ..Default::default()
+        }];
+        m.finish(&finished("up/some-model", &direct));
+        let text = switchyard_shared::metrics::render(&registry);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("switchyard_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_CALLER_LABELS + 1, "the cap, plus `other`");
+        assert!(text.contains(r#"model="other""#));
+        assert!(
+            !text.contains(&"x".repeat(200)),
+            "a long name is never a label"
+        );
+        assert!(
+            text.contains(r#"gen_ai_request_model="other""#),
+            "a direct call's upstream model is capped like its name"
+        );
     }
 }

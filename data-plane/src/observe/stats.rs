@@ -188,6 +188,15 @@ fn fields(totals: &Totals) -> Vec<(String, i64)> {
     out
 }
 
+/// The histogram bucket a field names, if it is one this version knows
+/// (one past the last bound holds everything above it).
+fn bucket_index(field: &str, prefix: &str) -> Option<usize> {
+    field
+        .strip_prefix(prefix)
+        .and_then(|i| i.parse().ok())
+        .filter(|i| *i <= bounds().len())
+}
+
 /// Adds one bucket's hash fields into `totals`; unknown fields are ignored.
 fn add_fields(totals: &mut Totals, hash: &HashMap<String, i64>) {
     for (k, v) in hash {
@@ -204,11 +213,9 @@ fn add_fields(totals: &mut Totals, hash: &HashMap<String, i64>) {
                     w => {
                         if let Some(code) = w.strip_prefix("fail:") {
                             *p.failures.entry(code.to_owned()).or_default() += v;
-                        } else if let Some(i) = w.strip_prefix("lat:").and_then(|i| i.parse().ok())
-                        {
+                        } else if let Some(i) = bucket_index(w, "lat:") {
                             *p.latency.0.entry(i).or_default() += v;
-                        } else if let Some(i) = w.strip_prefix("ttft:").and_then(|i| i.parse().ok())
-                        {
+                        } else if let Some(i) = bucket_index(w, "ttft:") {
                             *p.ttft.0.entry(i).or_default() += v;
                         }
                     }
@@ -227,8 +234,7 @@ fn add_fields(totals: &mut Totals, hash: &HashMap<String, i64>) {
                     w => {
                         if let Some(o) = w.strip_prefix("o:") {
                             *m.outcomes.entry(o.to_owned()).or_default() += v;
-                        } else if let Some(i) = w.strip_prefix("lat:").and_then(|i| i.parse().ok())
-                        {
+                        } else if let Some(i) = bucket_index(w, "lat:") {
                             *m.latency.0.entry(i).or_default() += v;
                         }
                     }
@@ -286,11 +292,14 @@ impl Recorder {
                 .entry(code_name(f.code).to_owned())
                 .or_default() += 1;
         }
-        let any_failed = f
-            .attempts
-            .iter()
-            .any(|a| reached(a.outcome) && a.outcome != pb::AttemptOutcome::Ok as i32);
-        if f.served.is_some() && any_failed {
+        // Served by another member than one that failed (as the metric counts it).
+        if let Some(s) = f.served
+            && f.attempts.iter().any(|a| {
+                reached(a.outcome)
+                    && a.outcome != pb::AttemptOutcome::Ok as i32
+                    && a.member_id != s.member_id
+            })
+        {
             pool.failovers += 1;
         }
         for a in f.attempts {
@@ -347,8 +356,14 @@ impl Recorder {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (bucket, totals) in failed.into_iter().filter(|(b, _)| *b >= oldest) {
-                let into = pending.entry(bucket).or_default();
-                merge(into, totals);
+                match pending.entry(bucket) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(totals);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        merge(e.get_mut(), totals);
+                    }
+                }
             }
         }
         result
@@ -359,8 +374,11 @@ impl Recorder {
     pub async fn read(&self, window: Duration) -> Result<(Totals, i64, i64), String> {
         let now = unix_secs();
         let from = now - i64::try_from(window.as_secs()).unwrap_or(0);
-        let first = from.div_euclid(BUCKET_SECS) * BUCKET_SECS;
-        let buckets: Vec<i64> = (first..=now).step_by(10).collect();
+        // Whole buckets that start inside the window, up to the current one.
+        let first = (from + BUCKET_SECS - 1).div_euclid(BUCKET_SECS) * BUCKET_SECS;
+        let buckets: Vec<i64> = (first..=now)
+            .step_by(usize::try_from(BUCKET_SECS).unwrap_or(10))
+            .collect();
         let hashes = self.store.read(&buckets).await?;
         let mut totals = Totals::new();
         for h in &hashes {

@@ -2,8 +2,8 @@
 //! gRPC metadata, and sent on to the upstream so one trace spans caller →
 //! Switchyard → provider.
 //!
-//! With OTLP export on, the request's span continues the caller's trace and
-//! each attempt's span is the parent the upstream sees. With it off, no
+//! With OTLP export on, the RPC's server span continues the caller's trace
+//! and each attempt's span is the parent the upstream sees. With it off, no
 //! spans are exported and the caller's headers are passed on as they came.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
@@ -32,6 +32,32 @@ impl Extractor for Metadata<'_> {
     }
 }
 
+struct Http<'a>(&'a http::HeaderMap);
+
+impl Extractor for Http<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        [TRACEPARENT, TRACESTATE]
+            .into_iter()
+            .filter(|k| self.0.contains_key(*k))
+            .collect()
+    }
+}
+
+/// Makes an RPC's server span continue the caller's trace (when spans are
+/// exported and the caller sent a valid `traceparent`).
+pub fn continue_caller(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !headers.contains_key(TRACEPARENT) {
+        return;
+    }
+    let cx = TraceContextPropagator::new().extract(&Http(headers));
+    if cx.span().span_context().is_valid() && span.set_parent(cx).is_err() {
+        // No OpenTelemetry layer: export is off; nothing to continue.
+    }
+}
+
 struct Headers<'a>(&'a mut TraceHeaders);
 
 impl Injector for Headers<'_> {
@@ -45,11 +71,10 @@ impl Injector for Headers<'_> {
     }
 }
 
-/// The caller's trace context, when it sent a valid one.
+/// The caller's trace headers, when it sent valid ones.
 #[derive(Clone, Debug, Default)]
 pub struct Incoming {
-    context: Option<opentelemetry::Context>,
-    /// The caller's headers, checked, to pass on when no span is exported.
+    /// Checked, to pass on when no span is exported.
     headers: TraceHeaders,
 }
 
@@ -65,19 +90,7 @@ impl Incoming {
         // The propagator writes back exactly what it accepted.
         let mut headers = TraceHeaders::default();
         TraceContextPropagator::new().inject_context(&cx, &mut Headers(&mut headers));
-        Self {
-            context: Some(cx),
-            headers,
-        }
-    }
-
-    /// Makes `span` continue the caller's trace (when spans are exported).
-    pub fn parent(&self, span: &tracing::Span) {
-        if let Some(cx) = &self.context
-            && span.set_parent(cx.clone()).is_err()
-        {
-            // No OpenTelemetry layer: export is off; nothing to continue.
-        }
+        Self { headers }
     }
 
     /// The headers for an upstream request made inside `span`: the span's

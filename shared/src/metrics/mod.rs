@@ -96,6 +96,9 @@ pub struct LabelCap {
 /// What values past the cap are reported as.
 pub const OTHER: &str = "other";
 
+/// Longer caller-chosen values are reported as `other`.
+pub const MAX_LABEL_BYTES: usize = 128;
+
 impl LabelCap {
     pub fn new(max: usize) -> Self {
         Self {
@@ -104,8 +107,12 @@ impl LabelCap {
         }
     }
 
-    /// `value`, or `other` once `max` distinct values were seen.
+    /// `value`, or `other` once `max` distinct values were seen (and for
+    /// any value longer than [`MAX_LABEL_BYTES`]).
     pub fn label(&self, value: &str) -> String {
+        if value.len() > MAX_LABEL_BYTES {
+            return OTHER.to_owned();
+        }
         {
             let seen = self
                 .seen
@@ -180,6 +187,12 @@ mod tests {
             "values seen before the cap keep their name"
         );
         assert_eq!(cap.label("d"), OTHER);
+        let long = "m".repeat(MAX_LABEL_BYTES + 1);
+        assert_eq!(
+            LabelCap::new(10).label(&long),
+            OTHER,
+            "a long value is not kept"
+        );
     }
 
     #[test]
