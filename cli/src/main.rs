@@ -96,7 +96,16 @@ async fn main() -> std::process::ExitCode {
                 &telemetry,
                 "switchyard-dev",
                 // Boxed: both servers' futures together are large.
-                Box::pin(dev(listen, inference_listen, metrics_listen, data_dir)),
+                Box::pin(dev(
+                    listen,
+                    inference_listen,
+                    metrics_listen,
+                    data_dir,
+                    telemetry
+                        .otlp_endpoint
+                        .as_deref()
+                        .is_some_and(|e| !e.is_empty()),
+                )),
             )
             .await
         }
@@ -124,6 +133,7 @@ async fn dev(
     inference_listen: SocketAddr,
     metrics_listen: String,
     data_dir: PathBuf,
+    export_spans: bool,
 ) -> anyhow::Result<()> {
     let metrics_at =
         switchyard_shared::metrics::parse_listen(&metrics_listen).map_err(anyhow::Error::msg)?;
@@ -153,6 +163,7 @@ async fn dev(
     let mut dp = DpSettings::new(Source::Local(bus.snapshot.subscribe()));
     dp.master_key = master_key;
     dp.shutdown_grace = Duration::from_secs(5);
+    dp.export_spans = export_spans;
     dp.metrics = switchyard_data_plane::observe::Metrics::register(&mut registry);
     switchyard_shared::metrics::start(metrics_at, registry)
         .await

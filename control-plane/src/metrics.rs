@@ -6,9 +6,8 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use switchyard_shared::metrics::duration_buckets;
+use switchyard_shared::metrics::AtomicHistogram as Histogram;
 use switchyard_shared::metrics::names as n;
 
 pub struct CpMetrics {
@@ -26,7 +25,7 @@ impl CpMetrics {
             writes: Family::default(),
             revision: Gauge::default(),
             backlog: Gauge::default(),
-            publish_lag: Histogram::new(duration_buckets()),
+            publish_lag: switchyard_shared::metrics::durations(),
             publishes: Family::default(),
         };
         registry.register(

@@ -139,6 +139,7 @@ impl Args {
             ));
         }
         s.stats_flush = Duration::from_millis(self.stats_flush_ms);
+        s.export_spans = self.telemetry().otlp_endpoint.is_some();
         s.span_metadata = self
             .trace_metadata_keys
             .iter()

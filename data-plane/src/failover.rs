@@ -50,6 +50,8 @@ pub struct Engine {
     /// First backoff between retries of one member (doubled each retry, jittered).
     pub retry_backoff: Duration,
     pub observer: Arc<Observer>,
+    /// Spans are exported (OTLP): each attempt gets a span of its own.
+    pub export_spans: bool,
 }
 
 /// Longest wait between two retries of one member.
@@ -300,8 +302,12 @@ impl Engine {
             }
             run.budget -= 1;
             let start = Instant::now();
-            // The attempt's span: the parent the upstream sees in traceparent.
-            let span = tracing::info_span!(
+            // The attempt's span (when spans are exported): the parent the
+            // upstream sees in traceparent.
+            let span = if !self.export_spans {
+                tracing::Span::none()
+            } else {
+                tracing::info_span!(
                 "attempt",
                 otel.name = %format_args!("chat {}", c.upstream_model),
                 otel.kind = "client",
@@ -315,12 +321,10 @@ impl Engine {
                 http.response.status_code = tracing::field::Empty,
                 error.type = tracing::field::Empty,
                 switchyard.ttfb_ms = tracing::field::Empty,
-            );
+                )
+            };
             let probing = probe.is_some();
-            let busy = self
-                .observer
-                .metrics
-                .attempt_started(&pool.name, &c.member_id);
+            let busy = self.observer.metrics.attempt_started(c, &pool.name);
             let call = attempt(c.clone(), run.trace.outgoing(&span)).instrument(span.clone());
             let result = match run.deadline {
                 Some(d) => match tokio::time::timeout_at(d, call).await {

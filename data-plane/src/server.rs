@@ -67,6 +67,8 @@ pub struct Settings {
     pub stats_flush: Duration,
     /// Caller metadata keys copied into request spans.
     pub span_metadata: Vec<String>,
+    /// Spans are exported over OTLP: RPCs and attempts get full spans.
+    pub export_spans: bool,
 }
 
 impl Settings {
@@ -88,6 +90,7 @@ impl Settings {
             metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
             stats_flush: Duration::from_secs(5),
             span_metadata: Vec::new(),
+            export_spans: false,
         }
     }
 }
@@ -236,7 +239,9 @@ pub async fn serve(
         auth_cooldown: settings.auth_cooldown,
         retry_backoff: settings.retry_backoff,
         observer,
+        export_spans: settings.export_spans,
     });
+    let export_spans = settings.export_spans;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -327,7 +332,10 @@ pub async fn serve(
         .unwrap_or_default();
     tracing::info!(addr = %addr, "data plane listening");
     let server = tonic::transport::Server::builder()
-        .trace_fn(|req| {
+        .trace_fn(move |req| {
+            if !export_spans {
+                return tracing::info_span!("rpc", method = %req.uri().path());
+            }
             // The server span of every RPC, continuing the caller's trace.
             let span = tracing::info_span!(
                 "rpc",

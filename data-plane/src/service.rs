@@ -196,19 +196,31 @@ impl InferenceService {
             .iter()
             .filter_map(|k| r.metadata.get(k).map(|v| format!("{k}={v}")))
             .collect();
-        let span = tracing::info_span!(
-            "generate",
-            otel.name = %format_args!("{rpc} {}", r.model),
-            rpc,
-            request_id = %id,
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = %r.model,
-            metadata = tracing::field::Empty,
-            gen_ai.response.model = tracing::field::Empty,
-            switchyard.member = tracing::field::Empty,
-            switchyard.attempts = tracing::field::Empty,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
+        // With spans exported, the span carries the GenAI attributes; the
+        // logs alone need only the request's identity.
+        let span = if self.engine.export_spans {
+            tracing::info_span!(
+                "generate",
+                otel.name = %format_args!("{rpc} {}", r.model),
+                rpc,
+                request_id = %id,
+                gen_ai.operation.name = "chat",
+                gen_ai.request.model = %r.model,
+                metadata = tracing::field::Empty,
+                gen_ai.response.model = tracing::field::Empty,
+                switchyard.member = tracing::field::Empty,
+                switchyard.attempts = tracing::field::Empty,
+                rpc.grpc.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::info_span!(
+                "generate",
+                rpc,
+                request_id = %id,
+                model = %r.model,
+                metadata = tracing::field::Empty,
+            )
+        };
         if !allowed.is_empty() {
             span.record("metadata", allowed.join(","));
         }

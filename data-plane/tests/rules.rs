@@ -103,6 +103,7 @@ impl Rig {
                 auth_cooldown: Duration::from_secs(300),
                 retry_backoff: Duration::from_millis(50),
                 observer: switchyard_data_plane::observe::Observer::detached(),
+                export_spans: false,
             },
             threshold: failover.failure_threshold,
             cooldown_ms: failover.cooldown_base_ms,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
+use switchyard_shared::metrics::AtomicHistogram as Histogram;
 use switchyard_shared::metrics::names::RedisCall;
 use tokio::time::Instant;
 

@@ -4,6 +4,7 @@
 //! attempt record; gauges of state (members, config, fleet) are read at
 //! scrape time, so the request path pays nothing for them.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,12 +14,12 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use switchyard_proto::v1 as pb;
+use switchyard_shared::metrics::AtomicHistogram as Histogram;
 pub use switchyard_shared::metrics::code_name;
 use switchyard_shared::metrics::names::{self as n, TokenType};
-use switchyard_shared::metrics::{LabelCap, duration_buckets, token_buckets};
+use switchyard_shared::metrics::{LabelCap, durations, tokens};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -27,14 +28,6 @@ use crate::fleet::{Fleet, LinkState, State};
 use crate::sync::SyncState;
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn durations() -> Histogram {
-    Histogram::new(duration_buckets())
-}
-
-fn tokens() -> Histogram {
-    Histogram::new(token_buckets())
-}
 
 /// The GenAI operation every inference RPC is.
 pub const CHAT: &str = "chat";
@@ -57,6 +50,8 @@ pub struct Metrics {
     names: LabelCap,
     /// What the scrape-time gauges read, once the worker is wired.
     live: Arc<OnceLock<Live>>,
+    /// pool → member → that member's series handles.
+    meters: std::sync::RwLock<HashMap<String, HashMap<String, MemberMeters>>>,
 }
 
 /// The worker's state the scrape reads.
@@ -90,6 +85,7 @@ impl Metrics {
             stats_flushes: Family::default(),
             names: LabelCap::new(MAX_CALLER_LABELS),
             live: Arc::new(OnceLock::new()),
+            meters: std::sync::RwLock::new(HashMap::new()),
         };
         registry.register(
             n::GENAI_SERVER_REQUEST_DURATION,
@@ -231,17 +227,45 @@ impl Metrics {
 
     /// An attempt started: the member is busy until it is done; an attempt
     /// dropped before it is done (the caller left) counts as cancelled.
-    pub fn attempt_started(&self, pool: &str, member: &str) -> AttemptWatch {
-        let labels = n::Member {
-            pool: self.bounded(pool, pool),
-            member: self.bounded(pool, member),
-        };
-        let busy = self.member_inflight.get_or_create_owned(&labels);
+    pub fn attempt_started(&self, c: &crate::model::Candidate, pool: &str) -> AttemptWatch {
+        let who = (pool, &*c.member_id, &*c.provider, &*c.upstream_model);
+        let (busy, cancelled) = self
+            .with_meters(who, |m| {
+                let busy = m
+                    .busy
+                    .get_or_init(|| self.member_inflight.get_or_create_owned(&m.labels()))
+                    .clone();
+                let cancelled = m
+                    .cancelled
+                    .get_or_init(|| {
+                        self.attempts.get_or_create_owned(&n::Attempt {
+                            pool: m.pool.clone(),
+                            member: m.member.clone(),
+                            outcome: "cancelled",
+                        })
+                    })
+                    .clone();
+                (busy, cancelled)
+            })
+            .unwrap_or_else(|| {
+                let pool_label = self.bounded(pool, pool);
+                let member = self.bounded(pool, &c.member_id);
+                (
+                    self.member_inflight.get_or_create_owned(&n::Member {
+                        pool: pool_label.clone(),
+                        member: member.clone(),
+                    }),
+                    self.attempts.get_or_create_owned(&n::Attempt {
+                        pool: pool_label,
+                        member,
+                        outcome: "cancelled",
+                    }),
+                )
+            });
         busy.inc();
         AttemptWatch {
             busy: Inflight(busy),
-            attempts: self.attempts.clone(),
-            labels: Some(labels),
+            cancelled: Some(cancelled),
         }
     }
 
@@ -275,10 +299,7 @@ impl Metrics {
         // The last member that failed: moving on from it to another is a failover.
         let mut last_failed: Option<&pb::Attempt> = None;
         for a in f.attempts {
-            let outcome = outcome_name(a.outcome);
-            let pool = self.bounded(&a.pool, &a.pool);
             if crate::tried::reached(a.outcome) {
-                let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
                 if let Some(failed) = last_failed.take()
                     && failed.member_id != a.member_id
                 {
@@ -288,48 +309,194 @@ impl Metrics {
                         })
                         .inc();
                 }
-                if !ok {
+                if a.outcome != pb::AttemptOutcome::Ok as i32 {
                     last_failed = Some(a);
                 }
-                let upstream_model = self.bounded(&a.pool, &a.upstream_model);
-                self.client_duration
-                    .get_or_create(&n::ClientCall {
+            }
+            // Configured members: cached handles (no allocation per attempt).
+            let who = (&*a.pool, &*a.member_id, &*a.provider, &*a.upstream_model);
+            if self.with_meters(who, |m| m.attempt(self, a)).is_none() {
+                self.attempt_uncached(a);
+            }
+        }
+        if let (Some(s), Some(u)) = (f.served, f.usage) {
+            let who = (&*s.pool, &*s.member_id, &*s.provider, &*s.upstream_model);
+            if self.with_meters(who, |m| m.tokens(self, u)).is_none() {
+                for (kind, count) in [
+                    (TokenType::input, u.input_tokens),
+                    (TokenType::output, u.output_tokens),
+                ] {
+                    self.token_usage
+                        .get_or_create(&n::Tokens {
+                            gen_ai_operation_name: CHAT,
+                            gen_ai_provider_name: s.provider.clone(),
+                            gen_ai_request_model: self.bounded(&s.pool, &s.upstream_model),
+                            gen_ai_response_model: self.bounded(&s.pool, &s.upstream_model),
+                            gen_ai_token_type: kind,
+                            pool: self.bounded(&s.pool, &s.pool),
+                        })
+                        .observe(f64::from(count));
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the cached handles of `a`'s member, made on first use;
+    /// false for a direct `provider/model` call (its names are the caller's:
+    /// they go through the cap, uncached).
+    fn with_meters<R>(
+        &self,
+        who: (&str, &str, &str, &str),
+        f: impl Fn(&MemberMeters) -> R,
+    ) -> Option<R> {
+        let (pool, member, provider, upstream_model) = who;
+        if pool.contains('/') {
+            return None;
+        }
+        {
+            let cache = self
+                .meters
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A member whose provider or model changed gets new handles.
+            if let Some(m) = cache
+                .get(pool)
+                .and_then(|p| p.get(member))
+                .filter(|m| m.provider == provider && m.upstream_model == upstream_model)
+            {
+                return Some(f(m));
+            }
+        }
+        let m = MemberMeters {
+            provider: provider.to_owned(),
+            upstream_model: upstream_model.to_owned(),
+            pool: pool.to_owned(),
+            member: member.to_owned(),
+            attempts: Default::default(),
+            durations: Default::default(),
+            tokens: Default::default(),
+            busy: OnceLock::new(),
+            cancelled: OnceLock::new(),
+        };
+        let r = f(&m);
+        self.meters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(pool.to_owned())
+            .or_default()
+            .insert(member.to_owned(), m);
+        Some(r)
+    }
+
+    /// An attempt of a direct call, labelled through the cap.
+    fn attempt_uncached(&self, a: &pb::Attempt) {
+        let outcome = outcome_name(a.outcome);
+        let pool = self.bounded(&a.pool, &a.pool);
+        if crate::tried::reached(a.outcome) {
+            let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
+            let upstream_model = self.bounded(&a.pool, &a.upstream_model);
+            self.client_duration
+                .get_or_create(&n::ClientCall {
+                    gen_ai_operation_name: CHAT,
+                    gen_ai_provider_name: a.provider.clone(),
+                    gen_ai_response_model: if ok {
+                        upstream_model.clone()
+                    } else {
+                        String::new()
+                    },
+                    gen_ai_request_model: upstream_model,
+                    error_type: if ok { "" } else { outcome },
+                })
+                .observe(Duration::from_micros(a.duration_us).as_secs_f64());
+        }
+        self.attempts
+            .get_or_create(&n::Attempt {
+                member: self.bounded(&a.pool, &a.member_id),
+                pool,
+                outcome,
+            })
+            .inc();
+    }
+}
+
+/// Every outcome's index is its enum value; room to spare.
+const OUTCOMES: usize = 16;
+
+/// One configured member's series handles, made on first use.
+struct MemberMeters {
+    provider: String,
+    upstream_model: String,
+    pool: String,
+    member: String,
+    attempts: [OnceLock<Counter>; OUTCOMES],
+    /// Client operation duration by outcome (ok: no error type).
+    durations: [OnceLock<Histogram>; OUTCOMES],
+    /// Input and output tokens of what it served.
+    tokens: [OnceLock<Histogram>; 2],
+    /// Its attempts in flight on this worker, and those the caller cut.
+    busy: OnceLock<Gauge>,
+    cancelled: OnceLock<Counter>,
+}
+
+impl MemberMeters {
+    fn labels(&self) -> n::Member {
+        n::Member {
+            pool: self.pool.clone(),
+            member: self.member.clone(),
+        }
+    }
+
+    fn tokens(&self, m: &Metrics, u: crate::upstream::Usage) {
+        for (i, kind, count) in [
+            (0, TokenType::input, u.input_tokens),
+            (1, TokenType::output, u.output_tokens),
+        ] {
+            self.tokens[i]
+                .get_or_init(|| {
+                    m.token_usage.get_or_create_owned(&n::Tokens {
                         gen_ai_operation_name: CHAT,
-                        gen_ai_provider_name: a.provider.clone(),
+                        gen_ai_provider_name: self.provider.clone(),
+                        gen_ai_request_model: self.upstream_model.clone(),
+                        gen_ai_response_model: self.upstream_model.clone(),
+                        gen_ai_token_type: kind,
+                        pool: self.pool.clone(),
+                    })
+                })
+                .observe(f64::from(count));
+        }
+    }
+
+    fn attempt(&self, m: &Metrics, a: &pb::Attempt) {
+        let Some(i) = usize::try_from(a.outcome).ok().filter(|i| *i < OUTCOMES) else {
+            return;
+        };
+        let outcome = outcome_name(a.outcome);
+        self.attempts[i]
+            .get_or_init(|| {
+                m.attempts.get_or_create_owned(&n::Attempt {
+                    pool: self.pool.clone(),
+                    member: self.member.clone(),
+                    outcome,
+                })
+            })
+            .inc();
+        if crate::tried::reached(a.outcome) {
+            let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
+            self.durations[i]
+                .get_or_init(|| {
+                    m.client_duration.get_or_create_owned(&n::ClientCall {
+                        gen_ai_operation_name: CHAT,
+                        gen_ai_provider_name: self.provider.clone(),
+                        gen_ai_request_model: self.upstream_model.clone(),
                         gen_ai_response_model: if ok {
-                            upstream_model.clone()
+                            self.upstream_model.clone()
                         } else {
                             String::new()
                         },
-                        gen_ai_request_model: upstream_model,
                         error_type: if ok { "" } else { outcome },
                     })
-                    .observe(Duration::from_micros(a.duration_us).as_secs_f64());
-            }
-            self.attempts
-                .get_or_create(&n::Attempt {
-                    member: self.bounded(&a.pool, &a.member_id),
-                    pool,
-                    outcome,
                 })
-                .inc();
-        }
-        if let (Some(s), Some(u)) = (f.served, f.usage) {
-            for (kind, count) in [
-                (TokenType::input, u.input_tokens),
-                (TokenType::output, u.output_tokens),
-            ] {
-                self.token_usage
-                    .get_or_create(&n::Tokens {
-                        gen_ai_operation_name: CHAT,
-                        gen_ai_provider_name: s.provider.clone(),
-                        gen_ai_request_model: self.bounded(&s.pool, &s.upstream_model),
-                        gen_ai_response_model: self.bounded(&s.pool, &s.upstream_model),
-                        gen_ai_token_type: kind,
-                        pool: self.bounded(&s.pool, &s.pool),
-                    })
-                    .observe(f64::from(count));
-            }
+                .observe(Duration::from_micros(a.duration_us).as_secs_f64());
         }
     }
 }
@@ -337,29 +504,22 @@ impl Metrics {
 /// One attempt in flight.
 pub struct AttemptWatch {
     busy: Inflight,
-    attempts: Family<n::Attempt, Counter>,
-    /// Until the attempt is done.
-    labels: Option<n::Member>,
+    /// Counted if the attempt is dropped before it is done.
+    cancelled: Option<Counter>,
 }
 
 impl AttemptWatch {
     /// The attempt ended (its outcome is counted with the request).
     pub fn done(mut self) {
-        self.labels = None;
+        self.cancelled = None;
     }
 }
 
 impl Drop for AttemptWatch {
     fn drop(&mut self) {
         let _ = &self.busy;
-        if let Some(n::Member { pool, member }) = self.labels.take() {
-            self.attempts
-                .get_or_create(&n::Attempt {
-                    pool,
-                    member,
-                    outcome: "cancelled",
-                })
-                .inc();
+        if let Some(c) = self.cancelled.take() {
+            c.inc();
         }
     }
 }

@@ -251,18 +251,37 @@ fn unix_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
+/// Buckets not yet flushed, by bucket start.
+type Pending = BTreeMap<i64, Totals>;
+
+/// Shards of the pending statistics: each runtime thread keeps to one, so
+/// requests on different threads do not queue on one lock.
+const SHARDS: usize = 8;
+
 /// One worker's statistics not yet flushed, and the store they go to.
 pub struct Recorder {
-    pending: Mutex<BTreeMap<i64, Totals>>,
+    pending: Box<[Mutex<Pending>]>,
     store: Arc<dyn Store>,
 }
 
 impl Recorder {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
-            pending: Mutex::new(BTreeMap::new()),
+            pending: (0..SHARDS).map(|_| Mutex::new(Pending::new())).collect(),
             store,
         }
+    }
+
+    /// This thread's shard.
+    fn shard(&self) -> std::sync::MutexGuard<'_, Pending> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let i = SHARD.with(|s| *s) % self.pending.len().max(1);
+        self.pending[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds a finished request to the current bucket. Direct `provider/model`
@@ -275,22 +294,16 @@ impl Recorder {
             return;
         }
         let bucket = unix_secs().div_euclid(BUCKET_SECS) * BUCKET_SECS;
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self.shard();
         let totals = pending.entry(bucket).or_default();
-        let pool = totals.entry(first.pool.clone()).or_default();
+        let pool = slot(totals, &first.pool);
         pool.requests += 1;
         pool.latency.add(f.elapsed);
         if let Some(t) = f.ttft {
             pool.ttft.add(t);
         }
         if f.code != tonic::Code::Ok {
-            *pool
-                .failures
-                .entry(code_name(f.code).to_owned())
-                .or_default() += 1;
+            *slot(&mut pool.failures, code_name(f.code)) += 1;
         }
         // Served by another member than one that failed (as the metric counts it).
         if let Some(s) = f.served
@@ -306,24 +319,17 @@ impl Recorder {
             if a.pool.contains('/') {
                 continue;
             }
-            let m = totals
-                .entry(a.pool.clone())
-                .or_default()
-                .members
-                .entry(a.member_id.clone())
-                .or_default();
-            *m.outcomes
-                .entry(outcome_name(a.outcome).to_owned())
-                .or_default() += 1;
+            let m = slot(&mut slot(totals, &a.pool).members, &a.member_id);
+            *slot(&mut m.outcomes, outcome_name(a.outcome)) += 1;
             if reached(a.outcome) {
                 m.latency.add(Duration::from_micros(a.duration_us));
             }
         }
         if let (Some(s), Some(u)) = (f.served, f.usage) {
-            let p = totals.entry(s.pool.clone()).or_default();
+            let p = slot(totals, &s.pool);
             p.input += u64::from(u.input_tokens);
             p.output += u64::from(u.output_tokens);
-            let m = p.members.entry(s.member_id.clone()).or_default();
+            let m = slot(&mut p.members, &s.member_id);
             m.input += u64::from(u.input_tokens);
             m.output += u64::from(u.output_tokens);
         }
@@ -332,12 +338,25 @@ impl Recorder {
     /// Sends what is pending to the store; what fails to go is kept for the
     /// next flush (buckets older than the keep time are dropped).
     pub async fn flush(&self) -> Result<(), String> {
-        let taken = std::mem::take(
-            &mut *self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut result = Ok(());
+        for shard in &self.pending {
+            let taken = std::mem::take(
+                &mut *shard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if taken.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.flush_shard(shard, taken).await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Sends one shard's buckets; what fails to go goes back into it.
+    async fn flush_shard(&self, shard: &Mutex<Pending>, taken: Pending) -> Result<(), String> {
         let mut result = Ok(());
         let mut failed = BTreeMap::new();
         for (bucket, totals) in taken {
@@ -351,8 +370,7 @@ impl Recorder {
         }
         if !failed.is_empty() {
             let oldest = unix_secs() - i64::try_from(KEEP.as_secs()).unwrap_or(i64::MAX);
-            let mut pending = self
-                .pending
+            let mut pending = shard
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (bucket, totals) in failed.into_iter().filter(|(b, _)| *b >= oldest) {
@@ -415,6 +433,15 @@ pub async fn flush_every(
             return;
         }
     }
+}
+
+/// `map[key]`, made if missing; the key is copied only then (this runs
+/// for every request).
+fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above when missing")
 }
 
 fn merge(into: &mut Totals, from: Totals) {

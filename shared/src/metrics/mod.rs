@@ -6,7 +6,10 @@
 //! typed label sets checked at compile time, no global registry, and
 //! handles that are plain atomics once created.
 
+mod histogram;
 pub mod names;
+
+pub use histogram::AtomicHistogram;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -26,6 +29,18 @@ pub fn duration_buckets() -> impl Iterator<Item = f64> {
 /// Buckets for token counts, 1 to ~1M.
 pub fn token_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(1.0, 4.0, 11)
+}
+
+/// A new duration histogram (a `Family` constructor).
+pub fn durations() -> AtomicHistogram {
+    static B: std::sync::OnceLock<Arc<[f64]>> = std::sync::OnceLock::new();
+    AtomicHistogram::new(B.get_or_init(|| duration_buckets().collect()).clone())
+}
+
+/// A new token-count histogram (a `Family` constructor).
+pub fn tokens() -> AtomicHistogram {
+    static B: std::sync::OnceLock<Arc<[f64]>> = std::sync::OnceLock::new();
+    AtomicHistogram::new(B.get_or_init(|| token_buckets().collect()).clone())
 }
 
 /// The registry as text.
