@@ -18,20 +18,6 @@ pub use crate::upstream::TraceHeaders;
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 
-struct Metadata<'a>(&'a MetadataMap);
-
-impl Extractor for Metadata<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        [TRACEPARENT, TRACESTATE]
-            .into_iter()
-            .filter(|k| self.0.contains_key(*k))
-            .collect()
-    }
-}
-
 struct Http<'a>(&'a http::HeaderMap);
 
 impl Extractor for Http<'_> {
@@ -83,7 +69,7 @@ impl Incoming {
         if !md.contains_key(TRACEPARENT) {
             return Self::default();
         }
-        let cx = TraceContextPropagator::new().extract(&Metadata(md));
+        let cx = TraceContextPropagator::new().extract(&Http(md.as_ref()));
         if !cx.span().span_context().is_valid() {
             return Self::default();
         }
