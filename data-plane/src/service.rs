@@ -400,9 +400,8 @@ impl Inference for InferenceService {
         }
         limited.sort_unstable();
         limited.dedup();
-        // Read together: each read is bounded, and they do not add up.
-        let counts =
-            futures::future::join_all(limited.iter().map(|m| self.engine.fleet.usage(m))).await;
+        // One pipelined read for all of them (bounded).
+        let counts = self.engine.fleet.usage(&limited).await;
         usage.extend(limited.into_iter().zip(counts));
         let members_of = |pool: &Pool| -> Vec<pb::MemberHealth> {
             pool.members

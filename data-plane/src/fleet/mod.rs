@@ -99,6 +99,11 @@ pub trait Backend: Send + Sync {
     async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError>;
     /// A limited member's usage this minute: (requests, tokens).
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
+    /// Several members' usage at once, in order (a backend that can
+    /// pipelines them into one round trip).
+    async fn usage_many(&self, members: &[String]) -> Result<Vec<(u64, u64)>, BackendError> {
+        futures::future::try_join_all(members.iter().map(|m| self.usage(m))).await
+    }
     /// The whole health table and the change counter it is at.
     async fn load(&self) -> Result<(HashMap<String, Entry>, u64), BackendError>;
 }

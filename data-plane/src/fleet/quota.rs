@@ -101,18 +101,25 @@ impl Fleet {
         );
     }
 
-    /// A limited member's usage this minute: the fleet's count, or this
+    /// Limited members' usage this minute, in order, read together (one
+    /// round trip where the backend can): the fleet's counts, or this
     /// worker's own while the backend is unreachable (not for the request path).
-    pub async fn usage(&self, member: &str) -> (u64, u64) {
+    pub async fn usage(&self, members: &[String]) -> Vec<(u64, u64)> {
+        if members.is_empty() {
+            return Vec::new();
+        }
         if self.core.link.is_up() {
-            match tokio::time::timeout(REQUEST_PATH_TIMEOUT, self.core.backend.usage(member)).await
+            match tokio::time::timeout(REQUEST_PATH_TIMEOUT, self.core.backend.usage_many(members))
+                .await
             {
-                Ok(Ok(u)) => return u,
+                Ok(Ok(u)) if u.len() == members.len() => return u,
+                Ok(Ok(_)) => self.core.link.failed("usage read: wrong number of answers"),
                 Ok(Err(e)) => self.core.link.failed(&e.0),
                 Err(_) => self.core.link.failed("usage read timed out"),
             }
         }
-        self.local_usage(member, minute())
+        let now = minute();
+        members.iter().map(|m| self.local_usage(m, now)).collect()
     }
 
     fn local_usage(&self, member: &str, minute: i64) -> (u64, u64) {

@@ -540,6 +540,23 @@ impl Backend for RedisBackend {
             .map_err(|e| BackendError(e.to_string()))
     }
 
+    async fn usage_many(&self, members: &[String]) -> Result<Vec<(u64, u64)>, BackendError> {
+        let mut conn = self.conn().await?;
+        if matches!(conn, Conn::Cluster(_)) {
+            // The members' keys live on many nodes: one read each, concurrently.
+            return futures::future::try_join_all(members.iter().map(|m| self.usage(m))).await;
+        }
+        // One round trip: the script loaded, then every member's read.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.usage).ignore();
+        for m in members {
+            pipe.invoke_script(&self.usage.key(self.keys.member_quota(m)));
+        }
+        pipe.query_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))
+    }
+
     async fn load(&self) -> Result<(HashMap<String, Entry>, u64), BackendError> {
         self.load_all().await
     }

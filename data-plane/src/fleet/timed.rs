@@ -97,6 +97,9 @@ impl Backend for Timed {
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError> {
         self.time("usage", self.inner.usage(member)).await
     }
+    async fn usage_many(&self, members: &[String]) -> Result<Vec<(u64, u64)>, BackendError> {
+        self.time("usage", self.inner.usage_many(members)).await
+    }
     async fn load(&self) -> Result<(HashMap<String, Entry>, u64), BackendError> {
         self.time("load", self.inner.load()).await
     }
