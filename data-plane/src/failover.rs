@@ -164,7 +164,7 @@ impl Engine {
             first_pool: None,
             estimate,
             reserved: 0,
-            log: Log::default(),
+            log: Log::watched(self.observer.clone()),
             trace,
         };
         let tiers: Vec<&Arc<Pool>> = resolved
@@ -196,7 +196,7 @@ impl Engine {
                         return Ok(Served {
                             value,
                             served_by,
-                            attempts: run.log.attempts,
+                            attempts: run.log.take_attempts(),
                             member,
                             pool: Arc::clone(pool),
                             reserved_tokens: run.reserved,

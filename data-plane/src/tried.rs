@@ -1,6 +1,7 @@
 //! Tried: the record of one request's attempts (for the caller) and why
 //! each member did not serve, and the error they add up to when none did.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_proto::v1 as pb;
@@ -8,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::error::{DpError, Reason};
 use crate::model::{Candidate, Pool};
+use crate::observe::Observer;
 use crate::plan::Skip;
 use crate::upstream::{Refusal, UpstreamError};
 
@@ -26,9 +28,34 @@ pub(crate) struct Log {
     soonest: Option<Duration>,
     /// The first auth/billing refusal: what the caller sees if nobody serves.
     first_refusal: Option<(Refusal, String, String)>,
+    /// Told of the attempts made if the request is dropped before it ends
+    /// (the caller left): they still count.
+    observer: Option<Arc<Observer>>,
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Some(o) = &self.observer
+            && !self.attempts.is_empty()
+        {
+            o.metrics.attempts(&self.attempts);
+        }
+    }
 }
 
 impl Log {
+    /// A log whose attempts count even if the request is dropped midway.
+    pub(crate) fn watched(observer: Arc<Observer>) -> Self {
+        let mut log = Self::default();
+        log.observer = Some(observer);
+        log
+    }
+
+    /// The attempts, taken by the answer (nothing is left to count at drop).
+    pub(crate) fn take_attempts(&mut self) -> Vec<pb::Attempt> {
+        std::mem::take(&mut self.attempts)
+    }
+
     pub(crate) fn push(
         &mut self,
         pool: &Pool,
@@ -103,10 +130,10 @@ impl Log {
         reached_any
     }
 
-    pub(crate) fn fail(self, error: DpError) -> Failed {
+    pub(crate) fn fail(mut self, error: DpError) -> Failed {
         Failed {
             error,
-            attempts: self.attempts,
+            attempts: self.take_attempts(),
         }
     }
 

@@ -540,3 +540,57 @@ async fn traces_reach_a_tls_collector_verified_by_the_ca_file() {
     .await;
     assert_failover_traces(&collector.attempt_spans(2).await, 1);
 }
+
+#[tokio::test]
+async fn a_caller_that_leaves_midway_still_counts_what_was_tried() {
+    // a refuses (503), b is slow: the caller gives up while b is being tried.
+    let s = setup(policy(0, 100, 1000), &[]).await;
+    s.fake.set_fault("a", status(503));
+    s.fake
+        .set_fault("b", Fault::DelayFirstByte(Duration::from_secs(3)));
+    let mut c = client(&s.worker).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        c.generate(ask("p", "never mind")),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller left before an answer");
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = scrape(&s.worker).await;
+        if sample(&m, "switchyard_requests_total", &[("status", "cancelled")]).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = |name: &str, labels: &[(&str, &str)]| sample(&m, name, labels).unwrap_or(0.0);
+    assert_eq!(
+        v(
+            "switchyard_requests_total",
+            &[("model", "p"), ("status", "cancelled")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        v(
+            "switchyard_attempts_total",
+            &[("member", "p-a"), ("outcome", "transient")]
+        ),
+        1.0,
+        "the attempt made before the caller left counts"
+    );
+    assert_eq!(
+        v(
+            "switchyard_attempts_total",
+            &[("member", "p-b"), ("outcome", "cancelled")]
+        ),
+        1.0,
+        "the attempt cut short counts as cancelled"
+    );
+    assert_eq!(v("switchyard_inflight_requests", &[]), 0.0);
+    assert_eq!(
+        v("switchyard_member_inflight_requests", &[("member", "p-b")]),
+        0.0
+    );
+}

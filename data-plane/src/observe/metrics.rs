@@ -296,29 +296,7 @@ impl Metrics {
         self.requests
             .get_or_create(&n::Request { model, status })
             .inc();
-        // The last member that failed: moving on from it to another is a failover.
-        let mut last_failed: Option<&pb::Attempt> = None;
-        for a in f.attempts {
-            if crate::tried::reached(a.outcome) {
-                if let Some(failed) = last_failed.take()
-                    && failed.member_id != a.member_id
-                {
-                    self.failovers
-                        .get_or_create(&n::Pool {
-                            pool: self.bounded(&failed.pool, &failed.pool),
-                        })
-                        .inc();
-                }
-                if a.outcome != pb::AttemptOutcome::Ok as i32 {
-                    last_failed = Some(a);
-                }
-            }
-            // Configured members: cached handles (no allocation per attempt).
-            let who = (&*a.pool, &*a.member_id, &*a.provider, &*a.upstream_model);
-            if self.with_meters(who, |m| m.attempt(self, a)).is_none() {
-                self.attempt_uncached(a);
-            }
-        }
+        self.attempts(f.attempts);
         if let (Some(s), Some(u)) = (f.served, f.usage) {
             let who = (&*s.pool, &*s.member_id, &*s.provider, &*s.upstream_model);
             if self.with_meters(who, |m| m.tokens(self, u)).is_none() {
@@ -341,9 +319,37 @@ impl Metrics {
         }
     }
 
-    /// Runs `f` on the cached handles of `a`'s member, made on first use;
-    /// false for a direct `provider/model` call (its names are the caller's:
-    /// they go through the cap, uncached).
+    /// A request's attempts (and skips), also of a request the caller left
+    /// midway: counters, client durations, failovers.
+    pub fn attempts(&self, attempts: &[pb::Attempt]) {
+        // The last member that failed: moving on from it to another is a failover.
+        let mut last_failed: Option<&pb::Attempt> = None;
+        for a in attempts {
+            if crate::tried::reached(a.outcome) {
+                if let Some(failed) = last_failed.take()
+                    && failed.member_id != a.member_id
+                {
+                    self.failovers
+                        .get_or_create(&n::Pool {
+                            pool: self.bounded(&failed.pool, &failed.pool),
+                        })
+                        .inc();
+                }
+                if a.outcome != pb::AttemptOutcome::Ok as i32 {
+                    last_failed = Some(a);
+                }
+            }
+            // Configured members: cached handles (no allocation per attempt).
+            let who = (&*a.pool, &*a.member_id, &*a.provider, &*a.upstream_model);
+            if self.with_meters(who, |m| m.attempt(self, a)).is_none() {
+                self.attempt_uncached(a);
+            }
+        }
+    }
+
+    /// Runs `f` on the cached handles of a member (pool, member, provider,
+    /// upstream model), made on first use; None for a direct `provider/model`
+    /// call (its names are the caller's: they go through the cap, uncached).
     fn with_meters<R>(
         &self,
         who: (&str, &str, &str, &str),
