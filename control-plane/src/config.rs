@@ -85,18 +85,26 @@ pub struct Args {
 impl Args {
     /// Validates the flags; the error says what to fix.
     pub fn settings(&self) -> Result<Settings, String> {
+        for (flag, list) in [
+            ("SWITCHYARD_ADMIN_TOKENS", &self.admin_tokens),
+            ("SWITCHYARD_READER_TOKENS", &self.reader_tokens),
+        ] {
+            if list.iter().any(|t| t.trim().is_empty()) && !list.is_empty() {
+                return Err(format!(
+                    "{flag} holds a blank entry; give comma-separated tokens without empty items, or leave it unset"
+                ));
+            }
+        }
         let mut tokens: Vec<(SecretString, Role)> = Vec::new();
         tokens.extend(
             self.admin_tokens
                 .iter()
-                .filter(|t| !t.is_empty())
-                .map(|t| (SecretString::from(t.clone()), Role::Admin)),
+                .map(|t| (SecretString::from(t.trim().to_owned()), Role::Admin)),
         );
         tokens.extend(
             self.reader_tokens
                 .iter()
-                .filter(|t| !t.is_empty())
-                .map(|t| (SecretString::from(t.clone()), Role::Reader)),
+                .map(|t| (SecretString::from(t.trim().to_owned()), Role::Reader)),
         );
         if let Some(path) = &self.tokens_file {
             // Config parsing, once at start-up.

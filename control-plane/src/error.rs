@@ -64,7 +64,7 @@ fn db_status(db: &DbErr) -> Status {
             "the change conflicts with a resource that refers to it, or that it refers to",
         ),
         _ => match db {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+            _ if connection_lost(db) => {
                 tracing::error!(error = %db, "config store unreachable");
                 Status::unavailable("config store unavailable; retry later")
             }
@@ -73,5 +73,42 @@ fn db_status(db: &DbErr) -> Status {
                 Status::internal("internal error; see the control-plane logs")
             }
         },
+    }
+}
+
+/// Whether the database (not the request) failed: no connection, or the one
+/// in use was lost mid-statement (a restart, a failover, an administrator
+/// terminating it). Retryable: UNAVAILABLE.
+pub fn connection_lost(db: &DbErr) -> bool {
+    use sea_orm::sqlx;
+    let runtime = match db {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Query(r) | DbErr::Exec(r) => r,
+        _ => return false,
+    };
+    let sea_orm::RuntimeErr::SqlxError(e) = runtime else {
+        return false;
+    };
+    match e.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P01-57P03: shut down or
+        // terminated by an administrator, cannot connect now.
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+impl ApiError {
+    /// A lost connection (see [`connection_lost`]): worth one retry on a
+    /// fresh connection for a read.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, ApiError::Database(db) if connection_lost(db))
     }
 }

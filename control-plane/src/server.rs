@@ -225,8 +225,9 @@ impl ControlPlane {
         health
             .set_serving::<ControlPlaneServer<ControlPlaneService>>()
             .await;
-        let (reflection, reflection_alpha) = switchyard_proto::reflection_services()
-            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let (reflection, reflection_alpha) =
+            switchyard_proto::reflection_services("switchyard.v1.ControlPlane")
+                .map_err(|e| StartError::Reflection(e.to_string()))?;
 
         let service = ControlPlaneService::new(
             self.store.clone(),

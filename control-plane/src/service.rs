@@ -58,6 +58,22 @@ fn ok<T>(r: Result<T, ApiError>) -> Res<T> {
 }
 
 impl ControlPlaneService {
+    /// A read's answer. Reads are idempotent: one that lost its database
+    /// connection midway is tried once more, on a fresh connection.
+    async fn read<T, F, Fut>(&self, f: F) -> Res<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        match f().await {
+            Err(e) if e.is_connection_lost() => {
+                tracing::warn!(error = %e, "read lost its database connection; retrying once");
+                ok(f().await)
+            }
+            r => ok(r),
+        }
+    }
+
     /// A write's answer, counted by resource and result.
     fn write<T>(&self, resource: &'static str, r: Result<T, ApiError>) -> Res<T> {
         let r = ok(r);
@@ -105,14 +121,16 @@ impl ControlPlane for ControlPlaneService {
         )
     }
     async fn get_provider(&self, r: Request<pb::GetRequest>) -> Res<pb::Provider> {
-        ok(self.store.get_provider(&r.into_inner().id_or_name).await)
+        let r = r.into_inner();
+        self.read(|| self.store.get_provider(&r.id_or_name)).await
     }
     async fn list_providers(
         &self,
         r: Request<pb::ListProvidersRequest>,
     ) -> Res<pb::ListProvidersResponse> {
         let r = r.into_inner();
-        ok(self.store.list_providers(r.page_size, &r.page_token).await)
+        self.read(|| self.store.list_providers(r.page_size, &r.page_token))
+            .await
     }
     async fn update_provider(&self, r: Request<pb::UpdateProviderRequest>) -> Res<pb::Provider> {
         let r = r.into_inner();
@@ -135,11 +153,13 @@ impl ControlPlane for ControlPlaneService {
         self.write("pool", self.store.create_pool(r.into_inner().pool).await)
     }
     async fn get_pool(&self, r: Request<pb::GetRequest>) -> Res<pb::Pool> {
-        ok(self.store.get_pool(&r.into_inner().id_or_name).await)
+        let r = r.into_inner();
+        self.read(|| self.store.get_pool(&r.id_or_name)).await
     }
     async fn list_pools(&self, r: Request<pb::ListPoolsRequest>) -> Res<pb::ListPoolsResponse> {
         let r = r.into_inner();
-        ok(self.store.list_pools(r.page_size, &r.page_token).await)
+        self.read(|| self.store.list_pools(r.page_size, &r.page_token))
+            .await
     }
     async fn update_pool(&self, r: Request<pb::UpdatePoolRequest>) -> Res<pb::Pool> {
         let r = r.into_inner();
@@ -162,17 +182,19 @@ impl ControlPlane for ControlPlaneService {
         )
     }
     async fn get_member(&self, r: Request<pb::GetRequest>) -> Res<pb::Member> {
-        ok(self.store.get_member(&r.into_inner().id_or_name).await)
+        let r = r.into_inner();
+        self.read(|| self.store.get_member(&r.id_or_name)).await
     }
     async fn list_members(
         &self,
         r: Request<pb::ListMembersRequest>,
     ) -> Res<pb::ListMembersResponse> {
         let r = r.into_inner();
-        ok(self
-            .store
-            .list_members(r.page_size, &r.page_token, &r.pool, &r.provider)
-            .await)
+        self.read(|| {
+            self.store
+                .list_members(r.page_size, &r.page_token, &r.pool, &r.provider)
+        })
+        .await
     }
     async fn update_member(&self, r: Request<pb::UpdateMemberRequest>) -> Res<pb::Member> {
         let r = r.into_inner();
@@ -190,11 +212,13 @@ impl ControlPlane for ControlPlaneService {
         self.write("route", self.store.create_route(r.into_inner().route).await)
     }
     async fn get_route(&self, r: Request<pb::GetRequest>) -> Res<pb::Route> {
-        ok(self.store.get_route(&r.into_inner().id_or_name).await)
+        let r = r.into_inner();
+        self.read(|| self.store.get_route(&r.id_or_name)).await
     }
     async fn list_routes(&self, r: Request<pb::ListRoutesRequest>) -> Res<pb::ListRoutesResponse> {
         let r = r.into_inner();
-        ok(self.store.list_routes(r.page_size, &r.page_token).await)
+        self.read(|| self.store.list_routes(r.page_size, &r.page_token))
+            .await
     }
     async fn update_route(&self, r: Request<pb::UpdateRouteRequest>) -> Res<pb::Route> {
         let r = r.into_inner();
@@ -212,7 +236,7 @@ impl ControlPlane for ControlPlaneService {
     }
 
     async fn get_snapshot(&self, _r: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {
-        ok(self.store.snapshot(false).await)
+        self.read(|| self.store.snapshot(false)).await
     }
 
     type WatchChangesStream =
@@ -222,16 +246,35 @@ impl ControlPlane for ControlPlaneService {
         &self,
         r: Request<pb::WatchChangesRequest>,
     ) -> Res<Self::WatchChangesStream> {
-        let since = r.into_inner().since_revision;
+        let r = r.into_inner();
+        if r.from_earliest && r.since_revision > 0 {
+            return Err(Status::invalid_argument(
+                "give since_revision or from_earliest, not both",
+            ));
+        }
         // Subscribe before reading history, so nothing falls in between.
         let live = self.feed.subscribe();
         let current = self.store.revision().await.map_err(Status::from)?;
+        // From the earliest change still retained: start just before it.
+        let mut replay_from = None;
+        let since = if r.from_earliest {
+            let first = self.store.changes_after(0, 1).await.map_err(Status::from)?;
+            match first.first() {
+                Some(e) => {
+                    replay_from = Some(e.revision);
+                    e.revision - 1
+                }
+                None => current,
+            }
+        } else {
+            r.since_revision
+        };
         if since > current {
             return Err(Status::invalid_argument(format!(
                 "since_revision {since} is ahead of the latest revision {current}"
             )));
         }
-        if since > 0 && since < current {
+        if since > 0 && since < current && replay_from.is_none() {
             let first = self
                 .store
                 .changes_after(since, 1)
@@ -243,7 +286,11 @@ impl ControlPlane for ControlPlaneService {
                 )));
             }
         }
-        let start = if since == 0 { current } else { since };
+        let start = if since == 0 && replay_from.is_none() {
+            current
+        } else {
+            since
+        };
         let (tx, rx) = mpsc::channel(64);
         let watch = Watch {
             store: self.store.clone(),
@@ -252,7 +299,13 @@ impl ControlPlane for ControlPlaneService {
         };
         let stop = self.streams.clone();
         self.tasks.spawn(watch.run(live, stop));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut resp = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::WatchChangesStream);
+        if let Some(from) = replay_from
+            && let Ok(v) = from.to_string().parse()
+        {
+            resp.metadata_mut().insert("x-switchyard-replay-from", v);
+        }
+        Ok(resp)
     }
 }
 

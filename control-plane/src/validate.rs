@@ -9,6 +9,32 @@ pub const DESCRIPTION_MAX: usize = 1024;
 pub const MAX_HEADERS: usize = 32;
 pub const MAX_TIERS: usize = 16;
 pub const LIMIT_MAX: u64 = 1_000_000_000;
+/// An id or a name given to look something up.
+pub const LOOKUP_MAX: usize = 256;
+/// `base_url` (the column holds 2048).
+pub const URL_MAX: usize = 2048;
+
+/// Text fields refuse control characters (NUL above all: Postgres cannot
+/// store it) and anything longer than `max` bytes.
+pub fn plain(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.len() > max {
+        return Err(ApiError::invalid(format!(
+            "{field} is {} bytes; the limit is {max}",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field} must not contain control characters (such as NUL or newlines)"
+        )));
+    }
+    Ok(())
+}
+
+/// An id or a name to look up.
+pub fn lookup(field: &str, value: &str) -> ApiResult<()> {
+    plain(field, value, LOOKUP_MAX)
+}
 
 /// Names of providers, pools and routes: 1-63 of `[A-Za-z0-9._-]`, starting
 /// with a letter or digit (so `provider/model` stays unambiguous).
@@ -55,11 +81,21 @@ pub fn description(field: &str, value: &str) -> ApiResult<()> {
             value.len()
         )));
     }
+    // Line breaks and tabs are text; other control characters are not.
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ApiError::invalid(format!(
+            "{field} must not contain control characters other than line breaks and tabs (such as NUL)"
+        )));
+    }
     Ok(())
 }
 
 /// `http(s)://host[:port][/path]`, no user info (credentials go in the credential field).
 pub fn base_url(field: &str, value: &str) -> ApiResult<()> {
+    plain(field, value, URL_MAX)?;
     let parsed = url::Url::parse(value).map_err(|e| {
         ApiError::invalid(format!(
             "{field} '{}' is not a URL ({e}); use e.g. https://api.openai.com/v1",
@@ -145,9 +181,9 @@ pub fn credential_reference(field: &str, value: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
+        // Never echoed: a key pasted here by mistake must not come back.
         Err(ApiError::invalid(format!(
-            "{field} '{}' is invalid: use env:VARIABLE_NAME or file:/absolute/path",
-            clip(value)
+            "{field} is invalid (its value is not shown: it may be a secret): use env:VARIABLE_NAME or file:/absolute/path; put a secret itself in credential.inline"
         )))
     }
 }
@@ -181,13 +217,69 @@ pub fn range<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(value)
 }
 
-/// Cuts user input shown back in messages to a readable length.
+/// Caller input as shown back in messages: control characters escaped, at
+/// most 60 characters (then '…'), and never a value shaped like a credential.
 pub fn clip(value: &str) -> String {
-    value.chars().take(80).collect()
+    if looks_secret(value) {
+        return "(not shown: it looks like a credential)".to_owned();
+    }
+    let mut out = String::new();
+    for (i, c) in value.chars().enumerate() {
+        if i == 60 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// API keys and tokens: a known prefix, or a long run of mixed-case letters
+/// and digits with no spaces.
+fn looks_secret(value: &str) -> bool {
+    let v = value.trim();
+    const PREFIXES: [&str; 8] = [
+        "sk-", "sk_", "Bearer ", "xox", "ghp_", "AKIA", "AIza", "eyJ",
+    ];
+    if PREFIXES.iter().any(|p| v.starts_with(p)) && v.len() >= 12 {
+        return true;
+    }
+    v.len() >= 32
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '='))
+        && v.chars().any(|c| c.is_ascii_digit())
+        && v.chars().any(|c| c.is_ascii_uppercase())
+        && v.chars().any(|c| c.is_ascii_lowercase())
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn input_shown_back_is_escaped_cut_and_never_a_secret() {
+        assert_eq!(super::clip("a\u{0}b\n"), "a\\u{0}b\\n");
+        let long = "x".repeat(100);
+        assert_eq!(super::clip(&long).chars().count(), 61);
+        assert!(super::clip(&long).ends_with('…'));
+        for secret in [
+            "sk-proj-0123456789abcdefghij",
+            "Bearer abcdef123456",
+            "AbCdEf0123456789AbCdEf0123456789xyz",
+        ] {
+            assert!(!super::clip(secret).contains(&secret[..8]), "{secret}");
+        }
+        assert_eq!(super::clip("coding"), "coding");
+        let err = super::credential_reference("c", "sk-live-0123456789abcdef").expect_err("bad");
+        assert!(!err.to_string().contains("0123456789"), "{err}");
+        assert!(super::plain("f", "a\u{0}", 10).is_err());
+        assert!(super::description("d", "line one\nline two\ttab").is_ok());
+        assert!(super::description("d", "a\u{0}b").is_err());
+        assert!(super::base_url("u", &format!("https://x/{}", "a".repeat(2100))).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -147,6 +147,10 @@ async fn grpcurl_operator_lists_describes_creates_and_lists() {
     for svc in ["switchyard.v1.ControlPlane", "grpc.health.v1.Health"] {
         assert!(out.contains(svc), "list lacks {svc}: {out}");
     }
+    assert!(
+        !out.contains("switchyard.v1.Inference"),
+        "the control plane does not serve inference, so it does not list it: {out}"
+    );
     let (ok, out) = tokio::task::block_in_place(|| {
         run_grpcurl(&[
             "-plaintext",
@@ -209,7 +213,10 @@ async fn sigterm_ends_watches_and_exits_cleanly() {
     let mut cp = Launch::new(&db, &prefix).start().await;
     let mut c = cp.admin().await;
     let mut watch = c
-        .watch_changes(pb::WatchChangesRequest { since_revision: 0 })
+        .watch_changes(pb::WatchChangesRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner();

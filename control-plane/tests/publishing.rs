@@ -278,7 +278,10 @@ async fn watch_changes_replays_then_follows_live() {
 
     let mut reader = cp.client(READER).await;
     let mut stream = reader
-        .watch_changes(pb::WatchChangesRequest { since_revision: 1 })
+        .watch_changes(pb::WatchChangesRequest {
+            since_revision: 1,
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner();
@@ -301,9 +304,48 @@ async fn watch_changes_replays_then_follows_live() {
     );
 
     let err = reader
-        .watch_changes(pb::WatchChangesRequest { since_revision: 99 })
+        .watch_changes(pb::WatchChangesRequest {
+            since_revision: 99,
+            ..Default::default()
+        })
         .await
         .expect_err("future revision");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // From the beginning: every retained change, then live.
+    let resp = reader
+        .watch_changes(pb::WatchChangesRequest {
+            from_earliest: true,
+            ..Default::default()
+        })
+        .await
+        .expect("watch from the earliest");
+    assert_eq!(
+        resp.metadata()
+            .get("x-switchyard-replay-from")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "says where the replay starts"
+    );
+    let mut stream = resp.into_inner();
+    create_pool(&mut c, pool("d")).await;
+    let mut revisions = Vec::new();
+    while revisions.len() < 4 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event ok");
+        revisions.push(ev.revision);
+    }
+    assert_eq!(revisions, vec![1, 2, 3, 4], "history, then the live change");
+    let err = reader
+        .watch_changes(pb::WatchChangesRequest {
+            since_revision: 1,
+            from_earliest: true,
+        })
+        .await
+        .expect_err("both");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -322,7 +364,10 @@ async fn credentials_never_reach_reads_subscribers_or_logs() {
     .await;
     let mut c = cp.admin().await;
     let mut watch = c
-        .watch_changes(pb::WatchChangesRequest { since_revision: 0 })
+        .watch_changes(pb::WatchChangesRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner();

@@ -295,8 +295,9 @@ pub async fn serve(
         })
     };
 
-    let (reflection, reflection_alpha) = switchyard_proto::reflection_services()
-        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let (reflection, reflection_alpha) =
+        switchyard_proto::reflection_services("switchyard.v1.Inference")
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
     let inference = InferenceServer::new(InferenceService::new(
         engine,
         tasks.clone(),

@@ -30,9 +30,12 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("switchyard_descriptor");
 
 /// gRPC reflection (v1 and v1alpha, for older grpcurl) over switchyard.v1
-/// and grpc.health.v1, for every server.
+/// and grpc.health.v1, advertising only `service` (the one the server
+/// serves, e.g. `switchyard.v1.ControlPlane`), health and reflection.
 #[allow(clippy::type_complexity)]
-pub fn reflection_services() -> Result<
+pub fn reflection_services(
+    service: &'static str,
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -47,6 +50,9 @@ pub fn reflection_services() -> Result<
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

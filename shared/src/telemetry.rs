@@ -102,10 +102,22 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     } else {
         cfg.log_filter.as_str()
     };
+    // Postgres NOTICEs ("relation already exists, skipping" at every start's
+    // migration check) are not news; a filter that names sqlx decides itself.
+    let filter_text = if filter_text.contains("sqlx") {
+        filter_text.to_owned()
+    } else {
+        format!("{filter_text},sqlx::postgres::notice=warn")
+    };
     let filter =
-        EnvFilter::try_new(filter_text).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        EnvFilter::try_new(&filter_text).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    // Colour only on a terminal: a file or a log shipper gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let fmt = match cfg.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(ansi)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

@@ -120,6 +120,7 @@ async fn find_member<C: ConnectionTrait>(c: &C, field: &str, id: &str) -> ApiRes
     if id.is_empty() {
         return Err(ApiError::invalid(format!("{field} is required")));
     }
+    validate::lookup(field, id)?;
     let uuid = Uuid::parse_str(id).map_err(|_| {
         ApiError::invalid(format!(
             "{field} '{}' is not a member id (a UUID)",
@@ -129,7 +130,7 @@ async fn find_member<C: ConnectionTrait>(c: &C, field: &str, id: &str) -> ApiRes
     member::Entity::find_by_id(uuid)
         .one(c)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("member '{id}' not found")))
+        .ok_or_else(|| ApiError::not_found(format!("member '{uuid}' not found")))
 }
 
 async fn check_unique<C: ConnectionTrait>(

@@ -183,6 +183,7 @@ fn required<'a>(field: &str, value: &'a str) -> ApiResult<&'a str> {
     if value.is_empty() {
         return Err(ApiError::invalid(format!("{field} is required")));
     }
+    crate::validate::lookup(field, value)?;
     Ok(value)
 }
 
@@ -301,7 +302,11 @@ impl Page {
         } else {
             let bytes = URL_SAFE_NO_PAD.decode(token).ok();
             let text = bytes.and_then(|b| String::from_utf8(b).ok());
-            match text.as_deref().and_then(|t| t.strip_prefix("after:")) {
+            match text
+                .as_deref()
+                .and_then(|t| t.strip_prefix("after:"))
+                .filter(|k| !k.chars().any(char::is_control))
+            {
                 Some(key) => Some(key.to_owned()),
                 None => {
                     return Err(ApiError::invalid(
