@@ -51,7 +51,7 @@ pub fn name(field: &str, value: &str) -> ApiResult<()> {
     if ok {
         return Ok(());
     }
-    let shown: String = value.chars().take(80).collect();
+    let shown = clip(value);
     Err(ApiError::invalid(format!(
         "{field} '{shown}' is invalid: use 1-{NAME_MAX} characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
     )))

@@ -148,8 +148,11 @@ async fn check_unique<C: ConnectionTrait>(
         .await?;
     match existing {
         Some(m) if Some(m.id) != except => Err(ApiError::AlreadyExists(format!(
-            "pool '{}' already has a member for provider '{}' and upstream model '{model}' (member {})",
-            pool.name, provider.name, m.id
+            "pool '{}' already has a member for provider '{}' and upstream model '{}' (member {})",
+            pool.name,
+            provider.name,
+            validate::clip(model),
+            m.id
         ))),
         _ => Ok(()),
     }

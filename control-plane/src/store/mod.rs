@@ -260,7 +260,8 @@ async fn check_virtual_name_free<C: ConnectionTrait>(
         && Some(p.id) != except
     {
         return Err(ApiError::AlreadyExists(format!(
-            "{field}: a pool named '{name}' already exists"
+            "{field}: a pool named '{}' already exists",
+            crate::validate::clip(name)
         )));
     }
     let route = route::Entity::find()
@@ -271,7 +272,8 @@ async fn check_virtual_name_free<C: ConnectionTrait>(
         && Some(r.id) != except
     {
         return Err(ApiError::AlreadyExists(format!(
-            "{field}: a route named '{name}' already exists"
+            "{field}: a route named '{}' already exists",
+            crate::validate::clip(name)
         )));
     }
     Ok(())

@@ -144,7 +144,8 @@ async fn check_name_free<C: sea_orm::ConnectionTrait>(c: &C, name: &str) -> ApiR
         .await?;
     match taken {
         Some(_) => Err(ApiError::AlreadyExists(format!(
-            "provider '{name}' already exists"
+            "provider '{}' already exists",
+            validate::clip(name)
         ))),
         None => Ok(()),
     }
