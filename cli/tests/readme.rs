@@ -1,0 +1,127 @@
+//! The README's grpcurl examples, run as written (with the real grpcurl)
+//! against `switchyard dev`, so they cannot rot: the operator block creates
+//! the provider, pool, members and route; the data-plane block calls them.
+//! Only the provider's URL is swapped for a fake OpenAI upstream on loopback.
+// Tests spawn callers freely and read their env overrides.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use switchyard_testkit::{FakeConfig, FakeUpstream};
+
+/// The commands of the first ```sh block after `heading`, continuation
+/// lines joined, comments and blank lines dropped.
+fn commands_after(readme: &str, heading: &str) -> Vec<String> {
+    let start = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has no '{heading}'"));
+    let rest = &readme[start..];
+    let open = rest.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let close = rest[open..].find("```").expect("block end") + open;
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in rest[open..close].lines() {
+        let line = line.trim_end();
+        if current.is_empty() && (line.trim().is_empty() || line.trim_start().starts_with('#')) {
+            continue;
+        }
+        if let Some(cont) = line.strip_suffix('\\') {
+            current.push_str(cont);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(line);
+        // A newline inside a quoted argument belongs to it.
+        if current.matches('\'').count() % 2 == 1 {
+            current.push('\n');
+            continue;
+        }
+        out.push(std::mem::take(&mut current));
+    }
+    out
+}
+
+fn run(cmd: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new("bash")
+        .args(["-c", cmd])
+        .envs(env.iter().copied())
+        .output()
+        .expect("bash");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_grpcurl_examples_work_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let fake = FakeUpstream::start(FakeConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = common::start_with(dir.path(), &[("OPENAI_API_KEY", "sk-fake-for-the-readme")]).await;
+    let grpcurl = switchyard_testkit::harness::grpcurl_path();
+    let bin_dir = std::path::Path::new(&grpcurl)
+        .parent()
+        .expect("grpcurl dir")
+        .display()
+        .to_string();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let env = [
+        ("PATH", path.as_str()),
+        ("A", dev.addr.as_str()),
+        ("W", dev.inference.as_str()),
+        ("ADMIN_TOKEN", "unused-under-dev"),
+    ];
+
+    let mut member_id = String::new();
+    let mut ran = 0;
+    // Shell variables the blocks set (H=...), kept for the commands after them.
+    let mut assignments = String::new();
+    for section in ["## Operate it with grpcurl", "## Call it (data plane)"] {
+        for cmd in commands_after(&readme, section) {
+            // The addresses come from the running dev server.
+            if cmd.starts_with("A=") || cmd.starts_with("W=") {
+                continue;
+            }
+            if cmd.split_whitespace().next().is_some_and(|w| w.contains('=')) {
+                assignments.push_str(&cmd);
+                assignments.push('\n');
+                continue;
+            }
+            let mut cmd = cmd
+                .replace("https://api.openai.com/v1", &fake.base_url())
+                .replace("<member id>", &member_id);
+            let streaming = cmd.contains("/WatchChanges");
+            if streaming {
+                // A live feed never ends by itself.
+                cmd = cmd.replacen("grpcurl ", "grpcurl -max-time 2 ", 1);
+            }
+            let script = format!("{assignments}{cmd}");
+            let (ok, out, err) = tokio::task::block_in_place(|| run(&script, &env));
+            ran += 1;
+            if streaming {
+                assert!(
+                    out.contains("\"revision\""),
+                    "{cmd}\nprints changes before its time is up:\n{out}{err}"
+                );
+            } else {
+                assert!(ok, "README command failed:\n{cmd}\n{out}{err}");
+            }
+            if cmd.contains("/CreateMember") {
+                let v: serde_json::Value = serde_json::from_str(&out).expect("member JSON");
+                member_id = v["id"].as_str().expect("member id").to_owned();
+            }
+            if cmd.contains("Inference/Generate ") || cmd.ends_with("Inference/Generate") {
+                assert!(out.contains("\"servedBy\""), "{cmd}\n{out}");
+            }
+        }
+    }
+    assert!(
+        !member_id.is_empty(),
+        "the member id reached the update example"
+    );
+    assert!(ran >= 15, "{ran} README commands ran");
+    dev.stop().await;
+}
