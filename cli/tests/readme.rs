@@ -85,7 +85,11 @@ async fn the_readme_grpcurl_examples_work_as_written() {
             if cmd.starts_with("A=") || cmd.starts_with("W=") {
                 continue;
             }
-            if cmd.split_whitespace().next().is_some_and(|w| w.contains('=')) {
+            if cmd
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.contains('='))
+            {
                 assignments.push_str(&cmd);
                 assignments.push('\n');
                 continue;

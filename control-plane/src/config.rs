@@ -89,7 +89,9 @@ impl Args {
             ("SWITCHYARD_ADMIN_TOKENS", &self.admin_tokens),
             ("SWITCHYARD_READER_TOKENS", &self.reader_tokens),
         ] {
-            if list.iter().any(|t| t.trim().is_empty()) && !list.is_empty() {
+            // `VAR=` (one empty value) is as good as unset; `" , "` is a mistake.
+            let unset = list.len() == 1 && list[0].is_empty();
+            if !unset && list.iter().any(|t| t.trim().is_empty()) {
                 return Err(format!(
                     "{flag} holds a blank entry; give comma-separated tokens without empty items, or leave it unset"
                 ));
@@ -99,11 +101,13 @@ impl Args {
         tokens.extend(
             self.admin_tokens
                 .iter()
+                .filter(|t| !t.is_empty())
                 .map(|t| (SecretString::from(t.trim().to_owned()), Role::Admin)),
         );
         tokens.extend(
             self.reader_tokens
                 .iter()
+                .filter(|t| !t.is_empty())
                 .map(|t| (SecretString::from(t.trim().to_owned()), Role::Reader)),
         );
         if let Some(path) = &self.tokens_file {
@@ -147,5 +151,44 @@ impl Args {
             run_migrations: !self.skip_migrations,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Args;
+
+    fn settings(args: &[&str]) -> Result<(), String> {
+        let mut argv = vec![
+            "switchyard-control-plane",
+            "--database-url",
+            "sqlite::memory:",
+        ];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .settings()
+            .map(|_| ())
+    }
+
+    #[test]
+    fn token_lists_refuse_blank_entries_but_an_empty_value_is_unset() {
+        assert!(settings(&["--admin-tokens", "a,b"]).is_ok());
+        assert!(
+            settings(&["--admin-tokens", "a", "--reader-tokens", ""]).is_ok(),
+            "READER_TOKENS= is as good as unset"
+        );
+        for blank in [" , ", " ", "a,,b", "a, "] {
+            let err = settings(&["--admin-tokens", blank]).expect_err(blank);
+            assert!(err.contains("blank entry"), "{blank:?}: {err}");
+        }
+        assert!(
+            settings(&[])
+                .expect_err("no tokens")
+                .contains("no tokens configured"),
+            "no tokens at all still refuses"
+        );
     }
 }

@@ -129,8 +129,7 @@ impl ControlPlane for ControlPlaneService {
         r: Request<pb::ListProvidersRequest>,
     ) -> Res<pb::ListProvidersResponse> {
         let r = r.into_inner();
-        self.read(|| self.store.list_providers(r.page_size, &r.page_token))
-            .await
+        self.read(|| self.store.list_providers(&r)).await
     }
     async fn update_provider(&self, r: Request<pb::UpdateProviderRequest>) -> Res<pb::Provider> {
         let r = r.into_inner();
@@ -158,8 +157,7 @@ impl ControlPlane for ControlPlaneService {
     }
     async fn list_pools(&self, r: Request<pb::ListPoolsRequest>) -> Res<pb::ListPoolsResponse> {
         let r = r.into_inner();
-        self.read(|| self.store.list_pools(r.page_size, &r.page_token))
-            .await
+        self.read(|| self.store.list_pools(&r)).await
     }
     async fn update_pool(&self, r: Request<pb::UpdatePoolRequest>) -> Res<pb::Pool> {
         let r = r.into_inner();
@@ -190,11 +188,7 @@ impl ControlPlane for ControlPlaneService {
         r: Request<pb::ListMembersRequest>,
     ) -> Res<pb::ListMembersResponse> {
         let r = r.into_inner();
-        self.read(|| {
-            self.store
-                .list_members(r.page_size, &r.page_token, &r.pool, &r.provider)
-        })
-        .await
+        self.read(|| self.store.list_members(&r)).await
     }
     async fn update_member(&self, r: Request<pb::UpdateMemberRequest>) -> Res<pb::Member> {
         let r = r.into_inner();
@@ -217,8 +211,7 @@ impl ControlPlane for ControlPlaneService {
     }
     async fn list_routes(&self, r: Request<pb::ListRoutesRequest>) -> Res<pb::ListRoutesResponse> {
         let r = r.into_inner();
-        self.read(|| self.store.list_routes(r.page_size, &r.page_token))
-            .await
+        self.read(|| self.store.list_routes(&r)).await
     }
     async fn update_route(&self, r: Request<pb::UpdateRouteRequest>) -> Res<pb::Route> {
         let r = r.into_inner();
@@ -264,7 +257,11 @@ impl ControlPlane for ControlPlaneService {
                     replay_from = Some(e.revision);
                     e.revision - 1
                 }
-                None => current,
+                None => {
+                    // Nothing retained: the replay starts with the next change.
+                    replay_from = Some(current + 1);
+                    current
+                }
             }
         } else {
             r.since_revision

@@ -105,7 +105,7 @@ pub fn base_url(field: &str, value: &str) -> ApiResult<()> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ApiError::invalid(format!(
             "{field} must use http or https, not '{}'",
-            parsed.scheme()
+            clip(parsed.scheme())
         )));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -140,6 +140,14 @@ pub fn extra_headers(
         )));
     }
     for (k, v) in headers {
+        plain(&format!("{field} key"), k, 256)?;
+        if v.len() > 4096 {
+            return Err(ApiError::invalid(format!(
+                "{field} value for '{}' is {} bytes; the limit is 4096",
+                clip(k),
+                v.len()
+            )));
+        }
         let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
             ApiError::invalid(format!(
                 "{field} key '{}' is not a valid HTTP header name",
@@ -151,12 +159,14 @@ pub fn extra_headers(
             "authorization" | "x-api-key" | "api-key" | "proxy-authorization" | "cookie"
         ) {
             return Err(ApiError::invalid(format!(
-                "{field} must not set '{name}': header values are returned on reads; use the credential field"
+                "{field} must not set '{}': header values are returned on reads; use the credential field",
+                clip(name.as_str())
             )));
         }
         if http::HeaderValue::from_str(v).is_err() {
             return Err(ApiError::invalid(format!(
-                "{field} value for '{name}' is not a valid HTTP header value"
+                "{field} value for '{}' is not a valid HTTP header value",
+                clip(name.as_str())
             )));
         }
     }
@@ -218,14 +228,14 @@ pub fn range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 /// Caller input as shown back in messages: control characters escaped, at
-/// most 60 characters (then '…'), and never a value shaped like a credential.
+/// most 64 characters (then '…'), and never a value shaped like a credential.
 pub fn clip(value: &str) -> String {
     if looks_secret(value) {
         return "(not shown: it looks like a credential)".to_owned();
     }
     let mut out = String::new();
     for (i, c) in value.chars().enumerate() {
-        if i == 60 {
+        if i == 64 {
             out.push('…');
             break;
         }
@@ -238,22 +248,23 @@ pub fn clip(value: &str) -> String {
     out
 }
 
-/// API keys and tokens: a known prefix, or a long run of mixed-case letters
-/// and digits with no spaces.
+/// Whether any word of `value` (split at spaces, ':' and '=') looks like an
+/// API key or token: a known prefix and key-like length, or a long run of
+/// mixed-case letters and digits (model ids like `meta-llama/Llama-3-70B`
+/// have '-' or '/', keys of that shape do not).
 fn looks_secret(value: &str) -> bool {
-    let v = value.trim();
-    const PREFIXES: [&str; 8] = [
-        "sk-", "sk_", "Bearer ", "xox", "ghp_", "AKIA", "AIza", "eyJ",
-    ];
-    if PREFIXES.iter().any(|p| v.starts_with(p)) && v.len() >= 12 {
-        return true;
-    }
-    v.len() >= 32
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '='))
-        && v.chars().any(|c| c.is_ascii_digit())
-        && v.chars().any(|c| c.is_ascii_uppercase())
-        && v.chars().any(|c| c.is_ascii_lowercase())
+    const PREFIXES: [&str; 8] = ["sk-", "sk_", "xox", "ghp_", "AKIA", "AIza", "eyJ", "Bearer"];
+    value
+        .split(|c: char| c.is_whitespace() || matches!(c, ':' | '=' | ','))
+        .any(|w| {
+            (PREFIXES.iter().any(|p| w.starts_with(p)) && w.len() >= 20)
+                || (w.len() >= 32
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+'))
+                    && w.chars().any(|c| c.is_ascii_digit())
+                    && w.chars().any(|c| c.is_ascii_uppercase())
+                    && w.chars().any(|c| c.is_ascii_lowercase()))
+        })
 }
 
 #[cfg(test)]
@@ -262,16 +273,24 @@ mod tests {
     fn input_shown_back_is_escaped_cut_and_never_a_secret() {
         assert_eq!(super::clip("a\u{0}b\n"), "a\\u{0}b\\n");
         let long = "x".repeat(100);
-        assert_eq!(super::clip(&long).chars().count(), 61);
+        assert_eq!(super::clip(&long).chars().count(), 65);
         assert!(super::clip(&long).ends_with('…'));
         for secret in [
             "sk-proj-0123456789abcdefghij",
-            "Bearer abcdef123456",
+            "Authorization: Bearer sk-proj-0123456789abcdefghij",
+            "api.openai.com/v1 sk-proj-0123456789abcdefghij",
             "AbCdEf0123456789AbCdEf0123456789xyz",
         ] {
-            assert!(!super::clip(secret).contains(&secret[..8]), "{secret}");
+            assert!(!super::clip(secret).contains("0123456789"), "{secret}");
         }
-        assert_eq!(super::clip("coding"), "coding");
+        for ordinary in [
+            "coding",
+            "sk-learn-models",
+            "meta-llama/Meta-Llama-3-70B-Instruct",
+            "gpt-4o-mini-2024-07-18",
+        ] {
+            assert_eq!(super::clip(ordinary), ordinary);
+        }
         let err = super::credential_reference("c", "sk-live-0123456789abcdef").expect_err("bad");
         assert!(!err.to_string().contains("0123456789"), "{err}");
         assert!(super::plain("f", "a\u{0}", 10).is_err());

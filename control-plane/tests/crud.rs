@@ -644,6 +644,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
             c.list_pools(pb::ListPoolsRequest {
                 page_size: 1,
                 page_token: "garbage".into(),
+                ..Default::default()
             })
             .await
             .map(|_| ()),
@@ -654,7 +655,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
             "page too large",
             c.list_pools(pb::ListPoolsRequest {
                 page_size: 5000,
-                page_token: String::new(),
+                ..Default::default()
             })
             .await
             .map(|_| ()),

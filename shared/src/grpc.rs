@@ -15,7 +15,24 @@ pub fn oversize_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Re
         res.headers_mut()
             .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
+    // A request that does not decode (a string field that is not UTF-8, a
+    // truncated message) is the caller's mistake, not INTERNAL.
+    let undecodable = h_status(&res, b"13")
+        && res.headers().get("grpc-message").is_some_and(|m| {
+            let m = String::from_utf8_lossy(m.as_bytes());
+            m.contains("failed%20to%20decode") || m.contains("failed to decode")
+        });
+    if undecodable {
+        res.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
     res
+}
+
+fn h_status<B>(res: &http::Response<B>, code: &[u8]) -> bool {
+    res.headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == code)
 }
 
 /// The layers in front of every service, outermost first: 1. the bearer-token

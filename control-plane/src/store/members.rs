@@ -205,12 +205,10 @@ impl Store {
 
     pub async fn list_members(
         &self,
-        page_size: u32,
-        token: &str,
-        pool_key: &str,
-        provider_key: &str,
+        r: &pb::ListMembersRequest,
     ) -> ApiResult<pb::ListMembersResponse> {
-        let page = Page::parse(page_size, token)?;
+        let (pool_key, provider_key) = (r.pool.as_str(), r.provider.as_str());
+        let page = Page::parse(r.page_size, &r.page_token)?;
         // Member ids are UUIDv7: ordering by id is creation order.
         let mut q = member::Entity::find()
             .order_by_asc(member::Column::Id)
@@ -227,6 +225,15 @@ impl Store {
         if !provider_key.is_empty() {
             let p = find_provider(self.db(), "provider", provider_key).await?;
             q = q.filter(member::Column::ProviderId.eq(p.id));
+        }
+        if r.status != 0 {
+            let status = pb::MemberStatus::try_from(r.status).map_err(|_| {
+                ApiError::invalid(format!(
+                    "status {} is not a member status; use MEMBER_STATUS_ACTIVE, MEMBER_STATUS_INACTIVE or MEMBER_STATUS_DRAINING",
+                    r.status
+                ))
+            })?;
+            q = q.filter(member::Column::Status.eq(status_to_str(status)));
         }
         let mut rows = q.all(self.db()).await?;
         let next_page_token = page.finish(&mut rows, |r| r.id.to_string());

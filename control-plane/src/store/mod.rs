@@ -173,10 +173,27 @@ fn check_etag(kind: &str, name: &str, given: &str, current: i64) -> ApiResult<()
     if given.is_empty() || given == etag(current) {
         return Ok(());
     }
+    // Etags are revisions: anything else was never one this server gave.
+    if given.parse::<u64>().is_err() {
+        return Err(ApiError::invalid(format!(
+            "etag '{}' is not one this server issued; pass the etag from a read, or none",
+            crate::validate::clip(given)
+        )));
+    }
     Err(ApiError::Aborted(format!(
         "{kind} '{name}' was changed since etag '{}' (current etag '{current}'); read it again and retry",
         crate::validate::clip(given)
     )))
+}
+
+/// A LIKE pattern matching names that start with `prefix` (its `%`, `_`
+/// and `\\` taken literally).
+fn prefix_pattern(prefix: &str) -> sea_orm::sea_query::LikeExpr {
+    let escaped = prefix
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    sea_orm::sea_query::LikeExpr::new(format!("{escaped}%")).escape('\\')
 }
 
 fn required<'a>(field: &str, value: &'a str) -> ApiResult<&'a str> {

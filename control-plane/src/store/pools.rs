@@ -182,15 +182,15 @@ impl Store {
         Ok(to_proto(&find_pool(self.db(), "id_or_name", key).await?))
     }
 
-    pub async fn list_pools(
-        &self,
-        page_size: u32,
-        token: &str,
-    ) -> ApiResult<pb::ListPoolsResponse> {
-        let page = Page::parse(page_size, token)?;
+    pub async fn list_pools(&self, r: &pb::ListPoolsRequest) -> ApiResult<pb::ListPoolsResponse> {
+        let page = Page::parse(r.page_size, &r.page_token)?;
         let mut q = pool::Entity::find()
             .order_by_asc(pool::Column::Name)
             .limit(page.fetch());
+        if !r.name_prefix.is_empty() {
+            validate::plain("name_prefix", &r.name_prefix, validate::NAME_MAX)?;
+            q = q.filter(pool::Column::Name.like(super::prefix_pattern(&r.name_prefix)));
+        }
         if let Some(after) = &page.after {
             q = q.filter(pool::Column::Name.gt(after.as_str()));
         }

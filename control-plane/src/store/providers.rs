@@ -254,13 +254,22 @@ impl Store {
 
     pub async fn list_providers(
         &self,
-        page_size: u32,
-        token: &str,
+        r: &pb::ListProvidersRequest,
     ) -> ApiResult<pb::ListProvidersResponse> {
-        let page = Page::parse(page_size, token)?;
+        let page = Page::parse(r.page_size, &r.page_token)?;
         let mut q = provider::Entity::find()
             .order_by_asc(provider::Column::Name)
             .limit(page.fetch());
+        if r.kind != 0 {
+            let kind = pb::ProviderKind::try_from(r.kind).map_err(|_| {
+                ApiError::invalid(format!(
+                    "kind {} is not a provider kind; use one of: {}",
+                    r.kind,
+                    KIND_NAMES.join(", ")
+                ))
+            })?;
+            q = q.filter(provider::Column::Kind.eq(kind_to_str(kind)?));
+        }
         if let Some(after) = &page.after {
             q = q.filter(provider::Column::Name.gt(after.as_str()));
         }

@@ -281,13 +281,21 @@ impl Store {
 
     pub async fn list_routes(
         &self,
-        page_size: u32,
-        token: &str,
+        r: &pb::ListRoutesRequest,
     ) -> ApiResult<pb::ListRoutesResponse> {
-        let page = Page::parse(page_size, token)?;
+        let page = Page::parse(r.page_size, &r.page_token)?;
         let mut q = route::Entity::find()
             .order_by_asc(route::Column::Name)
             .limit(page.fetch());
+        if !r.pool.is_empty() {
+            let p = super::find_pool(self.db(), "pool", &r.pool).await?;
+            let using = route_tier::Entity::find()
+                .filter(route_tier::Column::PoolId.eq(p.id))
+                .all(self.db())
+                .await?;
+            let ids: Vec<Uuid> = using.iter().map(|t| t.route_id).collect();
+            q = q.filter(route::Column::Id.is_in(ids));
+        }
         if let Some(after) = &page.after {
             q = q.filter(route::Column::Name.gt(after.as_str()));
         }
