@@ -97,18 +97,26 @@ impl Args {
                 ));
             }
         }
-        let mut tokens: Vec<(SecretString, Role)> = Vec::new();
-        tokens.extend(
-            self.admin_tokens
-                .iter()
-                .filter(|t| !t.is_empty())
-                .map(|t| (SecretString::from(t.trim().to_owned()), Role::Admin)),
-        );
+        // (token, role, the name its changes are recorded under)
+        let mut tokens: Vec<(SecretString, Role, String)> = Vec::new();
+        tokens.extend(self.admin_tokens.iter().filter(|t| !t.is_empty()).map(|t| {
+            (
+                SecretString::from(t.trim().to_owned()),
+                Role::Admin,
+                "admin".to_owned(),
+            )
+        }));
         tokens.extend(
             self.reader_tokens
                 .iter()
                 .filter(|t| !t.is_empty())
-                .map(|t| (SecretString::from(t.trim().to_owned()), Role::Reader)),
+                .map(|t| {
+                    (
+                        SecretString::from(t.trim().to_owned()),
+                        Role::Reader,
+                        "reader".to_owned(),
+                    )
+                }),
         );
         if let Some(path) = &self.tokens_file {
             // Config parsing, once at start-up.
@@ -127,7 +135,7 @@ impl Args {
                             --tokens-file, or pass --no-auth for local development"
                     .into());
             }
-            (false, false) => Authorizer::new(tokens),
+            (false, false) => Authorizer::named(tokens),
         };
         if self.max_message_bytes < 1024 {
             return Err(format!(

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::metrics::CpMetrics;
+use crate::store::ACTOR;
 use crate::store::Store;
+use switchyard_shared::auth::Caller;
 
 /// Retained changes read per outbox query while catching up.
 const REPLAY_BATCH: u64 = 500;
@@ -74,15 +76,28 @@ impl ControlPlaneService {
         }
     }
 
-    /// A write's answer, counted by resource and result.
-    fn write<T>(&self, resource: &'static str, r: Result<T, ApiError>) -> Res<T> {
-        let r = ok(r);
+    /// A write, made as `actor` (recorded with the change), counted by
+    /// resource and result.
+    async fn write<T>(
+        &self,
+        resource: &'static str,
+        actor: String,
+        f: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Res<T> {
+        let r = ok(ACTOR.scope(actor, f).await);
         self.metrics.write(
             resource,
             r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
         );
         r
     }
+}
+
+/// Who makes a call, as the auth filter named it.
+fn actor_of<T>(r: &Request<T>) -> String {
+    r.extensions()
+        .get::<Caller>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.name.clone())
 }
 
 pub(crate) fn to_event(m: &ChangeMessage) -> pb::ChangeEvent {
@@ -109,16 +124,20 @@ pub(crate) fn to_event(m: &ChangeMessage) -> pb::ChangeEvent {
             seconds: m.commit_time_ms.div_euclid(1000),
             nanos: i32::try_from(m.commit_time_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
         }),
+        actor: m.actor.clone(),
     }
 }
 
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneService {
     async fn create_provider(&self, r: Request<pb::CreateProviderRequest>) -> Res<pb::Provider> {
+        let actor = actor_of(&r);
         self.write(
             "provider",
-            self.store.create_provider(r.into_inner().provider).await,
+            actor,
+            self.store.create_provider(r.into_inner().provider),
         )
+        .await
     }
     async fn get_provider(&self, r: Request<pb::GetRequest>) -> Res<pb::Provider> {
         let r = r.into_inner();
@@ -132,24 +151,30 @@ impl ControlPlane for ControlPlaneService {
         self.read(|| self.store.list_providers(&r)).await
     }
     async fn update_provider(&self, r: Request<pb::UpdateProviderRequest>) -> Res<pb::Provider> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
         self.write(
             "provider",
-            self.store.update_provider(r.provider, r.update_mask).await,
+            actor,
+            self.store.update_provider(r.provider, r.update_mask),
         )
+        .await
     }
     async fn delete_provider(&self, r: Request<pb::DeleteProviderRequest>) -> Res<()> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
         self.write(
             "provider",
-            self.store
-                .delete_provider(&r.id_or_name, r.force, &r.etag)
-                .await,
+            actor,
+            self.store.delete_provider(&r.id_or_name, r.force, &r.etag),
         )
+        .await
     }
 
     async fn create_pool(&self, r: Request<pb::CreatePoolRequest>) -> Res<pb::Pool> {
-        self.write("pool", self.store.create_pool(r.into_inner().pool).await)
+        let actor = actor_of(&r);
+        self.write("pool", actor, self.store.create_pool(r.into_inner().pool))
+            .await
     }
     async fn get_pool(&self, r: Request<pb::GetRequest>) -> Res<pb::Pool> {
         let r = r.into_inner();
@@ -160,24 +185,30 @@ impl ControlPlane for ControlPlaneService {
         self.read(|| self.store.list_pools(&r)).await
     }
     async fn update_pool(&self, r: Request<pb::UpdatePoolRequest>) -> Res<pb::Pool> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
-        self.write("pool", self.store.update_pool(r.pool, r.update_mask).await)
+        self.write("pool", actor, self.store.update_pool(r.pool, r.update_mask))
+            .await
     }
     async fn delete_pool(&self, r: Request<pb::DeletePoolRequest>) -> Res<()> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
         self.write(
             "pool",
-            self.store
-                .delete_pool(&r.id_or_name, r.force, &r.etag)
-                .await,
+            actor,
+            self.store.delete_pool(&r.id_or_name, r.force, &r.etag),
         )
+        .await
     }
 
     async fn create_member(&self, r: Request<pb::CreateMemberRequest>) -> Res<pb::Member> {
+        let actor = actor_of(&r);
         self.write(
             "member",
-            self.store.create_member(r.into_inner().member).await,
+            actor,
+            self.store.create_member(r.into_inner().member),
         )
+        .await
     }
     async fn get_member(&self, r: Request<pb::GetRequest>) -> Res<pb::Member> {
         let r = r.into_inner();
@@ -191,19 +222,30 @@ impl ControlPlane for ControlPlaneService {
         self.read(|| self.store.list_members(&r)).await
     }
     async fn update_member(&self, r: Request<pb::UpdateMemberRequest>) -> Res<pb::Member> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
         self.write(
             "member",
-            self.store.update_member(r.member, r.update_mask).await,
+            actor,
+            self.store.update_member(r.member, r.update_mask),
         )
+        .await
     }
     async fn delete_member(&self, r: Request<pb::DeleteMemberRequest>) -> Res<()> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
-        self.write("member", self.store.delete_member(&r.id, &r.etag).await)
+        self.write("member", actor, self.store.delete_member(&r.id, &r.etag))
+            .await
     }
 
     async fn create_route(&self, r: Request<pb::CreateRouteRequest>) -> Res<pb::Route> {
-        self.write("route", self.store.create_route(r.into_inner().route).await)
+        let actor = actor_of(&r);
+        self.write(
+            "route",
+            actor,
+            self.store.create_route(r.into_inner().route),
+        )
+        .await
     }
     async fn get_route(&self, r: Request<pb::GetRequest>) -> Res<pb::Route> {
         let r = r.into_inner();
@@ -214,18 +256,24 @@ impl ControlPlane for ControlPlaneService {
         self.read(|| self.store.list_routes(&r)).await
     }
     async fn update_route(&self, r: Request<pb::UpdateRouteRequest>) -> Res<pb::Route> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
         self.write(
             "route",
-            self.store.update_route(r.route, r.update_mask).await,
+            actor,
+            self.store.update_route(r.route, r.update_mask),
         )
+        .await
     }
     async fn delete_route(&self, r: Request<pb::DeleteRouteRequest>) -> Res<()> {
+        let actor = actor_of(&r);
         let r = r.into_inner();
         self.write(
             "route",
-            self.store.delete_route(&r.id_or_name, &r.etag).await,
+            actor,
+            self.store.delete_route(&r.id_or_name, &r.etag),
         )
+        .await
     }
 
     async fn get_snapshot(&self, _r: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {

@@ -18,10 +18,18 @@ pub enum Role {
     Admin,
 }
 
-/// The configured tokens. Debug never shows them.
+/// Who made a call: the token's role and name (`dev` when auth is off).
+/// Put in the request's extensions for the handlers (the audit trail).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Option<Role>,
+    pub name: String,
+}
+
+/// The configured tokens and their names. Debug never shows the tokens.
 #[derive(Clone)]
 pub struct Authorizer {
-    tokens: Arc<Vec<(SecretString, Role)>>,
+    tokens: Arc<Vec<(SecretString, Role, String)>>,
     disabled: bool,
 }
 
@@ -35,7 +43,24 @@ impl std::fmt::Debug for Authorizer {
 }
 
 impl Authorizer {
+    /// Tokens named by their role (`admin`, `reader`).
     pub fn new(tokens: Vec<(SecretString, Role)>) -> Self {
+        Self::named(
+            tokens
+                .into_iter()
+                .map(|(t, r)| {
+                    let name = match r {
+                        Role::Admin => "admin",
+                        Role::Reader => "reader",
+                    };
+                    (t, r, name.to_owned())
+                })
+                .collect(),
+        )
+    }
+
+    /// Tokens with the names changes are recorded under.
+    pub fn named(tokens: Vec<(SecretString, Role, String)>) -> Self {
         Self {
             tokens: Arc::new(tokens),
             disabled: false,
@@ -54,24 +79,37 @@ impl Authorizer {
         self.disabled
     }
 
-    /// The role of a bearer token; compares every token in constant time.
-    fn role_of(&self, presented: &str) -> Option<Role> {
-        let mut found = None;
-        for (token, role) in self.tokens.iter() {
+    /// The role and name of a bearer token; compares every token in constant time.
+    fn role_of(&self, presented: &str) -> Option<(Role, &str)> {
+        let mut found: Option<(Role, &str)> = None;
+        for (token, role, name) in self.tokens.iter() {
             if bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes())) {
                 found = match (found, role) {
-                    (Some(Role::Admin), _) | (_, Role::Admin) => Some(Role::Admin),
-                    _ => Some(Role::Reader),
+                    (Some(f @ (Role::Admin, _)), _) => Some(f),
+                    (_, Role::Admin) => Some((Role::Admin, name.as_str())),
+                    (Some(f), _) => Some(f),
+                    (None, _) => Some((Role::Reader, name.as_str())),
                 };
             }
         }
         found
     }
 
-    /// Decides one call by its path and headers.
-    pub fn authorize(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Role>, Status> {
-        if self.disabled || !path.starts_with("/switchyard.") {
+    /// Decides one call by its path and headers: who it is (None for the
+    /// open services: health, reflection).
+    pub fn authorize(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Caller>, Status> {
+        if !path.starts_with("/switchyard.") {
             return Ok(None);
+        }
+        if self.disabled {
+            return Ok(Some(Caller {
+                role: None,
+                name: "dev".to_owned(),
+            }));
         }
         let header = headers
             .get(http::header::AUTHORIZATION)
@@ -87,7 +125,7 @@ impl Authorizer {
             .ok_or_else(|| {
                 Status::unauthenticated("authorization metadata must be 'Bearer <token>'")
             })?;
-        let role = self
+        let (role, name) = self
             .role_of(token.trim())
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
         let method = path.rsplit('/').next().unwrap_or_default();
@@ -99,7 +137,10 @@ impl Authorizer {
                 "{method} needs an admin token; this token may only read"
             )));
         }
-        Ok(Some(role))
+        Ok(Some(Caller {
+            role: Some(role),
+            name: name.to_owned(),
+        }))
     }
 }
 
@@ -108,9 +149,9 @@ impl<B> tower::filter::Predicate<http::Request<B>> for Authorizer {
 
     fn check(&mut self, mut req: http::Request<B>) -> Result<Self::Request, BoxError> {
         match self.authorize(req.uri().path(), req.headers()) {
-            Ok(role) => {
-                if let Some(role) = role {
-                    req.extensions_mut().insert(role);
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    req.extensions_mut().insert(caller);
                 }
                 Ok(req)
             }
@@ -122,8 +163,10 @@ impl<B> tower::filter::Predicate<http::Request<B>> for Authorizer {
     }
 }
 
-/// Parses a tokens file: one `admin TOKEN` or `reader TOKEN` per line; `#` comments.
-pub fn parse_tokens_file(text: &str) -> Result<Vec<(SecretString, Role)>, String> {
+/// Parses a tokens file: one `admin TOKEN [NAME]` or `reader TOKEN [NAME]`
+/// per line; `#` comments. NAME (letters, digits, `.`, `_`, `-`; default the
+/// role) is who changes made with the token are recorded as.
+pub fn parse_tokens_file(text: &str) -> Result<Vec<(SecretString, Role, String)>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -146,7 +189,34 @@ pub fn parse_tokens_file(text: &str) -> Result<Vec<(SecretString, Role)>, String
                 ));
             }
         };
-        out.push((SecretString::from(token.trim().to_owned()), role));
+        let mut parts = token.split_whitespace();
+        let token = parts.next().unwrap_or_default();
+        let name = match parts.next() {
+            None => match role {
+                Role::Admin => "admin".to_owned(),
+                Role::Reader => "reader".to_owned(),
+            },
+            Some(n)
+                if n.len() <= 64
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+            {
+                n.to_owned()
+            }
+            Some(_) => {
+                return Err(format!(
+                    "tokens file line {}: a token's name is 1-64 letters, digits, '.', '_' or '-'",
+                    i + 1
+                ));
+            }
+        };
+        if parts.next().is_some() {
+            return Err(format!(
+                "tokens file line {}: expected 'admin TOKEN [NAME]' or 'reader TOKEN [NAME]'",
+                i + 1
+            ));
+        }
+        out.push((SecretString::from(token.to_owned()), role, name));
     }
     Ok(out)
 }
@@ -169,13 +239,14 @@ mod tests {
         ]);
         let create = "/switchyard.v1.ControlPlane/CreatePool";
         let list = "/switchyard.v1.ControlPlane/ListPools";
+        let role = |r: Result<Option<Caller>, Status>| r.ok().flatten().and_then(|c| c.role);
         assert_eq!(
-            a.authorize(create, &headers("Bearer adm-token")).ok(),
-            Some(Some(Role::Admin))
+            role(a.authorize(create, &headers("Bearer adm-token"))),
+            Some(Role::Admin)
         );
         assert_eq!(
-            a.authorize(list, &headers("Bearer read-token")).ok(),
-            Some(Some(Role::Reader))
+            role(a.authorize(list, &headers("Bearer read-token"))),
+            Some(Role::Reader)
         );
         let denied = a
             .authorize(create, &headers("Bearer read-token"))
@@ -198,8 +269,12 @@ mod tests {
 
     #[test]
     fn tokens_file() {
-        let t = parse_tokens_file("# ops\nadmin a1\nreader  r1\n").expect("parses");
+        let t = parse_tokens_file("# ops\nadmin a1 ci-bot\nreader  r1\n").expect("parses");
         assert_eq!(t.len(), 2);
+        assert_eq!((t[0].1, t[0].2.as_str()), (Role::Admin, "ci-bot"));
+        assert_eq!((t[1].1, t[1].2.as_str()), (Role::Reader, "reader"));
         assert!(parse_tokens_file("root x").is_err());
+        assert!(parse_tokens_file("admin a1 bad/name").is_err());
+        assert!(parse_tokens_file("admin a1 n extra").is_err());
     }
 }

@@ -37,6 +37,9 @@ pub struct ChangeMessage {
     pub name: String,
     #[serde(default)]
     pub commit_time_ms: i64,
+    /// Who made the change (the audit trail); empty from older servers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub actor: String,
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ use uuid::Uuid;
 use crate::entity::{change_outbox, config_state, pool, provider, route};
 use crate::error::{ApiError, ApiResult};
 
+tokio::task_local! {
+    /// Who the write in progress is made by (set around each write RPC).
+    pub static ACTOR: String;
+}
+
 /// Handle to the config store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -93,6 +98,9 @@ impl Store {
             id: change.id.to_string(),
             name: change.name,
             commit_time_ms: w.now.timestamp_millis(),
+            actor: ACTOR
+                .try_with(Clone::clone)
+                .unwrap_or_else(|_| "system".to_owned()),
         };
         let event = serde_json::to_value(&msg).map_err(|e| ApiError::Internal(e.to_string()))?;
         change_outbox::ActiveModel {
@@ -110,6 +118,7 @@ impl Store {
             action = ?msg.action,
             id = %msg.id,
             name = %msg.name,
+            actor = %msg.actor,
             "config change committed"
         );
         self.committed.notify_one();

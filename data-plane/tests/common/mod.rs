@@ -232,6 +232,7 @@ impl Config {
                 id: String::new(),
                 name: String::new(),
                 commit_time_ms: 0,
+                actor: String::new(),
             };
             let _: i64 = redis::cmd("PUBLISH")
                 .arg(keys.changes_channel())
