@@ -3,26 +3,12 @@
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
+#[macro_use]
 mod common;
 
 use common::*;
 use switchyard_proto::v1 as pb;
 use tonic::Code;
-
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-        }
-    };
-}
 
 both_backends!(lists_filter_by_what_operators_ask);
 

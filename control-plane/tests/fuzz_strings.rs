@@ -6,6 +6,7 @@
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -18,21 +19,6 @@ use prost_types::{DescriptorProto, FileDescriptorSet};
 use switchyard_proto::v1 as pb;
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-        }
-    };
-}
 
 both_backends!(no_string_field_of_any_rpc_gets_internal);
 

@@ -5,27 +5,13 @@
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
+#[macro_use]
 mod common;
 
 use base64::Engine as _;
 use common::*;
 use switchyard_proto::v1 as pb;
 use tonic::Code;
-
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-        }
-    };
-}
 
 both_backends!(control_characters_and_long_values_are_invalid_arguments);
 

@@ -3,6 +3,23 @@
 //! started on 127.0.0.1:0.
 #![allow(dead_code)]
 
+/// Runs `async fn $name(backend: Backend)` as two tests: on Postgres and on SQLite.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+        }
+    };
+}
+
 use std::time::Duration;
 
 use futures::StreamExt as _;
