@@ -117,3 +117,37 @@ pub struct Resolved {
     pub model: String,
     pub tiers: Vec<Arc<Pool>>,
 }
+
+/// Whether an attempt of this outcome reached an upstream.
+pub fn reached(outcome: i32) -> bool {
+    [
+        pb::AttemptOutcome::Ok,
+        pb::AttemptOutcome::Transient,
+        pb::AttemptOutcome::Permanent,
+        pb::AttemptOutcome::ModelNotFound,
+        pb::AttemptOutcome::RateLimited,
+        pb::AttemptOutcome::Auth,
+        pb::AttemptOutcome::ContextTooLong,
+    ]
+    .iter()
+    .any(|o| *o as i32 == outcome)
+}
+
+/// The label value of an attempt outcome: its enum name, lowercased, without the prefix.
+pub fn outcome_name(outcome: i32) -> &'static str {
+    use pb::AttemptOutcome as O;
+    match O::try_from(outcome) {
+        Ok(O::Ok) => "ok",
+        Ok(O::Transient) => "transient",
+        Ok(O::Permanent) => "permanent",
+        Ok(O::ModelNotFound) => "model_not_found",
+        Ok(O::SkippedBenched) => "skipped_benched",
+        Ok(O::Deadline) => "deadline",
+        Ok(O::SkippedQuota) => "skipped_quota",
+        Ok(O::RateLimited) => "rate_limited",
+        Ok(O::Auth) => "auth",
+        Ok(O::ContextTooLong) => "context_too_long",
+        Ok(O::BudgetRefused) => "budget_refused",
+        Ok(O::Unspecified) | Err(_) => "unspecified",
+    }
+}

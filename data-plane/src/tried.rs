@@ -8,7 +8,7 @@ use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::error::{DpError, Reason};
-use crate::model::{Candidate, Pool};
+use crate::model::{Candidate, Pool, reached};
 use crate::observe::Observer;
 use crate::plan::Skip;
 use crate::upstream::{Refusal, UpstreamError};
@@ -193,19 +193,4 @@ impl Log {
         };
         self.fail(error)
     }
-}
-
-/// Whether an attempt of this outcome reached an upstream.
-pub(crate) fn reached(outcome: i32) -> bool {
-    [
-        pb::AttemptOutcome::Ok,
-        pb::AttemptOutcome::Transient,
-        pb::AttemptOutcome::Permanent,
-        pb::AttemptOutcome::ModelNotFound,
-        pb::AttemptOutcome::RateLimited,
-        pb::AttemptOutcome::Auth,
-        pb::AttemptOutcome::ContextTooLong,
-    ]
-    .iter()
-    .any(|o| *o as i32 == outcome)
 }

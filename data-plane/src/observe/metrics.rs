@@ -8,42 +8,36 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use switchyard_proto::v1 as pb;
 use switchyard_shared::metrics::AtomicHistogram as Histogram;
 pub use switchyard_shared::metrics::code_name;
 use switchyard_shared::metrics::names::{self as n, TokenType};
 use switchyard_shared::metrics::{LabelCap, durations, tokens};
-use tokio::sync::watch;
-use tokio::time::Instant;
 
-use crate::catalog::Catalog;
-use crate::fleet::{Fleet, LinkState, State};
-use crate::sync::SyncState;
+pub use super::gauges::Live;
+use super::meters::MemberMeters;
+pub use super::meters::{AttemptWatch, Inflight};
+pub use crate::model::outcome_name;
+use crate::model::reached;
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
-/// The GenAI operation every inference RPC is.
-pub const CHAT: &str = "chat";
 
 pub struct Metrics {
     server_duration: Histograms<n::ServerCall>,
     ttft: Histograms<n::ServerCall>,
-    client_duration: Histograms<n::ClientCall>,
-    token_usage: Histograms<n::Tokens>,
+    pub(super) client_duration: Histograms<n::ClientCall>,
+    pub(super) token_usage: Histograms<n::Tokens>,
     requests: Family<n::Request, Counter>,
-    attempts: Family<n::Attempt, Counter>,
+    pub(super) attempts: Family<n::Attempt, Counter>,
     failovers: Family<n::Pool, Counter>,
     benches: Family<n::Member, Counter>,
     probes: Family<n::MemberResult, Counter>,
     inflight: Gauge,
-    member_inflight: Family<n::Member, Gauge>,
+    pub(super) member_inflight: Family<n::Member, Gauge>,
     pub(crate) redis: Histograms<n::RedisCall>,
     pub(crate) stats_flushes: Family<n::Outcome, Counter>,
     /// Caller-chosen names (models asked for, direct `provider/model`s).
@@ -52,15 +46,6 @@ pub struct Metrics {
     live: Arc<OnceLock<Live>>,
     /// pool → member → that member's series handles.
     meters: std::sync::RwLock<HashMap<String, HashMap<String, MemberMeters>>>,
-}
-
-/// The worker's state the scrape reads.
-pub struct Live {
-    pub catalog: Arc<ArcSwap<Catalog>>,
-    pub fleet: Fleet,
-    pub sync: watch::Receiver<SyncState>,
-    /// When the catalog last changed.
-    pub applied: Arc<ArcSwap<Instant>>,
 }
 
 /// Most distinct caller-chosen label values (then `other`).
@@ -153,7 +138,7 @@ impl Metrics {
             m.stats_flushes.clone(),
         );
         let m = Arc::new(m);
-        registry.register_collector(Box::new(StateCollector {
+        registry.register_collector(Box::new(super::gauges::StateCollector {
             live: m.live.clone(),
         }));
         m
@@ -278,7 +263,7 @@ impl Metrics {
             .map(|s| self.bounded(&s.pool, &s.upstream_model))
             .unwrap_or_default();
         let server = n::ServerCall {
-            gen_ai_operation_name: CHAT,
+            gen_ai_operation_name: n::OPERATION_CHAT,
             gen_ai_request_model: model.clone(),
             gen_ai_response_model: response_model,
             error_type: if f.code == tonic::Code::Ok {
@@ -299,14 +284,17 @@ impl Metrics {
         self.attempts(f.attempts);
         if let (Some(s), Some(u)) = (f.served, f.usage) {
             let who = (&*s.pool, &*s.member_id, &*s.provider, &*s.upstream_model);
-            if self.with_meters(who, |m| m.tokens(self, u)).is_none() {
+            if self
+                .with_meters(who, |m| m.tokens(&self.token_usage, u))
+                .is_none()
+            {
                 for (kind, count) in [
                     (TokenType::input, u.input_tokens),
                     (TokenType::output, u.output_tokens),
                 ] {
                     self.token_usage
                         .get_or_create(&n::Tokens {
-                            gen_ai_operation_name: CHAT,
+                            gen_ai_operation_name: n::OPERATION_CHAT,
                             gen_ai_provider_name: s.provider.clone(),
                             gen_ai_request_model: self.bounded(&s.pool, &s.upstream_model),
                             gen_ai_response_model: self.bounded(&s.pool, &s.upstream_model),
@@ -325,7 +313,7 @@ impl Metrics {
         // The last member that failed: moving on from it to another is a failover.
         let mut last_failed: Option<&pb::Attempt> = None;
         for a in attempts {
-            if crate::tried::reached(a.outcome) {
+            if reached(a.outcome) {
                 if let Some(failed) = last_failed.take()
                     && failed.member_id != a.member_id
                 {
@@ -341,7 +329,10 @@ impl Metrics {
             }
             // Configured members: cached handles (no allocation per attempt).
             let who = (&*a.pool, &*a.member_id, &*a.provider, &*a.upstream_model);
-            if self.with_meters(who, |m| m.attempt(self, a)).is_none() {
+            if self
+                .with_meters(who, |m| m.attempt(&self.attempts, &self.client_duration, a))
+                .is_none()
+            {
                 self.attempt_uncached(a);
             }
         }
@@ -398,12 +389,12 @@ impl Metrics {
     fn attempt_uncached(&self, a: &pb::Attempt) {
         let outcome = outcome_name(a.outcome);
         let pool = self.bounded(&a.pool, &a.pool);
-        if crate::tried::reached(a.outcome) {
+        if reached(a.outcome) {
             let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
             let upstream_model = self.bounded(&a.pool, &a.upstream_model);
             self.client_duration
                 .get_or_create(&n::ClientCall {
-                    gen_ai_operation_name: CHAT,
+                    gen_ai_operation_name: n::OPERATION_CHAT,
                     gen_ai_provider_name: a.provider.clone(),
                     gen_ai_response_model: if ok {
                         upstream_model.clone()
@@ -422,231 +413,6 @@ impl Metrics {
                 outcome,
             })
             .inc();
-    }
-}
-
-/// Every outcome's index is its enum value; room to spare.
-const OUTCOMES: usize = 16;
-
-/// One configured member's series handles, made on first use.
-struct MemberMeters {
-    provider: String,
-    upstream_model: String,
-    pool: String,
-    member: String,
-    attempts: [OnceLock<Counter>; OUTCOMES],
-    /// Client operation duration by outcome (ok: no error type).
-    durations: [OnceLock<Histogram>; OUTCOMES],
-    /// Input and output tokens of what it served.
-    tokens: [OnceLock<Histogram>; 2],
-    /// Its attempts in flight on this worker, and those the caller cut.
-    busy: OnceLock<Gauge>,
-    cancelled: OnceLock<Counter>,
-}
-
-impl MemberMeters {
-    fn labels(&self) -> n::Member {
-        n::Member {
-            pool: self.pool.clone(),
-            member: self.member.clone(),
-        }
-    }
-
-    fn tokens(&self, m: &Metrics, u: crate::upstream::Usage) {
-        for (i, kind, count) in [
-            (0, TokenType::input, u.input_tokens),
-            (1, TokenType::output, u.output_tokens),
-        ] {
-            self.tokens[i]
-                .get_or_init(|| {
-                    m.token_usage.get_or_create_owned(&n::Tokens {
-                        gen_ai_operation_name: CHAT,
-                        gen_ai_provider_name: self.provider.clone(),
-                        gen_ai_request_model: self.upstream_model.clone(),
-                        gen_ai_response_model: self.upstream_model.clone(),
-                        gen_ai_token_type: kind,
-                        pool: self.pool.clone(),
-                    })
-                })
-                .observe(f64::from(count));
-        }
-    }
-
-    fn attempt(&self, m: &Metrics, a: &pb::Attempt) {
-        let Some(i) = usize::try_from(a.outcome).ok().filter(|i| *i < OUTCOMES) else {
-            return;
-        };
-        let outcome = outcome_name(a.outcome);
-        self.attempts[i]
-            .get_or_init(|| {
-                m.attempts.get_or_create_owned(&n::Attempt {
-                    pool: self.pool.clone(),
-                    member: self.member.clone(),
-                    outcome,
-                })
-            })
-            .inc();
-        if crate::tried::reached(a.outcome) {
-            let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
-            self.durations[i]
-                .get_or_init(|| {
-                    m.client_duration.get_or_create_owned(&n::ClientCall {
-                        gen_ai_operation_name: CHAT,
-                        gen_ai_provider_name: self.provider.clone(),
-                        gen_ai_request_model: self.upstream_model.clone(),
-                        gen_ai_response_model: if ok {
-                            self.upstream_model.clone()
-                        } else {
-                            String::new()
-                        },
-                        error_type: if ok { "" } else { outcome },
-                    })
-                })
-                .observe(Duration::from_micros(a.duration_us).as_secs_f64());
-        }
-    }
-}
-
-/// One attempt in flight.
-pub struct AttemptWatch {
-    busy: Inflight,
-    /// Counted if the attempt is dropped before it is done.
-    cancelled: Option<Counter>,
-}
-
-impl AttemptWatch {
-    /// The attempt ended (its outcome is counted with the request).
-    pub fn done(mut self) {
-        self.cancelled = None;
-    }
-}
-
-impl Drop for AttemptWatch {
-    fn drop(&mut self) {
-        let _ = &self.busy;
-        if let Some(c) = self.cancelled.take() {
-            c.inc();
-        }
-    }
-}
-
-/// Decrements its gauge when dropped.
-pub struct Inflight(Gauge);
-
-impl Drop for Inflight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// The label value of an attempt outcome: its enum name, lowercased, without the prefix.
-pub fn outcome_name(outcome: i32) -> &'static str {
-    use pb::AttemptOutcome as O;
-    match O::try_from(outcome) {
-        Ok(O::Ok) => "ok",
-        Ok(O::Transient) => "transient",
-        Ok(O::Permanent) => "permanent",
-        Ok(O::ModelNotFound) => "model_not_found",
-        Ok(O::SkippedBenched) => "skipped_benched",
-        Ok(O::Deadline) => "deadline",
-        Ok(O::SkippedQuota) => "skipped_quota",
-        Ok(O::RateLimited) => "rate_limited",
-        Ok(O::Auth) => "auth",
-        Ok(O::ContextTooLong) => "context_too_long",
-        Ok(O::BudgetRefused) => "budget_refused",
-        Ok(O::Unspecified) | Err(_) => "unspecified",
-    }
-}
-
-/// Gauges read from the worker's state at scrape time.
-#[derive(Debug)]
-struct StateCollector {
-    live: Arc<OnceLock<Live>>,
-}
-
-impl std::fmt::Debug for Live {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Live")
-    }
-}
-
-impl Collector for StateCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(live) = self.live.get() else {
-            return Ok(());
-        };
-        let catalog = live.catalog.load();
-        let gauge = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64| {
-            let g = ConstGauge::new(v);
-            let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
-            g.encode(e)
-        };
-        #[allow(clippy::cast_precision_loss)]
-        gauge(
-            &mut encoder,
-            n::CONFIG_REVISION,
-            "The config revision this worker serves",
-            catalog.revision as f64,
-        )?;
-        gauge(
-            &mut encoder,
-            n::CONFIG_AGE,
-            "Seconds since this worker applied its last config change",
-            live.applied.load().elapsed().as_secs_f64(),
-        )?;
-        gauge(
-            &mut encoder,
-            n::CONFIG_LIVE,
-            "1 while the worker's config follows the store, 0 while stale or not loaded",
-            if *live.sync.borrow() == SyncState::Live {
-                1.0
-            } else {
-                0.0
-            },
-        )?;
-        gauge(
-            &mut encoder,
-            n::FLEET_UP,
-            "1 while the fleet's shared state (Redis) is reachable, 0 while degraded",
-            if live.fleet.link().state() == LinkState::Up {
-                1.0
-            } else {
-                0.0
-            },
-        )?;
-        // Member state, one series per state so a panel can stack them.
-        let table = live.fleet.table().load();
-        let now = Instant::now();
-        let states: Family<n::MemberState, Gauge> = Family::default();
-        let (pools, _) = catalog.models();
-        for p in &pools {
-            for m in &p.members {
-                let state = table.get(&m.member_id).map_or(State::Available, |e| {
-                    e.state(now, p.policy.failure_threshold)
-                });
-                let current = match state {
-                    State::Available => "available",
-                    State::Benched { .. } => "benched",
-                    State::HalfOpen | State::Probing => "probing",
-                };
-                for s in ["available", "benched", "probing"] {
-                    states
-                        .get_or_create(&n::MemberState {
-                            pool: p.name.clone(),
-                            member: m.member_id.clone(),
-                            state: s,
-                        })
-                        .set(i64::from(s == current));
-                }
-            }
-        }
-        let e = encoder.encode_descriptor(
-            n::MEMBER_STATE,
-            "1 for the state each member is in (available, benched, probing), 0 for the others",
-            None,
-            states.metric_type(),
-        )?;
-        states.encode(e)
     }
 }
 

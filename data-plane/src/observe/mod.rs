@@ -1,9 +1,12 @@
 //! Observe: what each request leaves behind for operators — Prometheus
 //! metrics, fleet-wide pool statistics, and its trace context.
 
+mod gauges;
+mod meters;
 pub mod metrics;
 pub mod report;
 pub mod stats;
+mod store;
 pub mod trace;
 
 use std::sync::Arc;

@@ -21,6 +21,9 @@ pub const GENAI_CLIENT_OPERATION_DURATION: &str = "gen_ai_client_operation_durat
 /// `gen_ai.client.token.usage`: tokens of a served request, by type.
 pub const GENAI_CLIENT_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
 
+/// `gen_ai.operation.name` of every inference RPC and attempt.
+pub const OPERATION_CHAT: &str = "chat";
+
 // ---- Data plane: the router ----
 
 /// Inference RPCs by virtual model (capped) and final gRPC status.

@@ -1,0 +1,118 @@
+//! Gauges of the worker's state (config, fleet link, members' health),
+//! read at scrape time: the request path pays nothing for them.
+
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use switchyard_shared::metrics::names as n;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::catalog::Catalog;
+use crate::fleet::{Fleet, LinkState, State};
+use crate::sync::SyncState;
+
+/// The worker's state the scrape reads.
+pub struct Live {
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub fleet: Fleet,
+    pub sync: watch::Receiver<SyncState>,
+    /// When the catalog last changed.
+    pub applied: Arc<ArcSwap<Instant>>,
+}
+
+/// Gauges read from the worker's state at scrape time.
+#[derive(Debug)]
+pub(super) struct StateCollector {
+    pub(super) live: Arc<OnceLock<Live>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(live) = self.live.get() else {
+            return Ok(());
+        };
+        let catalog = live.catalog.load();
+        let gauge = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64| {
+            let g = ConstGauge::new(v);
+            let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(e)
+        };
+        #[allow(clippy::cast_precision_loss)]
+        gauge(
+            &mut encoder,
+            n::CONFIG_REVISION,
+            "The config revision this worker serves",
+            catalog.revision as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            n::CONFIG_AGE,
+            "Seconds since this worker applied its last config change",
+            live.applied.load().elapsed().as_secs_f64(),
+        )?;
+        gauge(
+            &mut encoder,
+            n::CONFIG_LIVE,
+            "1 while the worker's config follows the store, 0 while stale or not loaded",
+            if *live.sync.borrow() == SyncState::Live {
+                1.0
+            } else {
+                0.0
+            },
+        )?;
+        gauge(
+            &mut encoder,
+            n::FLEET_UP,
+            "1 while the fleet's shared state (Redis) is reachable, 0 while degraded",
+            if live.fleet.link().state() == LinkState::Up {
+                1.0
+            } else {
+                0.0
+            },
+        )?;
+        // Member state, one series per state so a panel can stack them.
+        let table = live.fleet.table().load();
+        let now = Instant::now();
+        let states: Family<n::MemberState, Gauge> = Family::default();
+        let (pools, _) = catalog.models();
+        for p in &pools {
+            for m in &p.members {
+                let state = table.get(&m.member_id).map_or(State::Available, |e| {
+                    e.state(now, p.policy.failure_threshold)
+                });
+                let current = match state {
+                    State::Available => "available",
+                    State::Benched { .. } => "benched",
+                    State::HalfOpen | State::Probing => "probing",
+                };
+                for s in ["available", "benched", "probing"] {
+                    states
+                        .get_or_create(&n::MemberState {
+                            pool: p.name.clone(),
+                            member: m.member_id.clone(),
+                            state: s,
+                        })
+                        .set(i64::from(s == current));
+                }
+            }
+        }
+        let e = encoder.encode_descriptor(
+            n::MEMBER_STATE,
+            "1 for the state each member is in (available, benched, probing), 0 for the others",
+            None,
+            states.metric_type(),
+        )?;
+        states.encode(e)
+    }
+}
