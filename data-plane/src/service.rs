@@ -346,7 +346,7 @@ impl Inference for InferenceService {
             .engine
             .observer
             .metrics
-            .member_busy(&pool.name, &member.member_id);
+            .member_busy(&member, &pool.name);
         let pump = Pump {
             fleet: self.engine.fleet.clone(),
             watch: watch.map(|w| (w, served_by.clone(), attempts.clone(), busy)),

@@ -36,11 +36,43 @@ pub(super) struct MemberMeters {
 }
 
 impl MemberMeters {
-    pub(super) fn labels(&self) -> n::Member {
-        n::Member {
-            pool: self.pool.clone(),
-            member: self.member.clone(),
+    pub(super) fn new(pool: &str, member: &str, provider: &str, upstream_model: &str) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            upstream_model: upstream_model.to_owned(),
+            pool: pool.to_owned(),
+            member: member.to_owned(),
+            attempts: Default::default(),
+            durations: Default::default(),
+            tokens: Default::default(),
+            busy: OnceLock::new(),
+            cancelled: OnceLock::new(),
         }
+    }
+
+    /// Its in-flight gauge.
+    pub(super) fn busy(&self, member_inflight: &Family<n::Member, Gauge>) -> Gauge {
+        self.busy
+            .get_or_init(|| {
+                member_inflight.get_or_create_owned(&n::Member {
+                    pool: self.pool.clone(),
+                    member: self.member.clone(),
+                })
+            })
+            .clone()
+    }
+
+    /// Its counter of attempts the caller cut short.
+    pub(super) fn cancelled(&self, attempts: &Family<n::Attempt, Counter>) -> Counter {
+        self.cancelled
+            .get_or_init(|| {
+                attempts.get_or_create_owned(&n::Attempt {
+                    pool: self.pool.clone(),
+                    member: self.member.clone(),
+                    outcome: "cancelled",
+                })
+            })
+            .clone()
     }
 
     pub(super) fn tokens(&self, token_usage: &Histograms<n::Tokens>, u: crate::upstream::Usage) {

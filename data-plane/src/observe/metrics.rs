@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,7 +14,7 @@ use prometheus_client::registry::Registry;
 use switchyard_proto::v1 as pb;
 use switchyard_shared::metrics::AtomicHistogram as Histogram;
 pub use switchyard_shared::metrics::code_name;
-use switchyard_shared::metrics::names::{self as n, TokenType};
+use switchyard_shared::metrics::names as n;
 use switchyard_shared::metrics::{LabelCap, durations, tokens};
 
 pub use super::gauges::Live;
@@ -181,12 +180,9 @@ impl Metrics {
         Inflight(self.inflight.clone())
     }
 
-    /// An attempt (or a committed stream) on a member: in flight until dropped.
-    pub fn member_busy(&self, pool: &str, member: &str) -> Inflight {
-        let g = self.member_inflight.get_or_create_owned(&n::Member {
-            pool: self.bounded(pool, pool),
-            member: self.bounded(pool, member),
-        });
+    /// A committed stream on a member: in flight until dropped.
+    pub fn member_busy(&self, c: &crate::model::Candidate, pool: &str) -> Inflight {
+        let g = self.with_meters(Who::of(c, pool), |m| m.busy(&self.member_inflight));
         g.inc();
         Inflight(g)
     }
@@ -213,40 +209,9 @@ impl Metrics {
     /// An attempt started: the member is busy until it is done; an attempt
     /// dropped before it is done (the caller left) counts as cancelled.
     pub fn attempt_started(&self, c: &crate::model::Candidate, pool: &str) -> AttemptWatch {
-        let who = (pool, &*c.member_id, &*c.provider, &*c.upstream_model);
-        let (busy, cancelled) = self
-            .with_meters(who, |m| {
-                let busy = m
-                    .busy
-                    .get_or_init(|| self.member_inflight.get_or_create_owned(&m.labels()))
-                    .clone();
-                let cancelled = m
-                    .cancelled
-                    .get_or_init(|| {
-                        self.attempts.get_or_create_owned(&n::Attempt {
-                            pool: m.pool.clone(),
-                            member: m.member.clone(),
-                            outcome: "cancelled",
-                        })
-                    })
-                    .clone();
-                (busy, cancelled)
-            })
-            .unwrap_or_else(|| {
-                let pool_label = self.bounded(pool, pool);
-                let member = self.bounded(pool, &c.member_id);
-                (
-                    self.member_inflight.get_or_create_owned(&n::Member {
-                        pool: pool_label.clone(),
-                        member: member.clone(),
-                    }),
-                    self.attempts.get_or_create_owned(&n::Attempt {
-                        pool: pool_label,
-                        member,
-                        outcome: "cancelled",
-                    }),
-                )
-            });
+        let (busy, cancelled) = self.with_meters(Who::of(c, pool), |m| {
+            (m.busy(&self.member_inflight), m.cancelled(&self.attempts))
+        });
         busy.inc();
         AttemptWatch {
             busy: Inflight(busy),
@@ -283,27 +248,13 @@ impl Metrics {
             .inc();
         self.attempts(f.attempts);
         if let (Some(s), Some(u)) = (f.served, f.usage) {
-            let who = (&*s.pool, &*s.member_id, &*s.provider, &*s.upstream_model);
-            if self
-                .with_meters(who, |m| m.tokens(&self.token_usage, u))
-                .is_none()
-            {
-                for (kind, count) in [
-                    (TokenType::input, u.input_tokens),
-                    (TokenType::output, u.output_tokens),
-                ] {
-                    self.token_usage
-                        .get_or_create(&n::Tokens {
-                            gen_ai_operation_name: n::OPERATION_CHAT,
-                            gen_ai_provider_name: s.provider.clone(),
-                            gen_ai_request_model: self.bounded(&s.pool, &s.upstream_model),
-                            gen_ai_response_model: self.bounded(&s.pool, &s.upstream_model),
-                            gen_ai_token_type: kind,
-                            pool: self.bounded(&s.pool, &s.pool),
-                        })
-                        .observe(f64::from(count));
-                }
-            }
+            let who = Who {
+                pool: &s.pool,
+                member: &s.member_id,
+                provider: &s.provider,
+                upstream_model: &s.upstream_model,
+            };
+            self.with_meters(who, |m| m.tokens(&self.token_usage, u));
         }
     }
 
@@ -327,28 +278,31 @@ impl Metrics {
                     last_failed = Some(a);
                 }
             }
-            // Configured members: cached handles (no allocation per attempt).
-            let who = (&*a.pool, &*a.member_id, &*a.provider, &*a.upstream_model);
-            if self
-                .with_meters(who, |m| m.attempt(&self.attempts, &self.client_duration, a))
-                .is_none()
-            {
-                self.attempt_uncached(a);
-            }
+            let who = Who {
+                pool: &a.pool,
+                member: &a.member_id,
+                provider: &a.provider,
+                upstream_model: &a.upstream_model,
+            };
+            self.with_meters(who, |m| {
+                m.attempt(&self.attempts, &self.client_duration, a);
+            });
         }
     }
 
-    /// Runs `f` on the cached handles of a member (pool, member, provider,
-    /// upstream model), made on first use; None for a direct `provider/model`
-    /// call (its names are the caller's: they go through the cap, uncached).
-    fn with_meters<R>(
-        &self,
-        who: (&str, &str, &str, &str),
-        f: impl Fn(&MemberMeters) -> R,
-    ) -> Option<R> {
-        let (pool, member, provider, upstream_model) = who;
-        if pool.contains('/') {
-            return None;
+    /// Runs `f` on a member's series handles. A configured member's are
+    /// made on first use and cached (an attempt then costs map lookups by
+    /// `&str` and atomic adds); a direct `provider/model` call's names are
+    /// the caller's, so they go through the cap and are not cached.
+    fn with_meters<R>(&self, who: Who<'_>, f: impl Fn(&MemberMeters) -> R) -> R {
+        if who.pool.contains('/') {
+            let capped = |v: &str| self.names.label(v);
+            return f(&MemberMeters::new(
+                &capped(who.pool),
+                &capped(who.member),
+                who.provider,
+                &capped(who.upstream_model),
+            ));
         }
         {
             let cache = self
@@ -357,62 +311,42 @@ impl Metrics {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A member whose provider or model changed gets new handles.
             if let Some(m) = cache
-                .get(pool)
-                .and_then(|p| p.get(member))
-                .filter(|m| m.provider == provider && m.upstream_model == upstream_model)
+                .get(who.pool)
+                .and_then(|p| p.get(who.member))
+                .filter(|m| m.provider == who.provider && m.upstream_model == who.upstream_model)
             {
-                return Some(f(m));
+                return f(m);
             }
         }
-        let m = MemberMeters {
-            provider: provider.to_owned(),
-            upstream_model: upstream_model.to_owned(),
-            pool: pool.to_owned(),
-            member: member.to_owned(),
-            attempts: Default::default(),
-            durations: Default::default(),
-            tokens: Default::default(),
-            busy: OnceLock::new(),
-            cancelled: OnceLock::new(),
-        };
+        let m = MemberMeters::new(who.pool, who.member, who.provider, who.upstream_model);
         let r = f(&m);
         self.meters
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(pool.to_owned())
+            .entry(who.pool.to_owned())
             .or_default()
-            .insert(member.to_owned(), m);
-        Some(r)
+            .insert(who.member.to_owned(), m);
+        r
     }
+}
 
-    /// An attempt of a direct call, labelled through the cap.
-    fn attempt_uncached(&self, a: &pb::Attempt) {
-        let outcome = outcome_name(a.outcome);
-        let pool = self.bounded(&a.pool, &a.pool);
-        if reached(a.outcome) {
-            let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
-            let upstream_model = self.bounded(&a.pool, &a.upstream_model);
-            self.client_duration
-                .get_or_create(&n::ClientCall {
-                    gen_ai_operation_name: n::OPERATION_CHAT,
-                    gen_ai_provider_name: a.provider.clone(),
-                    gen_ai_response_model: if ok {
-                        upstream_model.clone()
-                    } else {
-                        String::new()
-                    },
-                    gen_ai_request_model: upstream_model,
-                    error_type: if ok { "" } else { outcome },
-                })
-                .observe(Duration::from_micros(a.duration_us).as_secs_f64());
+/// Which member an observation is about.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    pool: &'a str,
+    member: &'a str,
+    provider: &'a str,
+    upstream_model: &'a str,
+}
+
+impl<'a> Who<'a> {
+    fn of(c: &'a crate::model::Candidate, pool: &'a str) -> Self {
+        Self {
+            pool,
+            member: &c.member_id,
+            provider: &c.provider,
+            upstream_model: &c.upstream_model,
         }
-        self.attempts
-            .get_or_create(&n::Attempt {
-                member: self.bounded(&a.pool, &a.member_id),
-                pool,
-                outcome,
-            })
-            .inc();
     }
 }
 
@@ -425,7 +359,7 @@ mod tests {
         Finished {
             model,
             code: tonic::Code::NotFound,
-            elapsed: Duration::from_millis(1),
+            elapsed: std::time::Duration::from_millis(1),
             ttft: None,
             served: None,
             usage: None,
