@@ -151,3 +151,10 @@ pub fn outcome_name(outcome: i32) -> &'static str {
         Ok(O::Unspecified) | Err(_) => "unspecified",
     }
 }
+
+/// Whether a pool name (as attempts and answers carry it) is a direct
+/// `provider/model` call rather than a configured pool: configured names
+/// never hold a '/', and a direct call's names are the caller's choice.
+pub fn is_direct(pool: &str) -> bool {
+    pool.contains('/')
+}

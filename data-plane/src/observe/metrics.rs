@@ -21,7 +21,7 @@ pub use super::gauges::Live;
 use super::meters::MemberMeters;
 pub use super::meters::{AttemptWatch, Inflight};
 pub use crate::model::outcome_name;
-use crate::model::reached;
+use crate::model::{is_direct, reached};
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -167,7 +167,7 @@ impl Metrics {
     /// models are bounded by config (and pool names never hold a '/'); in a
     /// direct `provider/model` call the caller chose them, so they are capped.
     fn bounded(&self, pool: &str, name: &str) -> String {
-        if pool.contains('/') {
+        if is_direct(pool) {
             self.names.label(name)
         } else {
             name.to_owned()
@@ -295,7 +295,7 @@ impl Metrics {
     /// `&str` and atomic adds); a direct `provider/model` call's names are
     /// the caller's, so they go through the cap and are not cached.
     fn with_meters<R>(&self, who: Who<'_>, f: impl Fn(&MemberMeters) -> R) -> R {
-        if who.pool.contains('/') {
+        if is_direct(who.pool) {
             let capped = |v: &str| self.names.label(v);
             return f(&MemberMeters::new(
                 &capped(who.pool),

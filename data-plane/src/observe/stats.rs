@@ -16,7 +16,7 @@ use switchyard_proto::v1 as pb;
 use super::Finished;
 use super::metrics::{code_name, outcome_name};
 pub use super::store::{MemoryStore, RedisStore, Store};
-use crate::model::reached;
+use crate::model::{is_direct, reached};
 
 /// Seconds per bucket.
 pub const BUCKET_SECS: i64 = 10;
@@ -282,7 +282,7 @@ impl Recorder {
         let Some(first) = f.attempts.first() else {
             return;
         };
-        if first.pool.contains('/') {
+        if is_direct(&first.pool) {
             return;
         }
         let bucket = unix_secs().div_euclid(BUCKET_SECS) * BUCKET_SECS;
@@ -308,7 +308,7 @@ impl Recorder {
             pool.failovers += 1;
         }
         for a in f.attempts {
-            if a.pool.contains('/') {
+            if is_direct(&a.pool) {
                 continue;
             }
             let m = slot(&mut slot(totals, &a.pool).members, &a.member_id);
