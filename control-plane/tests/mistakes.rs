@@ -276,17 +276,19 @@ async fn a_connection_lost_mid_write_is_unavailable_never_internal() {
         let admin = sea_orm::Database::connect(pg_admin_url())
             .await
             .expect("admin");
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        );
+        let mut killed = 0;
         for _ in 0..40 {
-            let _ = sea_orm::ConnectionTrait::execute_unprepared(
-                &admin,
-                &format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                ),
-            )
-            .await;
+            let stmt = sea_orm::Statement::from_string(sea_orm::DatabaseBackend::Postgres, &sql);
+            if let Ok(rows) = sea_orm::ConnectionTrait::query_all_raw(&admin, stmt).await {
+                killed += rows.len();
+            }
             tokio::time::sleep(std::time::Duration::from_millis(15)).await;
         }
+        killed
     });
     let (mut ok, mut unavailable) = (0, 0);
     for i in 0..120 {
@@ -301,7 +303,11 @@ async fn a_connection_lost_mid_write_is_unavailable_never_internal() {
             Err(s) => panic!("write {i}: {s:?} (only OK or UNAVAILABLE are acceptable)"),
         }
     }
-    killer.await.expect("killer");
+    let killed = killer.await.expect("killer");
+    assert!(
+        killed > 0,
+        "the control plane's connections were terminated during the writes"
+    );
     assert!(ok > 0, "writes go through between the kills");
     // Reads retry once on a fresh connection: after the kills, they work.
     c.list_pools(pb::ListPoolsRequest::default())

@@ -332,6 +332,7 @@ async fn sigterm_lets_in_flight_streams_finish() {
         Some(pb::generate_stream_event::Event::Start(_))
     ));
 
+    let metrics = format!("http://{}/metrics", metrics_addr(&w));
     let exit = tokio::spawn(async move {
         let status = w.terminate().await;
         // The last lines may still be in the pipe when the process is gone.
@@ -343,6 +344,23 @@ async fn sigterm_lets_in_flight_streams_finish() {
         }
         (status, w.logs())
     });
+    // While it drains, the metrics port still answers, and counts the stream.
+    let mut draining = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Ok(r) = reqwest::get(&metrics).await
+            && let Ok(text) = r.text().await
+        {
+            draining = Some(text);
+            break;
+        }
+    }
+    let draining = draining.expect("the metrics port answers during the drain");
+    assert_eq!(
+        sample(&draining, "switchyard_inflight_requests", &[]),
+        Some(1.0),
+        "{draining}"
+    );
     let (events, end) = drain(stream).await;
     assert!(end.is_ok(), "the stream in flight finished: {end:?}");
     assert!(matches!(

@@ -123,12 +123,26 @@ async fn rpm_and_tpm_limits_are_shared_by_the_fleet_and_skip_without_penalty() {
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
     assert!(err.message().contains("(2 requests, "), "{}", err.message());
 
+    let usage_reads = |m: &str| {
+        sample(
+            m,
+            "switchyard_redis_call_duration_seconds_count",
+            &[("op", "usage")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = usage_reads(&scrape(&b).await);
     let models = client(&b)
         .await
         .list_models(pb::ListModelsRequest {})
         .await
         .expect("models")
         .into_inner();
+    assert_eq!(
+        usage_reads(&scrape(&b).await) - before,
+        1.0,
+        "ListModels reads every limited member's usage in one Redis call"
+    );
     let small = models
         .models
         .iter()
