@@ -68,15 +68,12 @@ async fn round_robin_spreads_evenly_across_three_workers() {
 async fn a_member_benched_by_one_worker_is_skipped_by_another() {
     let up = fake().await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::Priority,
-            policy(0, 1, 60_000),
-            &[("up", "sick", 10), ("up", "well", 0)],
-        );
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::Priority,
+        policy(0, 1, 60_000),
+        &[("up", "sick", 10), ("up", "well", 0)],
+    );
     config.publish(&redis_url(), &prefix, 1, true).await;
     let [a, b] = <[ServerProc; 2]>::try_from(fleet_of(2, &prefix).await)
         .unwrap_or_else(|_| panic!("two workers"));
@@ -153,15 +150,12 @@ async fn with_redis_down_a_worker_keeps_serving_its_last_config() {
     let up = fake().await;
     let mut redis = PrivateRedis::start().await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::RoundRobin,
-            policy(0, 3, 1000),
-            &[("up", "m1", 0), ("up", "m2", 0)],
-        );
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::RoundRobin,
+        policy(0, 3, 1000),
+        &[("up", "m1", 0), ("up", "m2", 0)],
+    );
     config.publish(&redis.url(), &prefix, 1, true).await;
     let w = worker(&redis.url(), &prefix, &[]).await;
     wait_revision(&w, 1).await;
@@ -273,15 +267,12 @@ async fn a_worker_is_not_serving_until_it_has_a_config() {
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
     let up = fake().await;
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::RoundRobin,
-            policy(0, 3, 1000),
-            &[("up", "m1", 0)],
-        );
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::RoundRobin,
+        policy(0, 3, 1000),
+        &[("up", "m1", 0)],
+    );
     // Stored without a change message, as the control plane does when it
     // restores a snapshot Redis lost.
     config.publish(&redis_url(), &prefix, 1, false).await;
@@ -308,15 +299,12 @@ async fn sigterm_lets_in_flight_streams_finish() {
     })
     .await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::RoundRobin,
-            policy(0, 3, 1000),
-            &[("up", "slow", 0)],
-        );
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::RoundRobin,
+        policy(0, 3, 1000),
+        &[("up", "slow", 0)],
+    );
     config.publish(&redis_url(), &prefix, 1, true).await;
     let mut w = worker(&redis_url(), &prefix, &[]).await;
     wait_revision(&w, 1).await;

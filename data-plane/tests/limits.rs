@@ -31,15 +31,13 @@ async fn away_from_minute_boundary() {
 async fn rpm_and_tpm_limits_are_shared_by_the_fleet_and_skip_without_penalty() {
     let up = fake().await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::Priority,
+        policy(0, 1, 60_000),
+        &[("up", "small", 10), ("up", "tokens", 5), ("up", "spare", 0)],
+    );
     config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::Priority,
-            policy(0, 1, 60_000),
-            &[("up", "small", 10), ("up", "tokens", 5), ("up", "spare", 0)],
-        )
         .member_limits("p", "small", Some(2), None)
         .member_limits("p", "tokens", None, Some(1))
         .member_limits("p", "spare", Some(1), None);

@@ -237,15 +237,12 @@ async fn in_a_total_outage_the_retry_budget_holds_across_two_workers() {
 async fn a_member_back_from_a_bench_ramps_up() {
     let up = fake().await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::Priority,
-            policy(0, 1, 300),
-            &[("up", "first", 10), ("up", "second", 0)],
-        );
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::Priority,
+        policy(0, 1, 300),
+        &[("up", "first", 10), ("up", "second", 0)],
+    );
     config.publish(&redis_url(), &prefix, 1, true).await;
     let w = worker(&redis_url(), &prefix, &[]).await;
     wait_revision(&w, 1).await;
@@ -299,15 +296,12 @@ async fn a_member_back_from_a_bench_ramps_up() {
 async fn a_flapping_member_is_benched_longer_each_time() {
     let up = fake().await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::Priority,
-            policy(0, 1, 400),
-            &[("up", "flaky", 10), ("up", "steady", 0)],
-        );
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::Priority,
+        policy(0, 1, 400),
+        &[("up", "flaky", 10), ("up", "steady", 0)],
+    );
     config.publish(&redis_url(), &prefix, 1, true).await;
     let w = worker(&redis_url(), &prefix, &[]).await;
     wait_revision(&w, 1).await;

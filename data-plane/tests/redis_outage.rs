@@ -32,15 +32,12 @@ async fn with_redis_frozen_requests_are_served_without_waiting_and_the_worker_ca
     let up = FakeUpstream::start(FakeConfig::default()).await;
     let redis = PrivateRedis::start().await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::Priority,
-            policy(0, 1, 60_000),
-            &[("up", "sick", 10), ("up", "well", 0)],
-        );
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::Priority,
+        policy(0, 1, 60_000),
+        &[("up", "sick", 10), ("up", "well", 0)],
+    );
     config.publish(&redis.url(), &prefix, 1, true).await;
     let w = worker(&redis.url(), &prefix, &[]).await;
     wait_revision(&w, 1).await;
@@ -133,16 +130,13 @@ async fn with_redis_gone_each_worker_enforces_its_share_of_a_limit() {
     let up = FakeUpstream::start(FakeConfig::default()).await;
     let mut redis = PrivateRedis::start().await;
     let prefix = RedisPrefix::new();
-    let mut config = Config::default();
-    config
-        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
-        .pool(
-            "p",
-            pb::Strategy::Priority,
-            policy(0, 100, 1000),
-            &[("up", "lim", 10), ("up", "spare", 0)],
-        )
-        .member_limits("p", "lim", Some(6), None);
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::Priority,
+        policy(0, 100, 1000),
+        &[("up", "lim", 10), ("up", "spare", 0)],
+    );
+    config.member_limits("p", "lim", Some(6), None);
     config.publish(&redis.url(), &prefix, 1, true).await;
     let a = worker(&redis.url(), &prefix, &[]).await;
     let b = worker(&redis.url(), &prefix, &[]).await;

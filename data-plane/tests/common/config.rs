@@ -32,6 +32,22 @@ pub fn policy(retries: u32, threshold: u32, cooldown_ms: u32) -> pb::FailoverPol
 }
 
 impl Config {
+    /// The shape most tests need: provider "up" (OpenAI wire format, no
+    /// credential) at `base_url` and one pool "p" of `members`
+    /// (provider, upstream model, priority).
+    pub fn one_pool(
+        base_url: &str,
+        strategy: pb::Strategy,
+        failover: pb::FailoverPolicy,
+        members: &[(&str, &str, i32)],
+    ) -> Self {
+        let mut config = Self::default();
+        config
+            .provider("up", pb::ProviderKind::Openai, base_url, None)
+            .pool("p", strategy, failover, members);
+        config
+    }
+
     /// An upstream provider; `secret` is sealed like an inline credential.
     pub fn provider(
         &mut self,
