@@ -156,7 +156,7 @@ fn exporter(
     cfg: &TelemetryConfig,
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
+    use opentelemetry_otlp::WithTonicConfig as _;
     let built = match cfg.otlp_protocol {
         OtlpProtocol::Grpc => {
             let mut b = opentelemetry_otlp::SpanExporter::builder()
@@ -195,7 +195,6 @@ fn exporter(
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(url)
-                .with_headers(std::collections::HashMap::new())
                 .build()
         }
     };

@@ -12,7 +12,6 @@ pub mod names;
 pub use histogram::AtomicHistogram;
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -52,12 +51,8 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// Serves `GET /metrics` (and `GET /healthz`) on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// Serves `GET /metrics` (and `GET /healthz`) on `listener`.
+async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
     use axum::routing::get;
     let app = axum::Router::new()
         .route(
@@ -73,9 +68,7 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).await
 }
 
 /// Serves `registry` on `addr` (`None`: not served) for the rest of the
@@ -92,7 +85,7 @@ pub async fn start(addr: Option<SocketAddr>, registry: Registry) -> std::io::Res
     // Lives as long as the process; nothing waits for it at shutdown.
     #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move {
-        if let Err(err) = serve(listener, registry, std::future::pending()).await {
+        if let Err(err) = serve(listener, registry).await {
             tracing::error!(error = %err, "metrics server failed");
         }
     });
