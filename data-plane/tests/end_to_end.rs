@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::*;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
-use tokio::process::Command;
 use tonic::Code;
 
 const ADMIN: &str = "e2e-admin-token";
@@ -25,43 +24,12 @@ fn admin<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
-/// `cargo test --workspace` builds every binary of the workspace; the
-/// control plane's sits next to the worker's.
-fn control_plane_binary() -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard-data-plane"))
-        .with_file_name("switchyard-control-plane");
-    assert!(
-        path.exists(),
-        "build the control plane first: cargo build -p switchyard-control-plane ({})",
-        path.display()
-    );
-    path
-}
-
-/// The real control plane on SQLite in `dir`, publishing under `prefix`.
-async fn control_plane(prefix: &RedisPrefix, dir: &std::path::Path) -> ServerProc {
-    let mut cmd = Command::new(control_plane_binary());
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .env_clear()
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.join("cp.db").display()),
-        )
-        .env("REDIS_URL", redis_url())
-        .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
-        .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
-        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
-        .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
-        .env("SWITCHYARD_LOG_FORMAT", "json");
-    ServerProc::start(cmd, "control plane listening").await
-}
-
 #[tokio::test]
 async fn a_change_made_through_the_control_plane_reaches_a_running_worker() {
     let up = FakeUpstream::start(FakeConfig::default()).await;
     let prefix = RedisPrefix::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cp = control_plane(&prefix, dir.path()).await;
+    let cp = control_plane(&prefix, dir.path(), ADMIN, &[]).await;
     let w = worker(&redis_url(), &prefix, &[]).await;
     let mut admin_client = ControlPlaneClient::connect(format!("http://{}", cp.addr))
         .await
@@ -171,7 +139,7 @@ fn family_of(sample: &str) -> Vec<String> {
 async fn every_metric_the_dashboards_and_alerts_use_is_one_the_servers_export() {
     let prefix = RedisPrefix::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cp = control_plane(&prefix, dir.path()).await;
+    let cp = control_plane(&prefix, dir.path(), ADMIN, &[]).await;
     // A series appears with its first event: one write on the control plane…
     let mut admin_client = ControlPlaneClient::connect(format!("http://{}", cp.addr))
         .await

@@ -11,7 +11,6 @@ use common::*;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
 use switchyard_testkit::{RedisCluster, TlsRedis};
-use tokio::process::Command;
 
 const ADMIN: &str = "deploy-admin-token";
 
@@ -113,11 +112,6 @@ async fn the_fleet_shares_state_over(d: Deployment) {
     a_bench_reaches_the_other_worker(&up, &a, &b).await;
 }
 
-fn control_plane_binary() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_BIN_EXE_switchyard-data-plane"))
-        .with_file_name("switchyard-control-plane")
-}
-
 fn admin<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(
@@ -133,21 +127,8 @@ async fn the_control_plane_reaches_workers_over(d: Deployment) {
     let up = FakeUpstream::start(FakeConfig::default()).await;
     let prefix = RedisPrefix::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(control_plane_binary());
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .env_clear()
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()),
-        )
-        .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
-        .env("SWITCHYARD_ADMIN_TOKENS", ADMIN)
-        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
-        .env("SWITCHYARD_LOG_FORMAT", "json");
-    for (k, v) in &d.env {
-        cmd.env(k, v);
-    }
-    let cp = ServerProc::start(cmd, "control plane listening").await;
+    let env: Vec<(&str, &str)> = d.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cp = control_plane(&prefix, dir.path(), ADMIN, &env).await;
     let w = d.worker(&prefix).await;
     let mut cpc = ControlPlaneClient::connect(format!("http://{}", cp.addr))
         .await

@@ -43,6 +43,42 @@ pub async fn worker(redis: &str, prefix: &RedisPrefix, env: &[(&str, &str)]) -> 
     ServerProc::start(cmd, "data plane listening").await
 }
 
+/// The real control plane on SQLite in `dir`, publishing under `prefix` to
+/// the shared Redis (`env` may point it elsewhere), with `admin` as its
+/// admin token. `cargo test --workspace` builds every binary of the
+/// workspace: the control plane's sits next to the worker's.
+pub async fn control_plane(
+    prefix: &RedisPrefix,
+    dir: &std::path::Path,
+    admin: &str,
+    env: &[(&str, &str)],
+) -> ServerProc {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard-data-plane"))
+        .with_file_name("switchyard-control-plane");
+    assert!(
+        path.exists(),
+        "build the control plane first: cargo build -p switchyard-control-plane ({})",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("cp.db").display()),
+        )
+        .env("REDIS_URL", redis_url())
+        .env("SWITCHYARD_REDIS_PREFIX", &prefix.0)
+        .env("SWITCHYARD_ADMIN_TOKENS", admin)
+        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
+        .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_LOG_FORMAT", "json");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ServerProc::start(cmd, "control plane listening").await
+}
+
 /// The token every harness client presents (ignored by workers without tokens).
 pub const CALLER_TOKEN: &str = "harness-caller";
 
