@@ -10,8 +10,8 @@ use switchyard_shared::change::{Action, Resource};
 use uuid::Uuid;
 
 use super::{
-    Change, Page, Store, check_etag, etag, find_pool, find_provider, mask_paths, pb, proto_enum,
-    timestamp,
+    Change, Page, Store, WriteTxn, check_etag, etag, find_pool, find_provider, mask_paths, pb,
+    proto_enum, timestamp,
 };
 use crate::entity::{member, pool, provider};
 use crate::error::{ApiError, ApiResult};
@@ -31,7 +31,7 @@ const UPDATABLE: &[&str] = &[
     "tpm_limit",
 ];
 
-fn status_to_str(s: pb::MemberStatus) -> &'static str {
+pub(super) fn status_to_str(s: pb::MemberStatus) -> &'static str {
     match s {
         pb::MemberStatus::Unspecified | pb::MemberStatus::Active => "active",
         pb::MemberStatus::Inactive => "inactive",
@@ -66,7 +66,7 @@ fn weight_in(v: u32) -> ApiResult<i32> {
     Ok(i32::try_from(w).unwrap_or(1))
 }
 
-fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) -> pb::Member {
+pub(super) fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) -> pb::Member {
     pb::Member {
         id: m.id.to_string(),
         pool: m.pool_id.to_string(),
@@ -86,7 +86,7 @@ fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) -> pb::Memb
 }
 
 /// Members with their pool and provider names, in two batched look-ups.
-async fn with_names<C: ConnectionTrait>(
+pub(super) async fn with_names<C: ConnectionTrait>(
     c: &C,
     rows: &[member::Model],
 ) -> ApiResult<Vec<pb::Member>> {
@@ -160,6 +160,15 @@ async fn check_unique<C: ConnectionTrait>(
 
 impl Store {
     pub async fn create_member(&self, m: Option<pb::Member>) -> ApiResult<pb::Member> {
+        self.write(async |w| self.create_member_in(w, m).await)
+            .await
+    }
+
+    pub(super) async fn create_member_in(
+        &self,
+        w: &WriteTxn,
+        m: Option<pb::Member>,
+    ) -> ApiResult<(pb::Member, Change)> {
         let m = m.ok_or_else(|| ApiError::invalid("member is required"))?;
         validate::upstream_model("member.upstream_model", &m.upstream_model)?;
         let weight = weight_in(if m.weight == 0 { 1 } else { m.weight })?;
@@ -168,8 +177,6 @@ impl Store {
         let rpm = limit_in("member.rpm_limit", m.rpm_limit)?;
         let tpm = limit_in("member.tpm_limit", m.tpm_limit)?;
         let id = Uuid::now_v7();
-
-        let w = self.begin_write().await?;
         let pool = find_pool(&w.txn, "member.pool", &m.pool).await?;
         let provider = find_provider(&w.txn, "member.provider", &m.provider).await?;
         check_unique(&w.txn, &pool, &provider, &m.upstream_model, None).await?;
@@ -191,9 +198,10 @@ impl Store {
         .await?;
         let out = to_proto(&model, &pool.name, &provider.name);
         let label = format!("{}/{}/{}", pool.name, provider.name, model.upstream_model);
-        self.commit(w, Change::new(Resource::Member, Action::Created, id, label))
-            .await?;
-        Ok(out)
+        Ok((
+            out,
+            Change::new(Resource::Member, Action::Created, id, label),
+        ))
     }
 
     pub async fn get_member(&self, id: &str) -> ApiResult<pb::Member> {
@@ -248,6 +256,16 @@ impl Store {
         m: Option<pb::Member>,
         mask: Option<prost_types::FieldMask>,
     ) -> ApiResult<pb::Member> {
+        self.write(async |w| self.update_member_in(w, m, mask).await)
+            .await
+    }
+
+    pub(super) async fn update_member_in(
+        &self,
+        w: &WriteTxn,
+        m: Option<pb::Member>,
+        mask: Option<prost_types::FieldMask>,
+    ) -> ApiResult<(pb::Member, Change)> {
         let m = m.ok_or_else(|| ApiError::invalid("member is required"))?;
         if let Some(p) = mask
             .as_ref()
@@ -258,8 +276,6 @@ impl Store {
             )));
         }
         let paths = mask_paths("member", mask, UPDATABLE)?;
-
-        let w = self.begin_write().await?;
         let cur = find_member(&w.txn, "member.id", &m.id).await?;
         let pool = pool::Entity::find_by_id(cur.pool_id).one(&w.txn).await?;
         let provider = provider::Entity::find_by_id(cur.provider_id)
@@ -304,24 +320,30 @@ impl Store {
         let model = am.update(&w.txn).await?;
         let out = to_proto(&model, &pool.name, &provider.name);
         let label = format!("{}/{}/{}", pool.name, provider.name, model.upstream_model);
-        self.commit(
-            w,
+        Ok((
+            out,
             Change::new(Resource::Member, Action::Updated, model.id, label),
-        )
-        .await?;
-        Ok(out)
+        ))
     }
 
     pub async fn delete_member(&self, id: &str, given_etag: &str) -> ApiResult<()> {
-        let w = self.begin_write().await?;
+        self.write(async |w| self.delete_member_in(w, id, given_etag).await)
+            .await
+    }
+
+    pub(super) async fn delete_member_in(
+        &self,
+        w: &WriteTxn,
+        id: &str,
+        given_etag: &str,
+    ) -> ApiResult<((), Change)> {
         let cur = find_member(&w.txn, "id", id).await?;
         check_etag("member", &cur.id.to_string(), given_etag, cur.revision)?;
         member::Entity::delete_by_id(cur.id).exec(&w.txn).await?;
         let label = cur.upstream_model.clone();
-        self.commit(
-            w,
+        Ok((
+            (),
             Change::new(Resource::Member, Action::Deleted, cur.id, label),
-        )
-        .await
+        ))
     }
 }

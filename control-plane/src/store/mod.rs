@@ -89,6 +89,18 @@ impl Store {
         })
     }
 
+    /// Runs one write in its own transaction: begin (bumping the revision),
+    /// `f`, then record its change and commit. An error rolls everything back.
+    async fn write<T>(
+        &self,
+        f: impl AsyncFnOnce(&WriteTxn) -> ApiResult<(T, Change)>,
+    ) -> ApiResult<T> {
+        let w = self.begin_write().await?;
+        let (out, change) = f(&w).await?;
+        self.commit(w, change).await?;
+        Ok(out)
+    }
+
     /// Records the change in the outbox and commits the write.
     async fn commit(&self, w: WriteTxn, change: Change) -> ApiResult<()> {
         let msg = ChangeMessage {

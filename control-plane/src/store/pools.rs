@@ -8,8 +8,8 @@ use switchyard_shared::change::{Action, Resource};
 use uuid::Uuid;
 
 use super::{
-    Change, Page, Store, check_etag, check_virtual_name_free, etag, find_pool, has, mask_paths, pb,
-    proto_enum, timestamp,
+    Change, Page, Store, WriteTxn, check_etag, check_virtual_name_free, etag, find_pool, has,
+    mask_paths, pb, proto_enum, timestamp,
 };
 use crate::entity::{pool, route_tier};
 use crate::error::{ApiError, ApiResult};
@@ -39,7 +39,7 @@ pub(crate) const DEFAULT_THRESHOLD: u32 = 3;
 pub(crate) const DEFAULT_COOLDOWN_BASE_MS: u32 = 1_000;
 pub(crate) const DEFAULT_COOLDOWN_MAX_MS: u32 = 300_000;
 
-fn strategy_to_str(s: pb::Strategy) -> &'static str {
+pub(super) fn strategy_to_str(s: pb::Strategy) -> &'static str {
     match s {
         pb::Strategy::Unspecified | pb::Strategy::RoundRobin => "round_robin",
         pb::Strategy::Weighted => "weighted",
@@ -67,7 +67,7 @@ pub(crate) fn failover(m: &pool::Model) -> pb::FailoverPolicy {
     }
 }
 
-fn to_proto(m: &pool::Model) -> pb::Pool {
+pub(super) fn to_proto(m: &pool::Model) -> pb::Pool {
     pb::Pool {
         id: m.id.to_string(),
         name: m.name.clone(),
@@ -82,7 +82,7 @@ fn to_proto(m: &pool::Model) -> pb::Pool {
 }
 
 /// Applies defaults (0 = default for threshold and cooldowns) and checks ranges.
-fn normalize_failover(f: pb::FailoverPolicy) -> ApiResult<pb::FailoverPolicy> {
+pub(super) fn normalize_failover(f: pb::FailoverPolicy) -> ApiResult<pb::FailoverPolicy> {
     let or = |v: u32, d: u32| if v == 0 { d } else { v };
     let f = pb::FailoverPolicy {
         transient_retries: f.transient_retries,
@@ -124,7 +124,7 @@ fn normalize_failover(f: pb::FailoverPolicy) -> ApiResult<pb::FailoverPolicy> {
     Ok(f)
 }
 
-fn default_failover() -> pb::FailoverPolicy {
+pub(super) fn default_failover() -> pb::FailoverPolicy {
     pb::FailoverPolicy {
         transient_retries: DEFAULT_RETRIES,
         failure_threshold: DEFAULT_THRESHOLD,
@@ -144,6 +144,14 @@ fn set_failover(am: &mut pool::ActiveModel, f: &pb::FailoverPolicy) {
 
 impl Store {
     pub async fn create_pool(&self, p: Option<pb::Pool>) -> ApiResult<pb::Pool> {
+        self.write(async |w| self.create_pool_in(w, p).await).await
+    }
+
+    pub(super) async fn create_pool_in(
+        &self,
+        w: &WriteTxn,
+        p: Option<pb::Pool>,
+    ) -> ApiResult<(pb::Pool, Change)> {
         let p = p.ok_or_else(|| ApiError::invalid("pool is required"))?;
         validate::name("pool.name", &p.name)?;
         validate::description("pool.description", &p.description)?;
@@ -153,8 +161,6 @@ impl Store {
             None => default_failover(),
         };
         let id = Uuid::now_v7();
-
-        let w = self.begin_write().await?;
         check_virtual_name_free(&w.txn, "pool.name", &p.name, None).await?;
         let mut am = pool::ActiveModel {
             id: Set(id),
@@ -169,13 +175,8 @@ impl Store {
         };
         set_failover(&mut am, &policy);
         let model = am.insert(&w.txn).await?;
-        let out = to_proto(&model);
-        self.commit(
-            w,
-            Change::new(Resource::Pool, Action::Created, id, &model.name),
-        )
-        .await?;
-        Ok(out)
+        let change = Change::new(Resource::Pool, Action::Created, id, &model.name);
+        Ok((to_proto(&model), change))
     }
 
     pub async fn get_pool(&self, key: &str) -> ApiResult<pb::Pool> {
@@ -207,6 +208,16 @@ impl Store {
         p: Option<pb::Pool>,
         mask: Option<prost_types::FieldMask>,
     ) -> ApiResult<pb::Pool> {
+        self.write(async |w| self.update_pool_in(w, p, mask).await)
+            .await
+    }
+
+    pub(super) async fn update_pool_in(
+        &self,
+        w: &WriteTxn,
+        p: Option<pb::Pool>,
+        mask: Option<prost_types::FieldMask>,
+    ) -> ApiResult<(pb::Pool, Change)> {
         let p = p.ok_or_else(|| ApiError::invalid("pool is required"))?;
         let paths = mask_paths("pool", mask, UPDATABLE)?;
         let key = if p.id.is_empty() {
@@ -219,8 +230,6 @@ impl Store {
         } else {
             p.id.clone()
         };
-
-        let w = self.begin_write().await?;
         let cur = find_pool(&w.txn, "pool.id", &key).await?;
         check_etag("pool", &cur.name, &p.etag, cur.revision)?;
         let mut policy = failover(&cur);
@@ -261,17 +270,22 @@ impl Store {
         am.revision = Set(w.revision);
         am.updated_at = Set(w.now);
         let model = am.update(&w.txn).await?;
-        let out = to_proto(&model);
-        self.commit(
-            w,
-            Change::new(Resource::Pool, Action::Updated, model.id, &model.name),
-        )
-        .await?;
-        Ok(out)
+        let change = Change::new(Resource::Pool, Action::Updated, model.id, &model.name);
+        Ok((to_proto(&model), change))
     }
 
     pub async fn delete_pool(&self, key: &str, force: bool, given_etag: &str) -> ApiResult<()> {
-        let w = self.begin_write().await?;
+        self.write(async |w| self.delete_pool_in(w, key, force, given_etag).await)
+            .await
+    }
+
+    pub(super) async fn delete_pool_in(
+        &self,
+        w: &WriteTxn,
+        key: &str,
+        force: bool,
+        given_etag: &str,
+    ) -> ApiResult<((), Change)> {
         let cur = find_pool(&w.txn, "id_or_name", key).await?;
         check_etag("pool", &cur.name, given_etag, cur.revision)?;
         let tiers = route_tier::Entity::find()
@@ -287,13 +301,12 @@ impl Store {
                 names.join(", ")
             )));
         }
-        super::routes::remove_tiers(&w, route_tier::Column::PoolId.eq(cur.id)).await?;
+        super::routes::remove_tiers(w, route_tier::Column::PoolId.eq(cur.id)).await?;
         // Members go with the pool (ON DELETE CASCADE).
         pool::Entity::delete_by_id(cur.id).exec(&w.txn).await?;
-        self.commit(
-            w,
+        Ok((
+            (),
             Change::new(Resource::Pool, Action::Deleted, cur.id, &cur.name),
-        )
-        .await
+        ))
     }
 }

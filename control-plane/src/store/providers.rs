@@ -12,8 +12,8 @@ use switchyard_shared::seal::fingerprint;
 use uuid::Uuid;
 
 use super::{
-    Change, Page, Store, check_etag, etag, find_provider, has, mask_paths, pb, proto_enum,
-    timestamp,
+    Change, Page, Store, WriteTxn, check_etag, etag, find_provider, has, mask_paths, pb,
+    proto_enum, timestamp,
 };
 use crate::entity::{member, pool, provider, route_tier};
 use crate::error::{ApiError, ApiResult};
@@ -76,7 +76,7 @@ pub(crate) fn headers(m: &provider::Model) -> HashMap<String, String> {
     serde_json::from_value(m.extra_headers.clone()).unwrap_or_default()
 }
 
-fn to_proto(m: &provider::Model) -> pb::Provider {
+pub(super) fn to_proto(m: &provider::Model) -> pb::Provider {
     pb::Provider {
         id: m.id.to_string(),
         name: m.name.clone(),
@@ -200,6 +200,15 @@ impl Store {
     }
 
     pub async fn create_provider(&self, p: Option<pb::Provider>) -> ApiResult<pb::Provider> {
+        self.write(async |w| self.create_provider_in(w, p).await)
+            .await
+    }
+
+    pub(super) async fn create_provider_in(
+        &self,
+        w: &WriteTxn,
+        p: Option<pb::Provider>,
+    ) -> ApiResult<(pb::Provider, Change)> {
         let p = p.ok_or_else(|| ApiError::invalid("provider is required"))?;
         let kind = kind_to_str(proto_enum("provider.kind", p.kind, KIND_NAMES)?)?;
         let fields = Fields {
@@ -212,8 +221,6 @@ impl Store {
         check_fields(&fields)?;
         let id = Uuid::now_v7();
         let cred = self.store_credential(id, p.credential.as_ref())?;
-
-        let w = self.begin_write().await?;
         check_name_free(&w.txn, &fields.name).await?;
         let [connect, first, total] = fields.timeouts;
         let model = provider::ActiveModel {
@@ -237,13 +244,8 @@ impl Store {
         }
         .insert(&w.txn)
         .await?;
-        let out = to_proto(&model);
-        self.commit(
-            w,
-            Change::new(Resource::Provider, Action::Created, id, &model.name),
-        )
-        .await?;
-        Ok(out)
+        let change = Change::new(Resource::Provider, Action::Created, id, &model.name);
+        Ok((to_proto(&model), change))
     }
 
     pub async fn get_provider(&self, key: &str) -> ApiResult<pb::Provider> {
@@ -286,6 +288,16 @@ impl Store {
         p: Option<pb::Provider>,
         mask: Option<prost_types::FieldMask>,
     ) -> ApiResult<pb::Provider> {
+        self.write(async |w| self.update_provider_in(w, p, mask).await)
+            .await
+    }
+
+    pub(super) async fn update_provider_in(
+        &self,
+        w: &WriteTxn,
+        p: Option<pb::Provider>,
+        mask: Option<prost_types::FieldMask>,
+    ) -> ApiResult<(pb::Provider, Change)> {
         let p = p.ok_or_else(|| ApiError::invalid("provider is required"))?;
         let paths = mask_paths("provider", mask, UPDATABLE)?;
         let key = if p.id.is_empty() {
@@ -298,8 +310,6 @@ impl Store {
         } else {
             p.id.clone()
         };
-
-        let w = self.begin_write().await?;
         let cur = find_provider(&w.txn, "provider.id", &key).await?;
         check_etag("provider", &cur.name, &p.etag, cur.revision)?;
 
@@ -363,17 +373,22 @@ impl Store {
         am.revision = Set(w.revision);
         am.updated_at = Set(w.now);
         let model = am.update(&w.txn).await?;
-        let out = to_proto(&model);
-        self.commit(
-            w,
-            Change::new(Resource::Provider, Action::Updated, id, &model.name),
-        )
-        .await?;
-        Ok(out)
+        let change = Change::new(Resource::Provider, Action::Updated, id, &model.name);
+        Ok((to_proto(&model), change))
     }
 
     pub async fn delete_provider(&self, key: &str, force: bool, given_etag: &str) -> ApiResult<()> {
-        let w = self.begin_write().await?;
+        self.write(async |w| self.delete_provider_in(w, key, force, given_etag).await)
+            .await
+    }
+
+    pub(super) async fn delete_provider_in(
+        &self,
+        w: &WriteTxn,
+        key: &str,
+        force: bool,
+        given_etag: &str,
+    ) -> ApiResult<((), Change)> {
         let cur = find_provider(&w.txn, "id_or_name", key).await?;
         check_etag("provider", &cur.name, given_etag, cur.revision)?;
 
@@ -414,12 +429,11 @@ impl Store {
             .filter(member::Column::ProviderId.eq(cur.id))
             .exec(&w.txn)
             .await?;
-        super::routes::remove_tiers(&w, route_tier::Column::ProviderId.eq(cur.id)).await?;
+        super::routes::remove_tiers(w, route_tier::Column::ProviderId.eq(cur.id)).await?;
         provider::Entity::delete_by_id(cur.id).exec(&w.txn).await?;
-        self.commit(
-            w,
+        Ok((
+            (),
             Change::new(Resource::Provider, Action::Deleted, cur.id, &cur.name),
-        )
-        .await
+        ))
     }
 }

@@ -11,8 +11,8 @@ use switchyard_shared::change::{Action, Resource};
 use uuid::Uuid;
 
 use super::{
-    Change, Page, Store, check_etag, check_virtual_name_free, etag, find_route, has, mask_paths,
-    pb, timestamp,
+    Change, Page, Store, WriteTxn, check_etag, check_virtual_name_free, etag, find_route, has,
+    mask_paths, pb, timestamp,
 };
 use crate::entity::{pool, provider, route, route_tier};
 use crate::error::{ApiError, ApiResult};
@@ -217,7 +217,7 @@ pub(crate) async fn remove_tiers(w: &super::WriteTxn, filter: SimpleExpr) -> Api
     Ok(())
 }
 
-fn to_proto(m: &route::Model, tiers: Vec<pb::RouteTier>) -> pb::Route {
+pub(super) fn to_proto(m: &route::Model, tiers: Vec<pb::RouteTier>) -> pb::Route {
     pb::Route {
         id: m.id.to_string(),
         name: m.name.clone(),
@@ -230,7 +230,10 @@ fn to_proto(m: &route::Model, tiers: Vec<pb::RouteTier>) -> pb::Route {
     }
 }
 
-async fn with_tiers<C: ConnectionTrait>(c: &C, rows: &[route::Model]) -> ApiResult<Vec<pb::Route>> {
+pub(super) async fn with_tiers<C: ConnectionTrait>(
+    c: &C,
+    rows: &[route::Model],
+) -> ApiResult<Vec<pb::Route>> {
     let mut tiers = tiers_by_route(c, rows.iter().map(|r| r.id).collect()).await?;
     Ok(rows
         .iter()
@@ -240,12 +243,18 @@ async fn with_tiers<C: ConnectionTrait>(c: &C, rows: &[route::Model]) -> ApiResu
 
 impl Store {
     pub async fn create_route(&self, r: Option<pb::Route>) -> ApiResult<pb::Route> {
+        self.write(async |w| self.create_route_in(w, r).await).await
+    }
+
+    pub(super) async fn create_route_in(
+        &self,
+        w: &WriteTxn,
+        r: Option<pb::Route>,
+    ) -> ApiResult<(pb::Route, Change)> {
         let r = r.ok_or_else(|| ApiError::invalid("route is required"))?;
         validate::name("route.name", &r.name)?;
         validate::description("route.description", &r.description)?;
         let id = Uuid::now_v7();
-
-        let w = self.begin_write().await?;
         check_virtual_name_free(&w.txn, "route.name", &r.name, None).await?;
         let tiers = resolve_tiers(&w.txn, &r.tiers).await?;
         let model = route::ActiveModel {
@@ -261,14 +270,12 @@ impl Store {
         .await?;
         write_tiers(&w.txn, id, tiers).await?;
         let out = with_tiers(&w.txn, std::slice::from_ref(&model)).await?;
-        self.commit(
-            w,
-            Change::new(Resource::Route, Action::Created, id, &model.name),
-        )
-        .await?;
-        out.into_iter()
+        let out = out
+            .into_iter()
             .next()
-            .ok_or_else(|| ApiError::Internal("route vanished".into()))
+            .ok_or_else(|| ApiError::Internal("route vanished".into()))?;
+        let change = Change::new(Resource::Route, Action::Created, id, &model.name);
+        Ok((out, change))
     }
 
     pub async fn get_route(&self, key: &str) -> ApiResult<pb::Route> {
@@ -312,6 +319,16 @@ impl Store {
         r: Option<pb::Route>,
         mask: Option<prost_types::FieldMask>,
     ) -> ApiResult<pb::Route> {
+        self.write(async |w| self.update_route_in(w, r, mask).await)
+            .await
+    }
+
+    pub(super) async fn update_route_in(
+        &self,
+        w: &WriteTxn,
+        r: Option<pb::Route>,
+        mask: Option<prost_types::FieldMask>,
+    ) -> ApiResult<(pb::Route, Change)> {
         let r = r.ok_or_else(|| ApiError::invalid("route is required"))?;
         let paths = mask_paths("route", mask, UPDATABLE)?;
         let key = if r.id.is_empty() {
@@ -324,8 +341,6 @@ impl Store {
         } else {
             r.id.clone()
         };
-
-        let w = self.begin_write().await?;
         let cur = find_route(&w.txn, "route.id", &key).await?;
         check_etag("route", &cur.name, &r.etag, cur.revision)?;
         let mut am = cur.clone().into_active_model();
@@ -352,25 +367,31 @@ impl Store {
         am.updated_at = Set(w.now);
         let model = am.update(&w.txn).await?;
         let out = with_tiers(&w.txn, std::slice::from_ref(&model)).await?;
-        self.commit(
-            w,
-            Change::new(Resource::Route, Action::Updated, model.id, &model.name),
-        )
-        .await?;
-        out.into_iter()
+        let out = out
+            .into_iter()
             .next()
-            .ok_or_else(|| ApiError::Internal("route vanished".into()))
+            .ok_or_else(|| ApiError::Internal("route vanished".into()))?;
+        let change = Change::new(Resource::Route, Action::Updated, model.id, &model.name);
+        Ok((out, change))
     }
 
     pub async fn delete_route(&self, key: &str, given_etag: &str) -> ApiResult<()> {
-        let w = self.begin_write().await?;
+        self.write(async |w| self.delete_route_in(w, key, given_etag).await)
+            .await
+    }
+
+    pub(super) async fn delete_route_in(
+        &self,
+        w: &WriteTxn,
+        key: &str,
+        given_etag: &str,
+    ) -> ApiResult<((), Change)> {
         let cur = find_route(&w.txn, "id_or_name", key).await?;
         check_etag("route", &cur.name, given_etag, cur.revision)?;
         route::Entity::delete_by_id(cur.id).exec(&w.txn).await?;
-        self.commit(
-            w,
+        Ok((
+            (),
             Change::new(Resource::Route, Action::Deleted, cur.id, &cur.name),
-        )
-        .await
+        ))
     }
 }
