@@ -34,6 +34,19 @@ impl ApiError {
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::NotFound(msg.into())
     }
+
+    /// The same error with `what` in front of a caller-facing message
+    /// (which resource of a whole-config apply it is about).
+    pub fn context(self, what: &str) -> Self {
+        match self {
+            Self::InvalidArgument(m) => Self::InvalidArgument(format!("{what}: {m}")),
+            Self::NotFound(m) => Self::NotFound(format!("{what}: {m}")),
+            Self::AlreadyExists(m) => Self::AlreadyExists(format!("{what}: {m}")),
+            Self::FailedPrecondition(m) => Self::FailedPrecondition(format!("{what}: {m}")),
+            Self::Aborted(m) => Self::Aborted(format!("{what}: {m}")),
+            other => other,
+        }
+    }
 }
 
 impl From<ApiError> for Status {

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::metrics::CpMetrics;
 use crate::store::ACTOR;
 use crate::store::Store;
-use switchyard_shared::auth::Caller;
+use switchyard_shared::auth::{Caller, Role};
 
 /// Retained changes read per outbox query while catching up.
 const REPLAY_BATCH: u64 = 500;
@@ -106,12 +106,14 @@ pub(crate) fn to_event(m: &ChangeMessage) -> pb::ChangeEvent {
         change::Resource::Pool => pb::ResourceType::Pool,
         change::Resource::Member => pb::ResourceType::Member,
         change::Resource::Route => pb::ResourceType::Route,
+        change::Resource::Config => pb::ResourceType::Config,
         change::Resource::Other => pb::ResourceType::Unspecified,
     };
     let action = match m.action {
         change::Action::Created => pb::ChangeAction::Created,
         change::Action::Updated => pb::ChangeAction::Updated,
         change::Action::Deleted => pb::ChangeAction::Deleted,
+        change::Action::Applied => pb::ChangeAction::Applied,
         change::Action::Other => pb::ChangeAction::Unspecified,
     };
     pb::ChangeEvent {
@@ -278,6 +280,37 @@ impl ControlPlane for ControlPlaneService {
 
     async fn get_snapshot(&self, _r: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {
         self.read(|| self.store.snapshot(false)).await
+    }
+
+    async fn apply_config(
+        &self,
+        r: Request<pb::ApplyConfigRequest>,
+    ) -> Res<pb::ApplyConfigResponse> {
+        let actor = actor_of(&r);
+        let reader = r
+            .extensions()
+            .get::<Caller>()
+            .is_some_and(|c| c.role == Some(Role::Reader));
+        let r = r.into_inner();
+        // A dry run only reads, so a read-only token may ask for the diff
+        // (a CI job showing the plan on a pull request).
+        if reader && !r.dry_run {
+            return Err(Status::permission_denied(
+                "ApplyConfig needs an admin token unless dry_run is set; this token may only read",
+            ));
+        }
+        if r.dry_run {
+            return ok(ACTOR.scope(actor, self.store.apply_config(r)).await);
+        }
+        self.write("config", actor, self.store.apply_config(r))
+            .await
+    }
+
+    async fn export_config(
+        &self,
+        _r: Request<pb::ExportConfigRequest>,
+    ) -> Res<pb::ExportConfigResponse> {
+        self.read(|| self.store.export_config()).await
     }
 
     type WatchChangesStream =

@@ -297,6 +297,38 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
             "GetSnapshot",
             pb::GetSnapshotRequest::default().encode_to_vec(),
         ),
+        (
+            "ApplyConfig",
+            pb::ApplyConfigRequest {
+                config: Some(pb::ConfigDocument {
+                    providers: vec![pb::Provider {
+                        credential: Some(pb::CredentialInput {
+                            source: Some(pb::credential_input::Source::Reference(
+                                "env:OPENAI_API_KEY".into(),
+                            )),
+                        }),
+                        ..openai_provider("prov", "unused")
+                    }],
+                    pools: vec![pool("chat")],
+                    members: vec![member("chat", "prov", "m1")],
+                    routes: vec![pb::Route {
+                        name: "r".into(),
+                        tiers: vec![pb::RouteTier {
+                            target: Some(pb::route_tier::Target::Pool("chat".into())),
+                            backup: false,
+                        }],
+                        ..Default::default()
+                    }],
+                }),
+                dry_run: true,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ExportConfig",
+            pb::ExportConfigRequest::default().encode_to_vec(),
+        ),
     ];
 
     let set =

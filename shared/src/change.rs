@@ -11,6 +11,8 @@ pub enum Resource {
     Pool,
     Member,
     Route,
+    /// A whole-config apply: many changes in one revision.
+    Config,
     #[serde(other)]
     Other,
 }
@@ -21,6 +23,7 @@ pub enum Action {
     Created,
     Updated,
     Deleted,
+    Applied,
     #[serde(other)]
     Other,
 }

@@ -66,6 +66,17 @@ fn weight_in(v: u32) -> ApiResult<i32> {
     Ok(i32::try_from(w).unwrap_or(1))
 }
 
+/// The checks a create makes that need no database (offline validation).
+pub(super) fn check_alone(m: &pb::Member) -> ApiResult<()> {
+    validate::upstream_model("member.upstream_model", &m.upstream_model)?;
+    weight_in(if m.weight == 0 { 1 } else { m.weight })?;
+    validate::range("member.priority", m.priority, -1000, 1000)?;
+    proto_enum::<pb::MemberStatus>("member.status", m.status, STATUS_NAMES)?;
+    limit_in("member.rpm_limit", m.rpm_limit)?;
+    limit_in("member.tpm_limit", m.tpm_limit)?;
+    Ok(())
+}
+
 pub(super) fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) -> pb::Member {
     pb::Member {
         id: m.id.to_string(),

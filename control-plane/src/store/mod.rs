@@ -7,7 +7,10 @@
 //! two control-plane replicas — are serialised and revisions are handed out
 //! in commit order (docs/adr/002-config-store-and-revisions.md).
 
+mod apply;
+mod document;
 mod members;
+pub mod offline;
 mod pools;
 mod providers;
 mod routes;

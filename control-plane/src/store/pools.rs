@@ -124,6 +124,17 @@ pub(super) fn normalize_failover(f: pb::FailoverPolicy) -> ApiResult<pb::Failove
     Ok(f)
 }
 
+/// The checks a create makes that need no database (offline validation).
+pub(super) fn check_alone(p: &pb::Pool) -> ApiResult<()> {
+    validate::name("pool.name", &p.name)?;
+    validate::description("pool.description", &p.description)?;
+    proto_enum::<pb::Strategy>("pool.strategy", p.strategy, STRATEGY_NAMES)?;
+    if let Some(f) = p.failover {
+        normalize_failover(f)?;
+    }
+    Ok(())
+}
+
 pub(super) fn default_failover() -> pb::FailoverPolicy {
     pb::FailoverPolicy {
         transient_retries: DEFAULT_RETRIES,

@@ -124,6 +124,26 @@ fn check_fields(f: &Fields) -> ApiResult<()> {
     Ok(())
 }
 
+/// The checks a create makes that need no database (offline validation).
+pub(super) fn check_alone(p: &pb::Provider) -> ApiResult<()> {
+    use pb::credential_input::Source;
+    let kind = kind_to_str(proto_enum("provider.kind", p.kind, KIND_NAMES)?)?;
+    check_fields(&Fields {
+        name: p.name.clone(),
+        kind,
+        base_url: p.base_url.clone(),
+        headers: p.extra_headers.clone(),
+        timeouts: timeouts(p.timeouts.as_ref())?,
+    })?;
+    match p.credential.as_ref().and_then(|c| c.source.as_ref()) {
+        Some(Source::Reference(r)) => {
+            validate::credential_reference("provider.credential.reference", r)
+        }
+        Some(Source::Inline(s)) => validate::inline_secret("provider.credential.inline", s),
+        None => Ok(()),
+    }
+}
+
 fn timeouts(t: Option<&pb::Timeouts>) -> ApiResult<[i32; 3]> {
     let t = t.cloned().unwrap_or_default();
     let conv = |field: &str, v: u32| {

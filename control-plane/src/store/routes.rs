@@ -28,11 +28,27 @@ struct TierRow {
     backup: bool,
 }
 
-/// Checks the tiers and resolves the names they give.
-async fn resolve_tiers<C: ConnectionTrait>(
-    c: &C,
-    tiers: &[pb::RouteTier],
-) -> ApiResult<Vec<TierRow>> {
+/// The checks a create makes that need no database (offline validation).
+pub(super) fn check_alone(r: &pb::Route) -> ApiResult<()> {
+    validate::name("route.name", &r.name)?;
+    validate::description("route.description", &r.description)?;
+    check_tiers(&r.tiers).map(drop)
+}
+
+/// A direct tier's `provider/model`, checked.
+fn split_direct<'a>(field: &str, spec: &'a str) -> ApiResult<(&'a str, &'a str)> {
+    let Some((prov, model)) = spec.split_once('/') else {
+        return Err(ApiError::invalid(format!(
+            "{field}.direct '{}' must be provider/upstream-model, e.g. openai-main/gpt-4o",
+            validate::clip(spec)
+        )));
+    };
+    validate::upstream_model(&format!("{field}.direct model"), model)?;
+    Ok((prov, model))
+}
+
+/// Tier count, a primary tier, and each tier's target shape.
+fn check_tiers(tiers: &[pb::RouteTier]) -> ApiResult<()> {
     use pb::route_tier::Target;
     if tiers.is_empty() || tiers.len() > validate::MAX_TIERS {
         return Err(ApiError::invalid(format!(
@@ -46,15 +62,35 @@ async fn resolve_tiers<C: ConnectionTrait>(
             "route.tiers needs at least one tier with backup=false",
         ));
     }
-    let mut out = Vec::with_capacity(tiers.len());
     for (i, t) in tiers.iter().enumerate() {
         let field = format!("route.tiers[{i}]");
-        let row = match &t.target {
+        match &t.target {
             None => {
                 return Err(ApiError::invalid(format!(
                     "{field} needs a target: set pool or direct"
                 )));
             }
+            Some(Target::Pool(name)) => validate::lookup(&format!("{field}.pool"), name)?,
+            Some(Target::Direct(spec)) => {
+                split_direct(&field, spec)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the tiers and resolves the names they give.
+async fn resolve_tiers<C: ConnectionTrait>(
+    c: &C,
+    tiers: &[pb::RouteTier],
+) -> ApiResult<Vec<TierRow>> {
+    use pb::route_tier::Target;
+    check_tiers(tiers)?;
+    let mut out = Vec::with_capacity(tiers.len());
+    for (i, t) in tiers.iter().enumerate() {
+        let field = format!("route.tiers[{i}]");
+        let row = match &t.target {
+            None => continue, // refused by check_tiers
             Some(Target::Pool(name)) => {
                 let p = super::find_pool(c, &format!("{field}.pool"), name).await?;
                 TierRow {
@@ -65,13 +101,7 @@ async fn resolve_tiers<C: ConnectionTrait>(
                 }
             }
             Some(Target::Direct(spec)) => {
-                let Some((prov, model)) = spec.split_once('/') else {
-                    return Err(ApiError::invalid(format!(
-                        "{field}.direct '{}' must be provider/upstream-model, e.g. openai-main/gpt-4o",
-                        validate::clip(spec)
-                    )));
-                };
-                validate::upstream_model(&format!("{field}.direct model"), model)?;
+                let (prov, model) = split_direct(&field, spec)?;
                 let p = super::find_provider(c, &format!("{field}.direct provider"), prov).await?;
                 TierRow {
                     pool_id: None,

@@ -18,6 +18,9 @@ macro_rules! both_backends {
             }
         }
     };
+    ($($name:ident),+ $(,)?) => {
+        $(both_backends!($name);)+
+    };
 }
 
 use std::time::Duration;

@@ -1,0 +1,537 @@
+//! ApplyConfig: a desired whole configuration in, the difference out,
+//! written as one transaction and one revision.
+//!
+//! Resources match by name (members by pool, provider and upstream model).
+//! Each change runs through the same create/update/delete code as the
+//! single-resource RPCs, inside the apply's one transaction, so every check
+//! those make (names, ranges, references, uniqueness) applies here too, and
+//! a dry run makes them all before rolling back.
+//!
+//! Order, so references hold at every step: routes to delete; providers,
+//! pools, members and routes to create or update; then members, pools and
+//! providers to delete (nothing still named by the document points at them
+//! by then).
+
+use std::collections::{HashMap, HashSet};
+
+use switchyard_shared::change::{Action, Resource};
+use uuid::Uuid;
+
+use super::document::{self, Fields, member_key};
+use super::{Change, Store, WriteTxn, pb, pools};
+use crate::error::{ApiError, ApiResult};
+use crate::validate::clip;
+
+/// One change to make: what the caller sees, and the write behind it.
+struct Op {
+    change: pb::ConfigChange,
+    write: Write,
+}
+
+enum Write {
+    CreateProvider(pb::Provider),
+    UpdateProvider(pb::Provider, Vec<&'static str>),
+    DeleteProvider(String),
+    CreatePool(pb::Pool),
+    UpdatePool(pb::Pool),
+    DeletePool(String),
+    CreateMember(pb::Member),
+    UpdateMember(pb::Member),
+    DeleteMember(String),
+    CreateRoute(pb::Route),
+    UpdateRoute(pb::Route),
+    DeleteRoute(String),
+}
+
+const PROVIDER_PATHS: &[&str] = &["kind", "base_url", "extra_headers", "timeouts", "enabled"];
+const POOL_PATHS: &[&str] = &["strategy", "failover", "enabled", "description"];
+const MEMBER_PATHS: &[&str] = &["weight", "priority", "status", "rpm_limit", "tpm_limit"];
+const ROUTE_PATHS: &[&str] = &["tiers", "enabled", "description"];
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+fn change(
+    resource: pb::ResourceType,
+    action: pb::ChangeAction,
+    name: &str,
+    fields: Vec<pb::FieldChange>,
+) -> pb::ConfigChange {
+    pb::ConfigChange {
+        resource: resource.into(),
+        action: action.into(),
+        name: name.to_owned(),
+        fields,
+    }
+}
+
+/// Every field, as set by a create.
+fn all(fields: Fields) -> Vec<pb::FieldChange> {
+    fields
+        .into_iter()
+        .map(|(field, to)| pb::FieldChange {
+            field: field.to_owned(),
+            from: String::new(),
+            to,
+        })
+        .collect()
+}
+
+/// The fields that differ.
+fn diff(from: Fields, to: Fields) -> Vec<pb::FieldChange> {
+    from.into_iter()
+        .zip(to)
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((field, from), (_, to))| pb::FieldChange {
+            field: field.to_owned(),
+            from,
+            to,
+        })
+        .collect()
+}
+
+fn credential_reference(p: &pb::Provider) -> Option<&str> {
+    match p.credential.as_ref().and_then(|c| c.source.as_ref()) {
+        Some(pb::credential_input::Source::Reference(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// Checks a document on its own: names present and unique, members and
+/// tiers naming something, credentials as references only, and — with
+/// prune — every reference declared in the document itself.
+fn check_document(doc: &pb::ConfigDocument, prune: bool) -> ApiResult<()> {
+    fn unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> ApiResult<()> {
+        let mut seen = HashSet::new();
+        for (i, n) in names.enumerate() {
+            if n.is_empty() {
+                return Err(ApiError::invalid(format!("{kind}[{i}] needs a name")));
+            }
+            if !seen.insert(n) {
+                return Err(ApiError::invalid(format!(
+                    "{kind}: '{}' appears more than once",
+                    clip(n)
+                )));
+            }
+        }
+        Ok(())
+    }
+    unique("providers", doc.providers.iter().map(|p| p.name.as_str()))?;
+    unique(
+        "pools and routes",
+        doc.pools
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(doc.routes.iter().map(|r| r.name.as_str())),
+    )?;
+    for p in &doc.providers {
+        if let Some(pb::credential_input::Source::Inline(_)) =
+            p.credential.as_ref().and_then(|c| c.source.as_ref())
+        {
+            return Err(ApiError::invalid(format!(
+                "provider '{}': a config document takes credential references only \
+                 (env:NAME or file:/path); set an inline secret with UpdateProvider, \
+                 or leave credential out to keep the stored one",
+                clip(&p.name)
+            )));
+        }
+    }
+    let mut keys = HashSet::new();
+    for (i, m) in doc.members.iter().enumerate() {
+        if m.pool.is_empty() || m.provider.is_empty() || m.upstream_model.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "members[{i}] needs pool, provider and upstream_model"
+            )));
+        }
+        if !keys.insert(member_key(&m.pool, &m.provider, &m.upstream_model)) {
+            return Err(ApiError::invalid(format!(
+                "member {}: appears more than once",
+                clip(&member_key(&m.pool, &m.provider, &m.upstream_model))
+            )));
+        }
+    }
+    if prune {
+        let providers: HashSet<&str> = doc.providers.iter().map(|p| p.name.as_str()).collect();
+        let pools: HashSet<&str> = doc.pools.iter().map(|p| p.name.as_str()).collect();
+        let undeclared = |kind: &str, name: &str, by: &str| {
+            ApiError::invalid(format!(
+                "{by} names {kind} '{}', which the document does not declare; \
+                 with prune it would be deleted: declare it, or apply without prune",
+                clip(name)
+            ))
+        };
+        for m in &doc.members {
+            let by = format!(
+                "member {}",
+                clip(&member_key(&m.pool, &m.provider, &m.upstream_model))
+            );
+            if !pools.contains(m.pool.as_str()) {
+                return Err(undeclared("pool", &m.pool, &by));
+            }
+            if !providers.contains(m.provider.as_str()) {
+                return Err(undeclared("provider", &m.provider, &by));
+            }
+        }
+        for r in &doc.routes {
+            let by = format!("route '{}'", clip(&r.name));
+            for t in &r.tiers {
+                match &t.target {
+                    Some(pb::route_tier::Target::Pool(p)) if !pools.contains(p.as_str()) => {
+                        return Err(undeclared("pool", p, &by));
+                    }
+                    Some(pb::route_tier::Target::Direct(d)) => {
+                        let provider = d.split_once('/').map_or(d.as_str(), |(p, _)| p);
+                        if !providers.contains(provider) {
+                            return Err(undeclared("provider", provider, &by));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the document asks for, as ordered writes, plus what it leaves alone.
+struct Plan {
+    ops: Vec<Op>,
+    unmanaged: Vec<String>,
+}
+
+fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResult<Plan> {
+    use pb::ChangeAction as A;
+    use pb::ResourceType as R;
+    let mut head = Vec::new(); // route deletions
+    let mut body = Vec::new(); // creates and updates
+    let mut tail = Vec::new(); // member, pool, provider deletions
+    let mut unmanaged = Vec::new();
+    let mut leftover = |what: &str, name: &str, write: Write, into: &mut Vec<Op>, res: R| {
+        if prune {
+            into.push(Op {
+                change: change(res, A::Deleted, name, Vec::new()),
+                write,
+            });
+        } else {
+            unmanaged.push(format!("{what} {name}"));
+        }
+    };
+
+    // Providers.
+    let mut stored: HashMap<String, pb::Provider> = cur
+        .providers
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
+    for p in doc.providers {
+        let ctx = format!("provider '{}'", clip(&p.name));
+        let want = document::provider_fields(&p).map_err(|e| e.context(&ctx))?;
+        let reference = credential_reference(&p).map(str::to_owned);
+        match stored.remove(&p.name) {
+            None => {
+                let mut fields = all(want);
+                if let Some(r) = &reference {
+                    fields.push(pb::FieldChange {
+                        field: "credential".into(),
+                        from: String::new(),
+                        to: r.clone(),
+                    });
+                }
+                body.push(Op {
+                    change: change(R::Provider, A::Created, &p.name, fields),
+                    write: Write::CreateProvider(p),
+                });
+            }
+            Some(s) => {
+                let mut fields = diff(document::provider_fields(&s)?, want);
+                let mut paths = PROVIDER_PATHS.to_vec();
+                let had = document::stored_credential(&s);
+                if let Some(r) = reference.filter(|r| *r != had) {
+                    fields.push(pb::FieldChange {
+                        field: "credential".into(),
+                        from: had,
+                        to: r,
+                    });
+                    paths.push("credential");
+                }
+                if !fields.is_empty() {
+                    let name = p.name.clone();
+                    body.push(Op {
+                        change: change(R::Provider, A::Updated, &name, fields),
+                        write: Write::UpdateProvider(pb::Provider { id: s.id, ..p }, paths),
+                    });
+                }
+            }
+        }
+    }
+    let mut provider_deletes = Vec::new();
+    for (name, p) in sorted(stored) {
+        leftover(
+            "provider",
+            &name,
+            Write::DeleteProvider(p.id),
+            &mut provider_deletes,
+            R::Provider,
+        );
+    }
+
+    // Pools.
+    let mut stored: HashMap<String, pb::Pool> =
+        cur.pools.into_iter().map(|p| (p.name.clone(), p)).collect();
+    for p in doc.pools {
+        let ctx = format!("pool '{}'", clip(&p.name));
+        let want = document::pool_fields(&p).map_err(|e| e.context(&ctx))?;
+        match stored.remove(&p.name) {
+            None => body.push(Op {
+                change: change(R::Pool, A::Created, &p.name, all(want)),
+                write: Write::CreatePool(p),
+            }),
+            Some(s) => {
+                let fields = diff(document::pool_fields(&s)?, want);
+                if !fields.is_empty() {
+                    let name = p.name.clone();
+                    body.push(Op {
+                        change: change(R::Pool, A::Updated, &name, fields),
+                        // Left out means the defaults, as on create.
+                        write: Write::UpdatePool(pb::Pool {
+                            id: s.id,
+                            failover: Some(p.failover.unwrap_or_else(pools::default_failover)),
+                            ..p
+                        }),
+                    });
+                }
+            }
+        }
+    }
+    let mut pool_deletes = Vec::new();
+    for (name, p) in sorted(stored) {
+        leftover(
+            "pool",
+            &name,
+            Write::DeletePool(p.id),
+            &mut pool_deletes,
+            R::Pool,
+        );
+    }
+
+    // Members.
+    let mut stored: HashMap<String, pb::Member> = cur
+        .members
+        .into_iter()
+        .map(|m| {
+            (
+                member_key(&m.pool_name, &m.provider_name, &m.upstream_model),
+                m,
+            )
+        })
+        .collect();
+    for m in doc.members {
+        let key = member_key(&m.pool, &m.provider, &m.upstream_model);
+        let ctx = format!("member {}", clip(&key));
+        let want = document::member_fields(&m).map_err(|e| e.context(&ctx))?;
+        match stored.remove(&key) {
+            None => body.push(Op {
+                change: change(R::Member, A::Created, &key, all(want)),
+                write: Write::CreateMember(m),
+            }),
+            Some(s) => {
+                let fields = diff(document::member_fields(&s)?, want);
+                if !fields.is_empty() {
+                    body.push(Op {
+                        change: change(R::Member, A::Updated, &key, fields),
+                        // Left out means the defaults, as on create.
+                        write: Write::UpdateMember(pb::Member {
+                            id: s.id,
+                            weight: m.weight.max(1),
+                            status: if m.status == 0 {
+                                pb::MemberStatus::Active.into()
+                            } else {
+                                m.status
+                            },
+                            ..m
+                        }),
+                    });
+                }
+            }
+        }
+    }
+    for (key, m) in sorted(stored) {
+        leftover(
+            "member",
+            &key,
+            Write::DeleteMember(m.id),
+            &mut tail,
+            R::Member,
+        );
+    }
+    tail.append(&mut pool_deletes);
+    tail.append(&mut provider_deletes);
+
+    // Routes.
+    let mut stored: HashMap<String, pb::Route> = cur
+        .routes
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    for r in doc.routes {
+        let want = document::route_fields(&r);
+        match stored.remove(&r.name) {
+            None => body.push(Op {
+                change: change(R::Route, A::Created, &r.name, all(want)),
+                write: Write::CreateRoute(r),
+            }),
+            Some(s) => {
+                let fields = diff(document::route_fields(&s), want);
+                if !fields.is_empty() {
+                    let name = r.name.clone();
+                    body.push(Op {
+                        change: change(R::Route, A::Updated, &name, fields),
+                        write: Write::UpdateRoute(pb::Route { id: s.id, ..r }),
+                    });
+                }
+            }
+        }
+    }
+    for (name, r) in sorted(stored) {
+        leftover(
+            "route",
+            &name,
+            Write::DeleteRoute(r.id),
+            &mut head,
+            R::Route,
+        );
+    }
+
+    head.append(&mut body);
+    head.append(&mut tail);
+    Ok(Plan {
+        ops: head,
+        unmanaged,
+    })
+}
+
+fn sorted<T>(m: HashMap<String, T>) -> Vec<(String, T)> {
+    let mut v: Vec<(String, T)> = m.into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+impl Store {
+    pub async fn apply_config(
+        &self,
+        r: pb::ApplyConfigRequest,
+    ) -> ApiResult<pb::ApplyConfigResponse> {
+        let doc = r.config.unwrap_or_default();
+        check_document(&doc, r.prune)?;
+
+        let w = self.begin_write().await?;
+        let before = u64::try_from(w.revision - 1).unwrap_or_default();
+        if r.expected_revision != 0 && r.expected_revision != before {
+            return Err(ApiError::Aborted(format!(
+                "the config is at revision {before}, not the expected {}; \
+                 someone changed it meanwhile: review the new diff and apply again",
+                r.expected_revision
+            )));
+        }
+        let cur = document::load(&w.txn).await?;
+        let Plan { ops, unmanaged } = plan(doc, cur, r.prune)?;
+        let mut changes = Vec::with_capacity(ops.len());
+        for op in ops {
+            self.run(&w, op.write)
+                .await
+                .map_err(|e| e.context(&label(&op.change)))?;
+            changes.push(op.change);
+        }
+        if changes.is_empty() || r.dry_run {
+            // Dropping the transaction rolls back the revision bump too.
+            drop(w);
+            return Ok(pb::ApplyConfigResponse {
+                changes,
+                revision: before,
+                applied: false,
+                unmanaged,
+            });
+        }
+        for c in &changes {
+            tracing::info!(
+                resource = ?pb::ResourceType::try_from(c.resource).unwrap_or_default(),
+                action = ?pb::ChangeAction::try_from(c.action).unwrap_or_default(),
+                name = %c.name,
+                fields = c.fields.len(),
+                "apply: change"
+            );
+        }
+        let revision = u64::try_from(w.revision).unwrap_or_default();
+        self.commit(
+            w,
+            Change::new(
+                Resource::Config,
+                Action::Applied,
+                Uuid::nil(),
+                summary(&changes),
+            ),
+        )
+        .await?;
+        Ok(pb::ApplyConfigResponse {
+            changes,
+            revision,
+            applied: true,
+            unmanaged,
+        })
+    }
+
+    async fn run(&self, w: &WriteTxn, write: Write) -> ApiResult<()> {
+        match write {
+            Write::CreateProvider(p) => self.create_provider_in(w, Some(p)).await.map(drop),
+            Write::UpdateProvider(p, paths) => self
+                .update_provider_in(w, Some(p), mask(&paths))
+                .await
+                .map(drop),
+            Write::DeleteProvider(id) => self.delete_provider_in(w, &id, true, "").await.map(drop),
+            Write::CreatePool(p) => self.create_pool_in(w, Some(p)).await.map(drop),
+            Write::UpdatePool(p) => self
+                .update_pool_in(w, Some(p), mask(POOL_PATHS))
+                .await
+                .map(drop),
+            Write::DeletePool(id) => self.delete_pool_in(w, &id, true, "").await.map(drop),
+            Write::CreateMember(m) => self.create_member_in(w, Some(m)).await.map(drop),
+            Write::UpdateMember(m) => self
+                .update_member_in(w, Some(m), mask(MEMBER_PATHS))
+                .await
+                .map(drop),
+            Write::DeleteMember(id) => self.delete_member_in(w, &id, "").await.map(drop),
+            Write::CreateRoute(r) => self.create_route_in(w, Some(r)).await.map(drop),
+            Write::UpdateRoute(r) => self
+                .update_route_in(w, Some(r), mask(ROUTE_PATHS))
+                .await
+                .map(drop),
+            Write::DeleteRoute(id) => self.delete_route_in(w, &id, "").await.map(drop),
+        }
+    }
+}
+
+/// `pool 'coding'` — which change an error is about.
+fn label(c: &pb::ConfigChange) -> String {
+    let what = match pb::ResourceType::try_from(c.resource).unwrap_or_default() {
+        pb::ResourceType::Provider => "provider",
+        pb::ResourceType::Pool => "pool",
+        pb::ResourceType::Member => "member",
+        pb::ResourceType::Route => "route",
+        _ => "resource",
+    };
+    format!("{what} '{}'", clip(&c.name))
+}
+
+/// The change-event name of an apply: `apply: 2 created, 1 updated, 0 deleted`.
+fn summary(changes: &[pb::ConfigChange]) -> String {
+    let count = |a: pb::ChangeAction| changes.iter().filter(|c| c.action == a as i32).count();
+    format!(
+        "apply: {} created, {} updated, {} deleted",
+        count(pb::ChangeAction::Created),
+        count(pb::ChangeAction::Updated),
+        count(pb::ChangeAction::Deleted)
+    )
+}
