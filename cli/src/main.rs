@@ -3,26 +3,38 @@
 //!   Postgres or Redis (SQLite file, in-process bus, no auth, demo pool).
 //! - `migrate`: runs schema migrations against DATABASE_URL.
 //! - `keygen`: prints a fresh master key for sealing inline credentials.
+//! - operator commands over gRPC (`ctl`): apply, export, validate, ...
+
+mod ctl;
+mod dev;
+mod document;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use switchyard_control_plane::server::{
-    BusSettings, ControlPlane, Settings, connect_database, migrate,
-};
-use switchyard_control_plane::store::Store;
-use switchyard_data_plane::server::{Settings as DpSettings, Source};
-use switchyard_proto::v1 as pb;
-use switchyard_shared::args::{TelemetryArgs, load_master_key};
-use switchyard_shared::auth::Authorizer;
+use switchyard_control_plane::server::{connect_database, migrate};
+use switchyard_shared::args::TelemetryArgs;
 use switchyard_shared::seal::MasterKey;
 
+const EXAMPLES: &str = "\
+Examples:
+  switchyard dev                              # everything on this machine
+  switchyard export > switchyard.yaml         # the whole config as a file
+  switchyard validate -f switchyard.yaml      # offline, for CI
+  switchyard apply -f switchyard.yaml --dry-run
+  switchyard apply -f switchyard.yaml --prune
+  switchyard get members --pool coding        # with health from a worker
+  switchyard describe pool coding             # members, health, recent traffic
+  switchyard set member coding/openai/gpt-4o --status draining
+  switchyard watch --from-earliest            # the change feed and who made each change
+  switchyard context set prod --server https://cp.example:50051 --token-env SWITCHYARD_PROD_TOKEN";
+
 #[derive(Parser)]
-#[command(version, about = "Switchyard: an LLM pool router")]
+#[command(version, about = "Switchyard: an LLM pool router", after_help = EXAMPLES)]
 struct Cli {
+    #[command(flatten)]
+    conn: ctl::client::ConnArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,16 +75,59 @@ enum Command {
     },
     /// Print a new base64 master key (for SWITCHYARD_MASTER_KEY).
     Keygen,
+    /// Make the control plane match a config file: one transaction, one revision.
+    Apply(ctl::apply::ApplyArgs),
+    /// Print the whole config as a file `apply` accepts.
+    Export(ctl::export::ExportArgs),
+    /// Check a config file offline (no server): names, values, references; with line numbers.
+    Validate(ctl::validate::ValidateArgs),
+    /// Print the config file's JSON Schema (for editors and CI).
+    Schema,
+    /// List providers, pools, members or routes as a table (or JSON/YAML).
+    Get(ctl::get::GetArgs),
+    /// Show one pool, route or provider with what it is tied to, health and traffic.
+    Describe(ctl::describe::DescribeArgs),
+    /// Follow the change feed: one line per committed change.
+    Watch(ctl::watch::WatchArgs),
+    /// Create one provider, pool, member or route.
+    #[command(subcommand)]
+    Create(ctl::edit::CreateCmd),
+    /// Delete one provider, pool, member or route.
+    Delete(ctl::edit::DeleteArgs),
+    /// Change some fields of a member or a pool (only the flags given).
+    #[command(subcommand)]
+    Set(ctl::edit::SetCmd),
+    /// Named servers to talk to: set, use, list, delete.
+    #[command(subcommand)]
+    Context(ctl::context::ContextCmd),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let conn = cli.conn;
     let result = match cli.command {
         Command::Keygen => {
             println!("{}", MasterKey::generate_base64());
             Ok(())
         }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document::schema()).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Apply(args) => ctl::apply::run(&conn, args).await,
+        Command::Export(args) => ctl::export::run(&conn, args).await,
+        Command::Validate(args) => ctl::validate::run(&args),
+        Command::Get(args) => ctl::get::run(&conn, args).await,
+        Command::Describe(args) => ctl::describe::run(&conn, args).await,
+        Command::Watch(args) => ctl::watch::run(&conn, args).await,
+        Command::Create(cmd) => ctl::edit::create(&conn, cmd).await,
+        Command::Delete(args) => ctl::edit::delete(&conn, args).await,
+        Command::Set(cmd) => ctl::edit::set(&conn, cmd).await,
+        Command::Context(cmd) => ctl::context::run(&conn, cmd).await,
         Command::Migrate {
             database_url,
             telemetry,
@@ -96,7 +151,7 @@ async fn main() -> std::process::ExitCode {
                 &telemetry,
                 "switchyard-dev",
                 // Boxed: both servers' futures together are large.
-                Box::pin(dev(
+                Box::pin(dev::run(
                     listen,
                     inference_listen,
                     metrics_listen,
@@ -128,130 +183,3 @@ async fn with_telemetry(
     f.await
 }
 
-async fn dev(
-    listen: SocketAddr,
-    inference_listen: SocketAddr,
-    metrics_listen: String,
-    data_dir: PathBuf,
-    export_spans: bool,
-) -> anyhow::Result<()> {
-    let metrics_at =
-        switchyard_shared::metrics::parse_listen(&metrics_listen).map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-    let key_path = data_dir.join("master.key");
-    ensure_master_key(&key_path)?;
-    let master_key = load_master_key(None, Some(&key_path)).map_err(anyhow::Error::msg)?;
-    let db_path = data_dir.join("switchyard.db");
-    let settings = Settings {
-        database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
-        bus: BusSettings::Local,
-        auth: Authorizer::disabled(),
-        master_key: master_key.clone(),
-        max_message_bytes: 1 << 20,
-        run_migrations: true,
-        shutdown_grace: Duration::from_secs(5),
-    };
-    let mut cp = ControlPlane::build(settings).await?;
-    // One registry, one port: both planes' metrics.
-    let mut registry = prometheus_client::registry::Registry::default();
-    cp.register_metrics(&mut registry);
-    seed_demo(cp.store()).await?;
-    let bus = cp
-        .local_bus()
-        .context("the embedded control plane has no in-process bus")?;
-
-    let mut dp = DpSettings::new(Source::Local(bus.snapshot.subscribe()));
-    dp.master_key = master_key;
-    dp.shutdown_grace = Duration::from_secs(5);
-    dp.export_spans = export_spans;
-    dp.metrics = switchyard_data_plane::observe::Metrics::register(&mut registry);
-    switchyard_shared::metrics::start(metrics_at, registry)
-        .await
-        .with_context(|| format!("serve metrics on {metrics_listen}"))?;
-
-    let cp_listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listen on {listen}"))?;
-    let dp_listener = tokio::net::TcpListener::bind(inference_listen)
-        .await
-        .with_context(|| format!("listen on {inference_listen}"))?;
-    let (cp_addr, dp_addr) = (cp_listener.local_addr()?, dp_listener.local_addr()?);
-    eprintln!(
-        "\nSwitchyard dev is up (SQLite at {db}, in-process bus and health, no auth).\n\
-         Control plane {cp_addr}, inference {dp_addr}. Try:\n  \
-         grpcurl -plaintext {cp_addr} switchyard.v1.ControlPlane/ListPools\n  \
-         grpcurl -plaintext {dp_addr} switchyard.v1.Inference/ListModels\n  \
-         grpcurl -plaintext -d '{{\"pool\":\"demo\",\"window_seconds\":300}}' {dp_addr} switchyard.v1.Inference/GetPoolStats\n  \
-         curl -s http://{metrics_listen}/metrics\n  \
-         grpcurl -plaintext -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"ROLE_USER\",\"content\":\"hi\"}}]}}' {dp_addr} switchyard.v1.Inference/GenerateStream\n",
-        db = db_path.display()
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    let signal = {
-        let stop = stop.clone();
-        async move {
-            tokio::select! {
-                () = switchyard_shared::shutdown::signal() => stop.cancel(),
-                () = stop.cancelled() => {}
-            }
-        }
-    };
-    let (cp_done, dp_done, ()) = tokio::join!(
-        cp.serve(cp_listener, stop.clone().cancelled_owned()),
-        switchyard_data_plane::server::serve(dp_listener, dp, stop.clone().cancelled_owned()),
-        signal,
-    );
-    cp_done?;
-    dp_done?;
-    Ok(())
-}
-
-/// A master key for the embedded default, generated once, readable by the owner only.
-fn ensure_master_key(path: &Path) -> anyhow::Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    std::io::Write::write_all(&mut f, MasterKey::generate_base64().as_bytes())?;
-    Ok(())
-}
-
-/// On an empty store: a mock provider and a pool `demo` of three mock members.
-async fn seed_demo(store: &Store) -> anyhow::Result<()> {
-    if store.revision().await? > 0 {
-        return Ok(());
-    }
-    store
-        .create_provider(Some(pb::Provider {
-            name: "mock".into(),
-            kind: pb::ProviderKind::Mock.into(),
-            ..Default::default()
-        }))
-        .await?;
-    store
-        .create_pool(Some(pb::Pool {
-            name: "demo".into(),
-            strategy: pb::Strategy::RoundRobin.into(),
-            description: "demo pool of mock upstreams".into(),
-            ..Default::default()
-        }))
-        .await?;
-    for model in ["mock-a", "mock-b", "mock-c"] {
-        store
-            .create_member(Some(pb::Member {
-                pool: "demo".into(),
-                provider: "mock".into(),
-                upstream_model: model.into(),
-                ..Default::default()
-            }))
-            .await?;
-    }
-    tracing::info!("seeded the demo pool");
-    Ok(())
-}

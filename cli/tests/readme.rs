@@ -42,8 +42,10 @@ fn commands_after(readme: &str, heading: &str) -> Vec<String> {
 }
 
 fn run(cmd: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    // From the repository's root, as a reader of the README runs them.
     let out = std::process::Command::new("bash")
         .args(["-c", cmd])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .envs(env.iter().copied())
         .output()
         .expect("bash");
@@ -126,6 +128,60 @@ async fn the_readme_grpcurl_examples_work_as_written() {
         !member_id.is_empty(),
         "the member id reached the update example"
     );
+
+    // The CLI walk-through, with the real `switchyard` command, on the
+    // config the grpcurl block made.
+    let cli_dir = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard"))
+        .parent()
+        .expect("bin dir")
+        .display()
+        .to_string();
+    let cli_path = format!("{cli_dir}:{path}");
+    let server = format!("http://{}", dev.addr);
+    let inference = format!("http://{}", dev.inference);
+    let exported = dir.path().join("exported.yaml").display().to_string();
+    let cli_env = [
+        ("PATH", cli_path.as_str()),
+        ("SWITCHYARD_SERVER", server.as_str()),
+        ("SWITCHYARD_INFERENCE_SERVER", inference.as_str()),
+        ("HOME", dir.path().to_str().expect("utf-8")),
+    ];
+    let mut cli_ran = 0;
+    for cmd in commands_after(&readme, "## Operate it\n") {
+        if cmd.starts_with("export ") {
+            continue; // the addresses come from the running dev server
+        }
+        let mut cmd = cmd.replace("/tmp/switchyard.yaml", &exported);
+        let streaming = cmd.contains("switchyard watch");
+        if streaming {
+            cmd = format!("timeout 3 {cmd}");
+        }
+        let (ok, out, err) = tokio::task::block_in_place(|| run(&cmd, &cli_env));
+        cli_ran += 1;
+        if streaming {
+            assert!(out.contains("apply:"), "{cmd}\n{out}{err}");
+            continue;
+        }
+        assert!(ok, "README command failed:\n{cmd}\n{out}{err}");
+        assert!(!err.contains("panicked"), "{cmd}\n{err}");
+        let check = |want: &str| assert!(out.contains(want), "{cmd}: no {want:?} in\n{out}");
+        if cmd.contains("validate") {
+            check("valid (4 providers, 2 pools, 5 members, 1 routes)");
+        } else if cmd.contains("--dry-run") {
+            check("dry run:");
+        } else if cmd.contains(&exported) && cmd.contains("apply") {
+            check("no changes: the config already matches");
+        } else if cmd.contains("apply") {
+            check("applied ");
+        } else if cmd.contains("get members --pool coding -o json") {
+            check("\"draining\"");
+        } else if cmd.contains("get members") {
+            check("POOL");
+        } else if cmd.contains("set member") {
+            check("draining");
+        }
+    }
+    assert!(cli_ran >= 10, "{cli_ran} README CLI commands ran");
     assert!(ran >= 15, "{ran} README commands ran");
     dev.stop().await;
 }

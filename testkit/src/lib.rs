@@ -19,6 +19,7 @@
 
 pub mod certs;
 pub mod dashboards;
+pub mod db;
 mod fault;
 pub mod harness;
 pub mod redis_servers;

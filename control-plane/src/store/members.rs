@@ -350,8 +350,15 @@ impl Store {
     ) -> ApiResult<((), Change)> {
         let cur = find_member(&w.txn, "id", id).await?;
         check_etag("member", &cur.id.to_string(), given_etag, cur.revision)?;
+        // Named as on create and update: pool/provider/upstream_model.
+        let label = with_names(&w.txn, std::slice::from_ref(&cur))
+            .await?
+            .pop()
+            .map_or_else(
+                || cur.upstream_model.clone(),
+                |m| format!("{}/{}/{}", m.pool_name, m.provider_name, m.upstream_model),
+            );
         member::Entity::delete_by_id(cur.id).exec(&w.txn).await?;
-        let label = cur.upstream_model.clone();
         Ok((
             (),
             Change::new(Resource::Member, Action::Deleted, cur.id, label),

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use prost::Message as _;
-use sea_orm::{ConnectionTrait, Database};
+
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
 use tokio::process::Command;
@@ -40,88 +40,10 @@ pub const READER: &str = "reader-token-for-tests";
 /// A fixed 32-byte key (base64) for sealing test credentials.
 pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-pub fn pg_admin_url() -> String {
-    std::env::var("SWITCHYARD_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
+#[allow(unused_imports)]
+pub use switchyard_testkit::db::{Backend, TestDb, pg_admin_url};
+#[allow(unused_imports)]
 pub use switchyard_testkit::harness::{redis_url, unique};
-
-#[derive(Clone, Copy, Debug)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-/// A config database of the test's own; dropped with it.
-pub struct TestDb {
-    pub url: String,
-    pg_name: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    pub async fn new(backend: Backend) -> Self {
-        match backend {
-            Backend::Postgres => Self::postgres().await,
-            Backend::Sqlite => Self::sqlite(),
-        }
-    }
-
-    pub async fn postgres() -> Self {
-        let name = unique("sy_test");
-        let admin = Database::connect(pg_admin_url())
-            .await
-            .expect("Postgres must be running for the tests");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let base = pg_admin_url();
-        let root = base.rsplit_once('/').map(|(r, _)| r).unwrap_or(&base);
-        Self {
-            url: format!("{root}/{name}"),
-            pg_name: Some(name),
-            _dir: None,
-        }
-    }
-
-    pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
-        Self {
-            url,
-            pg_name: None,
-            _dir: Some(dir),
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(name) = self.pg_name.take() {
-            // Drop runs inside the test's runtime: use a thread with its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(admin) = Database::connect(pg_admin_url()).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .await;
-                        let _ = admin.close().await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
 
 #[allow(unused_imports)]
 pub use switchyard_testkit::harness::{PrivateRedis, RedisPrefix, ServerProc as ControlPlaneProc};

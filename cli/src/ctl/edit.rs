@@ -1,0 +1,459 @@
+//! One-off edits: `switchyard create|delete|set`. Each maps to one Create,
+//! Delete or Update RPC (an update's mask names exactly the flags given) and
+//! prints one line saying what changed.
+
+use clap::{Args, Subcommand, ValueEnum};
+use switchyard_proto::v1 as pb;
+
+use super::client::{ConnArgs, refused};
+use super::get::{find_member, get, one};
+use super::output::{self, KindArg, StatusArg, StrategyArg, on};
+
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  switchyard create provider openai --kind openai --base-url https://api.openai.com/v1 --credential env:OPENAI_API_KEY
+  switchyard create pool coding --strategy weighted --description 'code completion'
+  switchyard create member --pool coding --provider openai --model gpt-4o-mini --weight 3
+  switchyard create route chat --tier pool:coding --tier direct:openai/gpt-4o --backup-tier pool:cheap";
+
+#[derive(Subcommand, Debug)]
+#[command(after_help = CREATE_EXAMPLES)]
+pub enum CreateCmd {
+    /// An upstream endpoint.
+    #[command(after_help = CREATE_EXAMPLES)]
+    Provider {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// http(s)://host[:port][/path]; not needed for mock.
+        #[arg(long, default_value = "")]
+        base_url: String,
+        /// Where the data plane finds the key: env:NAME or file:/path.
+        #[arg(long, conflicts_with = "credential_stdin")]
+        credential: Option<String>,
+        /// Read an inline key from stdin (stored sealed; never on the command line).
+        #[arg(long)]
+        credential_stdin: bool,
+    },
+    /// A virtual model name served by members.
+    #[command(after_help = CREATE_EXAMPLES)]
+    Pool {
+        name: String,
+        /// How members are picked (default round_robin).
+        #[arg(long, value_enum)]
+        strategy: Option<StrategyArg>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// A provider's model in a pool.
+    #[command(after_help = CREATE_EXAMPLES)]
+    Member {
+        #[arg(long)]
+        pool: String,
+        #[arg(long)]
+        provider: String,
+        /// The model id the upstream knows.
+        #[arg(long)]
+        model: String,
+        /// 1-10000 (share under the weighted strategy; default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// -1000..1000; higher goes first under the priority strategy (default 0).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+        /// draining: no new requests, in-flight ones finish; inactive: none at all.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+    },
+    /// A name over ordered tiers of pools or direct provider/model pairs.
+    #[command(after_help = CREATE_EXAMPLES)]
+    Route {
+        name: String,
+        /// pool:NAME or direct:PROVIDER/MODEL, tried in the order given.
+        #[arg(long = "tier", required = true)]
+        tiers: Vec<String>,
+        /// Tiers tried only after every primary tier.
+        #[arg(long = "backup-tier")]
+        backup_tiers: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeleteKind {
+    Provider,
+    Pool,
+    Member,
+    Route,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  switchyard delete route chat\n  \
+                        switchyard delete member demo/mock/mock-a      # or by id\n  \
+                        switchyard delete pool coding --force          # also drop the route tiers naming it\n  \
+                        switchyard delete provider openai --force      # also its members and direct tiers")]
+pub struct DeleteArgs {
+    #[arg(value_enum)]
+    pub kind: DeleteKind,
+    /// Name or id (members: id, or pool/provider/model).
+    pub name: String,
+    /// Providers and pools: also delete what uses them (members, route tiers).
+    #[arg(long)]
+    pub force: bool,
+}
+
+const SET_EXAMPLES: &str = "\
+Examples:
+  switchyard set member 0193b0c4-5f1e-7c3a-9d2e-4a1b2c3d4e5f --status draining
+  switchyard set member demo/mock/mock-a --weight 5 --priority 10
+  switchyard set pool demo --strategy priority
+  switchyard set pool demo --enabled false";
+
+#[derive(Subcommand, Debug)]
+#[command(after_help = SET_EXAMPLES)]
+pub enum SetCmd {
+    /// Change a member's status, weight or priority.
+    #[command(after_help = SET_EXAMPLES)]
+    Member {
+        /// Member id, or pool/provider/model.
+        id: String,
+        /// draining: no new requests, in-flight ones finish; inactive: none at all.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// 1-10000 (share under the weighted strategy; default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// -1000..1000; higher goes first under the priority strategy (default 0).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+    },
+    /// Change a pool's strategy, enabled flag or description.
+    #[command(after_help = SET_EXAMPLES)]
+    Pool {
+        name: String,
+        /// How members are picked.
+        #[arg(long, value_enum)]
+        strategy: Option<StrategyArg>,
+        /// A disabled pool serves nothing.
+        #[arg(long, value_parser = clap::value_parser!(bool))]
+        enabled: Option<bool>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+/// `pool:NAME` or `direct:PROVIDER/MODEL`.
+fn tier(s: &str, backup: bool) -> anyhow::Result<pb::RouteTier> {
+    use pb::route_tier::Target;
+    let target = match s.split_once(':') {
+        Some(("pool", name)) if !name.is_empty() => Target::Pool(name.into()),
+        Some(("direct", pm)) if pm.contains('/') => Target::Direct(pm.into()),
+        _ => anyhow::bail!("tier '{s}': use pool:NAME or direct:PROVIDER/MODEL"),
+    };
+    Ok(pb::RouteTier {
+        target: Some(target),
+        backup,
+    })
+}
+
+pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
+    let mut cp = conn.control_plane().await?;
+    match cmd {
+        CreateCmd::Provider {
+            name,
+            kind,
+            base_url,
+            credential,
+            credential_stdin,
+        } => {
+            let source = match (credential, credential_stdin) {
+                (Some(r), _) if r.starts_with("env:") || r.starts_with("file:") => {
+                    Some(pb::credential_input::Source::Reference(r))
+                }
+                (Some(_), _) => anyhow::bail!(
+                    "--credential takes a reference (env:NAME or file:/path); pass a key itself with --credential-stdin"
+                ),
+                (None, true) => {
+                    let mut key = String::new();
+                    std::io::stdin().read_line(&mut key)?;
+                    let key = key.trim().to_owned();
+                    if key.is_empty() {
+                        anyhow::bail!("--credential-stdin: stdin held no key");
+                    }
+                    Some(pb::credential_input::Source::Inline(key))
+                }
+                (None, false) => None,
+            };
+            let p = one(cp
+                .create_provider(pb::CreateProviderRequest {
+                    provider: Some(pb::Provider {
+                        name,
+                        kind: pb::ProviderKind::from(kind).into(),
+                        base_url,
+                        credential: source.map(|s| pb::CredentialInput { source: Some(s) }),
+                        ..Default::default()
+                    }),
+                })
+                .await)?;
+            println!(
+                "provider {} created (kind {}, credential {})",
+                p.name,
+                output::kind(p.kind),
+                output::credential(p.credential_info.as_ref())
+            );
+        }
+        CreateCmd::Pool {
+            name,
+            strategy,
+            description,
+        } => {
+            let p = one(cp
+                .create_pool(pb::CreatePoolRequest {
+                    pool: Some(pb::Pool {
+                        name,
+                        strategy: strategy.map_or(0, |s| pb::Strategy::from(s).into()),
+                        description,
+                        ..Default::default()
+                    }),
+                })
+                .await)?;
+            println!(
+                "pool {} created (strategy {})",
+                p.name,
+                output::strategy(p.strategy)
+            );
+        }
+        CreateCmd::Member {
+            pool,
+            provider,
+            model,
+            weight,
+            priority,
+            status,
+        } => {
+            let m = one(cp
+                .create_member(pb::CreateMemberRequest {
+                    member: Some(pb::Member {
+                        pool,
+                        provider,
+                        upstream_model: model,
+                        weight: weight.unwrap_or(0),
+                        priority: priority.unwrap_or(0),
+                        status: status.map_or(0, |s| pb::MemberStatus::from(s).into()),
+                        ..Default::default()
+                    }),
+                })
+                .await)?;
+            println!(
+                "member {} created: {}/{}/{} (weight {}, priority {}, {})",
+                m.id,
+                m.pool_name,
+                m.provider_name,
+                m.upstream_model,
+                m.weight,
+                m.priority,
+                output::status(m.status)
+            );
+        }
+        CreateCmd::Route {
+            name,
+            tiers,
+            backup_tiers,
+            description,
+        } => {
+            let mut all = Vec::new();
+            for t in &tiers {
+                all.push(tier(t, false)?);
+            }
+            for t in &backup_tiers {
+                all.push(tier(t, true)?);
+            }
+            let r = one(cp
+                .create_route(pb::CreateRouteRequest {
+                    route: Some(pb::Route {
+                        name,
+                        tiers: all,
+                        description,
+                        ..Default::default()
+                    }),
+                })
+                .await)?;
+            println!("route {} created: {}", r.name, output::tiers(&r.tiers));
+        }
+    }
+    Ok(())
+}
+
+pub async fn delete(conn: &ConnArgs, args: DeleteArgs) -> anyhow::Result<()> {
+    if args.force && matches!(args.kind, DeleteKind::Member | DeleteKind::Route) {
+        anyhow::bail!("--force applies to providers and pools");
+    }
+    let mut cp = conn.control_plane().await?;
+    let (id_or_name, force, name) = (args.name.clone(), args.force, args.name);
+    let what = match args.kind {
+        DeleteKind::Provider => {
+            let req = pb::DeleteProviderRequest {
+                id_or_name,
+                force,
+                etag: String::new(),
+            };
+            cp.delete_provider(req).await.map_err(refused)?;
+            format!("provider {name}")
+        }
+        DeleteKind::Pool => {
+            let req = pb::DeletePoolRequest {
+                id_or_name,
+                force,
+                etag: String::new(),
+            };
+            cp.delete_pool(req).await.map_err(refused)?;
+            format!("pool {name}")
+        }
+        DeleteKind::Member => {
+            let m = find_member(&cp, &name).await?;
+            let req = pb::DeleteMemberRequest {
+                id: m.id.clone(),
+                etag: String::new(),
+            };
+            cp.delete_member(req).await.map_err(refused)?;
+            format!(
+                "member {} ({}/{}/{})",
+                m.id, m.pool_name, m.provider_name, m.upstream_model
+            )
+        }
+        DeleteKind::Route => {
+            let req = pb::DeleteRouteRequest {
+                id_or_name,
+                etag: String::new(),
+            };
+            cp.delete_route(req).await.map_err(refused)?;
+            format!("route {name}")
+        }
+    };
+    println!("{what} deleted");
+    Ok(())
+}
+
+pub async fn set(conn: &ConnArgs, cmd: SetCmd) -> anyhow::Result<()> {
+    let mut cp = conn.control_plane().await?;
+    let mut paths = Vec::new();
+    let mut changes = Vec::new();
+    let mut change = |path: &str, from: String, to: String| {
+        paths.push(path.to_owned());
+        changes.push(format!("{path} {from} -> {to}"));
+    };
+    match cmd {
+        SetCmd::Member {
+            id,
+            status,
+            weight,
+            priority,
+        } => {
+            let cur = find_member(&cp, &id).await?;
+            let mut m = pb::Member {
+                id: cur.id.clone(),
+                ..Default::default()
+            };
+            if let Some(s) = status {
+                m.status = pb::MemberStatus::from(s).into();
+                change(
+                    "status",
+                    output::status(cur.status),
+                    output::status(m.status),
+                );
+            }
+            if let Some(w) = weight {
+                m.weight = w;
+                change("weight", cur.weight.to_string(), w.to_string());
+            }
+            if let Some(p) = priority {
+                m.priority = p;
+                change("priority", cur.priority.to_string(), p.to_string());
+            }
+            if paths.is_empty() {
+                anyhow::bail!("nothing to set: give --status, --weight or --priority");
+            }
+            let update_mask = Some(prost_types::FieldMask { paths });
+            cp.update_member(pb::UpdateMemberRequest {
+                member: Some(m),
+                update_mask,
+            })
+            .await
+            .map_err(refused)?;
+            println!(
+                "member {} ({}/{}/{}) updated: {}",
+                cur.id,
+                cur.pool_name,
+                cur.provider_name,
+                cur.upstream_model,
+                changes.join(", ")
+            );
+        }
+        SetCmd::Pool {
+            name,
+            strategy,
+            enabled,
+            description,
+        } => {
+            let cur = one(cp.get_pool(get(&name)).await)?;
+            let mut p = pb::Pool {
+                id: cur.id.clone(),
+                name: cur.name.clone(),
+                ..Default::default()
+            };
+            if let Some(s) = strategy {
+                p.strategy = pb::Strategy::from(s).into();
+                change(
+                    "strategy",
+                    output::strategy(cur.strategy),
+                    output::strategy(p.strategy),
+                );
+            }
+            if let Some(e) = enabled {
+                p.enabled = Some(e);
+                change("enabled", on(cur.enabled).into(), on(p.enabled).into());
+            }
+            if let Some(d) = description {
+                change(
+                    "description",
+                    format!("{:?}", cur.description),
+                    format!("{d:?}"),
+                );
+                p.description = d;
+            }
+            if paths.is_empty() {
+                anyhow::bail!("nothing to set: give --strategy, --enabled or --description");
+            }
+            let update_mask = Some(prost_types::FieldMask { paths });
+            cp.update_pool(pb::UpdatePoolRequest {
+                pool: Some(p),
+                update_mask,
+            })
+            .await
+            .map_err(refused)?;
+            println!("pool {} updated: {}", cur.name, changes.join(", "));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_parse_pool_and_direct_and_refuse_the_rest() {
+        assert_eq!(
+            output::tier(&tier("pool:demo", false).unwrap()),
+            "pool:demo"
+        );
+        assert_eq!(
+            output::tier(&tier("direct:mock/meta/llama", true).unwrap()),
+            "backup direct:mock/meta/llama"
+        );
+        assert!(tier("demo", false).is_err());
+        assert!(tier("direct:nomodel", false).is_err());
+        assert!(tier("pool:", false).is_err());
+    }
+}

@@ -1,0 +1,405 @@
+//! `switchyard get providers|pools|members|routes`: the config as tables,
+//! every page of it, with members' health from a data-plane worker when
+//! one answers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use switchyard_proto::v1 as pb;
+
+use super::client::{ConnArgs, Cp, refused};
+use super::output::{self, Output, StatusArg, Table, dash, on};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    #[value(alias = "provider")]
+    Providers,
+    #[value(alias = "pool")]
+    Pools,
+    #[value(alias = "member")]
+    Members,
+    #[value(alias = "route")]
+    Routes,
+}
+
+impl Resource {
+    fn plural(self) -> &'static str {
+        match self {
+            Self::Providers => "providers",
+            Self::Pools => "pools",
+            Self::Members => "members",
+            Self::Routes => "routes",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  switchyard get pools\n  \
+                        switchyard get members --pool demo -o wide\n  \
+                        switchyard get members --status draining\n  \
+                        switchyard get member demo/mock/mock-a        # a member by pool/provider/model (or its id)\n  \
+                        switchyard get routes --pool demo             # routes with a tier on pool demo\n  \
+                        switchyard get providers -o json | jq '.[].name'")]
+pub struct GetArgs {
+    /// What to list.
+    #[arg(value_enum)]
+    pub resource: Resource,
+    /// One resource by name (members: id, or pool/provider/model).
+    pub name: Option<String>,
+    /// Only members of this pool, or routes with a tier on it.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Only members in this status.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Items asked for per page (the listing follows every page).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub chunk_size: u32,
+}
+
+/// Every page of a List RPC, in order.
+async fn pages<T, Fut>(mut fetch: impl FnMut(String) -> Fut) -> anyhow::Result<Vec<T>>
+where
+    Fut: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token.clone()).await.map_err(refused)?;
+        out.extend(items);
+        // A token that does not move would loop forever: stop there.
+        if next.is_empty() || next == token {
+            return Ok(out);
+        }
+        token = next;
+    }
+}
+
+pub async fn list_providers(cp: &Cp, page_size: u32) -> anyhow::Result<Vec<pb::Provider>> {
+    pages(|page_token| {
+        let mut cp = cp.clone();
+        async move {
+            let r = cp
+                .list_providers(pb::ListProvidersRequest {
+                    page_size,
+                    page_token,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((r.providers, r.next_page_token))
+        }
+    })
+    .await
+}
+
+pub async fn list_pools(cp: &Cp, page_size: u32) -> anyhow::Result<Vec<pb::Pool>> {
+    pages(|page_token| {
+        let mut cp = cp.clone();
+        async move {
+            let r = cp
+                .list_pools(pb::ListPoolsRequest {
+                    page_size,
+                    page_token,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((r.pools, r.next_page_token))
+        }
+    })
+    .await
+}
+
+/// Members, filtered as ListMembers filters (empty strings: all).
+pub async fn list_members(
+    cp: &Cp,
+    page_size: u32,
+    filter: pb::ListMembersRequest,
+) -> anyhow::Result<Vec<pb::Member>> {
+    pages(|page_token| {
+        let mut cp = cp.clone();
+        let req = pb::ListMembersRequest {
+            page_size,
+            page_token,
+            ..filter.clone()
+        };
+        async move {
+            let r = cp.list_members(req).await?.into_inner();
+            Ok((r.members, r.next_page_token))
+        }
+    })
+    .await
+}
+
+pub async fn list_routes(cp: &Cp, page_size: u32, pool: &str) -> anyhow::Result<Vec<pb::Route>> {
+    pages(|page_token| {
+        let mut cp = cp.clone();
+        let pool = pool.to_owned();
+        async move {
+            let r = cp
+                .list_routes(pb::ListRoutesRequest {
+                    page_size,
+                    page_token,
+                    pool,
+                })
+                .await?
+                .into_inner();
+            Ok((r.routes, r.next_page_token))
+        }
+    })
+    .await
+}
+
+/// A member by id, or by `pool/provider/upstream-model` (the model may hold `/`).
+pub async fn find_member(cp: &Cp, key: &str) -> anyhow::Result<pb::Member> {
+    let mut parts = key.splitn(3, '/');
+    if let (Some(pool), Some(provider), Some(model)) = (parts.next(), parts.next(), parts.next()) {
+        let filter = pb::ListMembersRequest {
+            pool: pool.into(),
+            provider: provider.into(),
+            ..Default::default()
+        };
+        return list_members(cp, 1000, filter)
+            .await?
+            .into_iter()
+            .find(|m| m.upstream_model == model)
+            .ok_or_else(|| anyhow::anyhow!("NotFound: no member {key}"));
+    }
+    one(cp.clone().get_member(get(key)).await)
+}
+
+/// Members' health as a data-plane worker holds it, by member id.
+pub async fn health(conn: &ConnArgs) -> anyhow::Result<HashMap<String, pb::MemberHealth>> {
+    let ask = async {
+        let mut dp = conn.inference().await?;
+        let r = dp
+            .list_models(pb::ListModelsRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner();
+        Ok(r.models
+            .into_iter()
+            .flat_map(|m| m.members)
+            .map(|h| (h.member_id.clone(), h))
+            .collect())
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("the data plane did not answer within 5s"))?
+}
+
+pub async fn run(conn: &ConnArgs, args: GetArgs) -> anyhow::Result<()> {
+    if args.pool.is_some() && !matches!(args.resource, Resource::Members | Resource::Routes) {
+        anyhow::bail!("--pool filters members and routes");
+    }
+    if args.status.is_some() && args.resource != Resource::Members {
+        anyhow::bail!("--status filters members");
+    }
+    let cp = conn.control_plane().await?;
+    let (n, name) = (args.chunk_size, args.name.as_deref());
+    let (table, wide) = (args.output.is_table(), args.output == Output::Wide);
+    let (values, rendered): (Vec<Value>, Option<Table>) = match args.resource {
+        Resource::Providers => {
+            let ps = match name {
+                Some(x) => vec![one(cp.clone().get_provider(get(x)).await)?],
+                None => list_providers(&cp, n).await?,
+            };
+            let json = ps.iter().map(output::provider_json).collect();
+            (json, providers_table(&ps, wide))
+        }
+        Resource::Pools => {
+            let ps = match name {
+                Some(x) => vec![one(cp.clone().get_pool(get(x)).await)?],
+                None => list_pools(&cp, n).await?,
+            };
+            // Member counts, for the table only: of the one pool, or of all.
+            let ms = match (table, &ps[..]) {
+                (false, _) => Vec::new(),
+                (true, [p]) if name.is_some() => {
+                    let f = pb::ListMembersRequest {
+                        pool: p.id.clone(),
+                        ..Default::default()
+                    };
+                    list_members(&cp, n, f).await?
+                }
+                (true, _) => list_members(&cp, n, Default::default()).await?,
+            };
+            let json = ps.iter().map(output::pool_json).collect();
+            (json, pools_table(&ps, &ms, wide))
+        }
+        Resource::Members => {
+            let mut ms = match name {
+                Some(x) => vec![find_member(&cp, x).await?],
+                None => {
+                    let f = pb::ListMembersRequest {
+                        pool: args.pool.clone().unwrap_or_default(),
+                        status: args.status.map_or(0, |s| pb::MemberStatus::from(s).into()),
+                        ..Default::default()
+                    };
+                    list_members(&cp, n, f).await?
+                }
+            };
+            ms.sort_by(|a, b| {
+                let key = |m: &pb::Member| {
+                    (
+                        m.pool_name.clone(),
+                        m.provider_name.clone(),
+                        m.upstream_model.clone(),
+                    )
+                };
+                key(a).cmp(&key(b))
+            });
+            // Health is extra: a data plane that is down leaves it as "-".
+            let health = match table {
+                true => health(conn).await.unwrap_or_default(),
+                false => HashMap::new(),
+            };
+            let json = ms.iter().map(output::member_json).collect();
+            (json, members_table(&ms, &health, wide))
+        }
+        Resource::Routes => {
+            let rs = match name {
+                Some(x) => vec![one(cp.clone().get_route(get(x)).await)?],
+                None => list_routes(&cp, n, args.pool.as_deref().unwrap_or_default()).await?,
+            };
+            let json = rs.iter().map(output::route_json).collect();
+            (json, routes_table(&rs, wide))
+        }
+    };
+    if !table {
+        // One resource by name prints as itself; a listing as an array.
+        let value = match name {
+            Some(_) => values.into_iter().next().unwrap_or(Value::Null),
+            None => Value::Array(values),
+        };
+        return output::print_value(args.output, &value);
+    }
+    match rendered {
+        Some(t) => print!("{}", t.render()),
+        None => eprintln!("no {} found", args.resource.plural()),
+    }
+    Ok(())
+}
+
+pub fn get(name: &str) -> pb::GetRequest {
+    pb::GetRequest {
+        id_or_name: name.into(),
+    }
+}
+
+/// A unary call's answer, or the server's refusal.
+pub fn one<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
+    r.map(tonic::Response::into_inner).map_err(refused)
+}
+
+fn providers_table(ps: &[pb::Provider], wide: bool) -> Option<Table> {
+    let mut cols = vec!["NAME", "KIND", "BASE_URL", "CREDENTIAL", "ENABLED"];
+    if wide {
+        cols.extend(["TIMEOUTS", "HEADERS", "ETAG"]);
+    }
+    let mut t = Table::new(&cols);
+    for p in ps {
+        let mut row = vec![
+            p.name.clone(),
+            output::kind(p.kind),
+            dash(&p.base_url).into(),
+            output::credential(p.credential_info.as_ref()),
+            on(p.enabled).into(),
+        ];
+        if wide {
+            let mut headers: Vec<&str> = p.extra_headers.keys().map(String::as_str).collect();
+            headers.sort_unstable();
+            row.extend([
+                output::timeouts(p.timeouts.as_ref()),
+                dash(&headers.join(",")).into(),
+                p.etag.clone(),
+            ]);
+        }
+        t.row(row);
+    }
+    (!ps.is_empty()).then_some(t)
+}
+
+fn pools_table(ps: &[pb::Pool], ms: &[pb::Member], wide: bool) -> Option<Table> {
+    let mut cols = vec!["NAME", "STRATEGY", "MEMBERS", "ENABLED", "DESCRIPTION"];
+    if wide {
+        cols.extend(["FAILOVER", "ETAG"]);
+    }
+    let mut t = Table::new(&cols);
+    for p in ps {
+        let members = ms.iter().filter(|m| m.pool == p.id).count();
+        let mut row = vec![
+            p.name.clone(),
+            output::strategy(p.strategy),
+            members.to_string(),
+            on(p.enabled).into(),
+            dash(&p.description).into(),
+        ];
+        if wide {
+            row.extend([output::failover(p.failover.as_ref()), p.etag.clone()]);
+        }
+        t.row(row);
+    }
+    (!ps.is_empty()).then_some(t)
+}
+
+pub fn members_table(
+    ms: &[pb::Member],
+    health: &HashMap<String, pb::MemberHealth>,
+    wide: bool,
+) -> Option<Table> {
+    let mut cols = vec![
+        "ID", "POOL", "PROVIDER", "MODEL", "WEIGHT", "PRIORITY", "STATUS", "HEALTH",
+    ];
+    if wide {
+        cols.extend(["RPM_LIMIT", "TPM_LIMIT", "ETAG"]);
+    }
+    let now = output::now_ms();
+    let mut t = Table::new(&cols);
+    for m in ms {
+        let mut row = vec![
+            m.id.clone(),
+            m.pool_name.clone(),
+            m.provider_name.clone(),
+            m.upstream_model.clone(),
+            m.weight.to_string(),
+            m.priority.to_string(),
+            output::status_upper(m.status),
+            output::health(health.get(&m.id), now),
+        ];
+        if wide {
+            row.extend([
+                output::limit(m.rpm_limit),
+                output::limit(m.tpm_limit),
+                m.etag.clone(),
+            ]);
+        }
+        t.row(row);
+    }
+    (!ms.is_empty()).then_some(t)
+}
+
+fn routes_table(rs: &[pb::Route], wide: bool) -> Option<Table> {
+    let mut cols = vec!["NAME", "TIERS", "ENABLED"];
+    if wide {
+        cols.extend(["DESCRIPTION", "ETAG"]);
+    }
+    let mut t = Table::new(&cols);
+    for r in rs {
+        let mut row = vec![
+            r.name.clone(),
+            output::tiers(&r.tiers),
+            on(r.enabled).into(),
+        ];
+        if wide {
+            row.extend([dash(&r.description).into(), r.etag.clone()]);
+        }
+        t.row(row);
+    }
+    (!rs.is_empty()).then_some(t)
+}

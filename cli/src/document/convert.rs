@@ -1,0 +1,230 @@
+//! The file's types to and from the API's `ConfigDocument`.
+
+use switchyard_proto::v1 as pb;
+
+use super::{
+    DEFAULT_FAILOVER, Document, Failover, Kind, Member, Pool, Provider, Route, Status, Strategy,
+    Tier, Timeouts, VERSION,
+};
+
+impl Document {
+    /// What ApplyConfig takes.
+    pub fn to_proto(&self) -> pb::ConfigDocument {
+        let providers = self.providers.iter().map(provider_to_proto).collect();
+        let pools = self.pools.iter().map(pool_to_proto).collect();
+        let members = self
+            .pools
+            .iter()
+            .flat_map(|p| p.members.iter().map(|m| member_to_proto(&p.name, m)))
+            .collect();
+        let routes = self.routes.iter().map(route_to_proto).collect();
+        pb::ConfigDocument {
+            providers,
+            pools,
+            members,
+            routes,
+        }
+    }
+
+    /// What ExportConfig gives, as a file.
+    pub fn from_proto(doc: pb::ConfigDocument) -> Self {
+        let mut pools: Vec<Pool> = doc.pools.iter().map(pool_from_proto).collect();
+        for m in doc.members {
+            if let Some(p) = pools.iter_mut().find(|p| p.name == m.pool) {
+                p.members.push(member_from_proto(m));
+            }
+        }
+        let mut out = Document {
+            version: VERSION.to_owned(),
+            providers: doc.providers.into_iter().map(provider_from_proto).collect(),
+            pools,
+            routes: doc.routes.into_iter().map(route_from_proto).collect(),
+        };
+        out.sort();
+        out
+    }
+}
+
+fn provider_to_proto(p: &Provider) -> pb::Provider {
+    let kind = match p.kind {
+        Kind::Openai => pb::ProviderKind::Openai,
+        Kind::Anthropic => pb::ProviderKind::Anthropic,
+        Kind::Mock => pb::ProviderKind::Mock,
+    };
+    pb::Provider {
+        name: p.name.clone(),
+        kind: kind.into(),
+        base_url: p.base_url.clone(),
+        credential: p.credential.as_ref().map(|r| pb::CredentialInput {
+            source: Some(pb::credential_input::Source::Reference(r.clone())),
+        }),
+        extra_headers: p.extra_headers.clone().into_iter().collect(),
+        timeouts: Some(pb::Timeouts {
+            connect_ms: p.timeouts.connect_ms,
+            first_byte_ms: p.timeouts.first_byte_ms,
+            request_ms: p.timeouts.request_ms,
+        }),
+        enabled: Some(p.enabled),
+        ..Default::default()
+    }
+}
+
+fn provider_from_proto(p: pb::Provider) -> Provider {
+    let kind = match pb::ProviderKind::try_from(p.kind) {
+        Ok(pb::ProviderKind::Anthropic) => Kind::Anthropic,
+        Ok(pb::ProviderKind::Mock) => Kind::Mock,
+        _ => Kind::Openai,
+    };
+    let credential = match p.credential.and_then(|c| c.source) {
+        Some(pb::credential_input::Source::Reference(r)) => Some(r),
+        _ => None,
+    };
+    let t = p.timeouts.unwrap_or_default();
+    Provider {
+        name: p.name,
+        kind,
+        base_url: p.base_url,
+        credential,
+        extra_headers: p.extra_headers.into_iter().collect(),
+        timeouts: Timeouts {
+            connect_ms: t.connect_ms,
+            first_byte_ms: t.first_byte_ms,
+            request_ms: t.request_ms,
+        },
+        enabled: p.enabled.unwrap_or(true),
+    }
+}
+
+fn pool_to_proto(p: &Pool) -> pb::Pool {
+    let strategy = match p.strategy {
+        Strategy::RoundRobin => pb::Strategy::RoundRobin,
+        Strategy::Weighted => pb::Strategy::Weighted,
+        Strategy::Priority => pb::Strategy::Priority,
+        Strategy::Random => pb::Strategy::Random,
+    };
+    let f = p.failover.unwrap_or(DEFAULT_FAILOVER);
+    pb::Pool {
+        name: p.name.clone(),
+        strategy: strategy.into(),
+        failover: Some(pb::FailoverPolicy {
+            transient_retries: f.transient_retries,
+            failure_threshold: f.failure_threshold,
+            cooldown_base_ms: f.cooldown_base_ms,
+            cooldown_max_ms: f.cooldown_max_ms,
+            advance_on_permanent: f.advance_on_permanent,
+        }),
+        enabled: Some(p.enabled),
+        description: p.description.clone(),
+        ..Default::default()
+    }
+}
+
+fn pool_from_proto(p: &pb::Pool) -> Pool {
+    let strategy = match pb::Strategy::try_from(p.strategy) {
+        Ok(pb::Strategy::Weighted) => Strategy::Weighted,
+        Ok(pb::Strategy::Priority) => Strategy::Priority,
+        Ok(pb::Strategy::Random) => Strategy::Random,
+        _ => Strategy::RoundRobin,
+    };
+    let failover = p
+        .failover
+        .map(|f| Failover {
+            transient_retries: f.transient_retries,
+            failure_threshold: f.failure_threshold,
+            cooldown_base_ms: f.cooldown_base_ms,
+            cooldown_max_ms: f.cooldown_max_ms,
+            advance_on_permanent: f.advance_on_permanent,
+        })
+        .filter(|f| *f != DEFAULT_FAILOVER);
+    Pool {
+        name: p.name.clone(),
+        strategy,
+        failover,
+        enabled: p.enabled.unwrap_or(true),
+        description: p.description.clone(),
+        members: Vec::new(),
+    }
+}
+
+fn member_to_proto(pool: &str, m: &Member) -> pb::Member {
+    let status = match m.status {
+        Status::Active => pb::MemberStatus::Active,
+        Status::Inactive => pb::MemberStatus::Inactive,
+        Status::Draining => pb::MemberStatus::Draining,
+    };
+    pb::Member {
+        pool: pool.to_owned(),
+        provider: m.provider.clone(),
+        upstream_model: m.model.clone(),
+        weight: m.weight,
+        priority: m.priority,
+        status: status.into(),
+        rpm_limit: m.rpm_limit,
+        tpm_limit: m.tpm_limit,
+        ..Default::default()
+    }
+}
+
+fn member_from_proto(m: pb::Member) -> Member {
+    let status = match pb::MemberStatus::try_from(m.status) {
+        Ok(pb::MemberStatus::Inactive) => Status::Inactive,
+        Ok(pb::MemberStatus::Draining) => Status::Draining,
+        _ => Status::Active,
+    };
+    Member {
+        provider: m.provider,
+        model: m.upstream_model,
+        weight: m.weight.max(1),
+        priority: m.priority,
+        status,
+        rpm_limit: m.rpm_limit,
+        tpm_limit: m.tpm_limit,
+    }
+}
+
+fn route_to_proto(r: &Route) -> pb::Route {
+    use pb::route_tier::Target;
+    pb::Route {
+        name: r.name.clone(),
+        tiers: r
+            .tiers
+            .iter()
+            .map(|t| pb::RouteTier {
+                target: match (&t.pool, &t.direct) {
+                    (Some(p), _) => Some(Target::Pool(p.clone())),
+                    (None, Some(d)) => Some(Target::Direct(d.clone())),
+                    (None, None) => None,
+                },
+                backup: t.backup,
+            })
+            .collect(),
+        enabled: Some(r.enabled),
+        description: r.description.clone(),
+        ..Default::default()
+    }
+}
+
+fn route_from_proto(r: pb::Route) -> Route {
+    use pb::route_tier::Target;
+    Route {
+        name: r.name,
+        tiers: r
+            .tiers
+            .into_iter()
+            .map(|t| {
+                let (pool, direct) = match t.target {
+                    Some(Target::Pool(p)) => (Some(p), None),
+                    Some(Target::Direct(d)) => (None, Some(d)),
+                    None => (None, None),
+                };
+                Tier {
+                    pool,
+                    direct,
+                    backup: t.backup,
+                }
+            })
+            .collect(),
+        enabled: r.enabled.unwrap_or(true),
+        description: r.description,
+    }
+}
