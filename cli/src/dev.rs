@@ -48,6 +48,9 @@ pub async fn run(
 
     let mut dp = DpSettings::new(Source::Local(bus.snapshot.subscribe()));
     dp.master_key = master_key;
+    // The embedded default is for one machine: no caller keys needed (the
+    // worker logs that authentication is off).
+    dp.no_auth = true;
     dp.shutdown_grace = Duration::from_secs(5);
     dp.export_spans = export_spans;
     dp.metrics = switchyard_data_plane::observe::Metrics::register(&mut registry);

@@ -99,7 +99,7 @@ enum Command {
     Set(ctl::edit::SetCmd),
     /// Named servers to talk to: set, use, list, delete.
     #[command(subcommand)]
-    Context(ctl::context::ContextCmd),
+    Context(ctl::context_cmd::ContextCmd),
 }
 
 #[tokio::main]
@@ -127,7 +127,7 @@ async fn main() -> std::process::ExitCode {
         Command::Create(cmd) => ctl::edit::create(&conn, cmd).await,
         Command::Delete(args) => ctl::edit::delete(&conn, args).await,
         Command::Set(cmd) => ctl::edit::set(&conn, cmd).await,
-        Command::Context(cmd) => ctl::context::run(&conn, cmd).await,
+        Command::Context(cmd) => ctl::context_cmd::run(&conn, cmd).await,
         Command::Migrate {
             database_url,
             telemetry,
@@ -182,4 +182,3 @@ async fn with_telemetry(
     let _guard = switchyard_shared::telemetry::init(&args.config(name))?;
     f.await
 }
-

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs};
+use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs};
 
 use crate::server::{BusSettings, Settings};
 use switchyard_shared::auth::{Authorizer, Role, parse_tokens_file};
@@ -78,6 +78,8 @@ pub struct Args {
     /// Seconds in-flight calls get to finish after SIGTERM.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

@@ -151,3 +151,36 @@ pub mod change_outbox {
     pub enum Relation {}
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod caller {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "callers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub name: String,
+        pub description: String,
+        pub enabled: bool,
+        pub models: Json,
+        pub allow_direct: bool,
+        pub rpm_limit: Option<i64>,
+        pub tpm_limit: Option<i64>,
+        pub daily_token_budget: Option<i64>,
+        pub monthly_token_budget: Option<i64>,
+        pub expires_at: Option<DateTimeUtc>,
+        pub labels: Json,
+        pub certificate_subject: String,
+        pub key_hash: Option<Vec<u8>>,
+        pub key_prefix: String,
+        pub previous_key_hash: Option<Vec<u8>>,
+        pub previous_key_expires_at: Option<DateTimeUtc>,
+        pub revision: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}

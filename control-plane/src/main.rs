@@ -23,6 +23,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let tls = match args.tls.load() {
+        Ok(t) => t,
+        Err(err) => {
+            tracing::error!(error = %err, "invalid tls configuration");
+            return std::process::ExitCode::from(2);
+        }
+    };
     // Bind only once the store is ready, so nothing connects to a port
     // that cannot answer yet.
     let metrics_at = match switchyard_shared::metrics::parse_listen(&args.metrics_listen) {
@@ -41,7 +48,14 @@ async fn main() -> std::process::ExitCode {
     };
     let mut registry = prometheus_client::registry::Registry::default();
     cp.register_metrics(&mut registry);
-    if let Err(err) = switchyard_shared::metrics::start(metrics_at, registry).await {
+    if let Some(tls) = &tls {
+        tls.register_metrics(&mut registry);
+    }
+    let metrics_tls = args.tls.metrics(tls.as_ref());
+    cp.set_tls(tls);
+    if let Err(err) =
+        switchyard_shared::metrics::start_with(metrics_at, registry, metrics_tls).await
+    {
         tracing::error!(error = %err, listen = %args.metrics_listen, "cannot serve metrics");
         return std::process::ExitCode::from(2);
     }

@@ -22,6 +22,7 @@ use switchyard_shared::change::ChangeMessage;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::Redis;
 use switchyard_shared::seal::MasterKey;
+use switchyard_shared::tls::{Incoming, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -137,6 +138,7 @@ pub struct ControlPlane {
     shutdown_grace: Duration,
     local_bus: Option<LocalBus>,
     metrics: Arc<CpMetrics>,
+    tls: Option<ServerTls>,
 }
 
 impl ControlPlane {
@@ -144,6 +146,13 @@ impl ControlPlane {
     /// caller); without it they are kept but not served.
     pub fn register_metrics(&mut self, registry: &mut prometheus_client::registry::Registry) {
         self.metrics = CpMetrics::register(registry);
+    }
+
+    /// Serves gRPC over TLS (mTLS with a client CA) instead of h2c. Kept
+    /// apart from [`Settings`] so code building `Settings` by hand (the
+    /// embedded `switchyard dev`) need not change.
+    pub fn set_tls(&mut self, tls: Option<ServerTls>) {
+        self.tls = tls;
     }
 
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
@@ -184,6 +193,7 @@ impl ControlPlane {
             shutdown_grace: settings.shutdown_grace,
             local_bus,
             metrics: CpMetrics::unregistered(),
+            tls: None,
         })
     }
 
@@ -259,18 +269,47 @@ impl ControlPlane {
         };
 
         let addr = listener.local_addr().ok();
-        tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), "control plane listening");
-        let server = tonic::transport::Server::builder()
-            .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        switchyard_shared::tls::log_mode(
+            "control plane",
+            addr,
+            self.tls.as_ref(),
+            !self.auth.is_disabled(),
+        );
+        // New handshakes pick up a certificate rotated on disk.
+        let cert_watch = self
+            .tls
+            .clone()
+            .map(|tls| daemons.spawn(tls.watch(background.clone())));
+        let incoming = Incoming::new(listener, self.tls.as_ref());
+        tracing::info!(
+            addr = %addr.map(|a| a.to_string()).unwrap_or_default(),
+            tls = self.tls.as_ref().map_or("off", ServerTls::mode),
+            "control plane listening"
+        );
+        let router = tonic::transport::Server::builder()
+            .trace_fn(|req| {
+                let span = tracing::info_span!(
+                    "rpc",
+                    method = %req.uri().path(),
+                    client = tracing::field::Empty
+                );
+                switchyard_shared::tls::record_client(&span, req.extensions());
+                span
+            })
             .layer(switchyard_shared::grpc::front_layers(self.auth))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(control_plane)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                on_signal,
-            );
+            .add_service(control_plane);
+        // Boxed: either future is large, and only one of them runs.
+        let server = match incoming {
+            Incoming::Plain(tcp) => futures::future::Either::Left(Box::pin(
+                router.serve_with_incoming_shutdown(tcp, on_signal),
+            )),
+            Incoming::Tls(tls) => futures::future::Either::Right(Box::pin(
+                router.serve_with_incoming_shutdown(tls, on_signal),
+            )),
+        };
 
         let grace = self.shutdown_grace;
         let result =
@@ -288,6 +327,11 @@ impl ControlPlane {
             && let Err(err) = f.await
         {
             tracing::error!(error = %err, "change follower task failed");
+        }
+        if let Some(w) = cert_watch
+            && let Err(err) = w.await
+        {
+            tracing::error!(error = %err, "certificate watch task failed");
         }
         tracing::info!("control plane stopped");
         result

@@ -107,6 +107,7 @@ pub(crate) fn to_event(m: &ChangeMessage) -> pb::ChangeEvent {
         change::Resource::Member => pb::ResourceType::Member,
         change::Resource::Route => pb::ResourceType::Route,
         change::Resource::Config => pb::ResourceType::Config,
+        change::Resource::Caller => pb::ResourceType::Caller,
         change::Resource::Other => pb::ResourceType::Unspecified,
     };
     let action = match m.action {
@@ -280,6 +281,56 @@ impl ControlPlane for ControlPlaneService {
 
     async fn get_snapshot(&self, _r: Request<pb::GetSnapshotRequest>) -> Res<pb::Snapshot> {
         self.read(|| self.store.snapshot(false)).await
+    }
+
+    async fn create_caller(&self, r: Request<pb::CreateCallerRequest>) -> Res<pb::CallerWithKey> {
+        let actor = actor_of(&r);
+        self.write(
+            "caller",
+            actor,
+            self.store.create_caller(r.into_inner().caller),
+        )
+        .await
+    }
+    async fn get_caller(&self, r: Request<pb::GetRequest>) -> Res<pb::Caller> {
+        let r = r.into_inner();
+        self.read(|| self.store.get_caller(&r.id_or_name)).await
+    }
+    async fn list_callers(
+        &self,
+        r: Request<pb::ListCallersRequest>,
+    ) -> Res<pb::ListCallersResponse> {
+        let r = r.into_inner();
+        self.read(|| self.store.list_callers(&r)).await
+    }
+    async fn update_caller(&self, r: Request<pb::UpdateCallerRequest>) -> Res<pb::Caller> {
+        let actor = actor_of(&r);
+        let r = r.into_inner();
+        self.write(
+            "caller",
+            actor,
+            self.store.update_caller(r.caller, r.update_mask),
+        )
+        .await
+    }
+    async fn delete_caller(&self, r: Request<pb::DeleteCallerRequest>) -> Res<()> {
+        let actor = actor_of(&r);
+        let r = r.into_inner();
+        self.write(
+            "caller",
+            actor,
+            self.store.delete_caller(&r.id_or_name, &r.etag),
+        )
+        .await
+    }
+    async fn rotate_caller_key(
+        &self,
+        r: Request<pb::RotateCallerKeyRequest>,
+    ) -> Res<pb::CallerWithKey> {
+        let actor = actor_of(&r);
+        let r = r.into_inner();
+        self.write("caller", actor, self.store.rotate_caller_key(&r))
+            .await
     }
 
     async fn apply_config(

@@ -147,6 +147,23 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
         .await
         .expect("route")
         .into_inner();
+    let svc = pb::Caller {
+        name: "svc".into(),
+        description: "a service".into(),
+        models: vec!["chat".into()],
+        labels: [("team".to_owned(), "search".to_owned())].into(),
+        certificate_subject: "svc.internal".into(),
+        ..Default::default()
+    };
+    let caller = c
+        .create_caller(pb::CreateCallerRequest {
+            caller: Some(svc.clone()),
+        })
+        .await
+        .expect("caller")
+        .into_inner()
+        .caller
+        .expect("caller");
 
     // A valid request for every unary RPC: the fuzzed field is the only fault.
     let get = |k: &str| {
@@ -328,6 +345,54 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
         (
             "ExportConfig",
             pb::ExportConfigRequest::default().encode_to_vec(),
+        ),
+        (
+            "CreateCaller",
+            pb::CreateCallerRequest {
+                caller: Some(pb::Caller {
+                    name: "fresh-svc".into(),
+                    ..svc.clone()
+                }),
+            }
+            .encode_to_vec(),
+        ),
+        ("GetCaller", get("svc")),
+        (
+            "ListCallers",
+            pb::ListCallersRequest::default().encode_to_vec(),
+        ),
+        (
+            "UpdateCaller",
+            pb::UpdateCallerRequest {
+                caller: Some(pb::Caller {
+                    id: caller.id.clone(),
+                    ..svc.clone()
+                }),
+                update_mask: mask(&[
+                    "name",
+                    "description",
+                    "models",
+                    "labels",
+                    "certificate_subject",
+                ]),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "DeleteCaller",
+            pb::DeleteCallerRequest {
+                id_or_name: "no-such-caller".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RotateCallerKey",
+            pb::RotateCallerKeyRequest {
+                id_or_name: "svc".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
         ),
     ];
 

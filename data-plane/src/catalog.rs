@@ -62,6 +62,8 @@ pub struct Catalog {
     /// (provider, upstream model) → the member with limits that serves it,
     /// so a direct `provider/model` call counts against the same limits.
     limited: HashMap<(String, String), (String, Limits)>,
+    /// Who may call, by key hash and certificate subject.
+    pub callers: crate::callers::Callers,
 }
 
 fn ms(v: u32) -> Duration {
@@ -235,6 +237,7 @@ impl Catalog {
             routes: HashMap::new(),
             providers,
             limited,
+            callers: crate::callers::Callers::build(&snap.callers),
         };
         let mut routes = HashMap::new();
         for r in &snap.routes {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs};
+use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs};
 use switchyard_shared::auth::{Authorizer, Role};
 use switchyard_shared::telemetry::TelemetryConfig;
 
@@ -21,7 +21,7 @@ pub struct Args {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub master_key: MasterKeyArgs,
-    /// Comma-separated bearer tokens callers must present; unset = no authentication.
+    /// Deprecated: comma-separated bearer tokens that may call every model, unlimited (use caller keys).
     #[arg(
         long,
         env = "SWITCHYARD_INFERENCE_TOKENS",
@@ -29,6 +29,11 @@ pub struct Args {
         hide_env_values = true
     )]
     pub inference_tokens: Vec<String>,
+    /// Let anyone call every model, unchecked (a warning says so at start).
+    /// Without it, callers present caller keys (CreateCaller; checked with
+    /// the master key) or, deprecated, one of the inference tokens.
+    #[arg(long, env = "SWITCHYARD_NO_AUTH")]
+    pub no_auth: bool,
     /// Most attempts one request may make, across members and retries.
     #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
@@ -80,6 +85,8 @@ pub struct Args {
     /// lines (comma-separated); none by default, since metadata may hold personal data.
     #[arg(long, env = "SWITCHYARD_TRACE_METADATA_KEYS", value_delimiter = ',')]
     pub trace_metadata_keys: Vec<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -156,6 +163,8 @@ impl Args {
         if !tokens.is_empty() {
             s.auth = Authorizer::new(tokens);
         }
+        s.no_auth = self.no_auth;
+        s.tls = self.tls.load()?;
         Ok(s)
     }
 }

@@ -40,6 +40,15 @@ pub enum DpError {
     /// Disabled, or no active member.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's key does not cover this model (or direct calls).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller is over its own rpm/tpm limit or token budget.
+    #[error("{message}")]
+    CallerLimit {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// No config loaded yet.
     #[error("this worker has not loaded a config yet; retry shortly")]
     NotReady,
@@ -123,6 +132,10 @@ impl From<DpError> for Status {
             | DpError::StreamBroken { .. }
             | DpError::StreamCut => Status::unavailable(message),
             DpError::QuotaExhausted { .. } => Status::resource_exhausted(message),
+            DpError::CallerLimit { retry_after, .. } => {
+                pushback(Status::resource_exhausted(message), retry_after)
+            }
+            DpError::Forbidden(_) => Status::permission_denied(message),
             DpError::Deadline { .. } | DpError::StreamTimedOut(_) => {
                 Status::deadline_exceeded(message)
             }

@@ -23,7 +23,9 @@
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
 
+pub mod access;
 pub mod attempt;
+pub mod callers;
 pub mod catalog;
 pub mod config;
 pub mod error;

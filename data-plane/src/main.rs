@@ -34,7 +34,13 @@ async fn main() -> std::process::ExitCode {
     };
     let mut registry = prometheus_client::registry::Registry::default();
     settings.metrics = switchyard_data_plane::observe::Metrics::register(&mut registry);
-    if let Err(err) = switchyard_shared::metrics::start(metrics_at, registry).await {
+    if let Some(tls) = &settings.tls {
+        tls.register_metrics(&mut registry);
+    }
+    let metrics_tls = args.tls.metrics(settings.tls.as_ref());
+    if let Err(err) =
+        switchyard_shared::metrics::start_with(metrics_at, registry, metrics_tls).await
+    {
         tracing::error!(error = %err, listen = %args.metrics_listen, "cannot serve metrics");
         return std::process::ExitCode::from(2);
     }

@@ -14,12 +14,16 @@ use switchyard_proto::v1::inference_server::InferenceServer;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::{Redis, RedisConfig};
 use switchyard_shared::seal::MasterKey;
+use switchyard_shared::tls::{Incoming, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use switchyard_shared::auth::Authorizer;
+use switchyard_shared::caller_key::KeyHasher;
+
+use crate::access::Access;
 
 use crate::attempt::HttpClients;
 use crate::catalog::{Catalog, ProcessSecrets, Secrets};
@@ -59,8 +63,11 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub max_message_bytes: usize,
     pub secrets: Box<dyn Secrets>,
-    /// Who may call inference; disabled = anyone (logged as a warning).
+    /// The deprecated flat list of inference tokens (disabled = none).
     pub auth: Authorizer,
+    /// Nobody is checked (`--no-auth`; logged as a warning). Without it and
+    /// without tokens, callers need caller keys, which need the master key.
+    pub no_auth: bool,
     /// Where this worker's metrics are registered (served by the caller).
     pub metrics: Arc<Metrics>,
     /// How often pool statistics are flushed to the fleet's store.
@@ -69,6 +76,8 @@ pub struct Settings {
     pub span_metadata: Vec<String>,
     /// Spans are exported over OTLP: RPCs and attempts get full spans.
     pub export_spans: bool,
+    /// TLS (mTLS with a client CA) on the gRPC port; `None`: h2c.
+    pub tls: Option<ServerTls>,
 }
 
 impl Settings {
@@ -87,10 +96,12 @@ impl Settings {
             max_message_bytes: 4 << 20,
             secrets: Box::new(ProcessSecrets),
             auth: Authorizer::disabled(),
+            no_auth: false,
             metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
             stats_flush: Duration::from_secs(5),
             span_metadata: Vec::new(),
             export_spans: false,
+            tls: None,
         }
     }
 }
@@ -99,6 +110,12 @@ impl Settings {
 pub enum StartError {
     #[error("invalid REDIS_URL: {0}")]
     RedisUrl(String),
+    #[error(
+        "nothing would check who calls: give SWITCHYARD_MASTER_KEY (to check caller keys \
+         made with CreateCaller), or, deprecated, SWITCHYARD_INFERENCE_TOKENS; or pass --no-auth \
+         to run open on purpose"
+    )]
+    Open,
     #[error("reflection: {0}")]
     Reflection(String),
     #[error("server: {0}")]
@@ -124,6 +141,7 @@ pub async fn serve(
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
     let catalog = Arc::new(ArcSwap::from_pointee(Catalog::default()));
+    let access = access(&settings, &catalog)?;
     let (state_tx, state_rx) = watch::channel(SyncState::Loading);
     // Background loops, stopped by `background` and awaited at shutdown.
     let daemons = TaskTracker::new();
@@ -331,31 +349,55 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(addr = %addr, "data plane listening");
-    let server = tonic::transport::Server::builder()
+    switchyard_shared::tls::log_mode(
+        "data plane",
+        listener.local_addr().ok(),
+        settings.tls.as_ref(),
+        !settings.no_auth,
+    );
+    if let Some(tls) = settings.tls.clone() {
+        // New handshakes pick up a certificate rotated on disk.
+        workers.push((
+            "certificate watch",
+            daemons.spawn(tls.watch(background.clone())),
+        ));
+    }
+    let incoming = Incoming::new(listener, settings.tls.as_ref());
+    let tls_mode = settings.tls.as_ref().map_or("off", ServerTls::mode);
+    tracing::info!(addr = %addr, tls = tls_mode, "data plane listening");
+    let router = tonic::transport::Server::builder()
         .trace_fn(move |req| {
-            if !export_spans {
-                return tracing::info_span!("rpc", method = %req.uri().path());
-            }
-            // The server span of every RPC, continuing the caller's trace.
-            let span = tracing::info_span!(
-                "rpc",
-                otel.name = %req.uri().path().trim_start_matches('/'),
-                otel.kind = "server",
-                method = %req.uri().path()
-            );
-            crate::observe::trace::continue_caller(&span, req.headers());
+            let span = if export_spans {
+                // The server span of every RPC, continuing the caller's trace.
+                let span = tracing::info_span!(
+                    "rpc",
+                    otel.name = %req.uri().path().trim_start_matches('/'),
+                    otel.kind = "server",
+                    method = %req.uri().path(),
+                    client = tracing::field::Empty
+                );
+                crate::observe::trace::continue_caller(&span, req.headers());
+                span
+            } else {
+                tracing::info_span!("rpc", method = %req.uri().path(), client = tracing::field::Empty)
+            };
+            switchyard_shared::tls::record_client(&span, req.extensions());
             span
         })
-        .layer(switchyard_shared::grpc::front_layers(settings.auth))
+        .layer(switchyard_shared::grpc::front_layers(access))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(inference)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            on_signal,
-        );
+        .add_service(inference);
+    // Boxed: either future is large, and only one of them runs.
+    let server = match incoming {
+        Incoming::Plain(tcp) => futures::future::Either::Left(Box::pin(
+            router.serve_with_incoming_shutdown(tcp, on_signal),
+        )),
+        Incoming::Tls(tls) => futures::future::Either::Right(Box::pin(
+            router.serve_with_incoming_shutdown(tls, on_signal),
+        )),
+    };
     let grace = settings.shutdown_grace;
     let result = switchyard_shared::shutdown::drain_within(server, signalled.cancelled(), grace)
         .await
@@ -374,4 +416,32 @@ pub async fn serve(
     }
     tracing::info!("data plane stopped");
     result
+}
+
+/// The caller check in front of every service, and the start-up rule that
+/// no worker runs open by accident.
+fn access(settings: &Settings, catalog: &Arc<ArcSwap<Catalog>>) -> Result<Access, StartError> {
+    let hasher = settings.master_key.as_ref().map(KeyHasher::new);
+    if settings.no_auth {
+        tracing::warn!(
+            "authentication is OFF (--no-auth): anyone who reaches this port may call every model"
+        );
+    } else {
+        if !settings.auth.is_disabled() {
+            tracing::warn!(
+                "SWITCHYARD_INFERENCE_TOKENS is deprecated: give each service its own caller key \
+                 (CreateCaller); the tokens keep working meanwhile, with every model and no limits"
+            );
+        }
+        if settings.auth.is_disabled() && hasher.is_none() {
+            return Err(StartError::Open);
+        }
+    }
+    Ok(Access::new(
+        catalog.clone(),
+        hasher,
+        settings.auth.clone(),
+        settings.no_auth,
+        settings.metrics.auth_failures.clone(),
+    ))
 }

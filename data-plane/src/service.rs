@@ -12,6 +12,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use crate::access::{self, Admission};
+use crate::callers::Grant;
 use crate::error::DpError;
 use crate::failover::{Engine, Failed, Served};
 use crate::fleet::State;
@@ -46,6 +48,13 @@ impl InferenceService {
             stream_idle,
             span_metadata: span_metadata.into(),
         }
+    }
+}
+
+/// `x-switchyard-caller`: who the answer was for (a name, never a key).
+fn caller_header(md: &mut MetadataMap, grant: Option<&Grant>) {
+    if let Some(v) = grant.and_then(|g| g.name().parse().ok()) {
+        md.insert("x-switchyard-caller", v);
     }
 }
 
@@ -163,6 +172,8 @@ fn request_id(r: &pb::GenerateRequest) -> String {
 /// caller's deadline and trace context, the request's span, and its watch
 /// (metrics and statistics, taken when it ends).
 struct Call {
+    /// Who is calling (absent only on a server built without the filter).
+    grant: Option<Grant>,
     id: String,
     chat: ChatRequest,
     deadline: Option<Instant>,
@@ -171,6 +182,33 @@ struct Call {
 }
 
 impl InferenceService {
+    /// The caller's own limits, before any member is tried.
+    async fn admit(
+        &self,
+        call: &Call,
+        watch: &mut Option<Watch>,
+    ) -> Result<Option<Admission>, Status> {
+        let estimate = call.chat.token_estimate();
+        match access::admit(&self.engine.fleet, call.grant.as_ref(), estimate).await {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                call.span
+                    .in_scope(|| tracing::info!(error = %e, "refused: caller over its limit"));
+                let status = Status::from(e);
+                if let Some(w) = watch.take() {
+                    w.finish(status.code(), None, None, None, &[]);
+                }
+                Err(status)
+            }
+        }
+    }
+
+    fn refund(&self, admission: Option<&Admission>) {
+        if let Some(a) = admission {
+            a.refund(&self.engine.fleet);
+        }
+    }
+
     fn start(
         &self,
         r: Request<pb::GenerateRequest>,
@@ -178,10 +216,22 @@ impl InferenceService {
     ) -> Result<(pb::GenerateRequest, Call, Option<Watch>), Status> {
         let deadline = deadline(r.metadata());
         let trace = Incoming::from_metadata(r.metadata());
+        let grant = r.extensions().get::<Grant>().cloned();
         let r = r.into_inner();
-        let watch = self.engine.observer.start(&r.model);
+        let mut watch = self.engine.observer.start(&r.model);
+        if let Some(g) = &grant {
+            watch.set_caller(g.name());
+        }
         let id = request_id(&r);
-        let chat = match chat_request(&r) {
+        let checked = chat_request(&r).and_then(|c| {
+            if let Some(g) = &grant {
+                let catalog = self.engine.catalog.load();
+                let direct = !catalog.is_configured(&r.model) && r.model.contains('/');
+                g.permit(&r.model, direct)?;
+            }
+            Ok(c)
+        });
+        let chat = match checked {
             Ok(c) => c,
             Err(e) => {
                 let status = Status::from(e);
@@ -204,6 +254,7 @@ impl InferenceService {
                 otel.name = %format_args!("{rpc} {}", r.model),
                 rpc,
                 request_id = %id,
+                caller = grant.as_ref().map_or("", Grant::name),
                 gen_ai.operation.name = "chat",
                 gen_ai.request.model = %r.model,
                 metadata = tracing::field::Empty,
@@ -217,6 +268,7 @@ impl InferenceService {
                 "generate",
                 rpc,
                 request_id = %id,
+                caller = grant.as_ref().map_or("", Grant::name),
                 model = %r.model,
                 metadata = tracing::field::Empty,
             )
@@ -227,6 +279,7 @@ impl InferenceService {
         Ok((
             r,
             Call {
+                grant,
                 id,
                 chat,
                 deadline,
@@ -282,13 +335,21 @@ impl Inference for InferenceService {
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let (r, call, mut watch) = self.start(r, "generate")?;
+        let admission = self.admit(&call, &mut watch).await?;
         let served = call
             .run(
                 &mut watch,
                 self.engine
                     .generate(&r.model, &call.chat, call.deadline, &call.trace),
             )
-            .await?;
+            .await
+            .inspect_err(|_| self.refund(admission.as_ref()))?;
+        if let (Some(a), Some(u)) = (&admission, served.value.usage) {
+            a.settle(
+                &self.engine.fleet,
+                u64::from(u.input_tokens) + u64::from(u.output_tokens),
+            );
+        }
         if served.member.limits.any()
             && let Some(u) = served.value.usage
         {
@@ -311,7 +372,9 @@ impl Inference for InferenceService {
                 &served.attempts,
             );
         }
-        Ok(respond::unary(call.id, served))
+        let mut resp = respond::unary(call.id, served);
+        caller_header(resp.metadata_mut(), call.grant.as_ref());
+        Ok(resp)
     }
 
     type GenerateStreamStream = EventStream;
@@ -321,15 +384,21 @@ impl Inference for InferenceService {
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let (r, call, mut watch) = self.start(r, "generate_stream")?;
+        let admission = self.admit(&call, &mut watch).await?;
         let served = call
             .run(
                 &mut watch,
                 self.engine
                     .open_stream(&r.model, &call.chat, call.deadline, &call.trace),
             )
-            .await?;
+            .await
+            .inspect_err(|_| self.refund(admission.as_ref()))?;
         let Call {
-            id, span, deadline, ..
+            id,
+            span,
+            deadline,
+            grant,
+            ..
         } = call;
         let Served {
             value: open,
@@ -342,6 +411,7 @@ impl Inference for InferenceService {
         span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
         let mut headers = MetadataMap::new();
         served_metadata(&mut headers, &id, Some(&served_by), &attempts);
+        caller_header(&mut headers, grant.as_ref());
         let busy = self
             .engine
             .observer
@@ -353,6 +423,7 @@ impl Inference for InferenceService {
             member,
             pool,
             reserved_tokens,
+            admission,
             request_id: id.clone(),
             idle: self.stream_idle,
             deadline,
@@ -370,10 +441,15 @@ impl Inference for InferenceService {
 
     async fn list_models(
         &self,
-        _r: Request<pb::ListModelsRequest>,
+        r: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let catalog = self.engine.catalog.load_full();
-        let (pools, routes) = catalog.models();
+        let (mut pools, mut routes) = catalog.models();
+        // A caller sees the models its key may use.
+        if let Some(g) = r.extensions().get::<Grant>() {
+            pools.retain(|p| g.sees(&p.name));
+            routes.retain(|r| g.sees(&r.name));
+        }
         // Health as this worker holds it: the fleet's table, kept live.
         let health = self.engine.fleet.table().load();
         let now = tokio::time::Instant::now();

@@ -38,6 +38,8 @@ pub struct Pump {
     pub pool: Arc<Pool>,
     /// Tokens reserved ahead from the member's `tpm_limit`, settled at usage.
     pub reserved_tokens: u64,
+    /// The caller's own reservation, settled on the same usage.
+    pub admission: Option<crate::access::Admission>,
     pub request_id: String,
     /// Longest silence between two chunks.
     pub idle: Duration,
@@ -76,6 +78,12 @@ impl Pump {
                 // The first chunk goes out right after the start event.
                 let ttft = watch.as_ref().map(|(w, ..)| w.started().elapsed());
                 let end = self.run(&tx, start, first, rest, &mut usage).await;
+                if let (Some(a), Some(u)) = (&self.admission, usage) {
+                    a.settle(
+                        &self.fleet,
+                        u64::from(u.input_tokens) + u64::from(u.output_tokens),
+                    );
+                }
                 if self.member.limits.any()
                     && let Some(u) = usage
                 {

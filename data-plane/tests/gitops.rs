@@ -118,7 +118,11 @@ async fn an_operator_goes_from_an_empty_control_plane_to_a_served_config_with_ap
         "  + tiers: pool:coding, direct:fake/m-backup (backup)",
         "dry run: 5 change(s), nothing written (revision stays 0)",
     ] {
-        assert!(plan.stdout.contains(line), "missing {line:?} in:\n{}", plan.stdout);
+        assert!(
+            plan.stdout.contains(line),
+            "missing {line:?} in:\n{}",
+            plan.stdout
+        );
     }
     let applied = run(&server, &["apply", "-f", file]).await;
     assert!(applied.ok, "{}", applied.stderr);
@@ -149,7 +153,11 @@ async fn an_operator_goes_from_an_empty_control_plane_to_a_served_config_with_ap
     // export → apply changes nothing; export is stable.
     let exported = run(&server, &["export"]).await;
     assert!(exported.ok, "{}", exported.stderr);
-    assert!(exported.stderr.contains("exported revision 1"), "{}", exported.stderr);
+    assert!(
+        exported.stderr.contains("exported revision 1"),
+        "{}",
+        exported.stderr
+    );
     let again = run(&server, &["export"]).await;
     assert_eq!(exported.stdout, again.stdout, "two exports are identical");
     let export_file = dir.path().join("exported.yaml");
@@ -172,7 +180,12 @@ async fn an_operator_goes_from_an_empty_control_plane_to_a_served_config_with_ap
     std::fs::write(file, config_file(&fake.base_url(), 8, false)).expect("write");
     let kept = run(&server, &["apply", "-f", file]).await;
     assert!(kept.ok, "{}", kept.stderr);
-    assert!(kept.stdout.contains("member coding/fake/m-a: updated\n  ~ weight: 3 -> 8"), "{}", kept.stdout);
+    assert!(
+        kept.stdout
+            .contains("member coding/fake/m-a: updated\n  ~ weight: 3 -> 8"),
+        "{}",
+        kept.stdout
+    );
     assert!(
         kept.stdout
             .contains("not in the file, left as they are (--prune deletes them): route smart"),
@@ -191,10 +204,16 @@ async fn an_operator_goes_from_an_empty_control_plane_to_a_served_config_with_ap
     assert_eq!(models(&worker).await, ["coding"]);
 
     // Two CI jobs: the one holding an old revision is refused, nothing written.
-    let stale = run(&server, &["apply", "-f", export_file, "--expected-revision", "1"]).await;
+    let stale = run(
+        &server,
+        &["apply", "-f", export_file, "--expected-revision", "1"],
+    )
+    .await;
     assert!(!stale.ok);
     assert!(
-        stale.stderr.contains("Aborted: the config is at revision 3, not the expected 1"),
+        stale
+            .stderr
+            .contains("Aborted: the config is at revision 3, not the expected 1"),
         "{}",
         stale.stderr
     );
@@ -212,20 +231,38 @@ async fn an_operator_goes_from_an_empty_control_plane_to_a_served_config_with_ap
     let broken = broken.to_str().expect("utf-8 path");
     let bad = run(&server, &["validate", "-f", broken]).await;
     assert!(!bad.ok);
-    assert!(bad.stderr.contains("line 3: provider.base_url"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("line 3: provider.base_url"),
+        "{}",
+        bad.stderr
+    );
     assert!(
         bad.stderr.contains("line 9: member.weight is 0")
-            || bad.stderr.contains("line 9: provider 'ghost' is not declared"),
+            || bad
+                .stderr
+                .contains("line 9: provider 'ghost' is not declared"),
         "{}",
         bad.stderr
     );
     assert!(bad.stderr.contains("problem(s) in"), "{}", bad.stderr);
     let refused = run(&server, &["apply", "-f", broken]).await;
     assert!(!refused.ok);
-    assert!(refused.stderr.contains("nothing applied"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("nothing applied"),
+        "{}",
+        refused.stderr
+    );
     let typo = dir.path().join("typo.yaml");
-    std::fs::write(&typo, "version: switchyard/v1\npools:\n  - name: coding\n    stratgy: weighted\n").expect("write");
+    std::fs::write(
+        &typo,
+        "version: switchyard/v1\npools:\n  - name: coding\n    stratgy: weighted\n",
+    )
+    .expect("write");
     let typo = run(&server, &["validate", "-f", typo.to_str().expect("utf-8")]).await;
     assert!(!typo.ok);
-    assert!(typo.stderr.contains("line 4") && typo.stderr.contains("stratgy"), "{}", typo.stderr);
+    assert!(
+        typo.stderr.contains("line 4") && typo.stderr.contains("stratgy"),
+        "{}",
+        typo.stderr
+    );
 }

@@ -120,3 +120,53 @@ pub fn load_master_key(
         .map(Some)
         .map_err(|e| e.to_string())
 }
+
+/// TLS on the gRPC port (and, with `--metrics-tls`, on the metrics port).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain to serve (with --tls-key); re-read when it changes on disk.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: callers must present a certificate it signed (mTLS).
+    #[arg(long, env = "SWITCHYARD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve the metrics port with the same TLS (and client certificates, with --tls-client-ca).
+    #[arg(long, env = "SWITCHYARD_METRICS_TLS")]
+    pub metrics_tls: bool,
+}
+
+impl TlsArgs {
+    /// The server's TLS, or `None` for plaintext (h2c).
+    pub fn load(&self) -> Result<Option<crate::tls::ServerTls>, String> {
+        let given = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        let client_ca = given(&self.tls_client_ca);
+        match (given(&self.tls_cert), given(&self.tls_key)) {
+            (Some(cert), Some(key)) => {
+                crate::tls::ServerTls::load(&cert, &key, client_ca.as_deref())
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+            (Some(_), None) => {
+                Err("--tls-cert needs --tls-key (SWITCHYARD_TLS_KEY): give both or neither".into())
+            }
+            (None, Some(_)) => {
+                Err("--tls-key needs --tls-cert (SWITCHYARD_TLS_CERT): give both or neither".into())
+            }
+            (None, None) if client_ca.is_some() => {
+                Err("--tls-client-ca needs --tls-cert and --tls-key: mTLS runs over TLS".into())
+            }
+            (None, None) if self.metrics_tls => {
+                Err("--metrics-tls needs --tls-cert and --tls-key".into())
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The TLS of the metrics port: `tls` when `--metrics-tls` is set.
+    pub fn metrics(&self, tls: Option<&crate::tls::ServerTls>) -> Option<crate::tls::ServerTls> {
+        tls.filter(|_| self.metrics_tls).cloned()
+    }
+}

@@ -129,7 +129,7 @@ impl Authorizer {
             .role_of(token.trim())
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
         let method = path.rsplit('/').next().unwrap_or_default();
-        let writes = ["Create", "Update", "Delete"]
+        let writes = ["Create", "Update", "Delete", "Rotate"]
             .iter()
             .any(|p| method.starts_with(p));
         if writes && role != Role::Admin {

@@ -13,6 +13,7 @@ pub enum Resource {
     Route,
     /// A whole-config apply: many changes in one revision.
     Config,
+    Caller,
     #[serde(other)]
     Other,
 }

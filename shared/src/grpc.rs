@@ -37,17 +37,15 @@ fn h_status<B>(res: &http::Response<B>, code: &[u8]) -> bool {
 
 /// The layers in front of every service, outermost first: 1. the bearer-token
 /// filter (refuses before any decoding); 2. the over-size status fix-up.
-pub type FrontLayers = tower::layer::util::Stack<
+pub type FrontLayers<P = crate::auth::Authorizer> = tower::layer::util::Stack<
     tower::util::MapResponseLayer<
         fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
     >,
-    tower::layer::util::Stack<
-        tower::filter::FilterLayer<crate::auth::Authorizer>,
-        tower::layer::util::Identity,
-    >,
+    tower::layer::util::Stack<tower::filter::FilterLayer<P>, tower::layer::util::Identity>,
 >;
 
-pub fn front_layers(auth: crate::auth::Authorizer) -> FrontLayers {
+/// `auth`: the control plane's token filter, or the data plane's caller check.
+pub fn front_layers<P>(auth: P) -> FrontLayers<P> {
     tower::ServiceBuilder::new()
         .layer(tower::filter::FilterLayer::new(auth))
         .map_response(oversize_is_resource_exhausted as fn(_) -> _)

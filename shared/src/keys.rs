@@ -75,6 +75,11 @@ impl RedisKeys {
         format!("{}:quota:{member_id}", self.prefix)
     }
 
+    /// A caller's token budgets (a hash: one field per day and per month).
+    pub fn budget(&self, caller: &str) -> String {
+        format!("{}:budget:{caller}", self.prefix)
+    }
+
     /// One time bucket of pool statistics (`bucket`: its start, Unix
     /// seconds). Every bucket shares a hash tag, so one pipeline reads a window.
     pub fn stats_bucket(&self, bucket: i64) -> String {

@@ -11,12 +11,14 @@
 //! - [`grpc`]: status fix-ups every server applies.
 //! - [`keys`]: the Redis key and channel layout under a configurable prefix.
 //! - [`redis_client`]: Redis clients with TCP_NODELAY.
+//! - [`tls`]: TLS and mTLS on the servers' ports, certificates reloaded from disk.
 
 // Linked only for its TLS feature (see Cargo.toml).
 use reqwest_otlp as _;
 
 pub mod args;
 pub mod auth;
+pub mod caller_key;
 pub mod change;
 pub mod grpc;
 pub mod keys;
@@ -25,3 +27,4 @@ pub mod redis_client;
 pub mod seal;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -45,6 +45,17 @@ impl MasterKey {
         Ok(Self(*chacha20poly1305::Key::from_slice(&bytes)))
     }
 
+    /// A 32-byte key for one `purpose`, derived from the master key
+    /// (HMAC-SHA256 keyed by it), so one secret serves several uses
+    /// without one use revealing another's key.
+    pub fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(self.0.as_slice())
+            .expect("HMAC takes keys of any length");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
     /// A fresh random key, base64-encoded (for `switchyard dev` and key generation).
     pub fn generate_base64() -> String {
         STANDARD.encode(XChaCha20Poly1305::generate_key(&mut OsRng))

@@ -10,7 +10,6 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Postgres,
@@ -86,4 +85,3 @@ impl Drop for TestDb {
         }
     }
 }
-

@@ -11,10 +11,12 @@ use super::read_file;
 use crate::document;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  switchyard apply -f switchyard.yaml --dry-run   # show the diff\n  \
+#[command(
+    after_help = "Examples:\n  switchyard apply -f switchyard.yaml --dry-run   # show the diff\n  \
                         switchyard apply -f switchyard.yaml\n  \
                         switchyard apply -f switchyard.yaml --prune     # also delete what the file no longer names\n  \
-                        switchyard apply -f switchyard.yaml --expected-revision 42")]
+                        switchyard apply -f switchyard.yaml --expected-revision 42"
+)]
 pub struct ApplyArgs {
     /// The config file (`-` for stdin).
     #[arg(short = 'f', long = "filename", id = "filename")]
@@ -107,9 +109,15 @@ fn render(r: &pb::ApplyConfigResponse, dry_run: bool) -> String {
     }
     let n = r.changes.len();
     let line = if n == 0 {
-        format!("no changes: the config already matches (revision {})", r.revision)
+        format!(
+            "no changes: the config already matches (revision {})",
+            r.revision
+        )
     } else if dry_run {
-        format!("dry run: {n} change(s), nothing written (revision stays {})", r.revision)
+        format!(
+            "dry run: {n} change(s), nothing written (revision stays {})",
+            r.revision
+        )
     } else {
         format!("applied {n} change(s) as revision {}", r.revision)
     };

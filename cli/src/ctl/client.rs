@@ -25,7 +25,12 @@ pub struct ConnArgs {
     pub token: Option<String>,
     /// Caller key for the data plane (health and traffic in `get`/`describe`);
     /// without it the --token is sent there too.
-    #[arg(long, global = true, env = "SWITCHYARD_CALLER_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_CALLER_KEY",
+        hide_env_values = true
+    )]
     pub caller_key: Option<String>,
     /// CA certificate (PEM) to verify an https:// server with, instead of the public web roots.
     #[arg(long, global = true, env = "SWITCHYARD_CA_FILE")]

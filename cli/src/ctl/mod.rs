@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod client;
 pub mod context;
+pub mod context_cmd;
 pub mod describe;
 pub mod edit;
 pub mod export;

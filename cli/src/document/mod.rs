@@ -332,7 +332,9 @@ mod tests {
             ..Default::default()
         };
         let text = doc.to_yaml().expect("yaml");
-        for absent in ["strategy", "failover", "enabled", "weight", "priority", "status"] {
+        for absent in [
+            "strategy", "failover", "enabled", "weight", "priority", "status",
+        ] {
             assert!(!text.contains(absent), "{absent} in:\n{text}");
         }
         // A default failover from the server is left out too.

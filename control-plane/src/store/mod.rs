@@ -8,6 +8,7 @@
 //! in commit order (docs/adr/002-config-store-and-revisions.md).
 
 mod apply;
+mod callers;
 mod document;
 mod members;
 pub mod offline;
@@ -432,4 +433,5 @@ fn proto_enum<E: TryFrom<i32> + Copy>(field: &str, value: i32, names: &[&str]) -
     })
 }
 
+pub use callers::ALL_MODELS;
 pub(crate) use switchyard_proto::v1 as pb;

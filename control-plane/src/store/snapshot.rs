@@ -11,7 +11,7 @@ use switchyard_shared::change::ChangeMessage;
 use uuid::Uuid;
 
 use super::{Store, current_revision, pb, timestamp};
-use crate::entity::{change_outbox, member, pool, provider, route};
+use crate::entity::{caller, change_outbox, member, pool, provider, route};
 use crate::error::{ApiError, ApiResult};
 
 /// Timeouts a provider gets when it sets none (milliseconds).
@@ -88,6 +88,10 @@ impl Store {
             .await?;
         let mut tiers =
             super::routes::tiers_by_route(&txn, routes.iter().map(|r| r.id).collect()).await?;
+        let callers = caller::Entity::find()
+            .order_by_asc(caller::Column::Name)
+            .all(&txn)
+            .await?;
         txn.commit().await?;
 
         let provider_names: HashMap<Uuid, String> =
@@ -138,6 +142,11 @@ impl Store {
                     enabled: r.enabled,
                     name: r.name,
                 })
+                .collect(),
+            // Key hashes go only where sealed credentials go: to workers.
+            callers: callers
+                .into_iter()
+                .map(|c| super::callers::to_snapshot(c, with_sealed))
                 .collect(),
         })
     }

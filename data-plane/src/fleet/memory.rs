@@ -17,6 +17,8 @@ struct State {
     counters: HashMap<String, u64>,
     /// (member, minute) → (requests, tokens).
     usage: HashMap<(String, i64), (u64, u64)>,
+    /// (budget, window) → tokens used.
+    budgets: HashMap<(String, String), i64>,
 }
 
 /// The current Unix minute and the weight of the previous one in the
@@ -150,6 +152,55 @@ impl Backend for MemoryBackend {
         cur.0 += 1;
         cur.1 += tokens;
         Ok(Reservation::Granted)
+    }
+
+    async fn budget(
+        &self,
+        key: &str,
+        windows: &[(String, u64)],
+        tokens: u64,
+    ) -> Result<Option<(usize, u64)>, BackendError> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, (field, limit)) in windows.iter().enumerate() {
+            let used = s
+                .budgets
+                .get(&(key.to_owned(), field.clone()))
+                .copied()
+                .unwrap_or(0);
+            let used = u64::try_from(used).unwrap_or(0);
+            if used >= *limit {
+                return Ok(Some((i, used)));
+            }
+        }
+        for (field, _) in windows {
+            *s.budgets
+                .entry((key.to_owned(), field.clone()))
+                .or_default() += i64::try_from(tokens).unwrap_or(i64::MAX);
+        }
+        Ok(None)
+    }
+
+    async fn budget_charge(
+        &self,
+        key: &str,
+        fields: &[String],
+        tokens: i64,
+    ) -> Result<(), BackendError> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for field in fields {
+            let v = s
+                .budgets
+                .entry((key.to_owned(), field.clone()))
+                .or_default();
+            *v = v.saturating_add(tokens).max(0);
+        }
+        Ok(())
     }
 
     async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError> {

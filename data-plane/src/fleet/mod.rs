@@ -99,6 +99,27 @@ pub trait Backend: Send + Sync {
     async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError>;
     /// A limited member's usage this minute: (requests, tokens).
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
+    /// Takes `tokens` from a caller's token budgets — `windows`: a hash
+    /// field per window (`d:<day>`, `m:<month>`) and its limit — unless one
+    /// is already spent. `Ok(None)`: taken; `Ok(Some((i, used)))`: window
+    /// `i` is spent (`used` tokens).
+    async fn budget(
+        &self,
+        _key: &str,
+        _windows: &[(String, u64)],
+        _tokens: u64,
+    ) -> Result<Option<(usize, u64)>, BackendError> {
+        Err(BackendError("this backend keeps no budgets".into()))
+    }
+    /// Adds `tokens` (negative: gives back) to each window of a budget.
+    async fn budget_charge(
+        &self,
+        _key: &str,
+        _fields: &[String],
+        _tokens: i64,
+    ) -> Result<(), BackendError> {
+        Err(BackendError("this backend keeps no budgets".into()))
+    }
     /// Several members' usage at once, in order (a backend that can
     /// pipelines them into one round trip).
     async fn usage_many(&self, members: &[String]) -> Result<Vec<(u64, u64)>, BackendError> {
@@ -126,6 +147,11 @@ enum Report {
     },
     Charge {
         member: String,
+        tokens: i64,
+    },
+    BudgetCharge {
+        key: String,
+        fields: Vec<String>,
         tokens: i64,
     },
     Refill {
@@ -213,7 +239,7 @@ impl FleetCore {
                 p.releases.push((member.clone(), owner.clone()));
             }
             Report::Refill { pool_id, .. } => self.tickets.filled(pool_id, None),
-            Report::Success { .. } | Report::Charge { .. } => {}
+            Report::Success { .. } | Report::Charge { .. } | Report::BudgetCharge { .. } => {}
         }
     }
 }

@@ -80,6 +80,11 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
             core.table.apply(member, e);
         }
         Report::Charge { member, tokens } => core.backend.charge(member, *tokens).await?,
+        Report::BudgetCharge {
+            key,
+            fields,
+            tokens,
+        } => core.backend.budget_charge(key, fields, *tokens).await?,
         Report::Refill { pool_id, n } => {
             let first = core.backend.lease(pool_id, *n).await?;
             core.tickets.filled(pool_id, Some((first, *n)));

@@ -78,6 +78,53 @@ impl Fleet {
         Reservation::Granted
     }
 
+    /// Takes a token estimate from a caller's budgets (one bounded round
+    /// trip): `Some((i, used))` when window `i` is already spent. While the
+    /// backend is unreachable budgets are not enforced (a day's or a
+    /// month's count cannot be kept per worker); the link's state says so.
+    pub async fn budget(
+        &self,
+        key: &str,
+        windows: &[(String, u64)],
+        tokens: u64,
+    ) -> Option<(usize, u64)> {
+        if !self.core.link.usable() {
+            return None;
+        }
+        match tokio::time::timeout(
+            REQUEST_PATH_TIMEOUT,
+            self.core.backend.budget(key, windows, tokens),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => {
+                self.core.link.ok();
+                answer
+            }
+            Ok(Err(e)) => {
+                self.core.link.failed(&e.0);
+                None
+            }
+            Err(_) => {
+                self.core.link.failed("budget reservation timed out");
+                None
+            }
+        }
+    }
+
+    /// Settles a caller's budgets: `tokens` more than reserved (negative:
+    /// the rest of the estimate given back), in the background.
+    pub fn budget_charge(&self, key: &str, fields: Vec<String>, tokens: i64) {
+        if tokens == 0 || fields.is_empty() {
+            return;
+        }
+        self.core.send(Report::BudgetCharge {
+            key: key.to_owned(),
+            fields,
+            tokens,
+        });
+    }
+
     /// Settles a limited member's minute: `tokens` more than reserved (or,
     /// negative, fewer: the rest of the estimate is given back).
     pub fn charge(&self, member: &str, tokens: i64) {

@@ -189,6 +189,33 @@ redis.call('EXPIRE', KEYS[1], 180)
 return {1, math.floor(r) + 1, math.floor(tk), 0}
 ";
 
+/// `KEYS[1]` a caller's budgets; `ARGV`: n, then n pairs of window field
+/// and limit, then the token estimate. Refuses if a window is spent
+/// (`{i, used}`), else takes the estimate from every window (`{0, 0}`).
+/// Kept for 40 days: a month's window outlives the month.
+const BUDGET: &str = r"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local used = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i]) or '0')
+  if used >= tonumber(ARGV[2 * i + 1]) then return {i, used} end
+end
+local t = tonumber(ARGV[2 * n + 2])
+for i = 1, n do redis.call('HINCRBY', KEYS[1], ARGV[2 * i], t) end
+redis.call('EXPIRE', KEYS[1], 3456000)
+return {0, 0}
+";
+
+/// `KEYS[1]` a caller's budgets; `ARGV[1]` tokens (negative: given back),
+/// then the window fields. Never below 0.
+const BUDGET_CHARGE: &str = r"
+for i = 2, #ARGV do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[1]) < 0 then
+    redis.call('HSET', KEYS[1], ARGV[i], 0)
+  end
+end
+return 1
+";
+
 /// `ARGV[1]` tokens (negative: given back), settled on the current minute.
 const CHARGE: &str = r"
 -- Never below 0: an estimate given back may land in a later minute.
@@ -296,6 +323,8 @@ pub struct RedisBackend {
     charge: redis::Script,
     usage: redis::Script,
     heartbeat: redis::Script,
+    budget: redis::Script,
+    budget_charge: redis::Script,
 }
 
 impl RedisBackend {
@@ -313,6 +342,8 @@ impl RedisBackend {
             reserve: redis::Script::new(&format!("{WINDOW}{RESERVE}")),
             charge: redis::Script::new(&format!("{WINDOW}{CHARGE}")),
             usage: redis::Script::new(&format!("{WINDOW}{USAGE}")),
+            budget: redis::Script::new(BUDGET),
+            budget_charge: redis::Script::new(BUDGET_CHARGE),
             heartbeat: redis::Script::new(HEARTBEAT),
         }
     }
@@ -525,6 +556,45 @@ impl Backend for RedisBackend {
             .charge
             .key(self.keys.member_quota(member))
             .arg(tokens)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn budget(
+        &self,
+        key: &str,
+        windows: &[(String, u64)],
+        tokens: u64,
+    ) -> Result<Option<(usize, u64)>, BackendError> {
+        let mut conn = self.conn().await?;
+        let mut call = self.budget.key(self.keys.budget(key));
+        call.arg(windows.len());
+        for (field, limit) in windows {
+            call.arg(field).arg(*limit);
+        }
+        call.arg(tokens);
+        let (i, used): (usize, u64) = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok((i > 0).then(|| (i - 1, used)))
+    }
+
+    async fn budget_charge(
+        &self,
+        key: &str,
+        fields: &[String],
+        tokens: i64,
+    ) -> Result<(), BackendError> {
+        let mut conn = self.conn().await?;
+        let mut call = self.budget_charge.key(self.keys.budget(key));
+        call.arg(tokens);
+        for f in fields {
+            call.arg(f);
+        }
+        let _: i64 = call
             .invoke_async(&mut conn)
             .await
             .map_err(|e| BackendError(e.to_string()))?;

@@ -97,6 +97,27 @@ impl Backend for Timed {
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError> {
         self.time("usage", self.inner.usage(member)).await
     }
+    async fn budget(
+        &self,
+        key: &str,
+        windows: &[(String, u64)],
+        tokens: u64,
+    ) -> Result<Option<(usize, u64)>, BackendError> {
+        self.time("budget", self.inner.budget(key, windows, tokens))
+            .await
+    }
+    async fn budget_charge(
+        &self,
+        key: &str,
+        fields: &[String],
+        tokens: i64,
+    ) -> Result<(), BackendError> {
+        self.time(
+            "budget_charge",
+            self.inner.budget_charge(key, fields, tokens),
+        )
+        .await
+    }
     async fn usage_many(&self, members: &[String]) -> Result<Vec<(u64, u64)>, BackendError> {
         self.time("usage", self.inner.usage_many(members)).await
     }

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub(super) client_duration: Histograms<n::ClientCall>,
     pub(super) token_usage: Histograms<n::Tokens>,
     requests: Family<n::Request, Counter>,
+    caller_requests: Family<n::CallerRequest, Counter>,
+    caller_tokens: Family<n::CallerTokens, Counter>,
+    /// Refused authentications (the access filter counts them).
+    pub auth_failures: Counter,
     pub(super) attempts: Family<n::Attempt, Counter>,
     failovers: Family<n::Pool, Counter>,
     benches: Family<n::Member, Counter>,
@@ -41,6 +45,8 @@ pub struct Metrics {
     pub(crate) stats_flushes: Family<n::Outcome, Counter>,
     /// Caller-chosen names (models asked for, direct `provider/model`s).
     names: LabelCap,
+    /// Callers' names (configured, but capped all the same).
+    callers: LabelCap,
     /// What the scrape-time gauges read, once the worker is wired.
     live: Arc<OnceLock<Live>>,
     /// pool → member → that member's series handles.
@@ -59,6 +65,9 @@ impl Metrics {
             client_duration: Family::new_with_constructor(durations),
             token_usage: Family::new_with_constructor(tokens),
             requests: Family::default(),
+            caller_requests: Family::default(),
+            caller_tokens: Family::default(),
+            auth_failures: Counter::default(),
             attempts: Family::default(),
             failovers: Family::default(),
             benches: Family::default(),
@@ -68,6 +77,7 @@ impl Metrics {
             redis: Family::new_with_constructor(durations),
             stats_flushes: Family::default(),
             names: LabelCap::new(MAX_CALLER_LABELS),
+            callers: LabelCap::new(MAX_CALLER_LABELS),
             live: Arc::new(OnceLock::new()),
             meters: std::sync::RwLock::new(HashMap::new()),
         };
@@ -115,6 +125,21 @@ impl Metrics {
             n::PROBES,
             "Probes of benched members this worker made, by result",
             m.probes.clone(),
+        );
+        registry.register(
+            n::CALLER_REQUESTS,
+            "Inference RPCs by caller and final gRPC status",
+            m.caller_requests.clone(),
+        );
+        registry.register(
+            n::CALLER_TOKENS,
+            "Tokens of served requests by caller and type",
+            m.caller_tokens.clone(),
+        );
+        registry.register(
+            n::AUTH_FAILURES,
+            "Inference calls refused for a missing, malformed, unknown or revoked key",
+            m.auth_failures.clone(),
         );
         registry.register(
             n::INFLIGHT,
@@ -246,6 +271,27 @@ impl Metrics {
         self.requests
             .get_or_create(&n::Request { model, status })
             .inc();
+        // Callers are configured (a bounded set); the cap guards the rest.
+        let caller = self.callers.label(f.caller);
+        self.caller_requests
+            .get_or_create(&n::CallerRequest {
+                caller: caller.clone(),
+                status,
+            })
+            .inc();
+        if let Some(u) = f.usage {
+            for (kind, count) in [
+                (n::TokenType::input, u.input_tokens),
+                (n::TokenType::output, u.output_tokens),
+            ] {
+                self.caller_tokens
+                    .get_or_create(&n::CallerTokens {
+                        caller: caller.clone(),
+                        gen_ai_token_type: kind,
+                    })
+                    .inc_by(u64::from(count));
+            }
+        }
         self.attempts(f.attempts);
         if let (Some(s), Some(u)) = (f.served, f.usage) {
             let who = Who {
@@ -358,6 +404,7 @@ mod tests {
     fn finished<'a>(model: &'a str, attempts: &'a [pb::Attempt]) -> Finished<'a> {
         Finished {
             model,
+            caller: "anonymous",
             code: tonic::Code::NotFound,
             elapsed: std::time::Duration::from_millis(1),
             ttft: None,

@@ -23,6 +23,8 @@ use crate::upstream::Usage;
 pub struct Finished<'a> {
     /// The virtual model asked for.
     pub model: &'a str,
+    /// Who asked (the caller's name, never a key).
+    pub caller: &'a str,
     pub code: tonic::Code,
     pub elapsed: Duration,
     /// Streams: until the first chunk was handed over.
@@ -54,6 +56,7 @@ impl Observer {
         Watch {
             observer: self.clone(),
             model: model.to_owned(),
+            caller: String::from("anonymous"),
             started: Instant::now(),
             _inflight: self.metrics.request_started(),
             done: false,
@@ -65,6 +68,7 @@ impl Observer {
 pub struct Watch {
     observer: Arc<Observer>,
     model: String,
+    caller: String,
     started: Instant,
     _inflight: metrics::Inflight,
     done: bool,
@@ -73,6 +77,11 @@ pub struct Watch {
 impl Watch {
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// Who is calling, for the per-caller counts.
+    pub fn set_caller(&mut self, name: &str) {
+        name.clone_into(&mut self.caller);
     }
 
     /// The request ended with `code`, after `attempts`.
@@ -87,6 +96,7 @@ impl Watch {
         self.done = true;
         let f = Finished {
             model: &self.model,
+            caller: &self.caller,
             code,
             elapsed: self.started.elapsed(),
             ttft,
@@ -104,6 +114,7 @@ impl Drop for Watch {
         if !self.done {
             let f = Finished {
                 model: &self.model,
+                caller: &self.caller,
                 code: tonic::Code::Cancelled,
                 elapsed: self.started.elapsed(),
                 ttft: None,

@@ -52,7 +52,11 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// Serves `GET /metrics` (and `GET /healthz`) on `listener`.
-async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
+async fn serve<L>(listener: L, registry: Arc<Registry>) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     use axum::routing::get;
     let app = axum::Router::new()
         .route(
@@ -74,18 +78,33 @@ async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) -> st
 /// Serves `registry` on `addr` (`None`: not served) for the rest of the
 /// process's life: the port keeps answering while the gRPC server drains.
 pub async fn start(addr: Option<SocketAddr>, registry: Registry) -> std::io::Result<()> {
+    start_with(addr, registry, None).await
+}
+
+/// [`start`], over `tls` when given (`--metrics-tls`: the gRPC port's
+/// certificate, reloaded with it, and its client CA if any).
+pub async fn start_with(
+    addr: Option<SocketAddr>,
+    registry: Registry,
+    tls: Option<crate::tls::ServerTls>,
+) -> std::io::Result<()> {
     let Some(addr) = addr else {
         tracing::info!("metrics port off (--metrics-listen off)");
         return Ok(());
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "metrics listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %bound, scheme, "metrics listening");
     let registry = Arc::new(registry);
     // Lives as long as the process; nothing waits for it at shutdown.
     #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move {
-        if let Err(err) = serve(listener, registry).await {
+        let served = match tls {
+            None => serve(listener, registry).await,
+            Some(tls) => serve(crate::tls::TlsIncoming::http(listener, &tls), registry).await,
+        };
+        if let Err(err) = served {
             tracing::error!(error = %err, "metrics server failed");
         }
     });

@@ -28,6 +28,12 @@ pub const OPERATION_CHAT: &str = "chat";
 
 /// Inference RPCs by virtual model (capped) and final gRPC status.
 pub const REQUESTS: &str = "switchyard_requests";
+/// Inference RPCs by caller (the caller's name; `anonymous` without auth) and final status.
+pub const CALLER_REQUESTS: &str = "switchyard_caller_requests";
+/// Tokens of served requests by caller and type.
+pub const CALLER_TOKENS: &str = "switchyard_caller_tokens";
+/// Calls refused for a missing, malformed, unknown or revoked key.
+pub const AUTH_FAILURES: &str = "switchyard_auth_failures";
 /// Attempts by pool, member and outcome (skips included).
 pub const ATTEMPTS: &str = "switchyard_attempts";
 /// A request moving on from a member that did not serve to the next one.
@@ -54,6 +60,15 @@ pub const FLEET_UP: &str = "switchyard_fleet_state_up";
 pub const REDIS_CALL_DURATION: &str = "switchyard_redis_call_duration_seconds";
 /// Pool statistics flushed into the fleet's store, and flushes that failed.
 pub const STATS_FLUSHES: &str = "switchyard_stats_flushes";
+
+// ---- Both servers: TLS on the gRPC port ----
+
+/// TLS handshakes that failed or timed out.
+pub const TLS_HANDSHAKE_FAILURES: &str = "switchyard_tls_handshake_failures";
+/// Certificate and key files that changed on disk, by result.
+pub const TLS_CERT_RELOADS: &str = "switchyard_tls_certificate_reloads";
+/// When the served certificate expires, in Unix seconds.
+pub const TLS_CERT_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
 
 // ---- Control plane ----
 
@@ -173,4 +188,18 @@ pub struct MemberState {
     pub member: String,
     /// available, benched or probing.
     pub state: &'static str,
+}
+
+/// A caller's requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerRequest {
+    pub caller: String,
+    pub status: &'static str,
+}
+
+/// A caller's tokens.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerTokens {
+    pub caller: String,
+    pub gen_ai_token_type: TokenType,
 }
