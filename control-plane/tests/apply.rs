@@ -18,6 +18,7 @@ both_backends!(
     dry_run_and_expected_revision_write_nothing,
     a_failing_change_rolls_back_the_whole_apply,
     apply_refuses_documents_it_cannot_honour,
+    a_pruned_name_can_change_kind_in_one_apply,
 );
 
 fn reference(r: &str) -> Option<pb::CredentialInput> {
@@ -515,4 +516,37 @@ async fn apply_refuses_documents_it_cannot_honour(backend: Backend) {
         0
     );
     drop(cp);
+}
+
+async fn a_pruned_name_can_change_kind_in_one_apply(backend: Backend) {
+    use pb::route_tier::Target;
+    let db = TestDb::new(backend).await;
+    let prefix = RedisPrefix::new();
+    let cp = Launch::new(&db, &prefix).start().await;
+    let mut c = cp.admin().await;
+    apply(&mut c, document(), true).await;
+    // "chat" was a pool and "smart" a route; now "chat" is a route over
+    // "coding" and "smart" a pool.
+    let mut doc = document();
+    doc.pools.retain(|p| p.name != "chat");
+    doc.members.retain(|m| m.pool != "chat");
+    doc.pools.push(pool("smart"));
+    doc.members.push(member("smart", "openai", "gpt-4o-mini"));
+    doc.routes = vec![pb::Route {
+        name: "chat".into(),
+        tiers: vec![tier(Target::Pool("coding".into()), false)],
+        ..Default::default()
+    }];
+    let r = apply(&mut c, doc.clone(), true).await;
+    assert!(r.applied, "{:?}", r.changes);
+    let again = apply(&mut c, doc, true).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    let routes = c
+        .list_routes(pb::ListRoutesRequest::default())
+        .await
+        .expect("routes")
+        .into_inner()
+        .routes;
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].name, "chat");
 }

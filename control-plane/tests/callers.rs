@@ -141,7 +141,48 @@ async fn a_key_is_shown_once_and_published_only_as_a_hash(backend: Backend) {
     .await
     .expect("delete");
     assert!(!cp.logs().contains(&key) && !cp.logs().contains(&rotated.key));
+    let stored = database_text(&db).await;
+    assert!(stored.contains("billing-svc"), "the dump reads the tables");
+    for k in [&key, &rotated.key] {
+        assert!(!stored.contains(&k[3..]), "a key in the database");
+    }
     drop(cp);
+}
+
+/// Everything the config database holds, as text: every table's rows as
+/// JSON on Postgres, the file itself on SQLite.
+async fn database_text(db: &TestDb) -> String {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    if let Some(path) = db
+        .url
+        .strip_prefix("sqlite://")
+        .and_then(|p| p.split('?').next())
+    {
+        // The file and its write-ahead log (where recent writes still are).
+        let mut out = String::new();
+        for p in [path.to_owned(), format!("{path}-wal")] {
+            if let Ok(bytes) = std::fs::read(&p) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        return out;
+    }
+    let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+    let mut out = String::new();
+    for table in ["callers", "change_outbox", "providers", "config_state"] {
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                conn.get_database_backend(),
+                format!("SELECT row_to_json(t)::text AS j FROM {table} t"),
+            ))
+            .await
+            .expect("dump");
+        for r in rows {
+            out.push_str(&r.try_get::<String>("", "j").expect("text"));
+        }
+    }
+    conn.close().await.ok();
+    out
 }
 
 async fn caller_mistakes_are_invalid_argument_naming_the_field(backend: Backend) {
@@ -190,6 +231,13 @@ async fn caller_mistakes_are_invalid_argument_naming_the_field(backend: Backend)
             "caller.labels key",
         ),
         (caller(""), "caller.name"),
+        (
+            pb::Caller {
+                certificate_subject: "CN=svc,O=example".into(),
+                ..caller("a")
+            },
+            "looks like a distinguished name",
+        ),
     ];
     for (bad, field) in cases {
         let err = c
@@ -199,6 +247,28 @@ async fn caller_mistakes_are_invalid_argument_naming_the_field(backend: Backend)
         assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
         assert!(err.message().contains(field), "{field}: {}", err.message());
     }
+    // One certificate subject, one caller.
+    let bound = |name: &str| pb::Caller {
+        certificate_subject: "svc.internal".into(),
+        ..caller(name)
+    };
+    c.create_caller(pb::CreateCallerRequest {
+        caller: Some(bound("first")),
+    })
+    .await
+    .expect("first");
+    let twice = c
+        .create_caller(pb::CreateCallerRequest {
+            caller: Some(bound("second")),
+        })
+        .await
+        .expect_err("second binding");
+    assert_eq!(twice.code(), Code::AlreadyExists);
+    assert!(
+        twice.message().contains("already bound to caller 'first'"),
+        "{}",
+        twice.message()
+    );
     let grace = c
         .rotate_caller_key(pb::RotateCallerKeyRequest {
             id_or_name: "nobody".into(),

@@ -57,6 +57,12 @@ impl Access {
             return Ok(Some(Grant::Open));
         }
         let catalog = self.catalog.load();
+        if !catalog.loaded {
+            // Not the caller's fault: its key may be fine, we cannot tell yet.
+            return Err(Status::unavailable(
+                "this worker has not loaded a config yet; retry shortly",
+            ));
+        }
         if let Some(subject) = switchyard_shared::tls::client_identity(req)
             && let Some(c) = catalog.callers.by_subject.get(&subject)
         {
@@ -130,15 +136,19 @@ impl<B> tower::filter::Predicate<http::Request<B>> for Access {
 
 /// A caller's own request and token estimate, reserved fleet-wide like a
 /// limited member's (rpm/tpm), and taken from its daily and monthly token
-/// budgets; settled on the real count, given back if nothing served.
-#[derive(Debug)]
+/// budgets. Settled on the real count (`settle`), kept as estimated when the
+/// answer reported no usage (`keep`), and given back when dropped without
+/// either: nothing was served, or the caller left first.
 pub struct Admission {
+    fleet: crate::fleet::Fleet,
     key: String,
-    reserved: u64,
+    estimate: u64,
     /// Counted against the caller's sliding minute.
     limited: bool,
-    /// The budget windows the estimate was taken from.
+    /// The budget windows to charge, and how much was taken from them ahead.
     budget: Vec<String>,
+    budget_taken: u64,
+    done: bool,
 }
 
 /// A caller's budget windows now: hash field, limit, what to call it, and
@@ -193,11 +203,18 @@ pub async fn admit(
     let Some(Grant::Caller(c)) = grant else {
         return Ok(None);
     };
+    let windows = budget_windows(c, chrono::Utc::now());
+    if !c.limits.any() && windows.is_empty() {
+        return Ok(None);
+    }
     let mut admission = Admission {
+        fleet: fleet.clone(),
         key: c.quota_key(),
-        reserved: estimate,
+        estimate,
         limited: false,
         budget: Vec::new(),
+        budget_taken: 0,
+        done: false,
     };
     if c.limits.any() {
         if let crate::fleet::Reservation::Denied {
@@ -206,6 +223,7 @@ pub async fn admit(
             retry_after,
         } = fleet.reserve(&admission.key, c.limits, estimate).await
         {
+            admission.done = true;
             let mut over = Vec::new();
             if let Some(l) = c.limits.rpm.filter(|l| requests >= *l) {
                 over.push(format!("{requests} of {l} requests"));
@@ -225,42 +243,71 @@ pub async fn admit(
         }
         admission.limited = true;
     }
-    let windows = budget_windows(c, chrono::Utc::now());
     if !windows.is_empty() {
         let asked: Vec<(String, u64)> = windows.iter().map(|(f, l, ..)| (f.clone(), *l)).collect();
-        if let Some((i, used)) = fleet.budget(&admission.key, &asked, estimate).await {
-            admission.refund(fleet);
-            let (_, limit, which, resets) = &windows[i.min(windows.len() - 1)];
-            return Err(DpError::CallerLimit {
-                message: format!(
-                    "caller '{}' spent its {which} token budget ({used} of {limit} tokens); \
-                     it resets in {} min",
-                    c.name,
-                    resets.as_secs().div_ceil(60)
-                ),
-                retry_after: *resets,
-            });
+        match fleet.budget(&admission.key, &asked, estimate).await {
+            crate::fleet::Budget::Spent { window, used } => {
+                // Dropping the admission gives the minute's estimate back.
+                let (_, limit, which, resets) = &windows[window.min(windows.len() - 1)];
+                return Err(DpError::CallerLimit {
+                    message: format!(
+                        "caller '{}' spent its {which} token budget ({used} of {limit} tokens); \
+                         it resets in {} min",
+                        c.name,
+                        resets.as_secs().div_ceil(60)
+                    ),
+                    retry_after: *resets,
+                });
+            }
+            crate::fleet::Budget::Taken => admission.budget_taken = estimate,
+            crate::fleet::Budget::Unchecked => admission.budget_taken = 0,
         }
         admission.budget = asked.into_iter().map(|(f, _)| f).collect();
     }
-    Ok((admission.limited || !admission.budget.is_empty()).then_some(admission))
+    Ok(Some(admission))
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Admission {
     /// The answer's real token count replaces the estimate.
-    pub fn settle(&self, fleet: &crate::fleet::Fleet, used: u64) {
-        if self.limited {
-            fleet.settle(&self.key, used, self.reserved);
-        }
-        let diff = i64::try_from(used)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(self.reserved).unwrap_or(i64::MAX));
-        fleet.budget_charge(&self.key, self.budget.clone(), diff);
+    pub fn settle(mut self, used: u64) {
+        self.charge(used);
     }
 
-    /// Nothing was served: the estimate goes back (the request still counts).
-    pub fn refund(&self, fleet: &crate::fleet::Fleet) {
-        self.settle(fleet, 0);
+    /// Served, but no usage reported: the estimate stands.
+    pub fn keep(mut self) {
+        self.done = true;
+        if self.budget_taken == 0 {
+            // Budgets were not checked: charge the estimate, best effort.
+            self.fleet.budget_charge(
+                &self.key,
+                std::mem::take(&mut self.budget),
+                signed(self.estimate),
+            );
+        }
+    }
+
+    fn charge(&mut self, used: u64) {
+        self.done = true;
+        if self.limited {
+            self.fleet.settle(&self.key, used, self.estimate);
+        }
+        let diff = signed(used).saturating_sub(signed(self.budget_taken));
+        self.fleet
+            .budget_charge(&self.key, std::mem::take(&mut self.budget), diff);
+    }
+}
+
+impl Drop for Admission {
+    /// Nothing was served (or the caller left): the estimate goes back; the
+    /// request still counts against the minute.
+    fn drop(&mut self) {
+        if !self.done {
+            self.charge(0);
+        }
     }
 }
 

@@ -44,6 +44,7 @@ pub struct Callers {
 impl Callers {
     pub fn build(snap: &[pb::SnapshotCaller]) -> Self {
         let mut out = Self::default();
+        let mut ambiguous = Vec::new();
         for c in snap {
             let entry = Arc::new(CallerEntry {
                 id: c.id.clone(),
@@ -67,10 +68,19 @@ impl Callers {
                 out.by_hash
                     .insert(h, (entry.clone(), c.previous_key_expire_time_ms.max(1)));
             }
-            if !c.certificate_subject.is_empty() {
-                out.by_subject
-                    .insert(c.certificate_subject.clone(), entry.clone());
+            if !c.certificate_subject.is_empty()
+                && out
+                    .by_subject
+                    .insert(c.certificate_subject.clone(), entry.clone())
+                    .is_some()
+            {
+                // The control plane refuses this; an older one might not.
+                ambiguous.push(c.certificate_subject.clone());
             }
+        }
+        for subject in ambiguous {
+            out.by_subject.remove(&subject);
+            tracing::warn!(subject = %subject, "certificate subject bound to several callers: refused for all");
         }
         out
     }

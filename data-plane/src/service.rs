@@ -74,7 +74,9 @@ fn deadline(md: &MetadataMap) -> Option<Instant> {
     };
     // Finish a little early, so the caller gets our DEADLINE_EXCEEDED (with
     // the attempts made) rather than the transport's bare CANCELLED.
-    let margin = (d / 10).min(Duration::from_millis(20));
+    // A tenth of the budget, at most 50 ms: room for the answer to travel
+    // back over a loaded machine or a cross-zone link.
+    let margin = (d / 10).min(Duration::from_millis(50));
     Instant::now().checked_add(d.saturating_sub(margin))
 }
 
@@ -203,12 +205,6 @@ impl InferenceService {
         }
     }
 
-    fn refund(&self, admission: Option<&Admission>) {
-        if let Some(a) = admission {
-            a.refund(&self.engine.fleet);
-        }
-    }
-
     fn start(
         &self,
         r: Request<pb::GenerateRequest>,
@@ -224,7 +220,8 @@ impl InferenceService {
         }
         let id = request_id(&r);
         let checked = chat_request(&r).and_then(|c| {
-            if let Some(g) = &grant {
+            // An empty model is the request's mistake, reported by resolve.
+            if let Some(g) = grant.as_ref().filter(|_| !r.model.is_empty()) {
                 let catalog = self.engine.catalog.load();
                 let direct = !catalog.is_configured(&r.model) && r.model.contains('/');
                 g.permit(&r.model, direct)?;
@@ -342,13 +339,14 @@ impl Inference for InferenceService {
                 self.engine
                     .generate(&r.model, &call.chat, call.deadline, &call.trace),
             )
-            .await
-            .inspect_err(|_| self.refund(admission.as_ref()))?;
-        if let (Some(a), Some(u)) = (&admission, served.value.usage) {
-            a.settle(
-                &self.engine.fleet,
-                u64::from(u.input_tokens) + u64::from(u.output_tokens),
-            );
+            .await?;
+        // Dropped unsettled (an error above, or the caller leaving), the
+        // admission gives its estimate back.
+        if let Some(a) = admission {
+            match served.value.usage {
+                Some(u) => a.settle(u64::from(u.input_tokens) + u64::from(u.output_tokens)),
+                None => a.keep(),
+            }
         }
         if served.member.limits.any()
             && let Some(u) = served.value.usage
@@ -391,8 +389,7 @@ impl Inference for InferenceService {
                 self.engine
                     .open_stream(&r.model, &call.chat, call.deadline, &call.trace),
             )
-            .await
-            .inspect_err(|_| self.refund(admission.as_ref()))?;
+            .await?;
         let Call {
             id,
             span,

@@ -78,11 +78,11 @@ impl Pump {
                 // The first chunk goes out right after the start event.
                 let ttft = watch.as_ref().map(|(w, ..)| w.started().elapsed());
                 let end = self.run(&tx, start, first, rest, &mut usage).await;
-                if let (Some(a), Some(u)) = (&self.admission, usage) {
-                    a.settle(
-                        &self.fleet,
-                        u64::from(u.input_tokens) + u64::from(u.output_tokens),
-                    );
+                if let Some(a) = self.admission.take() {
+                    match usage {
+                        Some(u) => a.settle(u64::from(u.input_tokens) + u64::from(u.output_tokens)),
+                        None => a.keep(),
+                    }
                 }
                 if self.member.limits.any()
                     && let Some(u) = usage

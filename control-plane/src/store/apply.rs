@@ -7,10 +7,11 @@
 //! those make (names, ranges, references, uniqueness) applies here too, and
 //! a dry run makes them all before rolling back.
 //!
-//! Order, so references hold at every step: routes to delete; providers,
-//! pools, members and routes to create or update; then members, pools and
-//! providers to delete (nothing still named by the document points at them
-//! by then).
+//! Order, so references hold and names are free at every step: routes to
+//! delete; providers, pools and members to create or update, and routes to
+//! update; members and pools to delete; routes to create (a pruned pool's
+//! name may be a new route's); providers to delete (nothing still named by
+//! the document points at them by then).
 
 use std::collections::{HashMap, HashSet};
 
@@ -207,7 +208,8 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
     use pb::ResourceType as R;
     let mut head = Vec::new(); // route deletions
     let mut body = Vec::new(); // creates and updates
-    let mut tail = Vec::new(); // member, pool, provider deletions
+    let mut tail = Vec::new(); // member and pool deletions
+    let mut route_creates = Vec::new();
     let mut unmanaged = Vec::new();
     let mut leftover = |what: &str, name: &str, write: Write, into: &mut Vec<Op>, res: R| {
         if prune {
@@ -368,7 +370,6 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         );
     }
     tail.append(&mut pool_deletes);
-    tail.append(&mut provider_deletes);
 
     // Routes.
     let mut stored: HashMap<String, pb::Route> = cur
@@ -379,7 +380,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
     for r in doc.routes {
         let want = document::route_fields(&r);
         match stored.remove(&r.name) {
-            None => body.push(Op {
+            None => route_creates.push(Op {
                 change: change(R::Route, A::Created, &r.name, all(want)),
                 write: Write::CreateRoute(r),
             }),
@@ -405,8 +406,12 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         );
     }
 
+    // New routes after pool deletions (a pruned pool's name may become a
+    // route's), providers last (nothing refers to them by then).
     head.append(&mut body);
     head.append(&mut tail);
+    head.append(&mut route_creates);
+    head.append(&mut provider_deletes);
     Ok(Plan {
         ops: head,
         unmanaged,

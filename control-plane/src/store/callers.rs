@@ -158,12 +158,45 @@ fn expiry_in(
 fn check(c: &pb::Caller) -> ApiResult<()> {
     validate::name("caller.name", &c.name)?;
     validate::description("caller.description", &c.description)?;
-    validate::plain(
-        "caller.certificate_subject",
-        &c.certificate_subject,
-        validate::LOOKUP_MAX,
-    )?;
+    subject_in(&c.certificate_subject)
+}
+
+/// A client certificate's identity as workers compare it: the CN (or first
+/// SAN) alone, not a distinguished name.
+fn subject_in(s: &str) -> ApiResult<()> {
+    validate::plain("caller.certificate_subject", s, validate::LOOKUP_MAX)?;
+    if s.contains('=') || s.contains(',') {
+        return Err(ApiError::invalid(format!(
+            "caller.certificate_subject '{}' looks like a distinguished name; give the \
+             certificate's CN (or its first DNS/URI SAN) alone, e.g. billing.internal",
+            validate::clip(s)
+        )));
+    }
     Ok(())
+}
+
+/// One certificate, one caller: a subject bound twice would give whichever
+/// caller a worker met last.
+async fn check_subject_free<C: ConnectionTrait>(
+    c: &C,
+    subject: &str,
+    except: Option<Uuid>,
+) -> ApiResult<()> {
+    if subject.is_empty() {
+        return Ok(());
+    }
+    let taken = caller::Entity::find()
+        .filter(caller::Column::CertificateSubject.eq(subject))
+        .one(c)
+        .await?;
+    match taken {
+        Some(t) if Some(t.id) != except => Err(ApiError::AlreadyExists(format!(
+            "caller.certificate_subject '{}' is already bound to caller '{}'",
+            validate::clip(subject),
+            t.name
+        ))),
+        _ => Ok(()),
+    }
 }
 
 async fn find<C: ConnectionTrait>(c: &C, field: &str, key: &str) -> ApiResult<caller::Model> {
@@ -224,6 +257,7 @@ impl Store {
         check(&c)?;
         let hasher = self.key_hasher()?;
         check_name_free(&w.txn, &c.name, None).await?;
+        check_subject_free(&w.txn, &c.certificate_subject, None).await?;
         let (key, shown) = caller_key::generate();
         let id = Uuid::now_v7();
         let model = caller::ActiveModel {
@@ -372,11 +406,8 @@ impl Store {
                 "expire_time" => am.expires_at = Set(expiry_in(c.expire_time.as_ref(), w.now)?),
                 "labels" => am.labels = Set(labels_in(&c.labels)?),
                 "certificate_subject" => {
-                    validate::plain(
-                        "caller.certificate_subject",
-                        &c.certificate_subject,
-                        validate::LOOKUP_MAX,
-                    )?;
+                    subject_in(&c.certificate_subject)?;
+                    check_subject_free(&w.txn, &c.certificate_subject, Some(cur.id)).await?;
                     am.certificate_subject = Set(c.certificate_subject.clone());
                 }
                 _ => {}

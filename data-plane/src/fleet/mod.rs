@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use health::{Entry, Failure, HealthTable, State};
 pub use link::{Link, LinkState};
+pub use quota::Budget;
 
 use crate::model::{Limits, Policy};
 

@@ -8,6 +8,17 @@ use std::time::Duration;
 use super::{Fleet, REQUEST_PATH_TIMEOUT, Report, Reservation};
 use crate::model::Limits;
 
+/// A caller's budgets, asked about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// The estimate was taken from every window.
+    Taken,
+    /// `window` is spent (`used` tokens).
+    Spent { window: usize, used: u64 },
+    /// Nothing was asked: the backend is unreachable.
+    Unchecked,
+}
+
 /// This worker's clock as the rpm/tpm window sees it: the Unix minute, and
 /// how far into it we are.
 pub(super) fn wall_minute() -> (i64, Duration) {
@@ -79,17 +90,12 @@ impl Fleet {
     }
 
     /// Takes a token estimate from a caller's budgets (one bounded round
-    /// trip): `Some((i, used))` when window `i` is already spent. While the
-    /// backend is unreachable budgets are not enforced (a day's or a
-    /// month's count cannot be kept per worker); the link's state says so.
-    pub async fn budget(
-        &self,
-        key: &str,
-        windows: &[(String, u64)],
-        tokens: u64,
-    ) -> Option<(usize, u64)> {
+    /// trip). While the backend is unreachable budgets are not enforced (a
+    /// day's or a month's count cannot be kept per worker): `Unchecked`,
+    /// and the request's real count is charged afterwards, best effort.
+    pub async fn budget(&self, key: &str, windows: &[(String, u64)], tokens: u64) -> Budget {
         if !self.core.link.usable() {
-            return None;
+            return Budget::Unchecked;
         }
         match tokio::time::timeout(
             REQUEST_PATH_TIMEOUT,
@@ -97,17 +103,22 @@ impl Fleet {
         )
         .await
         {
-            Ok(Ok(answer)) => {
+            Ok(Ok(None)) => {
                 self.core.link.ok();
-                answer
+                Budget::Taken
+            }
+            Ok(Ok(Some((i, used)))) => {
+                self.core.link.ok();
+                Budget::Spent { window: i, used }
             }
             Ok(Err(e)) => {
                 self.core.link.failed(&e.0);
-                None
+                Budget::Unchecked
             }
+            // The script may have run: count the estimate as taken.
             Err(_) => {
                 self.core.link.failed("budget reservation timed out");
-                None
+                Budget::Taken
             }
         }
     }

@@ -192,9 +192,15 @@ return {1, math.floor(r) + 1, math.floor(tk), 0}
 /// `KEYS[1]` a caller's budgets; `ARGV`: n, then n pairs of window field
 /// and limit, then the token estimate. Refuses if a window is spent
 /// (`{i, used}`), else takes the estimate from every window (`{0, 0}`).
-/// Kept for 40 days: a month's window outlives the month.
+/// Windows that are over (yesterday, last month) are dropped; the hash is
+/// kept for 40 days, so a month's window outlives the month.
 const BUDGET: &str = r"
 local n = tonumber(ARGV[1])
+local current = {}
+for i = 1, n do current[ARGV[2 * i]] = true end
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if not current[f] then redis.call('HDEL', KEYS[1], f) end
+end
 for i = 1, n do
   local used = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i]) or '0')
   if used >= tonumber(ARGV[2 * i + 1]) then return {i, used} end
@@ -213,6 +219,7 @@ for i = 2, #ARGV do
     redis.call('HSET', KEYS[1], ARGV[i], 0)
   end
 end
+redis.call('EXPIRE', KEYS[1], 3456000)
 return 1
 ";
 
