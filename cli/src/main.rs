@@ -27,6 +27,8 @@ Examples:
   switchyard get members --pool coding        # with health from a worker
   switchyard describe pool coding             # members, health, recent traffic
   switchyard set member coding/openai/gpt-4o --status draining
+  KEY=$(switchyard create caller billing --model coding --rpm 600 -q)   # the key, once
+  switchyard rotate caller billing --grace 1h # a new key; the old one works for an hour
   switchyard watch --from-earliest            # the change feed and who made each change
   switchyard context set prod --server https://cp.example:50051 --token-env SWITCHYARD_PROD_TOKEN";
 
@@ -83,20 +85,23 @@ enum Command {
     Validate(ctl::validate::ValidateArgs),
     /// Print the config file's JSON Schema (for editors and CI).
     Schema,
-    /// List providers, pools, members or routes as a table (or JSON/YAML).
+    /// List providers, pools, members, routes or callers as a table (or JSON/YAML).
     Get(ctl::get::GetArgs),
-    /// Show one pool, route or provider with what it is tied to, health and traffic.
+    /// Show one pool, route, provider or caller with what it is tied to, health and traffic.
     Describe(ctl::describe::DescribeArgs),
     /// Follow the change feed: one line per committed change.
     Watch(ctl::watch::WatchArgs),
-    /// Create one provider, pool, member or route.
+    /// Create one provider, pool, member, route or caller.
     #[command(subcommand)]
     Create(ctl::edit::CreateCmd),
-    /// Delete one provider, pool, member or route.
+    /// Delete one provider, pool, member, route or caller.
     Delete(ctl::edit::DeleteArgs),
-    /// Change some fields of a member or a pool (only the flags given).
+    /// Change some fields of a member, a pool or a caller (only the flags given).
     #[command(subcommand)]
     Set(ctl::edit::SetCmd),
+    /// Give a caller a new key (printed once); the old one works for a grace period.
+    #[command(subcommand)]
+    Rotate(ctl::callers::RotateCmd),
     /// Named servers to talk to: set, use, list, delete.
     #[command(subcommand)]
     Context(ctl::context_cmd::ContextCmd),
@@ -127,6 +132,7 @@ async fn main() -> std::process::ExitCode {
         Command::Create(cmd) => ctl::edit::create(&conn, cmd).await,
         Command::Delete(args) => ctl::edit::delete(&conn, args).await,
         Command::Set(cmd) => ctl::edit::set(&conn, cmd).await,
+        Command::Rotate(cmd) => ctl::callers::rotate(&conn, cmd).await,
         Command::Context(cmd) => ctl::context_cmd::run(&conn, cmd).await,
         Command::Migrate {
             database_url,

@@ -6,70 +6,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Dev, start};
+use common::{ok, rows, start, sy, sy_env};
 use switchyard_proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// `switchyard ARGS` with nothing from this process's environment but `env`
-/// (HOME points at `home`, so no operator's contexts file is read).
-async fn sy_env(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    cmd.args(args)
-        .env_clear()
-        .env("HOME", home)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("switchyard {args:?} finished within 30s"))
-        .expect("run switchyard");
-    let run = Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    // Whatever it says, it never panics.
-    assert!(
-        !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
-        "switchyard {args:?} panicked: {}",
-        run.stderr
-    );
-    run
-}
-
-/// `switchyard ARGS --server … --inference-server …` against `dev`.
-async fn sy(dev: &Dev, home: &Path, args: &[&str]) -> Run {
-    let server = format!("http://{}", dev.addr);
-    let inference = format!("http://{}", dev.inference);
-    let mut all = args.to_vec();
-    all.extend(["--server", &server, "--inference-server", &inference]);
-    sy_env(home, &[], &all).await
-}
-
-/// The table's rows (header left out), split on runs of spaces.
-fn rows(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().map(str::to_owned).collect())
-        .collect()
-}
-
-fn ok(r: &Run) -> &str {
-    assert!(r.ok, "exit 0 expected; stderr: {}", r.stderr);
-    &r.stdout
-}
 
 #[tokio::test]
 async fn get_lists_the_demo_pool_and_its_members_as_tables_and_json() {

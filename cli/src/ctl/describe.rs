@@ -1,4 +1,4 @@
-//! `switchyard describe pool|route|provider NAME`: one resource as a
+//! `switchyard describe pool|route|provider|caller NAME`: one resource as a
 //! readable block, with what it is tied to (a pool's members, a route's
 //! tiers resolved to members, the pools and routes using a provider) and,
 //! from a data-plane worker, members' health and recent traffic.
@@ -18,13 +18,15 @@ pub enum What {
     Pool,
     Route,
     Provider,
+    Caller,
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  switchyard describe pool demo\n  \
                         switchyard describe pool demo --window 3600   # traffic of the last hour\n  \
                         switchyard describe route chat\n  \
-                        switchyard describe provider openai")]
+                        switchyard describe provider openai\n  \
+                        switchyard describe caller billing")]
 pub struct DescribeArgs {
     #[arg(value_enum)]
     pub what: What,
@@ -90,7 +92,7 @@ impl Live {
     }
 }
 
-fn field(out: &mut String, key: &str, value: impl std::fmt::Display) {
+pub(super) fn field(out: &mut String, key: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{:<14}{value}", format!("{key}:"));
 }
 
@@ -160,6 +162,7 @@ pub async fn run(conn: &ConnArgs, args: DescribeArgs) -> anyhow::Result<()> {
         What::Pool => pool(conn, &cp, &args.name, args.window).await?,
         What::Route => route(conn, &cp, &args.name).await?,
         What::Provider => provider(&cp, &args.name).await?,
+        What::Caller => super::callers_view::describe(&cp, &args.name).await?,
     };
     print!("{out}");
     Ok(())
@@ -171,7 +174,7 @@ fn get(name: &str) -> pb::GetRequest {
     }
 }
 
-fn stamps(
+pub(super) fn stamps(
     out: &mut String,
     etag: &str,
     c: Option<&prost_types::Timestamp>,

@@ -14,7 +14,8 @@ Examples:
   switchyard create provider openai --kind openai --base-url https://api.openai.com/v1 --credential env:OPENAI_API_KEY
   switchyard create pool coding --strategy weighted --description 'code completion'
   switchyard create member --pool coding --provider openai --model gpt-4o-mini --weight 3
-  switchyard create route chat --tier pool:coding --tier direct:openai/gpt-4o --backup-tier pool:cheap";
+  switchyard create route chat --tier pool:coding --tier direct:openai/gpt-4o --backup-tier pool:cheap
+  switchyard create caller billing --model chat --rpm 600   # prints its key once";
 
 #[derive(Subcommand, Debug)]
 #[command(after_help = CREATE_EXAMPLES)]
@@ -78,6 +79,8 @@ pub enum CreateCmd {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Who may call the data plane: prints its key, once.
+    Caller(super::callers::CreateCallerArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,13 +89,15 @@ pub enum DeleteKind {
     Pool,
     Member,
     Route,
+    Caller,
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  switchyard delete route chat\n  \
                         switchyard delete member demo/mock/mock-a      # or by id\n  \
                         switchyard delete pool coding --force          # also drop the route tiers naming it\n  \
-                        switchyard delete provider openai --force      # also its members and direct tiers")]
+                        switchyard delete provider openai --force      # also its members and direct tiers\n  \
+                        switchyard delete caller billing               # its key is refused at once")]
 pub struct DeleteArgs {
     #[arg(value_enum)]
     pub kind: DeleteKind,
@@ -108,7 +113,8 @@ Examples:
   switchyard set member 0193b0c4-5f1e-7c3a-9d2e-4a1b2c3d4e5f --status draining
   switchyard set member demo/mock/mock-a --weight 5 --priority 10
   switchyard set pool demo --strategy priority
-  switchyard set pool demo --enabled false";
+  switchyard set pool demo --enabled false
+  switchyard set caller billing --rpm 1200 --tpm none";
 
 #[derive(Subcommand, Debug)]
 #[command(after_help = SET_EXAMPLES)]
@@ -141,20 +147,8 @@ pub enum SetCmd {
         #[arg(long)]
         description: Option<String>,
     },
-}
-
-/// `pool:NAME` or `direct:PROVIDER/MODEL`.
-fn tier(s: &str, backup: bool) -> anyhow::Result<pb::RouteTier> {
-    use pb::route_tier::Target;
-    let target = match s.split_once(':') {
-        Some(("pool", name)) if !name.is_empty() => Target::Pool(name.into()),
-        Some(("direct", pm)) if pm.contains('/') => Target::Direct(pm.into()),
-        _ => anyhow::bail!("tier '{s}': use pool:NAME or direct:PROVIDER/MODEL"),
-    };
-    Ok(pb::RouteTier {
-        target: Some(target),
-        backup,
-    })
+    /// Change a caller's scope, limits, budgets, expiry or enabled flag.
+    Caller(super::callers::SetCallerArgs),
 }
 
 pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
@@ -264,10 +258,10 @@ pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
         } => {
             let mut all = Vec::new();
             for t in &tiers {
-                all.push(tier(t, false)?);
+                all.push(output::parse_tier(t, false)?);
             }
             for t in &backup_tiers {
-                all.push(tier(t, true)?);
+                all.push(output::parse_tier(t, true)?);
             }
             let r = one(cp
                 .create_route(pb::CreateRouteRequest {
@@ -281,12 +275,14 @@ pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
                 .await)?;
             println!("route {} created: {}", r.name, output::tiers(&r.tiers));
         }
+        CreateCmd::Caller(args) => super::callers::create(&mut cp, args).await?,
     }
     Ok(())
 }
 
 pub async fn delete(conn: &ConnArgs, args: DeleteArgs) -> anyhow::Result<()> {
-    if args.force && matches!(args.kind, DeleteKind::Member | DeleteKind::Route) {
+    let unforced = [DeleteKind::Member, DeleteKind::Route, DeleteKind::Caller];
+    if args.force && unforced.contains(&args.kind) {
         anyhow::bail!("--force applies to providers and pools");
     }
     let mut cp = conn.control_plane().await?;
@@ -329,6 +325,14 @@ pub async fn delete(conn: &ConnArgs, args: DeleteArgs) -> anyhow::Result<()> {
             };
             cp.delete_route(req).await.map_err(refused)?;
             format!("route {name}")
+        }
+        DeleteKind::Caller => {
+            let req = pb::DeleteCallerRequest {
+                id_or_name,
+                etag: String::new(),
+            };
+            cp.delete_caller(req).await.map_err(refused)?;
+            format!("caller {name}")
         }
     };
     println!("{what} deleted");
@@ -434,26 +438,7 @@ pub async fn set(conn: &ConnArgs, cmd: SetCmd) -> anyhow::Result<()> {
             .map_err(refused)?;
             println!("pool {} updated: {}", cur.name, changes.join(", "));
         }
+        SetCmd::Caller(args) => super::callers::set(&mut cp, args).await?,
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiers_parse_pool_and_direct_and_refuse_the_rest() {
-        assert_eq!(
-            output::tier(&tier("pool:demo", false).unwrap()),
-            "pool:demo"
-        );
-        assert_eq!(
-            output::tier(&tier("direct:mock/meta/llama", true).unwrap()),
-            "backup direct:mock/meta/llama"
-        );
-        assert!(tier("demo", false).is_err());
-        assert!(tier("direct:nomodel", false).is_err());
-        assert!(tier("pool:", false).is_err());
-    }
 }

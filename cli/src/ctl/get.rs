@@ -1,4 +1,4 @@
-//! `switchyard get providers|pools|members|routes`: the config as tables,
+//! `switchyard get providers|pools|members|routes|callers`: the config as tables,
 //! every page of it, with members' health from a data-plane worker when
 //! one answers.
 
@@ -22,6 +22,8 @@ pub enum Resource {
     Members,
     #[value(alias = "route")]
     Routes,
+    #[value(alias = "caller")]
+    Callers,
 }
 
 impl Resource {
@@ -31,6 +33,7 @@ impl Resource {
             Self::Pools => "pools",
             Self::Members => "members",
             Self::Routes => "routes",
+            Self::Callers => "callers",
         }
     }
 }
@@ -41,6 +44,7 @@ impl Resource {
                         switchyard get members --status draining\n  \
                         switchyard get member demo/mock/mock-a        # a member by pool/provider/model (or its id)\n  \
                         switchyard get routes --pool demo             # routes with a tier on pool demo\n  \
+                        switchyard get callers -o wide                # keys shown by their first characters only\n  \
                         switchyard get providers -o json | jq '.[].name'")]
 pub struct GetArgs {
     /// What to list.
@@ -62,7 +66,7 @@ pub struct GetArgs {
 }
 
 /// Every page of a List RPC, in order.
-async fn pages<T, Fut>(mut fetch: impl FnMut(String) -> Fut) -> anyhow::Result<Vec<T>>
+pub(super) async fn pages<T, Fut>(mut fetch: impl FnMut(String) -> Fut) -> anyhow::Result<Vec<T>>
 where
     Fut: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
 {
@@ -269,6 +273,14 @@ pub async fn run(conn: &ConnArgs, args: GetArgs) -> anyhow::Result<()> {
             };
             let json = rs.iter().map(output::route_json).collect();
             (json, routes_table(&rs, wide))
+        }
+        Resource::Callers => {
+            let cs = match name {
+                Some(x) => vec![one(cp.clone().get_caller(get(x)).await)?],
+                None => super::callers_view::list(&cp, n).await?,
+            };
+            let json = cs.iter().map(super::callers_view::json).collect();
+            (json, super::callers_view::table(&cs, wide))
         }
     };
     if !table {

@@ -2,6 +2,8 @@
 //! health, to a data-plane worker) like any other client.
 
 pub mod apply;
+pub mod callers;
+pub mod callers_view;
 pub mod client;
 pub mod context;
 pub mod context_cmd;

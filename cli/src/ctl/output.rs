@@ -206,6 +206,20 @@ pub fn tier(t: &pb::RouteTier) -> String {
     }
 }
 
+/// A `--tier` as given: `pool:NAME` or `direct:PROVIDER/MODEL`.
+pub fn parse_tier(s: &str, backup: bool) -> anyhow::Result<pb::RouteTier> {
+    use pb::route_tier::Target;
+    let target = match s.split_once(':') {
+        Some(("pool", name)) if !name.is_empty() => Target::Pool(name.into()),
+        Some(("direct", pm)) if pm.contains('/') => Target::Direct(pm.into()),
+        _ => anyhow::bail!("tier '{s}': use pool:NAME or direct:PROVIDER/MODEL"),
+    };
+    Ok(pb::RouteTier {
+        target: Some(target),
+        backup,
+    })
+}
+
 pub fn tiers(ts: &[pb::RouteTier]) -> String {
     ts.iter().map(tier).collect::<Vec<_>>().join(", ")
 }
@@ -395,5 +409,17 @@ mod tests {
         assert_eq!(credential(None), "-");
         assert_eq!(strategy(pb::Strategy::RoundRobin.into()), "round_robin");
         assert_eq!(status_upper(pb::MemberStatus::Draining.into()), "DRAINING");
+    }
+
+    #[test]
+    fn tiers_parse_pool_and_direct_and_refuse_the_rest() {
+        assert_eq!(tier(&parse_tier("pool:demo", false).unwrap()), "pool:demo");
+        assert_eq!(
+            tier(&parse_tier("direct:mock/meta/llama", true).unwrap()),
+            "backup direct:mock/meta/llama"
+        );
+        assert!(parse_tier("demo", false).is_err());
+        assert!(parse_tier("direct:nomodel", false).is_err());
+        assert!(parse_tier("pool:", false).is_err());
     }
 }

@@ -1,6 +1,8 @@
-//! `switchyard dev` as a test runs it: the real binary on free ports.
+//! `switchyard dev` as a test runs it: the real binary on free ports; and
+//! the `switchyard` operator commands run against it.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -95,4 +97,62 @@ impl Dev {
 /// `switchyard dev` on free ports in `data_dir`.
 pub async fn start(data_dir: &std::path::Path) -> Dev {
     start_with(data_dir, &[]).await
+}
+
+/// How a `switchyard` command ended and what it printed.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `switchyard ARGS` with nothing from this process's environment but `env`
+/// (HOME points at `home`, so no operator's contexts file is read).
+pub async fn sy_env(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(args)
+        .env_clear()
+        .env("HOME", home)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("switchyard {args:?} finished within 30s"))
+        .expect("run switchyard");
+    let run = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    // Whatever it says, it never panics.
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
+        "switchyard {args:?} panicked: {}",
+        run.stderr
+    );
+    run
+}
+
+/// `switchyard ARGS --server … --inference-server …` against `dev`.
+pub async fn sy(dev: &Dev, home: &Path, args: &[&str]) -> Run {
+    let server = format!("http://{}", dev.addr);
+    let inference = format!("http://{}", dev.inference);
+    let mut all = args.to_vec();
+    all.extend(["--server", &server, "--inference-server", &inference]);
+    sy_env(home, &[], &all).await
+}
+
+/// The table's rows (header left out), split on runs of spaces.
+pub fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+pub fn ok(r: &Run) -> &str {
+    assert!(r.ok, "exit 0 expected; stderr: {}", r.stderr);
+    &r.stdout
 }
