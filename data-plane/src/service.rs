@@ -18,7 +18,6 @@ use crate::error::DpError;
 use crate::failover::{Engine, Failed, Served};
 use crate::fleet::State;
 use crate::model::Pool;
-use crate::observe::stats::MAX_WINDOW_SECS;
 use crate::observe::trace::Incoming;
 use crate::observe::{Watch, report};
 use crate::respond::{self, EventStream, event, failed, served_metadata};
@@ -529,18 +528,15 @@ impl Inference for InferenceService {
         &self,
         r: Request<pb::GetPoolStatsRequest>,
     ) -> Result<Response<pb::GetPoolStatsResponse>, Status> {
+        let grant = r.extensions().get::<Grant>().cloned();
         let r = r.into_inner();
-        let window = match r.window_seconds {
-            0 => 300,
-            w @ 60..=MAX_WINDOW_SECS => w,
-            w => {
-                return Err(Status::invalid_argument(format!(
-                    "window_seconds is {w}; use 60 to {MAX_WINDOW_SECS} (0 for 300)"
-                )));
-            }
-        };
+        let window = report::window(r.window_seconds)?;
         let catalog = self.engine.catalog.load_full();
         let (mut pools, _) = catalog.models();
+        // A caller sees the statistics of the pools its key may use.
+        if let Some(g) = &grant {
+            pools.retain(|p| g.sees(&p.name));
+        }
         if !r.pool.is_empty() {
             pools.retain(|p| p.name == r.pool);
             if pools.is_empty() {
@@ -565,6 +561,17 @@ impl Inference for InferenceService {
             to_unix_ms: to.saturating_mul(1000),
             pools: report::pools(&pools, &totals, &health, now, |at| unix_ms(at, now)),
         }))
+    }
+
+    async fn get_caller_stats(
+        &self,
+        r: Request<pb::GetCallerStatsRequest>,
+    ) -> Result<Response<pb::GetCallerStatsResponse>, Status> {
+        let catalog = self.engine.catalog.load_full();
+        let stats = &self.engine.observer.stats;
+        report::caller_stats(stats, &catalog, r.extensions().get::<Grant>(), r.get_ref())
+            .await
+            .map(Response::new)
     }
 }
 

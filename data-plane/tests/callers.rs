@@ -12,95 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use switchyard_proto::v1 as pb;
-use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
-use switchyard_proto::v1::inference_client::InferenceClient;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const ADMIN: &str = "callers-admin-token";
-
-/// Adds one `authorization` value to every call.
-type Header =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Cp = ControlPlaneClient<tonic::service::interceptor::InterceptedService<Channel, Header>>;
-type Dp = InferenceClient<tonic::service::interceptor::InterceptedService<Channel, Header>>;
-
-fn with_header(value: Option<String>) -> Header {
-    Box::new(move |mut req: tonic::Request<()>| {
-        if let Some(v) = &value {
-            let v = v
-                .parse()
-                .map_err(|_| tonic::Status::internal("header value"))?;
-            req.metadata_mut().insert("authorization", v);
-        }
-        Ok(req)
-    })
-}
-
-async fn channel(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn admin_client(cp: &ServerProc) -> Cp {
-    ControlPlaneClient::with_interceptor(
-        channel(&cp.addr.to_string()).await,
-        with_header(Some(format!("Bearer {ADMIN}"))),
-    )
-}
-
-/// An inference client presenting `authorization: <header>` (none when None).
-async fn as_caller(w: &ServerProc, header: Option<String>) -> Dp {
-    InferenceClient::with_interceptor(channel(&w.addr.to_string()).await, with_header(header))
-}
-
-fn bearer(key: &str) -> Option<String> {
-    Some(format!("Bearer {key}"))
-}
-
-/// Two pools and a route on one fake upstream, applied in one revision.
-async fn configure(cp: &mut Cp, base_url: &str) -> u64 {
-    let provider = pb::Provider {
-        name: "fake".into(),
-        kind: pb::ProviderKind::Openai.into(),
-        base_url: base_url.into(),
-        ..Default::default()
-    };
-    let member = |pool: &str, model: &str| pb::Member {
-        pool: pool.into(),
-        provider: "fake".into(),
-        upstream_model: model.into(),
-        ..Default::default()
-    };
-    cp.apply_config(pb::ApplyConfigRequest {
-        config: Some(pb::ConfigDocument {
-            providers: vec![provider],
-            pools: vec![
-                pb::Pool {
-                    name: "coding".into(),
-                    ..Default::default()
-                },
-                pb::Pool {
-                    name: "secret-pool".into(),
-                    ..Default::default()
-                },
-            ],
-            members: vec![
-                member("coding", "m-code"),
-                member("secret-pool", "m-secret"),
-            ],
-            routes: vec![],
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("apply")
-    .into_inner()
-    .revision
-}
 
 async fn create_caller(cp: &mut Cp, caller: pb::Caller) -> (pb::Caller, String, u64) {
     let r = cp
@@ -141,8 +55,8 @@ async fn each_service_gets_its_own_key_scope_and_limit_and_a_revoked_key_stops_e
         w1.logs()
             .contains("SWITCHYARD_INFERENCE_TOKENS is deprecated")
     );
-    let mut admin = admin_client(&cp).await;
-    configure(&mut admin, &fake.base_url()).await;
+    let mut admin = admin_client(&cp, ADMIN).await;
+    two_pools(&mut admin, &fake.base_url()).await;
     let (billing, key, rev) = create_caller(
         &mut admin,
         pb::Caller {
@@ -183,6 +97,23 @@ async fn each_service_gets_its_own_key_scope_and_limit_and_a_revoked_key_stops_e
         fake.calls("m-secret"),
         0,
         "nothing out of scope reached the upstream"
+    );
+    // Pool statistics, too, cover only its pools.
+    let stats = c1
+        .get_pool_stats(pb::GetPoolStatsRequest {
+            window_seconds: 60,
+            ..Default::default()
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(
+        stats
+            .pools
+            .iter()
+            .map(|p| p.pool.as_str())
+            .collect::<Vec<_>>(),
+        ["coding"]
     );
     // ListModels shows what the key may use.
     let models = c1

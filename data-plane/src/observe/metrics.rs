@@ -244,9 +244,9 @@ impl Metrics {
         }
     }
 
-    /// Everything a finished request adds up to.
-    pub fn finish(&self, f: &super::Finished<'_>) {
-        let model = self.model_label(f.model);
+    /// Everything a finished request adds up to; `model` is
+    /// [`Self::model_label`] of the model asked for.
+    pub fn finish(&self, f: &super::Finished<'_>, model: String) {
         let status = code_name(f.code);
         let response_model = f
             .served
@@ -419,9 +419,11 @@ mod tests {
         let mut registry = Registry::default();
         let m = Metrics::register(&mut registry);
         for i in 0..(MAX_CALLER_LABELS + 50) {
-            m.finish(&finished(&format!("nope-{i}"), &[]));
+            let name = format!("nope-{i}");
+            m.finish(&finished(&name, &[]), m.model_label(&name));
         }
-        m.finish(&finished(&"x".repeat(4096), &[]));
+        let long = "x".repeat(4096);
+        m.finish(&finished(&long, &[]), m.model_label(&long));
         // A direct provider/model call: pool, member and model are the caller's.
         let direct = [pb::Attempt {
             pool: "up/some-model".into(),
@@ -431,7 +433,10 @@ mod tests {
             outcome: pb::AttemptOutcome::ModelNotFound.into(),
             ..Default::default()
         }];
-        m.finish(&finished("up/some-model", &direct));
+        m.finish(
+            &finished("up/some-model", &direct),
+            m.model_label("up/some-model"),
+        );
         let text = switchyard_shared::metrics::render(&registry);
         let series = text
             .lines()

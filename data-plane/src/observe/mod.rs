@@ -1,5 +1,5 @@
 //! Observe: what each request leaves behind for operators — Prometheus
-//! metrics, fleet-wide pool statistics, and its trace context.
+//! metrics, fleet-wide pool and caller statistics, and its trace context.
 
 mod gauges;
 mod meters;
@@ -48,6 +48,14 @@ impl Observer {
             metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
             stats: stats::Recorder::new(Arc::new(stats::MemoryStore::default())),
         })
+    }
+
+    /// Everything a finished request adds up to, in the metrics and the
+    /// statistics, under one label of the model asked for.
+    fn finished(&self, f: &Finished<'_>) {
+        let model = self.metrics.model_label(f.model);
+        self.stats.record(f, &model);
+        self.metrics.finish(f, model);
     }
 
     /// Starts watching one inference RPC: it counts as in flight until it
@@ -104,8 +112,7 @@ impl Watch {
             usage,
             attempts,
         };
-        self.observer.metrics.finish(&f);
-        self.observer.stats.record(&f);
+        self.observer.finished(&f);
     }
 }
 
@@ -122,7 +129,26 @@ impl Drop for Watch {
                 usage: None,
                 attempts: &[],
             };
-            self.observer.metrics.finish(&f);
+            // Counts for its caller; pools count only what was finished.
+            self.observer.finished(&f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_the_caller_left_counts_for_its_caller_not_for_a_pool() {
+        let o = Observer::detached();
+        let mut w = o.start("coding");
+        w.set_caller("billing-svc");
+        drop(w);
+        o.stats.flush().await.expect("memory");
+        let (t, ..) = o.stats.read(Duration::from_secs(60)).await.expect("memory");
+        assert!(t.pools.is_empty());
+        let u = &t.callers["billing-svc"]["coding"];
+        assert_eq!((u.requests, u.failures.get("cancelled")), (1, Some(&1)));
     }
 }

@@ -1,7 +1,8 @@
-//! Pool statistics, fleet-wide: each worker adds up what its requests did
-//! per pool and per member in 10-second buckets, and flushes them every few
-//! seconds (off the request path) into the fleet's store, where every
-//! worker's counts add up. `GetPoolStats` reads a window of buckets back.
+//! Pool and caller statistics, fleet-wide: each worker adds up what its
+//! requests did per pool and per member, and per caller and model asked
+//! for, in 10-second buckets, and flushes them every few seconds (off the
+//! request path) into the fleet's store, where every worker's counts add
+//! up. `GetPoolStats` and `GetCallerStats` read a window of buckets back.
 //!
 //! A bucket is one hash of counters (`HINCRBY`), kept an hour. Latency and
 //! time to first token are fixed histogram buckets, so they add up across
@@ -137,12 +138,46 @@ pub struct PoolAgg {
     pub members: BTreeMap<String, MemberAgg>,
 }
 
-/// Pool name → what it did.
-pub type Totals = BTreeMap<String, PoolAgg>;
+/// What one caller did with one model it asked for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Use {
+    /// Every request that ended (also those refused before any attempt).
+    pub requests: u64,
+    /// Failed requests by final status.
+    pub failures: BTreeMap<String, u64>,
+    pub input: u64,
+    pub output: u64,
+}
+
+impl Use {
+    pub fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
+    /// Adds `other` into this one (a caller's models into its total).
+    pub fn add(&mut self, other: &Self) {
+        self.requests += other.requests;
+        for (code, c) in &other.failures {
+            *slot(&mut self.failures, code) += c;
+        }
+        self.input += other.input;
+        self.output += other.output;
+    }
+}
+
+/// What a window (or a bucket) adds up to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// Pool name → what it did.
+    pub pools: BTreeMap<String, PoolAgg>,
+    /// Caller name → model asked for → what it did.
+    pub callers: BTreeMap<String, BTreeMap<String, Use>>,
+}
 
 const SEP: char = '\u{1f}';
 
-/// A bucket's counters as hash fields: `p␟pool␟what` and `m␟pool␟member␟what`.
+/// A bucket's counters as hash fields: `p␟pool␟what`,
+/// `m␟pool␟member␟what` and `c␟caller␟model␟what`.
 fn fields(totals: &Totals) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     let mut put = |k: String, v: u64| {
@@ -150,7 +185,7 @@ fn fields(totals: &Totals) -> Vec<(String, i64)> {
             out.push((k, i64::try_from(v).unwrap_or(i64::MAX)));
         }
     };
-    for (pool, p) in totals {
+    for (pool, p) in &totals.pools {
         let pk = |what: &str| format!("p{SEP}{pool}{SEP}{what}");
         put(pk("req"), p.requests);
         put(pk("fo"), p.failovers);
@@ -177,6 +212,17 @@ fn fields(totals: &Totals) -> Vec<(String, i64)> {
             }
         }
     }
+    for (caller, models) in &totals.callers {
+        for (model, u) in models {
+            let ck = |what: &str| format!("c{SEP}{caller}{SEP}{model}{SEP}{what}");
+            put(ck("req"), u.requests);
+            put(ck("in"), u.input);
+            put(ck("out"), u.output);
+            for (code, c) in &u.failures {
+                put(ck(&format!("fail:{code}")), *c);
+            }
+        }
+    }
     out
 }
 
@@ -196,7 +242,7 @@ fn add_fields(totals: &mut Totals, hash: &HashMap<String, i64>) {
         let parts: Vec<&str> = k.split(SEP).collect();
         match parts.as_slice() {
             ["p", pool, what] => {
-                let p = totals.entry((*pool).to_owned()).or_default();
+                let p = totals.pools.entry((*pool).to_owned()).or_default();
                 match *what {
                     "req" => p.requests += v,
                     "fo" => p.failovers += v,
@@ -215,6 +261,7 @@ fn add_fields(totals: &mut Totals, hash: &HashMap<String, i64>) {
             }
             ["m", pool, member, what] => {
                 let m = totals
+                    .pools
                     .entry((*pool).to_owned())
                     .or_default()
                     .members
@@ -228,6 +275,24 @@ fn add_fields(totals: &mut Totals, hash: &HashMap<String, i64>) {
                             *m.outcomes.entry(o.to_owned()).or_default() += v;
                         } else if let Some(i) = bucket_index(w, "lat:") {
                             *m.latency.0.entry(i).or_default() += v;
+                        }
+                    }
+                }
+            }
+            ["c", caller, model, what] => {
+                let u = totals
+                    .callers
+                    .entry((*caller).to_owned())
+                    .or_default()
+                    .entry((*model).to_owned())
+                    .or_default();
+                match *what {
+                    "req" => u.requests += v,
+                    "in" => u.input += v,
+                    "out" => u.output += v,
+                    w => {
+                        if let Some(code) = w.strip_prefix("fail:") {
+                            *u.failures.entry(code.to_owned()).or_default() += v;
                         }
                     }
                 }
@@ -276,18 +341,30 @@ impl Recorder {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a finished request to the current bucket. Direct `provider/model`
-    /// calls (no configured pool) are not kept.
-    pub fn record(&self, f: &Finished<'_>) {
+    /// Adds a finished request to the current bucket: to its caller's
+    /// counts under `model` (the model asked for, as the metrics label it),
+    /// every request; to its pool's, those whose first attempt was in a
+    /// configured pool (direct `provider/model` calls are not kept there).
+    pub fn record(&self, f: &Finished<'_>, model: &str) {
+        let bucket = unix_secs().div_euclid(BUCKET_SECS) * BUCKET_SECS;
+        let mut pending = self.shard();
+        let totals = pending.entry(bucket).or_default();
+        let used = slot(slot(&mut totals.callers, part(f.caller)), part(model));
+        used.requests += 1;
+        if f.code != tonic::Code::Ok {
+            *slot(&mut used.failures, code_name(f.code)) += 1;
+        }
+        if let Some(u) = f.usage {
+            used.input += u64::from(u.input_tokens);
+            used.output += u64::from(u.output_tokens);
+        }
         let Some(first) = f.attempts.first() else {
             return;
         };
         if is_direct(&first.pool) {
             return;
         }
-        let bucket = unix_secs().div_euclid(BUCKET_SECS) * BUCKET_SECS;
-        let mut pending = self.shard();
-        let totals = pending.entry(bucket).or_default();
+        let totals = &mut totals.pools;
         let pool = slot(totals, &first.pool);
         pool.requests += 1;
         pool.latency.add(f.elapsed);
@@ -390,7 +467,7 @@ impl Recorder {
             .step_by(usize::try_from(BUCKET_SECS).unwrap_or(10))
             .collect();
         let hashes = self.store.read(&buckets).await?;
-        let mut totals = Totals::new();
+        let mut totals = Totals::default();
         for h in &hashes {
             add_fields(&mut totals, h);
         }
@@ -419,11 +496,21 @@ pub async fn flush_every(
             .get_or_create(&switchyard_shared::metrics::names::Outcome { result: label })
             .inc();
         if let Err(e) = result {
-            tracing::debug!(error = %e, "pool statistics not flushed; kept for the next flush");
+            tracing::debug!(error = %e, "statistics not flushed; kept for the next flush");
         }
         if last {
             return;
         }
+    }
+}
+
+/// A name as one part of a hash field: the separator never is in one (a
+/// caller-chosen model name could hold it; it is then `other`).
+fn part(name: &str) -> &str {
+    if name.contains(SEP) {
+        switchyard_shared::metrics::OTHER
+    } else {
+        name
     }
 }
 
@@ -441,7 +528,7 @@ fn merge(into: &mut Totals, from: Totals) {
     for (k, v) in fields(&from) {
         *all.entry(k).or_default() += v;
     }
-    let mut merged = Totals::new();
+    let mut merged = Totals::default();
     add_fields(&mut merged, &all);
     *into = merged;
 }
@@ -467,8 +554,8 @@ mod tests {
 
     #[test]
     fn fields_round_trip_and_add_up() {
-        let mut t = Totals::new();
-        let p = t.entry("coding".into()).or_default();
+        let mut t = Totals::default();
+        let p = t.pools.entry("coding".into()).or_default();
         p.requests = 3;
         p.failures.insert("unavailable".into(), 1);
         p.latency.add(Duration::from_millis(5));
@@ -477,15 +564,92 @@ mod tests {
         m.outcomes.insert("transient".into(), 1);
         m.outcomes.insert("skipped_benched".into(), 4);
         m.input = 10;
+        let u = t
+            .callers
+            .entry("billing-svc".into())
+            .or_default()
+            .entry("coding".into())
+            .or_default();
+        u.requests = 5;
+        u.failures.insert("permission_denied".into(), 2);
+        (u.input, u.output) = (30, 40);
         let f: HashMap<String, i64> = fields(&t).into_iter().collect();
-        let mut back = Totals::new();
+        let mut back = Totals::default();
         add_fields(&mut back, &f);
         assert_eq!(back, t);
         add_fields(&mut back, &f);
-        let p = &back["coding"];
+        let u = &back.callers["billing-svc"]["coding"];
+        assert_eq!((u.requests, u.failed(), u.input, u.output), (10, 4, 60, 80));
+        let p = &back.pools["coding"];
         assert_eq!(p.requests, 6);
         assert_eq!(p.members["m1"].attempts(), 6, "skips are not attempts");
         assert_eq!(p.members["m1"].served(), 4);
         assert_eq!(p.latency.count(), 2);
+    }
+
+    fn finished<'a>(
+        caller: &'a str,
+        code: tonic::Code,
+        usage: Option<crate::upstream::Usage>,
+        attempts: &'a [pb::Attempt],
+    ) -> Finished<'a> {
+        Finished {
+            model: "ignored: record takes the label",
+            caller,
+            code,
+            elapsed: Duration::from_millis(3),
+            ttft: None,
+            served: None,
+            usage,
+            attempts,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_request_counts_for_its_caller_and_pools_keep_their_own() {
+        let r = Recorder::new(Arc::new(MemoryStore::default()));
+        let usage = Some(crate::upstream::Usage {
+            input_tokens: 7,
+            output_tokens: 11,
+        });
+        let pooled = [pb::Attempt {
+            pool: "coding".into(),
+            member_id: "coding-a".into(),
+            outcome: pb::AttemptOutcome::Ok.into(),
+            ..Default::default()
+        }];
+        let direct = [pb::Attempt {
+            pool: "up/m".into(),
+            member_id: "up/m".into(),
+            outcome: pb::AttemptOutcome::Ok.into(),
+            ..Default::default()
+        }];
+        r.record(&finished("a", tonic::Code::Ok, usage, &pooled), "coding");
+        r.record(&finished("a", tonic::Code::Ok, usage, &pooled), "coding");
+        // Refused before any attempt: the caller's, not the pool's.
+        r.record(
+            &finished("a", tonic::Code::PermissionDenied, None, &[]),
+            "secret",
+        );
+        // A direct call: the caller's only.
+        r.record(&finished("b", tonic::Code::Ok, usage, &direct), "up/m");
+        // A caller-chosen name holding the field separator.
+        r.record(&finished("b", tonic::Code::NotFound, None, &[]), "x\u{1f}y");
+        r.flush().await.expect("memory");
+        let (t, ..) = r.read(Duration::from_secs(60)).await.expect("memory");
+        assert_eq!(t.pools.len(), 1);
+        assert_eq!(t.pools["coding"].requests, 2);
+        let a = &t.callers["a"];
+        assert_eq!(
+            (a["coding"].requests, a["coding"].input, a["coding"].output),
+            (2, 14, 22)
+        );
+        assert_eq!(a["secret"].failures["permission_denied"], 1);
+        let b = &t.callers["b"];
+        assert_eq!((b["up/m"].requests, b["up/m"].failed()), (1, 0));
+        assert_eq!(b["other"].failures["not_found"], 1);
+        let mut total = Use::default();
+        a.values().for_each(|u| total.add(u));
+        assert_eq!((total.requests, total.failed(), total.input), (3, 1, 14));
     }
 }

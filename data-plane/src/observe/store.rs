@@ -1,6 +1,6 @@
-//! Where pool statistics are kept: one hash of counters per 10-second
-//! bucket, in Redis for a fleet (expiring after the keep time) or in memory
-//! for `switchyard dev`.
+//! Where pool and caller statistics are kept: one hash of counters per
+//! 10-second bucket, in Redis for a fleet (expiring after the keep time) or
+//! in memory for `switchyard dev`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -20,8 +20,10 @@ use tokio::process::Command;
 use tonic::transport::Channel;
 
 mod config;
+mod keys;
 mod metrics;
 pub use config::*;
+pub use keys::*;
 pub use metrics::*;
 
 /// Starts a worker against `redis` with the test's prefix.
