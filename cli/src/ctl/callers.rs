@@ -8,8 +8,7 @@ use clap::{Args, Subcommand};
 use switchyard_proto::v1 as pb;
 
 use super::callers_view::{models, never, none_or, yes};
-use super::client::{ConnArgs, Cp, refused};
-use super::get::{get, one};
+use super::client::{ConnArgs, Cp, get, one, refused};
 use super::output::{self, on};
 
 const CREATE_EXAMPLES: &str = "\

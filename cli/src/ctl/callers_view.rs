@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
-use super::client::Cp;
-use super::describe::{field, stamps};
-use super::get::{get, one, pages};
-use super::output::{self, Table, dash, on};
+use super::client::{Cp, get, one, pages};
+use super::output::{self, Table, dash, field, on, stamps};
 
 /// The shown start of a key, never more: `sy_AbCd1234…`.
 pub fn key_prefix(c: &pb::Caller) -> String {

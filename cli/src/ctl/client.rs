@@ -175,3 +175,32 @@ async fn channel(addr: &str, ca_file: Option<&Path>) -> anyhow::Result<Channel> 
 pub fn refused(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
+
+/// Every page of a List RPC, in order.
+pub async fn pages<T, Fut>(mut fetch: impl FnMut(String) -> Fut) -> anyhow::Result<Vec<T>>
+where
+    Fut: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token.clone()).await.map_err(refused)?;
+        out.extend(items);
+        // A token that does not move would loop forever: stop there.
+        if next.is_empty() || next == token {
+            return Ok(out);
+        }
+        token = next;
+    }
+}
+
+pub fn get(name: &str) -> switchyard_proto::v1::GetRequest {
+    switchyard_proto::v1::GetRequest {
+        id_or_name: name.into(),
+    }
+}
+
+/// A unary call's answer, or the server's refusal.
+pub fn one<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
+    r.map(tonic::Response::into_inner).map_err(refused)
+}

@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use clap::{Args, ValueEnum};
 use switchyard_proto::v1 as pb;
 
-use super::client::{ConnArgs, Cp, refused};
+use super::client::{ConnArgs, Cp, get, refused};
 use super::get::{health, list_members, list_routes};
-use super::output::{self, Table, dash, on};
+use super::output::{self, Table, dash, field, on, stamps};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum What {
@@ -92,10 +92,6 @@ impl Live {
     }
 }
 
-pub(super) fn field(out: &mut String, key: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{:<14}{value}", format!("{key}:"));
-}
-
 fn indent(out: &mut String, text: &str, by: usize) {
     for line in text.lines() {
         let _ = writeln!(out, "{:by$}{line}", "");
@@ -166,23 +162,6 @@ pub async fn run(conn: &ConnArgs, args: DescribeArgs) -> anyhow::Result<()> {
     };
     print!("{out}");
     Ok(())
-}
-
-fn get(name: &str) -> pb::GetRequest {
-    pb::GetRequest {
-        id_or_name: name.into(),
-    }
-}
-
-pub(super) fn stamps(
-    out: &mut String,
-    etag: &str,
-    c: Option<&prost_types::Timestamp>,
-    u: Option<&prost_types::Timestamp>,
-) {
-    field(out, "Etag", etag);
-    field(out, "Created", output::time(c));
-    field(out, "Updated", output::time(u));
 }
 
 async fn pool(conn: &ConnArgs, cp: &Cp, name: &str, window: u32) -> anyhow::Result<String> {

@@ -5,8 +5,8 @@
 use clap::{Args, Subcommand, ValueEnum};
 use switchyard_proto::v1 as pb;
 
-use super::client::{ConnArgs, refused};
-use super::get::{find_member, get, one};
+use super::client::{ConnArgs, get, one, refused};
+use super::get::find_member;
 use super::output::{self, KindArg, StatusArg, StrategyArg, on};
 
 const CREATE_EXAMPLES: &str = "\

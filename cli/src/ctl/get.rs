@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 use switchyard_proto::v1 as pb;
 
-use super::client::{ConnArgs, Cp, refused};
+use super::client::{ConnArgs, Cp, get, one, pages, refused};
 use super::output::{self, Output, StatusArg, Table, dash, on};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -63,24 +63,6 @@ pub struct GetArgs {
     /// Items asked for per page (the listing follows every page).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub chunk_size: u32,
-}
-
-/// Every page of a List RPC, in order.
-pub(super) async fn pages<T, Fut>(mut fetch: impl FnMut(String) -> Fut) -> anyhow::Result<Vec<T>>
-where
-    Fut: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
-{
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (items, next) = fetch(token.clone()).await.map_err(refused)?;
-        out.extend(items);
-        // A token that does not move would loop forever: stop there.
-        if next.is_empty() || next == token {
-            return Ok(out);
-        }
-        token = next;
-    }
 }
 
 pub async fn list_providers(cp: &Cp, page_size: u32) -> anyhow::Result<Vec<pb::Provider>> {
@@ -296,17 +278,6 @@ pub async fn run(conn: &ConnArgs, args: GetArgs) -> anyhow::Result<()> {
         None => eprintln!("no {} found", args.resource.plural()),
     }
     Ok(())
-}
-
-pub fn get(name: &str) -> pb::GetRequest {
-    pb::GetRequest {
-        id_or_name: name.into(),
-    }
-}
-
-/// A unary call's answer, or the server's refusal.
-pub fn one<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
-    r.map(tonic::Response::into_inner).map_err(refused)
 }
 
 fn providers_table(ps: &[pb::Provider], wide: bool) -> Option<Table> {

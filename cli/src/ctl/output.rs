@@ -382,6 +382,24 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// One `Key:          value` line of a describe block.
+pub fn field(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "{:<14}{value}", format!("{key}:"));
+}
+
+/// A resource's etag and times, as the last lines of its describe block.
+pub fn stamps(
+    out: &mut String,
+    etag: &str,
+    c: Option<&prost_types::Timestamp>,
+    u: Option<&prost_types::Timestamp>,
+) {
+    field(out, "Etag", etag);
+    field(out, "Created", time(c));
+    field(out, "Updated", time(u));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
