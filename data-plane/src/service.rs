@@ -195,7 +195,8 @@ impl InferenceService {
             Err(e) => {
                 call.span
                     .in_scope(|| tracing::info!(error = %e, "refused: caller over its limit"));
-                let status = Status::from(e);
+                let mut status = Status::from(e);
+                caller_header(status.metadata_mut(), call.grant.as_ref());
                 if let Some(w) = watch.take() {
                     w.finish(status.code(), None, None, None, &[]);
                 }
@@ -230,7 +231,8 @@ impl InferenceService {
         let chat = match checked {
             Ok(c) => c,
             Err(e) => {
-                let status = Status::from(e);
+                let mut status = Status::from(e);
+                caller_header(status.metadata_mut(), grant.as_ref());
                 watch.finish(status.code(), None, None, None, &[]);
                 return Err(status);
             }
@@ -311,7 +313,8 @@ impl Call {
                 self.span.in_scope(
                     || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
                 );
-                let (status, attempts) = failed(&self.id, f);
+                let (mut status, attempts) = failed(&self.id, f);
+                caller_header(status.metadata_mut(), self.grant.as_ref());
                 self.span.record("switchyard.attempts", attempts.len());
                 self.span
                     .record("rpc.grpc.status_code", status.code() as i32);

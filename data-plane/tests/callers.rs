@@ -141,6 +141,14 @@ async fn each_service_gets_its_own_key_scope_and_limit_and_a_revoked_key_stops_e
     }
     let refused = refused.expect("the limit holds");
     assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        refused
+            .metadata()
+            .get("x-switchyard-caller")
+            .and_then(|v| v.to_str().ok()),
+        Some("billing-svc"),
+        "a refusal names the caller too"
+    );
     assert!(
         refused
             .message()
