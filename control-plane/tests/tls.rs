@@ -4,66 +4,22 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
-use switchyard_testkit::certs::{CertPair, TestCerts, der_of, presented_certificate, tls_channel};
+use switchyard_testkit::certs::{
+    CertFiles, CertPair, TestCerts, der_of, presented_certificate, tls_channel,
+};
 
-/// The server's certificate files (and client CA) in a directory of their own.
-struct Files {
-    _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    client_ca: PathBuf,
-}
-
-impl Files {
-    fn new(certs: &TestCerts) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = |name: &str| dir.path().join(name);
-        let files = Self {
-            cert: path("tls.crt"),
-            key: path("tls.key"),
-            client_ca: path("client-ca.crt"),
-            _dir: dir,
-        };
-        files.write(&CertPair {
-            cert_pem: certs.server_pem.clone(),
-            key_pem: certs.server_key_pem.clone(),
-        });
-        std::fs::write(&files.client_ca, &certs.ca_pem).expect("write client CA");
-        files
-    }
-
-    fn write(&self, pair: &CertPair) {
-        std::fs::write(&self.cert, &pair.cert_pem).expect("write cert");
-        std::fs::write(&self.key, &pair.key_pem).expect("write key");
-    }
-
-    fn env(&self, mtls: bool) -> Vec<(&'static str, String)> {
-        let mut env = vec![
-            ("SWITCHYARD_TLS_CERT", self.cert.display().to_string()),
-            ("SWITCHYARD_TLS_KEY", self.key.display().to_string()),
-            ("SWITCHYARD_BUS", "local".to_owned()),
-        ];
-        if mtls {
-            env.push((
-                "SWITCHYARD_TLS_CLIENT_CA",
-                self.client_ca.display().to_string(),
-            ));
-        }
-        env
-    }
-}
-
+/// The control plane with `env` (TLS files), on its in-process bus.
 async fn start(
     db: &TestDb,
     prefix: &RedisPrefix,
-    env: Vec<(&'static str, String)>,
+    mut env: Vec<(&'static str, String)>,
 ) -> ControlPlaneProc {
+    env.push(("SWITCHYARD_BUS", "local".to_owned()));
     let mut launch = Launch::new(db, prefix);
     launch.extra_env = env;
     launch.start().await
@@ -104,7 +60,7 @@ async fn refused(cp: &ControlPlaneProc, ca_pem: &str, identity: Option<&CertPair
 async fn tls_serves_a_client_that_trusts_the_ca_and_no_other() {
     let (db, prefix) = (TestDb::sqlite(), RedisPrefix::new());
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let cp = start(&db, &prefix, files.env(false)).await;
     assert!(cp.logs().contains("\"mode\":\"tls\""), "{}", cp.logs());
 
@@ -134,7 +90,7 @@ async fn tls_serves_a_client_that_trusts_the_ca_and_no_other() {
 async fn mtls_refuses_callers_without_a_certificate_of_the_ca_and_names_those_with_one() {
     let (db, prefix) = (TestDb::sqlite(), RedisPrefix::new());
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let cp = start(&db, &prefix, files.env(true)).await;
     assert!(cp.logs().contains("\"mode\":\"mtls\""), "{}", cp.logs());
 
@@ -170,7 +126,7 @@ async fn a_rotated_certificate_reaches_new_connections_while_open_ones_keep_goin
         TestCerts::generate(),
         TestCerts::generate_named("second CA"),
     );
-    let files = Files::new(&first_ca);
+    let files = CertFiles::new(&first_ca);
     let cp = start(&db, &prefix, files.env(false)).await;
 
     // Opened before the rotation, trusting only the first CA: a reconnect would fail.
@@ -231,7 +187,7 @@ async fn a_rotated_certificate_reaches_new_connections_while_open_ones_keep_goin
 async fn grpcurl_lists_pools_over_mtls() {
     let (db, prefix) = (TestDb::sqlite(), RedisPrefix::new());
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let cp = start(&db, &prefix, files.env(true)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let client = certs.client("grpcurl");
@@ -266,7 +222,7 @@ async fn grpcurl_lists_pools_over_mtls() {
 #[tokio::test]
 async fn bad_tls_settings_stop_the_start_with_the_file_named() {
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let other_key = files.cert.with_file_name("other.key");
     std::fs::write(&other_key, certs.client("x").key_pem).expect("write");
     let cert = files.cert.display().to_string();

@@ -4,56 +4,18 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_client::InferenceClient;
-use switchyard_testkit::certs::{CertPair, TestCerts, der_of, presented_certificate, tls_channel};
+use switchyard_testkit::certs::{
+    CertFiles, CertPair, TestCerts, der_of, presented_certificate, tls_channel,
+};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 type Client = InferenceClient<InterceptedService<Channel, Bearer>>;
-
-/// The worker's certificate files (and client CA) in a directory of their own.
-struct Files {
-    _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    client_ca: PathBuf,
-}
-
-impl Files {
-    fn new(certs: &TestCerts) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = |name: &str| dir.path().join(name);
-        let files = Self {
-            cert: path("tls.crt"),
-            key: path("tls.key"),
-            client_ca: path("client-ca.crt"),
-            _dir: dir,
-        };
-        std::fs::write(&files.cert, &certs.server_pem).expect("write cert");
-        std::fs::write(&files.key, &certs.server_key_pem).expect("write key");
-        std::fs::write(&files.client_ca, &certs.ca_pem).expect("write client CA");
-        files
-    }
-
-    fn env(&self, mtls: bool) -> Vec<(&'static str, String)> {
-        let mut env = vec![
-            ("SWITCHYARD_TLS_CERT", self.cert.display().to_string()),
-            ("SWITCHYARD_TLS_KEY", self.key.display().to_string()),
-        ];
-        if mtls {
-            env.push((
-                "SWITCHYARD_TLS_CLIENT_CA",
-                self.client_ca.display().to_string(),
-            ));
-        }
-        env
-    }
-}
 
 async fn start(prefix: &RedisPrefix, env: &[(&'static str, String)]) -> ServerProc {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -89,7 +51,7 @@ async fn refused(w: &ServerProc, ca_pem: &str, identity: Option<&CertPair>) -> b
 async fn tls_serves_clients_that_trust_the_ca_and_counts_failed_handshakes() {
     let prefix = RedisPrefix::new();
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let w = start(&prefix, &files.env(false)).await;
     assert!(w.logs().contains("\"mode\":\"tls\""), "{}", w.logs());
 
@@ -122,7 +84,7 @@ async fn tls_serves_clients_that_trust_the_ca_and_counts_failed_handshakes() {
 async fn mtls_needs_a_certificate_of_the_ca_on_grpc_and_on_the_metrics_port() {
     let prefix = RedisPrefix::new();
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let mut env = files.env(true);
     env.push(("SWITCHYARD_METRICS_TLS", "true".to_owned()));
     let w = start(&prefix, &env).await;
@@ -178,7 +140,7 @@ async fn a_rotated_certificate_reaches_new_connections_while_open_ones_keep_goin
         TestCerts::generate(),
         TestCerts::generate_named("second CA"),
     );
-    let files = Files::new(&first_ca);
+    let files = CertFiles::new(&first_ca);
     let w = start(&prefix, &files.env(false)).await;
     // Opened before, trusting only the first CA: a reconnect would fail.
     let mut before = tls_client(&w, &first_ca.ca_pem, None)
@@ -187,8 +149,7 @@ async fn a_rotated_certificate_reaches_new_connections_while_open_ones_keep_goin
     list_models(&mut before).await.expect("before");
 
     let rotated = second_ca.server("rotated");
-    std::fs::write(&files.cert, &rotated.cert_pem).expect("write cert");
-    std::fs::write(&files.key, &rotated.key_pem).expect("write key");
+    files.write(&rotated);
     let want = der_of(&rotated.cert_pem);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -217,7 +178,7 @@ async fn a_rotated_certificate_reaches_new_connections_while_open_ones_keep_goin
 async fn grpcurl_lists_models_over_tls() {
     let prefix = RedisPrefix::new();
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let w = start(&prefix, &files.env(false)).await;
     let ca = files.client_ca.display().to_string();
     let addr = w.addr.to_string();
@@ -260,7 +221,7 @@ async fn a_client_certificate_bound_to_a_caller_authenticates_without_a_key() {
     });
     config.publish(&redis_url(), &prefix, 1, true).await;
     let certs = TestCerts::generate();
-    let files = Files::new(&certs);
+    let files = CertFiles::new(&certs);
     let mut env = files.env(true);
     // Caller checks on (the harness token only waits for the revision).
     env.push((

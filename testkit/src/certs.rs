@@ -172,3 +172,53 @@ pub async fn tls_channel(
         .await
         .map_err(|e| format!("{e:?}"))
 }
+
+/// A server's certificate files (and client CA) in a directory of their
+/// own, as the TLS flags take them.
+pub struct CertFiles {
+    _dir: tempfile::TempDir,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub client_ca: std::path::PathBuf,
+}
+
+impl CertFiles {
+    /// `certs`' server pair and CA, written.
+    pub fn new(certs: &TestCerts) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| dir.path().join(name);
+        let files = Self {
+            cert: path("tls.crt"),
+            key: path("tls.key"),
+            client_ca: path("client-ca.crt"),
+            _dir: dir,
+        };
+        files.write(&CertPair {
+            cert_pem: certs.server_pem.clone(),
+            key_pem: certs.server_key_pem.clone(),
+        });
+        std::fs::write(&files.client_ca, &certs.ca_pem).expect("write client CA");
+        files
+    }
+
+    /// Replaces the pair on disk (a rotation).
+    pub fn write(&self, pair: &CertPair) {
+        std::fs::write(&self.cert, &pair.cert_pem).expect("write cert");
+        std::fs::write(&self.key, &pair.key_pem).expect("write key");
+    }
+
+    /// `SWITCHYARD_TLS_*` for a server using these files (mTLS: the client CA too).
+    pub fn env(&self, mtls: bool) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("SWITCHYARD_TLS_CERT", self.cert.display().to_string()),
+            ("SWITCHYARD_TLS_KEY", self.key.display().to_string()),
+        ];
+        if mtls {
+            env.push((
+                "SWITCHYARD_TLS_CLIENT_CA",
+                self.client_ca.display().to_string(),
+            ));
+        }
+        env
+    }
+}

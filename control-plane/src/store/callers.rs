@@ -13,7 +13,7 @@ use switchyard_shared::caller_key::{self, KeyHasher};
 use switchyard_shared::change::{Action, Resource};
 use uuid::Uuid;
 
-use super::members::limit_out;
+use super::members::{limit_in, limit_out};
 use super::{Change, Page, Store, WriteTxn, check_etag, etag, has, mask_paths, pb, timestamp};
 use crate::entity::caller;
 use crate::error::{ApiError, ApiResult};
@@ -93,16 +93,6 @@ pub(super) fn to_snapshot(m: caller::Model, with_hashes: bool) -> pb::SnapshotCa
         previous_key_hash: hash(m.previous_key_hash),
         previous_key_expire_time_ms: ms(m.previous_key_expires_at),
         name: m.name,
-    }
-}
-
-fn limit_in(field: &str, v: Option<u64>, max: u64) -> ApiResult<Option<i64>> {
-    match v {
-        None => Ok(None),
-        Some(n) => {
-            validate::range(field, n, 1, max)?;
-            Ok(i64::try_from(n).ok())
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, TransactionTrait};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
 
 use super::{Store, current_revision, members, pb, pools, providers, routes};
 use crate::entity::{member, pool, provider, route};
@@ -54,15 +54,8 @@ pub(super) fn member_key(pool: &str, provider: &str, model: &str) -> String {
 impl Store {
     /// The whole config at one revision, in the shape ApplyConfig takes.
     pub async fn export_config(&self) -> ApiResult<pb::ExportConfigResponse> {
-        // One transaction, so the document and its revision agree (SQLite
-        // serialises; Postgres gets a repeatable-read snapshot).
-        let txn = if self.db().get_database_backend() == sea_orm::DbBackend::Postgres {
-            self.db()
-                .begin_with_config(Some(sea_orm::IsolationLevel::RepeatableRead), None)
-                .await?
-        } else {
-            self.db().begin().await?
-        };
+        // One consistent read, so the document and its revision agree.
+        let txn = self.read_txn().await?;
         let revision = current_revision(&txn).await?;
         let stored = load(&txn).await?;
         txn.commit().await?;

@@ -51,11 +51,12 @@ pub(crate) fn limit_out(v: Option<i64>) -> Option<u64> {
     v.and_then(|v| u64::try_from(v).ok())
 }
 
-fn limit_in(field: &str, v: Option<u64>) -> ApiResult<Option<i64>> {
+/// An optional limit: unset, or `1..=max`.
+pub(super) fn limit_in(field: &str, v: Option<u64>, max: u64) -> ApiResult<Option<i64>> {
     match v {
         None => Ok(None),
         Some(n) => {
-            validate::range(field, n, 1, validate::LIMIT_MAX)?;
+            validate::range(field, n, 1, max)?;
             Ok(i64::try_from(n).ok())
         }
     }
@@ -72,8 +73,8 @@ pub(super) fn check_alone(m: &pb::Member) -> ApiResult<()> {
     weight_in(if m.weight == 0 { 1 } else { m.weight })?;
     validate::range("member.priority", m.priority, -1000, 1000)?;
     proto_enum::<pb::MemberStatus>("member.status", m.status, STATUS_NAMES)?;
-    limit_in("member.rpm_limit", m.rpm_limit)?;
-    limit_in("member.tpm_limit", m.tpm_limit)?;
+    limit_in("member.rpm_limit", m.rpm_limit, validate::LIMIT_MAX)?;
+    limit_in("member.tpm_limit", m.tpm_limit, validate::LIMIT_MAX)?;
     Ok(())
 }
 
@@ -185,8 +186,8 @@ impl Store {
         let weight = weight_in(if m.weight == 0 { 1 } else { m.weight })?;
         validate::range("member.priority", m.priority, -1000, 1000)?;
         let status = status_to_str(proto_enum("member.status", m.status, STATUS_NAMES)?);
-        let rpm = limit_in("member.rpm_limit", m.rpm_limit)?;
-        let tpm = limit_in("member.tpm_limit", m.tpm_limit)?;
+        let rpm = limit_in("member.rpm_limit", m.rpm_limit, validate::LIMIT_MAX)?;
+        let tpm = limit_in("member.tpm_limit", m.tpm_limit, validate::LIMIT_MAX)?;
         let id = Uuid::now_v7();
         let pool = find_pool(&w.txn, "member.pool", &m.pool).await?;
         let provider = find_provider(&w.txn, "member.provider", &m.provider).await?;
@@ -321,8 +322,20 @@ impl Store {
                                 .to_owned(),
                         );
                 }
-                "rpm_limit" => am.rpm_limit = Set(limit_in("member.rpm_limit", m.rpm_limit)?),
-                "tpm_limit" => am.tpm_limit = Set(limit_in("member.tpm_limit", m.tpm_limit)?),
+                "rpm_limit" => {
+                    am.rpm_limit = Set(limit_in(
+                        "member.rpm_limit",
+                        m.rpm_limit,
+                        validate::LIMIT_MAX,
+                    )?)
+                }
+                "tpm_limit" => {
+                    am.tpm_limit = Set(limit_in(
+                        "member.tpm_limit",
+                        m.tpm_limit,
+                        validate::LIMIT_MAX,
+                    )?)
+                }
                 _ => {}
             }
         }

@@ -53,12 +53,11 @@ fn snapshot_provider(m: provider::Model, with_sealed: bool) -> pb::SnapshotProvi
 }
 
 impl Store {
-    /// Everything at one revision. `with_sealed` includes sealed inline
-    /// credentials (only for the copy workers load from Redis).
-    pub async fn snapshot(&self, with_sealed: bool) -> ApiResult<pb::Snapshot> {
-        // One consistent read: Postgres needs REPEATABLE READ for that;
-        // SQLite transactions are already serialisable.
-        let txn = match self.db().get_database_backend() {
+    /// A read-only transaction that sees one consistent state: Postgres
+    /// needs REPEATABLE READ for that; SQLite transactions are already
+    /// serialisable.
+    pub(super) async fn read_txn(&self) -> ApiResult<sea_orm::DatabaseTransaction> {
+        Ok(match self.db().get_database_backend() {
             DatabaseBackend::Postgres => {
                 self.db()
                     .begin_with_config(
@@ -68,7 +67,13 @@ impl Store {
                     .await?
             }
             _ => self.db().begin().await?,
-        };
+        })
+    }
+
+    /// Everything at one revision. `with_sealed` includes sealed inline
+    /// credentials (only for the copy workers load from Redis).
+    pub async fn snapshot(&self, with_sealed: bool) -> ApiResult<pb::Snapshot> {
+        let txn = self.read_txn().await?;
         let revision = current_revision(&txn).await?;
         let providers = provider::Entity::find()
             .order_by_asc(provider::Column::Name)
