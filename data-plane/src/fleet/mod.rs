@@ -19,6 +19,7 @@ pub mod memory;
 mod push;
 pub mod quota;
 pub mod redis;
+mod scripts;
 pub mod tickets;
 pub mod timed;
 

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod report;
 pub mod stats;
 mod store;
+mod totals;
 pub mod trace;
 
 use std::sync::Arc;
