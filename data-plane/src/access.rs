@@ -321,6 +321,7 @@ mod tests {
         CallerEntry {
             id: "c1".into(),
             name: "svc".into(),
+            header: None,
             enabled: true,
             all_models: false,
             models: ["coding".to_owned()].into(),

@@ -15,6 +15,8 @@ use crate::model::Limits;
 pub struct CallerEntry {
     pub id: String,
     pub name: String,
+    /// The name as a response header value, made once per config load.
+    pub(crate) header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     pub(crate) enabled: bool,
     pub(crate) all_models: bool,
     pub(crate) models: HashSet<String>,
@@ -49,6 +51,7 @@ impl Callers {
             let entry = Arc::new(CallerEntry {
                 id: c.id.clone(),
                 name: c.name.clone(),
+                header: c.name.parse().ok(),
                 enabled: c.enabled,
                 all_models: c.models.iter().any(|m| m == "*"),
                 models: c.models.iter().cloned().collect(),
@@ -90,6 +93,10 @@ impl Callers {
     }
 }
 
+/// The names calls without a caller key go by.
+pub const ANONYMOUS: &str = "anonymous";
+pub const TOKEN: &str = "token";
+
 /// Who a call was let in as; in the request's extensions.
 #[derive(Clone, Debug)]
 pub enum Grant {
@@ -101,11 +108,20 @@ pub enum Grant {
 }
 
 impl Grant {
+    /// `x-switchyard-caller`'s value: the caller's name (never a key).
+    pub fn header(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        match self {
+            Self::Caller(c) => c.header.clone(),
+            Self::Open => Some(tonic::metadata::MetadataValue::from_static(ANONYMOUS)),
+            Self::Token => Some(tonic::metadata::MetadataValue::from_static(TOKEN)),
+        }
+    }
+
     /// The name logs, metrics and traces carry (never a key).
     pub fn name(&self) -> &str {
         match self {
-            Self::Open => "anonymous",
-            Self::Token => "token",
+            Self::Open => ANONYMOUS,
+            Self::Token => TOKEN,
             Self::Caller(c) => &c.name,
         }
     }

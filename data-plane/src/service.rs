@@ -52,7 +52,7 @@ impl InferenceService {
 
 /// `x-switchyard-caller`: who the answer was for (a name, never a key).
 fn caller_header(md: &mut MetadataMap, grant: Option<&Grant>) {
-    if let Some(v) = grant.and_then(|g| g.name().parse().ok()) {
+    if let Some(v) = grant.and_then(Grant::header) {
         md.insert("x-switchyard-caller", v);
     }
 }

@@ -65,7 +65,7 @@ impl Observer {
         Watch {
             observer: self.clone(),
             model: model.to_owned(),
-            caller: String::from("anonymous"),
+            caller: String::from(crate::callers::ANONYMOUS),
             started: Instant::now(),
             _inflight: self.metrics.request_started(),
             done: false,

@@ -228,6 +228,7 @@ mod tests {
 
     fn grant(name: &str) -> Grant {
         Grant::Caller(Arc::new(CallerEntry {
+            header: None,
             id: format!("id-{name}"),
             name: name.into(),
             enabled: true,
