@@ -9,13 +9,31 @@ use futures::StreamExt as _;
 
 use crate::model::Candidate;
 use crate::upstream::{
-    self, ChatRequest, Chunk, ChunkStream, Completion, TraceHeaders, UpstreamError,
+    self, ChatRequest, Chunk, ChunkStream, Completion, EmbedRequest, Embeddings, ResponseMeta,
+    TraceHeaders, UpstreamError,
 };
 
-/// An open stream: its first chunk is in hand, so it is committed.
+/// An open stream: its first chunk of content is in hand, so it is committed.
 pub struct OpenStream {
+    /// The upstream's id, model and fingerprint, as it said before content.
+    pub meta: ResponseMeta,
     pub first: Chunk,
     pub rest: ChunkStream,
+}
+
+/// Asks `c` for embeddings, within the provider's request timeout.
+pub async fn embed(
+    http: &HttpClients,
+    c: Arc<Candidate>,
+    req: &EmbedRequest,
+    trace: TraceHeaders,
+) -> Result<Embeddings, UpstreamError> {
+    upstream::check_extra(&c.target, req.extra.as_ref())?;
+    let client = http.for_connect_timeout(c.target.timeouts.connect);
+    let t = &c.target;
+    tokio::time::timeout(t.timeouts.total, upstream::embed(&client, t, req, &trace))
+        .await
+        .unwrap_or(Err(UpstreamError::RequestTimeout))
 }
 
 /// Sends `req` to `c` and waits for the whole answer, within the provider's request timeout.
@@ -25,6 +43,7 @@ pub async fn complete(
     req: &ChatRequest,
     trace: TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
+    upstream::check_extra(&c.target, req.extra.as_ref())?;
     let client = http.for_connect_timeout(c.target.timeouts.connect);
     let t = &c.target;
     tokio::time::timeout(
@@ -42,14 +61,26 @@ pub async fn open_stream(
     req: &ChatRequest,
     trace: TraceHeaders,
 ) -> Result<OpenStream, UpstreamError> {
+    upstream::check_extra(&c.target, req.extra.as_ref())?;
     let client = http.for_connect_timeout(c.target.timeouts.connect);
     let t = &c.target;
     let open = async {
         let mut s = upstream::stream(&client, t, req, &trace).await?;
-        match s.next().await {
-            Some(Ok(first)) => Ok(OpenStream { first, rest: s }),
-            Some(Err(e)) => Err(e),
-            None => Err(UpstreamError::Truncated),
+        let mut meta = ResponseMeta::default();
+        loop {
+            match s.next().await {
+                // What the upstream says of itself commits nothing.
+                Some(Ok(Chunk::Meta(m))) => meta = m,
+                Some(Ok(first)) => {
+                    return Ok(OpenStream {
+                        meta,
+                        first,
+                        rest: s,
+                    });
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err(UpstreamError::Truncated),
+            }
         }
     };
     tokio::time::timeout(t.timeouts.first_byte, open)

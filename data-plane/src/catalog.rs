@@ -127,6 +127,8 @@ impl Provider {
             credential: self.credential.clone(),
             extra_headers: self.headers.clone(),
             timeouts: self.timeouts,
+            default_max_tokens: None,
+            allow_extra: true,
         }
     }
 }

@@ -63,6 +63,9 @@ pub enum DpError {
     /// Every member that was tried said the prompt is longer than its context.
     #[error("the request is longer than the context of every member of '{model}': {}", join(.reasons))]
     ContextTooLong { model: String, reasons: Vec<Reason> },
+    /// No member can take what the request asks for (nothing was sent).
+    #[error("no member of '{model}' can take this request: {}", join(.reasons))]
+    Unsupported { model: String, reasons: Vec<Reason> },
     /// Every member answered that it does not know the model.
     #[error("no member of '{model}' knows the model: {}", join(.reasons))]
     NoMemberKnowsModel { model: String, reasons: Vec<Reason> },
@@ -121,9 +124,9 @@ impl From<DpError> for Status {
                 retry_after: Some(after),
                 ..
             } => pushback(Status::resource_exhausted(message), after),
-            DpError::InvalidArgument(_) | DpError::ContextTooLong { .. } => {
-                Status::invalid_argument(message)
-            }
+            DpError::InvalidArgument(_)
+            | DpError::ContextTooLong { .. }
+            | DpError::Unsupported { .. } => Status::invalid_argument(message),
             DpError::NotFound(_) | DpError::NoMemberKnowsModel { .. } => Status::not_found(message),
             DpError::FailedPrecondition(_) => Status::failed_precondition(message),
             DpError::NotReady

@@ -34,7 +34,9 @@ use crate::observe::trace::Incoming;
 use crate::plan::{self, Skip, Step};
 pub use crate::tried::Failed;
 use crate::tried::Log;
-use crate::upstream::{ChatRequest, Completion, ErrorClass, TraceHeaders, UpstreamError};
+use crate::upstream::{
+    ChatRequest, Completion, EmbedRequest, Embeddings, ErrorClass, TraceHeaders, UpstreamError,
+};
 
 /// Shared by every request of a worker.
 pub struct Engine {
@@ -136,6 +138,19 @@ impl Engine {
     ) -> Result<Served<OpenStream>, Failed> {
         self.run(model, deadline, req.token_estimate(), trace, |c, t| {
             attempt::open_stream(&self.http, c, req, t)
+        })
+        .await
+    }
+
+    pub async fn embed(
+        &self,
+        model: &str,
+        req: &EmbedRequest,
+        deadline: Option<Instant>,
+        trace: &Incoming,
+    ) -> Result<Served<Embeddings>, Failed> {
+        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
+            attempt::embed(&self.http, c, req, t)
         })
         .await
     }
@@ -375,6 +390,7 @@ impl Engine {
                 ErrorClass::Permanent(_) | ErrorClass::Misconfigured => {
                     pb::AttemptOutcome::Permanent
                 }
+                ErrorClass::Unsupported => pb::AttemptOutcome::Unsupported,
             };
             let outcome_label = outcome_name(outcome as i32);
             span.record("switchyard.outcome", outcome_label);
@@ -425,7 +441,8 @@ impl Engine {
                 }
                 ErrorClass::ModelNotFound
                 | ErrorClass::ContextTooLong
-                | ErrorClass::Misconfigured => {
+                | ErrorClass::Misconfigured
+                | ErrorClass::Unsupported => {
                     run.log.reason(c, err.to_string());
                     return Outcome::Next;
                 }

@@ -31,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod failover;
 pub mod fleet;
+pub mod intake;
 pub mod model;
 pub mod observe;
 pub mod plan;

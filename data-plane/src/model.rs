@@ -148,6 +148,7 @@ pub fn outcome_name(outcome: i32) -> &'static str {
         Ok(O::Auth) => "auth",
         Ok(O::ContextTooLong) => "context_too_long",
         Ok(O::BudgetRefused) => "budget_refused",
+        Ok(O::Unsupported) => "unsupported",
         Ok(O::Unspecified) | Err(_) => "unspecified",
     }
 }

@@ -211,6 +211,8 @@ mod tests {
                             first_byte: Duration::from_secs(1),
                             total: Duration::from_secs(1),
                         },
+                        default_max_tokens: None,
+                        allow_extra: true,
                     },
                 })
             })

@@ -10,7 +10,9 @@ use tonic::Status;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::failover::{Failed, Served};
-use crate::upstream::{Chunk, Completion};
+use crate::upstream::{
+    Chunk, Completion, Embeddings, ReasoningBlock, TokenLogprob, ToolCall, Usage,
+};
 
 /// Metadata naming the server, the member and the attempts (headers or trailers).
 ///
@@ -75,10 +77,86 @@ pub fn event(e: pb::generate_stream_event::Event) -> pb::GenerateStreamEvent {
     pb::GenerateStreamEvent { event: Some(e) }
 }
 
-pub fn chunk_event(c: Chunk) -> pb::GenerateStreamEvent {
+pub fn usage(u: Usage) -> pb::Usage {
+    pb::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cached_input_tokens: u.cached_input_tokens,
+        cache_write_input_tokens: u.cache_write_input_tokens,
+        reasoning_tokens: u.reasoning_tokens,
+    }
+}
+
+fn tool_calls(calls: Vec<ToolCall>) -> Vec<pb::ToolCall> {
+    calls
+        .into_iter()
+        .map(|t| pb::ToolCall {
+            id: t.id,
+            name: t.name,
+            arguments_json: t.arguments_json,
+        })
+        .collect()
+}
+
+fn reasoning_text(blocks: &[ReasoningBlock]) -> String {
+    let mut text = String::new();
+    for b in blocks.iter().filter(|b| !b.text.is_empty()) {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&b.text);
+    }
+    text
+}
+
+fn reasoning_blocks(blocks: Vec<ReasoningBlock>) -> Vec<pb::ReasoningBlock> {
+    blocks
+        .into_iter()
+        .map(|b| pb::ReasoningBlock {
+            text: b.text,
+            signature: b.signature.unwrap_or_default(),
+            redacted_data: b.redacted.unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn logprobs(l: Vec<TokenLogprob>) -> Vec<pb::TokenLogprob> {
+    l.into_iter()
+        .map(|t| pb::TokenLogprob {
+            token: t.token,
+            logprob: t.logprob,
+            bytes: t.bytes,
+            top_logprobs: t
+                .top
+                .into_iter()
+                .map(|x| pb::TopLogprob {
+                    token: x.token,
+                    logprob: x.logprob,
+                    bytes: x.bytes,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The stream event for a chunk; `None` for what is not forwarded (a late
+/// `Meta`: the upstream's id and model went out with the start).
+pub fn chunk_event(c: Chunk) -> Option<pb::GenerateStreamEvent> {
     use pb::generate_stream_event::Event;
-    match c {
+    Some(match c {
+        Chunk::Meta(_) => return None,
         Chunk::Text(t) => event(Event::TextDelta(t)),
+        Chunk::Reasoning {
+            index,
+            text,
+            signature,
+            redacted,
+        } => event(Event::ReasoningDelta(pb::ReasoningDelta {
+            index,
+            text,
+            signature: signature.unwrap_or_default(),
+            redacted_data: redacted.unwrap_or_default(),
+        })),
         Chunk::ToolCall {
             index,
             id,
@@ -90,14 +168,11 @@ pub fn chunk_event(c: Chunk) -> pb::GenerateStreamEvent {
             name: name.unwrap_or_default(),
             arguments_delta: arguments,
         })),
-        Chunk::Usage(u) => event(Event::Usage(pb::Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-        })),
+        Chunk::Usage(u) => event(Event::Usage(usage(u))),
         Chunk::Finish(reason) => event(Event::Finish(pb::Finish {
             finish_reason: reason,
         })),
-    }
+    })
 }
 
 /// The unary answer, with the metadata naming who served it.
@@ -111,25 +186,83 @@ pub fn unary(id: String, served: Served<Completion>) -> tonic::Response<pb::Gene
     // Metadata first, so the response can take the values without copies.
     let mut md = MetadataMap::new();
     served_metadata(&mut md, &id, Some(&served_by), &attempts);
+    let mut choices = Vec::new();
+    if !value.more_choices.is_empty() {
+        choices.push(pb::Choice {
+            index: 0,
+            content: value.content.clone(),
+            tool_calls: tool_calls(value.tool_calls.clone()),
+            finish_reason: value.finish_reason.clone(),
+            reasoning: reasoning_text(&value.reasoning),
+            logprobs: logprobs(value.logprobs.clone()),
+        });
+        for (i, c) in value.more_choices.into_iter().enumerate() {
+            choices.push(pb::Choice {
+                index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                content: c.content,
+                tool_calls: tool_calls(c.tool_calls),
+                finish_reason: c.finish_reason,
+                reasoning: reasoning_text(&c.reasoning),
+                logprobs: logprobs(c.logprobs),
+            });
+        }
+    }
     let mut resp = tonic::Response::new(pb::GenerateResponse {
         request_id: id,
         content: value.content,
-        tool_calls: value
-            .tool_calls
-            .into_iter()
-            .map(|t| pb::ToolCall {
-                id: t.id,
-                name: t.name,
-                arguments_json: t.arguments_json,
-            })
-            .collect(),
+        tool_calls: tool_calls(value.tool_calls),
         finish_reason: value.finish_reason,
-        usage: value.usage.map(|u| pb::Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-        }),
+        usage: value.usage.map(usage),
         served_by: Some(served_by),
         attempts,
+        reasoning: reasoning_text(&value.reasoning),
+        reasoning_blocks: reasoning_blocks(value.reasoning),
+        upstream_id: value.meta.id.unwrap_or_default(),
+        response_model: value.meta.model.unwrap_or_default(),
+        system_fingerprint: value.meta.system_fingerprint.unwrap_or_default(),
+        logprobs: logprobs(value.logprobs),
+        choices,
+    });
+    *resp.metadata_mut() = md;
+    resp
+}
+
+/// The embeddings answer, with the metadata naming who served it.
+pub fn embeddings(
+    id: String,
+    served: Served<Embeddings>,
+    encoding: pb::EmbeddingEncoding,
+) -> tonic::Response<pb::EmbedResponse> {
+    let Served {
+        value,
+        served_by,
+        attempts,
+        ..
+    } = served;
+    let mut md = MetadataMap::new();
+    served_metadata(&mut md, &id, Some(&served_by), &attempts);
+    let base64 = encoding == pb::EmbeddingEncoding::Base64;
+    let embeddings = value
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| pb::Embedding {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            data: if base64 {
+                v.iter().flat_map(|x| x.to_le_bytes()).collect()
+            } else {
+                Vec::new()
+            },
+            values: if base64 { Vec::new() } else { v },
+        })
+        .collect();
+    let mut resp = tonic::Response::new(pb::EmbedResponse {
+        request_id: id,
+        embeddings,
+        usage: value.usage.map(usage),
+        served_by: Some(served_by),
+        attempts,
+        response_model: value.model.unwrap_or_default(),
     });
     *resp.metadata_mut() = md;
     resp

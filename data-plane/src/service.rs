@@ -17,12 +17,13 @@ use crate::callers::Grant;
 use crate::error::DpError;
 use crate::failover::{Engine, Failed, Served};
 use crate::fleet::State;
+use crate::intake;
 use crate::model::Pool;
 use crate::observe::trace::Incoming;
 use crate::observe::{Watch, report};
 use crate::respond::{self, EventStream, event, failed, served_metadata};
 use crate::stream::Pump;
-use crate::upstream::{self, ChatRequest};
+use crate::upstream::{ChatRequest, EmbedRequest, Usage};
 
 pub struct InferenceService {
     engine: Arc<Engine>,
@@ -79,118 +80,81 @@ fn deadline(md: &MetadataMap) -> Option<Instant> {
     Instant::now().checked_add(d.saturating_sub(margin))
 }
 
-fn role(r: i32, i: usize) -> Result<upstream::Role, DpError> {
-    match pb::Role::try_from(r) {
-        Ok(pb::Role::System) => Ok(upstream::Role::System),
-        Ok(pb::Role::User) => Ok(upstream::Role::User),
-        Ok(pb::Role::Assistant) => Ok(upstream::Role::Assistant),
-        Ok(pb::Role::Tool) => Ok(upstream::Role::Tool),
-        Ok(pb::Role::Unspecified) | Err(_) => Err(DpError::InvalidArgument(format!(
-            "messages[{i}].role is {r}; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
-        ))),
-    }
-}
-
-/// Checks the request and turns it into the neutral form.
-fn chat_request(r: &pb::GenerateRequest) -> Result<ChatRequest, DpError> {
-    if r.model.len() > 512 {
-        return Err(DpError::InvalidArgument(format!(
-            "model is {} bytes; a route, pool or provider/model name is at most 512",
-            r.model.len()
-        )));
-    }
-    if r.messages.is_empty() {
-        return Err(DpError::InvalidArgument(
-            "messages is empty; send at least one message".into(),
-        ));
-    }
-    let mut messages = Vec::with_capacity(r.messages.len());
-    for (i, m) in r.messages.iter().enumerate() {
-        messages.push(upstream::Message {
-            role: role(m.role, i)?,
-            content: m.content.clone(),
-            tool_calls: m
-                .tool_calls
-                .iter()
-                .map(|t| upstream::ToolCall {
-                    id: t.id.clone(),
-                    name: t.name.clone(),
-                    arguments_json: t.arguments_json.clone(),
-                })
-                .collect(),
-            tool_call_id: (!m.tool_call_id.is_empty()).then(|| m.tool_call_id.clone()),
-            name: (!m.name.is_empty()).then(|| m.name.clone()),
-        });
-    }
-    if let Some(t) = r.temperature
-        && !(0.0..=2.0).contains(&t)
-    {
-        return Err(DpError::InvalidArgument(format!(
-            "temperature is {t}; use 0 to 2"
-        )));
-    }
-    if let Some(p) = r.top_p
-        && !(0.0..=1.0).contains(&p)
-    {
-        return Err(DpError::InvalidArgument(format!(
-            "top_p is {p}; use 0 to 1"
-        )));
-    }
-    if r.max_tokens == Some(0) {
-        return Err(DpError::InvalidArgument(
-            "max_tokens is 0; leave it unset or give at least 1".into(),
-        ));
-    }
-    Ok(ChatRequest {
-        messages,
-        tools: r
-            .tools
-            .iter()
-            .map(|t| upstream::Tool {
-                name: t.name.clone(),
-                description: t.description.clone(),
-                parameters_json: t.parameters_json.clone(),
-            })
-            .collect(),
-        max_tokens: r.max_tokens,
-        temperature: r.temperature,
-        top_p: r.top_p,
-        stop: r.stop.clone(),
-        seed: r.seed,
-        json_mode: r.response_format == pb::ResponseFormat::JsonObject as i32,
-    })
-}
-
-fn request_id(r: &pb::GenerateRequest) -> String {
-    if r.request_id.is_empty() {
-        uuid::Uuid::now_v7().to_string()
-    } else {
-        r.request_id.chars().take(128).collect()
-    }
-}
-
-/// What both Generate RPCs start with: the checked request, its id, the
+/// What every inference RPC starts with: the checked request, its id, the
 /// caller's deadline and trace context, the request's span, and its watch
 /// (metrics and statistics, taken when it ends).
-struct Call {
+struct Call<Q> {
     /// Who is calling (absent only on a server built without the filter).
     grant: Option<Grant>,
     id: String,
-    chat: ChatRequest,
+    req: Q,
+    /// Tokens the request may use, estimated (reserved from limits).
+    estimate: u64,
     deadline: Option<Instant>,
     span: tracing::Span,
     trace: Incoming,
 }
 
+/// A started request: as received, checked, and watched.
+type Started<R> = (R, Call<<R as Inbound>::Checked>, Option<Watch>);
+
+/// What `start` needs to know of an inference request.
+trait Inbound {
+    type Checked;
+    /// GenAI operation name ("chat", "embeddings").
+    const OPERATION: &'static str;
+    fn model(&self) -> &str;
+    fn request_id(&self) -> &str;
+    fn metadata(&self) -> &std::collections::HashMap<String, String>;
+    fn check(&self, rpc: &str) -> Result<(Self::Checked, u64), DpError>;
+}
+
+impl Inbound for pb::GenerateRequest {
+    type Checked = ChatRequest;
+    const OPERATION: &'static str = "chat";
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    fn metadata(&self) -> &std::collections::HashMap<String, String> {
+        &self.metadata
+    }
+    fn check(&self, rpc: &str) -> Result<(ChatRequest, u64), DpError> {
+        let c = intake::chat_request(self, rpc == "generate_stream")?;
+        let estimate = c.token_estimate();
+        Ok((c, estimate))
+    }
+}
+
+impl Inbound for pb::EmbedRequest {
+    type Checked = EmbedRequest;
+    const OPERATION: &'static str = "embeddings";
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    fn metadata(&self) -> &std::collections::HashMap<String, String> {
+        &self.metadata
+    }
+    fn check(&self, _rpc: &str) -> Result<(EmbedRequest, u64), DpError> {
+        let e = intake::embed_request(self)?;
+        let estimate = e.token_estimate();
+        Ok((e, estimate))
+    }
+}
+
 impl InferenceService {
     /// The caller's own limits, before any member is tried.
-    async fn admit(
+    async fn admit<Q>(
         &self,
-        call: &Call,
+        call: &Call<Q>,
         watch: &mut Option<Watch>,
     ) -> Result<Option<Admission>, Status> {
-        let estimate = call.chat.token_estimate();
-        match access::admit(&self.engine.fleet, call.grant.as_ref(), estimate).await {
+        match access::admit(&self.engine.fleet, call.grant.as_ref(), call.estimate).await {
             Ok(a) => Ok(a),
             Err(e) => {
                 call.span
@@ -205,30 +169,31 @@ impl InferenceService {
         }
     }
 
-    fn start(
+    fn start<R: Inbound>(
         &self,
-        r: Request<pb::GenerateRequest>,
+        r: Request<R>,
         rpc: &'static str,
-    ) -> Result<(pb::GenerateRequest, Call, Option<Watch>), Status> {
+    ) -> Result<Started<R>, Status> {
         let deadline = deadline(r.metadata());
         let trace = Incoming::from_metadata(r.metadata());
         let grant = r.extensions().get::<Grant>().cloned();
         let r = r.into_inner();
-        let mut watch = self.engine.observer.start(&r.model);
+        let model = r.model();
+        let mut watch = self.engine.observer.start(model);
         if let Some(g) = &grant {
             watch.set_caller(g.name());
         }
-        let id = request_id(&r);
-        let checked = chat_request(&r).and_then(|c| {
+        let id = intake::request_id(r.request_id());
+        let checked = r.check(rpc).and_then(|c| {
             // An empty model is the request's mistake, reported by resolve.
-            if let Some(g) = grant.as_ref().filter(|_| !r.model.is_empty()) {
+            if let Some(g) = grant.as_ref().filter(|_| !model.is_empty()) {
                 let catalog = self.engine.catalog.load();
-                let direct = !catalog.is_configured(&r.model) && r.model.contains('/');
-                g.permit(&r.model, direct)?;
+                let direct = !catalog.is_configured(model) && model.contains('/');
+                g.permit(model, direct)?;
             }
             Ok(c)
         });
-        let chat = match checked {
+        let (checked, estimate) = match checked {
             Ok(c) => c,
             Err(e) => {
                 let mut status = Status::from(e);
@@ -242,19 +207,19 @@ impl InferenceService {
         let allowed: Vec<String> = self
             .span_metadata
             .iter()
-            .filter_map(|k| r.metadata.get(k).map(|v| format!("{k}={v}")))
+            .filter_map(|k| r.metadata().get(k).map(|v| format!("{k}={v}")))
             .collect();
         // With spans exported, the span carries the GenAI attributes; the
         // logs alone need only the request's identity.
         let span = if self.engine.export_spans {
             tracing::info_span!(
                 "generate",
-                otel.name = %format_args!("{rpc} {}", r.model),
+                otel.name = %format_args!("{rpc} {model}"),
                 rpc,
                 request_id = %id,
                 caller = grant.as_ref().map_or("", Grant::name),
-                gen_ai.operation.name = "chat",
-                gen_ai.request.model = %r.model,
+                gen_ai.operation.name = R::OPERATION,
+                gen_ai.request.model = %model,
                 metadata = tracing::field::Empty,
                 gen_ai.response.model = tracing::field::Empty,
                 switchyard.member = tracing::field::Empty,
@@ -267,7 +232,7 @@ impl InferenceService {
                 rpc,
                 request_id = %id,
                 caller = grant.as_ref().map_or("", Grant::name),
-                model = %r.model,
+                model = %model,
                 metadata = tracing::field::Empty,
             )
         };
@@ -279,7 +244,8 @@ impl InferenceService {
             Call {
                 grant,
                 id,
-                chat,
+                req: checked,
+                estimate,
                 deadline,
                 span,
                 trace,
@@ -289,7 +255,50 @@ impl InferenceService {
     }
 }
 
-impl Call {
+impl InferenceService {
+    /// A unary answer is in hand: settle what was reserved on the usage it
+    /// reported, log it and close its watch.
+    fn served<Q, T>(
+        &self,
+        call: &Call<Q>,
+        admission: Option<Admission>,
+        served: &Served<T>,
+        usage: Option<Usage>,
+        watch: &mut Option<Watch>,
+    ) {
+        // Dropped unsettled (an error above, or the caller leaving), the
+        // admission gives its estimate back.
+        if let Some(a) = admission {
+            match usage {
+                Some(u) => a.settle(u.total()),
+                None => a.keep(),
+            }
+        }
+        if served.member.limits.any()
+            && let Some(u) = usage
+        {
+            // The request and an estimate of its tokens were reserved; settle
+            // on the real count (an answer without usage keeps the estimate).
+            self.engine
+                .fleet
+                .settle(&served.member.member_id, u.total(), served.reserved_tokens);
+        }
+        call.span.in_scope(
+            || tracing::info!(member = %served.served_by.member_id, attempts = served.attempts.len(), "served"),
+        );
+        if let Some(w) = watch.take() {
+            w.finish(
+                tonic::Code::Ok,
+                Some(&served.served_by),
+                usage,
+                None,
+                &served.attempts,
+            );
+        }
+    }
+}
+
+impl<Q> Call<Q> {
     /// Runs the engine inside the request's span; a failure is logged,
     /// counted, and becomes the caller's status.
     async fn run<T>(
@@ -339,40 +348,32 @@ impl Inference for InferenceService {
             .run(
                 &mut watch,
                 self.engine
-                    .generate(&r.model, &call.chat, call.deadline, &call.trace),
+                    .generate(&r.model, &call.req, call.deadline, &call.trace),
             )
             .await?;
-        // Dropped unsettled (an error above, or the caller leaving), the
-        // admission gives its estimate back.
-        if let Some(a) = admission {
-            match served.value.usage {
-                Some(u) => a.settle(u64::from(u.input_tokens) + u64::from(u.output_tokens)),
-                None => a.keep(),
-            }
-        }
-        if served.member.limits.any()
-            && let Some(u) = served.value.usage
-        {
-            // The request and an estimate of its tokens were reserved; settle
-            // on the real count (an answer without usage keeps the estimate).
-            let used = u64::from(u.input_tokens) + u64::from(u.output_tokens);
-            self.engine
-                .fleet
-                .settle(&served.member.member_id, used, served.reserved_tokens);
-        }
-        call.span.in_scope(
-            || tracing::info!(member = %served.served_by.member_id, attempts = served.attempts.len(), "served"),
-        );
-        if let Some(w) = watch.take() {
-            w.finish(
-                tonic::Code::Ok,
-                Some(&served.served_by),
-                served.value.usage,
-                None,
-                &served.attempts,
-            );
-        }
+        self.served(&call, admission, &served, served.value.usage, &mut watch);
         let mut resp = respond::unary(call.id, served);
+        caller_header(resp.metadata_mut(), call.grant.as_ref());
+        Ok(resp)
+    }
+
+    async fn embed(
+        &self,
+        r: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let (r, call, mut watch) = self.start(r, "embed")?;
+        let admission = self.admit(&call, &mut watch).await?;
+        let served = call
+            .run(
+                &mut watch,
+                self.engine
+                    .embed(&r.model, &call.req, call.deadline, &call.trace),
+            )
+            .await?;
+        self.served(&call, admission, &served, served.value.usage, &mut watch);
+        let encoding =
+            pb::EmbeddingEncoding::try_from(r.encoding).unwrap_or(pb::EmbeddingEncoding::Float);
+        let mut resp = respond::embeddings(call.id, served, encoding);
         caller_header(resp.metadata_mut(), call.grant.as_ref());
         Ok(resp)
     }
@@ -389,7 +390,7 @@ impl Inference for InferenceService {
             .run(
                 &mut watch,
                 self.engine
-                    .open_stream(&r.model, &call.chat, call.deadline, &call.trace),
+                    .open_stream(&r.model, &call.req, call.deadline, &call.trace),
             )
             .await?;
         let Call {
@@ -400,7 +401,7 @@ impl Inference for InferenceService {
             ..
         } = call;
         let Served {
-            value: open,
+            value: mut open,
             served_by,
             attempts,
             member,
@@ -428,10 +429,14 @@ impl Inference for InferenceService {
             deadline,
             trailers: headers.clone(),
         };
+        let meta = std::mem::take(&mut open.meta);
         let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
             request_id: id,
             served_by: Some(served_by),
             attempts,
+            upstream_id: meta.id.unwrap_or_default(),
+            response_model: meta.model.unwrap_or_default(),
+            system_fingerprint: meta.system_fingerprint.unwrap_or_default(),
         }));
         let mut resp = Response::new(pump.spawn(&self.tasks, start, open, span));
         *resp.metadata_mut() = headers;

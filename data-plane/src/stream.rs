@@ -70,7 +70,7 @@ impl Pump {
         let done = finished.clone();
         tasks.spawn(
             async move {
-                let OpenStream { first, rest } = open;
+                let OpenStream { first, rest, .. } = open;
                 // Dropping `rest` (at the end of this task) closes the upstream
                 // connection: a caller that left cancels the upstream at once.
                 let mut usage: Option<Usage> = None;
@@ -199,7 +199,9 @@ impl Pump {
             *usage = Some(*u);
         }
         let finished = matches!(chunk, Chunk::Finish(_));
-        send(chunk_event(chunk)).await?;
+        if let Some(ev) = chunk_event(chunk) {
+            send(ev).await?;
+        }
         Ok(finished)
     }
 

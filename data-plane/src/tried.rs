@@ -147,6 +147,8 @@ impl Log {
                 reasons,
                 retry_after: self.soonest,
             }
+        } else if self.all(pb::AttemptOutcome::Unsupported) {
+            DpError::Unsupported { model, reasons }
         } else if self.all(pb::AttemptOutcome::ModelNotFound) {
             DpError::NoMemberKnowsModel { model, reasons }
         } else if self.all_reached(pb::AttemptOutcome::ContextTooLong) {

@@ -75,8 +75,10 @@ fn snapshot(failover: pb::FailoverPolicy, members: &[(&str, &str, Option<u64>)])
                     status: pb::MemberStatus::Active.into(),
                     rpm_limit: *rpm,
                     tpm_limit: None,
+                    max_output_tokens: None,
                 })
                 .collect(),
+            allow_request_extra: true,
         }],
         routes: vec![],
         ..Default::default()
@@ -130,13 +132,7 @@ impl Rig {
         deadline: Option<Instant>,
     ) -> Result<Vec<(String, O)>, (DpError, Vec<(String, O)>)> {
         let req = ChatRequest {
-            messages: vec![Message {
-                role: Role::User,
-                content: "hi".into(),
-                tool_calls: vec![],
-                tool_call_id: None,
-                name: None,
-            }],
+            messages: vec![Message::text(Role::User, "hi")],
             ..ChatRequest::default()
         };
         let outcomes = |a: &[pb::Attempt]| {

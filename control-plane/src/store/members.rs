@@ -94,6 +94,7 @@ pub(super) fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) 
         provider_name: provider_name.to_owned(),
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
+        max_output_tokens: None,
     }
 }
 

@@ -78,6 +78,7 @@ pub(super) fn to_proto(m: &pool::Model) -> pb::Pool {
         etag: etag(m.revision),
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
+        allow_request_extra: Some(true),
     }
 }
 

@@ -119,6 +119,7 @@ impl Store {
                     status: super::members::status_from_str(&m.status).into(),
                     rpm_limit: super::members::limit_out(m.rpm_limit),
                     tpm_limit: super::members::limit_out(m.tpm_limit),
+                    max_output_tokens: None,
                 });
         }
         Ok(pb::Snapshot {
@@ -136,6 +137,7 @@ impl Store {
                     failover: Some(super::pools::failover(&p)),
                     enabled: p.enabled,
                     members: by_pool.remove(&p.id).unwrap_or_default(),
+                    allow_request_extra: true,
                     name: p.name,
                 })
                 .collect(),

@@ -306,10 +306,7 @@ mod tests {
     #[tokio::test]
     async fn every_request_counts_for_its_caller_and_pools_keep_their_own() {
         let r = Recorder::new(Arc::new(MemoryStore::default()));
-        let usage = Some(crate::upstream::Usage {
-            input_tokens: 7,
-            output_tokens: 11,
-        });
+        let usage = Some(crate::upstream::Usage::new(7, 11));
         let pooled = [pb::Attempt {
             pool: "coding".into(),
             member_id: "coding-a".into(),

@@ -93,7 +93,11 @@ impl MemberAgg {
             .filter(|(o, _)| {
                 !matches!(
                     o.as_str(),
-                    "skipped_benched" | "skipped_quota" | "deadline" | "budget_refused"
+                    "skipped_benched"
+                        | "skipped_quota"
+                        | "deadline"
+                        | "budget_refused"
+                        | "unsupported"
                 )
             })
             .map(|(_, c)| c)

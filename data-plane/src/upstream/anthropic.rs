@@ -474,7 +474,7 @@ mod tests {
             stop: vec!["END".into()],
             temperature: Some(0.3),
             seed: Some(7),
-            json_mode: true,
+            response_format: super::super::ResponseFormat::JsonObject,
             ..Default::default()
         };
         let want = json!({
@@ -524,16 +524,14 @@ mod tests {
             name: "f".into(),
             arguments_json: r#"{"x":1}"#.into(),
         };
-        let usage = Some(Usage {
-            input_tokens: 12,
-            output_tokens: 7,
-        });
+        let usage = Some(Usage::new(12, 7));
         let (content, finish_reason) = ("Let me check".into(), "tool_calls".into());
         let want = Completion {
             content,
             tool_calls: vec![call],
             finish_reason,
             usage,
+            ..Completion::default()
         };
         assert_eq!(parse_completion(body).expect("parses"), want);
         let err =
@@ -651,10 +649,7 @@ mod tests {
             .await
             .expect("stream");
         let got: Vec<_> = s.map(|i| i.map_err(|e| e.to_string())).collect().await;
-        let usage = Usage {
-            input_tokens: 30,
-            output_tokens: 2,
-        };
+        let usage = Usage::new(30, 2);
         let want = [
             Chunk::Text("hi".into()),
             Chunk::Usage(usage),

@@ -44,6 +44,9 @@ pub enum ErrorClass {
     Permanent(Refusal),
     /// This member cannot be called as configured: move on, no penalty.
     Misconfigured,
+    /// This member cannot take what the request asks for (nothing was
+    /// sent): move on, no penalty.
+    Unsupported,
 }
 
 /// Provider error codes and messages that mean "the account cannot pay".
@@ -94,6 +97,7 @@ impl UpstreamError {
             | UpstreamError::Io(_)
             | UpstreamError::RequestTimeout => ErrorClass::Transient,
             UpstreamError::Config(_) => ErrorClass::Misconfigured,
+            UpstreamError::Unsupported(_) => ErrorClass::Unsupported,
             UpstreamError::Http {
                 status,
                 message,
@@ -335,6 +339,10 @@ mod tests {
                 C::Transient,
             ),
             (UpstreamError::Config("bad header".into()), C::Misconfigured),
+            (
+                UpstreamError::Unsupported("no images".into()),
+                C::Unsupported,
+            ),
         ];
         for (err, class) in rows {
             assert_eq!(err.class(), class, "{err}");

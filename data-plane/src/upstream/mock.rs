@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use super::{ChatRequest, Chunk, ChunkStream, Completion, Role, Target, UpstreamError, Usage};
+use super::{
+    ChatRequest, Chunk, ChunkStream, Completion, EmbedInput, EmbedRequest, Embeddings, Role,
+    Target, UpstreamError, Usage,
+};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Faults {
@@ -89,10 +92,10 @@ fn usage(req: &ChatRequest, words: usize) -> Usage {
         .iter()
         .map(|m| m.content.split_whitespace().count())
         .sum();
-    Usage {
-        input_tokens: u32::try_from(input).unwrap_or(u32::MAX),
-        output_tokens: u32::try_from(words).unwrap_or(u32::MAX),
-    }
+    Usage::new(
+        u32::try_from(input).unwrap_or(u32::MAX),
+        u32::try_from(words).unwrap_or(u32::MAX),
+    )
 }
 
 fn fail(f: &Faults) -> Option<UpstreamError> {
@@ -141,10 +144,59 @@ pub async fn complete(t: &Target, req: &ChatRequest) -> Result<Completion, Upstr
     let w = words(name, req, f.chunks);
     Ok(Completion {
         content: w.concat().trim_end().to_owned(),
-        tool_calls: Vec::new(),
         finish_reason: "stop".into(),
         usage: Some(usage(req, w.len())),
+        ..Completion::default()
     })
+}
+
+/// Deterministic vectors: `dimensions` (default 8) values from each input's
+/// bytes, so equal inputs embed equally.
+pub async fn embed(t: &Target, req: &EmbedRequest) -> Result<Embeddings, UpstreamError> {
+    let (name, f) = parse(&t.model);
+    if f.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
+    }
+    if let Some(e) = fail(&f) {
+        return Err(e);
+    }
+    let dims = req.dimensions.unwrap_or(8).clamp(1, 4096) as usize;
+    let mut tokens = 0u32;
+    let vectors = req
+        .inputs
+        .iter()
+        .map(|i| {
+            let bytes: Vec<u8> = match i {
+                EmbedInput::Text(t) => {
+                    tokens = tokens.saturating_add(sat_len(t.split_whitespace().count()));
+                    t.as_bytes().to_vec()
+                }
+                EmbedInput::Tokens(ids) => {
+                    tokens = tokens.saturating_add(sat_len(ids.len()));
+                    ids.iter().flat_map(|x| x.to_le_bytes()).collect()
+                }
+            };
+            (0..dims)
+                .map(|d| {
+                    let sum: u32 = bytes
+                        .iter()
+                        .enumerate()
+                        .map(|(k, b)| u32::from(*b) * (k as u32 + d as u32 + 1))
+                        .fold(0, u32::wrapping_add);
+                    (sum % 1000) as f32 / 1000.0
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Embeddings {
+        vectors,
+        usage: Some(Usage::new(tokens, 0)),
+        model: Some(name.to_owned()),
+    })
+}
+
+fn sat_len(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 pub async fn stream(t: &Target, req: &ChatRequest) -> Result<ChunkStream, UpstreamError> {
@@ -225,20 +277,39 @@ mod tests {
                 first_byte: Duration::from_secs(5),
                 total: Duration::from_secs(30),
             },
+            default_max_tokens: None,
+            allow_extra: true,
         }
     }
 
     fn req() -> ChatRequest {
         ChatRequest {
-            messages: vec![Message {
-                role: Role::User,
-                content: "hi".into(),
-                tool_calls: vec![],
-                tool_call_id: None,
-                name: None,
-            }],
+            messages: vec![Message::text(Role::User, "hi")],
             ..ChatRequest::default()
         }
+    }
+
+    #[tokio::test]
+    async fn embeddings_are_deterministic_per_input() {
+        let req = EmbedRequest {
+            inputs: vec![
+                EmbedInput::Text("a b".into()),
+                EmbedInput::Text("c".into()),
+                EmbedInput::Text("a b".into()),
+            ],
+            dimensions: Some(4),
+            ..EmbedRequest::default()
+        };
+        let e = embed(&target("emb"), &req).await.expect("embeds");
+        assert_eq!(e.vectors.len(), 3);
+        assert!(e.vectors.iter().all(|v| v.len() == 4));
+        assert_eq!(e.vectors[0], e.vectors[2]);
+        assert_ne!(e.vectors[0], e.vectors[1]);
+        assert_eq!(e.usage, Some(Usage::new(5, 0)));
+        let err = embed(&target("emb?status=503"), &req)
+            .await
+            .expect_err("fails");
+        assert_eq!(err.http_status(), Some(503));
     }
 
     #[tokio::test]

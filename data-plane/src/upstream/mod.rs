@@ -9,9 +9,18 @@ pub mod anthropic;
 mod classify;
 pub mod mock;
 pub mod openai;
+mod request;
+mod response;
 mod wire;
 
 pub use classify::{ErrorClass, Refusal, retry_hint};
+pub use request::{
+    Cache, ChatRequest, Detail, Effort, EmbedInput, EmbedRequest, Message, Part, PartKind,
+    Reasoning, ReasoningBlock, ResponseFormat, Role, Source, Tool, ToolCall, ToolChoice,
+};
+pub use response::{
+    Choice, Chunk, Completion, Embeddings, ResponseMeta, TokenLogprob, TopLogprob, Usage,
+};
 
 use std::time::Duration;
 
@@ -46,6 +55,10 @@ pub struct Target {
     pub credential: Option<SecretString>,
     pub extra_headers: Vec<(String, String)>,
     pub timeouts: Timeouts,
+    /// max_tokens for requests that set none (the member's `max_output_tokens`).
+    pub default_max_tokens: Option<u32>,
+    /// Whether requests may carry `extra` fields (the pool's `allow_request_extra`).
+    pub allow_extra: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -57,110 +70,6 @@ impl std::fmt::Debug for Target {
             .field("credential", &self.credential.as_ref().map(|_| "*****"))
             .finish()
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-    Tool,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    /// JSON object text.
-    pub arguments_json: String,
-}
-
-#[derive(Clone, Debug)]
-pub struct Message {
-    pub role: Role,
-    pub content: String,
-    /// Assistant messages: calls it made.
-    pub tool_calls: Vec<ToolCall>,
-    /// Tool messages: the call answered.
-    pub tool_call_id: Option<String>,
-    pub name: Option<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Tool {
-    pub name: String,
-    pub description: String,
-    /// JSON Schema text.
-    pub parameters_json: String,
-}
-
-/// The provider-neutral request.
-#[derive(Clone, Debug, Default)]
-pub struct ChatRequest {
-    pub messages: Vec<Message>,
-    pub tools: Vec<Tool>,
-    pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub stop: Vec<String>,
-    pub seed: Option<i64>,
-    pub json_mode: bool,
-}
-
-impl ChatRequest {
-    /// Tokens this request may use, estimated before it is sent: the prompt
-    /// at about four characters a token, plus `max_tokens`. A member's
-    /// `tpm_limit` reserves this much, then settles on the real count.
-    pub fn token_estimate(&self) -> u64 {
-        let chars: usize = self
-            .messages
-            .iter()
-            .map(|m| {
-                m.content.len()
-                    + m.tool_calls
-                        .iter()
-                        .map(|t| t.arguments_json.len())
-                        .sum::<usize>()
-            })
-            .sum::<usize>()
-            + self
-                .tools
-                .iter()
-                .map(|t| t.description.len() + t.parameters_json.len())
-                .sum::<usize>();
-        u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
-            + u64::from(self.max_tokens.unwrap_or(0))
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u32,
-    pub output_tokens: u32,
-}
-
-/// One piece of a streamed answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Chunk {
-    Text(String),
-    ToolCall {
-        index: u32,
-        id: Option<String>,
-        name: Option<String>,
-        arguments: String,
-    },
-    Usage(Usage),
-    /// The upstream finished; "stop", "length", "tool_calls", "content_filter".
-    Finish(String),
-}
-
-/// A whole (unary) answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Completion {
-    pub content: String,
-    pub tool_calls: Vec<ToolCall>,
-    pub finish_reason: String,
-    pub usage: Option<Usage>,
 }
 
 /// A stream of chunks. It must end with `Ok(Chunk::Finish)` or an error:
@@ -199,6 +108,10 @@ pub enum UpstreamError {
     /// that is not a valid header value): no upstream was called.
     #[error("member misconfigured: {0}")]
     Config(String),
+    /// The member cannot take something the request asks for: nothing was
+    /// sent, and another member may serve.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl UpstreamError {
@@ -232,6 +145,7 @@ impl UpstreamError {
             UpstreamError::Protocol(s) => UpstreamError::Protocol(m(s)),
             UpstreamError::Io(s) => UpstreamError::Io(m(s)),
             UpstreamError::Config(s) => UpstreamError::Config(m(s)),
+            UpstreamError::Unsupported(s) => UpstreamError::Unsupported(m(s)),
             e @ (UpstreamError::FirstByteTimeout
             | UpstreamError::Truncated
             | UpstreamError::RequestTimeout) => e,
@@ -320,6 +234,37 @@ pub async fn complete(
     result.map_err(|e| e.masked(t))
 }
 
+/// Asks for embeddings and returns them all.
+pub async fn embed(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &EmbedRequest,
+    trace: &TraceHeaders,
+) -> Result<Embeddings, UpstreamError> {
+    let result = match t.kind {
+        Kind::OpenAi => openai::embed(http, t, req, trace).await,
+        Kind::Anthropic => Err(UpstreamError::Unsupported(
+            "Anthropic members have no embeddings API".into(),
+        )),
+        Kind::Mock => mock::embed(t, req).await,
+    };
+    result.map_err(|e| e.masked(t))
+}
+
+/// `extra` fields are refused where the member's pool forbids them.
+pub fn check_extra(
+    t: &Target,
+    extra: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), UpstreamError> {
+    if extra.is_some_and(|e| !e.is_empty()) && !t.allow_extra {
+        return Err(UpstreamError::Unsupported(
+            "this member's pool does not allow request extra fields (allow_request_extra is false)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Sends one streaming request; returns once the upstream accepted it
 /// (status checked), before the first chunk.
 pub async fn stream(
@@ -360,6 +305,8 @@ mod tests {
                 first_byte: Duration::from_secs(1),
                 total: Duration::from_secs(1),
             },
+            default_max_tokens: None,
+            allow_extra: true,
         };
         let m = wire::mask_secret(&t, "bad key sk-secret-1234567890 and hdr-secret-abcdef");
         assert_eq!(m, "bad key ***** and *****");

@@ -16,9 +16,21 @@ use super::wire::{
     post_unary, sat, secret_value,
 };
 use super::{
-    ChatRequest, Chunk, ChunkStream, Completion, Message, Role, Target, ToolCall, TraceHeaders,
-    UpstreamError, Usage, with_trace,
+    ChatRequest, Chunk, ChunkStream, Completion, EmbedRequest, Embeddings, Message, ResponseFormat,
+    Role, Target, ToolCall, TraceHeaders, UpstreamError, Usage, with_trace,
 };
+
+/// Not yet translated: refused before anything is sent.
+pub async fn embed(
+    _http: &reqwest::Client,
+    _t: &Target,
+    _req: &EmbedRequest,
+    _trace: &TraceHeaders,
+) -> Result<Embeddings, UpstreamError> {
+    Err(UpstreamError::Unsupported(
+        "embeddings are not translated yet".into(),
+    ))
+}
 
 pub async fn complete(
     http: &reqwest::Client,
@@ -95,7 +107,8 @@ fn request_body(t: &Target, req: &ChatRequest, stream: bool) -> Value {
         ("stop", (!req.stop.is_empty()).then(|| json!(req.stop))),
         (
             "response_format",
-            req.json_mode.then(|| json!({"type": "json_object"})),
+            (req.response_format == ResponseFormat::JsonObject)
+                .then(|| json!({"type": "json_object"})),
         ),
     ];
     b.extend(
@@ -137,10 +150,8 @@ fn message(m: &Message) -> Value {
 
 fn usage_of(u: &Value) -> Option<Usage> {
     let n = |k: &str| u[k].as_u64().map_or(0, sat);
-    u.is_object().then(|| Usage {
-        input_tokens: n("prompt_tokens"),
-        output_tokens: n("completion_tokens"),
-    })
+    u.is_object()
+        .then(|| Usage::new(n("prompt_tokens"), n("completion_tokens")))
 }
 
 fn str_of(v: &Value) -> Option<String> {
@@ -171,6 +182,7 @@ fn parse_completion(body: &[u8]) -> Result<Completion, UpstreamError> {
         // A whole body arrived, so it did finish; some servers omit the reason.
         finish_reason: str_of(&v["choices"][0]["finish_reason"]).unwrap_or_else(|| "stop".into()),
         usage: usage_of(&v["usage"]),
+        ..Completion::default()
     })
 }
 
@@ -283,6 +295,22 @@ pub(super) mod tests {
                 format!("call {index} {id} {name} {arguments}")
             }
             Ok(Chunk::Usage(u)) => format!("usage {}/{}", u.input_tokens, u.output_tokens),
+            Ok(Chunk::Meta(m)) => format!(
+                "meta {} {} {}",
+                m.id.as_deref().unwrap_or("-"),
+                m.model.as_deref().unwrap_or("-"),
+                m.system_fingerprint.as_deref().unwrap_or("-")
+            ),
+            Ok(Chunk::Reasoning {
+                index,
+                text,
+                signature,
+                redacted,
+            }) => format!(
+                "reasoning {index} {text} sig={} redacted={}",
+                signature.as_deref().unwrap_or("-"),
+                redacted.as_deref().unwrap_or("-")
+            ),
             Ok(Chunk::Finish(r)) => format!("finish {r}"),
             Err(UpstreamError::Event { message }) => format!("event error {message}"),
             Err(UpstreamError::Protocol(_)) => "protocol error".into(),
@@ -303,18 +331,13 @@ pub(super) mod tests {
             credential: Some(SecretString::from("sk-test")),
             extra_headers: vec![("x-org".into(), "acme".into())],
             timeouts,
+            default_max_tokens: None,
+            allow_extra: true,
         }
     }
 
     pub(in super::super) fn msg(role: Role, content: &str) -> Message {
-        let (tool_calls, tool_call_id, name) = (vec![], None, None);
-        Message {
-            role,
-            content: content.into(),
-            tool_calls,
-            tool_call_id,
-            name,
-        }
+        Message::text(role, content)
     }
 
     pub(in super::super) fn tool(name: &str, description: &str, schema: &str) -> Tool {
@@ -323,6 +346,8 @@ pub(super) mod tests {
             name,
             description,
             parameters_json,
+            strict: false,
+            cache: None,
         }
     }
 
@@ -447,7 +472,8 @@ pub(super) mod tests {
             top_p: Some(0.9),
             stop: vec!["END".into()],
             seed: Some(7),
-            json_mode: true,
+            response_format: ResponseFormat::JsonObject,
+            ..Default::default()
         };
         let want = json!({
             "model": "m-1",
@@ -483,10 +509,7 @@ pub(super) mod tests {
             name: "f".into(),
             arguments_json: "{}".into(),
         };
-        let usage = Some(Usage {
-            input_tokens: 3,
-            output_tokens: 4,
-        });
+        let usage = Some(Usage::new(3, 4));
         let (content, finish_reason) = ("ok".into(), "tool_calls".into());
         assert_eq!(
             c,
@@ -494,7 +517,8 @@ pub(super) mod tests {
                 content,
                 tool_calls: vec![call],
                 finish_reason,
-                usage
+                usage,
+                ..Completion::default()
             }
         );
         let err = parse_completion(br#"{"error":{"message":"bad model"}}"#);

@@ -130,6 +130,7 @@ impl Config {
                 status: pb::MemberStatus::Active.into(),
                 rpm_limit: None,
                 tpm_limit: None,
+                max_output_tokens: None,
             })
             .collect();
         self.snap.pools.push(pb::SnapshotPool {
@@ -139,6 +140,7 @@ impl Config {
             failover: Some(failover),
             enabled: true,
             members,
+            allow_request_extra: true,
         });
         self
     }
