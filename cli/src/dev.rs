@@ -18,11 +18,14 @@ pub async fn run(
     listen: SocketAddr,
     inference_listen: SocketAddr,
     metrics_listen: String,
+    http_listen: String,
     data_dir: PathBuf,
     export_spans: bool,
 ) -> anyhow::Result<()> {
     let metrics_at =
         switchyard_shared::metrics::parse_listen(&metrics_listen).map_err(anyhow::Error::msg)?;
+    let http_at = switchyard_shared::metrics::parse_listen_flag("--http-listen", &http_listen)
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let key_path = data_dir.join("master.key");
     ensure_master_key(&key_path)?;
@@ -65,13 +68,22 @@ pub async fn run(
         .await
         .with_context(|| format!("listen on {inference_listen}"))?;
     let (cp_addr, dp_addr) = (cp_listener.local_addr()?, dp_listener.local_addr()?);
+    let mut http_addr = String::from("off");
+    if let Some(at) = http_at {
+        let l = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("listen for HTTP on {at}"))?;
+        http_addr = l.local_addr()?.to_string();
+        dp.http = Some(l);
+    }
     eprintln!(
         "\nSwitchyard dev is up (SQLite at {db}, in-process bus and health, no auth).\n\
-         Control plane {cp_addr}, inference {dp_addr}. Try:\n  \
+         Control plane {cp_addr}, inference {dp_addr}, OpenAI-compatible HTTP {http_addr}. Try:\n  \
          grpcurl -plaintext {cp_addr} switchyard.v1.ControlPlane/ListPools\n  \
          grpcurl -plaintext {dp_addr} switchyard.v1.Inference/ListModels\n  \
          grpcurl -plaintext -d '{{\"pool\":\"demo\",\"window_seconds\":300}}' {dp_addr} switchyard.v1.Inference/GetPoolStats\n  \
          curl -s http://{metrics_listen}/metrics\n  \
+         curl -s http://{http_addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  \
          grpcurl -plaintext -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"ROLE_USER\",\"content\":\"hi\"}}]}}' {dp_addr} switchyard.v1.Inference/GenerateStream\n",
         db = db_path.display()
     );

@@ -62,6 +62,9 @@ enum Command {
             default_value = "127.0.0.1:9102"
         )]
         metrics_listen: String,
+        /// Where the OpenAI-compatible HTTP door listens (host:port, or `off`).
+        #[arg(long, env = "SWITCHYARD_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+        http_listen: String,
         /// Where the SQLite database and the generated master key live.
         #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard")]
         data_dir: PathBuf,
@@ -150,6 +153,7 @@ async fn main() -> std::process::ExitCode {
             listen,
             inference_listen,
             metrics_listen,
+            http_listen,
             data_dir,
             telemetry,
         } => {
@@ -161,6 +165,7 @@ async fn main() -> std::process::ExitCode {
                     listen,
                     inference_listen,
                     metrics_listen,
+                    http_listen,
                     data_dir,
                     telemetry
                         .otlp_endpoint

@@ -50,7 +50,7 @@ impl Access {
         req: &http::Extensions,
         headers: &http::HeaderMap,
     ) -> Result<Option<Grant>, Status> {
-        if !path.starts_with("/switchyard.") {
+        if !path.starts_with("/switchyard.") && !path.starts_with("/v1/") {
             return Ok(None); // health and reflection stay open
         }
         if self.open {
@@ -114,22 +114,34 @@ fn usable(c: &CallerEntry, until: i64) -> Result<(), Status> {
     Ok(())
 }
 
+impl Access {
+    /// Who is calling `path`: a grant, nobody needed (health, reflection),
+    /// or the refusal (counted and logged).
+    pub fn check(
+        &self,
+        path: &str,
+        ext: &http::Extensions,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Grant>, Status> {
+        self.decide(path, ext, headers).inspect_err(|status| {
+            self.refused.inc();
+            tracing::info!(path = %path, "call refused: {}", status.message());
+        })
+    }
+}
+
 impl<B> tower::filter::Predicate<http::Request<B>> for Access {
     type Request = http::Request<B>;
 
     fn check(&mut self, mut req: http::Request<B>) -> Result<Self::Request, BoxError> {
-        match self.decide(req.uri().path(), req.extensions(), req.headers()) {
+        match Access::check(self, req.uri().path(), req.extensions(), req.headers()) {
             Ok(grant) => {
                 if let Some(g) = grant {
                     req.extensions_mut().insert(g);
                 }
                 Ok(req)
             }
-            Err(status) => {
-                self.refused.inc();
-                tracing::info!(path = %req.uri().path(), "call refused: {}", status.message());
-                Err(Box::new(status))
-            }
+            Err(status) => Err(Box::new(status)),
         }
     }
 }

@@ -85,6 +85,15 @@ pub struct Args {
     /// lines (comma-separated); none by default, since metadata may hold personal data.
     #[arg(long, env = "SWITCHYARD_TRACE_METADATA_KEYS", value_delimiter = ',')]
     pub trace_metadata_keys: Vec<String>,
+    /// Where the OpenAI-compatible HTTP door listens (host:port, or `off`):
+    /// POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models.
+    /// Same callers, TLS and engine as the gRPC port.
+    #[arg(long, env = "SWITCHYARD_HTTP_LISTEN", default_value = "off")]
+    pub http_listen: String,
+    /// Largest request body the HTTP door takes, in bytes (inline images
+    /// and documents count).
+    #[arg(long, env = "SWITCHYARD_HTTP_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    pub http_max_body_bytes: usize,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -165,6 +174,7 @@ impl Args {
         }
         s.no_auth = self.no_auth;
         s.tls = self.tls.load()?;
+        s.http_max_body = self.http_max_body_bytes;
         Ok(s)
     }
 }

@@ -28,6 +28,7 @@ pub mod attempt;
 pub mod callers;
 pub mod catalog;
 pub mod config;
+pub mod door;
 pub mod error;
 pub mod failover;
 pub mod fleet;

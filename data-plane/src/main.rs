@@ -51,6 +51,20 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    match switchyard_shared::metrics::parse_listen_flag("--http-listen", &args.http_listen) {
+        Ok(None) => {}
+        Ok(Some(addr)) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => settings.http = Some(l),
+            Err(err) => {
+                tracing::error!(error = %err, listen = %args.http_listen, "cannot listen for HTTP");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        Err(err) => {
+            tracing::error!(error = %err, "invalid configuration");
+            return std::process::ExitCode::from(2);
+        }
+    }
     match switchyard_data_plane::server::serve(
         listener,
         settings,

@@ -78,6 +78,11 @@ pub struct Settings {
     pub export_spans: bool,
     /// TLS (mTLS with a client CA) on the gRPC port; `None`: h2c.
     pub tls: Option<ServerTls>,
+    /// The OpenAI-compatible HTTP door's listener (`None`: off). It uses
+    /// the same TLS as the gRPC port.
+    pub http: Option<TcpListener>,
+    /// Largest request body the HTTP door takes.
+    pub http_max_body: usize,
 }
 
 impl Settings {
@@ -102,6 +107,8 @@ impl Settings {
             span_metadata: Vec::new(),
             export_spans: false,
             tls: None,
+            http: None,
+            http_max_body: 32 << 20,
         }
     }
 }
@@ -316,13 +323,22 @@ pub async fn serve(
     let (reflection, reflection_alpha) =
         switchyard_proto::reflection_services("switchyard.v1.Inference")
             .map_err(|e| StartError::Reflection(e.to_string()))?;
-    let inference = InferenceServer::new(InferenceService::new(
+    let service = Arc::new(InferenceService::new(
         engine,
         tasks.clone(),
         settings.stream_idle,
         settings.span_metadata,
-    ))
-    .max_decoding_message_size(settings.max_message_bytes);
+    ));
+    let inference = InferenceServer::from_arc(service.clone())
+        .max_decoding_message_size(settings.max_message_bytes);
+    let door = settings.http.map(|listener| {
+        let door = Arc::new(crate::door::Door {
+            service,
+            access: access.clone(),
+            max_body: settings.http_max_body,
+        });
+        (listener, crate::door::router(door))
+    });
 
     let signalled = CancellationToken::new();
     let on_signal = {
@@ -360,6 +376,18 @@ pub async fn serve(
         workers.push((
             "certificate watch",
             daemons.spawn(tls.watch(background.clone())),
+        ));
+    }
+    if let Some((listener, router)) = door {
+        workers.push((
+            "http door",
+            daemons.spawn(crate::door::serve(
+                listener,
+                router,
+                settings.tls.clone(),
+                signalled.clone(),
+                settings.shutdown_grace,
+            )),
         ));
     }
     let incoming = Incoming::new(listener, settings.tls.as_ref());

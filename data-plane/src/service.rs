@@ -51,6 +51,25 @@ impl InferenceService {
     }
 }
 
+impl InferenceService {
+    /// The pools and routes `grant` may use, by name: (name, "pool" | "route").
+    pub fn model_names(&self, grant: Option<&Grant>) -> Vec<(String, &'static str)> {
+        let catalog = self.engine.catalog.load();
+        let (pools, routes) = catalog.models();
+        let pools = pools.into_iter().map(|p| (p.name.clone(), "pool"));
+        let routes = routes.into_iter().map(|r| (r.name.clone(), "route"));
+        pools
+            .chain(routes)
+            .filter(|(name, _)| grant.is_none_or(|g| g.sees(name)))
+            .collect()
+    }
+
+    /// Whether a config is loaded.
+    pub fn ready(&self) -> bool {
+        self.engine.catalog.load().loaded
+    }
+}
+
 /// `x-switchyard-caller`: who the answer was for (a name, never a key).
 fn caller_header(md: &mut MetadataMap, grant: Option<&Grant>) {
     if let Some(v) = grant.and_then(Grant::header) {
@@ -169,11 +188,7 @@ impl InferenceService {
         }
     }
 
-    fn start<R: Inbound>(
-        &self,
-        r: Request<R>,
-        rpc: &'static str,
-    ) -> Result<Started<R>, Status> {
+    fn start<R: Inbound>(&self, r: Request<R>, rpc: &'static str) -> Result<Started<R>, Status> {
         let deadline = deadline(r.metadata());
         let trace = Incoming::from_metadata(r.metadata());
         let grant = r.extensions().get::<Grant>().cloned();

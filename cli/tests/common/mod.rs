@@ -32,6 +32,7 @@ pub async fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Dev
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .env("REDIS_URL", "redis://127.0.0.1:1")
         .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0")
         .env("SWITCHYARD_LOG_FORMAT", "json")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

@@ -190,12 +190,17 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 
 /// `--metrics-listen`: an address, or `off`.
 pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+    parse_listen_flag("--metrics-listen", s)
+}
+
+/// `host:port`, or `off` (or empty) for nothing, for the flag `flag`.
+pub fn parse_listen_flag(flag: &str, s: &str) -> Result<Option<SocketAddr>, String> {
     if s.eq_ignore_ascii_case("off") || s.is_empty() {
         return Ok(None);
     }
     s.parse()
         .map(Some)
-        .map_err(|e| format!("--metrics-listen '{s}': {e}; give host:port or 'off'"))
+        .map_err(|e| format!("{flag} '{s}': {e}; give host:port or 'off'"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,358 @@
+//! The engine's answers in OpenAI's chat completions shape: a whole
+//! completion, or one SSE chunk per stream event.
+
+use serde_json::{Value, json};
+use switchyard_proto::v1 as pb;
+
+/// Seconds since the epoch, for `created`.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The upstream's answer id, else one made from the request id.
+pub fn answer_id(upstream_id: &str, request_id: &str) -> String {
+    if upstream_id.is_empty() {
+        format!("chatcmpl-{request_id}")
+    } else {
+        upstream_id.to_owned()
+    }
+}
+
+/// The model the answer names: what the upstream said answered, else the
+/// member's upstream model, else the name asked for.
+pub fn answer_model(response_model: &str, served: Option<&pb::ServedBy>, asked: &str) -> String {
+    if !response_model.is_empty() {
+        return response_model.to_owned();
+    }
+    served
+        .map(|s| s.upstream_model.as_str())
+        .filter(|m| !m.is_empty())
+        .unwrap_or(asked)
+        .to_owned()
+}
+
+pub fn usage(u: &pb::Usage) -> Value {
+    let mut v = json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u64::from(u.input_tokens) + u64::from(u.output_tokens),
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    });
+    if u.cache_write_input_tokens > 0 {
+        v["cache_creation_input_tokens"] = json!(u.cache_write_input_tokens);
+    }
+    v
+}
+
+fn tool_calls(calls: &[pb::ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            json!({"id": c.id, "type": "function",
+                   "function": {"name": c.name, "arguments": c.arguments_json}})
+        })
+        .collect()
+}
+
+fn logprobs(l: &[pb::TokenLogprob]) -> Value {
+    if l.is_empty() {
+        return Value::Null;
+    }
+    let entry = |token: &str, logprob: f64, bytes: &[u8]| json!({"token": token, "logprob": logprob, "bytes": bytes});
+    let content: Vec<Value> = l
+        .iter()
+        .map(|t| {
+            let mut e = entry(&t.token, t.logprob, &t.bytes);
+            e["top_logprobs"] = t
+                .top_logprobs
+                .iter()
+                .map(|x| entry(&x.token, x.logprob, &x.bytes))
+                .collect();
+            e
+        })
+        .collect();
+    json!({"content": content})
+}
+
+/// Anthropic-style thinking blocks (with signatures), so a client can send
+/// them back on the next turn.
+fn thinking_blocks(blocks: &[pb::ReasoningBlock]) -> Option<Value> {
+    let signed: Vec<Value> = blocks
+        .iter()
+        .filter(|b| !b.signature.is_empty() || !b.redacted_data.is_empty())
+        .map(|b| {
+            if b.redacted_data.is_empty() {
+                json!({"type": "thinking", "thinking": b.text, "signature": b.signature})
+            } else {
+                json!({"type": "redacted_thinking", "data": b.redacted_data})
+            }
+        })
+        .collect();
+    (!signed.is_empty()).then_some(Value::Array(signed))
+}
+
+fn message(
+    content: &str,
+    calls: &[pb::ToolCall],
+    reasoning: &str,
+    blocks: &[pb::ReasoningBlock],
+) -> Value {
+    let mut m = json!({
+        "role": "assistant",
+        "content": if content.is_empty() && !calls.is_empty() { Value::Null } else { json!(content) },
+    });
+    if !calls.is_empty() {
+        m["tool_calls"] = tool_calls(calls);
+    }
+    if !reasoning.is_empty() {
+        m["reasoning_content"] = json!(reasoning);
+    }
+    if let Some(b) = thinking_blocks(blocks) {
+        m["thinking_blocks"] = b;
+    }
+    m
+}
+
+/// A whole completion.
+pub fn completion(r: &pb::GenerateResponse, asked: &str) -> Value {
+    let choices: Vec<Value> = if r.choices.is_empty() {
+        vec![json!({
+            "index": 0,
+            "message": message(&r.content, &r.tool_calls, &r.reasoning, &r.reasoning_blocks),
+            "logprobs": logprobs(&r.logprobs),
+            "finish_reason": r.finish_reason,
+        })]
+    } else {
+        r.choices
+            .iter()
+            .map(|c| {
+                let blocks = if c.index == 0 {
+                    &r.reasoning_blocks[..]
+                } else {
+                    &[]
+                };
+                json!({
+                    "index": c.index,
+                    "message": message(&c.content, &c.tool_calls, &c.reasoning, blocks),
+                    "logprobs": logprobs(&c.logprobs),
+                    "finish_reason": c.finish_reason,
+                })
+            })
+            .collect()
+    };
+    let mut v = json!({
+        "id": answer_id(&r.upstream_id, &r.request_id),
+        "object": "chat.completion",
+        "created": now_secs(),
+        "model": answer_model(&r.response_model, r.served_by.as_ref(), asked),
+        "choices": choices,
+    });
+    if !r.system_fingerprint.is_empty() {
+        v["system_fingerprint"] = json!(r.system_fingerprint);
+    }
+    if let Some(u) = &r.usage {
+        v["usage"] = usage(u);
+    }
+    v
+}
+
+/// What every chunk of one stream repeats.
+pub struct StreamHead {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    pub fingerprint: Option<String>,
+}
+
+impl StreamHead {
+    pub fn new(start: &pb::StreamStart, asked: &str) -> Self {
+        Self {
+            id: answer_id(&start.upstream_id, &start.request_id),
+            model: answer_model(&start.response_model, start.served_by.as_ref(), asked),
+            created: now_secs(),
+            fingerprint: (!start.system_fingerprint.is_empty())
+                .then(|| start.system_fingerprint.clone()),
+        }
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        let mut v = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        });
+        if let Some(f) = &self.fingerprint {
+            v["system_fingerprint"] = json!(f);
+        }
+        v
+    }
+
+    fn delta(&self, delta: Value, finish: Option<&str>) -> Value {
+        self.chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]))
+    }
+
+    /// The first chunk: the assistant's role, before any content.
+    pub fn role(&self) -> Value {
+        self.delta(json!({"role": "assistant", "content": ""}), None)
+    }
+
+    /// A chunk for one stream event; `None` for events sent later
+    /// (usage: after the finish, when asked for) or not at all.
+    pub fn event(&self, e: &pb::generate_stream_event::Event) -> Option<Value> {
+        use pb::generate_stream_event::Event;
+        Some(match e {
+            Event::TextDelta(t) => self.delta(json!({"content": t}), None),
+            Event::ToolCallDelta(d) => {
+                let mut call =
+                    json!({"index": d.index, "function": {"arguments": d.arguments_delta}});
+                if !d.id.is_empty() {
+                    call["id"] = json!(d.id);
+                    call["type"] = json!("function");
+                }
+                if !d.name.is_empty() {
+                    call["function"]["name"] = json!(d.name);
+                }
+                self.delta(json!({"tool_calls": [call]}), None)
+            }
+            Event::ReasoningDelta(r) => {
+                let mut d = json!({});
+                if !r.text.is_empty() {
+                    d["reasoning_content"] = json!(r.text);
+                }
+                if !r.signature.is_empty() {
+                    d["thinking_blocks"] = json!([{"type": "thinking", "thinking": "", "signature": r.signature, "index": r.index}]);
+                }
+                if !r.redacted_data.is_empty() {
+                    d["thinking_blocks"] = json!([{"type": "redacted_thinking", "data": r.redacted_data, "index": r.index}]);
+                }
+                self.delta(d, None)
+            }
+            Event::Finish(f) => self.delta(json!({}), Some(&f.finish_reason)),
+            Event::Usage(_) | Event::Start(_) => return None,
+        })
+    }
+
+    /// The usage chunk OpenAI sends last (`stream_options.include_usage`).
+    pub fn usage(&self, u: &pb::Usage) -> Value {
+        let mut v = self.chunk(json!([]));
+        v["usage"] = usage(u);
+        v
+    }
+}
+
+/// One SSE event: `data: <json>\n\n`.
+pub fn sse(v: &Value) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
+    // Serializing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, v);
+    out.extend_from_slice(b"\n\n");
+    out.into()
+}
+
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_completion_in_openai_shape() {
+        let r = pb::GenerateResponse {
+            request_id: "r1".into(),
+            content: String::new(),
+            tool_calls: vec![pb::ToolCall {
+                id: "c1".into(),
+                name: "f".into(),
+                arguments_json: "{}".into(),
+            }],
+            finish_reason: "tool_calls".into(),
+            usage: Some(pb::Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                cached_input_tokens: 4,
+                reasoning_tokens: 2,
+                cache_write_input_tokens: 0,
+            }),
+            reasoning: "thought".into(),
+            reasoning_blocks: vec![pb::ReasoningBlock {
+                text: "thought".into(),
+                signature: "s".into(),
+                redacted_data: String::new(),
+            }],
+            served_by: Some(pb::ServedBy {
+                upstream_model: "claude-x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = completion(&r, "coding");
+        assert_eq!(v["id"], "chatcmpl-r1");
+        assert_eq!(v["model"], "claude-x");
+        let m = &v["choices"][0]["message"];
+        assert_eq!(m["content"], Value::Null);
+        assert_eq!(m["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(m["reasoning_content"], "thought");
+        assert_eq!(m["thinking_blocks"][0]["signature"], "s");
+        assert_eq!(v["usage"]["total_tokens"], 15);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        assert_eq!(
+            v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            2
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn stream_chunks_in_openai_shape() {
+        use pb::generate_stream_event::Event;
+        let start = pb::StreamStart {
+            request_id: "r".into(),
+            upstream_id: "chatcmpl-up".into(),
+            response_model: "gpt-x".into(),
+            ..Default::default()
+        };
+        let h = StreamHead::new(&start, "chat");
+        assert_eq!(h.role()["choices"][0]["delta"]["role"], "assistant");
+        let t = h.event(&Event::TextDelta("hi".into())).expect("a chunk");
+        assert_eq!(
+            (t["id"].as_str(), t["model"].as_str()),
+            (Some("chatcmpl-up"), Some("gpt-x"))
+        );
+        assert_eq!(t["choices"][0]["delta"]["content"], "hi");
+        let call = h
+            .event(&Event::ToolCallDelta(pb::ToolCallDelta {
+                index: 1,
+                id: "c".into(),
+                name: "f".into(),
+                arguments_delta: "{".into(),
+            }))
+            .expect("a chunk");
+        assert_eq!(call["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
+        assert_eq!(
+            call["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
+        let fin = h
+            .event(&Event::Finish(pb::Finish {
+                finish_reason: "stop".into(),
+            }))
+            .expect("a chunk");
+        assert_eq!(fin["choices"][0]["finish_reason"], "stop");
+        assert!(h.event(&Event::Usage(pb::Usage::default())).is_none());
+        assert_eq!(
+            h.usage(&pb::Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+                ..Default::default()
+            })["usage"]["total_tokens"],
+            3
+        );
+        assert!(sse(&fin).starts_with(b"data: {") && sse(&fin).ends_with(b"}\n\n"));
+    }
+}
