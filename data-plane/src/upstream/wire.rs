@@ -263,3 +263,13 @@ where
     )
     .boxed()
 }
+
+/// Merges a request's `extra` fields into a body object, last: its keys win.
+pub(super) fn merge_extra(
+    body: &mut serde_json::Map<String, Value>,
+    extra: Option<&serde_json::Map<String, Value>>,
+) {
+    if let Some(extra) = extra {
+        body.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}

@@ -1,0 +1,124 @@
+//! OpenAI-compatible adapter: `POST {base_url}/chat/completions`, unary or
+//! SSE streaming, and `POST {base_url}/embeddings`.
+//!
+//! How the neutral request is sent (`body`):
+//!
+//! - Message `parts` become a `content` array: text parts, `image_url` parts
+//!   (inline images as `data:` URLs, `detail` only when set), PDF documents as
+//!   `file` parts (`file_data` a `data:` URL) and plain-text documents as text
+//!   parts. Documents must be inline data (bytes or a base64 `data:` URL):
+//!   these APIs fetch no document by URL, so one by URL is `Unsupported`, as
+//!   are images and documents outside user messages (tool results take text
+//!   only here).
+//! - Cache markers are not sent: OpenAI-compatible providers cache prompt
+//!   prefixes by themselves; cached tokens come back in the usage.
+//! - An assistant message's `reasoning` blocks are not sent back: the chat
+//!   completions API takes none, and DeepSeek-style servers refuse a request
+//!   that sends `reasoning_content` back.
+//! - A tool message's `is_error` has no counterpart: the result goes as is
+//!   (its text says what failed).
+//! - Reasoning is `reasoning_effort`; a request giving only `budget_tokens`
+//!   gets the effort nearest to it: up to 2048 tokens `low`, up to 8192
+//!   `medium`, above that `high`.
+//! - The output cap (`max_tokens`, else the member's default) goes as
+//!   `max_completion_tokens` to OpenAI's own API (`api.openai.com`, Azure
+//!   `*.openai.azure.com`) and with reasoning (reasoning models take no
+//!   `max_tokens`); elsewhere as `max_tokens`, the name many
+//!   OpenAI-compatible servers know only.
+//! - `top_k` is sent as `top_k` (vLLM and others take it; OpenAI itself
+//!   answers 400, which the caller sees).
+//! - `extra` is merged into the body last: its keys win.
+//!
+//! Input the upstream cannot take as given is mapped, not refused: a tool whose
+//! `parameters_json` is empty is sent with `parameters: {}`; one whose schema is
+//! not valid JSON is sent with `{"type":"object"}` (a loose schema) rather than
+//! failing the whole request.
+//!
+//! Answers (`parse`): the upstream's `id`, `model` and `system_fingerprint`
+//! (streams: a `Chunk::Meta` before the first content), reasoning from
+//! `reasoning_content` (DeepSeek, vLLM) or `reasoning` (OpenRouter), a
+//! refusal as the content, log probabilities, every choice of `n`, and
+//! cached and reasoning token counts.
+
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use secrecy::ExposeSecret;
+
+use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
+use super::{
+    ChatRequest, ChunkStream, Completion, EmbedRequest, Embeddings, Target, TraceHeaders,
+    UpstreamError, with_trace,
+};
+
+mod body;
+mod embed;
+mod parse;
+
+#[cfg(test)]
+pub(super) mod tests;
+
+use body::request_body;
+use parse::{Decoder, parse_completion};
+
+/// Asks `{base_url}/embeddings` for one vector per input.
+pub async fn embed(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &EmbedRequest,
+    trace: &TraceHeaders,
+) -> Result<Embeddings, UpstreamError> {
+    let body = post_unary(
+        http,
+        t,
+        "embeddings",
+        with_trace(headers(t)?, trace),
+        &embed::embed_body(t, req)?,
+    )
+    .await?;
+    embed::parse_embeddings(&body, req.inputs.len())
+}
+
+pub async fn complete(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &ChatRequest,
+    trace: &TraceHeaders,
+) -> Result<Completion, UpstreamError> {
+    let body = post_unary(
+        http,
+        t,
+        "chat/completions",
+        with_trace(headers(t)?, trace),
+        &request_body(t, req, false)?,
+    )
+    .await?;
+    parse_completion(&body)
+}
+
+pub async fn stream(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &ChatRequest,
+    trace: &TraceHeaders,
+) -> Result<ChunkStream, UpstreamError> {
+    post_stream(
+        http,
+        t,
+        "chat/completions",
+        with_trace(headers(t)?, trace),
+        &request_body(t, req, true)?,
+        Decoder::default(),
+    )
+    .await
+}
+
+fn headers(t: &Target) -> Result<HeaderMap, UpstreamError> {
+    let mut h = HeaderMap::new();
+    if let Some(c) = &t.credential {
+        h.insert(
+            AUTHORIZATION,
+            secret_value(format!("Bearer {}", c.expose_secret()))?,
+        );
+    }
+    add_extra_headers(&mut h, &t.extra_headers)?;
+    Ok(h)
+}
