@@ -1,0 +1,93 @@
+//! Anthropic Messages adapter: `POST {base_url}/messages`, unary or SSE
+//! streaming. HTTP and SSE plumbing is shared with `openai.rs`; the request
+//! body is built in `body.rs`, answers and streams are read in `decode.rs`.
+//!
+//! Mapping notes (request):
+//! - system messages go in the top-level `system`: joined (blank line
+//!   between) into one string, or, when one carries a cache marker, as an
+//!   array of text blocks (one per system message or text part);
+//! - consecutive messages that map to the same role are merged into one turn,
+//!   so several tool results answer one assistant turn in a single user
+//!   message; an assistant turn's reasoning (thinking) blocks come first;
+//! - reasoning blocks without a signature that are not redacted came from
+//!   another provider: Anthropic refuses unsigned thinking, so they are
+//!   dropped;
+//! - image `detail` has no Anthropic equivalent and is ignored; a `data:`
+//!   URL is sent as a base64 source (it must be `;base64`);
+//! - tool call arguments and tool schemas that are empty or not a JSON object
+//!   are sent as `{}` / `{"type":"object"}` (Anthropic requires objects);
+//! - `max_tokens` is the request's, else the member's `default_max_tokens`,
+//!   else 4096; with reasoning (extended thinking, `budget_tokens` from the
+//!   budget or from the effort: minimal/low 1024, medium 4096, high 16384) it
+//!   must exceed the budget, and when unset is the budget plus that default;
+//! - `response_format` JSON is a forced tool (`json_response`, or the schema's
+//!   name) whose input comes back as the content, finish "stop"; it cannot
+//!   be combined with tools, tool_choice or reasoning;
+//! - `parallel_tool_calls: false` is `disable_parallel_tool_use` (not with
+//!   tool_choice none); tool_choice and it are only sent with tools;
+//! - `seed`, penalties, `n` > 1 and logprobs have no Anthropic equivalent,
+//!   nor do, with reasoning, a forcing tool_choice, `temperature` other
+//!   than 1, `top_k` or `top_p` below 0.95: the member refuses the request
+//!   (`Unsupported`) before sending anything;
+//! - `extra` keys are merged into the body last and win.
+//!
+//! Mapping notes (answer):
+//! - tool call chunk `index` counts tool_use blocks (0, 1, ...) like OpenAI's,
+//!   not Anthropic's content block index (which also counts text blocks);
+//!   reasoning chunk `index` counts thinking and redacted_thinking blocks;
+//! - input tokens include cache reads and writes, as OpenAI's `prompt_tokens`
+//!   do; `cached_input_tokens` are the reads, `cache_write_input_tokens` the
+//!   writes.
+
+mod body;
+mod decode;
+#[cfg(test)]
+// Canned HTTP servers in the tests.
+#[allow(clippy::disallowed_methods)]
+mod tests;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::ExposeSecret;
+
+use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
+use super::{
+    ChatRequest, ChunkStream, Completion, Target, TraceHeaders, UpstreamError, with_trace,
+};
+
+use body::{forced_tool_name, request_body};
+use decode::{Decoder, parse_completion};
+
+const API_VERSION: &str = "2023-06-01";
+
+pub async fn complete(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &ChatRequest,
+    trace: &TraceHeaders,
+) -> Result<Completion, UpstreamError> {
+    let json = request_body(t, req, false)?;
+    let body = post_unary(http, t, "messages", with_trace(headers(t)?, trace), &json).await?;
+    parse_completion(&body, forced_tool_name(req))
+}
+
+pub async fn stream(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &ChatRequest,
+    trace: &TraceHeaders,
+) -> Result<ChunkStream, UpstreamError> {
+    let json = request_body(t, req, true)?;
+    let decoder = Decoder::forcing(forced_tool_name(req));
+    let h = with_trace(headers(t)?, trace);
+    post_stream(http, t, "messages", h, &json, decoder).await
+}
+
+fn headers(t: &Target) -> Result<HeaderMap, UpstreamError> {
+    let mut h = HeaderMap::new();
+    if let Some(c) = &t.credential {
+        h.insert("x-api-key", secret_value(c.expose_secret().to_string())?);
+    }
+    h.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+    add_extra_headers(&mut h, &t.extra_headers)?;
+    Ok(h)
+}
