@@ -57,7 +57,13 @@ fn text_then_usage_then_finish_whatever_the_split() {
         STOP,
     ]);
     for piece in [1, 3, 50, body.len()] {
-        let want = [META, "text Hé", "text llo", "usage 30/12", "finish stop"];
+        let want = [
+            META,
+            "text Hé",
+            "text llo",
+            "usage 30/12 cached=5",
+            "finish stop",
+        ];
         assert_eq!(run::<Decoder>(&body, piece, false), want, "{piece}");
     }
     // Nothing is read after message_stop.
@@ -95,7 +101,7 @@ fn tool_use_blocks_become_indexed_tool_calls() {
         r#"call 0 - - "Oslo"}"#,
         "call 1 toolu_2 now ",
         "call 1 - - {}",
-        "usage 30/40",
+        "usage 30/40 cached=5",
         "finish tool_calls",
     ];
     assert_eq!(run::<Decoder>(&body, 11, false), want);
@@ -139,7 +145,7 @@ fn thinking_signatures_redacted_blocks_and_cache_usage_stream() {
         "reasoning 2 So: sig=- redacted=-",
         "reasoning 2  sig=sig-2 redacted=-",
         "text Cold.",
-        "usage 60/50",
+        "usage 60/50 cached=30 cache_write=20",
         "finish stop",
     ];
     for piece in [1, 9, 64, body.len()] {
@@ -176,7 +182,7 @@ fn a_forced_tools_json_streams_as_text() {
         META,
         r#"text {"city":"#,
         r#"text "Oslo"}"#,
-        "usage 30/9",
+        "usage 30/9 cached=5",
         "finish stop",
     ];
     for piece in [1, 13, body.len()] {
@@ -218,7 +224,7 @@ fn a_stream_without_message_stop_is_truncated() {
     let body = format!("{body}{}", events(&[STOP]));
     assert_eq!(
         run::<Decoder>(&body, 8, false),
-        [META, "text a", "usage 30/3", "finish length"]
+        [META, "text a", "usage 30/3 cached=5", "finish length"]
     );
 }
 
