@@ -499,6 +499,15 @@ pub fn embed_request(r: &pb::EmbedRequest) -> Result<EmbedRequest, DpError> {
             }
         });
     }
+    let texts = inputs
+        .iter()
+        .filter(|i| matches!(i, EmbedInput::Text(_)))
+        .count();
+    if texts != 0 && texts != inputs.len() {
+        return Err(invalid(
+            "inputs mix text and token ids; send one kind per request".into(),
+        ));
+    }
     if r.dimensions == Some(0) {
         return Err(invalid(
             "dimensions is 0; leave it unset or give at least 1".into(),

@@ -27,6 +27,10 @@ pub enum Fault {
     ErrorEvent,
     /// 404 with the provider's model-not-found error JSON.
     UnknownModel,
+    /// 200 with exactly this body: `json` for a unary request, `sse` (the
+    /// raw event stream, as the provider would send it) for a streaming
+    /// one. For tests of how an answer is read.
+    Reply { json: String, sse: String },
 }
 
 #[derive(Debug, Default)]

@@ -47,6 +47,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai))
         .route("/v1/messages", post(anthropic))
+        .route("/v1/embeddings", post(embeddings))
         .with_state(shared)
 }
 
@@ -56,6 +57,71 @@ async fn openai(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
 
 async fn anthropic(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(s, Wire::Anthropic, headers, body).await
+}
+
+/// OpenAI embeddings: one deterministic vector per input (`dimensions`
+/// values, default 4), from the input's bytes. Status faults apply.
+async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, raw: Bytes) -> Response {
+    let wire = Wire::OpenAi;
+    let Some(body) = serde_json::from_slice::<Value>(&raw)
+        .ok()
+        .filter(Value::is_object)
+    else {
+        s.stats.record_anonymous();
+        let err = wire::error_body(wire, 400, Some("request body is not a JSON object"));
+        return json_response(wire, StatusCode::BAD_REQUEST, &err);
+    };
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    s.stats.record_call(&model, &headers, &body);
+    let mut guard = RequestGuard::new(Arc::clone(&s.stats));
+    guard.finish();
+    match s.faults.take(&model) {
+        Some(Fault::Status { code, .. }) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return json_response(wire, status, &wire::error_body(wire, code, None));
+        }
+        Some(Fault::UnknownModel) => {
+            return json_response(
+                wire,
+                StatusCode::NOT_FOUND,
+                &wire::unknown_model_body(wire, &model),
+            );
+        }
+        Some(Fault::Reply { json, .. }) => {
+            let mut r = (StatusCode::OK, json).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
+        _ => {}
+    }
+    let dims = body["dimensions"].as_u64().unwrap_or(4).clamp(1, 4096) as usize;
+    let inputs: Vec<Vec<u8>> = match &body["input"] {
+        Value::String(t) => vec![t.as_bytes().to_vec()],
+        Value::Array(a) => a.iter().map(|x| x.to_string().into_bytes()).collect(),
+        _ => Vec::new(),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let v: Vec<f32> = (0..dims)
+                .map(|d| {
+                    let sum: usize = bytes.iter().map(|b| usize::from(*b) * (d + 1)).sum();
+                    (sum % 997) as f32 / 997.0
+                })
+                .collect();
+            serde_json::json!({"object": "embedding", "index": i, "embedding": v})
+        })
+        .collect();
+    let tokens: usize = inputs.iter().map(|b| b.len().div_ceil(4)).sum();
+    let answer = serde_json::json!({
+        "object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    json_response(wire, StatusCode::OK, &answer)
 }
 
 fn json_response(wire: Wire, status: StatusCode, body: &Value) -> Response {
@@ -133,6 +199,19 @@ async fn handle(s: Arc<Shared>, wire: Wire, headers: HeaderMap, raw: Bytes) -> R
             guard.finish();
             let err = wire::unknown_model_body(wire, &model);
             return json_response(wire, StatusCode::NOT_FOUND, &err);
+        }
+        Some(Fault::Reply { json, sse }) => {
+            guard.finish();
+            let (text, kind) = if stream {
+                (sse, "text/event-stream")
+            } else {
+                (json, "application/json")
+            };
+            let mut r = (StatusCode::OK, text).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+            add_request_id(wire, r.headers_mut());
+            return r;
         }
         Some(Fault::DelayFirstByte(delay)) => {
             tokio::select! {

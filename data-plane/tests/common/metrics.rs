@@ -3,17 +3,32 @@
 
 use switchyard_testkit::harness::ServerProc;
 
+/// The `addr` of a server's first log line whose message is `message`.
+pub fn logged_addr(p: &ServerProc, message: &str) -> Option<String> {
+    p.logs().lines().find_map(|line| {
+        let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+        (v.get("message").and_then(|m| m.as_str()) == Some(message))
+            .then(|| v.get("addr").and_then(|a| a.as_str()).map(str::to_owned))
+            .flatten()
+    })
+}
+
 /// Where a server logged "metrics listening" (its admin port).
 pub fn metrics_addr(p: &ServerProc) -> String {
-    for line in p.logs().lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-            && v.get("message").and_then(|m| m.as_str()) == Some("metrics listening")
-            && let Some(a) = v.get("addr").and_then(|a| a.as_str())
-        {
-            return a.to_owned();
+    logged_addr(p, "metrics listening")
+        .unwrap_or_else(|| panic!("no 'metrics listening' line; logs:\n{}", p.logs()))
+}
+
+/// Where a worker's OpenAI-compatible HTTP door listens (waits up to 10 s
+/// for the line: the door logs it from its own task).
+pub async fn http_addr(p: &ServerProc) -> String {
+    for _ in 0..200 {
+        if let Some(a) = logged_addr(p, "OpenAI-compatible HTTP door listening") {
+            return a;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("no 'metrics listening' line; logs:\n{}", p.logs());
+    panic!("no HTTP door line; logs:\n{}", p.logs());
 }
 
 /// `GET /metrics` of a server, as text.
