@@ -53,7 +53,7 @@ async fn get_lists_the_demo_pool_and_its_members_as_tables_and_json() {
         out.lines()
             .next()
             .unwrap()
-            .ends_with("RPM_LIMIT  TPM_LIMIT  ETAG")
+            .ends_with("RPM_LIMIT  TPM_LIMIT  MAX_OUTPUT  ETAG")
     );
 
     let json = sy(

@@ -61,6 +61,8 @@ pub mod pool {
         pub advance_on_permanent: bool,
         pub enabled: bool,
         pub description: String,
+        /// Whether callers may send `extra_json` to the pool's members (m0003).
+        pub allow_request_extra: bool,
         pub revision: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
@@ -86,6 +88,8 @@ pub mod member {
         pub status: String,
         pub rpm_limit: Option<i64>,
         pub tpm_limit: Option<i64>,
+        /// max_tokens for requests that set none (m0003).
+        pub max_output_tokens: Option<i32>,
         pub revision: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,

@@ -34,7 +34,8 @@ fn tier(target: pb::route_tier::Target, backup: bool) -> pb::RouteTier {
     }
 }
 
-/// Two providers, two pools (one with its own failover), three members and
+/// Two providers, two pools (one with its own failover, one refusing
+/// `extra_json`), three members (one with a default `max_output_tokens`) and
 /// a route with a pool tier and a direct backup.
 fn document() -> pb::ConfigDocument {
     use pb::route_tier::Target;
@@ -65,14 +66,20 @@ fn document() -> pb::ConfigDocument {
                 description: "code models".into(),
                 ..pool("coding")
             },
-            pool("chat"),
+            pb::Pool {
+                allow_request_extra: Some(false),
+                ..pool("chat")
+            },
         ],
         members: vec![
             pb::Member {
                 weight: 3,
                 ..member("coding", "openai", "gpt-4o")
             },
-            member("coding", "claude", "claude-sonnet"),
+            pb::Member {
+                max_output_tokens: Some(8192),
+                ..member("coding", "claude", "claude-sonnet")
+            },
             pb::Member {
                 rpm_limit: Some(600),
                 ..member("chat", "openai", "gpt-4o-mini")
@@ -154,6 +161,25 @@ async fn apply_builds_a_config_in_one_revision_and_reapplying_changes_nothing(ba
     assert_eq!(coding.members.len(), 2);
     assert_eq!(coding.strategy, pb::Strategy::Weighted as i32);
     assert_eq!(coding.failover.map(|f| f.failure_threshold), Some(5));
+    assert!(coding.allow_request_extra, "left out = true");
+    let claude = coding
+        .members
+        .iter()
+        .find(|m| m.upstream_model == "claude-sonnet")
+        .expect("claude member");
+    assert_eq!(claude.max_output_tokens, Some(8192));
+    assert!(
+        coding
+            .members
+            .iter()
+            .any(|m| m.upstream_model == "gpt-4o" && m.max_output_tokens.is_none())
+    );
+    let chat = snap
+        .pools
+        .iter()
+        .find(|p| p.name == "chat")
+        .expect("chat pool");
+    assert!(!chat.allow_request_extra);
     assert_eq!(snap.routes.len(), 1);
 
     // The same document again, and the exported one: nothing to do, no revision.
@@ -181,6 +207,20 @@ async fn apply_builds_a_config_in_one_revision_and_reapplying_changes_nothing(ba
         ],
         "sorted by pool, provider, model"
     );
+    assert_eq!(
+        doc.members
+            .iter()
+            .map(|m| m.max_output_tokens)
+            .collect::<Vec<_>>(),
+        [None, Some(8192), None]
+    );
+    assert_eq!(
+        doc.pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.allow_request_extra))
+            .collect::<Vec<_>>(),
+        [("chat", Some(false)), ("coding", Some(true))]
+    );
     let round = apply(&mut c, doc, true).await;
     assert!(
         round.changes.is_empty() && !round.applied,
@@ -207,6 +247,42 @@ async fn apply_builds_a_config_in_one_revision_and_reapplying_changes_nothing(ba
     assert_eq!(ev.resource, pb::ResourceType::Config as i32);
     assert_eq!(ev.action, pb::ChangeAction::Applied as i32);
     assert_eq!(ev.actor, "admin");
+
+    // A max_output_tokens left out of the document is cleared.
+    let mut doc = document();
+    doc.members[1].max_output_tokens = None;
+    let cleared = apply(&mut c, doc, false).await;
+    assert!(cleared.applied);
+    assert_eq!(
+        cleared
+            .changes
+            .iter()
+            .map(|ch| {
+                let f = &ch.fields[0];
+                (
+                    ch.name.as_str(),
+                    ch.fields.len(),
+                    f.field.as_str(),
+                    f.from.as_str(),
+                    f.to.as_str(),
+                )
+            })
+            .collect::<Vec<_>>(),
+        [(
+            "coding/claude/claude-sonnet",
+            1,
+            "max_output_tokens",
+            "8192",
+            "none"
+        )]
+    );
+    let snap = wait_snapshot(&prefix, cleared.revision).await;
+    assert!(
+        snap.pools
+            .iter()
+            .flat_map(|p| &p.members)
+            .all(|m| m.max_output_tokens.is_none())
+    );
     drop(cp);
 }
 
@@ -236,10 +312,13 @@ async fn apply_reports_field_diffs_and_prunes_only_when_asked(backend: Backend) 
     assert!(cred.from.starts_with("inline ...") || cred.from.starts_with("inline …"));
     assert!(!format!("{first:?}").contains("sk-inline-0123456789"));
 
-    // Change two fields, drop a member and the route.
+    // Change four fields (a left-out allow_request_extra is its default,
+    // true), drop a member and the route.
     let mut doc = document();
     doc.pools[0].strategy = pb::Strategy::Priority.into();
+    doc.pools[1].allow_request_extra = None;
     doc.members[0].weight = 7;
+    doc.members[0].max_output_tokens = Some(4096);
     doc.members.remove(1);
     doc.routes.clear();
     let kept = apply(&mut c, doc.clone(), false).await;
@@ -256,6 +335,18 @@ async fn apply_reports_field_diffs_and_prunes_only_when_asked(backend: Backend) 
             .collect::<Vec<_>>(),
         [("strategy", "weighted", "priority")]
     );
+    let chat = kept
+        .changes
+        .iter()
+        .find(|ch| ch.name == "chat")
+        .expect("chat pool diff");
+    assert_eq!(
+        chat.fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.from.as_str(), f.to.as_str()))
+            .collect::<Vec<_>>(),
+        [("allow_request_extra", "false", "true")]
+    );
     let m = kept
         .changes
         .iter()
@@ -266,7 +357,7 @@ async fn apply_reports_field_diffs_and_prunes_only_when_asked(backend: Backend) 
             .iter()
             .map(|f| (f.field.as_str(), f.from.as_str(), f.to.as_str()))
             .collect::<Vec<_>>(),
-        [("weight", "3", "7")]
+        [("weight", "3", "7"), ("max_output_tokens", "none", "4096")]
     );
     assert!(names(&kept.changes, pb::ChangeAction::Deleted).is_empty());
     assert_eq!(
@@ -300,6 +391,15 @@ async fn apply_reports_field_diffs_and_prunes_only_when_asked(backend: Backend) 
         .into_inner();
     assert_eq!(members.members.len(), 1);
     assert_eq!(members.members[0].weight, 7);
+    assert_eq!(members.members[0].max_output_tokens, Some(4096));
+    let chat = c
+        .get_pool(pb::GetRequest {
+            id_or_name: "chat".into(),
+        })
+        .await
+        .expect("chat")
+        .into_inner();
+    assert_eq!(chat.allow_request_extra, Some(true));
 
     // Pruning to an empty document deletes everything, providers last.
     let empty = apply(&mut c, pb::ConfigDocument::default(), true).await;

@@ -144,6 +144,47 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
             "member.rpm_limit",
         ),
         (
+            "max_output_tokens of zero",
+            c.create_member(pb::CreateMemberRequest {
+                member: Some(pb::Member {
+                    max_output_tokens: Some(0),
+                    ..member("chat", "prov", "m2")
+                }),
+            })
+            .await
+            .map(|_| ()),
+            Code::InvalidArgument,
+            "member.max_output_tokens is 0",
+        ),
+        (
+            "max_output_tokens over a million",
+            c.create_member(pb::CreateMemberRequest {
+                member: Some(pb::Member {
+                    max_output_tokens: Some(1_000_001),
+                    ..member("chat", "prov", "m2")
+                }),
+            })
+            .await
+            .map(|_| ()),
+            Code::InvalidArgument,
+            "member.max_output_tokens is 1000001",
+        ),
+        (
+            "max_output_tokens out of range on update",
+            c.update_member(pb::UpdateMemberRequest {
+                member: Some(pb::Member {
+                    id: existing.id.clone(),
+                    max_output_tokens: Some(u32::MAX),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["max_output_tokens"]),
+            })
+            .await
+            .map(|_| ()),
+            Code::InvalidArgument,
+            "member.max_output_tokens",
+        ),
+        (
             "missing pool",
             c.create_member(pb::CreateMemberRequest {
                 member: Some(member("nope", "prov", "m2")),

@@ -208,7 +208,10 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
         (
             "CreatePool",
             pb::CreatePoolRequest {
-                pool: Some(pool("fresh-pool")),
+                pool: Some(pb::Pool {
+                    allow_request_extra: Some(false),
+                    ..pool("fresh-pool")
+                }),
             }
             .encode_to_vec(),
         ),
@@ -219,9 +222,10 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
             pb::UpdatePoolRequest {
                 pool: Some(pb::Pool {
                     id: chat.id.clone(),
+                    allow_request_extra: Some(true),
                     ..pool("chat")
                 }),
-                update_mask: mask(&["name", "description", "enabled"]),
+                update_mask: mask(&["name", "description", "enabled", "allow_request_extra"]),
             }
             .encode_to_vec(),
         ),
@@ -236,7 +240,10 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
         (
             "CreateMember",
             pb::CreateMemberRequest {
-                member: Some(member("chat", "prov", "m2")),
+                member: Some(pb::Member {
+                    max_output_tokens: Some(4096),
+                    ..member("chat", "prov", "m2")
+                }),
             }
             .encode_to_vec(),
         ),
@@ -256,9 +263,10 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
                     id: m.id.clone(),
                     upstream_model: "m1".into(),
                     weight: 1,
+                    max_output_tokens: Some(2048),
                     ..Default::default()
                 }),
-                update_mask: mask(&["upstream_model", "weight"]),
+                update_mask: mask(&["upstream_model", "weight", "max_output_tokens"]),
             }
             .encode_to_vec(),
         ),

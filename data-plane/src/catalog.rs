@@ -119,7 +119,10 @@ fn credential(
 }
 
 impl Provider {
-    fn target(&self, model: &str) -> Target {
+    /// Where a call to `model` goes. `default_max_tokens` is the member's
+    /// `max_output_tokens`; `allow_extra` the pool's `allow_request_extra`
+    /// (a direct `provider/model` call has no pool: None and true).
+    fn target(&self, model: &str, default_max_tokens: Option<u32>, allow_extra: bool) -> Target {
         Target {
             kind: self.kind,
             base_url: self.base_url.clone(),
@@ -127,8 +130,8 @@ impl Provider {
             credential: self.credential.clone(),
             extra_headers: self.headers.clone(),
             timeouts: self.timeouts,
-            default_max_tokens: None,
-            allow_extra: true,
+            default_max_tokens,
+            allow_extra,
         }
     }
 }
@@ -202,7 +205,11 @@ impl Catalog {
                     },
                     priority: m.priority,
                     status,
-                    target: prov.target(&m.upstream_model),
+                    target: prov.target(
+                        &m.upstream_model,
+                        m.max_output_tokens,
+                        p.allow_request_extra,
+                    ),
                 });
                 if status == pb::MemberStatus::Active && prov.enabled {
                     active.push(c.clone());
@@ -286,7 +293,7 @@ impl Catalog {
             limits,
             priority: 0,
             status: pb::MemberStatus::Active,
-            target: p.target(model),
+            target: p.target(model, None, true),
         });
         let active = if p.enabled {
             vec![c.clone()]
@@ -386,5 +393,102 @@ impl Catalog {
         let mut routes: Vec<_> = self.routes.values().cloned().collect();
         routes.sort_by(|a, b| a.name.cmp(&b.name));
         (pools, routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSecrets;
+    impl Secrets for NoSecrets {
+        fn env(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn file(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn member(id: &str, model: &str, max_output_tokens: Option<u32>) -> pb::SnapshotMember {
+        pb::SnapshotMember {
+            id: id.into(),
+            provider_id: "prov-id".into(),
+            provider_name: "prov".into(),
+            upstream_model: model.into(),
+            weight: 1,
+            status: pb::MemberStatus::Active.into(),
+            max_output_tokens,
+            ..Default::default()
+        }
+    }
+
+    fn pool(
+        name: &str,
+        allow_request_extra: bool,
+        members: Vec<pb::SnapshotMember>,
+    ) -> pb::SnapshotPool {
+        pb::SnapshotPool {
+            id: format!("{name}-id"),
+            name: name.into(),
+            enabled: true,
+            allow_request_extra,
+            members,
+            ..Default::default()
+        }
+    }
+
+    fn snapshot() -> pb::Snapshot {
+        pb::Snapshot {
+            revision: 7,
+            providers: vec![pb::SnapshotProvider {
+                id: "prov-id".into(),
+                name: "prov".into(),
+                kind: pb::ProviderKind::Anthropic.into(),
+                base_url: "https://api.example.test/v1".into(),
+                enabled: true,
+                ..Default::default()
+            }],
+            pools: vec![
+                pool(
+                    "strict",
+                    false,
+                    vec![member("m1", "big", Some(8192)), member("m2", "small", None)],
+                ),
+                pool("open", true, vec![member("m3", "big", Some(1024))]),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// (model, default_max_tokens, allow_extra) of each candidate of the one tier.
+    fn targets(c: &Catalog, model: &str) -> Vec<(String, Option<u32>, bool)> {
+        let r = c.resolve(model).expect("resolves");
+        r.tiers[0]
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.target.model.clone(),
+                    m.target.default_max_tokens,
+                    m.target.allow_extra,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn targets_carry_the_members_max_output_tokens_and_the_pools_extra_setting() {
+        let c = Catalog::build(&snapshot(), None, &NoSecrets);
+        assert_eq!(
+            targets(&c, "strict"),
+            [
+                ("big".to_owned(), Some(8192), false),
+                ("small".to_owned(), None, false),
+            ]
+        );
+        assert_eq!(targets(&c, "open"), [("big".to_owned(), Some(1024), true)]);
+        // A direct provider/model call has no pool: no default, extra allowed.
+        assert_eq!(targets(&c, "prov/big"), [("big".to_owned(), None, true)]);
     }
 }

@@ -185,6 +185,7 @@ async fn pool(conn: &ConnArgs, cp: &Cp, name: &str, window: u32) -> anyhow::Resu
     field(&mut out, "Enabled", on(p.enabled));
     field(&mut out, "Description", dash(&p.description));
     field(&mut out, "Failover", output::failover(p.failover.as_ref()));
+    field(&mut out, "Extra JSON", output::extra(p.allow_request_extra));
     stamps(
         &mut out,
         &p.etag,

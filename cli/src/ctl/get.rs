@@ -311,7 +311,7 @@ fn providers_table(ps: &[pb::Provider], wide: bool) -> Option<Table> {
 fn pools_table(ps: &[pb::Pool], ms: &[pb::Member], wide: bool) -> Option<Table> {
     let mut cols = vec!["NAME", "STRATEGY", "MEMBERS", "ENABLED", "DESCRIPTION"];
     if wide {
-        cols.extend(["FAILOVER", "ETAG"]);
+        cols.extend(["FAILOVER", "EXTRA", "ETAG"]);
     }
     let mut t = Table::new(&cols);
     for p in ps {
@@ -324,7 +324,11 @@ fn pools_table(ps: &[pb::Pool], ms: &[pb::Member], wide: bool) -> Option<Table> 
             dash(&p.description).into(),
         ];
         if wide {
-            row.extend([output::failover(p.failover.as_ref()), p.etag.clone()]);
+            row.extend([
+                output::failover(p.failover.as_ref()),
+                output::extra(p.allow_request_extra).into(),
+                p.etag.clone(),
+            ]);
         }
         t.row(row);
     }
@@ -340,7 +344,7 @@ pub fn members_table(
         "ID", "POOL", "PROVIDER", "MODEL", "WEIGHT", "PRIORITY", "STATUS", "HEALTH",
     ];
     if wide {
-        cols.extend(["RPM_LIMIT", "TPM_LIMIT", "ETAG"]);
+        cols.extend(["RPM_LIMIT", "TPM_LIMIT", "MAX_OUTPUT", "ETAG"]);
     }
     let now = output::now_ms();
     let mut t = Table::new(&cols);
@@ -359,6 +363,7 @@ pub fn members_table(
             row.extend([
                 output::limit(m.rpm_limit),
                 output::limit(m.tpm_limit),
+                output::limit(m.max_output_tokens.map(u64::from)),
                 m.etag.clone(),
             ]);
         }

@@ -260,6 +260,15 @@ pub fn failover(f: Option<&pb::FailoverPolicy>) -> String {
     }
 }
 
+/// A pool's `allow_request_extra`: whether callers may send `extra_json`.
+pub fn extra(v: Option<bool>) -> &'static str {
+    if v.unwrap_or(true) {
+        "allowed"
+    } else {
+        "refused"
+    }
+}
+
 pub fn limit(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
@@ -311,6 +320,7 @@ pub fn pool_json(p: &pb::Pool) -> Value {
         "failover": failover,
         "enabled": p.enabled.unwrap_or(true),
         "description": p.description,
+        "allow_request_extra": p.allow_request_extra.unwrap_or(true),
         "etag": p.etag,
         "create_time": time_json(p.create_time.as_ref()),
         "update_time": time_json(p.update_time.as_ref()),
@@ -330,6 +340,7 @@ pub fn member_json(m: &pb::Member) -> Value {
         "status": status(m.status),
         "rpm_limit": m.rpm_limit,
         "tpm_limit": m.tpm_limit,
+        "max_output_tokens": m.max_output_tokens,
         "etag": m.etag,
         "create_time": time_json(m.create_time.as_ref()),
         "update_time": time_json(m.update_time.as_ref()),

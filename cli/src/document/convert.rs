@@ -115,6 +115,7 @@ fn pool_to_proto(p: &Pool) -> pb::Pool {
         }),
         enabled: Some(p.enabled),
         description: p.description.clone(),
+        allow_request_extra: Some(p.allow_request_extra),
         ..Default::default()
     }
 }
@@ -142,6 +143,7 @@ fn pool_from_proto(p: &pb::Pool) -> Pool {
         failover,
         enabled: p.enabled.unwrap_or(true),
         description: p.description.clone(),
+        allow_request_extra: p.allow_request_extra.unwrap_or(true),
         members: Vec::new(),
     }
 }
@@ -161,6 +163,7 @@ fn member_to_proto(pool: &str, m: &Member) -> pb::Member {
         status: status.into(),
         rpm_limit: m.rpm_limit,
         tpm_limit: m.tpm_limit,
+        max_output_tokens: m.max_output_tokens,
         ..Default::default()
     }
 }
@@ -179,6 +182,7 @@ fn member_from_proto(m: pb::Member) -> Member {
         status,
         rpm_limit: m.rpm_limit,
         tpm_limit: m.tpm_limit,
+        max_output_tokens: m.max_output_tokens,
     }
 }
 

@@ -121,6 +121,10 @@ pub struct Pool {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// Whether callers may send `extra_json` (fields merged into the
+    /// upstream request body) to this pool's members (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub allow_request_extra: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
 }
@@ -206,6 +210,10 @@ pub struct Member {
     /// Tokens per minute, fleet-wide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm_limit: Option<u64>,
+    /// max_tokens for requests that set none (1-1000000). Anthropic needs
+    /// one: without either, 4096 is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -319,6 +327,7 @@ mod tests {
                 failover: None,
                 enabled: true,
                 description: String::new(),
+                allow_request_extra: true,
                 members: vec![Member {
                     provider: "x".into(),
                     model: "m".into(),
@@ -327,13 +336,21 @@ mod tests {
                     status: Status::Active,
                     rpm_limit: None,
                     tpm_limit: None,
+                    max_output_tokens: None,
                 }],
             }],
             ..Default::default()
         };
         let text = doc.to_yaml().expect("yaml");
         for absent in [
-            "strategy", "failover", "enabled", "weight", "priority", "status",
+            "strategy",
+            "failover",
+            "enabled",
+            "weight",
+            "priority",
+            "status",
+            "allow_request_extra",
+            "max_output_tokens",
         ] {
             assert!(!text.contains(absent), "{absent} in:\n{text}");
         }
@@ -375,6 +392,42 @@ mod tests {
         assert!(typo[0].message.contains("weight"), "{typo:?}");
         let version = parse("version: switchyard/v9\n").expect_err("version");
         assert_eq!(version[0].line, Some(1));
+    }
+
+    #[test]
+    fn request_settings_are_read_checked_and_written() {
+        let text = concat!(
+            "version: switchyard/v1\n",
+            "providers:\n",
+            "  - name: a\n",
+            "    kind: mock\n",
+            "pools:\n",
+            "  - name: p\n",
+            "    allow_request_extra: false\n",
+            "    members:\n",
+            "      - provider: a\n",
+            "        model: m\n",
+            "        max_output_tokens: 8192\n",
+        );
+        let doc = parse(text).unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(!doc.pools[0].allow_request_extra);
+        assert_eq!(doc.pools[0].members[0].max_output_tokens, Some(8192));
+        let api = doc.to_proto();
+        assert_eq!(api.pools[0].allow_request_extra, Some(false));
+        assert_eq!(api.members[0].max_output_tokens, Some(8192));
+        let back = Document::from_proto(api).to_yaml().expect("yaml");
+        assert!(back.contains("allow_request_extra: false"), "{back}");
+        assert!(back.contains("max_output_tokens: 8192"), "{back}");
+
+        let bad = text.replace("8192", "0");
+        let problems = parse(&bad).expect_err("out of range");
+        assert_eq!(problems[0].line, Some(9), "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("member.max_output_tokens is 0"),
+            "{problems:?}"
+        );
     }
 
     #[test]

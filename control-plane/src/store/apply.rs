@@ -45,8 +45,21 @@ enum Write {
 }
 
 const PROVIDER_PATHS: &[&str] = &["kind", "base_url", "extra_headers", "timeouts", "enabled"];
-const POOL_PATHS: &[&str] = &["strategy", "failover", "enabled", "description"];
-const MEMBER_PATHS: &[&str] = &["weight", "priority", "status", "rpm_limit", "tpm_limit"];
+const POOL_PATHS: &[&str] = &[
+    "strategy",
+    "failover",
+    "enabled",
+    "description",
+    "allow_request_extra",
+];
+const MEMBER_PATHS: &[&str] = &[
+    "weight",
+    "priority",
+    "status",
+    "rpm_limit",
+    "tpm_limit",
+    "max_output_tokens",
+];
 const ROUTE_PATHS: &[&str] = &["tiers", "enabled", "description"];
 
 fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {

@@ -100,6 +100,7 @@ fn export(s: Stored) -> pb::ConfigDocument {
             failover: p.failover,
             enabled: p.enabled,
             description: p.description,
+            allow_request_extra: p.allow_request_extra,
             ..Default::default()
         })
         .collect();
@@ -115,6 +116,7 @@ fn export(s: Stored) -> pb::ConfigDocument {
             status: m.status,
             rpm_limit: m.rpm_limit,
             tpm_limit: m.tpm_limit,
+            max_output_tokens: m.max_output_tokens,
             ..Default::default()
         })
         .collect();
@@ -208,6 +210,7 @@ pub(super) fn pool_fields(p: &pb::Pool) -> ApiResult<Fields> {
         ),
         ("enabled", on(p.enabled)),
         ("description", p.description.clone()),
+        ("allow_request_extra", on(p.allow_request_extra)),
     ])
 }
 
@@ -224,6 +227,10 @@ pub(super) fn member_fields(m: &pb::Member) -> ApiResult<Fields> {
         ("status", members::status_to_str(status).to_owned()),
         ("rpm_limit", limit(m.rpm_limit)),
         ("tpm_limit", limit(m.tpm_limit)),
+        (
+            "max_output_tokens",
+            limit(m.max_output_tokens.map(u64::from)),
+        ),
     ])
 }
 

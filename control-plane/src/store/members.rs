@@ -29,7 +29,11 @@ const UPDATABLE: &[&str] = &[
     "status",
     "rpm_limit",
     "tpm_limit",
+    "max_output_tokens",
 ];
+
+/// The largest default `max_output_tokens` a member may set.
+const MAX_OUTPUT_TOKENS_MAX: u32 = 1_000_000;
 
 pub(super) fn status_to_str(s: pb::MemberStatus) -> &'static str {
     match s {
@@ -62,6 +66,21 @@ pub(super) fn limit_in(field: &str, v: Option<u64>, max: u64) -> ApiResult<Optio
     }
 }
 
+/// A member's default max_tokens: unset, or `1..=1_000_000`.
+pub(super) fn max_output_in(v: Option<u32>) -> ApiResult<Option<i32>> {
+    match v {
+        None => Ok(None),
+        Some(n) => {
+            validate::range("member.max_output_tokens", n, 1, MAX_OUTPUT_TOKENS_MAX)?;
+            Ok(i32::try_from(n).ok())
+        }
+    }
+}
+
+pub(crate) fn max_output_out(v: Option<i32>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
+}
+
 fn weight_in(v: u32) -> ApiResult<i32> {
     let w = validate::range("member.weight", v, 1, 10_000)?;
     Ok(i32::try_from(w).unwrap_or(1))
@@ -75,6 +94,7 @@ pub(super) fn check_alone(m: &pb::Member) -> ApiResult<()> {
     proto_enum::<pb::MemberStatus>("member.status", m.status, STATUS_NAMES)?;
     limit_in("member.rpm_limit", m.rpm_limit, validate::LIMIT_MAX)?;
     limit_in("member.tpm_limit", m.tpm_limit, validate::LIMIT_MAX)?;
+    max_output_in(m.max_output_tokens)?;
     Ok(())
 }
 
@@ -94,7 +114,7 @@ pub(super) fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) 
         provider_name: provider_name.to_owned(),
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
-        max_output_tokens: None,
+        max_output_tokens: max_output_out(m.max_output_tokens),
     }
 }
 
@@ -189,6 +209,7 @@ impl Store {
         let status = status_to_str(proto_enum("member.status", m.status, STATUS_NAMES)?);
         let rpm = limit_in("member.rpm_limit", m.rpm_limit, validate::LIMIT_MAX)?;
         let tpm = limit_in("member.tpm_limit", m.tpm_limit, validate::LIMIT_MAX)?;
+        let max_output = max_output_in(m.max_output_tokens)?;
         let id = Uuid::now_v7();
         let pool = find_pool(&w.txn, "member.pool", &m.pool).await?;
         let provider = find_provider(&w.txn, "member.provider", &m.provider).await?;
@@ -203,6 +224,7 @@ impl Store {
             status: Set(status.to_owned()),
             rpm_limit: Set(rpm),
             tpm_limit: Set(tpm),
+            max_output_tokens: Set(max_output),
             revision: Set(w.revision),
             created_at: Set(w.now),
             updated_at: Set(w.now),
@@ -336,6 +358,10 @@ impl Store {
                         m.tpm_limit,
                         validate::LIMIT_MAX,
                     )?)
+                }
+                // Unset in the request with the path named: cleared.
+                "max_output_tokens" => {
+                    am.max_output_tokens = Set(max_output_in(m.max_output_tokens)?)
                 }
                 _ => {}
             }

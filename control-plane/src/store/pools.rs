@@ -32,6 +32,7 @@ const UPDATABLE: &[&str] = &[
     "failover.advance_on_permanent",
     "enabled",
     "description",
+    "allow_request_extra",
 ];
 
 pub(crate) const DEFAULT_RETRIES: u32 = 1;
@@ -78,7 +79,7 @@ pub(super) fn to_proto(m: &pool::Model) -> pb::Pool {
         etag: etag(m.revision),
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
-        allow_request_extra: Some(true),
+        allow_request_extra: Some(m.allow_request_extra),
     }
 }
 
@@ -180,6 +181,7 @@ impl Store {
             strategy: Set(strategy.to_owned()),
             enabled: Set(p.enabled.unwrap_or(true)),
             description: Set(p.description),
+            allow_request_extra: Set(p.allow_request_extra.unwrap_or(true)),
             revision: Set(w.revision),
             created_at: Set(w.now),
             updated_at: Set(w.now),
@@ -274,6 +276,9 @@ impl Store {
                 "description" => {
                     validate::description("pool.description", &p.description)?;
                     am.description = Set(p.description.clone());
+                }
+                "allow_request_extra" => {
+                    am.allow_request_extra = Set(p.allow_request_extra.unwrap_or(true))
                 }
                 _ => {}
             }

@@ -119,7 +119,7 @@ impl Store {
                     status: super::members::status_from_str(&m.status).into(),
                     rpm_limit: super::members::limit_out(m.rpm_limit),
                     tpm_limit: super::members::limit_out(m.tpm_limit),
-                    max_output_tokens: None,
+                    max_output_tokens: super::members::max_output_out(m.max_output_tokens),
                 });
         }
         Ok(pb::Snapshot {
@@ -137,7 +137,7 @@ impl Store {
                     failover: Some(super::pools::failover(&p)),
                     enabled: p.enabled,
                     members: by_pool.remove(&p.id).unwrap_or_default(),
-                    allow_request_extra: true,
+                    allow_request_extra: p.allow_request_extra,
                     name: p.name,
                 })
                 .collect(),
