@@ -48,7 +48,7 @@ fn pool(
     members: Vec<pb::SnapshotMember>,
 ) -> pb::SnapshotPool {
     let (id, name, strategy) = (id(), name.into(), s as i32);
-    pb::SnapshotPool { id, name, strategy, failover: Some(failover), enabled: true, members, allow_request_extra: true }
+    pb::SnapshotPool { id, name, strategy, failover: Some(failover), enabled: true, members, allow_request_extra: None }
 }
 
 /// Revision 1 of the main prefix: providers "fake" and "dead" (a closed port);

@@ -161,7 +161,7 @@ async fn apply_builds_a_config_in_one_revision_and_reapplying_changes_nothing(ba
     assert_eq!(coding.members.len(), 2);
     assert_eq!(coding.strategy, pb::Strategy::Weighted as i32);
     assert_eq!(coding.failover.map(|f| f.failure_threshold), Some(5));
-    assert!(coding.allow_request_extra, "left out = true");
+    assert_eq!(coding.allow_request_extra, Some(true), "left out = true");
     let claude = coding
         .members
         .iter()
@@ -179,7 +179,7 @@ async fn apply_builds_a_config_in_one_revision_and_reapplying_changes_nothing(ba
         .iter()
         .find(|p| p.name == "chat")
         .expect("chat pool");
-    assert!(!chat.allow_request_extra);
+    assert_eq!(chat.allow_request_extra, Some(false));
     assert_eq!(snap.routes.len(), 1);
 
     // The same document again, and the exported one: nothing to do, no revision.

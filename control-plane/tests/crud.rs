@@ -572,9 +572,9 @@ async fn request_settings_round_trip(backend: Backend) {
             .cloned()
             .expect("pool in snapshot")
     };
-    assert!(by_name(&snap, "open").allow_request_extra);
+    assert_eq!(by_name(&snap, "open").allow_request_extra, Some(true));
     let s = by_name(&snap, "strict");
-    assert!(!s.allow_request_extra);
+    assert_eq!(s.allow_request_extra, Some(false));
     assert_eq!(s.members[0].max_output_tokens, Some(8192));
     assert_eq!(by_name(&snap, "open").members[0].max_output_tokens, None);
 
@@ -683,10 +683,10 @@ async fn request_settings_round_trip(backend: Backend) {
     let last = revision(&mut c).await;
     let stored = wait_snapshot(&prefix, last).await;
     let open = by_name(&stored, "open");
-    assert!(!open.allow_request_extra);
+    assert_eq!(open.allow_request_extra, Some(false));
     assert_eq!(open.members[0].max_output_tokens, Some(1_000_000));
     let strict = by_name(&stored, "strict");
-    assert!(strict.allow_request_extra);
+    assert_eq!(strict.allow_request_extra, Some(true));
     assert_eq!(strict.members[0].max_output_tokens, None);
     assert_eq!(strict.members[0].weight, 4);
 }

@@ -208,7 +208,7 @@ impl Catalog {
                     target: prov.target(
                         &m.upstream_model,
                         m.max_output_tokens,
-                        p.allow_request_extra,
+                        p.allow_request_extra.unwrap_or(true),
                     ),
                 });
                 if status == pb::MemberStatus::Active && prov.enabled {
@@ -432,7 +432,7 @@ mod tests {
             id: format!("{name}-id"),
             name: name.into(),
             enabled: true,
-            allow_request_extra,
+            allow_request_extra: Some(allow_request_extra),
             members,
             ..Default::default()
         }
@@ -488,6 +488,11 @@ mod tests {
             ]
         );
         assert_eq!(targets(&c, "open"), [("big".to_owned(), Some(1024), true)]);
+        // A snapshot from before the setting existed allows extra.
+        let mut old = snapshot();
+        old.pools[0].allow_request_extra = None;
+        let c_old = Catalog::build(&old, None, &NoSecrets);
+        assert!(targets(&c_old, "strict")[0].2);
         // A direct provider/model call has no pool: no default, extra allowed.
         assert_eq!(targets(&c, "prov/big"), [("big".to_owned(), None, true)]);
     }

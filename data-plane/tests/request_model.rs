@@ -52,7 +52,22 @@ async fn world() -> World {
             policy,
             &[("ant", "claude-m", 10), ("oai", "gpt-m", 0)],
         )
-        .pool("e", pb::Strategy::Priority, policy, &[("oai", "emb-1", 0)]);
+        .pool("e", pb::Strategy::Priority, policy, &[("oai", "emb-1", 0)])
+        .pool(
+            "long",
+            pb::Strategy::Priority,
+            policy,
+            &[("ant", "claude-long", 0)],
+        )
+        .member_max_output("long", "claude-long", 8192)
+        .pool(
+            "locked",
+            pb::Strategy::Priority,
+            policy,
+            &[("oai", "gpt-locked", 0)],
+        )
+        .pool_allows_extra("locked", false)
+        .route("guarded", &[("locked", false), ("o", true)]);
     config.publish(&redis_url(), &prefix, 1, true).await;
     let worker = worker(&redis_url(), &prefix, &[]).await;
     wait_revision(&worker, 1).await;
@@ -552,4 +567,70 @@ async fn embeddings_are_served_from_an_embedding_pool_with_failover_rules() {
         .await
         .expect_err("the only member fails");
     assert_eq!(e.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn operators_set_max_tokens_per_member_and_may_forbid_extra_per_pool() {
+    let w = world().await;
+    let mut c = client(&w.worker).await;
+    // Anthropic needs max_tokens: the member's setting, else 4096 (never a silent 1024).
+    c.generate(ask("long", "hi")).await.expect("served");
+    assert_eq!(
+        w.fake
+            .last_body("claude-long")
+            .map(|b| b["max_tokens"].clone()),
+        Some(json!(8192))
+    );
+    c.generate(ask("a", "hi")).await.expect("served");
+    assert_eq!(
+        w.fake
+            .last_body("claude-x")
+            .map(|b| b["max_tokens"].clone()),
+        Some(json!(4096))
+    );
+    c.generate(pb::GenerateRequest {
+        max_tokens: Some(77),
+        ..ask("long", "hi")
+    })
+    .await
+    .expect("served");
+    assert_eq!(
+        w.fake
+            .last_body("claude-long")
+            .map(|b| b["max_tokens"].clone()),
+        Some(json!(77))
+    );
+    // A pool that forbids extra fields is passed over (the backup tier
+    // serves), and alone it refuses clearly; without extra it serves.
+    let extra = |model: &str| pb::GenerateRequest {
+        extra_json: r#"{"logit_bias":{"50256":-100}}"#.into(),
+        ..ask(model, "hi")
+    };
+    let r = c
+        .generate(extra("guarded"))
+        .await
+        .expect("served")
+        .into_inner();
+    assert_eq!(
+        outcomes(&r.attempts),
+        [
+            ("gpt-locked".into(), pb::AttemptOutcome::Unsupported),
+            ("gpt-x".into(), pb::AttemptOutcome::Ok)
+        ]
+    );
+    assert_eq!(
+        w.fake.last_body("gpt-x").map(|b| b["logit_bias"].clone()),
+        Some(json!({"50256": -100}))
+    );
+    let e = c.generate(extra("locked")).await.expect_err("refused");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("allow_request_extra"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(w.fake.calls("gpt-locked"), 0);
+    c.generate(ask("locked", "hi"))
+        .await
+        .expect("served without extra");
 }

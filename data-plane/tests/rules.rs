@@ -78,7 +78,7 @@ fn snapshot(failover: pb::FailoverPolicy, members: &[(&str, &str, Option<u64>)])
                     max_output_tokens: None,
                 })
                 .collect(),
-            allow_request_extra: true,
+            allow_request_extra: None,
         }],
         routes: vec![],
         ..Default::default()

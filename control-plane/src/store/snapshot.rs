@@ -137,7 +137,7 @@ impl Store {
                     failover: Some(super::pools::failover(&p)),
                     enabled: p.enabled,
                     members: by_pool.remove(&p.id).unwrap_or_default(),
-                    allow_request_extra: p.allow_request_extra,
+                    allow_request_extra: Some(p.allow_request_extra),
                     name: p.name,
                 })
                 .collect(),

@@ -140,7 +140,7 @@ impl Config {
             failover: Some(failover),
             enabled: true,
             members,
-            allow_request_extra: true,
+            allow_request_extra: None,
         });
         self
     }
@@ -171,6 +171,24 @@ impl Config {
                 m.rpm_limit = rpm;
                 m.tpm_limit = tpm;
             }
+        }
+        self
+    }
+
+    /// A member's `max_output_tokens` (max_tokens when a request sets none).
+    pub fn member_max_output(&mut self, pool: &str, model: &str, n: u32) -> &mut Self {
+        for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
+            for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {
+                m.max_output_tokens = Some(n);
+            }
+        }
+        self
+    }
+
+    /// Whether a pool's callers may send `extra_json`.
+    pub fn pool_allows_extra(&mut self, pool: &str, allow: bool) -> &mut Self {
+        for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
+            p.allow_request_extra = Some(allow);
         }
         self
     }
