@@ -129,6 +129,36 @@ async fn the_readme_grpcurl_examples_work_as_written() {
         "the member id reached the update example"
     );
 
+    // The HTTP walk-through, with curl, against the same dev server,
+    // on the config the grpcurl block made (the CLI block replaces it).
+    let http = format!("http://{}", dev.http);
+    let http_env = [("PATH", path.as_str()), ("H", http.as_str())];
+    let mut http_ran = 0;
+    for cmd in commands_after(&readme, "## Call it over HTTP (OpenAI-compatible)") {
+        if cmd.starts_with("H=") {
+            continue; // the address comes from the running dev server
+        }
+        let (ok, out, err) = tokio::task::block_in_place(|| run(&cmd, &http_env));
+        http_ran += 1;
+        assert!(ok, "README command failed:\n{cmd}\n{out}{err}");
+        let check = |want: &str| assert!(out.contains(want), "{cmd}: no {want:?} in\n{out}{err}");
+        if cmd.contains("/v1/models") {
+            check(r#""id":"coding""#);
+        } else if cmd.contains("\"nope\"") {
+            check(r#""code":"model_not_found""#);
+        } else if cmd.contains("grep") {
+            check("x-switchyard-attempts");
+        } else if cmd.contains("\"stream\":true") {
+            check("data: [DONE]");
+            check(r#""usage":{"#);
+        } else if cmd.contains("/v1/embeddings") {
+            check(r#""object":"embedding""#);
+        } else if cmd.contains("/v1/chat/completions") {
+            check(r#""object":"chat.completion""#);
+        }
+    }
+    assert!(http_ran >= 6, "{http_ran} README HTTP commands ran");
+
     // The CLI walk-through, with the real `switchyard` command, on the
     // config the grpcurl block made.
     let cli_dir = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -182,6 +212,7 @@ async fn the_readme_grpcurl_examples_work_as_written() {
         }
     }
     assert!(cli_ran >= 10, "{cli_ran} README CLI commands ran");
+
     assert!(ran >= 15, "{ran} README commands ran");
     dev.stop().await;
 }

@@ -13,6 +13,8 @@ pub struct Dev {
     pub child: tokio::process::Child,
     pub addr: String,
     pub inference: String,
+    /// The OpenAI-compatible HTTP door.
+    pub http: String,
 }
 
 /// `switchyard dev` on free ports in `data_dir`, with `env` added.
@@ -43,7 +45,7 @@ pub async fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Dev
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let find = async {
-        let (mut cp, mut dp) = (None, None);
+        let (mut cp, mut dp, mut http) = (None, None, None);
         while let Ok(Some(line)) = lines.next_line().await {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && let Some(a) = v["addr"].as_str()
@@ -52,15 +54,17 @@ pub async fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Dev
                     cp = Some(a.to_owned());
                 } else if v["message"] == "data plane listening" {
                     dp = Some(a.to_owned());
+                } else if v["message"] == "OpenAI-compatible HTTP door listening" {
+                    http = Some(a.to_owned());
                 }
             }
-            if let (Some(c), Some(d)) = (&cp, &dp) {
-                return Some((c.clone(), d.clone()));
+            if let (Some(c), Some(d), Some(h)) = (&cp, &dp, &http) {
+                return Some((c.clone(), d.clone(), h.clone()));
             }
         }
         None
     };
-    let (addr, inference) = tokio::time::timeout(Duration::from_secs(30), find)
+    let (addr, inference, http) = tokio::time::timeout(Duration::from_secs(30), find)
         .await
         .ok()
         .flatten()
@@ -70,6 +74,7 @@ pub async fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Dev
         child,
         addr,
         inference,
+        http,
     }
 }
 
