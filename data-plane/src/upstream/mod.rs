@@ -6,6 +6,8 @@
 //! (`failover`), so nothing multiplies: the HTTP client retries nothing.
 
 pub mod anthropic;
+#[cfg(test)]
+mod canned;
 mod classify;
 pub mod mock;
 pub mod openai;

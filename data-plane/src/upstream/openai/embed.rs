@@ -129,51 +129,18 @@ pub(super) fn parse_embeddings(body: &[u8], inputs: usize) -> Result<Embeddings,
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // tokio::spawn for the canned server
 mod tests {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
     use super::super::super::TraceHeaders;
+    use super::super::super::canned::{self, http_response};
     use super::super::embed as embed_call;
     use super::super::tests::target;
     use super::*;
 
-    /// Serves one canned HTTP response; yields the request seen.
-    async fn serve_once(response: String) -> (String, tokio::task::JoinHandle<String>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}/v1/", listener.local_addr().expect("addr"));
-        let task = tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.expect("accept");
-            let mut req = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let text = String::from_utf8_lossy(&req).to_lowercase();
-                if let Some(head) = text.find("\r\n\r\n") {
-                    let len = text
-                        .split("content-length: ")
-                        .nth(1)
-                        .and_then(|s| s.split("\r\n").next())
-                        .and_then(|l| l.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if req.len() >= head + 4 + len {
-                        break;
-                    }
-                }
-                let n = sock.read(&mut buf).await.expect("read");
-                assert!(n > 0, "client closed early");
-                req.extend_from_slice(&buf[..n]);
-            }
-            let _ = sock.write_all(response.as_bytes()).await;
-            String::from_utf8_lossy(&req).into_owned()
-        });
-        (base, task)
+    fn ok(body: &str) -> String {
+        http_response("200 OK", "content-type: application/json\r\n", body)
     }
 
-    fn ok(body: &str) -> String {
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
+    async fn serve_once(response: String) -> (String, tokio::task::JoinHandle<String>) {
+        canned::serve_once(response, std::time::Duration::ZERO).await
     }
 
     /// The request's path line, headers (lowercase) and JSON body.
