@@ -14,6 +14,8 @@ mod chat_out;
 mod embeddings;
 mod error;
 mod headers;
+mod json;
+mod messages;
 
 use std::sync::Arc;
 
