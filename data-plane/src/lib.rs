@@ -2,8 +2,12 @@
 //!
 //! # Layout
 //! A request's life, top-down, one stage per module:
+//! - [`door`]: the OpenAI-compatible HTTP door, a translation in front of
+//!   `service` (one engine for both).
 //! - [`service`]: `switchyard.v1.Inference` (Generate, GenerateStream,
-//!   ListModels): checks the request, runs failover, responds.
+//!   Embed, ListModels, statistics): one call's life in `service::call`.
+//! - [`intake`]: the request checked, field by field, into the neutral
+//!   request model (`upstream::ChatRequest`, `EmbedRequest`).
 //! - [`catalog`] (resolve): a model name (route → pool → provider/model) to
 //!   tiers of candidates, from the snapshot held in memory.
 //! - [`plan`]: a pool's members in the order to try them — strategy and the
@@ -18,7 +22,8 @@
 //! - [`model`]: the types every stage shares (a leaf: no imports from the rest).
 //! - [`fleet`]: what the fleet shares (health, tickets, limits, probes), held
 //!   in memory and kept live from Redis (or memory in the embedded default).
-//! - [`upstream`]: the wire formats (`openai`, `anthropic`, `mock`).
+//! - [`upstream`]: the neutral request and answer, and the wire formats
+//!   (`openai`, `anthropic`, `mock`) that translate them.
 //! - [`sync`]: snapshot loading and change following, without Postgres.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
