@@ -228,6 +228,7 @@ async fn a_client_certificate_bound_to_a_caller_authenticates_without_a_key() {
         "SWITCHYARD_INFERENCE_TOKENS",
         "not-sent-by-these-clients".to_owned(),
     ));
+    env.push(("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0".to_owned()));
     let w = start(&prefix, &env).await;
 
     let addr = w.addr.to_string();
@@ -275,4 +276,29 @@ async fn a_client_certificate_bound_to_a_caller_authenticates_without_a_key() {
         "{}",
         err.message()
     );
+
+    // The HTTP door (the same certificate and client CA) knows them too.
+    let door: std::net::SocketAddr = http_addr(&w).await.parse().expect("door addr");
+    let models_as = |id: CertPair| {
+        let pem = format!("{}{}", id.cert_pem, id.key_pem);
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).expect("CA"),
+            )
+            .identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"))
+            .resolve("localhost", door)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let url = format!("https://localhost:{}/v1/models", door.port());
+        async move {
+            let r = client.get(url).send().await.expect("the door answers");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let (status, body) = models_as(certs.client("alice")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""id":"p""#), "{body}");
+    let (status, body) = models_as(certs.client("bob")).await;
+    assert_eq!(status, 401, "{body}");
 }

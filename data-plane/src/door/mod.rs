@@ -31,6 +31,8 @@ use serde_json::json;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_server::Inference as _;
 
+use switchyard_shared::tls::PeerIdentity;
+
 use crate::access::Access;
 use crate::callers::Grant;
 use crate::respond::EventStream;
@@ -267,14 +269,18 @@ pub async fn serve(
     tracing::info!(addr = %addr, scheme, "OpenAI-compatible HTTP door listening");
     let served = async {
         match tls {
+            // The connection's client certificate (mTLS) reaches the
+            // caller check as it does on the gRPC port.
             None => {
-                axum::serve(listener, router)
+                let app = router.into_make_service_with_connect_info::<PeerIdentity>();
+                axum::serve(listener, app)
                     .with_graceful_shutdown(stop.clone().cancelled_owned())
                     .await
             }
             Some(tls) => {
                 let incoming = switchyard_shared::tls::TlsIncoming::http(listener, &tls);
-                axum::serve(incoming, router)
+                let app = router.into_make_service_with_connect_info::<PeerIdentity>();
+                axum::serve(incoming, app)
                     .with_graceful_shutdown(stop.clone().cancelled_owned())
                     .await
             }
