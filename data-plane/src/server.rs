@@ -336,6 +336,7 @@ pub async fn serve(
             service,
             access: access.clone(),
             max_body: settings.http_max_body,
+            export_spans,
         });
         (listener, crate::door::router(door))
     });

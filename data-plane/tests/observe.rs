@@ -594,3 +594,71 @@ async fn a_caller_that_leaves_midway_still_counts_what_was_tried() {
         0.0
     );
 }
+
+/// A call through the HTTP door is one trace too: its server span
+/// continues the caller's `traceparent`, the RPC and attempt spans nest in
+/// it, and the upstream sees the same trace.
+#[tokio::test]
+async fn a_call_through_the_http_door_continues_the_callers_trace() {
+    let collector = Collector::default();
+    let otlp = collector.start().await;
+    let endpoint = format!("http://{otlp}");
+    let s = setup(
+        policy(0, 100, 1000),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await;
+    s.fake.set_fault("a", status(503));
+    let door = http_addr(&s.worker).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{door}/v1/chat/completions"))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
+        .json(&serde_json::json!({"model": "p", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("the door answers");
+    assert_eq!(r.status(), 200);
+    let tp = s
+        .fake
+        .last_headers("b")
+        .and_then(|h| {
+            h.get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .expect("traceparent sent upstream");
+    assert!(tp.contains(TRACE_ID), "{tp}");
+    let spans = collector.attempt_spans(2).await;
+    let ours: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == TRACE_ID)
+        .collect();
+    let server = ours
+        .iter()
+        .find(|s| s.name == "POST /v1/chat/completions")
+        .unwrap_or_else(|| panic!("the door's server span: {:?}", names(&spans)));
+    assert_eq!(
+        hex(&server.parent_span_id),
+        CALLER_SPAN,
+        "continues the caller's span"
+    );
+    let rpc = ours
+        .iter()
+        .find(|s| s.name == "generate p")
+        .expect("the request's span");
+    assert_eq!(
+        rpc.parent_span_id, server.span_id,
+        "nested in the door's span"
+    );
+    assert_eq!(
+        ours.iter()
+            .filter(|s| s.parent_span_id == rpc.span_id)
+            .count(),
+        2,
+        "two attempt spans"
+    );
+}

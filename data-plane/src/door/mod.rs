@@ -46,9 +46,13 @@ pub struct Door {
     pub access: Access,
     /// Largest request body taken.
     pub max_body: usize,
+    /// Spans are exported (OTLP): each request gets a server span that
+    /// continues the caller's `traceparent`, as gRPC calls do.
+    pub export_spans: bool,
 }
 
 pub fn router(door: Arc<Door>) -> Router {
+    let spans = door.export_spans;
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embed))
@@ -59,7 +63,30 @@ pub fn router(door: Arc<Door>) -> Router {
                 "no such endpoint; this door serves POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models",
             )
         })
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| server_span(spans, req, next),
+        ))
         .with_state(door)
+}
+
+/// The request's server span: the engine's spans nest in it, and with
+/// export on it continues the caller's trace (W3C `traceparent`).
+async fn server_span(export: bool, req: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    let span = if export {
+        let span = tracing::info_span!(
+            "http",
+            otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+        );
+        crate::observe::trace::continue_caller(&span, req.headers());
+        span
+    } else {
+        tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+    };
+    next.run(req).instrument(span).await
 }
 
 type Parts = axum::http::request::Parts;
