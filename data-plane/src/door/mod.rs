@@ -300,7 +300,7 @@ pub async fn serve(
             // caller check as it does on the gRPC port.
             None => {
                 let app = router.into_make_service_with_connect_info::<PeerIdentity>();
-                axum::serve(listener, app)
+                axum::serve(switchyard_shared::tls::NoDelay(listener), app)
                     .with_graceful_shutdown(stop.clone().cancelled_owned())
                     .await
             }

@@ -158,3 +158,33 @@ impl axum::serve::Listener for TlsIncoming {
         self.listener.local_addr()
     }
 }
+
+/// Plain TCP connections for an axum server, with TCP_NODELAY on each:
+/// without it a small write (an SSE event after the headers) can wait for
+/// the client's delayed ACK, 40 ms on Linux.
+pub struct NoDelay(pub TcpListener);
+
+impl axum::serve::Listener for NoDelay {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return (tcp, peer);
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "accept failed");
+                    // Out of file descriptors, say: do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}

@@ -35,7 +35,7 @@ use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
 use crate::metrics::names as n;
 
-pub use incoming::{Incoming, TlsIncoming};
+pub use incoming::{Incoming, NoDelay, TlsIncoming};
 use reload::{Loaded, ReloadingCert, Watcher};
 
 /// How often the certificate and key files are looked at.
@@ -302,11 +302,11 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsI
     }
 }
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+/// Plain TCP: no certificate.
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelay>>
     for PeerIdentity
 {
-    fn connect_info(_: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+    fn connect_info(_: axum::serve::IncomingStream<'_, NoDelay>) -> Self {
         Self(None)
     }
 }
