@@ -70,10 +70,16 @@ pub(super) fn request_body(
 /// Whether the target is OpenAI's own API (or Azure OpenAI), which wants
 /// `max_completion_tokens`.
 fn openai_itself(t: &Target) -> bool {
-    let url = url::Url::parse(&t.base_url).ok();
-    let host = url.as_ref().and_then(url::Url::host_str);
-    host.map(str::to_ascii_lowercase)
-        .is_some_and(|h| h == "api.openai.com" || h.ends_with(".openai.azure.com"))
+    // Runs for every request: the host read off the URL by hand (no parse,
+    // no allocation), `scheme://[user@]host[:port][/path]`.
+    let rest = t.base_url.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = host_port.split(':').next().unwrap_or_default();
+    host.eq_ignore_ascii_case("api.openai.com")
+        || host
+            .get(host.len().saturating_sub(17)..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".openai.azure.com"))
 }
 
 /// The effort asked for, or the one nearest a token budget.
@@ -464,6 +470,9 @@ mod tests {
             ("https://api.deepseek.com/v1", "max_tokens"),
             ("http://127.0.0.1:8000/v1", "max_tokens"),
             ("https://api.openai.com.evil.example/v1", "max_tokens"),
+            ("https://key@api.openai.com:443/v1", "max_completion_tokens"),
+            ("https://evil.example/api.openai.com", "max_tokens"),
+            ("https://x.openai.azure.com.evil.example", "max_tokens"),
         ];
         for (base, key) in cases {
             let got = request_body(&target(base), &req, false).expect("body");
