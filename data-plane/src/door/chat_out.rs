@@ -4,12 +4,7 @@
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
-/// Seconds since the epoch, for `created`.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::observe::stats::unix_secs;
 
 /// The upstream's answer id, else one made from the request id.
 pub fn answer_id(upstream_id: &str, request_id: &str) -> String {
@@ -146,7 +141,7 @@ pub fn completion(r: &pb::GenerateResponse, asked: &str) -> Value {
     let mut v = json!({
         "id": answer_id(&r.upstream_id, &r.request_id),
         "object": "chat.completion",
-        "created": now_secs(),
+        "created": unix_secs(),
         "model": answer_model(&r.response_model, r.served_by.as_ref(), asked),
         "choices": choices,
     });
@@ -163,7 +158,7 @@ pub fn completion(r: &pb::GenerateResponse, asked: &str) -> Value {
 pub struct StreamHead {
     pub id: String,
     pub model: String,
-    pub created: u64,
+    pub created: i64,
     pub fingerprint: Option<String>,
 }
 
@@ -172,7 +167,7 @@ impl StreamHead {
         Self {
             id: answer_id(&start.upstream_id, &start.request_id),
             model: answer_model(&start.response_model, start.served_by.as_ref(), asked),
-            created: now_secs(),
+            created: unix_secs(),
             fingerprint: (!start.system_fingerprint.is_empty())
                 .then(|| start.system_fingerprint.clone()),
         }

@@ -138,7 +138,8 @@ impl From<tonic::Status> for DoorError {
             ),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         };
-        let mut headers = super::headers::from_metadata(s.metadata());
+        let mut headers = HeaderMap::new();
+        super::headers::copy_switchyard(s.metadata(), &mut headers);
         if let Some(r) = retry {
             headers.insert(axum::http::header::RETRY_AFTER, r);
         }

@@ -9,15 +9,14 @@ use axum::http::HeaderMap;
 use axum::http::HeaderValue;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-/// The answer's `x-switchyard-*` metadata as HTTP headers.
-pub fn from_metadata(md: &MetadataMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in md.clone().into_headers().iter() {
+/// Copies the answer's `x-switchyard-*` metadata into HTTP headers `to`
+/// (metadata is a header map underneath: nothing is parsed again).
+pub fn copy_switchyard(md: &MetadataMap, to: &mut HeaderMap) {
+    for (name, value) in md.as_ref() {
         if name.as_str().starts_with("x-switchyard-") {
-            out.insert(name.clone(), value.clone());
+            to.insert(name.clone(), value.clone());
         }
     }
-    out
 }
 
 /// How long the caller will wait: `x-switchyard-timeout-ms`, else the
@@ -53,13 +52,6 @@ pub fn to_metadata(h: &HeaderMap) -> MetadataMap {
         }
     }
     md
-}
-
-/// `x-switchyard-*` headers set on a response.
-pub fn extend(target: &mut HeaderMap, from: HeaderMap) {
-    for (name, value) in from.iter() {
-        target.insert(name.clone(), value.clone());
-    }
 }
 
 #[cfg(test)]

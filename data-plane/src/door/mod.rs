@@ -134,7 +134,7 @@ fn grpc_request<T>(parts: &Parts, grant: Option<Grant>, message: T) -> tonic::Re
 
 fn json_response(body: &impl serde::Serialize, md: &tonic::metadata::MetadataMap) -> Response {
     let mut resp = axum::Json(body).into_response();
-    headers::extend(resp.headers_mut(), headers::from_metadata(md));
+    headers::copy_switchyard(md, resp.headers_mut());
     resp
 }
 
@@ -167,7 +167,7 @@ async fn chat_inner(door: &Door, req: Request) -> Result<Response, DoorError> {
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers::extend(h, headers::from_metadata(&md));
+    headers::copy_switchyard(&md, h);
     Ok(resp)
 }
 

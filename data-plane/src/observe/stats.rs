@@ -28,7 +28,7 @@ pub const KEEP: Duration = Duration::from_secs(3600 + 120);
 /// Longest window a caller may ask for.
 pub const MAX_WINDOW_SECS: u32 = 3600;
 
-pub(super) fn unix_secs() -> i64 {
+pub(crate) fn unix_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))

@@ -232,13 +232,6 @@ impl ChatRequest {
         u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
             + u64::from(self.max_tokens.unwrap_or(0))
     }
-
-    /// Whether any message carries an image or document part.
-    pub fn has_media(&self) -> bool {
-        self.messages
-            .iter()
-            .any(|m| m.parts.iter().any(|p| !matches!(p.kind, PartKind::Text(_))))
-    }
 }
 
 /// One embedding input.
