@@ -19,8 +19,7 @@ struct World {
 }
 
 /// Pools over one fake upstream: "o" (OpenAI kind), "a" (Anthropic kind),
-/// "mixed" (an Anthropic member first, then an OpenAI one), "e" (an
-/// embedding model).
+/// "mixed" (an Anthropic member first, then an OpenAI one).
 async fn world() -> World {
     let fake = FakeUpstream::start(FakeConfig::default()).await;
     let prefix = RedisPrefix::new();
@@ -52,7 +51,6 @@ async fn world() -> World {
             policy,
             &[("ant", "claude-m", 10), ("oai", "gpt-m", 0)],
         )
-        .pool("e", pb::Strategy::Priority, policy, &[("oai", "emb-1", 0)])
         .pool(
             "long",
             pb::Strategy::Priority,
@@ -497,76 +495,6 @@ async fn an_option_a_member_cannot_honour_moves_to_one_that_can_or_fails_clearly
         "{}",
         e.message()
     );
-}
-
-#[tokio::test]
-async fn embeddings_are_served_from_an_embedding_pool_with_failover_rules() {
-    let w = world().await;
-    let mut c = client(&w.worker).await;
-    let input = |t: &str| pb::EmbedInput {
-        input: Some(pb::embed_input::Input::Text(t.into())),
-    };
-    let r = c
-        .embed(pb::EmbedRequest {
-            model: "e".into(),
-            inputs: vec![input("hello"), input("world")],
-            dimensions: Some(3),
-            ..Default::default()
-        })
-        .await
-        .expect("embedded")
-        .into_inner();
-    assert_eq!(
-        w.fake.last_body("emb-1"),
-        Some(
-            json!({"model": "emb-1", "input": ["hello", "world"], "encoding_format": "float", "dimensions": 3})
-        )
-    );
-    assert_eq!(r.embeddings.len(), 2);
-    assert!(r.embeddings.iter().all(|e| e.values.len() == 3));
-    assert_ne!(r.embeddings[0].values, r.embeddings[1].values);
-    assert_eq!(r.served_by.map(|s| s.pool), Some("e".into()));
-    assert!(r.usage.is_some_and(|u| u.input_tokens > 0));
-    // Base64: the same vectors as little-endian float32 bytes.
-    let b = c
-        .embed(pb::EmbedRequest {
-            model: "e".into(),
-            inputs: vec![input("hello"), input("world")],
-            dimensions: Some(3),
-            encoding: pb::EmbeddingEncoding::Base64.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("embedded")
-        .into_inner();
-    let floats: Vec<f32> = b.embeddings[0]
-        .data
-        .chunks(4)
-        .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-        .collect();
-    assert_eq!(floats, r.embeddings[0].values);
-    // Anthropic has no embeddings: a clear INVALID_ARGUMENT, nothing sent.
-    let e = c
-        .embed(pb::EmbedRequest {
-            model: "a".into(),
-            inputs: vec![input("x")],
-            ..Default::default()
-        })
-        .await
-        .expect_err("refused");
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("no embeddings"), "{}", e.message());
-    // A transient failure fails over like any unary call (here: nothing left).
-    w.fake.set_fault("emb-1", status(503));
-    let e = c
-        .embed(pb::EmbedRequest {
-            model: "e".into(),
-            inputs: vec![input("x")],
-            ..Default::default()
-        })
-        .await
-        .expect_err("the only member fails");
-    assert_eq!(e.code(), Code::Unavailable);
 }
 
 #[tokio::test]
