@@ -3,6 +3,7 @@
 mod body;
 mod decode;
 mod http;
+mod options;
 
 use serde_json::json;
 
