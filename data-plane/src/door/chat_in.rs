@@ -6,11 +6,10 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use switchyard_proto::v1 as pb;
 
-use super::error::DoorError;
-use super::json::{R, bad, bool_of, cache_of, f32_of, str_of, u32_of};
+use super::json::{R, bad, bool_of, cache_of, f32_of, object, str_of, u32_of, unknown_fields};
 use super::messages::message;
 
 /// Fields the door reads (or knows to drop); everything else is `extra`.
@@ -225,11 +224,7 @@ fn metadata(v: &Value) -> R<HashMap<String, String>> {
 
 /// Reads a chat completions body.
 pub fn read(body: &[u8]) -> R<Chat> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| DoorError::invalid(None, format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(b) = v else {
-        return Err(DoorError::invalid(None, "the body must be a JSON object"));
-    };
+    let b = object(body)?;
     let get = |k: &str| b.get(k).unwrap_or(&Value::Null);
     if !get("functions").is_null() {
         return Err(bad("functions", "functions is deprecated; use tools"));
@@ -296,11 +291,7 @@ pub fn read(body: &[u8]) -> R<Chat> {
     }
     // Unknown fields pass through to the upstream, plus an explicit
     // `extra_json` object (merged over them).
-    let mut extra: Map<String, Value> = b
-        .iter()
-        .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut extra = unknown_fields(&b, &KNOWN);
     match get("extra_json") {
         Value::Null => {}
         Value::Object(o) => extra.extend(o.clone()),

@@ -3,18 +3,12 @@
 //! official SDKs ask by default).
 
 use base64::Engine as _;
+use serde_json::Value;
 #[cfg(test)]
 use serde_json::json;
-use serde_json::{Map, Value};
 use switchyard_proto::v1 as pb;
 
-use super::error::DoorError;
-
-type R<T> = Result<T, DoorError>;
-
-fn bad(param: &str, message: impl Into<String>) -> DoorError {
-    DoorError::invalid(Some(param.to_owned()), message)
-}
+use super::json::{R, bad, object, str_of, unknown_fields};
 
 fn tokens(a: &[Value]) -> Option<Vec<u32>> {
     a.iter()
@@ -57,11 +51,7 @@ fn inputs(v: &Value) -> R<Vec<pb::EmbedInput>> {
 
 /// A read embeddings body, and whether the answer is base64.
 pub fn read(body: &[u8]) -> R<(pb::EmbedRequest, bool)> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| DoorError::invalid(None, format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(b) = v else {
-        return Err(DoorError::invalid(None, "the body must be a JSON object"));
-    };
+    let b = object(body)?;
     let get = |k: &str| b.get(k).unwrap_or(&Value::Null);
     let model = get("model")
         .as_str()
@@ -85,17 +75,9 @@ pub fn read(body: &[u8]) -> R<(pb::EmbedRequest, bool)> {
                 .ok_or_else(|| bad("dimensions", "dimensions must be a whole number"))?,
         ),
     };
-    let user = match get("user") {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        _ => return Err(bad("user", "user must be a string")),
-    };
+    let user = str_of(get("user"), "user")?.unwrap_or_default().to_owned();
     let known = ["model", "input", "encoding_format", "dimensions", "user"];
-    let extra: Map<String, Value> = b
-        .iter()
-        .filter(|(k, _)| !known.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let extra = unknown_fields(&b, &known);
     Ok((
         pb::EmbedRequest {
             model: model.to_owned(),

@@ -2,7 +2,7 @@
 //! parameter in its error, so a caller learns what to fix.
 
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use switchyard_proto::v1 as pb;
 
 use super::error::DoorError;
@@ -11,6 +11,24 @@ pub type R<T> = Result<T, DoorError>;
 
 pub fn bad(param: &str, message: impl Into<String>) -> DoorError {
     DoorError::invalid(Some(param.to_owned()), message)
+}
+
+/// A request body, which must be a JSON object.
+pub fn object(body: &[u8]) -> R<Map<String, Value>> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| DoorError::invalid(None, format!("the body is not valid JSON: {e}")))?;
+    match v {
+        Value::Object(b) => Ok(b),
+        _ => Err(DoorError::invalid(None, "the body must be a JSON object")),
+    }
+}
+
+/// The body's fields not in `known`: passed to the upstream as `extra`.
+pub fn unknown_fields(b: &Map<String, Value>, known: &[&str]) -> Map<String, Value> {
+    b.iter()
+        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 pub fn str_of<'a>(v: &'a Value, param: &str) -> R<Option<&'a str>> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
+use super::wire::sat;
 use super::{
     ChatRequest, Chunk, ChunkStream, Completion, EmbedInput, EmbedRequest, Embeddings, Role,
     Target, UpstreamError, Usage,
@@ -168,11 +169,11 @@ pub async fn embed(t: &Target, req: &EmbedRequest) -> Result<Embeddings, Upstrea
         .map(|i| {
             let bytes: Vec<u8> = match i {
                 EmbedInput::Text(t) => {
-                    tokens = tokens.saturating_add(sat_len(t.split_whitespace().count()));
+                    tokens = tokens.saturating_add(sat(t.split_whitespace().count() as u64));
                     t.as_bytes().to_vec()
                 }
                 EmbedInput::Tokens(ids) => {
-                    tokens = tokens.saturating_add(sat_len(ids.len()));
+                    tokens = tokens.saturating_add(sat(ids.len() as u64));
                     ids.iter().flat_map(|x| x.to_le_bytes()).collect()
                 }
             };
@@ -193,10 +194,6 @@ pub async fn embed(t: &Target, req: &EmbedRequest) -> Result<Embeddings, Upstrea
         usage: Some(Usage::new(tokens, 0)),
         model: Some(name.to_owned()),
     })
-}
-
-fn sat_len(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 pub async fn stream(t: &Target, req: &ChatRequest) -> Result<ChunkStream, UpstreamError> {
