@@ -291,19 +291,6 @@ impl Admission {
         self.charge(used);
     }
 
-    /// Served, but no usage reported: the estimate stands.
-    pub fn keep(mut self) {
-        self.done = true;
-        if self.budget_taken == 0 {
-            // Budgets were not checked: charge the estimate, best effort.
-            self.fleet.budget_charge(
-                &self.key,
-                std::mem::take(&mut self.budget),
-                signed(self.estimate),
-            );
-        }
-    }
-
     fn charge(&mut self, used: u64) {
         self.done = true;
         if self.limited {

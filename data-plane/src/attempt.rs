@@ -9,8 +9,8 @@ use futures::StreamExt as _;
 
 use crate::model::Candidate;
 use crate::upstream::{
-    self, ChatRequest, Chunk, ChunkStream, Completion, EmbedRequest, Embeddings, ResponseMeta,
-    TraceHeaders, UpstreamError,
+    self, ChatRequest, Chunk, ChunkStream, Completion, EmbedRequest, Embeddings, Prepared,
+    ResponseMeta, TraceHeaders, UpstreamError,
 };
 
 /// An open stream: its first chunk of content is in hand, so it is committed.
@@ -26,12 +26,13 @@ pub async fn embed(
     http: &HttpClients,
     c: Arc<Candidate>,
     req: &EmbedRequest,
+    body: Arc<Prepared>,
     trace: TraceHeaders,
 ) -> Result<Embeddings, UpstreamError> {
-    upstream::check_extra(&c.target, req.extra.as_ref())?;
     let client = http.for_connect_timeout(c.target.timeouts.connect);
     let t = &c.target;
-    tokio::time::timeout(t.timeouts.total, upstream::embed(&client, t, req, &trace))
+    let call = upstream::embed(&client, t, req, &body, &trace);
+    tokio::time::timeout(t.timeouts.total, call)
         .await
         .unwrap_or(Err(UpstreamError::RequestTimeout))
 }
@@ -41,14 +42,14 @@ pub async fn complete(
     http: &HttpClients,
     c: Arc<Candidate>,
     req: &ChatRequest,
+    body: Arc<Prepared>,
     trace: TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    upstream::check_extra(&c.target, req.extra.as_ref())?;
     let client = http.for_connect_timeout(c.target.timeouts.connect);
     let t = &c.target;
     tokio::time::timeout(
         t.timeouts.total,
-        upstream::complete(&client, t, req, &trace),
+        upstream::complete(&client, t, req, &body, &trace),
     )
     .await
     .unwrap_or(Err(UpstreamError::RequestTimeout))
@@ -59,13 +60,13 @@ pub async fn open_stream(
     http: &HttpClients,
     c: Arc<Candidate>,
     req: &ChatRequest,
+    body: Arc<Prepared>,
     trace: TraceHeaders,
 ) -> Result<OpenStream, UpstreamError> {
-    upstream::check_extra(&c.target, req.extra.as_ref())?;
     let client = http.for_connect_timeout(c.target.timeouts.connect);
     let t = &c.target;
     let open = async {
-        let mut s = upstream::stream(&client, t, req, &trace).await?;
+        let mut s = upstream::stream(&client, t, req, &body, &trace).await?;
         let mut meta = ResponseMeta::default();
         loop {
             match s.next().await {

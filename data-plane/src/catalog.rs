@@ -59,9 +59,10 @@ pub struct Catalog {
     pools: HashMap<String, Arc<Pool>>,
     routes: HashMap<String, Arc<Route>>,
     providers: HashMap<String, Arc<Provider>>,
-    /// (provider, upstream model) → the member with limits that serves it,
-    /// so a direct `provider/model` call counts against the same limits.
-    limited: HashMap<(String, String), (String, Limits)>,
+    /// (provider, upstream model) → the member that serves it (one with
+    /// limits first), so a direct `provider/model` call is that member for
+    /// limits and health: a limit holds on every path.
+    served: HashMap<(String, String), (String, Limits)>,
     /// Who may call, by key hash and certificate subject.
     pub callers: crate::callers::Callers,
 }
@@ -184,7 +185,7 @@ impl Catalog {
             providers.insert(p.name.clone(), prov);
         }
         let mut pools = HashMap::new();
-        let mut limited = HashMap::new();
+        let mut served: HashMap<(String, String), (String, Limits)> = HashMap::new();
         for p in &snap.pools {
             let mut members = Vec::with_capacity(p.members.len());
             let mut active = Vec::new();
@@ -210,14 +211,16 @@ impl Catalog {
                         m.max_output_tokens,
                         p.allow_request_extra.unwrap_or(true),
                     ),
+                    ephemeral: false,
                 });
                 if status == pb::MemberStatus::Active && prov.enabled {
                     active.push(c.clone());
                 }
-                if c.limits.any() {
-                    limited
-                        .entry((c.provider.clone(), c.upstream_model.clone()))
-                        .or_insert_with(|| (c.member_id.clone(), c.limits));
+                let entry = served
+                    .entry((c.provider.clone(), c.upstream_model.clone()))
+                    .or_insert_with(|| (c.member_id.clone(), c.limits));
+                if c.limits.any() && !entry.1.any() {
+                    *entry = (c.member_id.clone(), c.limits);
                 }
                 members.push(c);
             }
@@ -245,7 +248,7 @@ impl Catalog {
             pools,
             routes: HashMap::new(),
             providers,
-            limited,
+            served,
             callers: crate::callers::Callers::build(&snap.callers),
         };
         let mut routes = HashMap::new();
@@ -275,14 +278,15 @@ impl Catalog {
     }
 
     /// A direct `provider/model`: a pool of one with the default policy. If
-    /// a member with limits serves the same upstream model, the call is that
-    /// member as far as limits and health go: a limit holds on every path.
+    /// a member serves the same upstream model, the call is that member as
+    /// far as limits and health go: a limit holds on every path. Otherwise
+    /// the name is the caller's choice and the call creates no state that
+    /// outlives it: no health entry, no bench, the provider's retry budget.
     fn direct(&self, spec: &str) -> Option<Arc<Pool>> {
         let (prov, model) = spec.split_once('/')?;
         let p = self.providers.get(prov)?;
-        let (member_id, limits) = self
-            .limited
-            .get(&(p.name.clone(), model.to_owned()))
+        let known = self.served.get(&(p.name.clone(), model.to_owned()));
+        let (member_id, limits) = known
             .cloned()
             .unwrap_or_else(|| (spec.to_owned(), Limits::default()));
         let c = Arc::new(Candidate {
@@ -294,6 +298,7 @@ impl Catalog {
             priority: 0,
             status: pb::MemberStatus::Active,
             target: p.target(model, None, true),
+            ephemeral: known.is_none(),
         });
         let active = if p.enabled {
             vec![c.clone()]
@@ -302,7 +307,11 @@ impl Catalog {
         };
         Some(Arc::new(Pool {
             name: spec.to_owned(),
-            id: format!("direct:{spec}"),
+            id: if known.is_some() {
+                format!("direct:{spec}")
+            } else {
+                format!("direct:{}", p.name)
+            },
             strategy: Strategy::RoundRobin,
             policy: Policy::default(),
             enabled: true,

@@ -35,7 +35,8 @@ use crate::plan::{self, Skip, Step};
 pub use crate::tried::Failed;
 use crate::tried::Log;
 use crate::upstream::{
-    ChatRequest, Completion, EmbedRequest, Embeddings, ErrorClass, TraceHeaders, UpstreamError,
+    self, ChatRequest, Completion, EmbedRequest, Embeddings, ErrorClass, Prepared, TraceHeaders,
+    UpstreamError,
 };
 
 /// Shared by every request of a worker.
@@ -93,6 +94,10 @@ struct Run<'a> {
     /// The pool of the request's first attempt (its retries spend that
     /// pool's budget, which its first attempts feed), once there was one.
     first_pool: Option<&'a str>,
+    /// The last member moved on with no fault (model unknown there, prompt
+    /// too long for it, its account declined, misconfigured): the next try
+    /// is free of the retry budget and the attempt cap.
+    free_hop: bool,
     /// The request's token estimate (reserved from limited members).
     estimate: u64,
     /// What the serving member's reservation took.
@@ -123,9 +128,14 @@ impl Engine {
         trace: &Incoming,
     ) -> Result<Served<Completion>, Failed> {
         // Each attempt borrows the request and shares the member (no copies per attempt).
-        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
-            attempt::complete(&self.http, c, req, t)
-        })
+        self.run(
+            model,
+            deadline,
+            req.token_estimate(),
+            trace,
+            |c| upstream::prepare(&c.target, req, false),
+            |c, body, t| attempt::complete(&self.http, c, req, body, t),
+        )
         .await
     }
 
@@ -136,9 +146,14 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<OpenStream>, Failed> {
-        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
-            attempt::open_stream(&self.http, c, req, t)
-        })
+        self.run(
+            model,
+            deadline,
+            req.token_estimate(),
+            trace,
+            |c| upstream::prepare(&c.target, req, true),
+            |c, body, t| attempt::open_stream(&self.http, c, req, body, t),
+        )
         .await
     }
 
@@ -149,22 +164,29 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<Embeddings>, Failed> {
-        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
-            attempt::embed(&self.http, c, req, t)
-        })
+        self.run(
+            model,
+            deadline,
+            req.token_estimate(),
+            trace,
+            |c| upstream::prepare_embed(&c.target, req),
+            |c, body, t| attempt::embed(&self.http, c, req, body, t),
+        )
         .await
     }
 
-    async fn run<T, F, Fut>(
+    async fn run<T, P, F, Fut>(
         &self,
         model: &str,
         deadline: Option<Instant>,
         estimate: u64,
         trace: &Incoming,
+        prepare: P,
         attempt: F,
     ) -> Result<Served<T>, Failed>
     where
-        F: Fn(Arc<Candidate>, TraceHeaders) -> Fut,
+        P: Fn(&Candidate) -> Result<Prepared, UpstreamError>,
+        F: Fn(Arc<Candidate>, Arc<Prepared>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let catalog = self.catalog.load_full();
@@ -177,6 +199,7 @@ impl Engine {
             deadline,
             budget: self.max_attempts.max(1),
             first_pool: None,
+            free_hop: false,
             estimate,
             reserved: 0,
             log: Log::watched(self.observer.clone()),
@@ -200,7 +223,18 @@ impl Engine {
             let mut steps = plan.steps.into_iter();
             while let Some(step) = steps.next() {
                 let member = step.candidate.clone();
-                match self.try_member(pool, step, &mut run, &attempt).await {
+                // A member that cannot take the request is passed over before
+                // anything is claimed, reserved, spent or sent.
+                let body = match prepare(&member) {
+                    Ok(body) => Arc::new(body),
+                    Err(err) => {
+                        run.log
+                            .push(pool, &member, outcome_of(err.class()), Some(&err), None);
+                        run.log.reason(&member, err.to_string());
+                        continue;
+                    }
+                };
+                match self.try_member(pool, step, body, &mut run, &attempt).await {
                     Outcome::Served(value) => {
                         let served_by = pb::ServedBy {
                             pool: pool.name.clone(),
@@ -252,11 +286,12 @@ impl Engine {
         &self,
         pool: &'a Pool,
         step: Step,
+        body: Arc<Prepared>,
         run: &mut Run<'a>,
         attempt: &F,
     ) -> Outcome<T>
     where
-        F: Fn(Arc<Candidate>, TraceHeaders) -> Fut,
+        F: Fn(Arc<Candidate>, Arc<Prepared>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let c = &step.candidate;
@@ -281,7 +316,12 @@ impl Engine {
             1 + pool.policy.transient_retries
         };
         for n in 0..tries {
-            if run.budget == 0 {
+            // The first try after a hop with no fault (the member did not
+            // know the model, the prompt did not fit it, its account
+            // declined) is free: it spends neither the retry budget nor the
+            // attempt cap.
+            let free = std::mem::take(&mut run.free_hop);
+            if run.budget == 0 && !free {
                 return Outcome::Cap;
             }
             if run.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -289,9 +329,9 @@ impl Engine {
                     .push(pool, c, pb::AttemptOutcome::Deadline, None, None);
                 return Outcome::Stop(self.deadline(run));
             }
-            // Every attempt after the request's first spends the retry budget
-            // of the pool it started in.
-            let retry_of = run.first_pool;
+            // Every other attempt after the request's first spends the retry
+            // budget of the pool it started in.
+            let retry_of = run.first_pool.filter(|_| !free);
             if let Some(first) = retry_of
                 && !self.fleet.try_retry(first)
             {
@@ -306,16 +346,20 @@ impl Engine {
                 if let Some(first) = retry_of {
                     self.fleet.refund_retry(first);
                 }
+                // Still the hop after a no-fault outcome for the next member.
+                run.free_hop = free;
                 return Outcome::Next;
             }
             // What this try took from the member's tpm window, given back
             // unless it is the answer that settles it.
             let reserved = if c.limits.any() { run.estimate } else { 0 };
-            if retry_of.is_none() {
+            if run.first_pool.is_none() {
                 self.fleet.first_attempt(&pool.id);
                 run.first_pool = Some(&pool.id);
             }
-            run.budget -= 1;
+            if !free {
+                run.budget = run.budget.saturating_sub(1);
+            }
             let start = Instant::now();
             // The attempt's span (when spans are exported): the parent the
             // upstream sees in traceparent.
@@ -340,7 +384,8 @@ impl Engine {
             };
             let probing = probe.is_some();
             let busy = self.observer.metrics.attempt_started(c, &pool.name);
-            let call = attempt(c.clone(), run.trace.outgoing(&span)).instrument(span.clone());
+            let call = attempt(c.clone(), body.clone(), run.trace.outgoing(&span))
+                .instrument(span.clone());
             let result = match run.deadline {
                 Some(d) => match tokio::time::timeout_at(d, call).await {
                     Ok(r) => r,
@@ -371,7 +416,9 @@ impl Engine {
                     );
                     run.log
                         .push(pool, c, pb::AttemptOutcome::Ok, None, Some(start));
-                    self.fleet.success(&c.member_id, probe.take());
+                    if !c.ephemeral {
+                        self.fleet.success(&c.member_id, probe.take());
+                    }
                     run.reserved = reserved;
                     return Outcome::Served(value);
                 }
@@ -381,17 +428,7 @@ impl Engine {
                 }
             };
             let class = err.class();
-            let outcome = match class {
-                ErrorClass::Transient => pb::AttemptOutcome::Transient,
-                ErrorClass::RateLimited => pb::AttemptOutcome::RateLimited,
-                ErrorClass::AuthBilling(_) => pb::AttemptOutcome::Auth,
-                ErrorClass::ModelNotFound => pb::AttemptOutcome::ModelNotFound,
-                ErrorClass::ContextTooLong => pb::AttemptOutcome::ContextTooLong,
-                ErrorClass::Permanent(_) | ErrorClass::Misconfigured => {
-                    pb::AttemptOutcome::Permanent
-                }
-                ErrorClass::Unsupported => pb::AttemptOutcome::Unsupported,
-            };
+            let outcome = outcome_of(class);
             let outcome_label = outcome_name(outcome as i32);
             span.record("switchyard.outcome", outcome_label);
             span.record("error.type", outcome_label);
@@ -400,6 +437,28 @@ impl Engine {
             }
             run.log.push(pool, c, outcome, Some(&err), Some(start));
             tracing::info!(pool = %pool.name, member = %c.member_id, provider = %c.provider, attempt = n + 1, error = %err, "upstream attempt failed");
+            if c.ephemeral {
+                // A direct call to a model no member serves: the caller named
+                // it, so its failures leave no health state behind.
+                if class == ErrorClass::Transient && n + 1 < tries && self.back_off(n, run).await {
+                    continue;
+                }
+                if let Some(d) = err.retry_after() {
+                    run.log.due_back(d);
+                }
+                if let ErrorClass::AuthBilling(refusal) | ErrorClass::Declined(refusal) = class {
+                    run.log.refused(refusal, c, &err);
+                }
+                if let ErrorClass::Permanent(refusal) = class {
+                    return Outcome::Stop(DpError::Refused {
+                        refusal,
+                        member: c.label(),
+                        message: err.to_string(),
+                    });
+                }
+                run.log.reason(c, err.to_string());
+                return Outcome::Next;
+            }
             match class {
                 ErrorClass::Transient => {
                     let entry = self.fleet.failure(
@@ -439,11 +498,19 @@ impl Engine {
                         .reason(c, format!("{err} (benched for {:.0}s)", d.as_secs_f64()));
                     return Outcome::Next;
                 }
+                ErrorClass::Declined(refusal) => {
+                    // Said in a 400, which a caller can cause: no bench.
+                    run.log.refused(refusal, c, &err);
+                    run.log.reason(c, err.to_string());
+                    run.free_hop = true;
+                    return Outcome::Next;
+                }
                 ErrorClass::ModelNotFound
                 | ErrorClass::ContextTooLong
                 | ErrorClass::Misconfigured
                 | ErrorClass::Unsupported => {
                     run.log.reason(c, err.to_string());
+                    run.free_hop = true;
                     return Outcome::Next;
                 }
                 ErrorClass::Permanent(refusal) => {
@@ -517,5 +584,18 @@ impl Engine {
             model: run.model.to_owned(),
             attempts: run.log.tried(),
         }
+    }
+}
+
+/// The attempt outcome callers see for a class (`x-switchyard-attempts`, metrics).
+fn outcome_of(class: ErrorClass) -> pb::AttemptOutcome {
+    match class {
+        ErrorClass::Transient => pb::AttemptOutcome::Transient,
+        ErrorClass::RateLimited => pb::AttemptOutcome::RateLimited,
+        ErrorClass::AuthBilling(_) | ErrorClass::Declined(_) => pb::AttemptOutcome::Auth,
+        ErrorClass::ModelNotFound => pb::AttemptOutcome::ModelNotFound,
+        ErrorClass::ContextTooLong => pb::AttemptOutcome::ContextTooLong,
+        ErrorClass::Permanent(_) | ErrorClass::Misconfigured => pb::AttemptOutcome::Permanent,
+        ErrorClass::Unsupported => pb::AttemptOutcome::Unsupported,
     }
 }

@@ -64,6 +64,11 @@ pub struct Candidate {
     pub status: pb::MemberStatus,
     pub limits: Limits,
     pub target: Target,
+    /// A direct `provider/model` call to a model no member serves: its name
+    /// is the caller's choice, so it creates no state that outlives the
+    /// request (no health reports, no benches; its retry budget is the
+    /// provider's).
+    pub ephemeral: bool,
 }
 
 impl Candidate {

@@ -200,6 +200,7 @@ mod tests {
                     priority,
                     status: pb::MemberStatus::Active,
                     limits: Limits::default(),
+                    ephemeral: false,
                     target: Target {
                         kind: Kind::Mock,
                         base_url: String::new(),

@@ -22,8 +22,9 @@ use crate::error::DpError;
 use crate::fleet::Fleet;
 use crate::model::{Candidate, Pool};
 use crate::observe::Watch;
-use crate::observe::metrics::Inflight;
+use crate::observe::metrics::{Inflight, Metrics};
 use crate::respond::{EventStream, chunk_event};
+use crate::service::Reserved;
 use crate::upstream::{Chunk, ChunkStream, ErrorClass, Usage};
 
 type Tx = mpsc::Sender<Result<pb::GenerateStreamEvent, Status>>;
@@ -36,8 +37,11 @@ pub struct Pump {
     pub watch: Option<(Watch, pb::ServedBy, Vec<pb::Attempt>, Inflight)>,
     pub member: Arc<Candidate>,
     pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
     /// Tokens reserved ahead from the member's `tpm_limit`, settled at usage.
     pub reserved_tokens: u64,
+    /// What the stream is charged if it ends without reporting usage.
+    pub bound: u64,
     /// The caller's own reservation, settled on the same usage.
     pub admission: Option<crate::access::Admission>,
     pub request_id: String,
@@ -78,21 +82,21 @@ impl Pump {
                 // The first chunk goes out right after the start event.
                 let ttft = watch.as_ref().map(|(w, ..)| w.started().elapsed());
                 let end = self.run(&tx, start, first, rest, &mut usage).await;
-                if let Some(a) = self.admission.take() {
-                    match usage {
-                        Some(u) => a.settle(u64::from(u.input_tokens) + u64::from(u.output_tokens)),
-                        None => a.keep(),
-                    }
+                // Settled once, on the last usage the stream reported; a
+                // stream that reported none (cut, or an upstream that sends
+                // no usage frame) is charged its upper bound.
+                Reserved {
+                    pool: &self.pool,
+                    member: &self.member,
+                    tokens: self.reserved_tokens,
+                    bound: self.bound,
                 }
-                if self.member.limits.any()
-                    && let Some(u) = usage
-                {
-                    // Settled once, on the last usage the stream reported; a
-                    // stream that reported none keeps its estimate.
-                    let used = u64::from(u.input_tokens) + u64::from(u.output_tokens);
-                    self.fleet
-                        .settle(&self.member.member_id, used, self.reserved_tokens);
-                }
+                .settle(
+                    &self.fleet,
+                    &self.metrics,
+                    self.admission.take(),
+                    usage.map(|u| u.total()),
+                );
                 let status = match end {
                     Ok(()) => Some(Status::with_metadata(tonic::Code::Ok, "", self.trailers)),
                     Err(Cut::Failed(e)) => Some(Status::from(e)),
@@ -160,7 +164,7 @@ impl Pump {
                 }
                 Ok(Some(Err(err))) => {
                     tracing::warn!(request_id = %self.request_id, member = %self.member.member_id, error = %err, "upstream failed after the first chunk");
-                    if err.class() == ErrorClass::Transient {
+                    if err.class() == ErrorClass::Transient && !self.member.ephemeral {
                         self.fleet.failure(
                             &self.member.member_id,
                             &self.pool.policy,
@@ -215,7 +219,9 @@ impl Pump {
             format!("member {m} exceeded the provider's request timeout")
         } else {
             tracing::warn!(request_id = %self.request_id, member = %m, "stream stalled");
-            self.fleet.failure(m, &self.pool.policy, None, None);
+            if !self.member.ephemeral {
+                self.fleet.failure(m, &self.pool.policy, None, None);
+            }
             format!("no chunk from member {m} for {} ms", limit.as_millis())
         };
         DpError::StreamTimedOut(msg)

@@ -27,6 +27,14 @@ pub enum Fault {
     ErrorEvent,
     /// 404 with the provider's model-not-found error JSON.
     UnknownModel,
+    /// Answer as the real APIs do a top-level body field they do not know:
+    /// 400 naming it (OpenAI "Unrecognized request argument supplied: X",
+    /// Anthropic "X: Extra inputs are not permitted"); known bodies are
+    /// served normally.
+    StrictFields,
+    /// Answer normally but report no usage: no usage chunk in an OpenAI
+    /// stream (even when asked for), no `usage` in a unary body.
+    NoUsage,
     /// 200 with exactly this body: `json` for a unary request, `sse` (the
     /// raw event stream, as the provider would send it) for a streaming
     /// one. For tests of how an answer is read.

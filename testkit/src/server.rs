@@ -80,6 +80,12 @@ async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, raw: Bytes
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return json_response(wire, status, &wire::error_body(wire, code, None));
         }
+        Some(Fault::StrictFields) => {
+            if let Some(err) = wire::unknown_field_error(wire, &body) {
+                guard.finish();
+                return json_response(wire, StatusCode::BAD_REQUEST, &err);
+            }
+        }
         Some(Fault::UnknownModel) => {
             return json_response(
                 wire,
@@ -161,7 +167,8 @@ async fn handle(s: Arc<Shared>, wire: Wire, headers: HeaderMap, raw: Bytes) -> R
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"]
         .as_bool()
-        .unwrap_or(false);
+        .unwrap_or(false)
+        && fault != Some(Fault::NoUsage);
     let seq = s.seq.fetch_add(1, Ordering::Relaxed);
     let answer = Answer::new(wire, seq, &model, s.config.chunks, &body);
 
@@ -194,6 +201,12 @@ async fn handle(s: Arc<Shared>, wire: Wire, headers: HeaderMap, raw: Bytes) -> R
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             return response;
+        }
+        Some(Fault::StrictFields) => {
+            if let Some(err) = wire::unknown_field_error(wire, &body) {
+                guard.finish();
+                return json_response(wire, StatusCode::BAD_REQUEST, &err);
+            }
         }
         Some(Fault::UnknownModel) => {
             guard.finish();
@@ -311,7 +324,13 @@ async fn handle(s: Arc<Shared>, wire: Wire, headers: HeaderMap, raw: Bytes) -> R
                 }
             }
             guard.finish();
-            json_response(wire, StatusCode::OK, &wire::unary_body(wire, &answer))
+            let mut body = wire::unary_body(wire, &answer);
+            if fault == Some(Fault::NoUsage)
+                && let Some(o) = body.as_object_mut()
+            {
+                o.remove("usage");
+            }
+            json_response(wire, StatusCode::OK, &body)
         }
     }
 }

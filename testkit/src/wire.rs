@@ -314,6 +314,89 @@ pub(crate) fn error_body(wire: Wire, code: u16, message: Option<&str>) -> Value 
     }
 }
 
+/// Top-level request fields each API knows (a strict upstream refuses the rest).
+const OPENAI_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "seed",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "reasoning_effort",
+    "service_tier",
+    "store",
+    "metadata",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "verbosity",
+    "prompt_cache_key",
+    "safety_identifier",
+    "input",
+    "dimensions",
+    "encoding_format",
+];
+const ANTHROPIC_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+];
+
+/// The first top-level field of `body` the API does not know, with the
+/// error the real API answers it with (a 400 that names the field).
+pub(crate) fn unknown_field_error(wire: Wire, body: &Value) -> Option<Value> {
+    let known = match wire {
+        Wire::OpenAi => OPENAI_FIELDS,
+        Wire::Anthropic => ANTHROPIC_FIELDS,
+    };
+    let field = body
+        .as_object()?
+        .keys()
+        .find(|k| !known.contains(&k.as_str()))?;
+    Some(match wire {
+        Wire::OpenAi => json!({"error": {
+            "message": format!("Unrecognized request argument supplied: {field}"),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": null
+        }}),
+        Wire::Anthropic => error_body(
+            Wire::Anthropic,
+            400,
+            Some(&format!("{field}: Extra inputs are not permitted")),
+        ),
+    })
+}
+
 /// The provider's 404 for an unknown model.
 pub(crate) fn unknown_model_body(wire: Wire, model: &str) -> Value {
     match wire {

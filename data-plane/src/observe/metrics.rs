@@ -38,6 +38,7 @@ pub struct Metrics {
     pub(super) attempts: Family<n::Attempt, Counter>,
     failovers: Family<n::Pool, Counter>,
     benches: Family<n::Member, Counter>,
+    usage_missing: Family<n::Member, Counter>,
     probes: Family<n::MemberResult, Counter>,
     inflight: Gauge,
     pub(super) member_inflight: Family<n::Member, Gauge>,
@@ -71,6 +72,7 @@ impl Metrics {
             attempts: Family::default(),
             failovers: Family::default(),
             benches: Family::default(),
+            usage_missing: Family::default(),
             probes: Family::default(),
             inflight: Gauge::default(),
             member_inflight: Family::default(),
@@ -120,6 +122,11 @@ impl Metrics {
             n::MEMBER_BENCHES,
             "Members this worker benched",
             m.benches.clone(),
+        );
+        registry.register(
+            n::USAGE_MISSING,
+            "Served answers that reported no usage, charged their upper bound (prompt estimate + the member's max output)",
+            m.usage_missing.clone(),
         );
         registry.register(
             n::PROBES,
@@ -214,6 +221,16 @@ impl Metrics {
 
     pub fn benched(&self, pool: &str, member: &str) {
         self.benches
+            .get_or_create(&n::Member {
+                pool: self.bounded(pool, pool),
+                member: self.bounded(pool, member),
+            })
+            .inc();
+    }
+
+    /// An answer came without usage: it is charged its upper bound.
+    pub fn usage_missing(&self, pool: &str, member: &str) {
+        self.usage_missing
             .get_or_create(&n::Member {
                 pool: self.bounded(pool, pool),
                 member: self.bounded(pool, member),

@@ -16,8 +16,11 @@ use crate::access::{self, Admission};
 use crate::callers::Grant;
 use crate::error::DpError;
 use crate::failover::{Failed, Served};
+use crate::fleet::Fleet;
 use crate::intake;
+use crate::model::{Candidate, Pool};
 use crate::observe::Watch;
+use crate::observe::metrics::Metrics;
 use crate::observe::trace::Incoming;
 use crate::respond::failed;
 use crate::upstream::{ChatRequest, EmbedRequest, Usage};
@@ -228,32 +231,29 @@ impl InferenceService {
 
 impl InferenceService {
     /// A unary answer is in hand: settle what was reserved on the usage it
-    /// reported, log it and close its watch.
+    /// reported (`bound`, the request's upper bound, when it reported
+    /// none), log it and close its watch.
     pub(super) fn served<Q, T>(
         &self,
         call: &Call<Q>,
         admission: Option<Admission>,
         served: &Served<T>,
         usage: Option<Usage>,
+        bound: u64,
         watch: &mut Option<Watch>,
     ) {
-        // Dropped unsettled (an error above, or the caller leaving), the
-        // admission gives its estimate back.
-        if let Some(a) = admission {
-            match usage {
-                Some(u) => a.settle(u.total()),
-                None => a.keep(),
-            }
+        Reserved {
+            pool: &served.pool,
+            member: &served.member,
+            tokens: served.reserved_tokens,
+            bound,
         }
-        if served.member.limits.any()
-            && let Some(u) = usage
-        {
-            // The request and an estimate of its tokens were reserved; settle
-            // on the real count (an answer without usage keeps the estimate).
-            self.engine
-                .fleet
-                .settle(&served.member.member_id, u.total(), served.reserved_tokens);
-        }
+        .settle(
+            &self.engine.fleet,
+            &self.engine.observer.metrics,
+            admission,
+            usage.map(|u| u.total()),
+        );
         call.span.in_scope(
             || tracing::info!(member = %served.served_by.member_id, attempts = served.attempts.len(), "served"),
         );
@@ -303,6 +303,44 @@ impl<Q> Call<Q> {
                 }
                 Err(status)
             }
+        }
+    }
+}
+
+/// What a served request reserved on the member that served it, and the
+/// most it can have used there.
+pub(crate) struct Reserved<'a> {
+    pub pool: &'a Pool,
+    pub member: &'a Candidate,
+    /// Tokens taken ahead from the member's tpm window.
+    pub tokens: u64,
+    /// The request's upper bound on that member (`token_bound`).
+    pub bound: u64,
+}
+
+impl Reserved<'_> {
+    /// Settles the caller's budgets and the member's tpm window on the
+    /// tokens used: what the upstream reported, or, when it reported
+    /// nothing, the upper bound (counted in `switchyard_usage_missing`), so
+    /// an answer without usage never costs less than it may have. Dropped
+    /// unsettled (an error before this, the caller leaving), an admission
+    /// gives its estimate back.
+    pub(crate) fn settle(
+        self,
+        fleet: &Fleet,
+        metrics: &Metrics,
+        admission: Option<Admission>,
+        used: Option<u64>,
+    ) {
+        let used = used.unwrap_or_else(|| {
+            metrics.usage_missing(&self.pool.name, &self.member.member_id);
+            self.bound
+        });
+        if let Some(a) = admission {
+            a.settle(used);
+        }
+        if self.member.limits.any() {
+            fleet.settle(&self.member.member_id, used, self.tokens);
         }
     }
 }

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 mod call;
 
+pub(crate) use call::Reserved;
 use call::{Call, caller_header};
 
 use crate::callers::Grant;
@@ -83,7 +84,17 @@ impl Inference for InferenceService {
                     .generate(&r.model, &call.req, call.deadline, &call.trace),
             )
             .await?;
-        self.served(&call, admission, &served, served.value.usage, &mut watch);
+        let bound = call
+            .req
+            .token_bound(served.member.target.default_max_tokens);
+        self.served(
+            &call,
+            admission,
+            &served,
+            served.value.usage,
+            bound,
+            &mut watch,
+        );
         let mut resp = respond::unary(call.id, served);
         caller_header(resp.metadata_mut(), call.grant.as_ref());
         Ok(resp)
@@ -102,7 +113,14 @@ impl Inference for InferenceService {
                     .embed(&r.model, &call.req, call.deadline, &call.trace),
             )
             .await?;
-        self.served(&call, admission, &served, served.value.usage, &mut watch);
+        self.served(
+            &call,
+            admission,
+            &served,
+            served.value.usage,
+            call.estimate,
+            &mut watch,
+        );
         let encoding =
             pb::EmbeddingEncoding::try_from(r.encoding).unwrap_or(pb::EmbeddingEncoding::Float);
         let mut resp = respond::embeddings(call.id, served, encoding);
@@ -125,6 +143,9 @@ impl Inference for InferenceService {
                     .open_stream(&r.model, &call.req, call.deadline, &call.trace),
             )
             .await?;
+        let bound = call
+            .req
+            .token_bound(served.member.target.default_max_tokens);
         let Call {
             id,
             span,
@@ -151,6 +172,8 @@ impl Inference for InferenceService {
             .member_busy(&member, &pool.name);
         let pump = Pump {
             fleet: self.engine.fleet.clone(),
+            metrics: self.engine.observer.metrics.clone(),
+            bound,
             watch: watch.map(|w| (w, served_by.clone(), attempts.clone(), busy)),
             member,
             pool,

@@ -2,7 +2,10 @@
 //! failover (docs/adr/004-failover-and-health.md), and when an upstream
 //! says to come back.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use regex::RegexSet;
 
 use super::UpstreamError;
 
@@ -34,6 +37,10 @@ pub enum ErrorClass {
     /// 401 / 402 / 403 / billing: bench the member for long, move on; the
     /// caller sees this only if no other member serves.
     AuthBilling(Refusal),
+    /// The account cannot pay, said in a 400: move on, no penalty (a 400
+    /// never benches, since a caller can cause one); the caller sees this
+    /// only if no other member serves.
+    Declined(Refusal),
     /// The upstream does not know the model: move on, no penalty.
     ModelNotFound,
     /// The prompt is longer than the model's context: move on, no penalty (a
@@ -49,44 +56,87 @@ pub enum ErrorClass {
     Unsupported,
 }
 
-/// Provider error codes and messages that mean "the account cannot pay".
-fn is_billing(code: &str, message: &str) -> bool {
-    if matches!(code, "rate_limit_exceeded" | "rate_limit_error") {
-        return false;
-    }
-    let m = message.to_ascii_lowercase();
+/// The provider's structured codes (`error.code`, else `error.type`) that
+/// mean "the account cannot pay": OpenAI's `insufficient_quota`,
+/// `billing_not_active`, `billing_hard_limit_reached`; Anthropic's
+/// `billing_error`.
+fn is_billing_code(code: &str) -> bool {
     matches!(
         code,
-        "insufficient_quota" | "billing_not_active" | "billing_error"
-    ) || m.contains("insufficient_quota")
-        || m.contains("exceeded your current quota")
-        || m.contains("credit balance")
-        || m.contains("billing is not active")
+        "insufficient_quota"
+            | "billing_not_active"
+            | "billing_hard_limit_reached"
+            | "billing_error"
+    )
 }
 
-/// Provider error codes and messages that mean "the model is unknown here".
+/// Whole fixed sentences providers send with no structured code. Each is
+/// matched from its first character to its last: a request field echoed in
+/// a message (an unknown field's name, a value) can never make one, since
+/// every provider's echo starts or ends with text of its own ("Unrecognized
+/// request argument supplied: …", "…: Extra inputs are not permitted").
+struct Sentences(OnceLock<RegexSet>, &'static [&'static str]);
+
+impl Sentences {
+    fn matches(&self, message: &str) -> bool {
+        self.0
+            .get_or_init(|| RegexSet::new(self.1).unwrap_or_else(|_| RegexSet::empty()))
+            .is_match(message.trim())
+    }
+}
+
+/// "The model is unknown here", as sent without `model_not_found`.
+static UNKNOWN_MODEL: Sentences = Sentences(
+    OnceLock::new(),
+    &[
+        // OpenAI (also with the code), vLLM, LiteLLM-style servers.
+        r"^The model `[^`\s]{1,256}` does not exist( or you do not have access to it)?\.?$",
+        // Anthropic's 404 `not_found_error`.
+        r"^model: [^\s]{1,256}$",
+        // DeepSeek.
+        r"^Model Not Exist$",
+        // Mistral.
+        r"^Invalid model: [^\s]{1,256}$",
+        // Ollama's OpenAI-compatible API.
+        r#"^model "[^"\s]{1,256}" not found, try pulling it first$"#,
+    ],
+);
+
+/// "The prompt is longer than the model's context", as sent without
+/// `context_length_exceeded`.
+static CONTEXT_TOO_LONG: Sentences = Sentences(
+    OnceLock::new(),
+    &[
+        // Anthropic (400 `invalid_request_error`).
+        r"^prompt is too long: \d+ tokens > \d+ maximum$",
+        // OpenAI-compatible servers (vLLM and others copy OpenAI's sentence).
+        r"^This model's maximum context length is \d+ tokens\. However, you requested \d+ tokens \(\d+ in the messages,( \d+ in the functions,)? \d+ in the completion\)\. Please reduce the length of the messages(, functions)? or completion\.$",
+        r"^This model's maximum context length is \d+ tokens\. However, your messages resulted in \d+ tokens( \(including \d+ in the functions\))?\. Please reduce the length of the messages( or functions)?\.$",
+    ],
+);
+
+/// "The account cannot pay", as Anthropic once sent it: a 400 with this
+/// sentence and no billing type.
+static BILLING: Sentences = Sentences(
+    OnceLock::new(),
+    &[
+        r"^Your credit balance is too low to access the (Anthropic|Claude) API\. Please go to Plans & Billing to upgrade or purchase credits\.$",
+    ],
+);
+
 fn is_unknown_model(code: &str, message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    code == "model_not_found"
-        || (m.contains("model")
-            && (m.contains("not found")
-                || m.contains("not exist")
-                || m.contains("not_found")
-                || m.contains("invalid model")
-                || m.contains("not a valid model")))
+    // Azure OpenAI's DeploymentNotFound: the deployment (its model) does not exist.
+    matches!(code, "model_not_found" | "DeploymentNotFound") || UNKNOWN_MODEL.matches(message)
 }
 
-/// Provider error codes and messages that mean "the prompt is too long".
 fn is_context_too_long(code: &str, message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    code == "context_length_exceeded"
-        || m.contains("maximum context length")
-        || m.contains("context length")
-        || m.contains("context window")
-        || m.contains("prompt is too long")
+    code == "context_length_exceeded" || CONTEXT_TOO_LONG.matches(message)
 }
 
 impl UpstreamError {
+    /// The class of this outcome: decided by the HTTP status, the
+    /// provider's structured code, and whole fixed sentences — never by a
+    /// substring a request field can put in a message (ADR 004).
     pub fn class(&self) -> ErrorClass {
         match self {
             UpstreamError::Connect(_)
@@ -105,24 +155,27 @@ impl UpstreamError {
                 ..
             } => {
                 let code = code.as_deref().unwrap_or("");
-                match status {
-                    429 if is_billing(code, message) => ErrorClass::AuthBilling(Refusal::Billing),
+                match *status {
+                    429 if is_billing_code(code) => ErrorClass::AuthBilling(Refusal::Billing),
                     429 | 529 => ErrorClass::RateLimited,
                     401 => ErrorClass::AuthBilling(Refusal::Unauthenticated),
                     402 => ErrorClass::AuthBilling(Refusal::Billing),
-                    403 if is_billing(code, message) => ErrorClass::AuthBilling(Refusal::Billing),
+                    403 if is_billing_code(code) => ErrorClass::AuthBilling(Refusal::Billing),
                     403 => ErrorClass::AuthBilling(Refusal::Forbidden),
                     // A 404 without the provider's model-not-found error is a
                     // wrong base URL path: a member fault that counts.
                     404 if is_unknown_model(code, message) => ErrorClass::ModelNotFound,
                     404 => ErrorClass::Transient,
+                    // A 400 never benches a member: a caller can cause any 400.
                     400 if is_context_too_long(code, message) => ErrorClass::ContextTooLong,
-                    400 if is_billing(code, message) => ErrorClass::AuthBilling(Refusal::Billing),
+                    400 if is_billing_code(code) || BILLING.matches(message) => {
+                        ErrorClass::Declined(Refusal::Billing)
+                    }
                     // Some providers answer an unknown model with 400 or 422.
                     400 | 422 if is_unknown_model(code, message) => ErrorClass::ModelNotFound,
                     400 | 413 | 422 => ErrorClass::Permanent(Refusal::BadRequest),
                     408 | 409 | 425 => ErrorClass::Transient,
-                    s if *s >= 500 => ErrorClass::Transient,
+                    s if s >= 500 => ErrorClass::Transient,
                     _ => ErrorClass::Permanent(Refusal::Other),
                 }
             }
@@ -288,17 +341,45 @@ mod tests {
                 http(
                     400,
                     Some("invalid_request_error"),
-                    "Your credit balance is too low",
+                    "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
                 ),
+                C::Declined(Refusal::Billing),
+            ),
+            (
+                http(400, Some("billing_error"), "Billing issue"),
+                C::Declined(Refusal::Billing),
+            ),
+            (
+                http(402, Some("billing_error"), "Billing issue"),
                 C::AuthBilling(Refusal::Billing),
+            ),
+            (
+                http(
+                    429,
+                    Some("rate_limit_exceeded"),
+                    "Rate limit reached; you exceeded your current quota of requests",
+                ),
+                C::RateLimited,
+            ),
+            (
+                http(
+                    400,
+                    Some("invalid_request_error"),
+                    "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (8000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.",
+                ),
+                C::ContextTooLong,
             ),
             (
                 http(404, Some("model_not_found"), "The model `x` does not exist"),
                 C::ModelNotFound,
             ),
             (
-                http(404, Some("not_found_error"), "model: claude-x not found"),
+                http(404, Some("not_found_error"), "model: claude-x"),
                 C::ModelNotFound,
+            ),
+            (
+                http(404, Some("not_found_error"), "Not Found"),
+                C::Transient,
             ),
             (http(404, None, "Not found"), C::Transient),
             (
@@ -346,6 +427,87 @@ mod tests {
         ];
         for (err, class) in rows {
             assert_eq!(err.class(), class, "{err}");
+        }
+    }
+
+    /// Provider messages echo request fields: a field named like a billing,
+    /// context or model error must not move the class of a 400 (issue 17).
+    #[test]
+    fn text_a_caller_shapes_never_decides_the_class() {
+        let fields = [
+            "credit balance",
+            "insufficient_quota",
+            "exceeded your current quota",
+            "billing is not active",
+            "maximum context length",
+            "context window",
+            "prompt is too long",
+            "model does not exist",
+            "model not found",
+            "invalid model",
+            "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+            "prompt is too long: 5 tokens > 1 maximum",
+            "Model Not Exist",
+        ];
+        for field in fields {
+            for (code, message) in [
+                (
+                    Some("invalid_request_error"),
+                    format!("Unrecognized request argument supplied: {field}"),
+                ),
+                (
+                    Some("invalid_request_error"),
+                    format!("{field}: Extra inputs are not permitted"),
+                ),
+                (
+                    None,
+                    format!("Unrecognized request argument supplied: {field}"),
+                ),
+            ] {
+                for status in [400, 422] {
+                    let err = UpstreamError::Http {
+                        status,
+                        message: message.clone(),
+                        code: code.map(Into::into),
+                        retry_after: None,
+                    };
+                    assert_eq!(
+                        err.class(),
+                        ErrorClass::Permanent(Refusal::BadRequest),
+                        "{status} {message:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_fixed_sentence_compiles_and_matches_its_example() {
+        for (set, example) in [
+            (
+                &UNKNOWN_MODEL,
+                "The model `gpt-9` does not exist or you do not have access to it.",
+            ),
+            (&UNKNOWN_MODEL, "model: claude-x"),
+            (
+                &UNKNOWN_MODEL,
+                r#"model "llama3" not found, try pulling it first"#,
+            ),
+            (
+                &CONTEXT_TOO_LONG,
+                "prompt is too long: 210000 tokens > 200000 maximum",
+            ),
+            (
+                &CONTEXT_TOO_LONG,
+                "This model's maximum context length is 4096 tokens. However, your messages resulted in 5000 tokens. Please reduce the length of the messages.",
+            ),
+        ] {
+            assert!(set.matches(example), "{example}");
+            assert_eq!(
+                RegexSet::new(set.1).map(|s| s.len()).ok(),
+                Some(set.1.len()),
+                "every pattern compiles"
+            );
         }
     }
 

@@ -17,8 +17,9 @@ mod wire;
 
 pub use classify::{ErrorClass, Refusal, retry_hint};
 pub use request::{
-    Cache, ChatRequest, Detail, Effort, EmbedInput, EmbedRequest, Message, Part, PartKind,
-    Reasoning, ReasoningBlock, ResponseFormat, Role, Source, Tool, ToolCall, ToolChoice,
+    Cache, ChatRequest, DEFAULT_MAX_OUTPUT, Detail, Effort, EmbedInput, EmbedRequest, Message,
+    Part, PartKind, Reasoning, ReasoningBlock, ResponseFormat, Role, Source, Tool, ToolCall,
+    ToolChoice,
 };
 pub use response::{
     Choice, Chunk, Completion, Embeddings, ResponseMeta, TokenLogprob, TopLogprob, Usage,
@@ -221,30 +222,77 @@ fn with_trace(
     h
 }
 
-/// Sends one request and returns the whole answer.
+/// A request as one member's wire format sends it, built before any attempt
+/// (`prepare`, `prepare_embed`): a member that cannot take the request is
+/// passed over before anything is sent or spent, and its retries reuse it.
+pub struct Prepared(Option<serde_json::Value>);
+
+/// Builds the chat body `t` would be sent; `Unsupported` when the member
+/// cannot take the request (nothing was sent).
+pub fn prepare(t: &Target, req: &ChatRequest, stream: bool) -> Result<Prepared, UpstreamError> {
+    check_extra(t, req.extra.as_ref()).map_err(|e| e.masked(t))?;
+    let body = match t.kind {
+        Kind::OpenAi => Some(openai::request_body(t, req, stream)),
+        Kind::Anthropic => Some(anthropic::request_body(t, req, stream)),
+        Kind::Mock => None,
+    };
+    body.transpose().map(Prepared).map_err(|e| e.masked(t))
+}
+
+/// Builds the embeddings body `t` would be sent (see [`prepare`]).
+pub fn prepare_embed(t: &Target, req: &EmbedRequest) -> Result<Prepared, UpstreamError> {
+    check_extra(t, req.extra.as_ref()).map_err(|e| e.masked(t))?;
+    let body = match t.kind {
+        Kind::OpenAi => Some(openai::embed_body(t, req)),
+        Kind::Anthropic => Some(Err(UpstreamError::Unsupported(
+            "Anthropic members have no embeddings API".into(),
+        ))),
+        Kind::Mock => None,
+    };
+    body.transpose().map(Prepared).map_err(|e| e.masked(t))
+}
+
+/// The body of a prepared request, for the adapters that send one.
+fn body_of(p: &Prepared) -> Result<&serde_json::Value, UpstreamError> {
+    p.0.as_ref()
+        .ok_or_else(|| UpstreamError::Config("no request body was prepared for this member".into()))
+}
+
+/// Sends one prepared request and returns the whole answer.
 pub async fn complete(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    body: &Prepared,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
     let result = match t.kind {
-        Kind::OpenAi => openai::complete(http, t, req, trace).await,
-        Kind::Anthropic => anthropic::complete(http, t, req, trace).await,
+        Kind::OpenAi => match body_of(body) {
+            Ok(b) => openai::send(http, t, b, trace).await,
+            Err(e) => Err(e),
+        },
+        Kind::Anthropic => match body_of(body) {
+            Ok(b) => anthropic::send(http, t, req, b, trace).await,
+            Err(e) => Err(e),
+        },
         Kind::Mock => mock::complete(t, req).await,
     };
     result.map_err(|e| e.masked(t))
 }
 
-/// Asks for embeddings and returns them all.
+/// Asks for embeddings (a prepared request) and returns them all.
 pub async fn embed(
     http: &reqwest::Client,
     t: &Target,
     req: &EmbedRequest,
+    body: &Prepared,
     trace: &TraceHeaders,
 ) -> Result<Embeddings, UpstreamError> {
     let result = match t.kind {
-        Kind::OpenAi => openai::embed(http, t, req, trace).await,
+        Kind::OpenAi => match body_of(body) {
+            Ok(b) => openai::send_embed(http, t, req, b, trace).await,
+            Err(e) => Err(e),
+        },
         Kind::Anthropic => Err(UpstreamError::Unsupported(
             "Anthropic members have no embeddings API".into(),
         )),
@@ -267,17 +315,24 @@ pub fn check_extra(
     Ok(())
 }
 
-/// Sends one streaming request; returns once the upstream accepted it
-/// (status checked), before the first chunk.
+/// Sends one prepared streaming request; returns once the upstream
+/// accepted it (status checked), before the first chunk.
 pub async fn stream(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
+    body: &Prepared,
     trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
     let result = match t.kind {
-        Kind::OpenAi => openai::stream(http, t, req, trace).await,
-        Kind::Anthropic => anthropic::stream(http, t, req, trace).await,
+        Kind::OpenAi => match body_of(body) {
+            Ok(b) => openai::send_stream(http, t, b, trace).await,
+            Err(e) => Err(e),
+        },
+        Kind::Anthropic => match body_of(body) {
+            Ok(b) => anthropic::send_stream(http, t, req, b, trace).await,
+            Err(e) => Err(e),
+        },
         Kind::Mock => mock::stream(t, req).await,
     };
     // Every error leaving an adapter, in the stream too, has an echoed credential masked.

@@ -218,11 +218,22 @@ pub struct ChatRequest {
     pub extra: Option<Map<String, Value>>,
 }
 
+/// The output cap where neither the request nor the member sets one: sent
+/// to Anthropic members (which require one), and the bound an answer without
+/// usage is charged.
+pub const DEFAULT_MAX_OUTPUT: u32 = 4096;
+
 impl ChatRequest {
     /// Tokens this request may use, estimated before it is sent: the prompt
     /// at about four characters a token, plus `max_tokens`. A member's
     /// `tpm_limit` reserves this much, then settles on the real count.
     pub fn token_estimate(&self) -> u64 {
+        self.prompt_estimate()
+            .saturating_add(u64::from(self.max_tokens.unwrap_or(0)))
+    }
+
+    /// The prompt's tokens at about four characters a token.
+    fn prompt_estimate(&self) -> u64 {
         let chars: usize = self.messages.iter().map(Message::chars).sum::<usize>()
             + self
                 .tools
@@ -230,7 +241,24 @@ impl ChatRequest {
                 .map(|t| t.description.len() + t.parameters_json.len())
                 .sum::<usize>();
         u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
-            + u64::from(self.max_tokens.unwrap_or(0))
+    }
+
+    /// The most tokens this request can use on a member whose output cap is
+    /// `member_max` (its `max_output_tokens`): the prompt estimate plus the
+    /// effective output cap (`max_tokens`, else the member's, else
+    /// [`DEFAULT_MAX_OUTPUT`], plus a thinking budget), times `n`. What an
+    /// answer that reports no usage is charged.
+    pub fn token_bound(&self, member_max: Option<u32>) -> u64 {
+        let output = match self.max_tokens {
+            Some(m) => u64::from(m),
+            None => {
+                let thinking = self.reasoning.as_ref().and_then(|r| r.budget_tokens);
+                u64::from(member_max.unwrap_or(DEFAULT_MAX_OUTPUT))
+                    + u64::from(thinking.unwrap_or(0))
+            }
+        };
+        self.prompt_estimate()
+            .saturating_add(output.saturating_mul(u64::from(self.n.unwrap_or(1).max(1))))
     }
 }
 

@@ -42,6 +42,10 @@ pub const FAILOVERS: &str = "switchyard_failovers";
 pub const MEMBER_STATE: &str = "switchyard_member_state";
 /// Members this worker benched (a failure over the threshold, a 429, an auth refusal).
 pub const MEMBER_BENCHES: &str = "switchyard_member_benches";
+/// Served answers (streams and unary) that reported no usage, by pool and
+/// member: each was charged its upper bound (prompt estimate + the member's
+/// effective max output) against limits and budgets.
+pub const USAGE_MISSING: &str = "switchyard_usage_missing";
 /// Probes of benched members this worker made, by result.
 pub const PROBES: &str = "switchyard_probes";
 /// Inference RPCs in flight on this worker (streams until their last event).

@@ -6,14 +6,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 
-use super::super::wire::float;
+use super::super::wire::{float, merge_extra};
 use super::super::{
-    Cache, ChatRequest, Effort, Message, Part, PartKind, ReasoningBlock, ResponseFormat, Role,
-    Source, Target, Tool, ToolChoice, UpstreamError,
+    Cache, ChatRequest, DEFAULT_MAX_OUTPUT, Effort, Message, Part, PartKind, ReasoningBlock,
+    ResponseFormat, Role, Source, Target, Tool, ToolChoice, UpstreamError,
 };
 
-/// `max_tokens` when neither the request nor the member sets one.
-const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// The forced tool a `response_format` JSON object is asked through.
 pub(super) const JSON_TOOL: &str = "json_response";
 const JSON_TOOL_DESCRIPTION: &str = "Respond with JSON";
@@ -31,7 +29,7 @@ pub(super) fn forced_tool_name(req: &ChatRequest) -> Option<&str> {
     }
 }
 
-pub(super) fn request_body(
+pub(in crate::upstream) fn request_body(
     t: &Target,
     req: &ChatRequest,
     stream: bool,
@@ -48,7 +46,7 @@ pub(super) fn request_body(
     if budget.is_some() {
         refuse_with_thinking(req)?;
     }
-    let default = t.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let default = t.default_max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT);
     let max_tokens = match (budget, req.max_tokens) {
         (Some(b), Some(m)) if m <= b => {
             return Err(unsupported(format!(
@@ -90,15 +88,16 @@ pub(super) fn request_body(
             "thinking",
             budget.map(|b| json!({"type": "enabled", "budget_tokens": b})),
         ),
-        ("stream", stream.then_some(json!(true))),
     ];
     b.extend(
         opt.into_iter()
             .filter_map(|(k, v)| Some((k.to_string(), v?))),
     );
-    // Last: the caller's keys win.
-    if let Some(extra) = &req.extra {
-        b.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Last: the caller's keys win, but for streaming (intake refuses it in
+    // extra too).
+    merge_extra(&mut b, req.extra.as_ref());
+    if stream {
+        b.insert("stream".into(), json!(true));
     }
     Ok(Value::Object(b))
 }

@@ -48,13 +48,15 @@ mod tests;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
+use serde_json::Value;
 
 use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
 use super::{
     ChatRequest, ChunkStream, Completion, Target, TraceHeaders, UpstreamError, with_trace,
 };
 
-use body::{forced_tool_name, request_body};
+use body::forced_tool_name;
+pub(super) use body::request_body;
 use decode::{Decoder, parse_completion};
 
 const API_VERSION: &str = "2023-06-01";
@@ -65,9 +67,7 @@ pub async fn complete(
     req: &ChatRequest,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    let json = request_body(t, req, false)?;
-    let body = post_unary(http, t, "messages", with_trace(headers(t)?, trace), &json).await?;
-    parse_completion(&body, forced_tool_name(req))
+    send(http, t, req, &request_body(t, req, false)?, trace).await
 }
 
 pub async fn stream(
@@ -76,10 +76,32 @@ pub async fn stream(
     req: &ChatRequest,
     trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
-    let json = request_body(t, req, true)?;
+    send_stream(http, t, req, &request_body(t, req, true)?, trace).await
+}
+
+/// Sends a unary body built by [`request_body`] for `req`.
+pub(super) async fn send(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &ChatRequest,
+    json: &Value,
+    trace: &TraceHeaders,
+) -> Result<Completion, UpstreamError> {
+    let body = post_unary(http, t, "messages", with_trace(headers(t)?, trace), json).await?;
+    parse_completion(&body, forced_tool_name(req))
+}
+
+/// Sends a streaming body built by [`request_body`] for `req`.
+pub(super) async fn send_stream(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &ChatRequest,
+    json: &Value,
+    trace: &TraceHeaders,
+) -> Result<ChunkStream, UpstreamError> {
     let decoder = Decoder::forcing(forced_tool_name(req));
     let h = with_trace(headers(t)?, trace);
-    post_stream(http, t, "messages", h, &json, decoder).await
+    post_stream(http, t, "messages", h, json, decoder).await
 }
 
 fn headers(t: &Target) -> Result<HeaderMap, UpstreamError> {

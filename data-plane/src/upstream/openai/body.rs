@@ -11,7 +11,7 @@ use super::super::{
     Tool, ToolChoice, UpstreamError,
 };
 
-pub(super) fn request_body(
+pub(in crate::upstream) fn request_body(
     t: &Target,
     req: &ChatRequest,
     stream: bool,
@@ -59,11 +59,14 @@ pub(super) fn request_body(
         opt.into_iter()
             .filter_map(|(k, v)| Some((k.to_string(), v?))),
     );
+    merge_extra(&mut b, req.extra.as_ref());
+    // After extra, so nothing turns the usage frame off: a stream's tokens
+    // are charged to limits and budgets from it (intake refuses these keys
+    // in extra too).
     if stream {
         b.insert("stream".into(), json!(true));
         b.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    merge_extra(&mut b, req.extra.as_ref());
     Ok(Value::Object(b))
 }
 
@@ -516,7 +519,7 @@ mod tests {
     }
 
     #[test]
-    fn extra_is_merged_last_and_its_keys_win() {
+    fn extra_is_merged_last_and_its_keys_win_but_the_usage_frame_stays() {
         let extra = json!({"temperature": 0.1, "repetition_penalty": 1.1,
             "stream_options": {"include_usage": false}});
         let req = ChatRequest {
@@ -527,7 +530,7 @@ mod tests {
         };
         let want = json!({"model": "m-1", "messages": [], "max_tokens": 10,
             "temperature": 0.1, "repetition_penalty": 1.1,
-            "stream": true, "stream_options": {"include_usage": false}});
+            "stream": true, "stream_options": {"include_usage": true}});
         assert_eq!(request_body(&target("x"), &req, true).expect("body"), want);
     }
 

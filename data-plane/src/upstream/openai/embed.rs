@@ -8,7 +8,10 @@ use super::super::wire::{error_in, merge_extra, parse_json, sat};
 use super::super::{EmbedInput, EmbedRequest, Embeddings, Target, UpstreamError, Usage};
 
 /// `input` is all strings or all token-id arrays; floats are asked for.
-pub(super) fn embed_body(t: &Target, req: &EmbedRequest) -> Result<Value, UpstreamError> {
+pub(in crate::upstream) fn embed_body(
+    t: &Target,
+    req: &EmbedRequest,
+) -> Result<Value, UpstreamError> {
     let texts: Option<Vec<&str>> = req
         .inputs
         .iter()

@@ -42,6 +42,7 @@
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use secrecy::ExposeSecret;
+use serde_json::Value;
 
 use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
 use super::{
@@ -56,7 +57,8 @@ mod parse;
 #[cfg(test)]
 pub(super) mod tests;
 
-use body::request_body;
+pub(super) use body::request_body;
+pub(super) use embed::embed_body;
 use parse::{Decoder, parse_completion};
 
 /// Asks `{base_url}/embeddings` for one vector per input.
@@ -66,14 +68,18 @@ pub async fn embed(
     req: &EmbedRequest,
     trace: &TraceHeaders,
 ) -> Result<Embeddings, UpstreamError> {
-    let body = post_unary(
-        http,
-        t,
-        "embeddings",
-        with_trace(headers(t)?, trace),
-        &embed::embed_body(t, req)?,
-    )
-    .await?;
+    send_embed(http, t, req, &embed::embed_body(t, req)?, trace).await
+}
+
+/// Sends an embeddings body built by [`embed_body`].
+pub(super) async fn send_embed(
+    http: &reqwest::Client,
+    t: &Target,
+    req: &EmbedRequest,
+    json: &Value,
+    trace: &TraceHeaders,
+) -> Result<Embeddings, UpstreamError> {
+    let body = post_unary(http, t, "embeddings", with_trace(headers(t)?, trace), json).await?;
     embed::parse_embeddings(&body, req.inputs.len())
 }
 
@@ -83,15 +89,7 @@ pub async fn complete(
     req: &ChatRequest,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    let body = post_unary(
-        http,
-        t,
-        "chat/completions",
-        with_trace(headers(t)?, trace),
-        &request_body(t, req, false)?,
-    )
-    .await?;
-    parse_completion(&body)
+    send(http, t, &request_body(t, req, false)?, trace).await
 }
 
 pub async fn stream(
@@ -100,12 +98,40 @@ pub async fn stream(
     req: &ChatRequest,
     trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
+    send_stream(http, t, &request_body(t, req, true)?, trace).await
+}
+
+/// Sends a unary body built by [`request_body`].
+pub(super) async fn send(
+    http: &reqwest::Client,
+    t: &Target,
+    json: &Value,
+    trace: &TraceHeaders,
+) -> Result<Completion, UpstreamError> {
+    let body = post_unary(
+        http,
+        t,
+        "chat/completions",
+        with_trace(headers(t)?, trace),
+        json,
+    )
+    .await?;
+    parse_completion(&body)
+}
+
+/// Sends a streaming body built by [`request_body`].
+pub(super) async fn send_stream(
+    http: &reqwest::Client,
+    t: &Target,
+    json: &Value,
+    trace: &TraceHeaders,
+) -> Result<ChunkStream, UpstreamError> {
     post_stream(
         http,
         t,
         "chat/completions",
         with_trace(headers(t)?, trace),
-        &request_body(t, req, true)?,
+        json,
         Decoder::default(),
     )
     .await
