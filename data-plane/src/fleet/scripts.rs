@@ -64,6 +64,8 @@ if e.fails >= threshold and not benched then
     e.benches = e.benches + 1
     cooldown = math.min(base * (2 ^ math.min(e.benches - 1, 30)), max)
     if ra > cooldown then cooldown = ra end
+  else
+    e.benches = math.max(e.benches, 1)
   end
   e.till = math.max(e.till, now + cooldown)
 elseif benched and now + ra > e.till then
@@ -100,7 +102,7 @@ return save(e, now)
 /// change counter, so the worker takes it over its own guess.
 pub(super) const CLAIM: &str = r"
 if e.fails > 0 and now >= e.till and (e.owner == '' or now >= e.probe) then
-  if now - e.updated > tonumber(ARGV[5]) then e.benches = 0 end
+  if now - math.max(e.updated, e.till) > tonumber(ARGV[5]) then e.benches = 0 end
   e.owner = ARGV[3]
   e.probe = now + tonumber(ARGV[4])
   e.updated = now
