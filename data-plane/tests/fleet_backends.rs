@@ -155,7 +155,7 @@ async fn redis_and_memory_backends_agree_on_every_step() {
                 },
             );
         }
-        b.charge(&quota_member, 30).await.expect("charge");
+        b.charge(&quota_member, 0, 0, 30).await.expect("charge");
         (out, b.usage(&quota_member).await.expect("usage"))
     });
     each!("leases are contiguous", |b| {

@@ -209,12 +209,19 @@ redis.call('EXPIRE', KEYS[1], 3456000)
 return 1
 ";
 
-/// `ARGV[1]` tokens (negative: given back), settled on the current minute.
+/// `ARGV[1]` tokens (negative: given back), `ARGV[2]` requests (counted
+/// by a worker alone while Redis was away), `ARGV[3]` how many minutes ago
+/// (0 or 1: a minute older than that is out of the sliding window, and
+/// nothing is charged). Mirrors `MemoryBackend::charge`.
 pub(super) const CHARGE: &str = r"
+local ago = tonumber(ARGV[3])
+if ago > 1 then return 0 end
+local at = m - math.max(ago, 0)
 -- Never below 0: an estimate given back may land in a later minute.
-if redis.call('HINCRBY', KEYS[1], 't:' .. m, ARGV[1]) < 0 then
-  redis.call('HSET', KEYS[1], 't:' .. m, 0)
+if redis.call('HINCRBY', KEYS[1], 't:' .. at, ARGV[1]) < 0 then
+  redis.call('HSET', KEYS[1], 't:' .. at, 0)
 end
+if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'r:' .. at, ARGV[2]) end
 redis.call('EXPIRE', KEYS[1], 180)
 return 1
 ";
