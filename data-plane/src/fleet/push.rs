@@ -146,3 +146,44 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::charges::ChargeKey;
+    use super::super::memory::MemoryBackend;
+    use super::super::{Backend as _, Fleet, Link, budget::BudgetPolicy};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_minute_that_left_the_window_is_dropped_and_counted_the_previous_one_still_counts() {
+        let backend = Arc::new(MemoryBackend::default());
+        let (fleet, _pusher) = Fleet::new(
+            backend.clone(),
+            Arc::new(Link::default()),
+            BudgetPolicy::default(),
+            CancellationToken::new(),
+        );
+        let now = crate::fleet::quota::wall_minute().0;
+        let window = |minute| ChargeKey::Window {
+            key: "m".into(),
+            minute,
+        };
+        fleet.core.charges.add(window(now - 5), 1, 500);
+        fleet.core.charges.add(window(now - 5), 0, 20);
+        fleet.core.charges.add(window(now), 1, 7);
+        fleet.push_pending().await.expect("pushed");
+        assert_eq!(
+            fleet.dropped_charges().expired,
+            2,
+            "both charges of that minute"
+        );
+        assert_eq!(fleet.pending_charges(), 0);
+        let (r, t) = backend.usage("m").await.expect("usage");
+        // The current minute (or, if the minute turned meanwhile, the
+        // previous one, which `usage` does not read).
+        assert!((r, t) == (1, 7) || (r, t) == (0, 0), "{r} {t}");
+    }
+}
