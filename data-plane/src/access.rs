@@ -295,7 +295,7 @@ impl Admission {
     pub fn keep(mut self) {
         self.done = true;
         if self.budget_taken == 0 {
-            // Budgets were not checked: charge the estimate, best effort.
+            // Budgets were not checked: charge the estimate (kept until Redis takes it).
             self.fleet.budget_charge(
                 &self.key,
                 std::mem::take(&mut self.budget),

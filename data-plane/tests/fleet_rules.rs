@@ -1,7 +1,7 @@
 //! The fleet state's own rules on paused tokio time, against the in-memory
 //! backend (made unreachable at will): round-robin tickets at a low rate,
 //! probe releases while the fleet is unreachable, the pusher's drain on
-//! shutdown, each worker's share of a limit.
+//! shutdown, each worker's share of a limit, charges kept while it is away.
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
