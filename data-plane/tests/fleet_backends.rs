@@ -119,8 +119,12 @@ async fn redis_and_memory_backends_agree_on_every_step() {
             .expect("bench")
     ));
     tokio::time::sleep(Duration::from_millis(70)).await;
-    each!("after it, a success clears it", |b| view(
-        &b.succeed("r", None).await.expect("succeed")
+    each!("after it, one probe", |b| {
+        let (granted, e) = b.claim("r", "w3", ttl, STALE).await.expect("claim");
+        (granted, view(&e))
+    });
+    each!("the probe's success clears it", |b| view(
+        &b.succeed("r", Some("w3")).await.expect("succeed")
     ));
     each!("merge of what a worker learned alone", |b| {
         let mut local = Entry::new(tokio::time::Instant::now());
@@ -151,7 +155,7 @@ async fn redis_and_memory_backends_agree_on_every_step() {
                 },
             );
         }
-        b.charge(&quota_member, 30).await.expect("charge");
+        b.charge(&quota_member, 0, 0, 30).await.expect("charge");
         (out, b.usage(&quota_member).await.expect("usage"))
     });
     each!("leases are contiguous", |b| {
@@ -162,21 +166,26 @@ async fn redis_and_memory_backends_agree_on_every_step() {
     for [memory, redis] in &steps {
         assert_eq!(memory, redis, "the backends disagree");
     }
-    assert_eq!(steps.len(), 16);
+    assert_eq!(steps.len(), 17);
     assert!(
         steps[9][0].ends_with("(5, 2, true, None)"),
         "{}",
         steps[9][0]
     );
     assert!(
-        steps[10][0].ends_with("(1, 0, true, None)"),
-        "{}",
+        steps[10][0].ends_with("(1, 1, true, None)"),
+        "a rate limit's bench is not doubled, and counts as one: {}",
         steps[10][0]
     );
     assert!(
-        steps[11][0].ends_with("(0, 0, false, None)"),
-        "{}",
+        steps[11][0].contains("one probe: (true"),
+        "a rate limit's bench ends half-open: {}",
         steps[11][0]
+    );
+    assert!(
+        steps[12][0].ends_with("(0, 1, false, None)"),
+        "{}",
+        steps[12][0]
     );
     // And what they agree on is the rule.
     assert_eq!(steps[2][0], "claim while benched: false");
@@ -192,8 +201,8 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         steps[7][0]
     );
     assert!(
-        steps[14][0].contains(r#"["Granted", "Granted", "Denied(2, 0)"]"#),
+        steps[15][0].contains(r#"["Granted", "Granted", "Denied(2, 0)"]"#),
         "{}",
-        steps[14][0]
+        steps[15][0]
     );
 }

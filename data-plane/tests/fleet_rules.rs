@@ -1,7 +1,7 @@
 //! The fleet state's own rules on paused tokio time, against the in-memory
 //! backend (made unreachable at will): round-robin tickets at a low rate,
 //! probe releases while the fleet is unreachable, the pusher's drain on
-//! shutdown, each worker's share of a limit.
+//! shutdown, each worker's share of a limit, charges kept while it is away.
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
@@ -92,9 +92,9 @@ impl Backend for Flaky {
         self.check()?;
         self.inner.reserve(m, l, t).await
     }
-    async fn charge(&self, m: &str, t: i64) -> Result<(), BackendError> {
+    async fn charge(&self, m: &str, ago: i64, r: u64, t: i64) -> Result<(), BackendError> {
         self.check()?;
-        self.inner.charge(m, t).await
+        self.inner.charge(m, ago, r, t).await
     }
     async fn usage(&self, m: &str) -> Result<(u64, u64), BackendError> {
         self.check()?;
@@ -214,4 +214,36 @@ async fn with_the_fleet_unreachable_each_worker_takes_its_share_of_a_limit() {
         }
     }
     assert_eq!(granted, 4, "10 split over 3 live workers, rounded up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn charges_made_while_the_fleet_is_unreachable_are_kept_summed_and_sent_when_it_returns() {
+    let (fleet, backend) = flaky_fleet(CancellationToken::new());
+    backend
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let limits = Limits {
+        rpm: None,
+        tpm: Some(1_000_000),
+    };
+    for _ in 0..3 {
+        // Reserved locally (an estimate of 10), then 25 tokens used.
+        assert_eq!(fleet.reserve("m", limits, 10).await, Reservation::Granted);
+        fleet.settle("m", 25, 10);
+    }
+    settle().await;
+    assert_eq!(fleet.pending_charges(), 1, "one member minute, summed");
+    assert!(fleet.push_pending().await.is_err(), "still unreachable");
+    assert_eq!(fleet.pending_charges(), 1, "kept");
+    backend
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    fleet.push_pending().await.expect("pushed");
+    assert_eq!(fleet.pending_charges(), 0);
+    assert_eq!(
+        backend.inner.usage("m").await.expect("usage"),
+        (3, 75),
+        "the fleet counts the three requests and what they used"
+    );
+    assert_eq!(fleet.dropped_charges().full, 0);
 }

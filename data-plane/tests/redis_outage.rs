@@ -1,7 +1,8 @@
 //! Redis frozen mid-traffic (SIGSTOP: connections open, nothing answers —
 //! the worst kind of slow): requests keep being served from the fleet state
 //! the worker holds, the worker says it is degraded on grpc.health
-//! (`switchyard.fleet`), and it catches up when Redis returns.
+//! (`switchyard.fleet`), and it catches up when Redis returns. Redis
+//! killed mid-traffic and started again: no token charge is lost.
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
@@ -159,4 +160,172 @@ async fn with_redis_gone_each_worker_enforces_its_share_of_a_limit() {
     let got = up.calls("lim");
     assert!(got <= 6, "the fleet kept to the limit without Redis: {got}");
     assert!(got >= 4, "each worker used its share: {got}");
+}
+
+/// The fleet-wide counts Redis holds: a member's requests and tokens (every
+/// minute field of its rpm/tpm window) and a caller's tokens today.
+async fn redis_totals(
+    url: &str,
+    prefix: &RedisPrefix,
+    member: &str,
+    caller: &str,
+) -> (u64, u64, u64) {
+    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
+    let Ok(client) = redis::Client::open(url) else {
+        return (0, 0, 0);
+    };
+    let Ok(mut rc) = client.get_multiplexed_async_connection().await else {
+        return (0, 0, 0);
+    };
+    let mut hash = async |key: String| {
+        redis::cmd("HGETALL")
+            .arg(key)
+            .query_async::<std::collections::HashMap<String, i64>>(&mut rc)
+            .await
+            .unwrap_or_default()
+    };
+    let quota = hash(keys.member_quota(member)).await;
+    let budget = hash(keys.budget(caller)).await;
+    let sum = |h: &std::collections::HashMap<String, i64>, p: &str| -> u64 {
+        h.iter()
+            .filter(|(k, _)| k.starts_with(p))
+            .map(|(_, v)| u64::try_from(*v).unwrap_or(0))
+            .sum()
+    };
+    (sum(&quota, "r:"), sum(&quota, "t:"), sum(&budget, "d:"))
+}
+
+/// Sends `n` requests as the caller, alternating workers; returns the
+/// tokens the upstream reported for them (every one must be served).
+async fn traffic(clients: &mut [Dp], n: usize, phase: &str) -> u64 {
+    let mut tokens = 0;
+    for i in 0..n {
+        let c = &mut clients[i % 2];
+        let r = c
+            .generate(with_timeout(
+                ask("p", &"a longer prompt ".repeat(i % 7 + 1)),
+                Duration::from_secs(2),
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("{phase}: request {i}: {s:?}"))
+            .into_inner();
+        let u = r
+            .usage
+            .unwrap_or_else(|| panic!("{phase}: request {i} has usage"));
+        assert!(
+            u.input_tokens + u.output_tokens > 0,
+            "{phase}: usage reported"
+        );
+        tokens += u64::from(u.input_tokens) + u64::from(u.output_tokens);
+    }
+    tokens
+}
+
+/// Waits until Redis holds `want` (member requests, member tokens, caller tokens).
+async fn until_totals(url: &str, prefix: &RedisPrefix, want: (u64, u64, u64), when: &str) {
+    let mut got = (0, 0, 0);
+    for _ in 0..150 {
+        got = redis_totals(url, prefix, "p-lim", "caller:c-batch").await;
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{when}: Redis holds (requests, member tokens, caller tokens) {got:?}, the upstream reported {want:?}"
+    );
+}
+
+/// A member with a tpm limit and a caller with a daily token budget, on two
+/// workers: Redis is killed mid-traffic, requests keep being served from
+/// memory, Redis comes back empty on the same port, and the fleet's counts
+/// in it then equal what the upstream reported since — every charge made
+/// during the outage was kept, summed, and sent when Redis returned.
+#[tokio::test]
+async fn charges_made_while_redis_is_down_reach_it_when_it_returns() {
+    let up = FakeUpstream::start(FakeConfig::default()).await;
+    let mut redis = PrivateRedis::start().await;
+    let port = redis.port;
+    let prefix = RedisPrefix::new();
+    let mut config = Config::one_pool(
+        &up.base_url(),
+        pb::Strategy::Priority,
+        policy(0, 100, 1000),
+        &[("up", "lim", 0)],
+    );
+    config.member_limits("p", "lim", None, Some(1_000_000_000));
+    let (key, _) = switchyard_shared::caller_key::generate();
+    let master = switchyard_shared::seal::MasterKey::from_base64(MASTER_KEY).expect("master key");
+    let hash = switchyard_shared::caller_key::KeyHasher::new(&master)
+        .hash(switchyard_shared::caller_key::expose(&key));
+    config.snap.callers.push(pb::SnapshotCaller {
+        id: "c-batch".into(),
+        name: "batch-svc".into(),
+        enabled: true,
+        models: vec!["*".into()],
+        daily_token_budget: Some(1_000_000_000),
+        key_hash: hash.to_vec(),
+        ..Default::default()
+    });
+    config.publish(&redis.url(), &prefix, 1, true).await;
+    let env = [("SWITCHYARD_INFERENCE_TOKENS", CALLER_TOKEN)];
+    let a = worker(&redis.url(), &prefix, &env).await;
+    let b = worker(&redis.url(), &prefix, &env).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    let header = bearer(switchyard_shared::caller_key::expose(&key));
+    let mut clients = [
+        as_caller(&a, header.clone()).await,
+        as_caller(&b, header).await,
+    ];
+
+    // Redis up: every charge lands.
+    let before = traffic(&mut clients, 6, "Redis up").await;
+    until_totals(
+        &redis.url(),
+        &prefix,
+        (6, before, before),
+        "before the outage",
+    )
+    .await;
+
+    // Redis killed mid-traffic: served from memory, charged nowhere yet.
+    redis.stop();
+    let during = traffic(&mut clients, 30, "Redis down").await;
+    until_fleet(&a, ServingStatus::NotServing).await;
+    let m = scrape(&a).await;
+    assert!(
+        sample(&m, "switchyard_fleet_charges_pending", &[]).is_some_and(|v| v >= 1.0),
+        "the kept charges show: one member minute and one caller budget at least"
+    );
+
+    // Redis back on the same port, empty (it kept nothing): what the workers
+    // kept during the outage, and what comes after, adds up to what the
+    // upstream reported.
+    let redis = PrivateRedis::start_on(port).await;
+    config.publish(&redis.url(), &prefix, 1, false).await;
+    until_fleet(&a, ServingStatus::Serving).await;
+    until_fleet(&b, ServingStatus::Serving).await;
+    let after = traffic(&mut clients, 4, "Redis back").await;
+    until_totals(
+        &redis.url(),
+        &prefix,
+        (34, during + after, during + after),
+        "after the outage",
+    )
+    .await;
+    let m = scrape(&a).await;
+    assert_eq!(
+        sample(&m, "switchyard_fleet_charges_pending", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_fleet_charges_dropped_total",
+            &[("reason", "full")]
+        ),
+        Some(0.0),
+        "nothing dropped"
+    );
 }

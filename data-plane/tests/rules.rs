@@ -563,3 +563,58 @@ async fn a_direct_provider_model_call_counts_against_the_members_limit() {
         "a model without limits is free"
     );
 }
+
+/// A rate limit (429) or a refused credential (401) benches a member at
+/// once, below the pool's failure threshold; when the bench is over, one
+/// request probes it while the others keep away, and after the probe's
+/// success the member ramps back up instead of taking all traffic at once.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_or_auth_bench_ends_with_one_probe_then_the_ramp() {
+    for (fault, bench) in [
+        ("a?status=429&retry_after=2", Duration::from_secs(2)),
+        ("a?status=401", Duration::from_secs(300)),
+    ] {
+        let rig = Rig::new(policy(0, 5, 1000), &[("a", fault, None), ("b", "b", None)]);
+        let first = rig.call(None).await.expect("b serves");
+        assert_eq!(first[1], ("b".into(), O::Ok), "{fault}");
+        tokio::time::advance(bench).await;
+        // a answers again, slowly: the probe is in flight while others come.
+        rig.reconfigure(&[("a", "a?delay_ms=500", None), ("b", "b", None)]);
+        let probe = rig.call(None);
+        let others = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut firsts = Vec::new();
+            for _ in 0..5 {
+                firsts.push(rig.call(None).await.expect("served")[0].clone());
+            }
+            firsts
+        };
+        let (probe, others) = tokio::join!(probe, others);
+        assert_eq!(
+            probe.expect("the probe"),
+            o(&[("a", O::Ok)]),
+            "{fault}: one request probes"
+        );
+        assert_eq!(
+            others,
+            vec![("a".to_owned(), O::SkippedBenched); 5],
+            "{fault}: the others keep away while it probes"
+        );
+        // Back from the bench: a small share at first, all of it after the ramp.
+        rig.reconfigure(&[("a", "a", None), ("b", "b", None)]);
+        let mut first_a = 0;
+        for _ in 0..200 {
+            first_a += usize::from(rig.call(None).await.expect("served")[0].0 == "a");
+        }
+        assert!(
+            first_a < 100,
+            "{fault}: ramping, a got {first_a} of 200 first"
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            rig.call(None).await.expect("a"),
+            o(&[("a", O::Ok)]),
+            "{fault}: fully back"
+        );
+    }
+}

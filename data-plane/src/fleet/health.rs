@@ -62,8 +62,9 @@ pub struct Failure {
     pub cooldown_max: Duration,
     /// The upstream's Retry-After: a bench lasts at least this long.
     pub retry_after: Option<Duration>,
-    /// Whether the bench counts toward the next one (doubling). A bench for a
-    /// rate limit or a refused credential does not: it lasts what it says.
+    /// Whether the bench doubles with each one. A bench for a rate limit or
+    /// a refused credential does not: it lasts what it says (it counts as
+    /// one bench, so it ends half-open and ramps like the others).
     pub escalates: bool,
 }
 
@@ -116,11 +117,14 @@ impl Entry {
         self.benched_until.is_some_and(|u| now < u)
     }
 
+    /// A bench that is over leaves the member half-open until a success
+    /// clears it, whatever benched it: the failure threshold or, at once, a
+    /// rate limit or a refused credential (whose one failure is below it).
     pub fn state(&self, now: Instant, threshold: u32) -> State {
         if let Some(until) = self.benched_until.filter(|u| now < *u) {
             return State::Benched { until };
         }
-        if self.fails < threshold.max(1) {
+        if self.fails < threshold.max(1) && self.benched_until.is_none() {
             return State::Available;
         }
         match &self.probe {
@@ -150,6 +154,9 @@ impl Entry {
                     .min(f.cooldown_max)
                     .max(retry_after)
             } else {
+                // Not doubled, but it is a bench: its probe's success starts
+                // the ramp (`ramp_share` needs a bench count).
+                self.benches = self.benches.max(1);
                 retry_after
             };
             self.benched_until = Some(
@@ -215,8 +222,10 @@ impl Entry {
     }
 
     /// Takes the member's probe if its bench is over and nobody holds it.
-    /// A bench long past (`stale_after`) no longer counts toward the next:
-    /// if this probe fails, the member starts over at the base cooldown.
+    /// A bench that ended long ago (`stale_after`) no longer counts toward
+    /// the next: if this probe fails, the member starts over at the base
+    /// cooldown. Staleness runs from the bench's end, not its start, so a
+    /// long bench (a refused credential's) still ramps after its probe.
     pub fn claim(
         &mut self,
         now: Instant,
@@ -228,7 +237,10 @@ impl Entry {
         if self.fails == 0 || self.benched_at(now) || !free {
             return false;
         }
-        if now.saturating_duration_since(self.updated) > stale_after {
+        let since = self
+            .benched_until
+            .map_or(self.updated, |u| u.max(self.updated));
+        if now.saturating_duration_since(since) > stale_after {
             self.benches = 0;
         }
         self.probe = Some(Probe {
@@ -561,10 +573,8 @@ mod tests {
         let now = Instant::now();
         let mut e = Entry::new(now);
         e.fail(now, &Failure::bench_for(Duration::from_secs(20)), None);
-        assert_eq!(
-            e.benches, 0,
-            "a rate limit does not count toward the doubling"
-        );
+        e.fail(now, &Failure::bench_for(Duration::from_secs(20)), None);
+        assert_eq!(e.benches, 1, "a rate limit is not doubled");
         assert!(!e.needs_success(now, None));
         e.succeed(now, None);
         assert_eq!(
@@ -572,5 +582,31 @@ mod tests {
             Some(now + Duration::from_secs(20)),
             "still out for its Retry-After"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_or_auth_bench_ends_half_open_then_ramps_after_its_probe() {
+        // A pool threshold of 5: the bench's one failure is below it.
+        for d in [Duration::from_secs(20), Duration::from_secs(300)] {
+            let start = Instant::now();
+            let mut e = Entry::new(start);
+            e.fail(start, &Failure::bench_for(d), None);
+            assert_eq!(e.state(start, 5), State::Benched { until: start + d });
+            tokio::time::advance(d).await;
+            let now = Instant::now();
+            assert_eq!(e.state(now, 5), State::HalfOpen, "one probe, not everyone");
+            assert!(e.claim(now, "w1", Duration::from_secs(10), STALE));
+            assert_eq!(e.state(now, 5), State::Probing);
+            assert!(!e.claim(now, "w2", Duration::from_secs(10), STALE));
+            e.succeed(now, Some("w1"));
+            assert_eq!(e.state(now, 5), State::Available);
+            assert_eq!(
+                e.ramp_share(now),
+                Some(1.0 / 16.0),
+                "a long bench ({d:?}) still ramps: its staleness runs from its end"
+            );
+            tokio::time::advance(RAMP_STEP * 4).await;
+            assert_eq!(e.ramp_share(Instant::now()), None, "fully back");
+        }
     }
 }

@@ -203,13 +203,26 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError> {
+    async fn charge(
+        &self,
+        member: &str,
+        minutes_ago: i64,
+        requests: u64,
+        tokens: i64,
+    ) -> Result<(), BackendError> {
+        if minutes_ago > 1 {
+            return Ok(());
+        }
         let (m, _) = window();
         let mut s = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let u = s.usage.entry((member.to_owned(), m)).or_default();
+        let u = s
+            .usage
+            .entry((member.to_owned(), m - minutes_ago.max(0)))
+            .or_default();
+        u.0 = u.0.saturating_add(requests);
         u.1 = u.1.saturating_add_signed(tokens);
         Ok(())
     }

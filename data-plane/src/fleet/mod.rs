@@ -10,8 +10,13 @@
 //! two things wait on the backend, each one bounded round trip: reserving
 //! a limited member's quota, and claiming a half-open member's probe.
 //! While the backend is unreachable ([`Link`]), decisions are local.
+//!
+//! Token charges do not queue as reports: they are summed per window key
+//! ([`charges`]) and sent as soon as the backend can take them, so a full
+//! queue or an outage loses none (docs/adr/004-failover-and-health.md).
 
 pub mod budget;
+pub mod charges;
 pub mod follow;
 pub mod health;
 pub mod link;
@@ -41,8 +46,8 @@ use crate::model::{Limits, Policy};
 const REQUEST_PATH_TIMEOUT: Duration = Duration::from_millis(250);
 /// Longest a background push waits.
 const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
-/// Reports waiting for the background task; beyond this they are dropped
-/// (and merged when the backend is reachable again).
+/// Reports waiting for the background task; beyond this they are kept
+/// aside (`FleetCore::not_delivered`) until the backend is reachable again.
 const QUEUE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +101,17 @@ pub trait Backend: Send + Sync {
         limits: Limits,
         tokens: u64,
     ) -> Result<Reservation, BackendError>;
-    /// Settles a limited member's current minute: `tokens` more (the real
-    /// count beyond the estimate) or fewer (an estimate given back).
-    async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError>;
+    /// Settles a limited member's minute `minutes_ago` (0: the current one,
+    /// 1: the one before, on the backend's clock): `requests` more (counted
+    /// locally while the backend was away) and `tokens` more (the real count
+    /// beyond the estimate) or fewer (an estimate given back).
+    async fn charge(
+        &self,
+        member: &str,
+        minutes_ago: i64,
+        requests: u64,
+        tokens: i64,
+    ) -> Result<(), BackendError>;
     /// A limited member's usage this minute: (requests, tokens).
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
     /// Takes `tokens` from a caller's token budgets — `windows`: a hash
@@ -147,15 +160,6 @@ enum Report {
         member: String,
         owner: String,
     },
-    Charge {
-        member: String,
-        tokens: i64,
-    },
-    BudgetCharge {
-        key: String,
-        fields: Vec<String>,
-        tokens: i64,
-    },
     Refill {
         pool_id: String,
         n: u64,
@@ -201,6 +205,9 @@ struct FleetCore {
     backend: Arc<dyn Backend>,
     link: Arc<Link>,
     reports: mpsc::Sender<Report>,
+    /// Token charges not sent yet, summed per key; the pusher is woken for them.
+    charges: charges::Charges,
+    charges_waiting: tokio::sync::Notify,
     /// What did not reach the backend, to push when it is back.
     pending: Mutex<Pending>,
     /// This worker's id (probe owners are per request; this is per process).
@@ -227,7 +234,6 @@ impl FleetCore {
     /// retried; a ticket fetch is given up. A success is dropped: the fleet's
     /// entry keeps the member benched or half-open until a success that can
     /// be told clears it (never clearing a bench another worker set since).
-    /// Token charges are best-effort.
     fn not_delivered(&self, r: &Report) {
         let mut p = self
             .pending
@@ -241,7 +247,7 @@ impl FleetCore {
                 p.releases.push((member.clone(), owner.clone()));
             }
             Report::Refill { pool_id, .. } => self.tickets.filled(pool_id, None),
-            Report::Success { .. } | Report::Charge { .. } | Report::BudgetCharge { .. } => {}
+            Report::Success { .. } => {}
         }
     }
 }
@@ -302,6 +308,8 @@ impl Fleet {
             backend,
             link,
             reports: tx,
+            charges: charges::Charges::default(),
+            charges_waiting: tokio::sync::Notify::new(),
             pending: Mutex::new(Pending::default()),
             worker: uuid::Uuid::new_v4().simple().to_string(),
             workers: std::sync::atomic::AtomicU64::new(1),
@@ -469,8 +477,8 @@ impl Fleet {
     }
 
     /// Pushes what this worker learned while the backend was unreachable:
-    /// its failures (merged: the worse of both wins) and its probe releases.
-    /// Each call is bounded; what is not done stays pending.
+    /// its failures (merged: the worse of both wins), its probe releases and
+    /// its token charges. Each call is bounded; what is not done stays pending.
     pub async fn push_pending(&self) -> Result<(), BackendError> {
         let mut taken = {
             let mut p = self
@@ -503,16 +511,28 @@ impl Fleet {
             self.core.table.apply(&m, released);
             taken.releases.pop();
         }
-        Ok(())
+        drop(taken);
+        push::send_charges(&self.core).await
     }
 
     pub fn has_pending(&self) -> bool {
-        !self
-            .core
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty()
+        !self.core.charges.is_empty()
+            || !self
+                .core
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty()
+    }
+
+    /// Distinct keys (member minutes, caller budgets) with charges not sent yet.
+    pub fn pending_charges(&self) -> usize {
+        self.core.charges.len()
+    }
+
+    /// Charges given up: past the store's bound, or too old to count.
+    pub fn dropped_charges(&self) -> charges::Dropped {
+        self.core.charges.dropped()
     }
 
     /// Loads the whole table from the backend, replacing this worker's copy;

@@ -1,5 +1,6 @@
 //! The background pusher: what requests learned goes to the backend one
 //! report at a time, in order; the backend's answer replaces the local guess.
+//! Token charges go as sums per key whenever the backend can take them.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::charges::{Batch, ChargeKey};
 use super::{BACKGROUND_TIMEOUT, BackendError, FleetCore, Report};
 
 /// The background task: pushes reports to the backend one at a time, in order.
@@ -16,19 +18,77 @@ pub(super) async fn run(
     stop: CancellationToken,
 ) {
     loop {
-        let report = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => break,
-            r = rx.recv() => match r { Some(r) => r, None => return },
-        };
-        push_one(&core, &report).await;
+            r = rx.recv() => match r {
+                Some(r) => push_one(&core, &r).await,
+                None => return,
+            },
+            () = core.charges_waiting.notified() => {}
+        }
+        push_charges(&core).await;
     }
     // Stopping (after in-flight requests finished): what they reported still
-    // goes out — probe releases above all — within a short grace.
+    // goes out — probe releases above all, then charges — within a short grace.
     rx.close();
     let until = Instant::now() + DRAIN;
     while let Ok(Some(report)) = tokio::time::timeout_at(until, rx.recv()).await {
         push_one(&core, &report).await;
     }
+    let _ = tokio::time::timeout_at(until, push_charges(&core)).await;
+}
+
+/// Sends the pending charges when the breaker lets a call through; what
+/// fails stays pending (the follower pushes it when the backend is back).
+async fn push_charges(core: &FleetCore) {
+    if core.charges.is_empty() || !core.link.usable() {
+        return;
+    }
+    match send_charges(core).await {
+        Ok(()) => core.link.ok(),
+        Err(e) => core.link.failed(&e.0),
+    }
+}
+
+/// Sends every pending charge sum, one bounded call each. A minute that
+/// has left the sliding window (older than the previous one) is dropped and
+/// counted: it no longer decides anything, and charging it to the current
+/// minute would refuse requests for usage that is over. A budget's sum goes
+/// to the day and month it was spent in. On an error the rest stays pending.
+pub(super) async fn send_charges(core: &FleetCore) -> Result<(), BackendError> {
+    let mut batch = Batch::take(&core.charges);
+    let minute = super::quota::wall_minute().0;
+    while let Some((key, sum)) = batch.next() {
+        if sum.is_empty() {
+            batch.sent();
+            continue;
+        }
+        let call = match key {
+            ChargeKey::Window { key, minute: m } => {
+                let ago = (minute - m).max(0);
+                if ago > 1 {
+                    core.charges.expire(*sum);
+                    batch.sent();
+                    continue;
+                }
+                tokio::time::timeout(
+                    BACKGROUND_TIMEOUT,
+                    core.backend.charge(key, ago, sum.requests, sum.tokens),
+                )
+                .await
+            }
+            ChargeKey::Budget { key, fields } => {
+                tokio::time::timeout(
+                    BACKGROUND_TIMEOUT,
+                    core.backend.budget_charge(key, fields, sum.tokens),
+                )
+                .await
+            }
+        };
+        call.map_err(|_| BackendError("charge timed out".into()))??;
+        batch.sent();
+    }
+    Ok(())
 }
 
 /// How long the pusher may take to send what is queued when the worker stops.
@@ -79,16 +139,51 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
             let e = core.backend.release(member, owner).await?;
             core.table.apply(member, e);
         }
-        Report::Charge { member, tokens } => core.backend.charge(member, *tokens).await?,
-        Report::BudgetCharge {
-            key,
-            fields,
-            tokens,
-        } => core.backend.budget_charge(key, fields, *tokens).await?,
         Report::Refill { pool_id, n } => {
             let first = core.backend.lease(pool_id, *n).await?;
             core.tickets.filled(pool_id, Some((first, *n)));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::charges::ChargeKey;
+    use super::super::memory::MemoryBackend;
+    use super::super::{Backend as _, Fleet, Link, budget::BudgetPolicy};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_minute_that_left_the_window_is_dropped_and_counted_the_previous_one_still_counts() {
+        let backend = Arc::new(MemoryBackend::default());
+        let (fleet, _pusher) = Fleet::new(
+            backend.clone(),
+            Arc::new(Link::default()),
+            BudgetPolicy::default(),
+            CancellationToken::new(),
+        );
+        let now = crate::fleet::quota::wall_minute().0;
+        let window = |minute| ChargeKey::Window {
+            key: "m".into(),
+            minute,
+        };
+        fleet.core.charges.add(window(now - 5), 1, 500);
+        fleet.core.charges.add(window(now - 5), 0, 20);
+        fleet.core.charges.add(window(now), 1, 7);
+        fleet.push_pending().await.expect("pushed");
+        assert_eq!(
+            fleet.dropped_charges().expired,
+            2,
+            "both charges of that minute"
+        );
+        assert_eq!(fleet.pending_charges(), 0);
+        let (r, t) = backend.usage("m").await.expect("usage");
+        // The current minute (or, if the minute turned meanwhile, the
+        // previous one, which `usage` does not read).
+        assert!((r, t) == (1, 7) || (r, t) == (0, 0), "{r} {t}");
+    }
 }

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use super::{Fleet, REQUEST_PATH_TIMEOUT, Report, Reservation};
+use super::charges::ChargeKey;
+use super::{Fleet, REQUEST_PATH_TIMEOUT, Reservation};
 use crate::model::Limits;
 
 /// A caller's budgets, asked about one request.
@@ -85,14 +86,32 @@ impl Fleet {
                 retry_after: until_next_minute(),
             };
         }
-        self.count_locally(member, minute, 1, i64::try_from(tokens).unwrap_or(i64::MAX));
+        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+        self.count_locally(member, minute, 1, tokens);
+        // The fleet's count gets it too, once the backend is back.
+        self.keep_charge(
+            ChargeKey::Window {
+                key: member.to_owned(),
+                minute,
+            },
+            1,
+            tokens,
+        );
         Reservation::Granted
+    }
+
+    /// Adds a charge to what the pusher sends (summed per key; never waits).
+    fn keep_charge(&self, key: ChargeKey, requests: u64, tokens: i64) {
+        if !self.core.charges.add(key, requests, tokens) {
+            tracing::debug!("pending charges at their bound: a charge was dropped");
+        }
+        self.core.charges_waiting.notify_one();
     }
 
     /// Takes a token estimate from a caller's budgets (one bounded round
     /// trip). While the backend is unreachable budgets are not enforced (a
     /// day's or a month's count cannot be kept per worker): `Unchecked`,
-    /// and the request's real count is charged afterwards, best effort.
+    /// and the request's real count is charged when the backend is back.
     pub async fn budget(&self, key: &str, windows: &[(String, u64)], tokens: u64) -> Budget {
         if !self.core.link.usable() {
             return Budget::Unchecked;
@@ -129,11 +148,8 @@ impl Fleet {
         if tokens == 0 || fields.is_empty() {
             return;
         }
-        self.core.send(Report::BudgetCharge {
-            key: key.to_owned(),
-            fields,
-            tokens,
-        });
+        let key = key.to_owned();
+        self.keep_charge(ChargeKey::Budget { key, fields }, 0, tokens);
     }
 
     /// Settles a limited member's minute: `tokens` more than reserved (or,
@@ -142,11 +158,10 @@ impl Fleet {
         if tokens == 0 {
             return;
         }
-        self.count_locally(member, minute(), 0, tokens);
-        self.core.send(Report::Charge {
-            member: member.to_owned(),
-            tokens,
-        });
+        let minute = minute();
+        self.count_locally(member, minute, 0, tokens);
+        let key = member.to_owned();
+        self.keep_charge(ChargeKey::Window { key, minute }, 0, tokens);
     }
 
     /// Settles a reservation once the answer's real token count is known:

@@ -324,12 +324,20 @@ impl Backend for RedisBackend {
         })
     }
 
-    async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError> {
+    async fn charge(
+        &self,
+        member: &str,
+        minutes_ago: i64,
+        requests: u64,
+        tokens: i64,
+    ) -> Result<(), BackendError> {
         let mut conn = self.conn().await?;
         let _: i64 = self
             .charge
             .key(self.keys.member_quota(member))
             .arg(tokens)
+            .arg(requests)
+            .arg(minutes_ago)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| BackendError(e.to_string()))?;

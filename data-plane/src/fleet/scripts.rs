@@ -64,6 +64,8 @@ if e.fails >= threshold and not benched then
     e.benches = e.benches + 1
     cooldown = math.min(base * (2 ^ math.min(e.benches - 1, 30)), max)
     if ra > cooldown then cooldown = ra end
+  else
+    e.benches = math.max(e.benches, 1)
   end
   e.till = math.max(e.till, now + cooldown)
 elseif benched and now + ra > e.till then
@@ -100,7 +102,7 @@ return save(e, now)
 /// change counter, so the worker takes it over its own guess.
 pub(super) const CLAIM: &str = r"
 if e.fails > 0 and now >= e.till and (e.owner == '' or now >= e.probe) then
-  if now - e.updated > tonumber(ARGV[5]) then e.benches = 0 end
+  if now - math.max(e.updated, e.till) > tonumber(ARGV[5]) then e.benches = 0 end
   e.owner = ARGV[3]
   e.probe = now + tonumber(ARGV[4])
   e.updated = now
@@ -207,12 +209,19 @@ redis.call('EXPIRE', KEYS[1], 3456000)
 return 1
 ";
 
-/// `ARGV[1]` tokens (negative: given back), settled on the current minute.
+/// `ARGV[1]` tokens (negative: given back), `ARGV[2]` requests (counted
+/// by a worker alone while Redis was away), `ARGV[3]` how many minutes ago
+/// (0 or 1: a minute older than that is out of the sliding window, and
+/// nothing is charged). Mirrors `MemoryBackend::charge`.
 pub(super) const CHARGE: &str = r"
+local ago = tonumber(ARGV[3])
+if ago > 1 then return 0 end
+local at = m - math.max(ago, 0)
 -- Never below 0: an estimate given back may land in a later minute.
-if redis.call('HINCRBY', KEYS[1], 't:' .. m, ARGV[1]) < 0 then
-  redis.call('HSET', KEYS[1], 't:' .. m, 0)
+if redis.call('HINCRBY', KEYS[1], 't:' .. at, ARGV[1]) < 0 then
+  redis.call('HSET', KEYS[1], 't:' .. at, 0)
 end
+if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'r:' .. at, ARGV[2]) end
 redis.call('EXPIRE', KEYS[1], 180)
 return 1
 ";

@@ -91,8 +91,18 @@ impl Backend for Timed {
         self.time("reserve", self.inner.reserve(member, limits, tokens))
             .await
     }
-    async fn charge(&self, member: &str, tokens: i64) -> Result<(), BackendError> {
-        self.time("charge", self.inner.charge(member, tokens)).await
+    async fn charge(
+        &self,
+        member: &str,
+        minutes_ago: i64,
+        requests: u64,
+        tokens: i64,
+    ) -> Result<(), BackendError> {
+        self.time(
+            "charge",
+            self.inner.charge(member, minutes_ago, requests, tokens),
+        )
+        .await
     }
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError> {
         self.time("usage", self.inner.usage(member)).await

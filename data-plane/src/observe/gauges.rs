@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use switchyard_shared::metrics::names as n;
@@ -81,6 +82,25 @@ impl Collector for StateCollector {
                 0.0
             },
         )?;
+        #[allow(clippy::cast_precision_loss)]
+        gauge(
+            &mut encoder,
+            n::FLEET_CHARGES_PENDING,
+            "Keys with token charges not yet sent to the fleet's state (Redis away)",
+            live.fleet.pending_charges() as f64,
+        )?;
+        let dropped = live.fleet.dropped_charges();
+        let drops: Family<n::ChargeDrop, Counter> = Family::default();
+        for (reason, v) in [("full", dropped.full), ("expired", dropped.expired)] {
+            drops.get_or_create(&n::ChargeDrop { reason }).inc_by(v);
+        }
+        let e = encoder.encode_descriptor(
+            n::FLEET_CHARGES_DROPPED,
+            "Token charges given up: past the bound of pending keys (full) or too old to count (expired)",
+            None,
+            drops.metric_type(),
+        )?;
+        drops.encode(e)?;
         // Member state, one series per state so a panel can stack them.
         let table = live.fleet.table().load();
         let now = Instant::now();

@@ -60,6 +60,12 @@ pub const CONFIG_AGE: &str = "switchyard_config_age_seconds";
 pub const CONFIG_LIVE: &str = "switchyard_config_live";
 /// 1 while the fleet's shared state (Redis) is reachable, 0 while degraded.
 pub const FLEET_UP: &str = "switchyard_fleet_state_up";
+/// Keys (a member's or caller's minute, a caller's budget) with token
+/// charges this worker has not sent to the fleet's state yet (Redis away).
+pub const FLEET_CHARGES_PENDING: &str = "switchyard_fleet_charges_pending";
+/// Token charges given up, by reason: `full` (past the bound of pending
+/// keys) or `expired` (their minute left the rpm/tpm window before Redis returned).
+pub const FLEET_CHARGES_DROPPED: &str = "switchyard_fleet_charges_dropped";
 /// Redis calls of the fleet state, by operation and result.
 pub const REDIS_CALL_DURATION: &str = "switchyard_redis_call_duration_seconds";
 /// Pool statistics flushed into the fleet's store, and flushes that failed.
@@ -184,6 +190,12 @@ pub struct Outcome {
 pub struct Write {
     pub resource: &'static str,
     pub result: &'static str,
+}
+
+/// Why token charges were dropped: `full` or `expired`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChargeDrop {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
