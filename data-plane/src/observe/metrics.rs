@@ -43,6 +43,9 @@ pub struct Metrics {
     pub(super) member_inflight: Family<n::Member, Gauge>,
     pub(crate) redis: Histograms<n::RedisCall>,
     pub(crate) stats_flushes: Family<n::Outcome, Counter>,
+    /// The HTTP door's connections: closed by the worker, and open now.
+    pub http_closed: Family<n::Reason, Counter>,
+    pub http_open: Gauge,
     /// Caller-chosen names (models asked for, direct `provider/model`s).
     names: LabelCap,
     /// Callers' names (configured, but capped all the same).
@@ -76,6 +79,8 @@ impl Metrics {
             member_inflight: Family::default(),
             redis: Family::new_with_constructor(durations),
             stats_flushes: Family::default(),
+            http_closed: Family::default(),
+            http_open: Gauge::default(),
             names: LabelCap::new(MAX_CALLER_LABELS),
             callers: LabelCap::new(MAX_CALLER_LABELS),
             live: Arc::new(OnceLock::new()),
@@ -160,6 +165,16 @@ impl Metrics {
             n::STATS_FLUSHES,
             "Pool-statistics flushes into the fleet's store, by result",
             m.stats_flushes.clone(),
+        );
+        registry.register(
+            n::HTTP_CONNECTIONS_CLOSED,
+            "HTTP door connections the worker closed: over --http-max-connections (limit), no whole request head within --http-header-timeout-ms (header_timeout), no request for --http-idle-timeout-ms (idle)",
+            m.http_closed.clone(),
+        );
+        registry.register(
+            n::HTTP_CONNECTIONS_OPEN,
+            "HTTP door connections open on this worker",
+            m.http_open.clone(),
         );
         let m = Arc::new(m);
         registry.register_collector(Box::new(super::gauges::StateCollector {

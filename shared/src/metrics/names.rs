@@ -60,6 +60,11 @@ pub const FLEET_UP: &str = "switchyard_fleet_state_up";
 pub const REDIS_CALL_DURATION: &str = "switchyard_redis_call_duration_seconds";
 /// Pool statistics flushed into the fleet's store, and flushes that failed.
 pub const STATS_FLUSHES: &str = "switchyard_stats_flushes";
+/// HTTP door connections closed by the worker (over the cap, a request head
+/// too slow, idle too long), by reason.
+pub const HTTP_CONNECTIONS_CLOSED: &str = "switchyard_http_connections_closed";
+/// HTTP door connections open now.
+pub const HTTP_CONNECTIONS_OPEN: &str = "switchyard_http_connections_open";
 
 // ---- Both servers: TLS on the gRPC port ----
 
@@ -174,6 +179,11 @@ pub struct RedisCall {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
