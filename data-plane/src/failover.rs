@@ -28,9 +28,9 @@ use crate::catalog::Catalog;
 use crate::error::DpError;
 use crate::fleet::{Fleet, ProbeHold, Reservation};
 use crate::model::{Candidate, Pool};
-use crate::observe::Observer;
 use crate::observe::metrics::outcome_name;
 use crate::observe::trace::Incoming;
+use crate::observe::{Observer, Operation};
 use crate::plan::{self, Skip, Step};
 pub use crate::tried::Failed;
 use crate::tried::Log;
@@ -87,6 +87,7 @@ enum Outcome<T> {
 
 /// The request's running state across members.
 struct Run<'a> {
+    operation: Operation,
     model: &'a str,
     deadline: Option<Instant>,
     budget: u32,
@@ -123,9 +124,14 @@ impl Engine {
         trace: &Incoming,
     ) -> Result<Served<Completion>, Failed> {
         // Each attempt borrows the request and shares the member (no copies per attempt).
-        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
-            attempt::complete(&self.http, c, req, t)
-        })
+        self.run(
+            Operation::Chat,
+            model,
+            deadline,
+            req.token_estimate(),
+            trace,
+            |c, t| attempt::complete(&self.http, c, req, t),
+        )
         .await
     }
 
@@ -136,9 +142,14 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<OpenStream>, Failed> {
-        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
-            attempt::open_stream(&self.http, c, req, t)
-        })
+        self.run(
+            Operation::Chat,
+            model,
+            deadline,
+            req.token_estimate(),
+            trace,
+            |c, t| attempt::open_stream(&self.http, c, req, t),
+        )
         .await
     }
 
@@ -149,14 +160,20 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<Embeddings>, Failed> {
-        self.run(model, deadline, req.token_estimate(), trace, |c, t| {
-            attempt::embed(&self.http, c, req, t)
-        })
+        self.run(
+            Operation::Embeddings,
+            model,
+            deadline,
+            req.token_estimate(),
+            trace,
+            |c, t| attempt::embed(&self.http, c, req, t),
+        )
         .await
     }
 
     async fn run<T, F, Fut>(
         &self,
+        operation: Operation,
         model: &str,
         deadline: Option<Instant>,
         estimate: u64,
@@ -173,13 +190,14 @@ impl Engine {
         }
         let resolved = catalog.resolve(model).map_err(|e| Log::default().fail(e))?;
         let mut run = Run {
+            operation,
             model,
             deadline,
             budget: self.max_attempts.max(1),
             first_pool: None,
             estimate,
             reserved: 0,
-            log: Log::watched(self.observer.clone()),
+            log: Log::watched(self.observer.clone(), operation),
             trace,
         };
         let tiers: Vec<&Arc<Pool>> = resolved
@@ -324,9 +342,9 @@ impl Engine {
             } else {
                 tracing::info_span!(
                 "attempt",
-                otel.name = %format_args!("chat {}", c.upstream_model),
+                otel.name = %format_args!("{} {}", run.operation.name(), c.upstream_model),
                 otel.kind = "client",
-                gen_ai.operation.name = "chat",
+                gen_ai.operation.name = run.operation.name(),
                 gen_ai.provider.name = %c.provider,
                 gen_ai.request.model = %c.upstream_model,
                 switchyard.pool = %pool.name,

@@ -662,3 +662,61 @@ async fn a_call_through_the_http_door_continues_the_callers_trace() {
         "two attempt spans"
     );
 }
+
+/// Embeddings, by gRPC and through the HTTP door, are `embeddings` in the
+/// GenAI metrics and spans, not `chat`.
+#[tokio::test]
+async fn embeddings_are_labelled_embeddings_in_metrics_and_spans() {
+    let collector = Collector::default();
+    let otlp = collector.start().await;
+    let endpoint = format!("http://{otlp}");
+    let s = setup(
+        policy(0, 100, 1000),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await;
+    let mut c = client(&s.worker).await;
+    c.embed(pb::EmbedRequest {
+        model: "p".into(),
+        inputs: vec![pb::EmbedInput {
+            input: Some(pb::embed_input::Input::Text("hello".into())),
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("embedded over gRPC");
+    let door = http_addr(&s.worker).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{door}/v1/embeddings"))
+        .json(&serde_json::json!({"model": "p", "input": "hello"}))
+        .send()
+        .await
+        .expect("the door answers");
+    assert_eq!(r.status(), 200);
+    let m = scrape(&s.worker).await;
+    for name in [
+        "gen_ai_server_request_duration_seconds_count",
+        "gen_ai_client_operation_duration_seconds_count",
+    ] {
+        let op = |o: &str| sample(&m, name, &[("gen_ai_operation_name", o)]);
+        assert_eq!(op("embeddings"), Some(2.0), "{name}:\n{m}");
+        assert_eq!(op("chat"), None, "{name}:\n{m}");
+    }
+    let spans = collector.attempt_spans(2).await;
+    let attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr(s, "switchyard.outcome").is_some())
+        .collect();
+    assert_eq!(attempts.len(), 2, "{:?}", names(&spans));
+    for a in attempts {
+        assert_eq!(
+            attr(a, "gen_ai.operation.name").as_deref(),
+            Some("embeddings")
+        );
+        assert_eq!(a.name, "embeddings a");
+    }
+}

@@ -268,7 +268,7 @@ impl Metrics {
             .map(|s| self.bounded(&s.pool, &s.upstream_model))
             .unwrap_or_default();
         let server = n::ServerCall {
-            gen_ai_operation_name: n::OPERATION_CHAT,
+            gen_ai_operation_name: f.operation.name(),
             gen_ai_request_model: model.clone(),
             gen_ai_response_model: response_model,
             error_type: if f.code == tonic::Code::Ok {
@@ -307,7 +307,7 @@ impl Metrics {
                     .inc_by(u64::from(count));
             }
         }
-        self.attempts(f.attempts);
+        self.attempts(f.attempts, f.operation);
         if let (Some(s), Some(u)) = (f.served, f.usage) {
             let who = Who {
                 pool: &s.pool,
@@ -315,13 +315,13 @@ impl Metrics {
                 provider: &s.provider,
                 upstream_model: &s.upstream_model,
             };
-            self.with_meters(who, |m| m.tokens(&self.token_usage, u));
+            self.with_meters(who, |m| m.tokens(&self.token_usage, u, f.operation));
         }
     }
 
     /// A request's attempts (and skips), also of a request the caller left
     /// midway: counters, client durations, failovers.
-    pub fn attempts(&self, attempts: &[pb::Attempt]) {
+    pub fn attempts(&self, attempts: &[pb::Attempt], op: super::Operation) {
         // The last member that failed: moving on from it to another is a failover.
         let mut last_failed: Option<&pb::Attempt> = None;
         for a in attempts {
@@ -346,7 +346,7 @@ impl Metrics {
                 upstream_model: &a.upstream_model,
             };
             self.with_meters(who, |m| {
-                m.attempt(&self.attempts, &self.client_duration, a);
+                m.attempt(&self.attempts, &self.client_duration, a, op);
             });
         }
     }
@@ -418,6 +418,7 @@ mod tests {
 
     fn finished<'a>(model: &'a str, attempts: &'a [pb::Attempt]) -> Finished<'a> {
         Finished {
+            operation: crate::observe::Operation::Chat,
             model,
             caller: "anonymous",
             code: tonic::Code::NotFound,

@@ -23,6 +23,8 @@ pub const GENAI_CLIENT_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
 
 /// `gen_ai.operation.name` of every inference RPC and attempt.
 pub const OPERATION_CHAT: &str = "chat";
+/// `gen_ai.operation.name` of embedding requests.
+pub const OPERATION_EMBEDDINGS: &str = "embeddings";
 
 // ---- Data plane: the router ----
 
