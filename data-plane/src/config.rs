@@ -105,7 +105,8 @@ pub struct Args {
     )]
     pub http_header_timeout_ms: u64,
     /// An HTTP door connection with no request in flight for this long is
-    /// closed, in milliseconds.
+    /// closed, in milliseconds; a request's body must arrive within it too
+    /// (408 otherwise).
     #[arg(
         long,
         env = "SWITCHYARD_HTTP_IDLE_TIMEOUT_MS",

@@ -342,6 +342,7 @@ pub async fn serve(
             service,
             access: access.clone(),
             max_body: settings.http_max_body,
+            body_timeout: settings.http_limits.idle_timeout,
             export_spans,
             origins: settings.http_origins.clone(),
         });

@@ -142,7 +142,7 @@ async fn a_silent_connection_and_a_slowloris_are_closed_by_the_header_timeout() 
 }
 
 #[tokio::test]
-async fn an_idle_connection_is_closed_but_a_slow_answer_is_not_cut() {
+async fn an_idle_connection_and_a_stalled_body_are_cut_but_a_slow_answer_is_not() {
     let d = door(&[
         ("SWITCHYARD_HTTP_HEADER_TIMEOUT_MS", "30000"),
         ("SWITCHYARD_HTTP_IDLE_TIMEOUT_MS", "300"),
@@ -159,6 +159,15 @@ async fn an_idle_connection_is_closed_but_a_slow_answer_is_not_cut() {
     let (gone, _) = closed_within(&mut s, Duration::from_secs(5)).await;
     assert!(gone, "an idle keep-alive connection is closed");
     assert!(closed(&scrape(&d.worker).await, "idle") >= 1.0);
+    // A body that never finishes arriving: 408 once the idle time is up.
+    let mut s = TcpStream::connect(&d.addr).await.expect("connect");
+    s.write_all(format!("{}{{\"model\"", head("Content-Length: 100\r\n")).as_bytes())
+        .await
+        .expect("send");
+    let (gone, got) = closed_within(&mut s, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&got);
+    assert!(gone && answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
     // A request in flight is not idle: an upstream 1.5 s slow still answers.
     d.fake
         .set_fault("m", Fault::DelayFirstByte(Duration::from_millis(1500)));

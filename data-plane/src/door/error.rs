@@ -43,6 +43,18 @@ impl DoorError {
         }
     }
 
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: Some("request_timeout"),
+            message: format!(
+                "the request body did not arrive within {} ms",
+                limit.as_millis()
+            ),
+            ..Self::invalid(None, "")
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,

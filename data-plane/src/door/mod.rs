@@ -48,6 +48,9 @@ pub struct Door {
     pub access: Access,
     /// Largest request body taken.
     pub max_body: usize,
+    /// Longest a request's body may take to arrive (a client trickling it
+    /// holds a connection as a slow head would).
+    pub body_timeout: std::time::Duration,
     /// Spans are exported (OTLP): each request gets a server span that
     /// continues the caller's `traceparent`, as gRPC calls do.
     pub export_spans: bool,
@@ -116,7 +119,7 @@ impl Door {
             .map_err(DoorError::from)
     }
 
-    /// The caller, then the body (at most `max_body` bytes).
+    /// The caller, then the body (at most `max_body` bytes, within `body_timeout`).
     async fn open(&self, req: Request) -> Result<(Parts, Option<Grant>, Bytes), DoorError> {
         let (parts, body) = req.into_parts();
         let grant = self.authorize(&parts)?;
@@ -128,8 +131,10 @@ impl Door {
         if declared.is_some_and(|n| n > self.max_body) {
             return Err(DoorError::too_large(self.max_body));
         }
-        let bytes = axum::body::to_bytes(body, self.max_body)
+        let read = axum::body::to_bytes(body, self.max_body);
+        let bytes = tokio::time::timeout(self.body_timeout, read)
             .await
+            .map_err(|_| DoorError::body_timeout(self.body_timeout))?
             .map_err(|e| {
                 let e = e.into_inner();
                 if e.is::<http_body_util::LengthLimitError>() {
