@@ -219,25 +219,22 @@ mod tests {
         // A request in flight for 5 minutes: not idle until 60 s after it ends.
         let request = a.enter();
         let start = tokio::time::Instant::now();
-        let waiting = tokio::spawn({
-            let a = a.clone();
-            async move { a.idle_for(idle).await }
+        tokio::join!(a.idle_for(idle), async {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            drop(request);
         });
-        tokio::time::sleep(Duration::from_secs(300)).await;
-        assert!(!waiting.is_finished(), "busy is not idle");
-        drop(request);
-        waiting.await.expect("joined");
-        assert_eq!(start.elapsed(), Duration::from_secs(360));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(360),
+            "busy is not idle"
+        );
 
         // A request that comes and goes restarts the clock.
         let start = tokio::time::Instant::now();
-        let waiting = tokio::spawn({
-            let a = a.clone();
-            async move { a.idle_for(idle).await }
+        tokio::join!(a.idle_for(idle), async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(a.enter());
         });
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(a.enter());
-        waiting.await.expect("joined");
         assert_eq!(start.elapsed(), Duration::from_secs(90));
     }
 }
