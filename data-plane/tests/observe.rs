@@ -598,12 +598,11 @@ async fn a_caller_that_leaves_midway_still_counts_what_was_tried() {
 /// A call through the HTTP door is one trace too: its server span
 /// continues the caller's `traceparent`, the RPC and attempt spans nest in
 /// it, and the upstream sees the same trace.
-#[tokio::test]
-async fn a_call_through_the_http_door_continues_the_callers_trace() {
-    let collector = Collector::default();
+/// The usual setup, with the HTTP door on and spans sent to `collector`.
+async fn with_door_traced(collector: &Collector) -> Setup {
     let otlp = collector.start().await;
     let endpoint = format!("http://{otlp}");
-    let s = setup(
+    setup(
         policy(0, 100, 1000),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -611,7 +610,13 @@ async fn a_call_through_the_http_door_continues_the_callers_trace() {
             ("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0"),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_call_through_the_http_door_continues_the_callers_trace() {
+    let collector = Collector::default();
+    let s = with_door_traced(&collector).await;
     s.fake.set_fault("a", status(503));
     let door = http_addr(&s.worker).await;
     let r = reqwest::Client::new()
@@ -668,17 +673,7 @@ async fn a_call_through_the_http_door_continues_the_callers_trace() {
 #[tokio::test]
 async fn embeddings_are_labelled_embeddings_in_metrics_and_spans() {
     let collector = Collector::default();
-    let otlp = collector.start().await;
-    let endpoint = format!("http://{otlp}");
-    let s = setup(
-        policy(0, 100, 1000),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0"),
-        ],
-    )
-    .await;
+    let s = with_door_traced(&collector).await;
     let mut c = client(&s.worker).await;
     c.embed(pb::EmbedRequest {
         model: "p".into(),
