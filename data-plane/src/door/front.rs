@@ -162,3 +162,41 @@ pub async fn error_body(resp: Response) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        let o = Origins::parse(&[
+            "https://app.example.com".into(),
+            " http://localhost:3000/ ".into(),
+        ])
+        .expect("origins");
+        assert!(o.allows(&HeaderValue::from_static("https://app.example.com")));
+        assert!(o.allows(&HeaderValue::from_static("http://localhost:3000")));
+        assert!(!o.allows(&HeaderValue::from_static("https://evil.example")));
+        for bad in ["*", "app.example.com", "https://app.example.com/path"] {
+            assert!(Origins::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_is_the_media_type_whatever_its_parameters() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+        ] {
+            assert!(is_json(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+        ] {
+            assert!(!is_json(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}
