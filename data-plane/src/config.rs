@@ -94,6 +94,34 @@ pub struct Args {
     /// and documents count).
     #[arg(long, env = "SWITCHYARD_HTTP_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     pub http_max_body_bytes: usize,
+    /// Longest the HTTP door waits for a whole request head, in
+    /// milliseconds, from the moment it waits for one: a client trickling
+    /// its headers, and an HTTP/1 keep-alive connection with no next
+    /// request, are closed when it runs out.
+    #[arg(
+        long,
+        env = "SWITCHYARD_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub http_header_timeout_ms: u64,
+    /// An HTTP door connection with no request in flight for this long is
+    /// closed, in milliseconds; a request's body must arrive within it too
+    /// (408 otherwise).
+    #[arg(
+        long,
+        env = "SWITCHYARD_HTTP_IDLE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub http_idle_timeout_ms: u64,
+    /// Most connections the HTTP door keeps open; one more is closed as
+    /// soon as it is accepted.
+    #[arg(long, env = "SWITCHYARD_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
+    /// Origins (`scheme://host[:port]`, comma-separated) whose web pages may
+    /// call the HTTP door from a browser; a request with any other `Origin`
+    /// is refused (403). None by default.
+    #[arg(long, env = "SWITCHYARD_HTTP_CORS_ORIGIN", value_delimiter = ',')]
+    pub http_cors_origin: Vec<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -175,6 +203,31 @@ impl Args {
         s.no_auth = self.no_auth;
         s.tls = self.tls.load()?;
         s.http_max_body = self.http_max_body_bytes;
+        s.http_limits = self.http_limits()?;
+        s.http_origins = crate::door::Origins::parse(&self.http_cors_origin)?;
         Ok(s)
+    }
+
+    fn http_limits(&self) -> Result<crate::door::Limits, String> {
+        const HOUR_MS: u64 = 3_600_000;
+        for (flag, v) in [
+            ("--http-header-timeout-ms", self.http_header_timeout_ms),
+            ("--http-idle-timeout-ms", self.http_idle_timeout_ms),
+        ] {
+            if !(100..=HOUR_MS).contains(&v) {
+                return Err(format!("{flag} is {v}; use 100 to {HOUR_MS} (an hour)"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.http_max_connections) {
+            return Err(format!(
+                "--http-max-connections is {}; use 1 to 1000000",
+                self.http_max_connections
+            ));
+        }
+        Ok(crate::door::Limits {
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            max_connections: self.http_max_connections,
+        })
     }
 }

@@ -34,6 +34,12 @@ fn join(reasons: &[Reason]) -> String {
 pub enum DpError {
     #[error("{0}")]
     InvalidArgument(String),
+    /// One field of the request is wrong: `field` (its path in the gRPC
+    /// request, e.g. `messages[1].parts[0].image.url`) and what is wrong
+    /// with it. The status carries the field as a `google.rpc.BadRequest`
+    /// violation, so the HTTP door can name it as OpenAI's SDKs expect.
+    #[error("{field} {problem}")]
+    InvalidField { field: String, problem: String },
     /// The model name resolves to nothing.
     #[error("{0}")]
     NotFound(String),
@@ -124,6 +130,14 @@ impl From<DpError> for Status {
                 retry_after: Some(after),
                 ..
             } => pushback(Status::resource_exhausted(message), after),
+            DpError::InvalidField { field, problem } => {
+                use tonic_types::{ErrorDetails, StatusExt as _};
+                Status::with_error_details(
+                    tonic::Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request_violation(field, problem),
+                )
+            }
             DpError::InvalidArgument(_)
             | DpError::ContextTooLong { .. }
             | DpError::Unsupported { .. } => Status::invalid_argument(message),

@@ -28,9 +28,9 @@ use crate::catalog::Catalog;
 use crate::error::DpError;
 use crate::fleet::{Fleet, ProbeHold, Reservation};
 use crate::model::{Candidate, Pool};
-use crate::observe::Observer;
 use crate::observe::metrics::outcome_name;
 use crate::observe::trace::Incoming;
+use crate::observe::{Observer, Operation};
 use crate::plan::{self, Skip, Step};
 pub use crate::tried::Failed;
 use crate::tried::Log;
@@ -88,6 +88,7 @@ enum Outcome<T> {
 
 /// The request's running state across members.
 struct Run<'a> {
+    operation: Operation,
     model: &'a str,
     deadline: Option<Instant>,
     budget: u32,
@@ -129,6 +130,7 @@ impl Engine {
     ) -> Result<Served<Completion>, Failed> {
         // Each attempt borrows the request and shares the member (no copies per attempt).
         self.run(
+            Operation::Chat,
             model,
             deadline,
             req.token_estimate(),
@@ -147,6 +149,7 @@ impl Engine {
         trace: &Incoming,
     ) -> Result<Served<OpenStream>, Failed> {
         self.run(
+            Operation::Chat,
             model,
             deadline,
             req.token_estimate(),
@@ -165,6 +168,7 @@ impl Engine {
         trace: &Incoming,
     ) -> Result<Served<Embeddings>, Failed> {
         self.run(
+            Operation::Embeddings,
             model,
             deadline,
             req.token_estimate(),
@@ -177,6 +181,7 @@ impl Engine {
 
     async fn run<T, P, F, Fut>(
         &self,
+        operation: Operation,
         model: &str,
         deadline: Option<Instant>,
         estimate: u64,
@@ -195,6 +200,7 @@ impl Engine {
         }
         let resolved = catalog.resolve(model).map_err(|e| Log::default().fail(e))?;
         let mut run = Run {
+            operation,
             model,
             deadline,
             budget: self.max_attempts.max(1),
@@ -202,7 +208,7 @@ impl Engine {
             free_hop: false,
             estimate,
             reserved: 0,
-            log: Log::watched(self.observer.clone()),
+            log: Log::watched(self.observer.clone(), operation),
             trace,
         };
         let tiers: Vec<&Arc<Pool>> = resolved
@@ -368,9 +374,9 @@ impl Engine {
             } else {
                 tracing::info_span!(
                 "attempt",
-                otel.name = %format_args!("chat {}", c.upstream_model),
+                otel.name = %format_args!("{} {}", run.operation.name(), c.upstream_model),
                 otel.kind = "client",
-                gen_ai.operation.name = "chat",
+                gen_ai.operation.name = run.operation.name(),
                 gen_ai.provider.name = %c.provider,
                 gen_ai.request.model = %c.upstream_model,
                 switchyard.pool = %pool.name,

@@ -15,6 +15,14 @@ fn invalid(msg: String) -> DpError {
     DpError::InvalidArgument(msg)
 }
 
+/// `field` (its path in the request) is wrong: `problem` says how.
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> DpError {
+    DpError::InvalidField {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
 /// Longest model name a caller may send.
 const MAX_MODEL: usize = 512;
 /// Stop sequences: OpenAI takes at most 4; Anthropic more, but keep one rule.
@@ -26,10 +34,13 @@ const MAX_EMBED_INPUTS: usize = 2048;
 
 pub fn check_model(model: &str) -> Result<(), DpError> {
     if model.len() > MAX_MODEL {
-        return Err(invalid(format!(
-            "model is {} bytes; a route, pool or provider/model name is at most {MAX_MODEL}",
-            model.len()
-        )));
+        return Err(bad(
+            "model",
+            format!(
+                "is {} bytes; a route, pool or provider/model name is at most {MAX_MODEL}",
+                model.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -40,9 +51,10 @@ fn role(r: i32, i: usize) -> Result<upstream::Role, DpError> {
         Ok(pb::Role::User) => Ok(upstream::Role::User),
         Ok(pb::Role::Assistant) => Ok(upstream::Role::Assistant),
         Ok(pb::Role::Tool) => Ok(upstream::Role::Tool),
-        Ok(pb::Role::Unspecified) | Err(_) => Err(invalid(format!(
-            "messages[{i}].role is {r}; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
-        ))),
+        Ok(pb::Role::Unspecified) | Err(_) => Err(bad(
+            format!("messages[{i}].role"),
+            format!("is {r}; use ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"),
+        )),
     }
 }
 
@@ -53,10 +65,13 @@ fn cache(c: Option<&pb::CacheControl>, at: &str) -> Result<Option<Cache>, DpErro
         "5m" | "1h" => Ok(Some(Cache {
             ttl: Some(c.ttl.clone()),
         })),
-        other => Err(invalid(format!(
-            "{at}.cache_control.ttl is '{}'; use \"\" (the provider's default), \"5m\" or \"1h\"",
-            clip(other)
-        ))),
+        other => Err(bad(
+            format!("{at}.cache_control.ttl"),
+            format!(
+                "is '{}'; use \"\" (the provider's default), \"5m\" or \"1h\"",
+                clip(other)
+            ),
+        )),
     }
 }
 
@@ -77,35 +92,36 @@ fn source(
     match (url, data) {
         (Some(u), None) => {
             if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with("data:")) {
-                return Err(invalid(format!(
-                    "{at}.url must be an http(s): or data: URL"
-                )));
+                return Err(bad(format!("{at}.url"), "must be an http(s): or data: URL"));
             }
             Ok(Source::Url(u.to_owned()))
         }
         (None, Some(d)) => {
             if d.is_empty() {
-                return Err(invalid(format!("{at}.data is empty")));
+                return Err(bad(format!("{at}.data"), "is empty"));
             }
             if d.len() > MAX_INLINE {
-                return Err(invalid(format!(
-                    "{at}.data is {} bytes; at most {MAX_INLINE}",
-                    d.len()
-                )));
+                return Err(bad(
+                    format!("{at}.data"),
+                    format!("is {} bytes; at most {MAX_INLINE}", d.len()),
+                ));
             }
             if !allowed.contains(&media_type) {
-                return Err(invalid(format!(
-                    "{at}.media_type is '{}'; with data use one of {}",
-                    clip(media_type),
-                    allowed.join(", ")
-                )));
+                return Err(bad(
+                    format!("{at}.media_type"),
+                    format!(
+                        "is '{}'; with data use one of {}",
+                        clip(media_type),
+                        allowed.join(", ")
+                    ),
+                ));
             }
             Ok(Source::Data {
                 media_type: media_type.to_owned(),
                 data: d.to_vec(),
             })
         }
-        _ => Err(invalid(format!("{at} needs a url or data"))),
+        _ => Err(bad(at, "needs a url or data")),
     }
 }
 
@@ -126,10 +142,10 @@ fn part(p: &pb::ContentPart, at: &str) -> Result<Part, DpError> {
                 Ok(pb::ImageDetail::Low) => Some(Detail::Low),
                 Ok(pb::ImageDetail::High) => Some(Detail::High),
                 Err(_) => {
-                    return Err(invalid(format!(
-                        "{at}.image.detail is {}; use IMAGE_DETAIL_AUTO, _LOW or _HIGH",
-                        i.detail
-                    )));
+                    return Err(bad(
+                        format!("{at}.image.detail"),
+                        format!("is {}; use IMAGE_DETAIL_AUTO, _LOW or _HIGH", i.detail),
+                    ));
                 }
             };
             PartKind::Image {
@@ -162,9 +178,7 @@ fn part(p: &pb::ContentPart, at: &str) -> Result<Part, DpError> {
             }
         }
         None => {
-            return Err(invalid(format!(
-                "{at} is empty; set text, image or document"
-            )));
+            return Err(bad(at, "is empty; set text, image or document"));
         }
     };
     Ok(Part {
@@ -177,9 +191,10 @@ fn message(m: &pb::ChatMessage, i: usize) -> Result<upstream::Message, DpError> 
     let at = format!("messages[{i}]");
     let role = role(m.role, i)?;
     if !m.parts.is_empty() && !m.content.is_empty() {
-        return Err(invalid(format!(
-            "{at} has both content and parts; put the text in a text part"
-        )));
+        return Err(bad(
+            at,
+            "has both content and parts; put the text in a text part",
+        ));
     }
     let parts = m
         .parts
@@ -191,17 +206,19 @@ fn message(m: &pb::ChatMessage, i: usize) -> Result<upstream::Message, DpError> 
         && parts.iter().any(|p| !matches!(p.kind, PartKind::Text(_)))
         && role != upstream::Role::Tool
     {
-        return Err(invalid(format!(
-            "{at}: images and documents go in user (or tool) messages"
-        )));
+        return Err(bad(
+            at,
+            "holds an image or document; those go in user (or tool) messages",
+        ));
     }
     if !m.reasoning.is_empty() && role != upstream::Role::Assistant {
-        return Err(invalid(format!(
-            "{at}: reasoning goes in assistant messages only"
-        )));
+        return Err(bad(
+            at,
+            "holds reasoning; that goes in assistant messages only",
+        ));
     }
     if m.is_error && role != upstream::Role::Tool {
-        return Err(invalid(format!("{at}: is_error is for tool messages only")));
+        return Err(bad(format!("{at}.is_error"), "is for tool messages only"));
     }
     Ok(upstream::Message {
         role,
@@ -244,24 +261,28 @@ fn tool_choice(
         Ok(pb::ToolChoiceMode::Required) => ToolChoice::Required,
         Ok(pb::ToolChoiceMode::Function | pb::ToolChoiceMode::Unspecified) => {
             if !tools.iter().any(|t| t.name == c.function) {
-                return Err(invalid(format!(
-                    "tool_choice names function '{}', which is not among tools",
-                    clip(&c.function)
-                )));
+                return Err(bad(
+                    "tool_choice",
+                    format!(
+                        "names function '{}', which is not among tools",
+                        clip(&c.function)
+                    ),
+                ));
             }
             ToolChoice::Function(c.function.clone())
         }
         Err(_) => {
-            return Err(invalid(format!(
-                "tool_choice.mode is {}; use TOOL_CHOICE_MODE_AUTO, _NONE, _REQUIRED or _FUNCTION",
-                c.mode
-            )));
+            return Err(bad(
+                "tool_choice.mode",
+                format!(
+                    "is {}; use TOOL_CHOICE_MODE_AUTO, _NONE, _REQUIRED or _FUNCTION",
+                    c.mode
+                ),
+            ));
         }
     };
     if matches!(choice, ToolChoice::Required) && tools.is_empty() {
-        return Err(invalid(
-            "tool_choice is REQUIRED but no tools are given".into(),
-        ));
+        return Err(bad("tool_choice", "is REQUIRED but no tools are given"));
     }
     Ok(Some(choice))
 }
@@ -269,8 +290,8 @@ fn tool_choice(
 fn json_object(text: &str, field: &str) -> Result<Value, DpError> {
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(invalid(format!("{field} must be a JSON object"))),
-        Err(e) => Err(invalid(format!("{field} is not valid JSON: {e}"))),
+        Ok(_) => Err(bad(field, "must be a JSON object")),
+        Err(e) => Err(bad(field, format!("is not valid JSON: {e}"))),
     }
 }
 
@@ -292,10 +313,13 @@ fn response_format(r: &pb::GenerateRequest) -> Result<ResponseFormat, DpError> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !name_ok {
-                return Err(invalid(format!(
-                    "json_schema.name is '{}'; use 1-64 characters of a-z, A-Z, 0-9, _ and -",
-                    clip(&s.name)
-                )));
+                return Err(bad(
+                    "json_schema.name",
+                    format!(
+                        "is '{}'; use 1-64 characters of a-z, A-Z, 0-9, _ and -",
+                        clip(&s.name)
+                    ),
+                ));
             }
             Ok(ResponseFormat::JsonSchema {
                 name: s.name.clone(),
@@ -321,18 +345,19 @@ fn reasoning(r: Option<&pb::Reasoning>) -> Result<Option<Reasoning>, DpError> {
         "medium" => Some(Effort::Medium),
         "high" => Some(Effort::High),
         other => {
-            return Err(invalid(format!(
-                "reasoning.effort is '{}'; use minimal, low, medium or high",
-                clip(other)
-            )));
+            return Err(bad(
+                "reasoning.effort",
+                format!("is '{}'; use minimal, low, medium or high", clip(other)),
+            ));
         }
     };
     if let Some(b) = r.budget_tokens
         && !(1024..=1_000_000).contains(&b)
     {
-        return Err(invalid(format!(
-            "reasoning.budget_tokens is {b}; use 1024 to 1000000"
-        )));
+        return Err(bad(
+            "reasoning.budget_tokens",
+            format!("is {b}; use 1024 to 1000000"),
+        ));
     }
     if effort.is_none() && r.budget_tokens.is_none() {
         return Ok(None);
@@ -400,9 +425,7 @@ pub fn extra(text: &str) -> Result<Option<Map<String, Value>>, DpError> {
 
 fn range(v: Option<f32>, lo: f32, hi: f32, field: &str) -> Result<(), DpError> {
     match v {
-        Some(x) if !(lo..=hi).contains(&x) => {
-            Err(invalid(format!("{field} is {x}; use {lo} to {hi}")))
-        }
+        Some(x) if !(lo..=hi).contains(&x) => Err(bad(field, format!("is {x}; use {lo} to {hi}"))),
         _ => Ok(()),
     }
 }
@@ -411,9 +434,7 @@ fn range(v: Option<f32>, lo: f32, hi: f32, field: &str) -> Result<(), DpError> {
 pub fn chat_request(r: &pb::GenerateRequest, stream: bool) -> Result<ChatRequest, DpError> {
     check_model(&r.model)?;
     if r.messages.is_empty() {
-        return Err(invalid(
-            "messages is empty; send at least one message".into(),
-        ));
+        return Err(bad("messages", "is empty; send at least one message"));
     }
     let messages = r
         .messages
@@ -426,55 +447,50 @@ pub fn chat_request(r: &pb::GenerateRequest, stream: bool) -> Result<ChatRequest
     range(r.presence_penalty, -2.0, 2.0, "presence_penalty")?;
     range(r.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
     if r.max_tokens == Some(0) {
-        return Err(invalid(
-            "max_tokens is 0; leave it unset or give at least 1".into(),
-        ));
+        return Err(bad("max_tokens", "is 0; leave it unset or give at least 1"));
     }
     if r.stop.len() > MAX_STOP {
-        return Err(invalid(format!(
-            "stop has {} sequences; at most {MAX_STOP}",
-            r.stop.len()
-        )));
+        return Err(bad(
+            "stop",
+            format!("has {} sequences; at most {MAX_STOP}", r.stop.len()),
+        ));
     }
     if r.stop.iter().any(String::is_empty) {
-        return Err(invalid("stop holds an empty sequence".into()));
+        return Err(bad("stop", "holds an empty sequence"));
     }
     match r.n {
         Some(0) | Some(129..) => {
-            return Err(invalid(format!(
-                "n is {}; use 1 to 128",
-                r.n.unwrap_or_default()
-            )));
+            return Err(bad(
+                "n",
+                format!("is {}; use 1 to 128", r.n.unwrap_or_default()),
+            ));
         }
         Some(2..) if stream => {
-            return Err(invalid(
-                "n > 1 is served on unary calls only; call Generate".into(),
-            ));
+            return Err(bad("n", "> 1 is served on unary calls only; call Generate"));
         }
         _ => {}
     }
     if let Some(k) = r.top_logprobs {
         if k > 20 {
-            return Err(invalid(format!("top_logprobs is {k}; use 0 to 20")));
+            return Err(bad("top_logprobs", format!("is {k}; use 0 to 20")));
         }
         if !r.logprobs {
-            return Err(invalid("top_logprobs needs logprobs: true".into()));
+            return Err(bad("top_logprobs", "needs logprobs: true"));
         }
     }
     if r.logprobs && stream {
-        return Err(invalid(
-            "logprobs are served on unary calls only; call Generate".into(),
+        return Err(bad(
+            "logprobs",
+            "are served on unary calls only; call Generate",
         ));
     }
     if r.top_k == Some(0) {
-        return Err(invalid(
-            "top_k is 0; leave it unset or give at least 1".into(),
-        ));
+        return Err(bad("top_k", "is 0; leave it unset or give at least 1"));
     }
     let mut tools = Vec::with_capacity(r.tools.len());
     for (i, t) in r.tools.iter().enumerate() {
         if t.name.is_empty() {
-            return Err(invalid(format!("tools[{i}].name is empty")));
+            return Err(bad(format!("tools[{i}].name"), "is empty"));
         }
         tools.push(upstream::Tool {
             name: t.name.clone(),
@@ -512,13 +528,16 @@ pub fn chat_request(r: &pb::GenerateRequest, stream: bool) -> Result<ChatRequest
 pub fn embed_request(r: &pb::EmbedRequest) -> Result<EmbedRequest, DpError> {
     check_model(&r.model)?;
     if r.inputs.is_empty() {
-        return Err(invalid("inputs is empty; send at least one input".into()));
+        return Err(bad("inputs", "is empty; send at least one input"));
     }
     if r.inputs.len() > MAX_EMBED_INPUTS {
-        return Err(invalid(format!(
-            "inputs has {} items; at most {MAX_EMBED_INPUTS} per request",
-            r.inputs.len()
-        )));
+        return Err(bad(
+            "inputs",
+            format!(
+                "has {} items; at most {MAX_EMBED_INPUTS} per request",
+                r.inputs.len()
+            ),
+        ));
     }
     let mut inputs = Vec::with_capacity(r.inputs.len());
     for (i, input) in r.inputs.iter().enumerate() {
@@ -527,9 +546,10 @@ pub fn embed_request(r: &pb::EmbedRequest) -> Result<EmbedRequest, DpError> {
             Some(Input::Text(t)) if !t.is_empty() => EmbedInput::Text(t.clone()),
             Some(Input::Tokens(t)) if !t.ids.is_empty() => EmbedInput::Tokens(t.ids.clone()),
             _ => {
-                return Err(invalid(format!(
-                    "inputs[{i}] is empty; give text or token ids"
-                )));
+                return Err(bad(
+                    format!("inputs[{i}]"),
+                    "is empty; give text or token ids",
+                ));
             }
         });
     }
@@ -538,14 +558,13 @@ pub fn embed_request(r: &pb::EmbedRequest) -> Result<EmbedRequest, DpError> {
         .filter(|i| matches!(i, EmbedInput::Text(_)))
         .count();
     if texts != 0 && texts != inputs.len() {
-        return Err(invalid(
-            "inputs mix text and token ids; send one kind per request".into(),
+        return Err(bad(
+            "inputs",
+            "mix text and token ids; send one kind per request",
         ));
     }
     if r.dimensions == Some(0) {
-        return Err(invalid(
-            "dimensions is 0; leave it unset or give at least 1".into(),
-        ));
+        return Err(bad("dimensions", "is 0; leave it unset or give at least 1"));
     }
     pb::EmbeddingEncoding::try_from(r.encoding).map_err(|_| {
         invalid(format!(

@@ -83,6 +83,10 @@ pub struct Settings {
     pub http: Option<TcpListener>,
     /// Largest request body the HTTP door takes.
     pub http_max_body: usize,
+    /// How the HTTP door bounds its connections.
+    pub http_limits: crate::door::Limits,
+    /// Origins browsers may call the HTTP door from (none by default).
+    pub http_origins: crate::door::Origins,
 }
 
 impl Settings {
@@ -109,6 +113,8 @@ impl Settings {
             tls: None,
             http: None,
             http_max_body: 32 << 20,
+            http_limits: crate::door::Limits::default(),
+            http_origins: crate::door::Origins::default(),
         }
     }
 }
@@ -336,7 +342,9 @@ pub async fn serve(
             service,
             access: access.clone(),
             max_body: settings.http_max_body,
+            body_timeout: settings.http_limits.idle_timeout,
             export_spans,
+            origins: settings.http_origins.clone(),
         });
         (listener, crate::door::router(door))
     });
@@ -386,6 +394,11 @@ pub async fn serve(
                 listener,
                 router,
                 settings.tls.clone(),
+                settings.http_limits,
+                crate::door::ConnMetrics {
+                    closed: settings.metrics.http_closed.clone(),
+                    open: settings.metrics.http_open.clone(),
+                },
                 signalled.clone(),
                 settings.shutdown_grace,
             )),

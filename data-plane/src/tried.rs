@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::error::{DpError, Reason};
 use crate::model::{Candidate, Pool, reached};
-use crate::observe::Observer;
+use crate::observe::{Observer, Operation};
 use crate::plan::Skip;
 use crate::upstream::{Refusal, UpstreamError};
 
@@ -30,24 +30,24 @@ pub(crate) struct Log {
     first_refusal: Option<(Refusal, String, String)>,
     /// Told of the attempts made if the request is dropped before it ends
     /// (the caller left): they still count.
-    observer: Option<Arc<Observer>>,
+    observer: Option<(Arc<Observer>, Operation)>,
 }
 
 impl Drop for Log {
     fn drop(&mut self) {
-        if let Some(o) = &self.observer
+        if let Some((o, op)) = &self.observer
             && !self.attempts.is_empty()
         {
-            o.metrics.attempts(&self.attempts);
+            o.metrics.attempts(&self.attempts, *op);
         }
     }
 }
 
 impl Log {
     /// A log whose attempts count even if the request is dropped midway.
-    pub(crate) fn watched(observer: Arc<Observer>) -> Self {
+    pub(crate) fn watched(observer: Arc<Observer>, op: Operation) -> Self {
         let mut log = Self::default();
-        log.observer = Some(observer);
+        log.observer = Some((observer, op));
         log
     }
 

@@ -598,12 +598,11 @@ async fn a_caller_that_leaves_midway_still_counts_what_was_tried() {
 /// A call through the HTTP door is one trace too: its server span
 /// continues the caller's `traceparent`, the RPC and attempt spans nest in
 /// it, and the upstream sees the same trace.
-#[tokio::test]
-async fn a_call_through_the_http_door_continues_the_callers_trace() {
-    let collector = Collector::default();
+/// The usual setup, with the HTTP door on and spans sent to `collector`.
+async fn with_door_traced(collector: &Collector) -> Setup {
     let otlp = collector.start().await;
     let endpoint = format!("http://{otlp}");
-    let s = setup(
+    setup(
         policy(0, 100, 1000),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -611,7 +610,13 @@ async fn a_call_through_the_http_door_continues_the_callers_trace() {
             ("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0"),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_call_through_the_http_door_continues_the_callers_trace() {
+    let collector = Collector::default();
+    let s = with_door_traced(&collector).await;
     s.fake.set_fault("a", status(503));
     let door = http_addr(&s.worker).await;
     let r = reqwest::Client::new()
@@ -661,4 +666,52 @@ async fn a_call_through_the_http_door_continues_the_callers_trace() {
         2,
         "two attempt spans"
     );
+}
+
+/// Embeddings, by gRPC and through the HTTP door, are `embeddings` in the
+/// GenAI metrics and spans, not `chat`.
+#[tokio::test]
+async fn embeddings_are_labelled_embeddings_in_metrics_and_spans() {
+    let collector = Collector::default();
+    let s = with_door_traced(&collector).await;
+    let mut c = client(&s.worker).await;
+    c.embed(pb::EmbedRequest {
+        model: "p".into(),
+        inputs: vec![pb::EmbedInput {
+            input: Some(pb::embed_input::Input::Text("hello".into())),
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("embedded over gRPC");
+    let door = http_addr(&s.worker).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{door}/v1/embeddings"))
+        .json(&serde_json::json!({"model": "p", "input": "hello"}))
+        .send()
+        .await
+        .expect("the door answers");
+    assert_eq!(r.status(), 200);
+    let m = scrape(&s.worker).await;
+    for name in [
+        "gen_ai_server_request_duration_seconds_count",
+        "gen_ai_client_operation_duration_seconds_count",
+    ] {
+        let op = |o: &str| sample(&m, name, &[("gen_ai_operation_name", o)]);
+        assert_eq!(op("embeddings"), Some(2.0), "{name}:\n{m}");
+        assert_eq!(op("chat"), None, "{name}:\n{m}");
+    }
+    let spans = collector.attempt_spans(2).await;
+    let attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr(s, "switchyard.outcome").is_some())
+        .collect();
+    assert_eq!(attempts.len(), 2, "{:?}", names(&spans));
+    for a in attempts {
+        assert_eq!(
+            attr(a, "gen_ai.operation.name").as_deref(),
+            Some("embeddings")
+        );
+        assert_eq!(a.name, "embeddings a");
+    }
 }

@@ -301,10 +301,20 @@ pub fn read(body: &[u8]) -> R<Chat> {
         r.extra_json = Value::Object(extra).to_string();
     }
     let stream = bool_of(get("stream"), "stream")?.unwrap_or(false);
-    let include_usage = get("stream_options")
-        .get("include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage = match get("stream_options") {
+        Value::Null => false,
+        Value::Object(o) => bool_of(
+            o.get("include_usage").unwrap_or(&Value::Null),
+            "stream_options.include_usage",
+        )?
+        .unwrap_or(false),
+        _ => {
+            return Err(bad(
+                "stream_options",
+                "stream_options must be an object, like {\"include_usage\": true}",
+            ));
+        }
+    };
     Ok(Chat {
         request: r,
         stream,
@@ -401,6 +411,30 @@ mod tests {
             (
                 r#"{"model": "m", "messages": [], "functions": []}"#,
                 "functions",
+            ),
+            (
+                r#"{"model": "m", "messages": [], "stream_options": "yes"}"#,
+                "stream_options",
+            ),
+            (
+                r#"{"model": "m", "messages": [], "stream_options": {"include_usage": "yes"}}"#,
+                "stream_options.include_usage",
+            ),
+            (
+                r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}"#,
+                "messages[0].content[0].text",
+            ),
+            (
+                r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]}"#,
+                "messages[0].content[0].image_url.url",
+            ),
+            (
+                r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:;base64,iVBORw0KGgo="}]}]}"#,
+                "messages[0].content[0].image_url.url",
+            ),
+            (
+                r#"{"model": "m", "messages": [{"role": "tool", "content": "42"}]}"#,
+                "messages[0].tool_call_id",
             ),
         ];
         for (body, param) in cases {

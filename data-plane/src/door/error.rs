@@ -43,6 +43,18 @@ impl DoorError {
         }
     }
 
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: Some("request_timeout"),
+            message: format!(
+                "the request body did not arrive within {} ms",
+                limit.as_millis()
+            ),
+            ..Self::invalid(None, "")
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
@@ -75,8 +87,62 @@ fn retry_after(status: &tonic::Status) -> Option<HeaderValue> {
     HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()).ok()
 }
 
+/// A field path of the gRPC request, as the OpenAI body names it: content
+/// parts are `content[j]`, an image part's source is `image_url.url`, a
+/// document's `file.file_data`, and so on.
+fn public_param(field: &str) -> String {
+    let mut p = field.replace(".parts[", ".content[");
+    for (grpc, openai) in [
+        (".image.url", ".image_url.url"),
+        (".image.data", ".image_url.url"),
+        (".image.media_type", ".image_url.url"),
+        (".image.detail", ".image_url.detail"),
+        (".document.url", ".file.file_data"),
+        (".document.data", ".file.file_data"),
+        (".document.media_type", ".file.file_data"),
+    ] {
+        if let Some(head) = p.strip_suffix(grpc) {
+            p = format!("{head}{openai}");
+        }
+    }
+    let whole = match p.as_str() {
+        "json_schema.schema_json" => "response_format.json_schema.schema",
+        "json_schema.name" => "response_format.json_schema.name",
+        "reasoning.effort" => "reasoning_effort",
+        "reasoning.budget_tokens" => "thinking.budget_tokens",
+        "tool_choice.mode" => "tool_choice",
+        _ => "",
+    };
+    if !whole.is_empty() {
+        return whole.to_owned();
+    }
+    if let Some(rest) = p.strip_prefix("inputs") {
+        return format!("input{rest}");
+    }
+    if let (Some(rest), true) = (p.strip_prefix("tools["), p.ends_with("].name")) {
+        return format!("tools[{}.function.name", rest.trim_end_matches(".name"));
+    }
+    p
+}
+
+/// The field an INVALID_ARGUMENT names (a `google.rpc.BadRequest`
+/// violation) and what is wrong with it.
+fn violation(s: &tonic::Status) -> Option<(String, String)> {
+    use tonic_types::StatusExt as _;
+    let details = s.get_error_details();
+    let v = details.bad_request()?.field_violations.first()?;
+    Some((public_param(&v.field), v.description.clone()))
+}
+
 impl From<tonic::Status> for DoorError {
     fn from(s: tonic::Status) -> Self {
+        if s.code() == Code::InvalidArgument
+            && let Some((param, problem)) = violation(&s)
+        {
+            let mut e = Self::invalid(Some(param.clone()), format!("{param} {problem}"));
+            super::headers::copy_switchyard(s.metadata(), &mut e.headers);
+            return e;
+        }
         let retry = retry_after(&s);
         let (status, kind, code) = match s.code() {
             Code::InvalidArgument | Code::OutOfRange => (
@@ -166,6 +232,39 @@ impl IntoResponse for DoorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_field_paths_read_as_openai_parameters() {
+        for (grpc, openai) in [
+            ("temperature", "temperature"),
+            (
+                "messages[1].parts[0].image.url",
+                "messages[1].content[0].image_url.url",
+            ),
+            (
+                "messages[2].parts[1].image.media_type",
+                "messages[2].content[1].image_url.url",
+            ),
+            (
+                "messages[0].parts[3].document.data",
+                "messages[0].content[3].file.file_data",
+            ),
+            (
+                "messages[0].parts[3].cache_control.ttl",
+                "messages[0].content[3].cache_control.ttl",
+            ),
+            (
+                "json_schema.schema_json",
+                "response_format.json_schema.schema",
+            ),
+            ("reasoning.effort", "reasoning_effort"),
+            ("tools[2].name", "tools[2].function.name"),
+            ("inputs[4]", "input[4]"),
+            ("inputs", "input"),
+        ] {
+            assert_eq!(public_param(grpc), openai, "{grpc}");
+        }
+    }
 
     fn mapped(s: tonic::Status) -> (u16, &'static str, Option<&'static str>) {
         let e = DoorError::from(s);

@@ -14,14 +14,12 @@ fn part(v: &Value, param: &str) -> R<pb::ContentPart> {
         &format!("{param}.type"),
     )?;
     let part = match kind {
-        Some("text") => Part::Text(
-            str_of(
-                v.get("text").unwrap_or(&Value::Null),
-                &format!("{param}.text"),
-            )?
-            .unwrap_or_default()
-            .to_owned(),
-        ),
+        Some("text") => {
+            let p = format!("{param}.text");
+            let text = str_of(v.get("text").unwrap_or(&Value::Null), &p)?
+                .ok_or_else(|| bad(&p, format!("{p} is required in a text part")))?;
+            Part::Text(text.to_owned())
+        }
         Some("image_url") => {
             let img = v.get("image_url").unwrap_or(&Value::Null);
             // Some clients send the URL as a bare string.
@@ -40,6 +38,16 @@ fn part(v: &Value, param: &str) -> R<pb::ContentPart> {
                 ),
                 _ => return Err(bad(param, format!("{param}.image_url must hold a url"))),
             };
+            // An inline image must decode and say what it is.
+            let at = format!("{param}.image_url.url");
+            if let Some((media_type, _)) = data_url(url, &at)?
+                && media_type.is_empty()
+            {
+                return Err(bad(
+                    &at,
+                    format!("{at} has no media type; use data:image/png;base64,..."),
+                ));
+            }
             let detail = match detail {
                 None => pb::ImageDetail::Unspecified,
                 Some("auto") => pb::ImageDetail::Auto,
@@ -260,6 +268,17 @@ pub fn message(v: &Value, i: usize) -> R<pb::ChatMessage> {
             ));
         }
     };
+    let tool_call_id = str_of(
+        m.get("tool_call_id").unwrap_or(&Value::Null),
+        &format!("{param}.tool_call_id"),
+    )?
+    .unwrap_or_default();
+    if role == pb::Role::Tool && tool_call_id.is_empty() {
+        return Err(bad(
+            &format!("{param}.tool_call_id"),
+            format!("{param}.tool_call_id is required: the id of the tool call this answers"),
+        ));
+    }
     let (text, parts) = content(
         m.get("content").unwrap_or(&Value::Null),
         &format!("{param}.content"),
@@ -272,12 +291,7 @@ pub fn message(v: &Value, i: usize) -> R<pb::ChatMessage> {
             m.get("tool_calls").unwrap_or(&Value::Null),
             &format!("{param}.tool_calls"),
         )?,
-        tool_call_id: str_of(
-            m.get("tool_call_id").unwrap_or(&Value::Null),
-            &format!("{param}.tool_call_id"),
-        )?
-        .unwrap_or_default()
-        .to_owned(),
+        tool_call_id: tool_call_id.to_owned(),
         name: str_of(
             m.get("name").unwrap_or(&Value::Null),
             &format!("{param}.name"),

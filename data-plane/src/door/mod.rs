@@ -13,9 +13,11 @@ mod chat_in;
 mod chat_out;
 mod embeddings;
 mod error;
+mod front;
 mod headers;
 mod json;
 mod messages;
+mod serve;
 
 use std::sync::Arc;
 
@@ -31,14 +33,14 @@ use serde_json::json;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_server::Inference as _;
 
-use switchyard_shared::tls::PeerIdentity;
-
 use crate::access::Access;
 use crate::callers::Grant;
 use crate::respond::EventStream;
 use crate::service::InferenceService;
 
 pub use error::DoorError;
+pub use front::Origins;
+pub use serve::{ConnMetrics, Limits};
 
 /// What the door's handlers share.
 pub struct Door {
@@ -46,13 +48,22 @@ pub struct Door {
     pub access: Access,
     /// Largest request body taken.
     pub max_body: usize,
+    /// Longest a request's body may take to arrive (a client trickling it
+    /// holds a connection as a slow head would).
+    pub body_timeout: std::time::Duration,
     /// Spans are exported (OTLP): each request gets a server span that
     /// continues the caller's `traceparent`, as gRPC calls do.
     pub export_spans: bool,
+    /// The origins browsers may call from (`--http-cors-origin`).
+    pub origins: Origins,
 }
 
+/// The routes, under (outermost first): the server span; OpenAI's error
+/// body on refusals that have none; the origin check; CORS for allowed
+/// origins; the JSON content type on POSTs.
 pub fn router(door: Arc<Door>) -> Router {
     let spans = door.export_spans;
+    let origins = door.origins.clone();
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embed))
@@ -63,6 +74,15 @@ pub fn router(door: Arc<Door>) -> Router {
                 "no such endpoint; this door serves POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models",
             )
         })
+        // Routed requests only: an unknown path stays a 404.
+        .route_layer(axum::middleware::from_fn(front::require_json))
+        .layer(origins.cors())
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                front::check_origin(origins.clone(), req, next)
+            },
+        ))
+        .layer(axum::middleware::map_response(front::error_body))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: axum::middleware::Next| server_span(spans, req, next),
         ))
@@ -99,7 +119,7 @@ impl Door {
             .map_err(DoorError::from)
     }
 
-    /// The caller, then the body (at most `max_body` bytes).
+    /// The caller, then the body (at most `max_body` bytes, within `body_timeout`).
     async fn open(&self, req: Request) -> Result<(Parts, Option<Grant>, Bytes), DoorError> {
         let (parts, body) = req.into_parts();
         let grant = self.authorize(&parts)?;
@@ -111,9 +131,19 @@ impl Door {
         if declared.is_some_and(|n| n > self.max_body) {
             return Err(DoorError::too_large(self.max_body));
         }
-        let bytes = axum::body::to_bytes(body, self.max_body)
+        let read = axum::body::to_bytes(body, self.max_body);
+        let bytes = tokio::time::timeout(self.body_timeout, read)
             .await
-            .map_err(|_| DoorError::too_large(self.max_body))?;
+            .map_err(|_| DoorError::body_timeout(self.body_timeout))?
+            .map_err(|e| {
+                let e = e.into_inner();
+                if e.is::<http_body_util::LengthLimitError>() {
+                    DoorError::too_large(self.max_body)
+                } else {
+                    // Cut short, or framed wrong (a bad chunk): the caller's mistake.
+                    DoorError::invalid(None, format!("the request body could not be read: {e}"))
+                }
+            })?;
         Ok((parts, grant, bytes))
     }
 }
@@ -285,6 +315,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     tls: Option<switchyard_shared::tls::ServerTls>,
+    limits: Limits,
+    metrics: ConnMetrics,
     stop: tokio_util::sync::CancellationToken,
     grace: std::time::Duration,
 ) {
@@ -294,33 +326,16 @@ pub async fn serve(
         .unwrap_or_default();
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %addr, scheme, "OpenAI-compatible HTTP door listening");
-    let served = async {
-        match tls {
+    match tls {
+        None => {
+            let listener = switchyard_shared::tls::NoDelay(listener);
+            serve::serve(listener, router, limits, metrics, stop, grace).await;
+        }
+        Some(tls) => {
             // The connection's client certificate (mTLS) reaches the
             // caller check as it does on the gRPC port.
-            None => {
-                let app = router.into_make_service_with_connect_info::<PeerIdentity>();
-                axum::serve(switchyard_shared::tls::NoDelay(listener), app)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned())
-                    .await
-            }
-            Some(tls) => {
-                let incoming = switchyard_shared::tls::TlsIncoming::http(listener, &tls);
-                let app = router.into_make_service_with_connect_info::<PeerIdentity>();
-                axum::serve(incoming, app)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned())
-                    .await
-            }
+            let listener = switchyard_shared::tls::TlsIncoming::http(listener, &tls);
+            serve::serve(listener, router, limits, metrics, stop, grace).await;
         }
-    };
-    let out_of_grace = async {
-        stop.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        served = served => if let Err(err) = served {
-            tracing::error!(error = %err, "HTTP door failed");
-        },
-        () = out_of_grace => tracing::warn!("HTTP door: connections still open after the grace period"),
     }
 }

@@ -14,6 +14,7 @@ use switchyard_shared::metrics::names::{self as n, TokenType};
 use prometheus_client::metrics::family::Family;
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+use super::Operation;
 use crate::model::{outcome_name, reached};
 
 /// Every outcome's index is its enum value; room to spare.
@@ -26,10 +27,10 @@ pub(super) struct MemberMeters {
     pub(super) pool: String,
     pub(super) member: String,
     pub(super) attempts: [OnceLock<Counter>; OUTCOMES],
-    /// Client operation duration by outcome (ok: no error type).
-    pub(super) durations: [OnceLock<Histogram>; OUTCOMES],
-    /// Input and output tokens of what it served.
-    pub(super) tokens: [OnceLock<Histogram>; 2],
+    /// Client operation duration by operation and outcome (ok: no error type).
+    pub(super) durations: [[OnceLock<Histogram>; OUTCOMES]; 2],
+    /// Input and output tokens of what it served, by operation.
+    pub(super) tokens: [[OnceLock<Histogram>; 2]; 2],
     /// Its attempts in flight on this worker, and those the caller cut.
     pub(super) busy: OnceLock<Gauge>,
     pub(super) cancelled: OnceLock<Counter>,
@@ -75,15 +76,20 @@ impl MemberMeters {
             .clone()
     }
 
-    pub(super) fn tokens(&self, token_usage: &Histograms<n::Tokens>, u: crate::upstream::Usage) {
+    pub(super) fn tokens(
+        &self,
+        token_usage: &Histograms<n::Tokens>,
+        u: crate::upstream::Usage,
+        op: Operation,
+    ) {
         for (i, kind, count) in [
             (0, TokenType::input, u.input_tokens),
             (1, TokenType::output, u.output_tokens),
         ] {
-            self.tokens[i]
+            self.tokens[op.index()][i]
                 .get_or_init(|| {
                     token_usage.get_or_create_owned(&n::Tokens {
-                        gen_ai_operation_name: n::OPERATION_CHAT,
+                        gen_ai_operation_name: op.name(),
                         gen_ai_provider_name: self.provider.clone(),
                         gen_ai_request_model: self.upstream_model.clone(),
                         gen_ai_response_model: self.upstream_model.clone(),
@@ -100,6 +106,7 @@ impl MemberMeters {
         attempts: &Family<n::Attempt, Counter>,
         client_duration: &Histograms<n::ClientCall>,
         a: &pb::Attempt,
+        op: Operation,
     ) {
         let Some(i) = usize::try_from(a.outcome).ok().filter(|i| *i < OUTCOMES) else {
             return;
@@ -116,10 +123,10 @@ impl MemberMeters {
             .inc();
         if reached(a.outcome) {
             let ok = a.outcome == pb::AttemptOutcome::Ok as i32;
-            self.durations[i]
+            self.durations[op.index()][i]
                 .get_or_init(|| {
                     client_duration.get_or_create_owned(&n::ClientCall {
-                        gen_ai_operation_name: n::OPERATION_CHAT,
+                        gen_ai_operation_name: op.name(),
                         gen_ai_provider_name: self.provider.clone(),
                         gen_ai_request_model: self.upstream_model.clone(),
                         gen_ai_response_model: if ok {

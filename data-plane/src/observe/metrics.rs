@@ -44,6 +44,9 @@ pub struct Metrics {
     pub(super) member_inflight: Family<n::Member, Gauge>,
     pub(crate) redis: Histograms<n::RedisCall>,
     pub(crate) stats_flushes: Family<n::Outcome, Counter>,
+    /// The HTTP door's connections: closed by the worker, and open now.
+    pub http_closed: Family<n::Reason, Counter>,
+    pub http_open: Gauge,
     /// Caller-chosen names (models asked for, direct `provider/model`s).
     names: LabelCap,
     /// Callers' names (configured, but capped all the same).
@@ -78,6 +81,8 @@ impl Metrics {
             member_inflight: Family::default(),
             redis: Family::new_with_constructor(durations),
             stats_flushes: Family::default(),
+            http_closed: Family::default(),
+            http_open: Gauge::default(),
             names: LabelCap::new(MAX_CALLER_LABELS),
             callers: LabelCap::new(MAX_CALLER_LABELS),
             live: Arc::new(OnceLock::new()),
@@ -167,6 +172,16 @@ impl Metrics {
             n::STATS_FLUSHES,
             "Pool-statistics flushes into the fleet's store, by result",
             m.stats_flushes.clone(),
+        );
+        registry.register(
+            n::HTTP_CONNECTIONS_CLOSED,
+            "HTTP door connections the worker closed: over --http-max-connections (limit), no whole request head within --http-header-timeout-ms (header_timeout), no request for --http-idle-timeout-ms (idle)",
+            m.http_closed.clone(),
+        );
+        registry.register(
+            n::HTTP_CONNECTIONS_OPEN,
+            "HTTP door connections open on this worker",
+            m.http_open.clone(),
         );
         let m = Arc::new(m);
         registry.register_collector(Box::new(super::gauges::StateCollector {
@@ -270,7 +285,7 @@ impl Metrics {
             .map(|s| self.bounded(&s.pool, &s.upstream_model))
             .unwrap_or_default();
         let server = n::ServerCall {
-            gen_ai_operation_name: n::OPERATION_CHAT,
+            gen_ai_operation_name: f.operation.name(),
             gen_ai_request_model: model.clone(),
             gen_ai_response_model: response_model,
             error_type: if f.code == tonic::Code::Ok {
@@ -309,7 +324,7 @@ impl Metrics {
                     .inc_by(u64::from(count));
             }
         }
-        self.attempts(f.attempts);
+        self.attempts(f.attempts, f.operation);
         if let (Some(s), Some(u)) = (f.served, f.usage) {
             let who = Who {
                 pool: &s.pool,
@@ -317,13 +332,13 @@ impl Metrics {
                 provider: &s.provider,
                 upstream_model: &s.upstream_model,
             };
-            self.with_meters(who, |m| m.tokens(&self.token_usage, u));
+            self.with_meters(who, |m| m.tokens(&self.token_usage, u, f.operation));
         }
     }
 
     /// A request's attempts (and skips), also of a request the caller left
     /// midway: counters, client durations, failovers.
-    pub fn attempts(&self, attempts: &[pb::Attempt]) {
+    pub fn attempts(&self, attempts: &[pb::Attempt], op: super::Operation) {
         // The last member that failed: moving on from it to another is a failover.
         let mut last_failed: Option<&pb::Attempt> = None;
         for a in attempts {
@@ -348,7 +363,7 @@ impl Metrics {
                 upstream_model: &a.upstream_model,
             };
             self.with_meters(who, |m| {
-                m.attempt(&self.attempts, &self.client_duration, a);
+                m.attempt(&self.attempts, &self.client_duration, a, op);
             });
         }
     }
@@ -420,6 +435,7 @@ mod tests {
 
     fn finished<'a>(model: &'a str, attempts: &'a [pb::Attempt]) -> Finished<'a> {
         Finished {
+            operation: crate::observe::Operation::Chat,
             model,
             caller: "anonymous",
             code: tonic::Code::NotFound,

@@ -20,8 +20,34 @@ pub use metrics::Metrics;
 
 use crate::upstream::Usage;
 
+/// What a request asks of its model: GenAI's `gen_ai.operation.name`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Chat,
+    Embeddings,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        use switchyard_shared::metrics::names as n;
+        match self {
+            Self::Chat => n::OPERATION_CHAT,
+            Self::Embeddings => n::OPERATION_EMBEDDINGS,
+        }
+    }
+
+    /// Its slot in per-operation arrays.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Chat => 0,
+            Self::Embeddings => 1,
+        }
+    }
+}
+
 /// How a request ended.
 pub struct Finished<'a> {
+    pub operation: Operation,
     /// The virtual model asked for.
     pub model: &'a str,
     /// Who asked (the caller's name, never a key).
@@ -61,9 +87,10 @@ impl Observer {
 
     /// Starts watching one inference RPC: it counts as in flight until it
     /// is finished, and as cancelled if it is dropped unfinished (the caller left).
-    pub fn start(self: &Arc<Self>, model: &str) -> Watch {
+    pub fn start(self: &Arc<Self>, model: &str, operation: Operation) -> Watch {
         Watch {
             observer: self.clone(),
+            operation,
             model: model.to_owned(),
             caller: String::from(crate::callers::ANONYMOUS),
             started: Instant::now(),
@@ -76,6 +103,7 @@ impl Observer {
 /// One RPC being watched.
 pub struct Watch {
     observer: Arc<Observer>,
+    operation: Operation,
     model: String,
     caller: String,
     started: Instant,
@@ -104,6 +132,7 @@ impl Watch {
     ) {
         self.done = true;
         let f = Finished {
+            operation: self.operation,
             model: &self.model,
             caller: &self.caller,
             code,
@@ -121,6 +150,7 @@ impl Drop for Watch {
     fn drop(&mut self) {
         if !self.done {
             let f = Finished {
+                operation: self.operation,
                 model: &self.model,
                 caller: &self.caller,
                 code: tonic::Code::Cancelled,
@@ -143,7 +173,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_the_caller_left_counts_for_its_caller_not_for_a_pool() {
         let o = Observer::detached();
-        let mut w = o.start("coding");
+        let mut w = o.start("coding", Operation::Chat);
         w.set_caller("billing-svc");
         drop(w);
         o.stats.flush().await.expect("memory");

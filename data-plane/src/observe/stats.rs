@@ -292,6 +292,7 @@ mod tests {
         attempts: &'a [pb::Attempt],
     ) -> Finished<'a> {
         Finished {
+            operation: crate::observe::Operation::Chat,
             model: "ignored: record takes the label",
             caller,
             code,

@@ -19,9 +19,9 @@ use crate::failover::{Failed, Served};
 use crate::fleet::Fleet;
 use crate::intake;
 use crate::model::{Candidate, Pool};
-use crate::observe::Watch;
 use crate::observe::metrics::Metrics;
 use crate::observe::trace::Incoming;
+use crate::observe::{Operation, Watch};
 use crate::respond::failed;
 use crate::upstream::{ChatRequest, EmbedRequest, Usage};
 
@@ -75,8 +75,8 @@ pub(super) type Started<R> = (R, Call<<R as Inbound>::Checked>, Option<Watch>);
 /// What `start` needs to know of an inference request.
 pub(super) trait Inbound {
     type Checked;
-    /// GenAI operation name ("chat", "embeddings").
-    const OPERATION: &'static str;
+    /// What it asks of its model (GenAI's operation name).
+    const OPERATION: Operation;
     fn model(&self) -> &str;
     fn request_id(&self) -> &str;
     fn metadata(&self) -> &std::collections::HashMap<String, String>;
@@ -85,7 +85,7 @@ pub(super) trait Inbound {
 
 impl Inbound for pb::GenerateRequest {
     type Checked = ChatRequest;
-    const OPERATION: &'static str = "chat";
+    const OPERATION: Operation = Operation::Chat;
     fn model(&self) -> &str {
         &self.model
     }
@@ -104,7 +104,7 @@ impl Inbound for pb::GenerateRequest {
 
 impl Inbound for pb::EmbedRequest {
     type Checked = EmbedRequest;
-    const OPERATION: &'static str = "embeddings";
+    const OPERATION: Operation = Operation::Embeddings;
     fn model(&self) -> &str {
         &self.model
     }
@@ -153,7 +153,7 @@ impl InferenceService {
         let grant = r.extensions().get::<Grant>().cloned();
         let r = r.into_inner();
         let model = r.model();
-        let mut watch = self.engine.observer.start(model);
+        let mut watch = self.engine.observer.start(model, R::OPERATION);
         if let Some(g) = &grant {
             watch.set_caller(g.name());
         }
@@ -192,7 +192,7 @@ impl InferenceService {
                 rpc,
                 request_id = %id,
                 caller = grant.as_ref().map_or("", Grant::name),
-                gen_ai.operation.name = R::OPERATION,
+                gen_ai.operation.name = R::OPERATION.name(),
                 gen_ai.request.model = %model,
                 metadata = tracing::field::Empty,
                 gen_ai.response.model = tracing::field::Empty,

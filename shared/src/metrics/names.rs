@@ -23,6 +23,8 @@ pub const GENAI_CLIENT_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
 
 /// `gen_ai.operation.name` of every inference RPC and attempt.
 pub const OPERATION_CHAT: &str = "chat";
+/// `gen_ai.operation.name` of embedding requests.
+pub const OPERATION_EMBEDDINGS: &str = "embeddings";
 
 // ---- Data plane: the router ----
 
@@ -70,6 +72,11 @@ pub const FLEET_CHARGES_DROPPED: &str = "switchyard_fleet_charges_dropped";
 pub const REDIS_CALL_DURATION: &str = "switchyard_redis_call_duration_seconds";
 /// Pool statistics flushed into the fleet's store, and flushes that failed.
 pub const STATS_FLUSHES: &str = "switchyard_stats_flushes";
+/// HTTP door connections closed by the worker (over the cap, a request head
+/// too slow, idle too long), by reason.
+pub const HTTP_CONNECTIONS_CLOSED: &str = "switchyard_http_connections_closed";
+/// HTTP door connections open now.
+pub const HTTP_CONNECTIONS_OPEN: &str = "switchyard_http_connections_open";
 
 // ---- Both servers: TLS on the gRPC port ----
 
@@ -184,6 +191,11 @@ pub struct RedisCall {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

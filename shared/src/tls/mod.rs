@@ -311,6 +311,29 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDe
     }
 }
 
+/// A served connection's [`PeerIdentity`], for servers that run their own
+/// accept loop (the HTTP door) rather than `axum::serve`.
+pub trait Identified {
+    fn peer_identity(&self) -> PeerIdentity;
+}
+
+impl Identified for tokio::net::TcpStream {
+    fn peer_identity(&self) -> PeerIdentity {
+        PeerIdentity(None)
+    }
+}
+
+impl Identified for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn peer_identity(&self) -> PeerIdentity {
+        let (_, conn) = self.get_ref();
+        PeerIdentity(
+            conn.peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(identity_of),
+        )
+    }
+}
+
 /// Records [`client_identity`] in the `client` field of `span` (declared
 /// `client = tracing::field::Empty` by the server's `trace_fn`).
 pub fn record_client(span: &tracing::Span, ext: &http::Extensions) {
