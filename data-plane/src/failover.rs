@@ -86,6 +86,17 @@ enum Outcome<T> {
     Cap,
 }
 
+/// What one request asks of the engine, whatever its kind.
+struct Ask<'a> {
+    operation: Operation,
+    model: &'a str,
+    deadline: Option<Instant>,
+    /// The request's token estimate (reserved from limited members).
+    estimate: u64,
+    /// The caller's trace context, continued by each attempt.
+    trace: &'a Incoming,
+}
+
 /// The request's running state across members.
 struct Run<'a> {
     operation: Operation,
@@ -129,12 +140,15 @@ impl Engine {
         trace: &Incoming,
     ) -> Result<Served<Completion>, Failed> {
         // Each attempt borrows the request and shares the member (no copies per attempt).
-        self.run(
-            Operation::Chat,
+        let ask = Ask {
+            operation: Operation::Chat,
             model,
             deadline,
-            req.token_estimate(),
+            estimate: req.token_estimate(),
             trace,
+        };
+        self.run(
+            ask,
             |c| upstream::prepare(&c.target, req, false),
             |c, body, t| attempt::complete(&self.http, c, req, body, t),
         )
@@ -148,12 +162,15 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<OpenStream>, Failed> {
-        self.run(
-            Operation::Chat,
+        let ask = Ask {
+            operation: Operation::Chat,
             model,
             deadline,
-            req.token_estimate(),
+            estimate: req.token_estimate(),
             trace,
+        };
+        self.run(
+            ask,
             |c| upstream::prepare(&c.target, req, true),
             |c, body, t| attempt::open_stream(&self.http, c, req, body, t),
         )
@@ -167,12 +184,15 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<Embeddings>, Failed> {
-        self.run(
-            Operation::Embeddings,
+        let ask = Ask {
+            operation: Operation::Embeddings,
             model,
             deadline,
-            req.token_estimate(),
+            estimate: req.token_estimate(),
             trace,
+        };
+        self.run(
+            ask,
             |c| upstream::prepare_embed(&c.target, req),
             |c, body, t| attempt::embed(&self.http, c, req, body, t),
         )
@@ -181,11 +201,7 @@ impl Engine {
 
     async fn run<T, P, F, Fut>(
         &self,
-        operation: Operation,
-        model: &str,
-        deadline: Option<Instant>,
-        estimate: u64,
-        trace: &Incoming,
+        ask: Ask<'_>,
         prepare: P,
         attempt: F,
     ) -> Result<Served<T>, Failed>
@@ -198,6 +214,13 @@ impl Engine {
         if !catalog.loaded {
             return Err(Log::default().fail(DpError::NotReady));
         }
+        let Ask {
+            operation,
+            model,
+            deadline,
+            estimate,
+            trace,
+        } = ask;
         let resolved = catalog.resolve(model).map_err(|e| Log::default().fail(e))?;
         let mut run = Run {
             operation,

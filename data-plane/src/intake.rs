@@ -407,14 +407,16 @@ pub fn extra(text: &str) -> Result<Option<Map<String, Value>>, DpError> {
             for k in m.keys() {
                 if !is_field_name(k) {
                     let shown: String = k.chars().take(64).collect();
-                    return Err(invalid(format!(
-                        "extra_json key {shown:?} is not a field name: use up to 64 letters, digits, '_', '.' or '-', starting with a letter or '_'"
-                    )));
+                    return Err(bad(
+                        format!("extra_json.{shown}"),
+                        "is not a field name: use up to 64 letters, digits, '_', '.' or '-', starting with a letter or '_'",
+                    ));
                 }
                 if RESERVED_EXTRA.contains(&k.as_str()) {
-                    return Err(invalid(format!(
-                        "extra_json may not set '{k}': Switchyard sets it (limits and budgets count it); use the request's own field"
-                    )));
+                    return Err(bad(
+                        format!("extra_json.{k}"),
+                        "may not be set as an extra field: Switchyard sets it (limits and budgets count it); use the request's own field",
+                    ));
                 }
             }
             Ok(Some(m))

@@ -39,7 +39,12 @@ async fn one_worker(
     );
     tune(&mut config);
     config.publish(&redis_url(), &prefix, 1, true).await;
-    let w = worker(&redis_url(), &prefix, &[]).await;
+    let w = worker(
+        &redis_url(),
+        &prefix,
+        &[("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0")],
+    )
+    .await;
     wait_revision(&w, 1).await;
     (prefix, w)
 }
@@ -106,6 +111,36 @@ async fn a_field_named_like_a_provider_error_benches_no_member() {
         );
     }
     assert_eq!(up.total_calls(), before, "nothing was sent upstream");
+
+    // The same over the HTTP door, where unknown body fields are extra fields.
+    let door = format!("http://{}/v1/chat/completions", http_addr(&w).await);
+    let http = reqwest::Client::new();
+    for (field, from_upstream) in [("insufficient_quota", true), ("credit balance", false)] {
+        let before = up.total_calls();
+        let r = http
+            .post(&door)
+            .json(&serde_json::json!({
+                "model": "p",
+                "messages": [{"role": "user", "content": "hi"}],
+                field: 1
+            }))
+            .send()
+            .await
+            .expect("door");
+        assert_eq!(r.status(), 400, "{field}");
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        if from_upstream {
+            assert_eq!(up.total_calls(), before + 1, "refused by the first member");
+        } else {
+            assert_eq!(body["error"]["param"], field, "{body}");
+            assert_eq!(up.total_calls(), before, "never sent");
+        }
+    }
+    for _ in 0..4 {
+        let r = c.generate(ask("p", "hi")).await.expect("still served");
+        assert_eq!(r.into_inner().attempts.len(), 1);
+    }
 }
 
 #[tokio::test]
@@ -132,7 +167,7 @@ async fn extra_json_cannot_set_what_limits_and_budgets_count() {
             .expect_err("refused");
         assert_eq!(err.code(), Code::InvalidArgument, "{key}");
         assert!(
-            err.message().contains(&format!("'{key}'")),
+            err.message().contains(&format!("extra_json.{key} ")),
             "names the key: {}",
             err.message()
         );

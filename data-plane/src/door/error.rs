@@ -116,6 +116,10 @@ fn public_param(field: &str) -> String {
     if !whole.is_empty() {
         return whole.to_owned();
     }
+    // The door passes unknown body fields on as extra fields.
+    if let Some(key) = p.strip_prefix("extra_json.") {
+        return key.to_owned();
+    }
     if let Some(rest) = p.strip_prefix("inputs") {
         return format!("input{rest}");
     }
