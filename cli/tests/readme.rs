@@ -65,11 +65,7 @@ async fn the_readme_grpcurl_examples_work_as_written() {
     let fake = FakeUpstream::start(FakeConfig::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = common::start_with(dir.path(), &[("OPENAI_API_KEY", "sk-fake-for-the-readme")]).await;
-    let bin_dir = grpcurl
-        .parent()
-        .expect("grpcurl dir")
-        .display()
-        .to_string();
+    let bin_dir = grpcurl.parent().expect("grpcurl dir").display().to_string();
     let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
     let env = [
         ("PATH", path.as_str()),

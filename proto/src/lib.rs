@@ -40,7 +40,12 @@ pub fn methods_of(service: &str) -> Vec<String> {
     set.file
         .iter()
         .flat_map(|file| file.service.iter().map(move |svc| (file.package(), svc)))
-        .filter(|(package, svc)| service.strip_prefix(*package).and_then(|s| s.strip_prefix('.')) == Some(svc.name()))
+        .filter(|(package, svc)| {
+            service
+                .strip_prefix(*package)
+                .and_then(|s| s.strip_prefix('.'))
+                == Some(svc.name())
+        })
         .flat_map(|(_, svc)| svc.method.iter().map(|m| m.name().to_owned()))
         .collect()
 }

@@ -356,7 +356,10 @@ mod tests {
     fn every_control_plane_rpc_not_listed_as_a_read_is_denied_to_readers() {
         let a = both();
         let methods = switchyard_proto::methods_of(CONTROL_PLANE);
-        assert!(methods.len() >= 30, "the descriptor lists the RPCs: {methods:?}");
+        assert!(
+            methods.len() >= 30,
+            "the descriptor lists the RPCs: {methods:?}"
+        );
         for method in &methods {
             let path = format!("/{CONTROL_PLANE}/{method}");
             let as_reader = a.authorize(&path, &headers("Bearer read-token"));
@@ -382,7 +385,12 @@ mod tests {
     fn a_new_rpc_is_a_write_until_listed_whatever_its_name() {
         let a = both();
         // Names the old prefix rule (Create/Update/Delete/Rotate) let through.
-        for method in ["PurgeAll", "SetMemberStatus", "ImportConfig", "GetPoolsAndPrune"] {
+        for method in [
+            "PurgeAll",
+            "SetMemberStatus",
+            "ImportConfig",
+            "GetPoolsAndPrune",
+        ] {
             let path = format!("/{CONTROL_PLANE}/{method}");
             let denied = a
                 .authorize(&path, &headers("Bearer read-token"))
@@ -391,7 +399,10 @@ mod tests {
         }
         // A read's name under another service is not a read.
         let denied = a
-            .authorize("/switchyard.v1.Other/ListPools", &headers("Bearer read-token"))
+            .authorize(
+                "/switchyard.v1.Other/ListPools",
+                &headers("Bearer read-token"),
+            )
             .expect_err("other service");
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     }

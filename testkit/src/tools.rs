@@ -237,7 +237,10 @@ mod tests {
         let made = AtomicUsize::new(0);
         ensure(&dir, "pkg-a", make_counted(&made)).expect("ensure");
         assert_eq!(made.load(Ordering::SeqCst), 1);
-        assert!(!dir.join("leftover").exists(), "started from an empty folder");
+        assert!(
+            !dir.join("leftover").exists(),
+            "started from an empty folder"
+        );
         // The requirements changed: made again.
         ensure(&dir, "pkg-a\npkg-c", make_counted(&made)).expect("ensure");
         assert_eq!(made.load(Ordering::SeqCst), 2);
