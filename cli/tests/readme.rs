@@ -58,17 +58,14 @@ fn run(cmd: &str, env: &[(&str, &str)]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_grpcurl_examples_work_as_written() {
+    // First, before any server: the first call may make the tools' venv.
+    let grpcurl = switchyard_testkit::tools::grpcurl();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let fake = FakeUpstream::start(FakeConfig::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = common::start_with(dir.path(), &[("OPENAI_API_KEY", "sk-fake-for-the-readme")]).await;
-    let grpcurl = switchyard_testkit::harness::grpcurl_path();
-    let bin_dir = std::path::Path::new(&grpcurl)
-        .parent()
-        .expect("grpcurl dir")
-        .display()
-        .to_string();
+    let bin_dir = grpcurl.parent().expect("grpcurl dir").display().to_string();
     let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
     let env = [
         ("PATH", path.as_str()),

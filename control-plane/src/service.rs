@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::metrics::CpMetrics;
 use crate::store::ACTOR;
 use crate::store::Store;
-use switchyard_shared::auth::{Caller, Role};
+use switchyard_shared::auth::{self, Caller};
 
 /// Retained changes read per outbox query while catching up.
 const REPLAY_BATCH: u64 = 500;
@@ -338,18 +338,9 @@ impl ControlPlane for ControlPlaneService {
         r: Request<pb::ApplyConfigRequest>,
     ) -> Res<pb::ApplyConfigResponse> {
         let actor = actor_of(&r);
-        let reader = r
-            .extensions()
-            .get::<Caller>()
-            .is_some_and(|c| c.role == Some(Role::Reader));
+        let caller = r.extensions().get::<Caller>().cloned();
         let r = r.into_inner();
-        // A dry run only reads, so a read-only token may ask for the diff
-        // (a CI job showing the plan on a pull request).
-        if reader && !r.dry_run {
-            return Err(Status::permission_denied(
-                "ApplyConfig needs an admin token unless dry_run is set; this token may only read",
-            ));
-        }
+        auth::reader_may_apply(caller.as_ref(), r.dry_run)?;
         if r.dry_run {
             return ok(ACTOR.scope(actor, self.store.apply_config(r)).await);
         }

@@ -1,5 +1,5 @@
-//! What an operator does: tokens per role, grpcurl against the server, and a
-//! clean stop on SIGTERM.
+//! What an operator does: tokens per role (every RPC a reader may not call
+//! is refused), grpcurl against the server, and a clean stop on SIGTERM.
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
@@ -82,6 +82,78 @@ async fn tokens_decide_who_may_read_and_write() {
     );
 }
 
+/// Calls `path` on the running server with an empty request body, as any
+/// client may, whatever its RPC: the status the filter or handler gave
+/// (Ok when the server started answering).
+async fn call_raw(cp: &ControlPlaneProc, path: &str, token: &str) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(cp.channel().await);
+    grpc.ready().await.expect("ready");
+    let mut req = tonic::Request::new(());
+    if !token.is_empty() {
+        let bearer = format!("Bearer {token}").parse().expect("header");
+        req.metadata_mut().insert("authorization", bearer);
+    }
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let path = path.parse().expect("path");
+    grpc.server_streaming(req, path, codec).await.map(drop)
+}
+
+#[tokio::test]
+async fn a_reader_may_call_only_the_listed_reads_and_every_other_rpc_is_a_write() {
+    use switchyard_shared::auth::{CONTROL_PLANE, CONTROL_PLANE_READS, ReaderMay};
+    let db = TestDb::sqlite();
+    let prefix = RedisPrefix::new();
+    let cp = Launch::new(&db, &prefix).start().await;
+
+    // Every RPC the service declares, so one added later is checked too.
+    let methods = switchyard_proto::methods_of(CONTROL_PLANE);
+    assert!(methods.len() >= 30, "{methods:?}");
+    for method in &methods {
+        let path = format!("/{CONTROL_PLANE}/{method}");
+        let got = call_raw(&cp, &path, READER).await;
+        let listed = CONTROL_PLANE_READS.iter().find(|(m, _)| m == method);
+        match listed {
+            Some((_, ReaderMay::Call)) => assert!(
+                !matches!(
+                    got.as_ref().map_err(tonic::Status::code),
+                    Err(Code::PermissionDenied | Code::Unauthenticated)
+                ),
+                "a reader may call {method}: {got:?}"
+            ),
+            // An empty body is a real run: the handler refuses it.
+            Some((_, ReaderMay::DryRunOnly)) => {
+                let err = got.expect_err(method);
+                assert_eq!(err.code(), Code::PermissionDenied, "{method}");
+                assert!(err.message().contains("dry_run"), "{err:?}");
+            }
+            None => {
+                let err = got.expect_err(method);
+                assert_eq!(err.code(), Code::PermissionDenied, "{method}: {err:?}");
+                assert_eq!(
+                    err.message(),
+                    format!("{method} needs an admin token; this token may only read")
+                );
+            }
+        }
+    }
+
+    // An RPC this server does not have: a reader is refused before the
+    // router says so, and without a token nothing but health and
+    // reflection is reachable (it used to answer UNIMPLEMENTED to anyone).
+    let unknown = format!("/{CONTROL_PLANE}/PurgeAll");
+    let err = call_raw(&cp, &unknown, READER).await.expect_err("reader");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = call_raw(&cp, &unknown, ADMIN).await.expect_err("admin");
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    for path in [unknown.as_str(), "/other.v1.Admin/Purge"] {
+        let err = call_raw(&cp, path, "").await.expect_err(path);
+        assert_eq!(err.code(), Code::Unauthenticated, "{path}: {err:?}");
+    }
+    call_raw(&cp, "/grpc.health.v1.Health/Check", "")
+        .await
+        .expect("health needs no token");
+}
+
 #[tokio::test]
 async fn a_server_without_tokens_refuses_to_start() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard-control-plane"))
@@ -103,7 +175,7 @@ async fn a_server_without_tokens_refuses_to_start() {
 }
 
 fn run_grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(switchyard_testkit::harness::grpcurl_path())
+    let out = Command::new(switchyard_testkit::tools::grpcurl())
         .args(args)
         .output()
         .expect("run grpcurl");

@@ -198,7 +198,7 @@ async fn grpcurl_lists_pools_over_mtls() {
     let addr = cp.addr.to_string();
     let auth = format!("authorization: Bearer {ADMIN}");
     let run = |with_cert: bool| {
-        let mut cmd = std::process::Command::new(switchyard_testkit::harness::grpcurl_path());
+        let mut cmd = std::process::Command::new(switchyard_testkit::tools::grpcurl());
         cmd.args(["-cacert", &ca, "-max-time", "10"]);
         if with_cert {
             cmd.arg("-cert").arg(&cert).arg("-key").arg(&key);

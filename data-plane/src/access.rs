@@ -85,8 +85,8 @@ impl Access {
             .ok_or_else(|| {
                 Status::unauthenticated("authorization metadata must be 'Bearer <key>'")
             })?;
-        // The key itself, not `Authorizer::authorize`: that one lets every
-        // path outside gRPC's through (the HTTP door's included).
+        // The key itself, not `Authorizer::authorize`: that one decides the
+        // control plane's RPCs by role (a reader may only read them).
         if self.tokens.knows(key) {
             return Ok(Some(Grant::Token));
         }

@@ -183,7 +183,7 @@ async fn grpcurl_lists_models_over_tls() {
     let ca = files.client_ca.display().to_string();
     let addr = w.addr.to_string();
     let out = tokio::task::block_in_place(|| {
-        std::process::Command::new(switchyard_testkit::harness::grpcurl_path())
+        std::process::Command::new(switchyard_testkit::tools::grpcurl())
             .args(["-cacert", &ca, "-max-time", "10"])
             .args([&addr, "switchyard.v1.Inference/ListModels"])
             .output()

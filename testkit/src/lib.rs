@@ -25,6 +25,7 @@ pub mod harness;
 pub mod redis_servers;
 mod server;
 mod stats;
+pub mod tools;
 mod wire;
 
 use std::io;
