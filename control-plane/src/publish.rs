@@ -3,7 +3,8 @@
 //! A write commits its change to the outbox table in the same transaction
 //! (no change can be lost between commit and publish). This task drains the
 //! outbox in revision order into a sink:
-//! - Redis: one Lua script per batch stores the snapshot (only if newer than
+//! - Redis: one Lua script per batch stores the snapshot — signed under the
+//!   master key (`shared::signed_snapshot`) — (only if newer than
 //!   the stored one) and PUBLISHes each event, atomically, so a subscriber
 //!   that sees revision N and reads the snapshot gets revision >= N.
 //! - Local: the embedded default's in-process bus.
@@ -20,6 +21,8 @@ use switchyard_proto::v1 as pb;
 use switchyard_shared::change::ChangeMessage;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::{Conn, Redis, Timeouts};
+use switchyard_shared::seal::MasterKey;
+use switchyard_shared::signed_snapshot;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -110,15 +113,19 @@ pub struct RedisSink {
     client: Redis,
     conn: Option<Conn>,
     keys: RedisKeys,
+    /// The master key and prefix the stored snapshot is signed with
+    /// (`shared::signed_snapshot`); unsigned without a master key.
+    signer: Option<(MasterKey, String)>,
     script: redis::Script,
 }
 
 impl RedisSink {
-    pub fn new(client: Redis, keys: RedisKeys) -> Self {
+    pub fn new(client: Redis, keys: RedisKeys, signer: Option<(MasterKey, String)>) -> Self {
         Self {
             client,
             conn: None,
             keys,
+            signer,
             script: redis::Script::new(PUBLISH_SCRIPT),
         }
     }
@@ -147,10 +154,15 @@ impl RedisSink {
         snapshot: &pb::Snapshot,
     ) -> Result<(), String> {
         let mut conn = self.conn().await?;
+        let encoded = snapshot.encode_to_vec();
+        let stored = match &self.signer {
+            Some((key, prefix)) => signed_snapshot::sign(key, prefix, &encoded),
+            None => encoded,
+        };
         let mut inv = self.script.key(self.keys.snapshot());
         inv.key(self.keys.snapshot_revision())
             .arg(snapshot.revision)
-            .arg(snapshot.encode_to_vec())
+            .arg(stored)
             .arg(self.keys.changes_channel());
         for e in events {
             inv.arg(serde_json::to_string(e).map_err(|e| e.to_string())?);

@@ -188,7 +188,10 @@ pub async fn redis_get(key: &str) -> Option<Vec<u8>> {
 pub async fn stored_snapshot(prefix: &RedisPrefix) -> Option<pb::Snapshot> {
     let bytes =
         redis_get(&switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).snapshot()).await?;
-    Some(pb::Snapshot::decode(bytes.as_slice()).expect("snapshot decodes"))
+    // Signed under the master key (or not, without one): the payload either way.
+    let payload = switchyard_shared::signed_snapshot::verify(None, &prefix.0, &bytes)
+        .expect("without keys nothing is refused");
+    Some(pb::Snapshot::decode(payload).expect("snapshot decodes"))
 }
 
 /// Polls (bounded) until the stored snapshot reaches `revision`.

@@ -64,13 +64,26 @@ impl Collector for StateCollector {
         gauge(
             &mut encoder,
             n::CONFIG_LIVE,
-            "1 while the worker's config follows the store, 0 while stale or not loaded",
+            "1 while the worker's config follows the store in full, 0 while stale, not loaded, or refused in whole or part",
             if *live.sync.borrow() == SyncState::Live {
                 1.0
             } else {
                 0.0
             },
         )?;
+        let refused: Family<n::Reason, Gauge> = Family::default();
+        for r in catalog.refused().values() {
+            refused
+                .get_or_create(&n::Reason { reason: r.label() })
+                .inc();
+        }
+        let e = encoder.encode_descriptor(
+            n::CONFIG_REFUSED_PROVIDERS,
+            "Providers of the served config this worker refuses (their members are not served), by reason",
+            None,
+            refused.metric_type(),
+        )?;
+        refused.encode(e)?;
         gauge(
             &mut encoder,
             n::FLEET_UP,
