@@ -62,7 +62,11 @@ async fn the_readme_grpcurl_examples_work_as_written() {
         .expect("README.md");
     let fake = FakeUpstream::start(FakeConfig::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let dev = common::start_with(dir.path(), &[("OPENAI_API_KEY", "sk-fake-for-the-readme")]).await;
+    let dev = common::start_with(
+        dir.path(),
+        &[("SWITCHYARD_CRED_OPENAI", "sk-fake-for-the-readme")],
+    )
+    .await;
     let grpcurl = switchyard_testkit::harness::grpcurl_path();
     let bin_dir = std::path::Path::new(&grpcurl)
         .parent()

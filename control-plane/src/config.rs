@@ -187,6 +187,25 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_prefix_covering_server_settings_stops_the_start() {
+        for bad in ["SWITCHYARD_", "REDIS_", "DATABASE_"] {
+            let err = settings(&["--credential-env-prefix", bad]).expect_err(bad);
+            assert!(err.contains("would cover server settings"), "{bad}: {err}");
+        }
+        let err = settings(&["--credential-dir", "relative/dir"]).expect_err("relative");
+        assert!(err.contains("--credential-dir"), "{err}");
+        assert!(
+            settings(&[
+                "--credential-env-prefix",
+                "ACME_",
+                "--credential-dir",
+                "/run/secrets"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn token_lists_refuse_blank_entries_but_an_empty_value_is_unset() {
         assert!(settings(&["--admin-tokens", "a,b"]).is_ok());
         assert!(

@@ -206,7 +206,9 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
                         .arg(&key)
                         .query_async::<Option<Vec<u8>>>(&mut conn)
                         .await
-                    && let Ok(s) = pb::Snapshot::decode(bytes.as_slice())
+                    && let Ok(payload) =
+                        switchyard_shared::signed_snapshot::verify(None, &prefix.0, &bytes)
+                    && let Ok(s) = pb::Snapshot::decode(payload)
                     && s.revision >= rev
                 {
                     return s;
@@ -481,7 +483,7 @@ async fn inline_credentials_need_a_master_key() {
         pb::Provider {
             credential: Some(pb::CredentialInput {
                 source: Some(pb::credential_input::Source::Reference(
-                    "env:OPENAI_API_KEY".into(),
+                    "env:SWITCHYARD_CRED_OPENAI".into(),
                 )),
             }),
             ..openai_provider("p", "")
@@ -490,6 +492,6 @@ async fn inline_credentials_need_a_master_key() {
     .await;
     assert_eq!(
         p.credential_info.map(|i| i.reference),
-        Some("env:OPENAI_API_KEY".to_owned())
+        Some("env:SWITCHYARD_CRED_OPENAI".to_owned())
     );
 }

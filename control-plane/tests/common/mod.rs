@@ -80,6 +80,8 @@ impl<'a> Launch<'a> {
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_SHUTDOWN_GRACE_SECS", "5")
+            // The workers' mounted secrets folder: file: references must be inside it.
+            .env("SWITCHYARD_CREDENTIAL_DIR", "/run/secrets")
             .env("RUST_LOG", "info");
         if self.master_key {
             cmd.env("SWITCHYARD_MASTER_KEY", MASTER_KEY);
