@@ -198,6 +198,7 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
     let snapshot_at = |rev: u64| {
         let url = url.clone();
         let key = switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).snapshot();
+        let prefix = prefix.0.clone();
         async move {
             for _ in 0..200 {
                 if let Ok(client) = redis::Client::open(url.as_str())
@@ -207,7 +208,7 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
                         .query_async::<Option<Vec<u8>>>(&mut conn)
                         .await
                     && let Ok(payload) =
-                        switchyard_shared::signed_snapshot::verify(None, &prefix.0, &bytes)
+                        switchyard_shared::signed_snapshot::verify(None, &prefix, &bytes)
                     && let Ok(s) = pb::Snapshot::decode(payload)
                     && s.revision >= rev
                 {
