@@ -57,6 +57,17 @@ end
 return stored
 ";
 
+/// `KEYS[1]` snapshot, `KEYS[2]` snapshot revision; `ARGV[1]` revision,
+/// `ARGV[2]` snapshot bytes: replaces the stored snapshot only while the
+/// stored revision is this one (a newer one, from another replica, stays).
+const RESIGN_SCRIPT: &str = r"
+if tonumber(redis.call('GET', KEYS[2]) or '-1') == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// The in-process bus of the embedded default: the latest snapshot and the
 /// live change feed, shared with in-process subscribers.
 #[derive(Clone)]
@@ -96,6 +107,16 @@ impl Sink {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Stores `snapshot` again under the current key (a control plane
+    /// started with a new master key re-signs what an older key signed, so
+    /// workers can drop the previous key). Nothing to do in-process.
+    async fn resign(&mut self, snapshot: &pb::Snapshot) -> Result<(), String> {
+        match self {
+            Sink::Redis(r) => r.resign(snapshot).await,
+            Sink::Local(_) => Ok(()),
         }
     }
 
@@ -148,17 +169,50 @@ impl RedisSink {
         Ok(c)
     }
 
+    /// The snapshot as stored: signed when there is a master key.
+    fn stored_form(&self, snapshot: &pb::Snapshot) -> Vec<u8> {
+        let encoded = snapshot.encode_to_vec();
+        match &self.signer {
+            Some((key, prefix)) => signed_snapshot::sign(key, prefix, &encoded),
+            None => encoded,
+        }
+    }
+
+    async fn resign(&mut self, snapshot: &pb::Snapshot) -> Result<(), String> {
+        if self.signer.is_none() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let res: redis::RedisResult<i64> = redis::Script::new(RESIGN_SCRIPT)
+            .key(self.keys.snapshot())
+            .key(self.keys.snapshot_revision())
+            .arg(snapshot.revision)
+            .arg(self.stored_form(snapshot))
+            .invoke_async(&mut conn)
+            .await;
+        match res {
+            Ok(n) => {
+                tracing::info!(
+                    revision = snapshot.revision,
+                    resigned = n == 1,
+                    "config snapshot signed with the current master key"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(format!("redis re-sign: {e}"))
+            }
+        }
+    }
+
     async fn publish(
         &mut self,
         events: &[ChangeMessage],
         snapshot: &pb::Snapshot,
     ) -> Result<(), String> {
         let mut conn = self.conn().await?;
-        let encoded = snapshot.encode_to_vec();
-        let stored = match &self.signer {
-            Some((key, prefix)) => signed_snapshot::sign(key, prefix, &encoded),
-            None => encoded,
-        };
+        let stored = self.stored_form(snapshot);
         let mut inv = self.script.key(self.keys.snapshot());
         inv.key(self.keys.snapshot_revision())
             .arg(snapshot.revision)
@@ -195,6 +249,9 @@ pub struct Publisher {
     metrics: Arc<CpMetrics>,
     /// The last revision the sink took.
     published: u64,
+    /// Whether the stored snapshot was signed again with this process's
+    /// key (once, at the first reconcile).
+    resigned: bool,
 }
 
 impl Publisher {
@@ -204,6 +261,7 @@ impl Publisher {
             sink,
             metrics,
             published: 0,
+            resigned: false,
         }
     }
 
@@ -319,7 +377,16 @@ impl Publisher {
                 .publish(Vec::new(), snapshot)
                 .await
                 .map_err(DrainError::Publish)?;
+        } else if !self.resigned {
+            // Signed by whichever key the last writer had: after a
+            // master-key rotation, sign it with ours.
+            let snapshot = self.store.snapshot(true).await?;
+            self.sink
+                .resign(&snapshot)
+                .await
+                .map_err(DrainError::Publish)?;
         }
+        self.resigned = true;
         Ok(())
     }
 }
