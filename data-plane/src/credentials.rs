@@ -107,6 +107,17 @@ pub struct Resolver {
     pub secrets: Box<dyn Secrets>,
 }
 
+/// No master key, the default allow-list, the process's environment.
+impl Default for Resolver {
+    fn default() -> Self {
+        Self {
+            keys: None,
+            rules: ReferenceRules::default(),
+            secrets: Box::new(ProcessSecrets),
+        }
+    }
+}
+
 impl Resolver {
     /// The provider's credential (None: the provider has none).
     pub fn credential(&self, p: &pb::SnapshotProvider) -> Result<Option<SecretString>, Refusal> {

@@ -302,6 +302,14 @@ pub fn schema() -> serde_json::Value {
 mod tests {
     use super::*;
 
+    /// As `switchyard validate` parses: the default allow-list.
+    fn parse(text: &str) -> Result<Document, Vec<lines::Problem>> {
+        super::parse(
+            text,
+            Some(&switchyard_shared::credential_ref::ReferenceRules::default()),
+        )
+    }
+
     const FULL: &str = include_str!("../../../docs/examples/switchyard.yaml");
 
     #[test]
