@@ -17,14 +17,6 @@ fn harness_key() -> MasterKey {
     MasterKey::from_base64(MASTER_KEY).expect("key")
 }
 
-fn authorization(up: &FakeUpstream, model: &str) -> Option<String> {
-    up.last_headers(model).and_then(|h| {
-        h.get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
-}
-
 #[tokio::test]
 async fn a_reference_to_a_server_setting_is_refused_and_never_sent_upstream() {
     let up = fake().await;
@@ -84,7 +76,7 @@ async fn a_reference_to_a_server_setting_is_refused_and_never_sent_upstream() {
         .await
         .expect("good pool serves");
     assert_eq!(
-        authorization(&up, "good-model").as_deref(),
+        upstream_authorization(&up, "good-model").as_deref(),
         Some("Bearer sk-allowed-0000")
     );
 

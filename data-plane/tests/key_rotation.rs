@@ -29,14 +29,6 @@ async fn stored_verifies_under(prefix: &RedisPrefix, keys: &MasterKeys) -> bool 
     stored.is_some_and(|s| signed_snapshot::verify(Some(keys), &prefix.0, &s).is_ok())
 }
 
-fn authorization(up: &FakeUpstream, model: &str) -> Option<String> {
-    up.last_headers(model).and_then(|h| {
-        h.get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
-}
-
 async fn set_inline(cp: &mut Cp, secret: &str) -> u64 {
     cp.update_provider(pb::UpdateProviderRequest {
         provider: Some(pb::Provider {
@@ -52,11 +44,7 @@ async fn set_inline(cp: &mut Cp, secret: &str) -> u64 {
     })
     .await
     .expect("set the inline credential");
-    cp.get_snapshot(pb::GetSnapshotRequest {})
-        .await
-        .expect("snapshot")
-        .into_inner()
-        .revision
+    cp_revision(cp).await
 }
 
 #[tokio::test]
@@ -86,12 +74,7 @@ async fn rotation_keeps_inline_credentials_caller_keys_and_the_snapshot_working(
         .expect("caller")
         .into_inner();
     let old_caller_key = caller.key;
-    let rev = admin
-        .get_snapshot(pb::GetSnapshotRequest {})
-        .await
-        .expect("snapshot")
-        .into_inner()
-        .revision;
+    let rev = cp_revision(&mut admin).await;
 
     // Step 1: workers get the new key, the old one as previous.
     let rotating = [
@@ -101,16 +84,7 @@ async fn rotation_keeps_inline_credentials_caller_keys_and_the_snapshot_working(
     ];
     let w1 = worker(&redis_url(), &prefix, &rotating).await;
     let mut probe = as_caller(&w1, bearer(&old_caller_key)).await;
-    for _ in 0..100 {
-        if probe
-            .list_models(pb::ListModelsRequest {})
-            .await
-            .is_ok_and(|r| r.get_ref().revision >= rev)
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    until_revision(&mut probe, rev).await;
     // The snapshot signed with the old key, the inline credential sealed
     // with it and the caller key hashed with it all still work.
     probe
@@ -118,7 +92,7 @@ async fn rotation_keeps_inline_credentials_caller_keys_and_the_snapshot_working(
         .await
         .expect("served during the rotation");
     assert_eq!(
-        authorization(&up, "m-code").as_deref(),
+        upstream_authorization(&up, "m-code").as_deref(),
         Some("Bearer sk-inline-before-0001")
     );
 
@@ -178,12 +152,7 @@ async fn rotation_keeps_inline_credentials_caller_keys_and_the_snapshot_working(
         .await
         .expect("rotate")
         .into_inner();
-    let rev = admin
-        .get_snapshot(pb::GetSnapshotRequest {})
-        .await
-        .expect("snapshot")
-        .into_inner()
-        .revision;
+    let rev = cp_revision(&mut admin).await;
 
     // Step 4: the previous key can go.
     let strict = [
@@ -192,22 +161,13 @@ async fn rotation_keeps_inline_credentials_caller_keys_and_the_snapshot_working(
     ];
     let w2 = worker(&redis_url(), &prefix, &strict).await;
     let mut after = as_caller(&w2, bearer(&rotated.key)).await;
-    for _ in 0..100 {
-        if after
-            .list_models(pb::ListModelsRequest {})
-            .await
-            .is_ok_and(|r| r.get_ref().revision >= rev)
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    until_revision(&mut after, rev).await;
     after
         .generate(ask("coding", "hi"))
         .await
         .expect("served after the rotation");
     assert_eq!(
-        authorization(&up, "m-code").as_deref(),
+        upstream_authorization(&up, "m-code").as_deref(),
         Some("Bearer sk-inline-after-0002")
     );
     let err = as_caller(&w2, bearer(&old_caller_key))
