@@ -189,13 +189,15 @@ mod tests {
     #[test]
     fn a_credential_prefix_covering_server_settings_stops_the_start() {
         for bad in ["SWITCHYARD_", "REDIS_", "DATABASE_"] {
-            let err = settings(&["--credential-env-prefix", bad]).expect_err(bad);
+            let err = settings(&["--no-auth", "--credential-env-prefix", bad]).expect_err(bad);
             assert!(err.contains("would cover server settings"), "{bad}: {err}");
         }
-        let err = settings(&["--credential-dir", "relative/dir"]).expect_err("relative");
+        let err =
+            settings(&["--no-auth", "--credential-dir", "relative/dir"]).expect_err("relative");
         assert!(err.contains("--credential-dir"), "{err}");
         assert!(
             settings(&[
+                "--no-auth",
                 "--credential-env-prefix",
                 "ACME_",
                 "--credential-dir",
