@@ -74,8 +74,11 @@ impl Loader {
         let current = self.catalog.load().revision;
         let first = *self.state.borrow() == SyncState::Loading;
         if snap.revision <= current && !first {
-            if *self.state.borrow() == SyncState::Stale {
-                tracing::info!(revision = current, "config source reachable again");
+            // Reachable again, or the stored snapshot verifies again.
+            if matches!(*self.state.borrow(), SyncState::Stale | SyncState::Degraded) {
+                if *self.state.borrow() == SyncState::Stale {
+                    tracing::info!(revision = current, "config source reachable again");
+                }
                 self.state.send_replace(self.served_state());
             }
             return;
