@@ -10,9 +10,9 @@ use switchyard_control_plane::server::{BusSettings, ControlPlane, Settings};
 use switchyard_control_plane::store::Store;
 use switchyard_data_plane::server::{Settings as DpSettings, Source};
 use switchyard_proto::v1 as pb;
-use switchyard_shared::args::load_master_key;
+use switchyard_shared::args::{CredentialArgs, load_master_key};
 use switchyard_shared::auth::Authorizer;
-use switchyard_shared::seal::MasterKey;
+use switchyard_shared::seal::{MasterKey, MasterKeys};
 
 pub async fn run(
     listen: SocketAddr,
@@ -20,8 +20,10 @@ pub async fn run(
     metrics_listen: String,
     http_listen: String,
     data_dir: PathBuf,
+    credentials: CredentialArgs,
     export_spans: bool,
 ) -> anyhow::Result<()> {
+    let rules = credentials.rules().map_err(anyhow::Error::msg)?;
     let metrics_at =
         switchyard_shared::metrics::parse_listen(&metrics_listen).map_err(anyhow::Error::msg)?;
     let http_at = switchyard_shared::metrics::parse_listen_flag("--http-listen", &http_listen)
@@ -35,7 +37,8 @@ pub async fn run(
         database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
         bus: BusSettings::Local,
         auth: Authorizer::disabled(),
-        master_key: master_key.clone(),
+        master_keys: master_key.clone().map(|k| MasterKeys::new(k, None)),
+        credential_rules: rules.clone(),
         max_message_bytes: 1 << 20,
         run_migrations: true,
         shutdown_grace: Duration::from_secs(5),
@@ -50,7 +53,8 @@ pub async fn run(
         .context("the embedded control plane has no in-process bus")?;
 
     let mut dp = DpSettings::new(Source::Local(bus.snapshot.subscribe()));
-    dp.master_key = master_key;
+    dp.master_keys = master_key.map(|k| MasterKeys::new(k, None));
+    dp.credential_rules = rules;
     // The embedded default is for one machine: no caller keys needed (the
     // worker logs that authentication is off).
     dp.no_auth = true;

@@ -69,6 +69,8 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard")]
         data_dir: PathBuf,
         #[command(flatten)]
+        credentials: switchyard_shared::args::CredentialArgs,
+        #[command(flatten)]
         telemetry: TelemetryArgs,
     },
     /// Run schema migrations and exit.
@@ -78,7 +80,8 @@ enum Command {
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
-    /// Print a new base64 master key (for SWITCHYARD_MASTER_KEY).
+    /// Print a new base64 master key (for SWITCHYARD_MASTER_KEY) on stdout,
+    /// and its id on stderr (logs and signed snapshots name keys by id).
     Keygen,
     /// Make the control plane match a config file: one transaction, one revision.
     Apply(ctl::apply::ApplyArgs),
@@ -115,10 +118,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let conn = cli.conn;
     let result = match cli.command {
-        Command::Keygen => {
-            println!("{}", MasterKey::generate_base64());
-            Ok(())
-        }
+        Command::Keygen => keygen(),
         Command::Schema => {
             println!(
                 "{}",
@@ -155,6 +155,7 @@ async fn main() -> std::process::ExitCode {
             metrics_listen,
             http_listen,
             data_dir,
+            credentials,
             telemetry,
         } => {
             with_telemetry(
@@ -167,6 +168,7 @@ async fn main() -> std::process::ExitCode {
                     metrics_listen,
                     http_listen,
                     data_dir,
+                    credentials,
                     telemetry
                         .otlp_endpoint
                         .as_deref()
@@ -192,4 +194,16 @@ async fn with_telemetry(
 ) -> anyhow::Result<()> {
     let _guard = switchyard_shared::telemetry::init(&args.config(name))?;
     f.await
+}
+
+/// A new master key on stdout (so `$(switchyard keygen)` captures only
+/// it), its id on stderr.
+fn keygen() -> anyhow::Result<()> {
+    let key = MasterKey::generate_base64();
+    let id = MasterKey::from_base64(&key)
+        .map_err(anyhow::Error::msg)?
+        .id();
+    println!("{key}");
+    eprintln!("key id: {id}");
+    Ok(())
 }

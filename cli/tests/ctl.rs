@@ -246,7 +246,7 @@ async fn create_set_and_delete_change_what_get_shows() {
             "--base-url",
             "https://api.example.com/v1",
             "--credential",
-            "env:OPENAI_KEY",
+            "env:SWITCHYARD_CRED_OPENAI",
         ],
     )
     .await;
@@ -265,7 +265,7 @@ async fn create_set_and_delete_change_what_get_shows() {
                     "openai",
                     "openai",
                     "https://api.example.com/v1",
-                    "env:OPENAI_KEY",
+                    "env:SWITCHYARD_CRED_OPENAI",
                     "true"
                 ]),
         "{}",

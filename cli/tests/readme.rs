@@ -64,7 +64,11 @@ async fn the_readme_grpcurl_examples_work_as_written() {
         .expect("README.md");
     let fake = FakeUpstream::start(FakeConfig::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let dev = common::start_with(dir.path(), &[("OPENAI_API_KEY", "sk-fake-for-the-readme")]).await;
+    let dev = common::start_with(
+        dir.path(),
+        &[("SWITCHYARD_CRED_OPENAI", "sk-fake-for-the-readme")],
+    )
+    .await;
     let bin_dir = grpcurl.parent().expect("grpcurl dir").display().to_string();
     let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
     let env = [

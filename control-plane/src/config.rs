@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs};
+use switchyard_shared::args::{CredentialArgs, MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs};
 
 use crate::server::{BusSettings, Settings};
 use switchyard_shared::auth::{Authorizer, Role, parse_tokens_file};
@@ -62,6 +62,8 @@ pub struct Args {
     pub no_auth: bool,
     #[command(flatten)]
     pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// Largest request message accepted, in bytes (larger: RESOURCE_EXHAUSTED).
     #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
@@ -156,7 +158,8 @@ impl Args {
             database_url: self.database_url.clone(),
             bus,
             auth,
-            master_key: self.master_key.load()?,
+            master_keys: self.master_key.load()?,
+            credential_rules: self.credentials.rules()?,
             max_message_bytes: self.max_message_bytes,
             run_migrations: !self.skip_migrations,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
@@ -181,6 +184,27 @@ mod tests {
             .map_err(|e| e.to_string())?
             .settings()
             .map(|_| ())
+    }
+
+    #[test]
+    fn a_credential_prefix_covering_server_settings_stops_the_start() {
+        for bad in ["SWITCHYARD_", "REDIS_", "DATABASE_"] {
+            let err = settings(&["--no-auth", "--credential-env-prefix", bad]).expect_err(bad);
+            assert!(err.contains("would cover server settings"), "{bad}: {err}");
+        }
+        let err =
+            settings(&["--no-auth", "--credential-dir", "relative/dir"]).expect_err("relative");
+        assert!(err.contains("--credential-dir"), "{err}");
+        assert!(
+            settings(&[
+                "--no-auth",
+                "--credential-env-prefix",
+                "ACME_",
+                "--credential-dir",
+                "/run/secrets"
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

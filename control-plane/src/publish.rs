@@ -3,7 +3,8 @@
 //! A write commits its change to the outbox table in the same transaction
 //! (no change can be lost between commit and publish). This task drains the
 //! outbox in revision order into a sink:
-//! - Redis: one Lua script per batch stores the snapshot (only if newer than
+//! - Redis: one Lua script per batch stores the snapshot — signed under the
+//!   master key (`shared::signed_snapshot`) — (only if newer than
 //!   the stored one) and PUBLISHes each event, atomically, so a subscriber
 //!   that sees revision N and reads the snapshot gets revision >= N.
 //! - Local: the embedded default's in-process bus.
@@ -20,6 +21,8 @@ use switchyard_proto::v1 as pb;
 use switchyard_shared::change::ChangeMessage;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::{Conn, Redis, Timeouts};
+use switchyard_shared::seal::MasterKey;
+use switchyard_shared::signed_snapshot;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +55,17 @@ for i = 4, #ARGV do
   redis.call('PUBLISH', ARGV[3], ARGV[i])
 end
 return stored
+";
+
+/// `KEYS[1]` snapshot, `KEYS[2]` snapshot revision; `ARGV[1]` revision,
+/// `ARGV[2]` snapshot bytes: replaces the stored snapshot only while the
+/// stored revision is this one (a newer one, from another replica, stays).
+const RESIGN_SCRIPT: &str = r"
+if tonumber(redis.call('GET', KEYS[2]) or '-1') == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 ";
 
 /// The in-process bus of the embedded default: the latest snapshot and the
@@ -96,6 +110,16 @@ impl Sink {
         }
     }
 
+    /// Stores `snapshot` again under the current key (a control plane
+    /// started with a new master key re-signs what an older key signed, so
+    /// workers can drop the previous key). Nothing to do in-process.
+    async fn resign(&mut self, snapshot: &pb::Snapshot) -> Result<(), String> {
+        match self {
+            Sink::Redis(r) => r.resign(snapshot).await,
+            Sink::Local(_) => Ok(()),
+        }
+    }
+
     /// The snapshot revision the sink holds, when it can say.
     async fn stored_revision(&mut self) -> Result<Option<u64>, String> {
         match self {
@@ -110,15 +134,19 @@ pub struct RedisSink {
     client: Redis,
     conn: Option<Conn>,
     keys: RedisKeys,
+    /// The master key and prefix the stored snapshot is signed with
+    /// (`shared::signed_snapshot`); unsigned without a master key.
+    signer: Option<(MasterKey, String)>,
     script: redis::Script,
 }
 
 impl RedisSink {
-    pub fn new(client: Redis, keys: RedisKeys) -> Self {
+    pub fn new(client: Redis, keys: RedisKeys, signer: Option<(MasterKey, String)>) -> Self {
         Self {
             client,
             conn: None,
             keys,
+            signer,
             script: redis::Script::new(PUBLISH_SCRIPT),
         }
     }
@@ -141,16 +169,54 @@ impl RedisSink {
         Ok(c)
     }
 
+    /// The snapshot as stored: signed when there is a master key.
+    fn stored_form(&self, snapshot: &pb::Snapshot) -> Vec<u8> {
+        let encoded = snapshot.encode_to_vec();
+        match &self.signer {
+            Some((key, prefix)) => signed_snapshot::sign(key, prefix, &encoded),
+            None => encoded,
+        }
+    }
+
+    async fn resign(&mut self, snapshot: &pb::Snapshot) -> Result<(), String> {
+        if self.signer.is_none() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let res: redis::RedisResult<i64> = redis::Script::new(RESIGN_SCRIPT)
+            .key(self.keys.snapshot())
+            .key(self.keys.snapshot_revision())
+            .arg(snapshot.revision)
+            .arg(self.stored_form(snapshot))
+            .invoke_async(&mut conn)
+            .await;
+        match res {
+            Ok(n) => {
+                tracing::info!(
+                    revision = snapshot.revision,
+                    resigned = n == 1,
+                    "config snapshot signed with the current master key"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(format!("redis re-sign: {e}"))
+            }
+        }
+    }
+
     async fn publish(
         &mut self,
         events: &[ChangeMessage],
         snapshot: &pb::Snapshot,
     ) -> Result<(), String> {
         let mut conn = self.conn().await?;
+        let stored = self.stored_form(snapshot);
         let mut inv = self.script.key(self.keys.snapshot());
         inv.key(self.keys.snapshot_revision())
             .arg(snapshot.revision)
-            .arg(snapshot.encode_to_vec())
+            .arg(stored)
             .arg(self.keys.changes_channel());
         for e in events {
             inv.arg(serde_json::to_string(e).map_err(|e| e.to_string())?);
@@ -183,6 +249,9 @@ pub struct Publisher {
     metrics: Arc<CpMetrics>,
     /// The last revision the sink took.
     published: u64,
+    /// Whether the stored snapshot was signed again with this process's
+    /// key (once, at the first reconcile).
+    resigned: bool,
 }
 
 impl Publisher {
@@ -192,6 +261,7 @@ impl Publisher {
             sink,
             metrics,
             published: 0,
+            resigned: false,
         }
     }
 
@@ -307,7 +377,16 @@ impl Publisher {
                 .publish(Vec::new(), snapshot)
                 .await
                 .map_err(DrainError::Publish)?;
+        } else if !self.resigned {
+            // Signed by whichever key the last writer had: after a
+            // master-key rotation, sign it with ours.
+            let snapshot = self.store.snapshot(true).await?;
+            self.sink
+                .resign(&snapshot)
+                .await
+                .map_err(DrainError::Publish)?;
         }
+        self.resigned = true;
         Ok(())
     }
 }

@@ -19,9 +19,10 @@ use sea_orm_migration::MigratorTrait as _;
 use switchyard_migrations::Migrator;
 use switchyard_proto::v1::control_plane_server::ControlPlaneServer;
 use switchyard_shared::change::ChangeMessage;
+use switchyard_shared::credential_ref::ReferenceRules;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::Redis;
-use switchyard_shared::seal::MasterKey;
+use switchyard_shared::seal::MasterKeys;
 use switchyard_shared::tls::{Incoming, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -51,7 +52,13 @@ pub struct Settings {
     pub database_url: String,
     pub bus: BusSettings,
     pub auth: Authorizer,
-    pub master_key: Option<MasterKey>,
+    /// The master key (seals inline credentials, signs the snapshot,
+    /// hashes caller keys); the previous one, while rotating, is only
+    /// passed on to nothing here: workers use it.
+    pub master_keys: Option<MasterKeys>,
+    /// Which credential references a provider may store (the same values
+    /// as the workers', whose check is the authority).
+    pub credential_rules: ReferenceRules,
     pub max_message_bytes: usize,
     pub run_migrations: bool,
     pub shutdown_grace: Duration,
@@ -160,15 +167,27 @@ impl ControlPlane {
         if settings.run_migrations {
             migrate(&db).await?;
         }
-        let store = Store::new(db, settings.master_key);
+        let master_key = settings.master_keys.map(|k| k.current);
+        let store = Store::new(db, master_key.clone(), settings.credential_rules);
         let feed = crate::feed::channel();
         let (sink, redis, local_bus) = match settings.bus {
             BusSettings::Redis { redis, prefix } => {
                 let client =
                     Redis::open(&redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
-                let keys = RedisKeys::new(prefix);
+                let keys = RedisKeys::new(prefix.clone());
+                if master_key.is_none() {
+                    tracing::warn!(
+                        "no master key: the config snapshot is stored in Redis unsigned, and \
+                         workers with a master key refuse it (give SWITCHYARD_MASTER_KEY)"
+                    );
+                }
+                let signer = master_key.map(|key| (key, prefix));
                 (
-                    Sink::Redis(Box::new(RedisSink::new(client.clone(), keys.clone()))),
+                    Sink::Redis(Box::new(RedisSink::new(
+                        client.clone(),
+                        keys.clone(),
+                        signer,
+                    ))),
                     Some((client, keys)),
                     None,
                 )

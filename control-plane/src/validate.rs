@@ -1,6 +1,8 @@
 //! Input rules for every resource field. Each failure is INVALID_ARGUMENT
 //! naming the field and saying what a valid value looks like.
 
+use switchyard_shared::credential_ref::ReferenceRules;
+
 use crate::error::{ApiError, ApiResult};
 
 pub const NAME_MAX: usize = 63;
@@ -173,29 +175,14 @@ pub fn extra_headers(
     Ok(())
 }
 
-/// Credential references: `env:NAME` or `file:/absolute/path`.
-pub fn credential_reference(field: &str, value: &str) -> ApiResult<()> {
-    let ok = if let Some(var) = value.strip_prefix("env:") {
-        !var.is_empty()
-            && var.len() <= 255
-            && var
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    } else if let Some(path) = value.strip_prefix("file:") {
-        path.starts_with('/') && path.len() <= 1000 && !path.chars().any(char::is_control)
-    } else {
-        false
-    };
-    if ok {
-        Ok(())
-    } else {
-        // Never echoed: a key pasted here by mistake must not come back.
-        Err(ApiError::invalid(format!(
-            "{field} is invalid (its value is not shown: it may be a secret): use env:VARIABLE_NAME or file:/absolute/path; put a secret itself in credential.inline"
-        )))
-    }
+/// Credential references: `env:NAME` under the allowed prefix, or
+/// `file:/path` inside the credential folder (`shared::credential_ref`).
+pub fn credential_reference(field: &str, value: &str, rules: &ReferenceRules) -> ApiResult<()> {
+    // The refusal never echoes the value: a key pasted here by mistake must not come back.
+    rules
+        .check(value)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(format!("{field} is refused: {e}")))
 }
 
 pub fn inline_secret(field: &str, value: &str) -> ApiResult<()> {
@@ -291,7 +278,8 @@ mod tests {
         ] {
             assert_eq!(super::clip(ordinary), ordinary);
         }
-        let err = super::credential_reference("c", "sk-live-0123456789abcdef").expect_err("bad");
+        let err = super::credential_reference("c", "sk-live-0123456789abcdef", &Default::default())
+            .expect_err("bad");
         assert!(!err.to_string().contains("0123456789"), "{err}");
         assert!(super::plain("f", "a\u{0}", 10).is_err());
         assert!(super::description("d", "line one\nline two\ttab").is_ok());
@@ -331,10 +319,27 @@ mod tests {
 
     #[test]
     fn references() {
-        assert!(credential_reference("c", "env:OPENAI_API_KEY").is_ok());
-        assert!(credential_reference("c", "file:/run/secrets/key").is_ok());
-        for bad in ["env:", "env:1X", "file:relative", "vault:x", "sk-123"] {
-            assert!(credential_reference("c", bad).is_err(), "{bad}");
+        let rules =
+            ReferenceRules::new("SWITCHYARD_CRED_", Some("/run/secrets".into())).expect("rules");
+        assert!(credential_reference("c", "env:SWITCHYARD_CRED_OPENAI", &rules).is_ok());
+        assert!(credential_reference("c", "file:/run/secrets/key", &rules).is_ok());
+        for bad in [
+            "env:",
+            "env:1X",
+            "file:relative",
+            "vault:x",
+            "sk-123",
+            "env:OPENAI_API_KEY",
+            "env:SWITCHYARD_MASTER_KEY",
+            "file:/etc/passwd",
+        ] {
+            let err =
+                credential_reference("provider.credential.reference", bad, &rules).expect_err(bad);
+            assert!(
+                err.to_string()
+                    .starts_with("provider.credential.reference is refused: "),
+                "{err}"
+            );
         }
     }
 

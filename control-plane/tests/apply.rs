@@ -42,7 +42,7 @@ fn document() -> pb::ConfigDocument {
     pb::ConfigDocument {
         providers: vec![
             pb::Provider {
-                credential: reference("env:OPENAI_API_KEY"),
+                credential: reference("env:SWITCHYARD_CRED_OPENAI"),
                 ..openai_provider("openai", "unused")
             },
             pb::Provider {
@@ -308,7 +308,7 @@ async fn apply_reports_field_diffs_and_prunes_only_when_asked(backend: Backend) 
         .iter()
         .find(|f| f.field == "credential")
         .expect("credential diff");
-    assert_eq!(cred.to, "env:OPENAI_API_KEY");
+    assert_eq!(cred.to, "env:SWITCHYARD_CRED_OPENAI");
     assert!(cred.from.starts_with("inline ...") || cred.from.starts_with("inline …"));
     assert!(!format!("{first:?}").contains("sk-inline-0123456789"));
 

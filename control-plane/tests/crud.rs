@@ -89,7 +89,7 @@ async fn crud_round_trip(backend: Backend) {
             base_url: "https://api.anthropic.example/v1".into(),
             credential: Some(pb::CredentialInput {
                 source: Some(pb::credential_input::Source::Reference(
-                    "env:ANTHROPIC_API_KEY".into(),
+                    "env:SWITCHYARD_CRED_ANTHROPIC".into(),
                 )),
             }),
             ..Default::default()

@@ -329,7 +329,7 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
                     providers: vec![pb::Provider {
                         credential: Some(pb::CredentialInput {
                             source: Some(pb::credential_input::Source::Reference(
-                                "env:OPENAI_API_KEY".into(),
+                                "env:SWITCHYARD_CRED_OPENAI".into(),
                             )),
                         }),
                         ..openai_provider("prov", "unused")

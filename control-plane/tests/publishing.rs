@@ -198,6 +198,7 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
     let snapshot_at = |rev: u64| {
         let url = url.clone();
         let key = switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).snapshot();
+        let prefix = prefix.0.clone();
         async move {
             for _ in 0..200 {
                 if let Ok(client) = redis::Client::open(url.as_str())
@@ -206,7 +207,9 @@ async fn a_restarted_empty_redis_gets_the_missed_changes_and_snapshot() {
                         .arg(&key)
                         .query_async::<Option<Vec<u8>>>(&mut conn)
                         .await
-                    && let Ok(s) = pb::Snapshot::decode(bytes.as_slice())
+                    && let Ok(payload) =
+                        switchyard_shared::signed_snapshot::verify(None, &prefix, &bytes)
+                    && let Ok(s) = pb::Snapshot::decode(payload)
                     && s.revision >= rev
                 {
                     return s;
@@ -481,7 +484,7 @@ async fn inline_credentials_need_a_master_key() {
         pb::Provider {
             credential: Some(pb::CredentialInput {
                 source: Some(pb::credential_input::Source::Reference(
-                    "env:OPENAI_API_KEY".into(),
+                    "env:SWITCHYARD_CRED_OPENAI".into(),
                 )),
             }),
             ..openai_provider("p", "")
@@ -490,6 +493,6 @@ async fn inline_credentials_need_a_master_key() {
     .await;
     assert_eq!(
         p.credential_info.map(|i| i.reference),
-        Some("env:OPENAI_API_KEY".to_owned())
+        Some("env:SWITCHYARD_CRED_OPENAI".to_owned())
     );
 }

@@ -19,7 +19,9 @@ use crate::error::DpError;
 #[derive(Clone)]
 pub struct Access {
     catalog: Arc<ArcSwap<Catalog>>,
-    hasher: Option<KeyHasher>,
+    /// The current master key's hasher, then the previous one's (a key
+    /// made before a rotation still matches).
+    hashers: Vec<KeyHasher>,
     /// The deprecated flat token list (disabled when empty).
     tokens: Authorizer,
     open: bool,
@@ -30,14 +32,14 @@ pub struct Access {
 impl Access {
     pub fn new(
         catalog: Arc<ArcSwap<Catalog>>,
-        hasher: Option<KeyHasher>,
+        hashers: Vec<KeyHasher>,
         tokens: Authorizer,
         open: bool,
         refused: prometheus_client::metrics::counter::Counter,
     ) -> Self {
         Self {
             catalog,
-            hasher,
+            hashers,
             tokens,
             open,
             refused,
@@ -90,10 +92,10 @@ impl Access {
         if self.tokens.knows(key) {
             return Ok(Some(Grant::Token));
         }
-        if let Some(hasher) = &self.hasher
-            && let Some((c, until)) = catalog.callers.by_hash.get(&hasher.hash(key))
-        {
-            return usable(c, *until).map(|()| Some(Grant::Caller(c.clone())));
+        for hasher in &self.hashers {
+            if let Some((c, until)) = catalog.callers.by_hash.get(&hasher.hash(key)) {
+                return usable(c, *until).map(|()| Some(Grant::Caller(c.clone())));
+            }
         }
         Err(Status::unauthenticated("unknown or revoked key"))
     }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
-use switchyard_shared::seal::MasterKey;
 
+use crate::credentials::{Refusal, Resolver};
 use crate::error::DpError;
 use crate::model::{Candidate, Limits, Policy, Pool, Resolved, Route, Strategy};
 use crate::upstream::{Kind, Target, Timeouts};
@@ -24,31 +24,6 @@ struct Provider {
     headers: Vec<(String, String)>,
     timeouts: Timeouts,
     enabled: bool,
-}
-
-/// Where credential references are read from (tests pass their own).
-pub trait Secrets: Send + Sync {
-    fn env(&self, name: &str) -> Option<String>;
-    fn file(&self, path: &str) -> Option<String>;
-}
-
-/// The process environment and file system.
-pub struct ProcessSecrets;
-
-// The one place credential references are read: `env:` from the process
-// environment, `file:` from a (small, mounted) file, once per config load,
-// off the request path.
-#[allow(clippy::disallowed_methods)]
-impl Secrets for ProcessSecrets {
-    fn env(&self, name: &str) -> Option<String> {
-        // Secrets mounted from files or Kubernetes often end in a newline.
-        std::env::var(name).ok().map(|s| s.trim().to_owned())
-    }
-    fn file(&self, path: &str) -> Option<String> {
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    }
 }
 
 #[derive(Default)]
@@ -65,57 +40,32 @@ pub struct Catalog {
     served: HashMap<(String, String), (String, Limits)>,
     /// Who may call, by key hash and certificate subject.
     pub callers: crate::callers::Callers,
+    /// Providers this worker refuses to serve, by name, and why.
+    refused: HashMap<String, Refusal>,
+    /// Members of refused providers, by pool name (shown, never called).
+    refused_members: HashMap<String, Vec<RefusedMember>>,
+}
+
+/// A member this worker does not serve, and why (ListModels shows it).
+#[derive(Clone, Debug)]
+pub struct RefusedMember {
+    pub member_id: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub status: pb::MemberStatus,
+    pub reason: Refusal,
 }
 
 fn ms(v: u32) -> Duration {
     Duration::from_millis(u64::from(v))
 }
 
-fn kind(k: i32) -> Kind {
+fn kind(k: i32) -> Result<Kind, Refusal> {
     match pb::ProviderKind::try_from(k) {
-        Ok(pb::ProviderKind::Anthropic) => Kind::Anthropic,
-        Ok(pb::ProviderKind::Mock) => Kind::Mock,
-        _ => Kind::OpenAi,
-    }
-}
-
-fn credential(
-    p: &pb::SnapshotProvider,
-    key: Option<&MasterKey>,
-    secrets: &dyn Secrets,
-) -> Option<SecretString> {
-    use pb::credential_info::Source;
-    let c = p.credential.as_ref()?;
-    let info = c.info.as_ref()?;
-    match Source::try_from(info.source).unwrap_or(Source::None) {
-        Source::None => None,
-        Source::Inline => {
-            let Some(key) = key else {
-                tracing::warn!(provider = %p.name, "inline credential but no master key; calls go out without it");
-                return None;
-            };
-            match key.open(p.id.as_bytes(), &c.sealed) {
-                Ok(s) => Some(s),
-                Err(err) => {
-                    tracing::warn!(provider = %p.name, error = %err, "cannot open the sealed credential");
-                    None
-                }
-            }
-        }
-        Source::Reference => {
-            let r = info.reference.as_str();
-            let found = if let Some(var) = r.strip_prefix("env:") {
-                secrets.env(var)
-            } else if let Some(path) = r.strip_prefix("file:") {
-                secrets.file(path)
-            } else {
-                None
-            };
-            if found.is_none() {
-                tracing::warn!(provider = %p.name, reference = %r, "credential reference resolves to nothing");
-            }
-            found.map(SecretString::from)
-        }
+        Ok(pb::ProviderKind::Openai) => Ok(Kind::OpenAi),
+        Ok(pb::ProviderKind::Anthropic) => Ok(Kind::Anthropic),
+        Ok(pb::ProviderKind::Mock) => Ok(Kind::Mock),
+        Ok(pb::ProviderKind::Unspecified) | Err(_) => Err(Refusal::UnknownKind(k)),
     }
 }
 
@@ -158,17 +108,36 @@ fn policy(f: Option<&pb::FailoverPolicy>) -> Policy {
 }
 
 impl Catalog {
-    /// Builds the catalog from a snapshot: every credential resolved once here.
-    pub fn build(snap: &pb::Snapshot, key: Option<&MasterKey>, secrets: &dyn Secrets) -> Self {
+    /// Builds the catalog from a snapshot: every credential resolved once
+    /// here. A provider whose kind or credential cannot be served is
+    /// refused (logged, shown by ListModels and `switchyard.config`
+    /// health, counted), never served without its key or as another kind.
+    pub fn build(snap: &pb::Snapshot, resolver: &Resolver) -> Self {
         let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
         let mut by_id: HashMap<&str, Arc<Provider>> = HashMap::new();
+        let mut refused = HashMap::new();
+        let mut refused_by_id: HashMap<&str, (&str, Refusal)> = HashMap::new();
         for p in &snap.providers {
             let t = p.timeouts.unwrap_or_default();
+            let resolved = kind(p.kind).and_then(|k| Ok((k, resolver.credential(p)?)));
+            let (kind, credential) = match resolved {
+                Ok(ok) => ok,
+                Err(reason) => {
+                    tracing::warn!(
+                        provider = %p.name,
+                        reason = reason.label(),
+                        "provider refused: its members are not served: {reason}"
+                    );
+                    refused_by_id.insert(p.id.as_str(), (p.name.as_str(), reason.clone()));
+                    refused.insert(p.name.clone(), reason);
+                    continue;
+                }
+            };
             let prov = Arc::new(Provider {
                 name: p.name.clone(),
-                kind: kind(p.kind),
+                kind,
                 base_url: p.base_url.clone(),
-                credential: credential(p, key, secrets),
+                credential,
                 headers: p
                     .extra_headers
                     .iter()
@@ -184,6 +153,7 @@ impl Catalog {
             by_id.insert(p.id.as_str(), prov.clone());
             providers.insert(p.name.clone(), prov);
         }
+        let mut refused_members: HashMap<String, Vec<RefusedMember>> = HashMap::new();
         let mut pools = HashMap::new();
         let mut served: HashMap<(String, String), (String, Limits)> = HashMap::new();
         for p in &snap.pools {
@@ -191,6 +161,19 @@ impl Catalog {
             let mut active = Vec::new();
             for m in &p.members {
                 let Some(prov) = by_id.get(m.provider_id.as_str()) else {
+                    if let Some((name, reason)) = refused_by_id.get(m.provider_id.as_str()) {
+                        refused_members
+                            .entry(p.name.clone())
+                            .or_default()
+                            .push(RefusedMember {
+                                member_id: m.id.clone(),
+                                provider: (*name).to_owned(),
+                                upstream_model: m.upstream_model.clone(),
+                                status: pb::MemberStatus::try_from(m.status)
+                                    .unwrap_or(pb::MemberStatus::Active),
+                                reason: reason.clone(),
+                            });
+                    }
                     continue;
                 };
                 let status =
@@ -250,6 +233,8 @@ impl Catalog {
             providers,
             served,
             callers: crate::callers::Callers::build(&snap.callers),
+            refused,
+            refused_members,
         };
         let mut routes = HashMap::new();
         for r in &snap.routes {
@@ -364,14 +349,28 @@ impl Catalog {
                 )));
             }
             if p.active.is_empty() {
+                let why = match self.refused_members(model).first() {
+                    Some(r) => format!(
+                        " (provider '{}' is not served by this worker: {})",
+                        r.provider, r.reason
+                    ),
+                    None => String::new(),
+                };
                 return Err(DpError::FailedPrecondition(format!(
-                    "no active member in pool '{model}'"
+                    "no active member in pool '{model}'{why}"
                 )));
             }
             return Ok(Resolved {
                 model: model.to_owned(),
                 tiers: vec![p.clone()],
             });
+        }
+        if let Some((prov, _)) = model.split_once('/')
+            && let Some(reason) = self.refused.get(prov)
+        {
+            return Err(DpError::FailedPrecondition(format!(
+                "provider '{prov}' is not served by this worker: {reason}"
+            )));
         }
         if let Some(p) = self.direct(model) {
             if p.active.is_empty() {
@@ -396,6 +395,16 @@ impl Catalog {
         self.routes.contains_key(name) || self.pools.contains_key(name)
     }
 
+    /// Providers refused at load, by name, and why.
+    pub fn refused(&self) -> &HashMap<String, Refusal> {
+        &self.refused
+    }
+
+    /// A pool's members this worker refuses, and why.
+    pub fn refused_members(&self, pool: &str) -> &[RefusedMember] {
+        self.refused_members.get(pool).map_or(&[], Vec::as_slice)
+    }
+
     pub fn models(&self) -> (Vec<Arc<Pool>>, Vec<Arc<Route>>) {
         let mut pools: Vec<_> = self.pools.values().cloned().collect();
         pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -410,12 +419,24 @@ mod tests {
     use super::*;
 
     struct NoSecrets;
-    impl Secrets for NoSecrets {
+    impl crate::credentials::Secrets for NoSecrets {
         fn env(&self, _: &str) -> Option<String> {
             None
         }
-        fn file(&self, _: &str) -> Option<String> {
-            None
+        fn file(
+            &self,
+            _: &std::path::Path,
+            _: &std::path::Path,
+        ) -> Result<Option<String>, Refusal> {
+            Ok(None)
+        }
+    }
+
+    fn no_secrets() -> Resolver {
+        Resolver {
+            keys: None,
+            rules: switchyard_shared::credential_ref::ReferenceRules::default(),
+            secrets: Box::new(NoSecrets),
         }
     }
 
@@ -488,7 +509,7 @@ mod tests {
 
     #[test]
     fn targets_carry_the_members_max_output_tokens_and_the_pools_extra_setting() {
-        let c = Catalog::build(&snapshot(), None, &NoSecrets);
+        let c = Catalog::build(&snapshot(), &no_secrets());
         assert_eq!(
             targets(&c, "strict"),
             [
@@ -500,9 +521,48 @@ mod tests {
         // A snapshot from before the setting existed allows extra.
         let mut old = snapshot();
         old.pools[0].allow_request_extra = None;
-        let c_old = Catalog::build(&old, None, &NoSecrets);
+        let c_old = Catalog::build(&old, &no_secrets());
         assert!(targets(&c_old, "strict")[0].2);
         // A direct provider/model call has no pool: no default, extra allowed.
         assert_eq!(targets(&c, "prov/big"), [("big".to_owned(), None, true)]);
+    }
+
+    #[test]
+    fn providers_that_cannot_be_served_are_refused_with_the_reason() {
+        let mut snap = snapshot();
+        // An unknown kind (a newer control plane) and a reference to a
+        // server setting: neither is served, both say why.
+        let mut unknown = snap.providers[0].clone();
+        unknown.id = "prov2-id".into();
+        unknown.name = "future".into();
+        unknown.kind = 99;
+        let mut leaky = snap.providers[0].clone();
+        leaky.id = "prov3-id".into();
+        leaky.name = "leaky".into();
+        leaky.credential = Some(pb::SnapshotCredential {
+            info: Some(pb::CredentialInfo {
+                source: pb::credential_info::Source::Reference.into(),
+                reference: "env:SWITCHYARD_MASTER_KEY".into(),
+                ..Default::default()
+            }),
+            sealed: Vec::new(),
+        });
+        snap.providers.extend([unknown, leaky]);
+        let mut m = member("m9", "x", None);
+        m.provider_id = "prov3-id".into();
+        snap.pools.push(pool("bad", true, vec![m]));
+        let c = Catalog::build(&snap, &no_secrets());
+        assert_eq!(c.refused()["future"].label(), "unknown_provider_kind");
+        assert_eq!(c.refused()["leaky"].label(), "server_setting");
+        assert_eq!(c.refused_members("bad")[0].member_id, "m9");
+        let err = c.resolve("bad").expect_err("refused").to_string();
+        assert!(
+            err.contains("'leaky' is not served") && err.contains("never sent upstream"),
+            "{err}"
+        );
+        let err = c.resolve("future/x").expect_err("refused").to_string();
+        assert!(err.contains("kind 99 is unknown"), "{err}");
+        // The good provider is untouched.
+        assert!(c.resolve("strict").is_ok());
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchyard_shared::args::{MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs};
+use switchyard_shared::args::{CredentialArgs, MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs};
 use switchyard_shared::auth::{Authorizer, Role};
 use switchyard_shared::telemetry::TelemetryConfig;
 
@@ -21,6 +21,8 @@ pub struct Args {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// Deprecated: comma-separated bearer tokens that may call every model, unlimited (use caller keys).
     #[arg(
         long,
@@ -148,7 +150,8 @@ impl Args {
             redis: self.redis.config(),
             prefix: self.redis.prefix()?,
         });
-        s.master_key = master_key;
+        s.master_keys = master_key;
+        s.credential_rules = self.credentials.rules()?;
         s.max_attempts = self.max_attempts;
         const DAY_MS: u64 = 86_400_000;
         for (flag, v) in [

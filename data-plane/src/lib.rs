@@ -24,6 +24,7 @@
 //!   in memory and kept live from Redis (or memory in the embedded default).
 //! - [`upstream`]: the neutral request and answer, and the wire formats
 //!   (`openai`, `anthropic`, `mock`) that translate them.
+//! - [`credentials`]: a provider's credential resolved within the allow-list, or why it is refused.
 //! - [`sync`]: snapshot loading and change following, without Postgres.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
@@ -33,6 +34,7 @@ pub mod attempt;
 pub mod callers;
 pub mod catalog;
 pub mod config;
+pub mod credentials;
 pub mod door;
 pub mod error;
 pub mod failover;

@@ -11,9 +11,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_server::InferenceServer;
+use switchyard_shared::credential_ref::ReferenceRules;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::{Redis, RedisConfig};
-use switchyard_shared::seal::MasterKey;
+use switchyard_shared::seal::MasterKeys;
 use switchyard_shared::tls::{Incoming, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,7 +27,8 @@ use switchyard_shared::caller_key::KeyHasher;
 use crate::access::Access;
 
 use crate::attempt::HttpClients;
-use crate::catalog::{Catalog, ProcessSecrets, Secrets};
+use crate::catalog::Catalog;
+use crate::credentials::{ProcessSecrets, Resolver, Secrets};
 use crate::failover::Engine;
 use crate::fleet::memory::MemoryBackend;
 use crate::fleet::redis::RedisBackend;
@@ -48,7 +50,11 @@ pub enum Source {
 
 pub struct Settings {
     pub source: Source,
-    pub master_key: Option<MasterKey>,
+    /// The master key (and, while rotating, the previous one): opens inline
+    /// credentials, verifies the snapshot, checks caller keys.
+    pub master_keys: Option<MasterKeys>,
+    /// Which credential references may be resolved.
+    pub credential_rules: ReferenceRules,
     pub max_attempts: u32,
     /// A rate-limited member without a Retry-After is benched this long.
     pub rate_limit_cooldown: Duration,
@@ -93,7 +99,8 @@ impl Settings {
     pub fn new(source: Source) -> Self {
         Self {
             source,
-            master_key: None,
+            master_keys: None,
+            credential_rules: ReferenceRules::default(),
             max_attempts: 10,
             rate_limit_cooldown: Duration::from_secs(5),
             auth_cooldown: Duration::from_secs(300),
@@ -139,6 +146,7 @@ pub enum StartError {
 enum Follow {
     Redis {
         client: Box<Redis>,
+        prefix: String,
         keys: RedisKeys,
         backend: Arc<RedisBackend>,
     },
@@ -169,7 +177,7 @@ pub async fn serve(
     {
         Source::Redis { redis, prefix } => {
             let client = Redis::open(&redis).map_err(|e| StartError::RedisUrl(e.to_string()))?;
-            let keys = RedisKeys::new(prefix);
+            let keys = RedisKeys::new(prefix.clone());
             let backend = Arc::new(RedisBackend::new(client.clone(), keys.clone()));
             let timed = Arc::new(Timed::new(backend.clone(), settings.metrics.redis.clone()));
             let stats = Arc::new(RedisStore {
@@ -182,6 +190,7 @@ pub async fn serve(
                 stats,
                 Follow::Redis {
                     client: Box::new(client),
+                    prefix,
                     keys,
                     backend,
                 },
@@ -222,17 +231,29 @@ pub async fn serve(
     let loader = Loader {
         applied,
         catalog: catalog.clone(),
-        master_key: settings.master_key,
-        secrets: settings.secrets,
+        resolver: Resolver {
+            keys: settings.master_keys.clone(),
+            rules: settings.credential_rules,
+            secrets: settings.secrets,
+        },
+        rejected: settings.metrics.config_rejected.clone(),
+        last_rejected: std::sync::Mutex::new(None),
         state: state_tx,
         fleet: fleet.clone(),
     };
     match follow {
         Follow::Redis {
             client,
+            prefix,
             keys,
             backend,
         } => {
+            if settings.master_keys.is_none() {
+                tracing::warn!(
+                    "no master key: the config snapshot in Redis is not authenticated; anyone who \
+                     can write Redis can change what this worker serves (give SWITCHYARD_MASTER_KEY)"
+                );
+            }
             workers.push((
                 "fleet follower",
                 daemons.spawn(crate::fleet::follow::follow(
@@ -247,6 +268,7 @@ pub async fn serve(
                 "config sync",
                 daemons.spawn(crate::sync::follow_redis(
                     *client,
+                    prefix,
                     keys,
                     loader,
                     settings.config_check_every,
@@ -307,7 +329,7 @@ pub async fn serve(
                         tonic_health::ServingStatus::Serving,
                         tonic_health::ServingStatus::Serving,
                     ),
-                    SyncState::Stale => (
+                    SyncState::Stale | SyncState::Degraded => (
                         tonic_health::ServingStatus::Serving,
                         tonic_health::ServingStatus::NotServing,
                     ),
@@ -463,7 +485,12 @@ pub async fn serve(
 /// The caller check in front of every service, and the start-up rule that
 /// no worker runs open by accident.
 fn access(settings: &Settings, catalog: &Arc<ArcSwap<Catalog>>) -> Result<Access, StartError> {
-    let hasher = settings.master_key.as_ref().map(KeyHasher::new);
+    let hashers: Vec<KeyHasher> = settings
+        .master_keys
+        .iter()
+        .flat_map(MasterKeys::all)
+        .map(KeyHasher::new)
+        .collect();
     if settings.no_auth {
         tracing::warn!(
             "authentication is OFF (--no-auth): anyone who reaches this port may call every model"
@@ -475,13 +502,13 @@ fn access(settings: &Settings, catalog: &Arc<ArcSwap<Catalog>>) -> Result<Access
                  (CreateCaller); the tokens keep working meanwhile, with every model and no limits"
             );
         }
-        if settings.auth.is_disabled() && hasher.is_none() {
+        if settings.auth.is_disabled() && hashers.is_empty() {
             return Err(StartError::Open);
         }
     }
     Ok(Access::new(
         catalog.clone(),
-        hasher,
+        hashers,
         settings.auth.clone(),
         settings.no_auth,
         settings.metrics.auth_failures.clone(),

@@ -5,6 +5,13 @@
 //! reconnect, or the periodic check (the stored revision moved) reloads the
 //! whole snapshot — so a lost message heals within one check period. While
 //! Redis is unreachable the worker keeps serving its last config.
+//!
+//! A worker with a master key takes only snapshots the control plane
+//! signed (`shared::signed_snapshot`): one that does not verify is refused,
+//! counted (`switchyard_config_rejected_total{reason}`) and logged once, and
+//! the last good config keeps serving. Change messages carry only a
+//! revision, a reason to read the (verified) snapshot: a forged one costs a
+//! read, nothing more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +22,14 @@ use prost::Message as _;
 use switchyard_proto::v1 as pb;
 use switchyard_shared::change::ChangeMessage;
 use switchyard_shared::keys::RedisKeys;
+use switchyard_shared::metrics::names as n;
 use switchyard_shared::redis_client::{Conn, Redis, Timeouts};
-use switchyard_shared::seal::MasterKey;
+use switchyard_shared::signed_snapshot;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, Secrets};
+use crate::catalog::Catalog;
+use crate::credentials::Resolver;
 
 /// How often a worker without a config looks for the snapshot.
 const WAITING_CHECK: Duration = Duration::from_millis(100);
@@ -34,6 +43,9 @@ pub enum SyncState {
     Live,
     /// Serving the last config; the source is unreachable.
     Stale,
+    /// Serving, but the latest config was refused in whole (a stored
+    /// snapshot that does not verify) or in part (providers refused at load).
+    Degraded,
 }
 
 /// Builds catalogs from snapshots and swaps them in.
@@ -41,8 +53,16 @@ pub struct Loader {
     /// When the catalog last changed (for the config-age gauge).
     pub applied: Arc<ArcSwap<tokio::time::Instant>>,
     pub catalog: Arc<ArcSwap<Catalog>>,
-    pub master_key: Option<MasterKey>,
-    pub secrets: Box<dyn Secrets>,
+    /// Opens credentials; its keys also verify stored snapshots.
+    pub resolver: Resolver,
+    /// Stored snapshots refused, by reason.
+    pub rejected: prometheus_client::metrics::family::Family<
+        n::Reason,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// The digest of the last stored snapshot refused: one bad snapshot is
+    /// logged and counted once, however often it is read again.
+    pub last_rejected: std::sync::Mutex<Option<[u8; 32]>>,
     pub state: watch::Sender<SyncState>,
     /// Told of every new catalog (to lease round-robin tickets ahead).
     pub fleet: crate::fleet::Fleet,
@@ -54,13 +74,16 @@ impl Loader {
         let current = self.catalog.load().revision;
         let first = *self.state.borrow() == SyncState::Loading;
         if snap.revision <= current && !first {
-            if *self.state.borrow() == SyncState::Stale {
-                tracing::info!(revision = current, "config source reachable again");
-                self.state.send_replace(SyncState::Live);
+            // Reachable again, or the stored snapshot verifies again.
+            if matches!(*self.state.borrow(), SyncState::Stale | SyncState::Degraded) {
+                if *self.state.borrow() == SyncState::Stale {
+                    tracing::info!(revision = current, "config source reachable again");
+                }
+                self.state.send_replace(self.served_state());
             }
             return;
         }
-        let catalog = Catalog::build(snap, self.master_key.as_ref(), self.secrets.as_ref());
+        let catalog = Catalog::build(snap, &self.resolver);
         let catalog = Arc::new(catalog);
         self.catalog.store(catalog.clone());
         self.applied.store(Arc::new(tokio::time::Instant::now()));
@@ -77,13 +100,60 @@ impl Loader {
             revision = snap.revision,
             pools = snap.pools.len(),
             routes = snap.routes.len(),
+            refused_providers = catalog.refused().len(),
             "config loaded"
         );
-        self.state.send_replace(SyncState::Live);
+        self.state.send_replace(self.served_state());
+    }
+
+    /// Live, or Degraded while the served config refuses a provider.
+    fn served_state(&self) -> SyncState {
+        if self.catalog.load().refused().is_empty() {
+            SyncState::Live
+        } else {
+            SyncState::Degraded
+        }
+    }
+
+    /// Verifies and decodes a stored snapshot, then applies it; a snapshot
+    /// that does not verify or decode is refused and the served config kept.
+    pub fn accept(&self, prefix: &str, stored: &[u8]) {
+        let decoded = signed_snapshot::verify(self.resolver.keys.as_ref(), prefix, stored)
+            .map_err(|r| (r.label(), r.to_string()))
+            .and_then(|bytes| {
+                pb::Snapshot::decode(bytes)
+                    .map_err(|e| ("undecodable", format!("the snapshot does not decode: {e}")))
+            });
+        match decoded {
+            Ok(snap) => self.apply(&snap),
+            Err((reason, why)) => self.reject(stored, reason, &why),
+        }
+    }
+
+    fn reject(&self, stored: &[u8], reason: &'static str, why: &str) {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(stored).into();
+        let mut last = self
+            .last_rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last == Some(digest) {
+            return;
+        }
+        *last = Some(digest);
+        self.rejected.get_or_create(&n::Reason { reason }).inc();
+        tracing::error!(
+            reason,
+            serving_revision = self.catalog.load().revision,
+            "config snapshot refused; serving the last good config: {why}"
+        );
+        if *self.state.borrow() != SyncState::Loading {
+            self.state.send_replace(SyncState::Degraded);
+        }
     }
 
     fn stale(&self, why: &str) {
-        if *self.state.borrow() == SyncState::Live {
+        if matches!(*self.state.borrow(), SyncState::Live | SyncState::Degraded) {
             tracing::warn!(
                 reason = why,
                 revision = self.catalog.load().revision,
@@ -94,18 +164,13 @@ impl Loader {
     }
 }
 
-async fn load_redis(conn: &mut Conn, keys: &RedisKeys) -> Result<Option<pb::Snapshot>, String> {
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+/// The stored snapshot as Redis holds it (signed, not yet verified).
+async fn load_redis(conn: &mut Conn, keys: &RedisKeys) -> Result<Option<Vec<u8>>, String> {
+    redis::cmd("GET")
         .arg(keys.snapshot())
         .query_async(conn)
         .await
-        .map_err(|e| e.to_string())?;
-    match bytes {
-        None => Ok(None),
-        Some(b) => pb::Snapshot::decode(b.as_slice())
-            .map(Some)
-            .map_err(|e| format!("undecodable snapshot: {e}")),
-    }
+        .map_err(|e| e.to_string())
 }
 
 async fn stored_revision(conn: &mut Conn, keys: &RedisKeys) -> Result<Option<u64>, String> {
@@ -119,6 +184,7 @@ async fn stored_revision(conn: &mut Conn, keys: &RedisKeys) -> Result<Option<u64
 /// Follows Redis until shutdown.
 pub async fn follow_redis(
     client: Redis,
+    prefix: String,
     keys: RedisKeys,
     loader: Loader,
     check_every: Duration,
@@ -144,7 +210,7 @@ pub async fn follow_redis(
                 .map_err(|_| "subscribing to config changes timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
             match load_redis(&mut conn, &keys).await? {
-                Some(s) => loader.apply(&s),
+                Some(s) => loader.accept(&prefix, &s),
                 None => {
                     tracing::info!("no config snapshot in Redis yet; waiting for the control plane")
                 }
@@ -184,7 +250,8 @@ pub async fn follow_redis(
                             }
                             last_check = tokio::time::Instant::now();
                             match stored_revision(&mut conn, &keys).await {
-                                Ok(Some(r)) => r > loader.catalog.load().revision || *loader.state.borrow() != SyncState::Live,
+                                Ok(Some(r)) => r > loader.catalog.load().revision
+                                    || matches!(*loader.state.borrow(), SyncState::Loading | SyncState::Stale),
                                 Ok(None) => false,
                                 Err(e) => break e,
                             }
@@ -192,7 +259,7 @@ pub async fn follow_redis(
                     };
                     if reload {
                         match load_redis(&mut conn, &keys).await {
-                            Ok(Some(s)) => loader.apply(&s),
+                            Ok(Some(s)) => loader.accept(&prefix, &s),
                             Ok(None) => {}
                             Err(e) => break e,
                         }

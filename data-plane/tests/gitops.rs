@@ -59,7 +59,7 @@ fn config_file(base_url: &str, weight: u32, with_route: bool) -> String {
     };
     format!(
         "version: switchyard/v1\n\
-         providers:\n  - name: fake\n    kind: openai\n    base_url: {base_url}\n    credential: env:FAKE_KEY\n\
+         providers:\n  - name: fake\n    kind: openai\n    base_url: {base_url}\n    credential: env:SWITCHYARD_CRED_FAKE\n\
          pools:\n  - name: coding\n    strategy: weighted\n    description: code models\n    failover:\n      failure_threshold: 5\n    members:\n      - provider: fake\n        model: m-a\n        weight: {weight}\n      - provider: fake\n        model: m-b\n\
          {route}"
     )
@@ -87,7 +87,12 @@ async fn an_operator_goes_from_an_empty_control_plane_to_a_served_config_with_ap
     let prefix = RedisPrefix::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let cp = control_plane(&prefix, dir.path(), ADMIN, &[("DATABASE_URL", &db.url)]).await;
-    let worker = worker(&redis_url(), &prefix, &[("FAKE_KEY", "sk-fake-0000")]).await;
+    let worker = worker(
+        &redis_url(),
+        &prefix,
+        &[("SWITCHYARD_CRED_FAKE", "sk-fake-0000")],
+    )
+    .await;
     let server = cp.addr.to_string();
     let file = dir.path().join("switchyard.yaml");
     std::fs::write(&file, config_file(&fake.base_url(), 3, true)).expect("write");
@@ -108,7 +113,7 @@ async fn an_operator_goes_from_an_empty_control_plane_to_a_served_config_with_ap
     assert!(plan.ok, "{}", plan.stderr);
     for line in [
         "provider fake: created",
-        "  + credential: env:FAKE_KEY",
+        "  + credential: env:SWITCHYARD_CRED_FAKE",
         "pool coding: created",
         "  + strategy: weighted",
         "  + failover.failure_threshold: 5",

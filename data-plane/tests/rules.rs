@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use switchyard_data_plane::attempt::HttpClients;
-use switchyard_data_plane::catalog::{Catalog, ProcessSecrets};
+use switchyard_data_plane::catalog::Catalog;
+use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
 use switchyard_data_plane::failover::Engine;
 use switchyard_data_plane::fleet::budget::BudgetPolicy;
@@ -94,7 +95,7 @@ impl Rig {
             CancellationToken::new(),
         );
         tokio::spawn(pusher);
-        let catalog = Catalog::build(&snapshot(failover, members), None, &ProcessSecrets);
+        let catalog = Catalog::build(&snapshot(failover, members), &Resolver::default());
         Self {
             engine: Engine {
                 catalog: Arc::new(ArcSwap::from_pointee(catalog)),
@@ -115,7 +116,7 @@ impl Rig {
     /// The same members with other faults (health is kept by member id).
     fn reconfigure(&self, members: &[(&str, &str, Option<u64>)]) {
         let p = policy(0, self.threshold, self.cooldown_ms);
-        let catalog = Catalog::build(&snapshot(p, members), None, &ProcessSecrets);
+        let catalog = Catalog::build(&snapshot(p, members), &Resolver::default());
         self.engine.catalog.store(Arc::new(catalog));
     }
 

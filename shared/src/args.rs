@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::credential_ref::ReferenceRules;
 use crate::redis_client::RedisConfig;
-use crate::seal::MasterKey;
+use crate::seal::{MasterKey, MasterKeys};
 use crate::telemetry::{LogFormat, TelemetryConfig};
 
 /// Logs and traces.
@@ -80,20 +81,48 @@ impl RedisArgs {
     }
 }
 
-/// The master key that seals (control plane) and opens (workers) inline credentials.
+/// The master key that seals (control plane) and opens (workers) inline
+/// credentials, signs (control plane) and verifies (workers) the config
+/// snapshot, and keys caller-key hashes; during a rotation, the previous
+/// one too (docs: README "Rotating the master key").
 #[derive(clap::Args, Clone, Debug)]
 pub struct MasterKeyArgs {
-    /// Base64 32-byte key sealing inline credentials (generate: `switchyard keygen`).
+    /// Base64 32-byte key sealing inline credentials and signing the config snapshot (generate: `switchyard keygen`).
     #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
     /// File holding the master key.
     #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// The master key being rotated out: still opens credentials sealed,
+    /// snapshots signed and caller keys hashed under it.
+    #[arg(long, env = "SWITCHYARD_PREVIOUS_MASTER_KEY", hide_env_values = true)]
+    pub previous_master_key: Option<String>,
+    /// File holding the previous master key.
+    #[arg(long, env = "SWITCHYARD_PREVIOUS_MASTER_KEY_FILE")]
+    pub previous_master_key_file: Option<PathBuf>,
 }
 
 impl MasterKeyArgs {
-    pub fn load(&self) -> Result<Option<MasterKey>, String> {
-        load_master_key(self.master_key.as_deref(), self.master_key_file.as_ref())
+    pub fn load(&self) -> Result<Option<MasterKeys>, String> {
+        let current = load_master_key(self.master_key.as_deref(), self.master_key_file.as_ref())?;
+        let previous = load_key(
+            "the previous master key",
+            "SWITCHYARD_PREVIOUS_MASTER_KEY or --previous-master-key-file",
+            self.previous_master_key.as_deref(),
+            self.previous_master_key_file.as_ref(),
+        )?;
+        match (current, previous) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(
+                "--previous-master-key needs --master-key (SWITCHYARD_MASTER_KEY): the previous key only opens, it never signs"
+                    .into(),
+            ),
+            (Some(c), Some(p)) if c.id() == p.id() => Err(format!(
+                "the previous master key is the current one (id {}); give the new key as --master-key",
+                c.id()
+            )),
+            (Some(c), p) => Ok(Some(MasterKeys::new(c, p))),
+        }
     }
 }
 
@@ -102,23 +131,59 @@ pub fn load_master_key(
     inline: Option<&str>,
     file: Option<&PathBuf>,
 ) -> Result<Option<MasterKey>, String> {
+    load_key(
+        "the master key",
+        "SWITCHYARD_MASTER_KEY or --master-key-file",
+        inline,
+        file,
+    )
+}
+
+fn load_key(
+    what: &str,
+    flags: &str,
+    inline: Option<&str>,
+    file: Option<&PathBuf>,
+) -> Result<Option<MasterKey>, String> {
     let text = match (inline.filter(|s| !s.is_empty()), file) {
         (Some(_), Some(_)) => {
-            return Err(
-                "give the master key once: SWITCHYARD_MASTER_KEY or --master-key-file, not both"
-                    .into(),
-            );
+            return Err(format!("give {what} once: {flags}, not both"));
         }
         (Some(k), None) => k.to_owned(),
         // Config parsing, once at start-up.
         #[allow(clippy::disallowed_methods)]
         (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read master key file {}: {e}", path.display()))?,
+            .map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?,
         (None, None) => return Ok(None),
     };
     MasterKey::from_base64(&text)
         .map(Some)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Which credential references may be resolved (workers) or stored
+/// (control plane, `switchyard validate`): workers and control plane must
+/// be given the same values; the worker's check is the authority.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CredentialArgs {
+    /// `env:NAME` credential references must name a variable starting with
+    /// this (SWITCHYARD_*, REDIS_* and DATABASE_* are refused whatever it is).
+    #[arg(
+        long,
+        env = "SWITCHYARD_CREDENTIAL_ENV_PREFIX",
+        default_value = crate::credential_ref::DEFAULT_ENV_PREFIX
+    )]
+    pub credential_env_prefix: String,
+    /// The mounted secrets folder `file:` credential references must be
+    /// inside (after resolving symlinks); without it, `file:` references are refused.
+    #[arg(long, env = "SWITCHYARD_CREDENTIAL_DIR")]
+    pub credential_dir: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    pub fn rules(&self) -> Result<ReferenceRules, String> {
+        ReferenceRules::new(&self.credential_env_prefix, self.credential_dir.clone())
+    }
 }
 
 /// TLS on the gRPC port (and, with `--metrics-tls`, on the metrics port).

@@ -5,6 +5,8 @@
 //!   OpenTelemetry OTLP exporter, flushed last on shutdown.
 //! - [`shutdown`]: the one shutdown signal (SIGTERM or Ctrl-C).
 //! - [`seal`]: the master key and AEAD sealing of inline credentials.
+//! - [`credential_ref`]: which credential references may be resolved (env prefix, secrets folder).
+//! - [`signed_snapshot`]: the config snapshot in Redis, signed under the master key.
 //! - [`args`]: flags both servers share (telemetry, Redis, master key).
 //! - [`auth`]: bearer-token filter (admin, reader) in front of every gRPC service.
 //! - [`change`]: the JSON change message on the changes channel.
@@ -20,11 +22,13 @@ pub mod args;
 pub mod auth;
 pub mod caller_key;
 pub mod change;
+pub mod credential_ref;
 pub mod grpc;
 pub mod keys;
 pub mod metrics;
 pub mod redis_client;
 pub mod seal;
 pub mod shutdown;
+pub mod signed_snapshot;
 pub mod telemetry;
 pub mod tls;

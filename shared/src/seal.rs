@@ -56,6 +56,16 @@ impl MasterKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// The key's id: 8 hex characters derived from it (not from anything
+    /// secret-revealing), so logs, `switchyard keygen` and signed
+    /// snapshots can say which key is meant without showing it.
+    pub fn id(&self) -> String {
+        self.derive(b"switchyard key id v1")[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// A fresh random key, base64-encoded (for `switchyard dev` and key generation).
     pub fn generate_base64() -> String {
         STANDARD.encode(XChaCha20Poly1305::generate_key(&mut OsRng))
@@ -98,6 +108,43 @@ impl MasterKey {
             .map_err(|_| SealError::Open)?;
         let s = String::from_utf8(pt).map_err(|_| SealError::Open)?;
         Ok(SecretString::from(s))
+    }
+}
+
+/// The keys a server holds: the current one (seals, signs, hashes new
+/// caller keys) and, during a rotation, the previous one (still opens,
+/// verifies and matches what was made under it).
+#[derive(Clone, Debug)]
+pub struct MasterKeys {
+    pub current: MasterKey,
+    pub previous: Option<MasterKey>,
+}
+
+impl MasterKeys {
+    pub fn new(current: MasterKey, previous: Option<MasterKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The current key, then the previous one.
+    pub fn all(&self) -> impl Iterator<Item = &MasterKey> {
+        std::iter::once(&self.current).chain(self.previous.as_ref())
+    }
+
+    /// The key whose id is `id`.
+    pub fn by_id(&self, id: &str) -> Option<&MasterKey> {
+        self.all().find(|k| k.id() == id)
+    }
+
+    /// Opens a sealed credential with whichever key sealed it.
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<SecretString, SealError> {
+        let mut last = SealError::Open;
+        for k in self.all() {
+            match k.open(context, sealed) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 }
 
@@ -153,6 +200,25 @@ mod tests {
             Err(SealError::KeyLength(5))
         ));
         assert_eq!(format!("{:?}", key()), "MasterKey(*****)");
+    }
+
+    #[test]
+    fn a_ring_opens_what_either_key_sealed_and_ids_tell_keys_apart() {
+        let (old, new) = (key(), key());
+        assert_eq!(old.id().len(), 8);
+        assert_ne!(old.id(), new.id());
+        assert_eq!(old.id(), old.clone().id());
+        let secret = SecretString::from("sk-test-0123456789abcd");
+        let sealed_old = old.seal(b"p", &secret).expect("seal");
+        let ring = MasterKeys::new(new.clone(), Some(old.clone()));
+        assert_eq!(
+            ring.open(b"p", &sealed_old).expect("open").expose_secret(),
+            "sk-test-0123456789abcd"
+        );
+        assert_eq!(ring.by_id(&old.id()).map(MasterKey::id), Some(old.id()));
+        let alone = MasterKeys::new(new, None);
+        assert!(alone.open(b"p", &sealed_old).is_err());
+        assert!(alone.by_id(&old.id()).is_none());
     }
 
     #[test]

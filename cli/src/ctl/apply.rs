@@ -37,7 +37,7 @@ pub struct ApplyArgs {
 
 pub async fn run(conn: &ConnArgs, args: ApplyArgs) -> anyhow::Result<()> {
     let text = read_file(&args.file)?;
-    let doc = document::parse(&text).map_err(|problems| {
+    let doc = document::parse(&text, None).map_err(|problems| {
         for p in &problems {
             eprintln!("{}: {p}", args.file.display());
         }

@@ -11,7 +11,7 @@ use super::output::{self, KindArg, StatusArg, StrategyArg, on};
 
 const CREATE_EXAMPLES: &str = "\
 Examples:
-  switchyard create provider openai --kind openai --base-url https://api.openai.com/v1 --credential env:OPENAI_API_KEY
+  switchyard create provider openai --kind openai --base-url https://api.openai.com/v1 --credential env:SWITCHYARD_CRED_OPENAI
   switchyard create pool coding --strategy weighted --description 'code completion'
   switchyard create member --pool coding --provider openai --model gpt-4o-mini --weight 3
   switchyard create route chat --tier pool:coding --tier direct:openai/gpt-4o --backup-tier pool:cheap
@@ -29,7 +29,7 @@ pub enum CreateCmd {
         /// http(s)://host[:port][/path]; not needed for mock.
         #[arg(long, default_value = "")]
         base_url: String,
-        /// Where the data plane finds the key: env:NAME or file:/path.
+        /// Where the data plane finds the key: env:NAME (NAME under SWITCHYARD_CRED_, or the workers' --credential-env-prefix) or file:/path (inside their --credential-dir).
         #[arg(long, conflicts_with = "credential_stdin")]
         credential: Option<String>,
         /// Read an inline key from stdin (stored sealed; never on the command line).

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use switchyard_shared::args::CredentialArgs;
 
 use super::read_file;
 use crate::document;
@@ -15,11 +16,16 @@ pub struct ValidateArgs {
     /// The config file (`-` for stdin).
     #[arg(short = 'f', long = "filename", id = "filename")]
     pub file: PathBuf,
+    /// The credential allow-list the workers and control plane use (same
+    /// flags and environment): references outside it are problems.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 pub fn run(args: &ValidateArgs) -> anyhow::Result<()> {
     let text = read_file(&args.file)?;
-    match document::parse(&text) {
+    let rules = args.credentials.rules().map_err(anyhow::Error::msg)?;
+    match document::parse(&text, Some(&rules)) {
         Ok(doc) => {
             let members: usize = doc.pools.iter().map(|p| p.members.len()).sum();
             println!(

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 use switchyard_control_plane::store::offline::{At, check_document};
+use switchyard_shared::credential_ref::ReferenceRules;
 
 use super::{Document, VERSION};
 
@@ -62,8 +63,10 @@ impl Lines {
     }
 }
 
-/// The file as a document, or everything wrong with it.
-pub fn parse(text: &str) -> Result<Document, Vec<Problem>> {
+/// The file as a document, or everything wrong with it. Credential
+/// references are checked against `rules` when given (`validate`); `apply`
+/// leaves them to the server, whose flags may differ from this shell's.
+pub fn parse(text: &str, rules: Option<&ReferenceRules>) -> Result<Document, Vec<Problem>> {
     let doc: Document = serde_saphyr::from_str(text).map_err(|e| {
         vec![Problem {
             line: e.location().map(|l| l.line()),
@@ -97,7 +100,7 @@ pub fn parse(text: &str) -> Result<Document, Vec<Problem>> {
             });
         }
     }
-    for (at, message) in check_document(&doc.to_proto()) {
+    for (at, message) in check_document(&doc.to_proto(), rules) {
         problems.push(Problem {
             line: lines.of(at),
             message,

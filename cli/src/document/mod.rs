@@ -54,8 +54,9 @@ pub struct Provider {
     /// http(s)://host[:port][/path]; required unless kind is mock.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub base_url: String,
-    /// Where the data plane finds the key: `env:NAME` or `file:/path`.
-    /// Never the key itself. Left out: keep what the server has (an inline
+    /// Where the data plane finds the key: `env:NAME` (NAME under the
+    /// workers' --credential-env-prefix, SWITCHYARD_CRED_ by default) or
+    /// `file:/path` (inside their --credential-dir). Never the key itself. Left out: keep what the server has (an inline
     /// secret set with UpdateProvider stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(env:|file:).+"))]
@@ -300,6 +301,14 @@ pub fn schema() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As `switchyard validate` parses: the default allow-list.
+    fn parse(text: &str) -> Result<Document, Vec<lines::Problem>> {
+        super::parse(
+            text,
+            Some(&switchyard_shared::credential_ref::ReferenceRules::default()),
+        )
+    }
 
     const FULL: &str = include_str!("../../../docs/examples/switchyard.yaml");
 

@@ -29,6 +29,7 @@ use sea_orm::{
     EntityTrait, QueryFilter, Set, TransactionTrait,
 };
 use switchyard_shared::change::{Action, ChangeMessage, Resource};
+use switchyard_shared::credential_ref::ReferenceRules;
 use switchyard_shared::seal::MasterKey;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -46,14 +47,21 @@ tokio::task_local! {
 pub struct Store {
     db: DatabaseConnection,
     master_key: Option<MasterKey>,
+    /// Which credential references a provider may store.
+    credential_rules: ReferenceRules,
     committed: Arc<Notify>,
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection, master_key: Option<MasterKey>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        master_key: Option<MasterKey>,
+        credential_rules: ReferenceRules,
+    ) -> Self {
         Self {
             db,
             master_key,
+            credential_rules,
             committed: Arc::new(Notify::new()),
         }
     }
@@ -145,7 +153,7 @@ impl Store {
         self.master_key.as_ref().ok_or_else(|| {
             ApiError::FailedPrecondition(
                 "inline credentials need a master key: start the control plane with SWITCHYARD_MASTER_KEY \
-                 or --master-key-file, or give a reference such as env:OPENAI_API_KEY"
+                 or --master-key-file, or give a reference such as env:SWITCHYARD_CRED_OPENAI"
                     .into(),
             )
         })

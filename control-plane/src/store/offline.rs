@@ -6,6 +6,8 @@
 use std::collections::HashSet;
 
 use super::{document::member_key, members, pb, pools, providers, routes};
+use switchyard_shared::credential_ref::ReferenceRules;
+
 use crate::validate::clip;
 
 /// Where in the document a problem is (indexes into its lists; members
@@ -19,11 +21,15 @@ pub enum At {
 }
 
 /// Every problem found, in document order.
-pub fn check_document(doc: &pb::ConfigDocument) -> Vec<(At, String)> {
+/// Credential references are checked against `rules` when given.
+pub fn check_document(
+    doc: &pb::ConfigDocument,
+    rules: Option<&ReferenceRules>,
+) -> Vec<(At, String)> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for (i, p) in doc.providers.iter().enumerate() {
-        if let Err(e) = providers::check_alone(p) {
+        if let Err(e) = providers::check_alone(p, rules) {
             out.push((At::Provider(i), e.to_string()));
         }
         if let Some(pb::credential_input::Source::Inline(_)) =
@@ -31,7 +37,7 @@ pub fn check_document(doc: &pb::ConfigDocument) -> Vec<(At, String)> {
         {
             out.push((
                 At::Provider(i),
-                "credential: a config file takes references only (env:NAME or file:/path)".into(),
+                "credential: a config file takes references only (env:SWITCHYARD_CRED_NAME or file:/path)".into(),
             ));
         }
         if !names.insert(p.name.as_str()) {

@@ -8,6 +8,7 @@ use sea_orm::{
 };
 use secrecy::SecretString;
 use switchyard_shared::change::{Action, Resource};
+use switchyard_shared::credential_ref::ReferenceRules;
 use switchyard_shared::seal::fingerprint;
 use uuid::Uuid;
 
@@ -125,7 +126,9 @@ fn check_fields(f: &Fields) -> ApiResult<()> {
 }
 
 /// The checks a create makes that need no database (offline validation).
-pub(super) fn check_alone(p: &pb::Provider) -> ApiResult<()> {
+/// References are checked against `rules` when given (`switchyard
+/// validate`); without, the server that receives the document checks them.
+pub(super) fn check_alone(p: &pb::Provider, rules: Option<&ReferenceRules>) -> ApiResult<()> {
     use pb::credential_input::Source;
     let kind = kind_to_str(proto_enum("provider.kind", p.kind, KIND_NAMES)?)?;
     check_fields(&Fields {
@@ -136,9 +139,12 @@ pub(super) fn check_alone(p: &pb::Provider) -> ApiResult<()> {
         timeouts: timeouts(p.timeouts.as_ref())?,
     })?;
     match p.credential.as_ref().and_then(|c| c.source.as_ref()) {
-        Some(Source::Reference(r)) => {
-            validate::credential_reference("provider.credential.reference", r)
-        }
+        Some(Source::Reference(r)) => match rules {
+            Some(rules) => {
+                validate::credential_reference("provider.credential.reference", r, rules)
+            }
+            None => Ok(()),
+        },
         Some(Source::Inline(s)) => validate::inline_secret("provider.credential.inline", s),
         None => Ok(()),
     }
@@ -208,7 +214,11 @@ impl Store {
                 })
             }
             Some(Source::Reference(r)) => {
-                validate::credential_reference("provider.credential.reference", r)?;
+                validate::credential_reference(
+                    "provider.credential.reference",
+                    r,
+                    &self.credential_rules,
+                )?;
                 Ok(StoredCredential {
                     source: "reference",
                     sealed: None,

@@ -80,6 +80,8 @@ impl<'a> Launch<'a> {
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_SHUTDOWN_GRACE_SECS", "5")
+            // The workers' mounted secrets folder: file: references must be inside it.
+            .env("SWITCHYARD_CREDENTIAL_DIR", "/run/secrets")
             .env("RUST_LOG", "info");
         if self.master_key {
             cmd.env("SWITCHYARD_MASTER_KEY", MASTER_KEY);
@@ -188,7 +190,10 @@ pub async fn redis_get(key: &str) -> Option<Vec<u8>> {
 pub async fn stored_snapshot(prefix: &RedisPrefix) -> Option<pb::Snapshot> {
     let bytes =
         redis_get(&switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).snapshot()).await?;
-    Some(pb::Snapshot::decode(bytes.as_slice()).expect("snapshot decodes"))
+    // Signed under the master key (or not, without one): the payload either way.
+    let payload = switchyard_shared::signed_snapshot::verify(None, &prefix.0, &bytes)
+        .expect("without keys nothing is refused");
+    Some(pb::Snapshot::decode(payload).expect("snapshot decodes"))
 }
 
 /// Polls (bounded) until the stored snapshot reaches `revision`.

@@ -65,13 +65,26 @@ impl Collector for StateCollector {
         gauge(
             &mut encoder,
             n::CONFIG_LIVE,
-            "1 while the worker's config follows the store, 0 while stale or not loaded",
+            "1 while the worker's config follows the store in full, 0 while stale, not loaded, or refused in whole or part",
             if *live.sync.borrow() == SyncState::Live {
                 1.0
             } else {
                 0.0
             },
         )?;
+        let refused: Family<n::Reason, Gauge> = Family::default();
+        for r in catalog.refused().values() {
+            refused
+                .get_or_create(&n::Reason { reason: r.label() })
+                .inc();
+        }
+        let e = encoder.encode_descriptor(
+            n::CONFIG_REFUSED_PROVIDERS,
+            "Providers of the served config this worker refuses (their members are not served), by reason",
+            None,
+            refused.metric_type(),
+        )?;
+        refused.encode(e)?;
         gauge(
             &mut encoder,
             n::FLEET_UP,
@@ -90,9 +103,9 @@ impl Collector for StateCollector {
             live.fleet.pending_charges() as f64,
         )?;
         let dropped = live.fleet.dropped_charges();
-        let drops: Family<n::ChargeDrop, Counter> = Family::default();
+        let drops: Family<n::Reason, Counter> = Family::default();
         for (reason, v) in [("full", dropped.full), ("expired", dropped.expired)] {
-            drops.get_or_create(&n::ChargeDrop { reason }).inc_by(v);
+            drops.get_or_create(&n::Reason { reason }).inc_by(v);
         }
         let e = encoder.encode_descriptor(
             n::FLEET_CHARGES_DROPPED,

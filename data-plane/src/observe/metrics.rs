@@ -35,6 +35,8 @@ pub struct Metrics {
     caller_tokens: Family<n::CallerTokens, Counter>,
     /// Refused authentications (the access filter counts them).
     pub auth_failures: Counter,
+    /// Stored snapshots refused (config sync counts them).
+    pub config_rejected: Family<n::Reason, Counter>,
     pub(super) attempts: Family<n::Attempt, Counter>,
     failovers: Family<n::Pool, Counter>,
     benches: Family<n::Member, Counter>,
@@ -72,6 +74,7 @@ impl Metrics {
             caller_requests: Family::default(),
             caller_tokens: Family::default(),
             auth_failures: Counter::default(),
+            config_rejected: Family::default(),
             attempts: Family::default(),
             failovers: Family::default(),
             benches: Family::default(),
@@ -152,6 +155,11 @@ impl Metrics {
             n::AUTH_FAILURES,
             "Inference calls refused for a missing, malformed, unknown or revoked key",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            n::CONFIG_REJECTED,
+            "Stored config snapshots this worker refused (it kept its last good config), by reason",
+            m.config_rejected.clone(),
         );
         registry.register(
             n::INFLIGHT,

@@ -260,8 +260,23 @@ impl Inference for InferenceService {
                         },
                         requests_this_minute: requests,
                         tokens_this_minute: tokens,
+                        refused: String::new(),
                     }
                 })
+                .chain(
+                    catalog
+                        .refused_members(&pool.name)
+                        .iter()
+                        .map(|r| pb::MemberHealth {
+                            member_id: r.member_id.clone(),
+                            provider: r.provider.clone(),
+                            upstream_model: r.upstream_model.clone(),
+                            status: r.status.into(),
+                            available: false,
+                            refused: r.reason.to_string(),
+                            ..Default::default()
+                        }),
+                )
                 .collect()
         };
         let mut models = Vec::new();

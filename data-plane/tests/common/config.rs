@@ -11,6 +11,7 @@ use switchyard_shared::change::{Action, ChangeMessage, Resource};
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::{Redis, RedisConfig, Timeouts};
 use switchyard_shared::seal::MasterKey;
+use switchyard_shared::signed_snapshot;
 use switchyard_testkit::harness::RedisPrefix;
 
 pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -233,43 +234,60 @@ impl Config {
         notify: bool,
     ) {
         self.snap.revision = revision;
-        let keys = RedisKeys::new(prefix.0.clone());
-        let client = Redis::open(redis).expect("redis config");
-        let mut c = client
-            .connect(Timeouts {
-                connect: Duration::from_secs(2),
-                response: Duration::from_secs(2),
-            })
-            .await
-            .expect("Redis must be running for the tests");
-        let _: () = redis::cmd("SET")
-            .arg(keys.snapshot())
-            .arg(self.snap.encode_to_vec())
+        let stored = signed_snapshot::sign(
+            &MasterKey::from_base64(MASTER_KEY).expect("key"),
+            &prefix.0,
+            &self.snap.encode_to_vec(),
+        );
+        store_snapshot(redis, prefix, revision, stored, notify).await;
+    }
+}
+
+/// Stores `stored` (signed or not: tests forge some) as the snapshot at
+/// `revision` and (when `notify`) publishes the change.
+pub async fn store_snapshot(
+    redis: &RedisConfig,
+    prefix: &RedisPrefix,
+    revision: u64,
+    stored: Vec<u8>,
+    notify: bool,
+) {
+    let keys = RedisKeys::new(prefix.0.clone());
+    let client = Redis::open(redis).expect("redis config");
+    let mut c = client
+        .connect(Timeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(2),
+        })
+        .await
+        .expect("Redis must be running for the tests");
+    let _: () = redis::cmd("SET")
+        .arg(keys.snapshot())
+        .arg(stored)
+        .query_async(&mut c)
+        .await
+        .expect("SET");
+    let _: () = redis::cmd("SET")
+        .arg(keys.snapshot_revision())
+        .arg(revision)
+        .query_async(&mut c)
+        .await
+        .expect("SET");
+    if notify {
+        let msg = ChangeMessage {
+            revision,
+            resource: Resource::Pool,
+            action: Action::Updated,
+            id: String::new(),
+            name: String::new(),
+            commit_time_ms: 0,
+            actor: String::new(),
+        };
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(keys.changes_channel())
+            .arg(serde_json::to_string(&msg).expect("json"))
             .query_async(&mut c)
             .await
-            .expect("SET");
-        let _: () = redis::cmd("SET")
-            .arg(keys.snapshot_revision())
-            .arg(revision)
-            .query_async(&mut c)
-            .await
-            .expect("SET");
-        if notify {
-            let msg = ChangeMessage {
-                revision,
-                resource: Resource::Pool,
-                action: Action::Updated,
-                id: String::new(),
-                name: String::new(),
-                commit_time_ms: 0,
-                actor: String::new(),
-            };
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(keys.changes_channel())
-                .arg(serde_json::to_string(&msg).expect("json"))
-                .query_async(&mut c)
-                .await
-                .expect("PUBLISH");
-        }
+            .expect("PUBLISH");
     }
 }

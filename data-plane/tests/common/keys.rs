@@ -89,3 +89,40 @@ pub async fn two_pools(cp: &mut Cp, base_url: &str) -> u64 {
     .into_inner()
     .revision
 }
+
+/// The control plane's latest revision.
+pub async fn cp_revision(cp: &mut Cp) -> u64 {
+    cp.get_snapshot(pb::GetSnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner()
+        .revision
+}
+
+/// Waits (bounded) until the worker behind `dp` (as whichever caller it
+/// is) serves `revision`.
+pub async fn until_revision(dp: &mut Dp, revision: u64) {
+    for _ in 0..100 {
+        if dp
+            .list_models(pb::ListModelsRequest {})
+            .await
+            .is_ok_and(|r| r.get_ref().revision >= revision)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the worker never reached revision {revision}");
+}
+
+/// The `authorization` header of the last call the fake upstream got for `model`.
+pub fn upstream_authorization(
+    up: &switchyard_testkit::FakeUpstream,
+    model: &str,
+) -> Option<String> {
+    up.last_headers(model).and_then(|h| {
+        h.get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })
+}

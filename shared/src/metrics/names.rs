@@ -60,6 +60,13 @@ pub const CONFIG_REVISION: &str = "switchyard_config_revision";
 pub const CONFIG_AGE: &str = "switchyard_config_age_seconds";
 /// 1 while the worker's config follows the store, 0 while it is stale or not loaded.
 pub const CONFIG_LIVE: &str = "switchyard_config_live";
+/// Stored config snapshots this worker refused (a signature that does not
+/// verify, an unsigned or undecodable snapshot), by reason; it kept its last good config.
+pub const CONFIG_REJECTED: &str = "switchyard_config_rejected";
+/// Providers of the served config this worker refuses (a credential
+/// reference outside the allow-list, one that resolves to nothing, an
+/// inline credential it cannot open, an unknown kind), by reason.
+pub const CONFIG_REFUSED_PROVIDERS: &str = "switchyard_config_refused_providers";
 /// 1 while the fleet's shared state (Redis) is reachable, 0 while degraded.
 pub const FLEET_UP: &str = "switchyard_fleet_state_up";
 /// Keys (a member's or caller's minute, a caller's budget) with token
@@ -193,6 +200,8 @@ pub struct Outcome {
     pub result: &'static str,
 }
 
+/// Why something was refused, closed or dropped (a config, a provider, a
+/// connection, a charge).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: &'static str,
@@ -202,12 +211,6 @@ pub struct Reason {
 pub struct Write {
     pub resource: &'static str,
     pub result: &'static str,
-}
-
-/// Why token charges were dropped: `full` or `expired`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ChargeDrop {
-    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
