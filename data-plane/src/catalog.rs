@@ -350,9 +350,11 @@ impl Catalog {
             }
             if p.active.is_empty() {
                 let why = match self.refused_members(model).first() {
+                    // Callers see the rule's label; the worker's log has the detail.
                     Some(r) => format!(
-                        " (provider '{}' is not served by this worker: {})",
-                        r.provider, r.reason
+                        " (provider '{}' is not served by this worker: {}; its log says why)",
+                        r.provider,
+                        r.reason.label()
                     ),
                     None => String::new(),
                 };
@@ -369,7 +371,8 @@ impl Catalog {
             && let Some(reason) = self.refused.get(prov)
         {
             return Err(DpError::FailedPrecondition(format!(
-                "provider '{prov}' is not served by this worker: {reason}"
+                "provider '{prov}' is not served by this worker: {}; its log says why",
+                reason.label()
             )));
         }
         if let Some(p) = self.direct(model) {

@@ -273,7 +273,7 @@ impl Inference for InferenceService {
                             upstream_model: r.upstream_model.clone(),
                             status: r.status.into(),
                             available: false,
-                            refused: r.reason.to_string(),
+                            refused: r.reason.label().to_owned(),
                             ..Default::default()
                         }),
                 )

@@ -112,6 +112,12 @@ static CONTEXT_TOO_LONG: Sentences = Sentences(
         // OpenAI-compatible servers (vLLM and others copy OpenAI's sentence).
         r"^This model's maximum context length is \d+ tokens\. However, you requested \d+ tokens \(\d+ in the messages,( \d+ in the functions,)? \d+ in the completion\)\. Please reduce the length of the messages(, functions)? or completion\.$",
         r"^This model's maximum context length is \d+ tokens\. However, your messages resulted in \d+ tokens( \(including \d+ in the functions\))?\. Please reduce the length of the messages( or functions)?\.$",
+        // vLLM (newer wording).
+        r"^This model's maximum context length is \d+ tokens\. However, your request has \d+ input tokens\. Please reduce the length of the input messages\.$",
+        // Anthropic, when the prompt and max_tokens together do not fit.
+        r"^input length and `max_tokens` exceed context limit: \d+ \+ \d+ > \d+, decrease input length or `max_tokens` and try again$",
+        // Mistral.
+        r"^Prompt contains \d+ tokens( and \d+ draft tokens)?, too large for model with \d+ maximum context length$",
     ],
 );
 
