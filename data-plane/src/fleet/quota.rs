@@ -47,6 +47,9 @@ impl Fleet {
     /// trip; counted locally while the backend is unreachable.
     pub async fn reserve(&self, member: &str, limits: Limits, tokens: u64) -> Reservation {
         let minute = minute();
+        // A reservation that timed out may have been counted by the script:
+        // it is not charged again when the backend is back.
+        let mut maybe_counted = false;
         if self.core.link.usable() {
             let asked = tokio::time::timeout(
                 REQUEST_PATH_TIMEOUT,
@@ -67,7 +70,10 @@ impl Fleet {
                     return r;
                 }
                 Ok(Err(e)) => self.core.link.failed(&e.0),
-                Err(_) => self.core.link.failed("quota reservation timed out"),
+                Err(_) => {
+                    maybe_counted = true;
+                    self.core.link.failed("quota reservation timed out");
+                }
             }
         }
         // Unreachable backend: this worker enforces its share of the limit, so
@@ -88,6 +94,9 @@ impl Fleet {
         }
         let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
         self.count_locally(member, minute, 1, tokens);
+        if maybe_counted {
+            return Reservation::Granted;
+        }
         // The fleet's count gets it too, once the backend is back.
         self.keep_charge(
             ChargeKey::Window {
