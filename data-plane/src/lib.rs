@@ -17,6 +17,8 @@
 //!   keeping the record of what was tried (`tried`).
 //! - [`respond`] and [`stream`]: the unary answer, and the stream pump that
 //!   never ends OK without the upstream's finish.
+//! - [`settle`]: what a served request is charged once its usage is known
+//!   (its upper bound when the upstream reported none).
 //!
 //! Beside it:
 //! - [`model`]: the types every stage shares (a leaf: no imports from the rest).
@@ -46,6 +48,7 @@ pub mod plan;
 pub mod respond;
 pub mod server;
 pub mod service;
+pub mod settle;
 pub mod stream;
 pub mod sync;
 mod tried;

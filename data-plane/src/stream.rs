@@ -24,7 +24,7 @@ use crate::model::{Candidate, Pool};
 use crate::observe::Watch;
 use crate::observe::metrics::{Inflight, Metrics};
 use crate::respond::{EventStream, chunk_event};
-use crate::service::Reserved;
+use crate::settle::Reserved;
 use crate::upstream::{Chunk, ChunkStream, ErrorClass, Usage};
 
 type Tx = mpsc::Sender<Result<pb::GenerateStreamEvent, Status>>;

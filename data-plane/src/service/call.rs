@@ -16,13 +16,11 @@ use crate::access::{self, Admission};
 use crate::callers::Grant;
 use crate::error::DpError;
 use crate::failover::{Failed, Served};
-use crate::fleet::Fleet;
 use crate::intake;
-use crate::model::{Candidate, Pool};
-use crate::observe::metrics::Metrics;
 use crate::observe::trace::Incoming;
 use crate::observe::{Operation, Watch};
 use crate::respond::failed;
+use crate::settle::Reserved;
 use crate::upstream::{ChatRequest, EmbedRequest, Usage};
 
 /// `x-switchyard-caller`: who the answer was for (a name, never a key).
@@ -303,44 +301,6 @@ impl<Q> Call<Q> {
                 }
                 Err(status)
             }
-        }
-    }
-}
-
-/// What a served request reserved on the member that served it, and the
-/// most it can have used there.
-pub(crate) struct Reserved<'a> {
-    pub pool: &'a Pool,
-    pub member: &'a Candidate,
-    /// Tokens taken ahead from the member's tpm window.
-    pub tokens: u64,
-    /// The request's upper bound on that member (`token_bound`).
-    pub bound: u64,
-}
-
-impl Reserved<'_> {
-    /// Settles the caller's budgets and the member's tpm window on the
-    /// tokens used: what the upstream reported, or, when it reported
-    /// nothing, the upper bound (counted in `switchyard_usage_missing`), so
-    /// an answer without usage never costs less than it may have. Dropped
-    /// unsettled (an error before this, the caller leaving), an admission
-    /// gives its estimate back.
-    pub(crate) fn settle(
-        self,
-        fleet: &Fleet,
-        metrics: &Metrics,
-        admission: Option<Admission>,
-        used: Option<u64>,
-    ) {
-        let used = used.unwrap_or_else(|| {
-            metrics.usage_missing(&self.pool.name, &self.member.member_id);
-            self.bound
-        });
-        if let Some(a) = admission {
-            a.settle(used);
-        }
-        if self.member.limits.any() {
-            fleet.settle(&self.member.member_id, used, self.tokens);
         }
     }
 }

@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 
 mod call;
 
-pub(crate) use call::Reserved;
 use call::{Call, caller_header};
 
 use crate::callers::Grant;
