@@ -15,6 +15,10 @@ pub(crate) struct Reserved<'a> {
     pub tokens: u64,
     /// The request's upper bound on that member (`token_bound`).
     pub bound: u64,
+    /// What it was seen to use at least (a stream: the prompt estimate plus
+    /// what it streamed, at ~4 characters a token); charged when more than
+    /// the bound (an upstream that ignored the cap, or no cap was set).
+    pub seen: u64,
 }
 
 impl Reserved<'_> {
@@ -33,7 +37,7 @@ impl Reserved<'_> {
     ) {
         let used = used.unwrap_or_else(|| {
             metrics.usage_missing(&self.pool.name, &self.member.member_id);
-            self.bound
+            self.bound.max(self.seen)
         });
         if let Some(a) = admission {
             a.settle(used);

@@ -4,7 +4,7 @@
 //! error — never a replay elsewhere (the first chunk committed it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -42,6 +42,11 @@ pub struct Pump {
     pub reserved_tokens: u64,
     /// What the stream is charged if it ends without reporting usage.
     pub bound: u64,
+    /// The prompt's token estimate: with what was streamed, the least the
+    /// stream used.
+    pub prompt: u64,
+    /// Characters of content, reasoning and tool arguments forwarded.
+    pub streamed: AtomicU64,
     /// The caller's own reservation, settled on the same usage.
     pub admission: Option<crate::access::Admission>,
     pub request_id: String,
@@ -90,6 +95,9 @@ impl Pump {
                     member: &self.member,
                     tokens: self.reserved_tokens,
                     bound: self.bound,
+                    seen: self
+                        .prompt
+                        .saturating_add(self.streamed.load(Ordering::Relaxed).div_ceil(4)),
                 }
                 .settle(
                     &self.fleet,
@@ -199,9 +207,18 @@ impl Pump {
         F: Fn(pb::GenerateStreamEvent) -> Fut,
         Fut: std::future::Future<Output = Result<(), Cut>>,
     {
-        if let Chunk::Usage(u) = &chunk {
-            *usage = Some(*u);
-        }
+        let chars = match &chunk {
+            Chunk::Usage(u) => {
+                *usage = Some(*u);
+                0
+            }
+            Chunk::Text(t) => t.len(),
+            Chunk::Reasoning { text, .. } => text.len(),
+            Chunk::ToolCall { arguments, .. } => arguments.len(),
+            Chunk::Meta(_) | Chunk::Finish(_) => 0,
+        };
+        self.streamed
+            .fetch_add(u64::try_from(chars).unwrap_or(u64::MAX), Ordering::Relaxed);
         let finished = matches!(chunk, Chunk::Finish(_));
         if let Some(ev) = chunk_event(chunk) {
             send(ev).await?;

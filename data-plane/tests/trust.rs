@@ -335,3 +335,37 @@ async fn hops_with_no_fault_spend_no_retry_budget() {
     assert_eq!(up.calls("claude"), 0, "nothing was sent to it");
     assert!(up.calls("ghost") > 0);
 }
+
+/// No cap on either side and no usage: a stream that streamed more than the
+/// default bound is charged what it streamed, not the bound.
+#[tokio::test]
+async fn a_long_stream_without_usage_is_charged_at_least_what_it_streamed() {
+    let up = FakeUpstream::start(FakeConfig {
+        chunks: 6000,
+        ..FakeConfig::default()
+    })
+    .await;
+    let (_prefix, w) = one_worker(&up, &[("up", "long", 0)], |config| {
+        config.member_limits("p", "long", None, Some(10_000_000));
+    })
+    .await;
+    up.set_fault("long", Fault::NoUsage);
+    let s = client(&w)
+        .await
+        .generate_stream(ask("p", "hi"))
+        .await
+        .expect("stream")
+        .into_inner();
+    let (events, _) = drain_ok(s).await;
+    let streamed = u64::try_from(text_of(&events).len()).expect("len");
+    let expected = streamed.div_ceil(4);
+    assert!(
+        expected > 4096,
+        "the answer is longer than the default bound"
+    );
+    let charged = tokens_this_minute(&w, "long", expected).await;
+    assert!(
+        (expected..expected + 10).contains(&charged),
+        "streamed ~{expected} tokens, charged {charged}"
+    );
+}

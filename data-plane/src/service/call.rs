@@ -245,6 +245,7 @@ impl InferenceService {
             member: &served.member,
             tokens: served.reserved_tokens,
             bound,
+            seen: 0,
         }
         .settle(
             &self.engine.fleet,

@@ -145,6 +145,7 @@ impl Inference for InferenceService {
         let bound = call
             .req
             .token_bound(served.member.target.default_max_tokens);
+        let prompt = call.req.prompt_estimate();
         let Call {
             id,
             span,
@@ -173,6 +174,8 @@ impl Inference for InferenceService {
             fleet: self.engine.fleet.clone(),
             metrics: self.engine.observer.metrics.clone(),
             bound,
+            prompt,
+            streamed: Default::default(),
             watch: watch.map(|w| (w, served_by.clone(), attempts.clone(), busy)),
             member,
             pool,

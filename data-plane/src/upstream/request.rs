@@ -233,7 +233,7 @@ impl ChatRequest {
     }
 
     /// The prompt's tokens at about four characters a token.
-    fn prompt_estimate(&self) -> u64 {
+    pub fn prompt_estimate(&self) -> u64 {
         let chars: usize = self.messages.iter().map(Message::chars).sum::<usize>()
             + self
                 .tools
