@@ -560,11 +560,11 @@ mod tests {
         assert_eq!(c.refused_members("bad")[0].member_id, "m9");
         let err = c.resolve("bad").expect_err("refused").to_string();
         assert!(
-            err.contains("'leaky' is not served") && err.contains("never sent upstream"),
+            err.contains("'leaky' is not served") && err.contains("server_setting"),
             "{err}"
         );
         let err = c.resolve("future/x").expect_err("refused").to_string();
-        assert!(err.contains("kind 99 is unknown"), "{err}");
+        assert!(err.contains("unknown_provider_kind"), "{err}");
         // The good provider is untouched.
         assert!(c.resolve("strict").is_ok());
     }

@@ -137,7 +137,11 @@ async fn rotation_keeps_inline_credentials_caller_keys_and_the_snapshot_working(
         .await
         .expect_err("sealed with the old key");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("does not open"), "{}", err.message());
+    assert!(
+        err.message().contains("sealed_with_other_key"),
+        "{}",
+        err.message()
+    );
     drop(early);
 
     // Step 3: set inline credentials again and give callers new keys.
