@@ -19,9 +19,10 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, Expos
 
 use super::error::DoorError;
 
-/// The origins a browser may call the door from (`--http-cors-origin`).
+/// The origins a browser may call the door from (`--http-cors-origin`);
+/// shared, so the per-request origin check clones a pointer, not the list.
 #[derive(Clone, Debug, Default)]
-pub struct Origins(Vec<HeaderValue>);
+pub struct Origins(std::sync::Arc<[HeaderValue]>);
 
 impl Origins {
     /// Parses `scheme://host[:port]` origins as browsers send them.
@@ -41,7 +42,7 @@ impl Origins {
                     .map_err(|_| format!("--http-cors-origin '{o}' is not a header value"))?,
             );
         }
-        Ok(Self(out))
+        Ok(Self(out.into()))
     }
 
     fn allows(&self, origin: &HeaderValue) -> bool {
@@ -51,7 +52,7 @@ impl Origins {
     /// CORS for the listed origins (the origin check refuses the rest).
     pub fn cors(&self) -> CorsLayer {
         CorsLayer::new()
-            .allow_origin(AllowOrigin::list(self.0.clone()))
+            .allow_origin(AllowOrigin::list(self.0.to_vec()))
             .allow_methods(AllowMethods::list([Method::GET, Method::POST]))
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(ExposeHeaders::any())

@@ -57,7 +57,7 @@ async fn push_charges(core: &FleetCore) {
 /// to the day and month it was spent in. On an error the rest stays pending.
 pub(super) async fn send_charges(core: &FleetCore) -> Result<(), BackendError> {
     let mut batch = Batch::take(&core.charges);
-    let minute = super::quota::wall_minute().0;
+    let minute = super::quota::minute();
     while let Some((key, sum)) = batch.next() {
         if sum.is_empty() {
             batch.sent();
@@ -166,7 +166,7 @@ mod tests {
             BudgetPolicy::default(),
             CancellationToken::new(),
         );
-        let now = crate::fleet::quota::wall_minute().0;
+        let now = crate::fleet::quota::minute();
         let window = |minute| ChargeKey::Window {
             key: "m".into(),
             minute,

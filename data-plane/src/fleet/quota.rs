@@ -33,7 +33,7 @@ pub(super) fn wall_minute() -> (i64, Duration) {
 }
 
 /// The current Unix minute (the rpm/tpm window).
-fn minute() -> i64 {
+pub(super) fn minute() -> i64 {
     wall_minute().0
 }
 

@@ -244,12 +244,14 @@ pub fn prepare_embed(t: &Target, req: &EmbedRequest) -> Result<Prepared, Upstrea
     check_extra(t, req.extra.as_ref()).map_err(|e| e.masked(t))?;
     let body = match t.kind {
         Kind::OpenAi => Some(openai::embed_body(t, req)),
-        Kind::Anthropic => Some(Err(UpstreamError::Unsupported(
-            "Anthropic members have no embeddings API".into(),
-        ))),
+        Kind::Anthropic => Some(Err(no_embeddings())),
         Kind::Mock => None,
     };
     body.transpose().map(Prepared).map_err(|e| e.masked(t))
+}
+
+fn no_embeddings() -> UpstreamError {
+    UpstreamError::Unsupported("Anthropic members have no embeddings API".into())
 }
 
 /// The body of a prepared request, for the adapters that send one.
@@ -266,18 +268,14 @@ pub async fn complete(
     body: &Prepared,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    let result = match t.kind {
-        Kind::OpenAi => match body_of(body) {
-            Ok(b) => openai::send(http, t, b, trace).await,
-            Err(e) => Err(e),
-        },
-        Kind::Anthropic => match body_of(body) {
-            Ok(b) => anthropic::send(http, t, req, b, trace).await,
-            Err(e) => Err(e),
-        },
-        Kind::Mock => mock::complete(t, req).await,
+    let result = async {
+        match t.kind {
+            Kind::OpenAi => openai::send(http, t, body_of(body)?, trace).await,
+            Kind::Anthropic => anthropic::send(http, t, req, body_of(body)?, trace).await,
+            Kind::Mock => mock::complete(t, req).await,
+        }
     };
-    result.map_err(|e| e.masked(t))
+    result.await.map_err(|e| e.masked(t))
 }
 
 /// Asks for embeddings (a prepared request) and returns them all.
@@ -288,17 +286,14 @@ pub async fn embed(
     body: &Prepared,
     trace: &TraceHeaders,
 ) -> Result<Embeddings, UpstreamError> {
-    let result = match t.kind {
-        Kind::OpenAi => match body_of(body) {
-            Ok(b) => openai::send_embed(http, t, req, b, trace).await,
-            Err(e) => Err(e),
-        },
-        Kind::Anthropic => Err(UpstreamError::Unsupported(
-            "Anthropic members have no embeddings API".into(),
-        )),
-        Kind::Mock => mock::embed(t, req).await,
+    let result = async {
+        match t.kind {
+            Kind::OpenAi => openai::send_embed(http, t, req, body_of(body)?, trace).await,
+            Kind::Anthropic => Err(no_embeddings()),
+            Kind::Mock => mock::embed(t, req).await,
+        }
     };
-    result.map_err(|e| e.masked(t))
+    result.await.map_err(|e| e.masked(t))
 }
 
 /// `extra` fields are refused where the member's pool forbids them.
@@ -324,17 +319,14 @@ pub async fn stream(
     body: &Prepared,
     trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
-    let result = match t.kind {
-        Kind::OpenAi => match body_of(body) {
-            Ok(b) => openai::send_stream(http, t, b, trace).await,
-            Err(e) => Err(e),
-        },
-        Kind::Anthropic => match body_of(body) {
-            Ok(b) => anthropic::send_stream(http, t, req, b, trace).await,
-            Err(e) => Err(e),
-        },
-        Kind::Mock => mock::stream(t, req).await,
-    };
+    let result = async {
+        match t.kind {
+            Kind::OpenAi => openai::send_stream(http, t, body_of(body)?, trace).await,
+            Kind::Anthropic => anthropic::send_stream(http, t, req, body_of(body)?, trace).await,
+            Kind::Mock => mock::stream(t, req).await,
+        }
+    }
+    .await;
     // Every error leaving an adapter, in the stream too, has an echoed credential masked.
     match result {
         Ok(s) => {

@@ -61,7 +61,10 @@ use decode::{Decoder, parse_completion};
 
 const API_VERSION: &str = "2023-06-01";
 
-pub async fn complete(
+/// Builds and sends in one go (the adapter's over-HTTP tests; the engine
+/// prepares the body once per member: `upstream::prepare`).
+#[cfg(test)]
+pub(super) async fn complete(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,
@@ -70,7 +73,8 @@ pub async fn complete(
     send(http, t, req, &request_body(t, req, false)?, trace).await
 }
 
-pub async fn stream(
+#[cfg(test)]
+pub(super) async fn stream(
     http: &reqwest::Client,
     t: &Target,
     req: &ChatRequest,

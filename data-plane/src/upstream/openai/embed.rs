@@ -134,7 +134,15 @@ pub(super) fn parse_embeddings(body: &[u8], inputs: usize) -> Result<Embeddings,
 mod tests {
     use super::super::super::TraceHeaders;
     use super::super::super::canned::{self, http_response};
-    use super::super::embed as embed_call;
+    /// Builds and sends, as the engine does in two steps.
+    async fn embed_call(
+        http: &reqwest::Client,
+        t: &Target,
+        req: &EmbedRequest,
+        trace: &TraceHeaders,
+    ) -> Result<Embeddings, UpstreamError> {
+        super::super::send_embed(http, t, req, &embed_body(t, req)?, trace).await
+    }
     use super::super::tests::target;
     use super::*;
 

@@ -46,8 +46,8 @@ use serde_json::Value;
 
 use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
 use super::{
-    ChatRequest, ChunkStream, Completion, EmbedRequest, Embeddings, Target, TraceHeaders,
-    UpstreamError, with_trace,
+    ChunkStream, Completion, EmbedRequest, Embeddings, Target, TraceHeaders, UpstreamError,
+    with_trace,
 };
 
 mod body;
@@ -61,17 +61,7 @@ pub(super) use body::request_body;
 pub(super) use embed::embed_body;
 use parse::{Decoder, parse_completion};
 
-/// Asks `{base_url}/embeddings` for one vector per input.
-pub async fn embed(
-    http: &reqwest::Client,
-    t: &Target,
-    req: &EmbedRequest,
-    trace: &TraceHeaders,
-) -> Result<Embeddings, UpstreamError> {
-    send_embed(http, t, req, &embed::embed_body(t, req)?, trace).await
-}
-
-/// Sends an embeddings body built by [`embed_body`].
+/// Asks `{base_url}/embeddings` for one vector per input: a body built by [`embed_body`].
 pub(super) async fn send_embed(
     http: &reqwest::Client,
     t: &Target,
@@ -81,24 +71,6 @@ pub(super) async fn send_embed(
 ) -> Result<Embeddings, UpstreamError> {
     let body = post_unary(http, t, "embeddings", with_trace(headers(t)?, trace), json).await?;
     embed::parse_embeddings(&body, req.inputs.len())
-}
-
-pub async fn complete(
-    http: &reqwest::Client,
-    t: &Target,
-    req: &ChatRequest,
-    trace: &TraceHeaders,
-) -> Result<Completion, UpstreamError> {
-    send(http, t, &request_body(t, req, false)?, trace).await
-}
-
-pub async fn stream(
-    http: &reqwest::Client,
-    t: &Target,
-    req: &ChatRequest,
-    trace: &TraceHeaders,
-) -> Result<ChunkStream, UpstreamError> {
-    send_stream(http, t, &request_body(t, req, true)?, trace).await
 }
 
 /// Sends a unary body built by [`request_body`].
