@@ -369,3 +369,41 @@ async fn a_long_stream_without_usage_is_charged_at_least_what_it_streamed() {
         "streamed ~{expected} tokens, charged {charged}"
     );
 }
+
+/// A direct `provider/model` call to a model no member serves: the name is
+/// the caller's, so its failures leave no health entry in Redis (the old
+/// code made one per made-up name, without bound).
+#[tokio::test]
+async fn a_made_up_direct_name_leaves_no_health_state() {
+    let up = fake().await;
+    let (prefix, w) = one_worker(&up, &[("up", "a", 0)], |_| {}).await;
+    up.set_fault("made-up-1", status(503));
+    up.set_fault("a", status(503));
+    let mut c = client(&w).await;
+    let err = c
+        .generate(ask("up/made-up-1", "hi"))
+        .await
+        .expect_err("the upstream fails");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // The configured member's failure does reach the fleet's table.
+    c.generate(ask("p", "hi")).await.expect_err("fails");
+    let keys = switchyard_shared::keys::RedisKeys::new(prefix.0.clone());
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut fields: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        fields = redis::cmd("HKEYS")
+            .arg(keys.health_table())
+            .query_async(&mut conn)
+            .await
+            .expect("HKEYS");
+        if !fields.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fields, vec!["p-a".to_owned()], "only the member's entry");
+}

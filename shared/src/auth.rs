@@ -375,9 +375,18 @@ mod tests {
                 "an admin may call {method}"
             );
         }
-        // Every listed read is a real RPC (a renamed one cannot linger).
+        // Every listed read is a real RPC (a renamed one cannot linger), and
+        // reads by its name: a write listed by mistake fails here, not only
+        // in review.
         for (read, _) in CONTROL_PLANE_READS {
             assert!(methods.iter().any(|m| m == read), "{read} is not an RPC");
+            assert!(
+                ["Get", "List", "Watch", "Export"]
+                    .iter()
+                    .any(|verb| read.starts_with(verb))
+                    || *read == "ApplyConfig",
+                "{read} does not read like a read"
+            );
         }
     }
 
