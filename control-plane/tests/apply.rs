@@ -31,6 +31,7 @@ fn tier(target: pb::route_tier::Target, backup: bool) -> pb::RouteTier {
     pb::RouteTier {
         target: Some(target),
         backup,
+        when: None,
     }
 }
 

@@ -25,6 +25,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
             tiers: vec![pb::RouteTier {
                 target: Some(pb::route_tier::Target::Pool("chat".into())),
                 backup: false,
+                when: None,
             }],
             ..Default::default()
         }),
@@ -242,6 +243,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
                     tiers: vec![pb::RouteTier {
                         target: Some(pb::route_tier::Target::Pool("chat".into())),
                         backup: false,
+                        when: None,
                     }],
                     ..Default::default()
                 }),
@@ -259,6 +261,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
                     tiers: vec![pb::RouteTier {
                         target: Some(pb::route_tier::Target::Pool("ghost".into())),
                         backup: false,
+                        when: None,
                     }],
                     ..Default::default()
                 }),
@@ -276,6 +279,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
                     tiers: vec![pb::RouteTier {
                         target: Some(pb::route_tier::Target::Pool("chat".into())),
                         backup: true,
+                        when: None,
                     }],
                     ..Default::default()
                 }),

@@ -222,12 +222,14 @@ async fn crud_round_trip(backend: Backend) {
                     pb::RouteTier {
                         target: Some(pb::route_tier::Target::Pool("coding".into())),
                         backup: false,
+                        when: None,
                     },
                     pb::RouteTier {
                         target: Some(pb::route_tier::Target::Direct(
                             "anthropic/claude-haiku".into(),
                         )),
                         backup: true,
+                        when: None,
                     },
                 ],
                 ..Default::default()
@@ -405,6 +407,7 @@ async fn deletes_respect_references(backend: Backend) {
             tiers: vec![pb::RouteTier {
                 target: Some(pb::route_tier::Target::Pool("alpha".into())),
                 backup: false,
+                when: None,
             }],
             ..Default::default()
         }),
@@ -420,10 +423,12 @@ async fn deletes_respect_references(backend: Backend) {
                     pb::RouteTier {
                         target: Some(pb::route_tier::Target::Pool("alpha".into())),
                         backup: false,
+                        when: None,
                     },
                     pb::RouteTier {
                         target: Some(pb::route_tier::Target::Pool("beta".into())),
                         backup: true,
+                        when: None,
                     },
                 ],
                 ..Default::default()

@@ -21,6 +21,7 @@ fn route(name: &str, pools: &[&str]) -> pb::CreateRouteRequest {
                 .map(|p| pb::RouteTier {
                     target: Some(pb::route_tier::Target::Pool((*p).into())),
                     backup: false,
+                    when: None,
                 })
                 .collect(),
             ..Default::default()

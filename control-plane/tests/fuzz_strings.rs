@@ -140,6 +140,7 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
                 tiers: vec![pb::RouteTier {
                     target: Some(pb::route_tier::Target::Pool("chat".into())),
                     backup: false,
+                    when: None,
                 }],
                 ..Default::default()
             }),
@@ -286,6 +287,7 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
                     tiers: vec![pb::RouteTier {
                         target: Some(pb::route_tier::Target::Direct("prov/x".into())),
                         backup: false,
+                        when: None,
                     }],
                     ..Default::default()
                 }),
@@ -341,6 +343,7 @@ async fn no_string_field_of_any_rpc_gets_internal(backend: Backend) {
                         tiers: vec![pb::RouteTier {
                             target: Some(pb::route_tier::Target::Pool("chat".into())),
                             backup: false,
+                            when: None,
                         }],
                         ..Default::default()
                     }],

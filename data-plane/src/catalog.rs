@@ -92,6 +92,9 @@ fn strategy(s: i32) -> Strategy {
         Ok(pb::Strategy::Weighted) => Strategy::Weighted,
         Ok(pb::Strategy::Priority) => Strategy::Priority,
         Ok(pb::Strategy::Random) => Strategy::Random,
+        Ok(pb::Strategy::LeastBusy) => Strategy::LeastBusy,
+        Ok(pb::Strategy::Latency) => Strategy::Latency,
+        Ok(pb::Strategy::QuotaAware) => Strategy::QuotaAware,
         _ => Strategy::RoundRobin,
     }
 }

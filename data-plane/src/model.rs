@@ -16,6 +16,12 @@ pub enum Strategy {
     Weighted,
     Priority,
     Random,
+    /// Fewest fleet in-flight relative to weight; ties by rotation.
+    LeastBusy,
+    /// Power of two choices over peak-EWMA latency × (in flight + 1).
+    Latency,
+    /// Most remaining rpm/tpm headroom first.
+    QuotaAware,
 }
 
 /// How a pool fails over (docs/adr/004-failover-and-health.md).
@@ -154,6 +160,10 @@ pub fn outcome_name(outcome: i32) -> &'static str {
         Ok(O::ContextTooLong) => "context_too_long",
         Ok(O::BudgetRefused) => "budget_refused",
         Ok(O::Unsupported) => "unsupported",
+        Ok(O::SkippedContext) => "skipped_context",
+        Ok(O::SkippedSlow) => "skipped_slow",
+        Ok(O::SkippedBusy) => "skipped_busy",
+        Ok(O::SkippedNearLimit) => "skipped_near_limit",
         Ok(O::Unspecified) | Err(_) => "unspecified",
     }
 }

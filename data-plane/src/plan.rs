@@ -91,7 +91,11 @@ pub fn order(
         return Vec::new();
     }
     match strategy {
-        Strategy::RoundRobin => rotate((0..n).collect(), counter),
+        // The live-signal strategies start from the rotation; their order
+        // by signal is applied over it (ties keep the rotation).
+        Strategy::RoundRobin | Strategy::LeastBusy | Strategy::Latency | Strategy::QuotaAware => {
+            rotate((0..n).collect(), counter)
+        }
         Strategy::Random => {
             let mut v: Vec<usize> = (0..n).collect();
             v.shuffle(&mut rand::rng());

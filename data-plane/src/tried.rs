@@ -77,6 +77,7 @@ impl Log {
             detail: err.map(ToString::to_string).unwrap_or_default(),
             duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            ..Default::default()
         });
     }
 

@@ -77,6 +77,7 @@ fn snapshot(failover: pb::FailoverPolicy, members: &[(&str, &str, Option<u64>)])
                     rpm_limit: *rpm,
                     tpm_limit: None,
                     max_output_tokens: None,
+                    ..Default::default()
                 })
                 .collect(),
             allow_request_extra: None,

@@ -34,6 +34,11 @@ pub enum StrategyArg {
     Weighted,
     Priority,
     Random,
+    #[value(name = "least_busy", alias = "least-busy")]
+    LeastBusy,
+    Latency,
+    #[value(name = "quota_aware", alias = "quota-aware")]
+    QuotaAware,
 }
 
 impl From<StrategyArg> for pb::Strategy {
@@ -43,6 +48,9 @@ impl From<StrategyArg> for pb::Strategy {
             StrategyArg::Weighted => Self::Weighted,
             StrategyArg::Priority => Self::Priority,
             StrategyArg::Random => Self::Random,
+            StrategyArg::LeastBusy => Self::LeastBusy,
+            StrategyArg::Latency => Self::Latency,
+            StrategyArg::QuotaAware => Self::QuotaAware,
         }
     }
 }
@@ -217,6 +225,7 @@ pub fn parse_tier(s: &str, backup: bool) -> anyhow::Result<pb::RouteTier> {
     Ok(pb::RouteTier {
         target: Some(target),
         backup,
+        when: None,
     })
 }
 

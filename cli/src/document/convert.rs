@@ -101,6 +101,9 @@ fn pool_to_proto(p: &Pool) -> pb::Pool {
         Strategy::Weighted => pb::Strategy::Weighted,
         Strategy::Priority => pb::Strategy::Priority,
         Strategy::Random => pb::Strategy::Random,
+        Strategy::LeastBusy => pb::Strategy::LeastBusy,
+        Strategy::Latency => pb::Strategy::Latency,
+        Strategy::QuotaAware => pb::Strategy::QuotaAware,
     };
     let f = p.failover.unwrap_or(DEFAULT_FAILOVER);
     pb::Pool {
@@ -125,6 +128,9 @@ fn pool_from_proto(p: &pb::Pool) -> Pool {
         Ok(pb::Strategy::Weighted) => Strategy::Weighted,
         Ok(pb::Strategy::Priority) => Strategy::Priority,
         Ok(pb::Strategy::Random) => Strategy::Random,
+        Ok(pb::Strategy::LeastBusy) => Strategy::LeastBusy,
+        Ok(pb::Strategy::Latency) => Strategy::Latency,
+        Ok(pb::Strategy::QuotaAware) => Strategy::QuotaAware,
         _ => Strategy::RoundRobin,
     };
     let failover = p
@@ -200,6 +206,7 @@ fn route_to_proto(r: &Route) -> pb::Route {
                     (None, None) => None,
                 },
                 backup: t.backup,
+                when: None,
             })
             .collect(),
         enabled: Some(r.enabled),

@@ -100,6 +100,9 @@ pub enum Strategy {
     Weighted,
     Priority,
     Random,
+    LeastBusy,
+    Latency,
+    QuotaAware,
 }
 
 impl Strategy {

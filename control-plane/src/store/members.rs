@@ -115,6 +115,9 @@ pub(super) fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) 
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
         max_output_tokens: max_output_out(m.max_output_tokens),
+        max_concurrency: None,
+        context_tokens: None,
+        key: String::new(),
     }
 }
 

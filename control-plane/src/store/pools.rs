@@ -46,6 +46,9 @@ pub(super) fn strategy_to_str(s: pb::Strategy) -> &'static str {
         pb::Strategy::Weighted => "weighted",
         pb::Strategy::Priority => "priority",
         pb::Strategy::Random => "random",
+        pb::Strategy::LeastBusy => "least_busy",
+        pb::Strategy::Latency => "latency",
+        pb::Strategy::QuotaAware => "quota_aware",
     }
 }
 
@@ -54,6 +57,9 @@ pub(crate) fn strategy_from_str(s: &str) -> pb::Strategy {
         "weighted" => pb::Strategy::Weighted,
         "priority" => pb::Strategy::Priority,
         "random" => pb::Strategy::Random,
+        "least_busy" => pb::Strategy::LeastBusy,
+        "latency" => pb::Strategy::Latency,
+        "quota_aware" => pb::Strategy::QuotaAware,
         _ => pb::Strategy::RoundRobin,
     }
 }

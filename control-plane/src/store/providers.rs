@@ -95,6 +95,7 @@ pub(super) fn to_proto(m: &provider::Model) -> pb::Provider {
         etag: etag(m.revision),
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
+        keys: Vec::new(),
     }
 }
 

@@ -189,6 +189,7 @@ pub(crate) async fn tiers_by_route<C: ConnectionTrait>(
         out.entry(t.route_id).or_default().push(pb::RouteTier {
             target,
             backup: t.backup,
+            when: None,
         });
     }
     Ok(out)

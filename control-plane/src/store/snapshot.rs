@@ -49,6 +49,7 @@ fn snapshot_provider(m: provider::Model, with_sealed: bool) -> pb::SnapshotProvi
         }),
         enabled: m.enabled,
         name: m.name,
+        keys: Vec::new(),
     }
 }
 
@@ -120,6 +121,7 @@ impl Store {
                     rpm_limit: super::members::limit_out(m.rpm_limit),
                     tpm_limit: super::members::limit_out(m.tpm_limit),
                     max_output_tokens: super::members::max_output_out(m.max_output_tokens),
+                    ..Default::default()
                 });
         }
         Ok(pb::Snapshot {

@@ -263,6 +263,7 @@ impl Inference for InferenceService {
                         requests_this_minute: requests,
                         tokens_this_minute: tokens,
                         refused: String::new(),
+                        ..Default::default()
                     }
                 })
                 .chain(

@@ -83,6 +83,7 @@ impl Config {
                 request_ms: 10_000,
             }),
             enabled: true,
+            keys: Vec::new(),
         });
         self
     }
@@ -132,6 +133,7 @@ impl Config {
                 rpm_limit: None,
                 tpm_limit: None,
                 max_output_tokens: None,
+                ..Default::default()
             })
             .collect();
         self.snap.pools.push(pb::SnapshotPool {
@@ -203,6 +205,7 @@ impl Config {
                 .map(|(pool, backup)| pb::RouteTier {
                     target: Some(pb::route_tier::Target::Pool((*pool).into())),
                     backup: *backup,
+                    when: None,
                 })
                 .collect(),
             enabled: true,
