@@ -192,6 +192,13 @@ impl Catalog {
                     },
                     priority: m.priority,
                     status,
+                    max_concurrency: m.max_concurrency,
+                    context_tokens: m.context_tokens,
+                    key: if m.key.is_empty() {
+                        "default".to_owned()
+                    } else {
+                        m.key.clone()
+                    },
                     target: prov.target(
                         &m.upstream_model,
                         m.max_output_tokens,
@@ -285,6 +292,9 @@ impl Catalog {
             limits,
             priority: 0,
             status: pb::MemberStatus::Active,
+            max_concurrency: None,
+            context_tokens: None,
+            key: "default".to_owned(),
             target: p.target(model, None, true),
             ephemeral: known.is_none(),
         });

@@ -245,7 +245,13 @@ impl Engine {
             } else {
                 0
             };
-            let plan = plan::plan(pool, ticket, &self.fleet.table().load(), Instant::now());
+            let plan = plan::plan(
+                pool,
+                ticket,
+                &self.fleet.table().load(),
+                Instant::now(),
+                &|_| crate::model::Live::default(),
+            );
             for (c, skip) in &plan.skipped {
                 run.log.skipped(pool, c, *skip);
             }

@@ -69,6 +69,13 @@ pub struct Candidate {
     pub priority: i32,
     pub status: pb::MemberStatus,
     pub limits: Limits,
+    /// Requests in flight at once, fleet-wide.
+    pub max_concurrency: Option<u32>,
+    /// The model's context window, tokens.
+    pub context_tokens: Option<u64>,
+    /// The provider key this target uses ("default": the provider's
+    /// `credential`).
+    pub key: String,
     pub target: Target,
     /// A direct `provider/model` call to a model no member serves: its name
     /// is the caller's choice, so it creates no state that outlives the
@@ -85,6 +92,23 @@ impl Candidate {
             self.provider, self.upstream_model, self.member_id
         )
     }
+}
+
+/// What the plan reads of one member's live signals, fleet-wide (see
+/// docs/adr/005-live-signals.md). `None`: no data yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Live {
+    /// Requests in flight: this worker's live attempts plus every other
+    /// worker's last report.
+    pub in_flight: u32,
+    /// Peak-EWMA time to first byte/token.
+    pub ttft: Option<Duration>,
+    /// Peak-EWMA total latency.
+    pub latency: Option<Duration>,
+    /// Requests and tokens left this minute (the least of the member's own
+    /// limit and the provider's rate-limit headers).
+    pub remaining_requests: Option<u64>,
+    pub remaining_tokens: Option<u64>,
 }
 
 /// A pool (or a direct provider/model) with its members.

