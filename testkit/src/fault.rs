@@ -16,6 +16,14 @@ pub enum Fault {
     },
     /// Sleep this long before sending the response headers, then answer normally.
     DelayFirstByte(Duration),
+    /// A model that slows down under load: wait `ttft` before the response
+    /// headers while at most `knee` requests for this model are in flight
+    /// (this one included), `slow` beyond that. `knee: usize::MAX` never slows.
+    Latency {
+        ttft: Duration,
+        knee: usize,
+        slow: Duration,
+    },
     /// Streams: send N content chunks, then abort the connection without finishing
     /// (no `[DONE]` / `message_stop`). Unary: send half of the JSON body, then abort.
     DropAfter(usize),

@@ -137,6 +137,12 @@ impl FakeUpstream {
         self.shared.stats.calls(model)
     }
 
+    /// The most requests for `model` in flight at once since the start (or
+    /// the last reset of the counts).
+    pub fn max_in_flight(&self, model: &str) -> usize {
+        self.shared.stats.max_in_flight(model)
+    }
+
     /// Requests received on the completion routes, including ones without a usable model.
     pub fn total_calls(&self) -> u64 {
         self.shared.stats.total_calls()

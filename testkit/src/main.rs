@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard_testkit::{FakeConfig, FakeUpstream};
+use switchyard_testkit::{FakeConfig, FakeUpstream, Fault};
 
 /// Fake OpenAI / Anthropic upstream (deterministic answers, no faults).
 #[derive(Debug, Parser)]
@@ -23,6 +23,41 @@ struct Args {
     /// Delay before each streamed content chunk, in microseconds.
     #[arg(long, default_value_t = 0)]
     chunk_delay_us: u64,
+    /// A model's time to first byte: `MODEL=TTFT_MS` or
+    /// `MODEL=TTFT_MS,KNEE,SLOW_MS` (TTFT_MS while at most KNEE requests for
+    /// it are in flight, SLOW_MS beyond). Repeatable.
+    #[arg(long = "latency", value_parser = parse_latency)]
+    latency: Vec<(String, Fault)>,
+}
+
+fn parse_latency(s: &str) -> Result<(String, Fault), String> {
+    let (model, spec) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--latency {s}: use MODEL=TTFT_MS[,KNEE,SLOW_MS]"))?;
+    let ms = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|e| format!("--latency {s}: {v}: {e}"))
+    };
+    let parts: Vec<&str> = spec.split(',').collect();
+    let fault = match parts.as_slice() {
+        [ttft] => Fault::Latency {
+            ttft: ms(ttft)?,
+            knee: usize::MAX,
+            slow: Duration::ZERO,
+        },
+        [ttft, knee, slow] => Fault::Latency {
+            ttft: ms(ttft)?,
+            knee: knee
+                .trim()
+                .parse()
+                .map_err(|e| format!("--latency {s}: {knee}: {e}"))?,
+            slow: ms(slow)?,
+        },
+        _ => return Err(format!("--latency {s}: use MODEL=TTFT_MS[,KNEE,SLOW_MS]")),
+    };
+    Ok((model.to_owned(), fault))
 }
 
 #[tokio::main]
@@ -42,6 +77,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for (model, fault) in args.latency {
+        upstream.set_fault(&model, fault);
+    }
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "listening on http://{}", upstream.addr())
         .and_then(|()| stdout.flush())

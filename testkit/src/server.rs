@@ -48,7 +48,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(openai))
         .route("/v1/messages", post(anthropic))
         .route("/v1/embeddings", post(embeddings))
+        .route("/stats", axum::routing::get(stats).delete(reset_stats))
         .with_state(shared)
+}
+
+/// `GET /stats`: per model, calls, in flight, most in flight at once and
+/// answers by status (for benchmarks driving the fake as a process).
+async fn stats(State(s): State<Arc<Shared>>) -> Response {
+    let mut r = (StatusCode::OK, s.stats.snapshot().to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `DELETE /stats`: starts the per-model counts over.
+async fn reset_stats(State(s): State<Arc<Shared>>) -> StatusCode {
+    s.stats.reset();
+    StatusCode::NO_CONTENT
 }
 
 async fn openai(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -162,7 +180,15 @@ async fn handle(s: Arc<Shared>, wire: Wire, headers: HeaderMap, raw: Bytes) -> R
         return json_response(wire, StatusCode::BAD_REQUEST, &err);
     };
     s.stats.record_call(&model, &headers, &body);
-    let mut guard = RequestGuard::new(Arc::clone(&s.stats));
+    let response = serve_model(&s, wire, body, model.clone()).await;
+    s.stats.record_status(&model, response.status().as_u16());
+    response
+}
+
+/// One request for `model`: its fault, then the answer.
+async fn serve_model(s: &Arc<Shared>, wire: Wire, body: Value, model: String) -> Response {
+    let (model_guard, in_flight) = s.stats.enter(&model);
+    let mut guard = RequestGuard::new(Arc::clone(&s.stats)).holding(model_guard);
     let fault = s.faults.take(&model);
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"]
@@ -225,6 +251,16 @@ async fn handle(s: Arc<Shared>, wire: Wire, headers: HeaderMap, raw: Bytes) -> R
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
             add_request_id(wire, r.headers_mut());
             return r;
+        }
+        Some(Fault::Latency { ttft, knee, slow }) => {
+            let delay = if in_flight > knee { slow } else { ttft };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = s.shutdown.cancelled() => {
+                    guard.finish();
+                    return shutting_down(wire);
+                }
+            }
         }
         Some(Fault::DelayFirstByte(delay)) => {
             tokio::select! {
