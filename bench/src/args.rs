@@ -25,6 +25,9 @@ pub enum Scenario {
     ConfigPropagation,
     /// j: CLIENT PAUSE on Redis during a fixed-rate run.
     RedisPause,
+    /// r: routing by live signals: three workers, four members with latency
+    /// profiles, one pool per strategy; then a worker killed under load.
+    Routing,
 }
 
 impl Scenario {
@@ -105,6 +108,12 @@ pub struct Args {
     /// Trials of the config-propagation scenario (m): revisions published, each awaited on three workers.
     #[arg(long, default_value_t = 30)]
     pub config_trials: u32,
+    /// Open-loop rate of each routing run (r), streams per second over three workers.
+    #[arg(long, default_value_t = 100)]
+    pub routing_rate: u64,
+    /// Duration of each routing run (r), in seconds.
+    #[arg(long, default_value_t = 8)]
+    pub routing_secs: u64,
     /// Warm-up requests per request kind before measuring (not reported).
     #[arg(long, default_value_t = 200)]
     pub warmup: u64,

@@ -116,8 +116,14 @@ pub struct Fake {
 }
 
 pub async fn start_fake(bin: &Path, chunks: usize, chunk_delay_us: u64) -> Result<Fake, String> {
-    let (chunks, delay) = (chunks.to_string(), chunk_delay_us.to_string());
-    let fake_args = ["--listen", "127.0.0.1:0", "--chunks", &chunks, "--chunk-delay-us", &delay];
+    let args = ["--chunks".to_owned(), chunks.to_string(), "--chunk-delay-us".into(), chunk_delay_us.to_string()];
+    start_fake_with(bin, &args).await
+}
+
+/// Starts the fake with more flags (`--latency`, `--rate-limit`, ...).
+pub async fn start_fake_with(bin: &Path, extra: &[String]) -> Result<Fake, String> {
+    let mut fake_args = vec!["--listen", "127.0.0.1:0"];
+    fake_args.extend(extra.iter().map(String::as_str));
     let mut child = spawn(&bin.join("switchyard-fake-upstream"), &fake_args, &[])?;
     let log = Arc::new(LogTap::default());
     tap(child.stderr.take().ok_or("fake upstream: no stderr")?, Arc::clone(&log), None);

@@ -13,6 +13,7 @@ mod propagation;
 mod redis_commands;
 mod redis_delay;
 mod redis_pause;
+mod routing;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -224,6 +225,7 @@ pub async fn run(args: &Args, prefix: &str, redis: redis::Client, conn: Redis) -
             Scenario::Propagation => propagation::run(&mut b).await,
             Scenario::ConfigPropagation => config_propagation::run(&mut b).await,
             Scenario::RedisPause => redis_pause::run(&mut b).await,
+            Scenario::Routing => routing::run(&mut b).await,
         };
         if let Err(e) = res {
             eprintln!("scenario {} failed: {e}", s.name());
