@@ -287,3 +287,66 @@ async fn unary_faults() {
     assert_eq!(up.total_calls(), 4);
     assert_eq!(up.calls("m"), 3);
 }
+
+#[tokio::test]
+async fn latency_profile_slows_past_its_knee_and_stats_count_peaks() {
+    let up = FakeUpstream::start(FakeConfig::default()).await;
+    up.set_fault(
+        "knee",
+        Fault::Latency {
+            ttft: Duration::from_millis(10),
+            knee: 2,
+            slow: Duration::from_millis(400),
+        },
+    );
+    let body = json!({"model": "knee", "messages": [{"role": "user", "content": "hi"}]});
+    // One at a time: always under the knee, fast.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        send(&up, "/v1/chat/completions", "", body.clone())
+            .await
+            .status,
+        200
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    // Four at once: the third and fourth are past the knee and slow.
+    let t = std::time::Instant::now();
+    let sends = (0..4).map(|_| send(&up, "/v1/chat/completions", "", body.clone()));
+    let answers = futures::future::join_all(sends).await;
+    assert!(answers.iter().all(|r| r.status == 200));
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(up.max_in_flight("knee"), 4);
+    // The stats the bench reads.
+    let (_, stats) = raw(&up, "GET").await;
+    let stats: Value = serde_json::from_str(&stats).expect("JSON");
+    assert_eq!(stats["knee"]["calls"], 5);
+    assert_eq!(stats["knee"]["max_in_flight"], 4);
+    assert_eq!(stats["knee"]["in_flight"], 0);
+    assert_eq!(stats["knee"]["statuses"]["200"], 5);
+    let (head, _) = raw(&up, "DELETE").await;
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    assert_eq!(up.max_in_flight("knee"), 0);
+}
+
+/// `METHOD /stats` on the fake: the head and the body.
+async fn raw(up: &FakeUpstream, method: &str) -> (String, String) {
+    use tokio::io::AsyncReadExt as _;
+    let mut s = TcpStream::connect(up.addr()).await.expect("connect");
+    let req = format!("{method} /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = String::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_string(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    (head.to_owned(), body.to_owned())
+}
