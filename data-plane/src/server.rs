@@ -241,6 +241,7 @@ pub async fn serve(
         state: state_tx,
         fleet: fleet.clone(),
     };
+    let signals = Arc::new(crate::signals::Signals::default());
     match follow {
         Follow::Redis {
             client,
@@ -248,6 +249,16 @@ pub async fn serve(
             keys,
             backend,
         } => {
+            // Until in-flight requests are done (their load still counts).
+            workers.push((
+                "live signals",
+                daemons.spawn(crate::signals::share::run(
+                    signals.clone(),
+                    crate::signals::share::Board::new((*client).clone(), &keys),
+                    fleet.worker_id().to_owned(),
+                    pusher_stop.clone(),
+                )),
+            ));
             if settings.master_keys.is_none() {
                 tracing::warn!(
                     "no master key: the config snapshot in Redis is not authenticated; anyone who \
@@ -293,6 +304,7 @@ pub async fn serve(
         retry_backoff: settings.retry_backoff,
         observer,
         export_spans: settings.export_spans,
+        signals,
     });
     let export_spans = settings.export_spans;
 
