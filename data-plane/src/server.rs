@@ -210,7 +210,9 @@ pub async fn serve(
     );
     workers.push(("fleet pusher", daemons.spawn(pusher)));
     let applied = Arc::new(ArcSwap::from_pointee(tokio::time::Instant::now()));
+    let signals = Arc::new(crate::signals::Signals::default());
     settings.metrics.attach(Live {
+        signals: signals.clone(),
         catalog: catalog.clone(),
         fleet: fleet.clone(),
         sync: state_rx.clone(),
@@ -241,7 +243,6 @@ pub async fn serve(
         state: state_tx,
         fleet: fleet.clone(),
     };
-    let signals = Arc::new(crate::signals::Signals::default());
     match follow {
         Follow::Redis {
             client,

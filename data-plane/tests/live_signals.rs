@@ -184,6 +184,28 @@ async fn latency_sends_a_small_share_to_the_slow_member_after_warm_up() {
     };
     assert!(ttft("lat-slow") >= 250.0, "{members:?}");
     assert!(ttft("lat-fast") > 0.0 && ttft("lat-fast") < 250.0, "{members:?}");
+    // And so do the metrics, read at scrape time.
+    let text = scrape(&w).await;
+    let slow_ttft = sample(
+        &text,
+        "switchyard_member_ttft_seconds",
+        &[("pool", "lat"), ("member", "lat-slow")],
+    );
+    assert!(slow_ttft.is_some_and(|s| s >= 0.25), "{slow_ttft:?}");
+    let in_flight = sample(
+        &text,
+        "switchyard_member_in_flight",
+        &[("pool", "lat"), ("member", "lat-fast")],
+    );
+    assert_eq!(in_flight, Some(0.0));
+    assert!(
+        sample(
+            &text,
+            "switchyard_member_latency_seconds",
+            &[("pool", "lat"), ("member", "lat-fast")]
+        )
+        .is_some()
+    );
 }
 
 #[tokio::test]

@@ -24,6 +24,8 @@ pub struct Live {
     pub sync: watch::Receiver<SyncState>,
     /// When the catalog last changed.
     pub applied: Arc<ArcSwap<Instant>>,
+    /// Members' live signals, fleet-wide.
+    pub signals: Arc<crate::signals::Signals>,
 }
 
 /// Gauges read from the worker's state at scrape time.
@@ -146,6 +148,7 @@ impl Collector for StateCollector {
             None,
             states.metric_type(),
         )?;
-        states.encode(e)
+        states.encode(e)?;
+        super::metrics::encode_live_signals(&mut encoder, &pools, &live.signals)
     }
 }
