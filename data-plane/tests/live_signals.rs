@@ -278,3 +278,70 @@ async fn a_member_too_slow_for_the_time_left_is_skipped_and_the_caller_hears_at_
     assert_eq!(attempts(err.metadata()), "only-slow:skipped_slow");
     assert_eq!(up.calls("slow"), before, "no hopeless attempt was sent");
 }
+
+#[tokio::test]
+async fn a_draining_member_gets_no_new_requests_and_shows_its_in_flight_until_zero() {
+    let up = fake().await;
+    up.set_fault("a", Fault::DelayFirstByte(Duration::from_millis(2500)));
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::LeastBusy,
+            policy(0, 100, 1000),
+            &[("up", "a", 0), ("up", "b", 0)],
+        );
+    // By weight a could take 100 times b's load: least busy prefers it
+    // as soon as b has one request in flight.
+    config.snap.pools[0].members[0].weight = 100;
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let w = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&w, 1).await;
+    // Least busy: two calls at once take one member each; a holds its own.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = client(&w).await;
+        held.push(tokio::spawn(async move {
+            c.generate(ask("p", "hi")).await.map(|r| r.into_inner())
+        }));
+    }
+    assert!(
+        until_in_flight(&w, "p", "p-a", 5, |n| n == 1)
+            .await
+            .is_some()
+    );
+    config.member_status("p", "a", pb::MemberStatus::Draining);
+    config.publish(&redis_url(), &prefix, 2, true).await;
+    wait_revision(&w, 2).await;
+    assert_eq!(
+        in_flight(&w, "p", "p-a").await,
+        1,
+        "the draining member's request is still in flight, and shown"
+    );
+    // Concurrent calls keep b busy, so by load alone a (1/100) would win;
+    // a draining member still gets nothing new.
+    up.set_fault("b", Fault::DelayFirstByte(Duration::from_millis(300)));
+    let before = up.calls("a");
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        let mut c = client(&w).await;
+        calls.push(tokio::spawn(async move {
+            c.generate(ask("p", "hi")).await.map(|r| r.into_inner())
+        }));
+    }
+    for c in calls {
+        c.await.expect("join").expect("served by b");
+    }
+    assert_eq!(up.calls("a"), before, "no new request to a draining member");
+    assert!(
+        until_in_flight(&w, "p", "p-a", 8, |n| n == 0)
+            .await
+            .is_some(),
+        "its in-flight reaches 0 when its request ends"
+    );
+    for h in held {
+        h.await.expect("join").expect("both served");
+    }
+}
