@@ -49,7 +49,9 @@ async fn get_lists_the_demo_pool_and_its_members_as_tables_and_json() {
     for (r, model) in rs.iter().zip(["mock-a", "mock-b", "mock-c"]) {
         assert_eq!(
             r[1..],
-            ["demo", "mock", model, "1", "0", "ACTIVE", "ok", "0", "-", "-"]
+            [
+                "demo", "mock", model, "1", "0", "ACTIVE", "ok", "0", "-", "-"
+            ]
         );
     }
 

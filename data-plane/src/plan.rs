@@ -145,21 +145,20 @@ fn by_latency(
 ) {
     let views: Vec<Live> = idx.iter().map(|&i| live(&members[i])).collect();
     let known = |l: &Live| l.ttft.or(l.latency);
-    let best = views.iter().filter_map(known).min().unwrap_or(Duration::from_millis(1));
+    let best = views
+        .iter()
+        .filter_map(known)
+        .min()
+        .unwrap_or(Duration::from_millis(1));
     let score: Vec<f64> = views
         .iter()
-        .map(|l| {
-            known(l).unwrap_or(best).as_secs_f64().max(1e-6) * (f64::from(l.in_flight) + 1.0)
-        })
+        .map(|l| known(l).unwrap_or(best).as_secs_f64().max(1e-6) * (f64::from(l.in_flight) + 1.0))
         .collect();
     let (a, b) = pick;
     let first = if score[b] < score[a] { b } else { a };
     let mut rest: Vec<usize> = (0..idx.len()).filter(|&k| k != first).collect();
     rest.sort_by(|&x, &y| score[x].total_cmp(&score[y]));
-    let sorted: Vec<usize> = std::iter::once(first)
-        .chain(rest)
-        .map(|k| idx[k])
-        .collect();
+    let sorted: Vec<usize> = std::iter::once(first).chain(rest).map(|k| idx[k]).collect();
     idx.copy_from_slice(&sorted);
 }
 
@@ -379,7 +378,11 @@ mod tests {
         let mut idx = order(Strategy::LeastBusy, &m, 1, &[]);
         assert_eq!(idx, vec![1, 2, 3, 0], "the rotation");
         by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
-        assert_eq!(idx, vec![2, 1, 3, 0], "idle first, ties (1, 3) in rotation order");
+        assert_eq!(
+            idx,
+            vec![2, 1, 3, 0],
+            "idle first, ties (1, 3) in rotation order"
+        );
         let mut idx = order(Strategy::LeastBusy, &m, 3, &[]);
         by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
         assert_eq!(idx, vec![2, 3, 1, 0], "another ticket rotates the ties");
@@ -405,12 +408,22 @@ mod tests {
     fn latency_p2c_picks_the_faster_of_the_two_and_orders_the_rest() {
         let m = members(&[(1, 0), (1, 0), (1, 0), (1, 0)]);
         // m3 is fastest but not among the two picked: m1 beats m0.
-        let live = view(&[(0, Some(400)), (0, Some(100)), (0, Some(300)), (0, Some(50))]);
+        let live = view(&[
+            (0, Some(400)),
+            (0, Some(100)),
+            (0, Some(300)),
+            (0, Some(50)),
+        ]);
         let mut idx = vec![0, 1, 2, 3];
         by_latency(&m, &mut idx, &live, (0, 1));
         assert_eq!(idx, vec![1, 3, 2, 0]);
         // Load counts: 100 ms × 5 in flight loses to 300 ms idle.
-        let live = view(&[(0, Some(400)), (4, Some(100)), (0, Some(300)), (0, Some(50))]);
+        let live = view(&[
+            (0, Some(400)),
+            (4, Some(100)),
+            (0, Some(300)),
+            (0, Some(50)),
+        ]);
         let mut idx = vec![0, 1, 2, 3];
         by_latency(&m, &mut idx, &live, (1, 2));
         assert_eq!(idx, vec![2, 3, 0, 1]);

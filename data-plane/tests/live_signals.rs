@@ -111,7 +111,9 @@ async fn a_killed_workers_load_shows_on_the_other_then_expires_with_its_heartbea
     for _ in 0..3 {
         let mut c = client(&a).await;
         held.push(tokio::spawn(async move {
-            c.generate(ask("p", "hold on")).await.map(|r| r.into_inner())
+            c.generate(ask("p", "hold on"))
+                .await
+                .map(|r| r.into_inner())
         }));
     }
     let seen = until_in_flight(&b, "p", "p-hold", 5, |n| n == 3).await;
@@ -183,7 +185,10 @@ async fn latency_sends_a_small_share_to_the_slow_member_after_warm_up() {
             .map_or(0.0, |m| m.ttft_ms)
     };
     assert!(ttft("lat-slow") >= 250.0, "{members:?}");
-    assert!(ttft("lat-fast") > 0.0 && ttft("lat-fast") < 250.0, "{members:?}");
+    assert!(
+        ttft("lat-fast") > 0.0 && ttft("lat-fast") < 250.0,
+        "{members:?}"
+    );
     // And so do the metrics, read at scrape time.
     let text = scrape(&w).await;
     let slow_ttft = sample(

@@ -31,7 +31,8 @@ impl PeakEwma {
         let s = sample.as_secs_f64();
         self.value = match self.at {
             Some(at) if s <= self.value => {
-                let w = (-now.saturating_duration_since(at).as_secs_f64() / TAU.as_secs_f64()).exp();
+                let w =
+                    (-now.saturating_duration_since(at).as_secs_f64() / TAU.as_secs_f64()).exp();
                 self.value * w + s * (1.0 - w)
             }
             _ => s,
@@ -87,7 +88,7 @@ impl Recent {
         (now.saturating_duration_since(at) < STALE).then_some(self.p90)
     }
 
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.samples.len()
     }
 }
@@ -128,7 +129,10 @@ mod tests {
         tokio::time::advance(TAU).await;
         e.observe(MS(0), Instant::now());
         let v = e.get(Instant::now()).unwrap().as_secs_f64();
-        assert!((v - (-1f64).exp()).abs() < 1e-3, "1/e of the way after τ: {v}");
+        assert!(
+            (v - (-1f64).exp()).abs() < 1e-3,
+            "1/e of the way after τ: {v}"
+        );
         tokio::time::advance(TAU * 3).await;
         e.observe(MS(0), Instant::now());
         let v = e.get(Instant::now()).unwrap().as_secs_f64();
@@ -172,10 +176,14 @@ mod tests {
         for _ in 0..32 {
             r.push(MS(10), Instant::now());
         }
-        assert_eq!(r.len(), 32);
+        assert_eq!(r.count(), 32);
         assert_eq!(r.p90(Instant::now()), Some(MS(10)));
         let mut r = Recent::default();
         r.push(MS(7), Instant::now());
-        assert_eq!(r.p90(Instant::now()), Some(MS(7)), "one sample is its own p90");
+        assert_eq!(
+            r.p90(Instant::now()),
+            Some(MS(7)),
+            "one sample is its own p90"
+        );
     }
 }

@@ -131,13 +131,8 @@ impl Signals {
 }
 
 fn local_of(m: &Member, now: Instant) -> Local {
-    let (ttft, latency, ttft_p90) = m.with(|e| {
-        (
-            e.ttft.get(now),
-            e.latency.get(now),
-            e.recent_ttft.p90(now),
-        )
-    });
+    let (ttft, latency, ttft_p90) =
+        m.with(|e| (e.ttft.get(now), e.latency.get(now), e.recent_ttft.p90(now)));
     Local {
         in_flight: m.in_flight.load(Ordering::Acquire),
         ttft,

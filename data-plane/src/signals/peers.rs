@@ -26,7 +26,9 @@ pub struct Report {
 }
 
 fn us(d: Option<Duration>) -> u64 {
-    d.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1))
+    d.map_or(0, |d| {
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 fn dur(us: u64) -> Option<Duration> {

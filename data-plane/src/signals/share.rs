@@ -62,12 +62,17 @@ impl Board {
             pipe.hdel(&self.key, forgotten).ignore();
         }
         // The hash goes when the last worker does.
-        pipe.pexpire(&self.key, i64::try_from(FORGET.as_millis()).unwrap_or(30_000))
-            .ignore();
+        pipe.pexpire(
+            &self.key,
+            i64::try_from(FORGET.as_millis()).unwrap_or(30_000),
+        )
+        .ignore();
         pipe.hgetall(&self.key);
         let mut conn = self.conn().await?;
-        let (read,): (Vec<(String, String)>,) =
-            pipe.query_async(&mut conn).await.map_err(|e| e.to_string())?;
+        let (read,): (Vec<(String, String)>,) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(read)
     }
 
@@ -99,11 +104,8 @@ pub async fn run(signals: Arc<Signals>, board: Board, me: String, stop: Cancella
         let report = Report::of(seq, signals.local(now));
         let encoded = serde_json::to_string(&report).unwrap_or_default();
         let forgotten = peers.forgotten(now);
-        match tokio::time::timeout(
-            EXCHANGE_TIMEOUT,
-            board.exchange(&me, &encoded, &forgotten),
-        )
-        .await
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, board.exchange(&me, &encoded, &forgotten))
+            .await
         {
             Ok(Ok(read)) => peers.update(&me, read, Instant::now()),
             Ok(Err(e)) => tracing::debug!(error = %e, "live signals not exchanged"),
