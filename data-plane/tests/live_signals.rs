@@ -350,3 +350,46 @@ async fn a_draining_member_gets_no_new_requests_and_shows_its_in_flight_until_ze
         h.await.expect("join").expect("both served");
     }
 }
+
+#[tokio::test]
+async fn a_stream_counts_in_flight_until_it_ends_not_until_its_first_chunk() {
+    let up = fake().await;
+    // Two chunks, then silence: the stream is committed and stays open.
+    up.set_fault("m", Fault::StallAfter(2));
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::LeastBusy,
+            policy(0, 100, 1000),
+            &[("up", "m", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let w = worker(&redis_url(), &prefix, &[]).await;
+    wait_revision(&w, 1).await;
+    let mut c = client(&w).await;
+    let mut stream = c
+        .generate_stream(ask("p", "hi"))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    // Past the first chunk: the attempt is over, the stream is not.
+    let mut chunks = 0;
+    while chunks < 2 {
+        let ev = stream.message().await.expect("event").expect("open");
+        if matches!(ev.event, Some(pb::generate_stream_event::Event::TextDelta(_))) {
+            chunks += 1;
+        }
+    }
+    assert_eq!(in_flight(&w, "p", "p-m").await, 1, "the open stream counts");
+    // The caller leaves: the pump ends, and its hold with it.
+    drop(stream);
+    assert!(
+        until_in_flight(&w, "p", "p-m", 5, |n| n == 0)
+            .await
+            .is_some(),
+        "a stream the caller left no longer counts"
+    );
+}
