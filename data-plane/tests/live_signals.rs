@@ -80,6 +80,7 @@ async fn least_busy_gives_a_slow_member_no_more_than_its_share_across_two_worker
     }
     let (fast, slow) = (up.calls("fast"), up.calls("slow"));
     assert_eq!(fast + slow, 40);
+    eprintln!("least busy: fast {fast}, slow {slow} of 40");
     // Round robin would give it 20; each worker may pick it while both are
     // idle, and again while the other's report is under 250 ms old.
     assert!(
@@ -162,6 +163,7 @@ async fn latency_sends_a_small_share_to_the_slow_member_after_warm_up() {
         c.generate(ask("lat", "hi")).await.expect("served");
     }
     let slow = up.calls("slow") - slow_before;
+    eprintln!("latency: slow {slow} of 40 after warm-up");
     assert!(
         slow * 5 < 40,
         "the slow member gets under 20 % after warm-up: {slow} of 40"
@@ -379,7 +381,10 @@ async fn a_stream_counts_in_flight_until_it_ends_not_until_its_first_chunk() {
     let mut chunks = 0;
     while chunks < 2 {
         let ev = stream.message().await.expect("event").expect("open");
-        if matches!(ev.event, Some(pb::generate_stream_event::Event::TextDelta(_))) {
+        if matches!(
+            ev.event,
+            Some(pb::generate_stream_event::Event::TextDelta(_))
+        ) {
             chunks += 1;
         }
     }
@@ -392,4 +397,57 @@ async fn a_stream_counts_in_flight_until_it_ends_not_until_its_first_chunk() {
             .is_some(),
         "a stream the caller left no longer counts"
     );
+}
+
+#[tokio::test]
+async fn least_busy_on_one_worker_avoids_a_member_busy_on_another() {
+    let up = fake().await;
+    // Held until the provider's first-byte timeout (3 s), then served by fast.
+    up.set_fault("slow", Fault::DelayFirstByte(Duration::from_secs(6)));
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "lb",
+            pb::Strategy::LeastBusy,
+            policy(0, 100, 1000),
+            &[("up", "fast", 0), ("up", "slow", 0)],
+        );
+    config.publish(&redis_url(), &prefix, 1, true).await;
+    let workers = fleet_of(2, &prefix).await;
+    let (a, b) = (&workers[0], &workers[1]);
+    // Worker a sends until the slow member holds one of its requests.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        if in_flight(a, "lb", "lb-slow").await > 0 {
+            break;
+        }
+        let mut c = client(a).await;
+        held.push(tokio::spawn(async move {
+            c.generate(ask("lb", "hi")).await.map(|r| r.into_inner())
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        until_in_flight(b, "lb", "lb-slow", 5, |n| n >= 1)
+            .await
+            .is_some(),
+        "worker b sees a's request in flight at the slow member"
+    );
+    // Worker b, idle itself, sends everything to the member idle fleet-wide
+    // (by its own counts alone, ties would rotate half of them to slow).
+    let before = up.calls("slow");
+    let mut c = client(b).await;
+    for _ in 0..10 {
+        c.generate(ask("lb", "hi")).await.expect("served");
+    }
+    assert_eq!(
+        up.calls("slow"),
+        before,
+        "b sent nothing to the busy member"
+    );
+    for h in held {
+        h.await.expect("join").expect("served");
+    }
 }
