@@ -451,3 +451,41 @@ async fn least_busy_on_one_worker_avoids_a_member_busy_on_another() {
         h.await.expect("join").expect("served");
     }
 }
+
+#[tokio::test]
+async fn on_a_redis_cluster_one_workers_load_reaches_the_other() {
+    let cluster = switchyard_testkit::RedisCluster::start().await;
+    let url = cluster.urls().join(",");
+    let redis = RedisConfig {
+        url: url.clone(),
+        cluster: true,
+        ca_file: None,
+    };
+    let up = fake().await;
+    up.set_fault("hold", Fault::StallAfter(0));
+    let prefix = RedisPrefix::new();
+    let mut config = Config::default();
+    config
+        .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
+        .pool(
+            "p",
+            pb::Strategy::LeastBusy,
+            policy(0, 100, 1000),
+            &[("up", "hold", 0)],
+        );
+    config.publish_to(&redis, &prefix, 1, true).await;
+    let env = [("SWITCHYARD_REDIS_CLUSTER", "true")];
+    let a = worker(&url, &prefix, &env).await;
+    let b = worker(&url, &prefix, &env).await;
+    wait_revision(&a, 1).await;
+    wait_revision(&b, 1).await;
+    let mut c = client(&a).await;
+    let held = tokio::spawn(async move { c.generate(ask("p", "hold on")).await.map(|_| ()) });
+    assert!(
+        until_in_flight(&b, "p", "p-hold", 5, |n| n == 1)
+            .await
+            .is_some(),
+        "b sees a's request over the cluster"
+    );
+    held.abort();
+}
