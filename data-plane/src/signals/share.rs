@@ -94,6 +94,9 @@ pub async fn run(signals: Arc<Signals>, board: Board, me: String, stop: Cancella
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peers = Peers::default();
     let mut seq: u64 = 0;
+    // Whether the last read succeeded: after a failed one, a worker may look
+    // gone only because this one could not see it, so nothing is deleted.
+    let mut read_last = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -103,13 +106,26 @@ pub async fn run(signals: Arc<Signals>, board: Board, me: String, stop: Cancella
         let now = Instant::now();
         let report = Report::of(seq, signals.local(now));
         let encoded = serde_json::to_string(&report).unwrap_or_default();
-        let forgotten = peers.forgotten(now);
+        let forgotten = if read_last {
+            peers.forgotten(now)
+        } else {
+            Vec::new()
+        };
         match tokio::time::timeout(EXCHANGE_TIMEOUT, board.exchange(&me, &encoded, &forgotten))
             .await
         {
-            Ok(Ok(read)) => peers.update(&me, read, Instant::now()),
-            Ok(Err(e)) => tracing::debug!(error = %e, "live signals not exchanged"),
-            Err(_) => tracing::debug!("live signals not exchanged: timed out"),
+            Ok(Ok(read)) => {
+                peers.update(&me, read, Instant::now());
+                read_last = true;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "live signals not exchanged");
+                read_last = false;
+            }
+            Err(_) => {
+                tracing::debug!("live signals not exchanged: timed out");
+                read_last = false;
+            }
         }
         // Reports that stopped changing age out even while Redis is away.
         signals.set_others(peers.merged(Instant::now()));
