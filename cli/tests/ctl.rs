@@ -31,13 +31,28 @@ async fn get_lists_the_demo_pool_and_its_members_as_tables_and_json() {
     assert_eq!(
         header,
         [
-            "ID", "POOL", "PROVIDER", "MODEL", "WEIGHT", "PRIORITY", "STATUS", "HEALTH"
+            "ID",
+            "POOL",
+            "PROVIDER",
+            "MODEL",
+            "WEIGHT",
+            "PRIORITY",
+            "STATUS",
+            "HEALTH",
+            "IN_FLIGHT",
+            "TTFT",
+            "LATENCY"
         ]
     );
     let rs = rows(out);
     assert_eq!(rs.len(), 3, "{out}");
     for (r, model) in rs.iter().zip(["mock-a", "mock-b", "mock-c"]) {
-        assert_eq!(r[1..], ["demo", "mock", model, "1", "0", "ACTIVE", "ok"]);
+        assert_eq!(
+            r[1..],
+            [
+                "demo", "mock", model, "1", "0", "ACTIVE", "ok", "0", "-", "-"
+            ]
+        );
     }
 
     // One member per page: the listing follows every page.
@@ -135,10 +150,12 @@ async fn describe_pool_shows_members_with_health_and_survives_a_down_data_plane(
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     for l in out.lines().filter(|l| l.contains(" mock-")) {
-        // ... HEALTH ATTEMPTS ERRORS P50 P95
+        // ... HEALTH IN_FLIGHT TTFT LATENCY ATTEMPTS ERRORS P50 P95
         let f: Vec<&str> = l.split_whitespace().collect();
-        assert_eq!(f[7..9], ["1", "0"], "{out}");
-        assert!(f[9].ends_with("ms") && f[10].ends_with("ms"), "{out}");
+        assert_eq!(f[7], "0", "nothing in flight: {out}");
+        assert!(f[8].ends_with("ms") && f[9].ends_with("ms"), "{out}");
+        assert_eq!(f[10..12], ["1", "0"], "{out}");
+        assert!(f[12].ends_with("ms") && f[13].ends_with("ms"), "{out}");
     }
 
     // The data plane down: one line says so, the config part is still there.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use crate::model::Candidate;
+use crate::signals::{Carry, Hold};
 use crate::upstream::{
     self, ChatRequest, Chunk, ChunkStream, Completion, EmbedRequest, Embeddings, Prepared,
     ResponseMeta, TraceHeaders, UpstreamError,
@@ -19,6 +20,15 @@ pub struct OpenStream {
     pub meta: ResponseMeta,
     pub first: Chunk,
     pub rest: ChunkStream,
+    /// The attempt's in-flight hold: the stream counts at its member until
+    /// the pump ends it (set by failover when the stream is committed).
+    pub hold: Option<Hold>,
+}
+
+impl Carry for OpenStream {
+    fn carry(&mut self, hold: Hold) {
+        self.hold = Some(hold);
+    }
 }
 
 /// Asks `c` for embeddings, within the provider's request timeout.
@@ -77,6 +87,7 @@ pub async fn open_stream(
                         meta,
                         first,
                         rest: s,
+                        hold: None,
                     });
                 }
                 Some(Err(e)) => return Err(e),

@@ -32,6 +32,7 @@ use crate::observe::metrics::outcome_name;
 use crate::observe::trace::Incoming;
 use crate::observe::{Observer, Operation};
 use crate::plan::{self, Skip, Step};
+use crate::signals::{Carry, Signals};
 pub use crate::tried::Failed;
 use crate::tried::Log;
 use crate::upstream::{
@@ -55,6 +56,8 @@ pub struct Engine {
     pub observer: Arc<Observer>,
     /// Spans are exported (OTLP): each attempt gets a span of its own.
     pub export_spans: bool,
+    /// Members' live signals (in flight, latency), fleet-wide.
+    pub signals: Arc<Signals>,
 }
 
 /// Longest wait between two retries of one member.
@@ -114,6 +117,8 @@ struct Run<'a> {
     estimate: u64,
     /// What the serving member's reservation took.
     reserved: u64,
+    /// Members skipped as too slow for the time left.
+    slow_skips: u32,
     log: Log,
     /// The caller's trace context, continued by each attempt.
     trace: &'a Incoming,
@@ -209,6 +214,7 @@ impl Engine {
         P: Fn(&Candidate) -> Result<Prepared, UpstreamError>,
         F: Fn(Arc<Candidate>, Arc<Prepared>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
+        T: Carry,
     {
         let catalog = self.catalog.load_full();
         if !catalog.loaded {
@@ -231,6 +237,7 @@ impl Engine {
             free_hop: false,
             estimate,
             reserved: 0,
+            slow_skips: 0,
             log: Log::watched(self.observer.clone(), operation),
             trace,
         };
@@ -250,7 +257,7 @@ impl Engine {
                 ticket,
                 &self.fleet.table().load(),
                 Instant::now(),
-                &|_| crate::model::Live::default(),
+                &|c| self.live(c),
             );
             for (c, skip) in &plan.skipped {
                 run.log.skipped(pool, c, *skip);
@@ -312,7 +319,43 @@ impl Engine {
                 }
             }
         }
+        if run.slow_skips > 0 {
+            // Members were left for the time left: the caller's deadline is
+            // why nothing served, so it hears so now, not after a hopeless try.
+            let e = self.deadline(&run);
+            return Err(run.log.fail(e));
+        }
         Err(run.log.exhausted(&resolved.model))
+    }
+
+    /// A member's live signals, fleet-wide, as the plan reads them.
+    pub fn live(&self, c: &Candidate) -> crate::model::Live {
+        self.signals.live(&c.member_id)
+    }
+
+    /// Whether the member's recent p90 time to first token exceeds the
+    /// caller's time left (no data, no deadline: try it); if so the skip is
+    /// recorded, with no penalty.
+    fn too_slow(&self, pool: &Pool, c: &Candidate, run: &mut Run<'_>) -> bool {
+        let (Some(deadline), Some(p90)) = (run.deadline, self.live(c).ttft_p90) else {
+            return false;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if p90 <= left {
+            return false;
+        }
+        run.slow_skips += 1;
+        run.log
+            .push(pool, c, pb::AttemptOutcome::SkippedSlow, None, None);
+        run.log.reason(
+            c,
+            format!(
+                "skipped: its recent p90 time to first token ({} ms) exceeds the time left ({} ms)",
+                p90.as_millis(),
+                left.as_millis()
+            ),
+        );
+        true
     }
 
     /// One member: claim its probe or reserve its quota if it needs either,
@@ -328,8 +371,12 @@ impl Engine {
     where
         F: Fn(Arc<Candidate>, Arc<Prepared>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
+        T: Carry,
     {
         let c = &step.candidate;
+        if self.too_slow(pool, c, run) {
+            return Outcome::Next;
+        }
         // Released by its guard on every path that does not settle it.
         let mut probe: Option<ProbeHold> = None;
         if step.probe {
@@ -419,6 +466,8 @@ impl Engine {
             };
             let probing = probe.is_some();
             let busy = self.observer.metrics.attempt_started(c, &pool.name);
+            // Counts the attempt in flight until dropped, on every path.
+            let hold = self.signals.hold(c);
             let call = attempt(c.clone(), body.clone(), run.trace.outgoing(&span))
                 .instrument(span.clone());
             let result = match run.deadline {
@@ -427,6 +476,7 @@ impl Engine {
                     Err(_) => {
                         // Cut by the caller's deadline: not the member's fault.
                         busy.done();
+                        hold.timed_out();
                         span.record("switchyard.outcome", "deadline");
                         run.log
                             .push(pool, c, pb::AttemptOutcome::Deadline, None, Some(start));
@@ -443,7 +493,9 @@ impl Engine {
                     .probed(&pool.name, &c.member_id, result.is_ok());
             }
             let err = match result {
-                Ok(value) => {
+                Ok(mut value) => {
+                    hold.first_byte();
+                    value.carry(hold);
                     span.record("switchyard.outcome", "ok");
                     span.record(
                         "switchyard.ttfb_ms",
@@ -459,6 +511,12 @@ impl Engine {
                 }
                 Err(err) => {
                     self.give_back(c, reserved);
+                    if matches!(
+                        err,
+                        UpstreamError::FirstByteTimeout | UpstreamError::RequestTimeout
+                    ) {
+                        hold.timed_out();
+                    }
                     err
                 }
             };

@@ -24,6 +24,8 @@
 //! - [`model`]: the types every stage shares (a leaf: no imports from the rest).
 //! - [`fleet`]: what the fleet shares (health, tickets, limits, probes), held
 //!   in memory and kept live from Redis (or memory in the embedded default).
+//! - [`signals`]: live signals per member, fleet-wide — in flight (guards
+//!   that cannot leak) and peak-EWMA latency, exchanged in the background.
 //! - [`upstream`]: the neutral request and answer, and the wire formats
 //!   (`openai`, `anthropic`, `mock`) that translate them.
 //! - [`credentials`]: a provider's credential resolved within the allow-list, or why it is refused.
@@ -49,6 +51,7 @@ pub mod respond;
 pub mod server;
 pub mod service;
 pub mod settle;
+pub mod signals;
 pub mod stream;
 pub mod sync;
 mod tried;

@@ -95,11 +95,71 @@ pub fn by_signal(
     live: &dyn Fn(&Candidate) -> Live,
 ) {
     match strategy {
-        Strategy::LeastBusy | Strategy::Latency | Strategy::QuotaAware => {
+        Strategy::LeastBusy => least_busy(members, idx, live),
+        Strategy::Latency => {
+            let n = idx.len();
+            if n > 1 {
+                let a = rand::random_range(0..n);
+                let b = (a + rand::random_range(1..n)) % n;
+                by_latency(members, idx, live, (a, b));
+            }
+        }
+        Strategy::QuotaAware => {
             let _ = (members, idx, live);
         }
         Strategy::RoundRobin | Strategy::Weighted | Strategy::Priority | Strategy::Random => {}
     }
+}
+
+/// Fewest fleet in-flight per unit of capacity (`max_concurrency` when
+/// set, else the weight) first; ties keep the rotation.
+fn least_busy(members: &[Arc<Candidate>], idx: &mut [usize], live: &dyn Fn(&Candidate) -> Live) {
+    let load: Vec<(u64, u64)> = idx
+        .iter()
+        .map(|&i| {
+            let c = &members[i];
+            let capacity = c.max_concurrency.unwrap_or(c.weight).max(1);
+            (u64::from(live(c).in_flight), u64::from(capacity))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..idx.len()).collect();
+    // a/ca < b/cb  ⇔  a·cb < b·ca (no division, no float).
+    order.sort_by(|&x, &y| {
+        let ((a, ca), (b, cb)) = (load[x], load[y]);
+        (a * cb).cmp(&(b * ca))
+    });
+    let sorted: Vec<usize> = order.iter().map(|&k| idx[k]).collect();
+    idx.copy_from_slice(&sorted);
+}
+
+/// Power of two choices: of the members at positions `pick` of `idx`, the
+/// one with the lower peak-EWMA time to first token × (in flight + 1) goes
+/// first; the rest follow by the same score (ties keep the rotation). A
+/// member with no data counts as the pool's best known latency, so a new
+/// member gets tried.
+fn by_latency(
+    members: &[Arc<Candidate>],
+    idx: &mut [usize],
+    live: &dyn Fn(&Candidate) -> Live,
+    pick: (usize, usize),
+) {
+    let views: Vec<Live> = idx.iter().map(|&i| live(&members[i])).collect();
+    let known = |l: &Live| l.ttft.or(l.latency);
+    let best = views
+        .iter()
+        .filter_map(known)
+        .min()
+        .unwrap_or(Duration::from_millis(1));
+    let score: Vec<f64> = views
+        .iter()
+        .map(|l| known(l).unwrap_or(best).as_secs_f64().max(1e-6) * (f64::from(l.in_flight) + 1.0))
+        .collect();
+    let (a, b) = pick;
+    let first = if score[b] < score[a] { b } else { a };
+    let mut rest: Vec<usize> = (0..idx.len()).filter(|&k| k != first).collect();
+    rest.sort_by(|&x, &y| score[x].total_cmp(&score[y]));
+    let sorted: Vec<usize> = std::iter::once(first).chain(rest).map(|k| idx[k]).collect();
+    idx.copy_from_slice(&sorted);
 }
 
 /// Indexes into `members`, in the order to try them. `counter` is the pool's
@@ -297,6 +357,103 @@ mod tests {
         let mut v = order(Strategy::Random, &m, 0, &[]);
         v.sort_unstable();
         assert_eq!(v, vec![0, 1, 2, 3]);
+    }
+
+    fn view(spec: &[(u32, Option<u64>)]) -> impl Fn(&Candidate) -> Live + '_ {
+        move |c: &Candidate| {
+            let i: usize = c.member_id[1..].parse().unwrap();
+            let (in_flight, ttft_ms) = spec[i];
+            Live {
+                in_flight,
+                ttft: ttft_ms.map(Duration::from_millis),
+                ..Live::default()
+            }
+        }
+    }
+
+    #[test]
+    fn least_busy_takes_the_fewest_in_flight_per_capacity_ties_by_rotation() {
+        let m = members(&[(1, 0), (1, 0), (1, 0), (1, 0)]);
+        let live = view(&[(3, None), (1, None), (0, None), (1, None)]);
+        let mut idx = order(Strategy::LeastBusy, &m, 1, &[]);
+        assert_eq!(idx, vec![1, 2, 3, 0], "the rotation");
+        by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
+        assert_eq!(
+            idx,
+            vec![2, 1, 3, 0],
+            "idle first, ties (1, 3) in rotation order"
+        );
+        let mut idx = order(Strategy::LeastBusy, &m, 3, &[]);
+        by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
+        assert_eq!(idx, vec![2, 3, 1, 0], "another ticket rotates the ties");
+        // Weight 4 with 3 in flight is less busy than weight 1 with 1.
+        let m = members(&[(4, 0), (1, 0)]);
+        let live = view(&[(3, None), (1, None)]);
+        let mut idx = vec![1, 0];
+        by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
+        assert_eq!(idx, vec![0, 1]);
+    }
+
+    #[test]
+    fn least_busy_uses_max_concurrency_as_capacity() {
+        let mut m = members(&[(1, 0), (1, 0)]);
+        Arc::get_mut(&mut m[0]).unwrap().max_concurrency = Some(10);
+        let live = view(&[(5, None), (1, None)]);
+        let mut idx = vec![1, 0];
+        by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
+        assert_eq!(idx, vec![0, 1], "5/10 beats 1/1");
+    }
+
+    #[test]
+    fn latency_p2c_picks_the_faster_of_the_two_and_orders_the_rest() {
+        let m = members(&[(1, 0), (1, 0), (1, 0), (1, 0)]);
+        // m3 is fastest but not among the two picked: m1 beats m0.
+        let live = view(&[
+            (0, Some(400)),
+            (0, Some(100)),
+            (0, Some(300)),
+            (0, Some(50)),
+        ]);
+        let mut idx = vec![0, 1, 2, 3];
+        by_latency(&m, &mut idx, &live, (0, 1));
+        assert_eq!(idx, vec![1, 3, 2, 0]);
+        // Load counts: 100 ms × 5 in flight loses to 300 ms idle.
+        let live = view(&[
+            (0, Some(400)),
+            (4, Some(100)),
+            (0, Some(300)),
+            (0, Some(50)),
+        ]);
+        let mut idx = vec![0, 1, 2, 3];
+        by_latency(&m, &mut idx, &live, (1, 2));
+        assert_eq!(idx, vec![2, 3, 0, 1]);
+        // A member with no data counts as the best known: tried before slow ones.
+        let live = view(&[(0, Some(400)), (0, None), (0, Some(100)), (0, Some(900))]);
+        let mut idx = vec![0, 1, 2, 3];
+        by_latency(&m, &mut idx, &live, (0, 1));
+        assert_eq!(idx, vec![1, 2, 0, 3]);
+    }
+
+    #[test]
+    fn latency_strategy_is_a_permutation_of_the_pool_and_favours_the_fast() {
+        let m = members(&[(1, 0), (1, 0), (1, 0)]);
+        let live = view(&[(0, Some(800)), (0, Some(20)), (0, Some(400))]);
+        let mut firsts = [0usize; 3];
+        for t in 0..3000 {
+            let mut idx = order(Strategy::Latency, &m, t, &[]);
+            by_signal(Strategy::Latency, &m, &mut idx, &live);
+            let mut all = idx.clone();
+            all.sort_unstable();
+            assert_eq!(all, vec![0, 1, 2], "every member once, none other");
+            firsts[idx[0]] += 1;
+        }
+        // P2C: the slowest never wins a pair; the fastest wins every pair it is in.
+        assert_eq!(firsts[0], 0);
+        assert!(firsts[1] > 1800, "{firsts:?}");
+        let one = members(&[(1, 0)]);
+        let mut idx = vec![0];
+        by_signal(Strategy::Latency, &one, &mut idx, &live);
+        assert_eq!(idx, vec![0]);
     }
 
     #[tokio::test(start_paused = true)]

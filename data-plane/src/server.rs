@@ -210,7 +210,9 @@ pub async fn serve(
     );
     workers.push(("fleet pusher", daemons.spawn(pusher)));
     let applied = Arc::new(ArcSwap::from_pointee(tokio::time::Instant::now()));
+    let signals = Arc::new(crate::signals::Signals::default());
     settings.metrics.attach(Live {
+        signals: signals.clone(),
         catalog: catalog.clone(),
         fleet: fleet.clone(),
         sync: state_rx.clone(),
@@ -248,6 +250,16 @@ pub async fn serve(
             keys,
             backend,
         } => {
+            // Until in-flight requests are done (their load still counts).
+            workers.push((
+                "live signals",
+                daemons.spawn(crate::signals::share::run(
+                    signals.clone(),
+                    crate::signals::share::Board::new((*client).clone(), &keys),
+                    fleet.worker_id().to_owned(),
+                    pusher_stop.clone(),
+                )),
+            ));
             if settings.master_keys.is_none() {
                 tracing::warn!(
                     "no master key: the config snapshot in Redis is not authenticated; anyone who \
@@ -293,6 +305,7 @@ pub async fn serve(
         retry_backoff: settings.retry_backoff,
         observer,
         export_spans: settings.export_spans,
+        signals,
     });
     let export_spans = settings.export_spans;
 

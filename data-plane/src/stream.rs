@@ -79,7 +79,11 @@ impl Pump {
         let done = finished.clone();
         tasks.spawn(
             async move {
-                let OpenStream { first, rest, .. } = open;
+                // The hold counts the stream at its member until this task
+                // ends, however it ends.
+                let OpenStream {
+                    first, rest, hold, ..
+                } = open;
                 // Dropping `rest` (at the end of this task) closes the upstream
                 // connection: a caller that left cancels the upstream at once.
                 let mut usage: Option<Usage> = None;
@@ -87,6 +91,9 @@ impl Pump {
                 // The first chunk goes out right after the start event.
                 let ttft = watch.as_ref().map(|(w, ..)| w.started().elapsed());
                 let end = self.run(&tx, start, first, rest, &mut usage).await;
+                if let (Ok(()), Some(hold)) = (&end, hold) {
+                    hold.finished();
+                }
                 // Settled once, on the last usage the stream reported; a
                 // stream that reported none (cut, or an upstream that sends
                 // no usage frame) is charged its upper bound.

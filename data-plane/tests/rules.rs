@@ -108,6 +108,7 @@ impl Rig {
                 retry_backoff: Duration::from_millis(50),
                 observer: switchyard_data_plane::observe::Observer::detached(),
                 export_spans: false,
+                signals: Default::default(),
             },
             threshold: failover.failure_threshold,
             cooldown_ms: failover.cooldown_base_ms,

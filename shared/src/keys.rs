@@ -7,7 +7,8 @@
 //!   control plane's publish script;
 //! - `{P:health}:members`, `{P:health}:version` — the fleet's health table and
 //!   its change counter, changed together by the health scripts;
-//! - `P:rr:<pool>`, `P:quota:<member>` and `P:workers` — one key per script.
+//! - `P:rr:<pool>`, `P:quota:<member>` and `P:workers` — one key per script;
+//! - `{P:load}:members` — the workers' live-signal reports, one hash.
 //!
 //! Channels (`P:config:changes`, `P:health:changes`) are classic pub/sub,
 //! which a cluster delivers to subscribers on every node.
@@ -80,6 +81,13 @@ impl RedisKeys {
         format!("{}:budget:{caller}", self.prefix)
     }
 
+    /// Live signals: a hash, one field per worker holding its last report
+    /// of each member's in-flight count and latency estimates. One key, so
+    /// one pipeline writes a report and reads the fleet's on any cluster.
+    pub fn load_reports(&self) -> String {
+        format!("{{{}:load}}:members", self.prefix)
+    }
+
     /// One time bucket of pool statistics (`bucket`: its start, Unix
     /// seconds). Every bucket shares a hash tag, so one pipeline reads a window.
     pub fn stats_bucket(&self, bucket: i64) -> String {
@@ -115,6 +123,7 @@ mod tests {
             k.health_channel(),
             k.member_quota("m"),
             k.workers(),
+            k.load_reports(),
         ] {
             assert!(
                 key.trim_start_matches('{').starts_with("t1:"),

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use switchyard_proto::v1 as pb;
 
 use super::client::{ConnArgs, Cp, get, refused};
-use super::get::{health, list_members, list_routes};
+use super::get::{health, list_members, list_routes, live_cells};
 use super::output::{self, Table, dash, field, on, stamps};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -116,7 +116,16 @@ fn percentiles(p: Option<&pb::Percentiles>) -> (String, String) {
 /// Members with their health and (when `traffic`) recent attempts.
 fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
     let mut cols = vec![
-        "ID", "PROVIDER", "MODEL", "WEIGHT", "PRIORITY", "STATUS", "HEALTH",
+        "ID",
+        "PROVIDER",
+        "MODEL",
+        "WEIGHT",
+        "PRIORITY",
+        "STATUS",
+        "HEALTH",
+        "IN_FLIGHT",
+        "TTFT",
+        "LATENCY",
     ];
     if traffic {
         cols.extend(["ATTEMPTS", "ERRORS", "P50", "P95"]);
@@ -133,6 +142,7 @@ fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
             output::status_upper(m.status),
             output::health(live.health.get(&m.id), now),
         ];
+        row.extend(live_cells(live.health.get(&m.id)));
         if traffic {
             match live.stats.get(&m.id) {
                 Some(s) => {

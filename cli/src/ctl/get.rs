@@ -335,13 +335,42 @@ fn pools_table(ps: &[pb::Pool], ms: &[pb::Member], wide: bool) -> Option<Table> 
     (!ps.is_empty()).then_some(t)
 }
 
+/// A member's live signals as a worker sees them, fleet-wide: requests in
+/// flight (a draining member is done when it reaches 0), peak-EWMA time to
+/// first token and total latency ("-": no worker answered, or no data yet).
+pub fn live_cells(h: Option<&pb::MemberHealth>) -> [String; 3] {
+    let ms = |v: f64| {
+        if v <= 0.0 {
+            "-".to_owned()
+        } else if v >= 10.0 {
+            format!("{v:.0}ms")
+        } else {
+            format!("{v:.1}ms")
+        }
+    };
+    match h {
+        Some(h) => [h.in_flight.to_string(), ms(h.ttft_ms), ms(h.latency_ms)],
+        None => ["-".into(), "-".into(), "-".into()],
+    }
+}
+
 pub fn members_table(
     ms: &[pb::Member],
     health: &HashMap<String, pb::MemberHealth>,
     wide: bool,
 ) -> Option<Table> {
     let mut cols = vec![
-        "ID", "POOL", "PROVIDER", "MODEL", "WEIGHT", "PRIORITY", "STATUS", "HEALTH",
+        "ID",
+        "POOL",
+        "PROVIDER",
+        "MODEL",
+        "WEIGHT",
+        "PRIORITY",
+        "STATUS",
+        "HEALTH",
+        "IN_FLIGHT",
+        "TTFT",
+        "LATENCY",
     ];
     if wide {
         cols.extend(["RPM_LIMIT", "TPM_LIMIT", "MAX_OUTPUT", "ETAG"]);
@@ -359,6 +388,7 @@ pub fn members_table(
             output::status_upper(m.status),
             output::health(health.get(&m.id), now),
         ];
+        row.extend(live_cells(health.get(&m.id)));
         if wide {
             row.extend([
                 output::limit(m.rpm_limit),

@@ -24,6 +24,8 @@ pub struct Live {
     pub sync: watch::Receiver<SyncState>,
     /// When the catalog last changed.
     pub applied: Arc<ArcSwap<Instant>>,
+    /// Members' live signals, fleet-wide.
+    pub signals: Arc<crate::signals::Signals>,
 }
 
 /// Gauges read from the worker's state at scrape time.
@@ -146,6 +148,59 @@ impl Collector for StateCollector {
             None,
             states.metric_type(),
         )?;
-        states.encode(e)
+        states.encode(e)?;
+        encode_live_signals(&mut encoder, &pools, &live.signals)
     }
+}
+
+/// The members' live signals, fleet-wide, read at scrape time: in flight,
+/// peak-EWMA time to first token and total latency (members with no
+/// estimate have no latency series).
+fn encode_live_signals(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    pools: &[Arc<crate::model::Pool>],
+    signals: &crate::signals::Signals,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric as _;
+    type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
+    let in_flight: Family<n::Member, Gauge> = Family::default();
+    let ttft: Family<n::Member, Seconds> = Family::default();
+    let latency: Family<n::Member, Seconds> = Family::default();
+    for p in pools {
+        for m in &p.members {
+            let live = signals.live(&m.member_id);
+            let who = n::Member {
+                pool: p.name.clone(),
+                member: m.member_id.clone(),
+            };
+            in_flight.get_or_create(&who).set(i64::from(live.in_flight));
+            if let Some(d) = live.ttft {
+                ttft.get_or_create(&who).set(d.as_secs_f64());
+            }
+            if let Some(d) = live.latency {
+                latency.get_or_create(&who).set(d.as_secs_f64());
+            }
+        }
+    }
+    let e = encoder.encode_descriptor(
+        n::MEMBER_IN_FLIGHT,
+        "Requests in flight per member, fleet-wide (this worker's plus the others' last reports)",
+        None,
+        in_flight.metric_type(),
+    )?;
+    in_flight.encode(e)?;
+    let e = encoder.encode_descriptor(
+        n::MEMBER_TTFT,
+        "Peak-EWMA time to first token per member, fleet-wide, seconds",
+        None,
+        ttft.metric_type(),
+    )?;
+    ttft.encode(e)?;
+    let e = encoder.encode_descriptor(
+        n::MEMBER_LATENCY,
+        "Peak-EWMA total latency per member, fleet-wide, seconds",
+        None,
+        latency.metric_type(),
+    )?;
+    latency.encode(e)
 }

@@ -249,7 +249,13 @@ impl Inference for InferenceService {
                         e.state(now, pool.policy.failure_threshold)
                     });
                     let (requests, tokens) = usage.get(&m.member_id).copied().unwrap_or_default();
+                    let live = self.engine.live(m);
+                    let ms =
+                        |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
                     pb::MemberHealth {
+                        in_flight: live.in_flight,
+                        ttft_ms: ms(live.ttft),
+                        latency_ms: ms(live.latency),
                         member_id: m.member_id.clone(),
                         provider: m.provider.clone(),
                         upstream_model: m.upstream_model.clone(),

@@ -54,6 +54,13 @@ pub const PROBES: &str = "switchyard_probes";
 pub const INFLIGHT: &str = "switchyard_inflight_requests";
 /// Attempts and committed streams in flight per member on this worker.
 pub const MEMBER_INFLIGHT: &str = "switchyard_member_inflight_requests";
+/// Requests in flight per member, fleet-wide (this worker's plus the
+/// others' last reports), read at scrape time.
+pub const MEMBER_IN_FLIGHT: &str = "switchyard_member_in_flight";
+/// A member's peak-EWMA time to first token, fleet-wide, seconds.
+pub const MEMBER_TTFT: &str = "switchyard_member_ttft_seconds";
+/// A member's peak-EWMA total latency, fleet-wide, seconds.
+pub const MEMBER_LATENCY: &str = "switchyard_member_latency_seconds";
 /// The config revision this worker serves.
 pub const CONFIG_REVISION: &str = "switchyard_config_revision";
 /// Seconds since this worker applied its last config change.
