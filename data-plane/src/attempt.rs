@@ -31,6 +31,12 @@ impl Carry for OpenStream {
     }
 }
 
+impl upstream::Rated for OpenStream {
+    fn rate(&self) -> Option<upstream::RateHeaders> {
+        self.meta.rate
+    }
+}
+
 /// Asks `c` for embeddings, within the provider's request timeout.
 pub async fn embed(
     http: &HttpClients,
@@ -81,7 +87,11 @@ pub async fn open_stream(
         loop {
             match s.next().await {
                 // What the upstream says of itself commits nothing.
-                Some(Ok(Chunk::Meta(m))) => meta = m,
+                Some(Ok(Chunk::Meta(m))) => {
+                    // The headers' rate leads the stream; the body's meta follows.
+                    let rate = m.rate.or(meta.rate);
+                    meta = ResponseMeta { rate, ..m };
+                }
                 Some(Ok(first)) => {
                     return Ok(OpenStream {
                         meta,

@@ -26,8 +26,9 @@ use tracing::Instrument as _;
 use crate::attempt::{self, HttpClients, OpenStream};
 use crate::catalog::Catalog;
 use crate::error::DpError;
+use crate::fit;
 use crate::fleet::{Fleet, ProbeHold, Reservation};
-use crate::model::{Candidate, Pool};
+use crate::model::{Candidate, Live, Pool};
 use crate::observe::metrics::outcome_name;
 use crate::observe::trace::Incoming;
 use crate::observe::{Observer, Operation};
@@ -119,6 +120,8 @@ struct Run<'a> {
     reserved: u64,
     /// Members skipped as too slow for the time left.
     slow_skips: u32,
+    /// The last member said the prompt is too long for it: larger windows next.
+    too_long: bool,
     log: Log,
     /// The caller's trace context, continued by each attempt.
     trace: &'a Incoming,
@@ -214,7 +217,7 @@ impl Engine {
         P: Fn(&Candidate) -> Result<Prepared, UpstreamError>,
         F: Fn(Arc<Candidate>, Arc<Prepared>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
-        T: Carry,
+        T: Carry + upstream::Rated,
     {
         let catalog = self.catalog.load_full();
         if !catalog.loaded {
@@ -238,6 +241,7 @@ impl Engine {
             estimate,
             reserved: 0,
             slow_skips: 0,
+            too_long: false,
             log: Log::watched(self.observer.clone(), operation),
             trace,
         };
@@ -262,7 +266,11 @@ impl Engine {
             for (c, skip) in &plan.skipped {
                 run.log.skipped(pool, c, *skip);
             }
-            let mut steps = plan.steps.into_iter();
+            let (steps, unfit) = fit::screen(plan.steps, run.estimate, self.fleet.headroom());
+            for (c, why) in &unfit {
+                run.log.unfit(pool, c, *why, run.estimate);
+            }
+            let mut steps = steps.into_iter();
             while let Some(step) = steps.next() {
                 let member = step.candidate.clone();
                 // A member that cannot take the request is passed over before
@@ -292,6 +300,9 @@ impl Engine {
                             pool: Arc::clone(pool),
                             reserved_tokens: run.reserved,
                         });
+                    }
+                    Outcome::Next if std::mem::take(&mut run.too_long) => {
+                        steps = fit::larger_first(steps.collect()).into_iter();
                     }
                     Outcome::Next => {}
                     Outcome::Stop(e) => return Err(run.log.fail(e)),
@@ -329,8 +340,13 @@ impl Engine {
     }
 
     /// A member's live signals, fleet-wide, as the plan reads them.
-    pub fn live(&self, c: &Candidate) -> crate::model::Live {
-        self.signals.live(&c.member_id)
+    pub fn live(&self, c: &Candidate) -> Live {
+        let room = fit::live(self.fleet.headroom(), c);
+        Live {
+            remaining_requests: room.remaining_requests,
+            remaining_tokens: room.remaining_tokens,
+            ..self.signals.live(&c.member_id)
+        }
     }
 
     /// Whether the member's recent p90 time to first token exceeds the
@@ -371,7 +387,7 @@ impl Engine {
     where
         F: Fn(Arc<Candidate>, Arc<Prepared>, TraceHeaders) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
-        T: Carry,
+        T: Carry + upstream::Rated,
     {
         let c = &step.candidate;
         if self.too_slow(pool, c, run) {
@@ -487,6 +503,14 @@ impl Engine {
                 None => call.await,
             };
             busy.done();
+            if !c.ephemeral
+                && let Some(rate) = match &result {
+                    Ok(v) => v.rate(),
+                    Err(e) => e.rate(),
+                }
+            {
+                self.fleet.headroom().observe(&c.member_id, &rate);
+            }
             if probing {
                 self.observer
                     .metrics
@@ -598,10 +622,13 @@ impl Engine {
                     run.free_hop = true;
                     return Outcome::Next;
                 }
-                ErrorClass::ModelNotFound
-                | ErrorClass::ContextTooLong
-                | ErrorClass::Misconfigured
-                | ErrorClass::Unsupported => {
+                ErrorClass::ContextTooLong => {
+                    run.log.reason(c, err.to_string());
+                    run.free_hop = true;
+                    run.too_long = true;
+                    return Outcome::Next;
+                }
+                ErrorClass::ModelNotFound | ErrorClass::Misconfigured | ErrorClass::Unsupported => {
                     run.log.reason(c, err.to_string());
                     run.free_hop = true;
                     return Outcome::Next;
@@ -672,6 +699,7 @@ impl Engine {
         true
     }
 
+    /// What the plan reads of `c`'s live signals.
     fn deadline(&self, run: &Run<'_>) -> DpError {
         DpError::Deadline {
             model: run.model.to_owned(),

@@ -42,6 +42,7 @@ pub mod credentials;
 pub mod door;
 pub mod error;
 pub mod failover;
+pub mod fit;
 pub mod fleet;
 pub mod intake;
 pub mod model;

@@ -105,7 +105,7 @@ pub fn by_signal(
             }
         }
         Strategy::QuotaAware => {
-            let _ = (members, idx, live);
+            idx.sort_by_cached_key(|&i| quota_key(&members[i], &live(&members[i])));
         }
         Strategy::RoundRobin | Strategy::Weighted | Strategy::Priority | Strategy::Random => {}
     }
@@ -160,6 +160,35 @@ fn by_latency(
     rest.sort_by(|&x, &y| score[x].total_cmp(&score[y]));
     let sorted: Vec<usize> = std::iter::once(first).chain(rest).map(|k| idx[k]).collect();
     idx.copy_from_slice(&sorted);
+}
+
+/// QUOTA_AWARE's order (the model-groups rule), smallest first: members
+/// with known room, then unknown ones, then those with nothing left; within
+/// a class, most remaining requests first, then most remaining tokens —
+/// relative to the member's rpm/tpm limit where it has one (parts per
+/// million), else absolute.
+pub fn quota_key(
+    c: &Candidate,
+    live: &Live,
+) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>) {
+    let share = |left: Option<u64>, limit: Option<u64>| match (left, limit) {
+        (Some(n), Some(l)) if l > 0 => n.saturating_mul(1_000_000) / l,
+        (Some(n), _) => n,
+        (None, _) => 0,
+    };
+    let (r, t) = (live.remaining_requests, live.remaining_tokens);
+    let class = if r == Some(0) || t == Some(0) {
+        2
+    } else if r.is_none() && t.is_none() {
+        1
+    } else {
+        0
+    };
+    (
+        class,
+        std::cmp::Reverse(share(r, c.limits.rpm)),
+        std::cmp::Reverse(share(t, c.limits.tpm)),
+    )
 }
 
 /// Indexes into `members`, in the order to try them. `counter` is the pool's
@@ -310,6 +339,47 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn quota_aware_puts_most_headroom_first_unknown_next_and_empty_last() {
+        let m = members(&[(1, 0), (1, 0), (1, 0), (1, 0), (1, 0)]);
+        let live = |c: &Candidate| {
+            let (r, t) = match c.member_id.as_str() {
+                "m0" => (Some(0), Some(5000)),
+                "m1" => (Some(10), Some(100)),
+                "m2" => (None, None),
+                "m3" => (Some(10), Some(900)),
+                _ => (Some(40), Some(1)),
+            };
+            Live {
+                remaining_requests: r,
+                remaining_tokens: t,
+                ..Live::default()
+            }
+        };
+        let mut idx = order(Strategy::QuotaAware, &m, 0, &[]);
+        by_signal(Strategy::QuotaAware, &m, &mut idx, &live);
+        assert_eq!(idx, vec![4, 3, 1, 2, 0]);
+        // Ties keep the rotation.
+        let same = |_: &Candidate| Live::default();
+        let mut idx = order(Strategy::QuotaAware, &m, 2, &[]);
+        by_signal(Strategy::QuotaAware, &m, &mut idx, &same);
+        assert_eq!(idx, vec![2, 3, 4, 0, 1]);
+        // Relative to the limit where one is known: 10 of 20 beats 40 of 1000.
+        let mut limited = members(&[(1, 0), (1, 0)]);
+        for (c, rpm) in limited.iter_mut().zip([1000, 20]) {
+            if let Some(c) = Arc::get_mut(c) {
+                c.limits.rpm = Some(rpm);
+            }
+        }
+        let live = |c: &Candidate| Live {
+            remaining_requests: Some(if c.member_id == "m0" { 40 } else { 10 }),
+            ..Live::default()
+        };
+        let mut idx = order(Strategy::QuotaAware, &limited, 0, &[]);
+        by_signal(Strategy::QuotaAware, &limited, &mut idx, &live);
+        assert_eq!(idx, vec![1, 0]);
     }
 
     #[test]

@@ -277,6 +277,15 @@ pub async fn serve(
                 )),
             ));
             workers.push((
+                "headroom sharer",
+                daemons.spawn(crate::fleet::headroom::share(
+                    (*client).clone(),
+                    keys.clone(),
+                    fleet.headroom().clone(),
+                    background.clone(),
+                )),
+            ));
+            workers.push((
                 "config sync",
                 daemons.spawn(crate::sync::follow_redis(
                     *client,

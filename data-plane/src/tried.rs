@@ -8,6 +8,7 @@ use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::error::{DpError, Reason};
+use crate::fit::Unfit;
 use crate::model::{Candidate, Pool, reached};
 use crate::observe::{Observer, Operation};
 use crate::plan::Skip;
@@ -99,6 +100,34 @@ impl Log {
         }
     }
 
+    /// A member that cannot take this request now (no penalty).
+    pub(crate) fn unfit(&mut self, pool: &Pool, c: &Candidate, why: Unfit, estimate: u64) {
+        match why {
+            Unfit::Context { window } => {
+                self.push(pool, c, pb::AttemptOutcome::SkippedContext, None, None);
+                self.reason(
+                    c,
+                    format!(
+                        "about {estimate} tokens (prompt + max output) do not fit its context \
+                         window of {window}"
+                    ),
+                );
+            }
+            Unfit::NearLimit { left } => {
+                self.push(pool, c, pb::AttemptOutcome::SkippedNearLimit, None, None);
+                self.due_back(left);
+                self.reason(
+                    c,
+                    format!(
+                        "near its provider's rate limit (headers: no room for about {estimate} \
+                         tokens; resets in {:.1}s)",
+                        left.as_secs_f64()
+                    ),
+                );
+            }
+        }
+    }
+
     pub(crate) fn skipped(&mut self, pool: &Pool, c: &Candidate, skip: Skip) {
         self.push(pool, c, pb::AttemptOutcome::SkippedBenched, None, None);
         match skip {
@@ -152,7 +181,9 @@ impl Log {
             DpError::Unsupported { model, reasons }
         } else if self.all(pb::AttemptOutcome::ModelNotFound) {
             DpError::NoMemberKnowsModel { model, reasons }
-        } else if self.all_reached(pb::AttemptOutcome::ContextTooLong) {
+        } else if self.all(pb::AttemptOutcome::SkippedContext)
+            || self.all_reached(pb::AttemptOutcome::ContextTooLong)
+        {
             DpError::ContextTooLong { model, reasons }
         } else if let Some((refusal, member, message)) = self
             .first_refusal

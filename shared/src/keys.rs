@@ -69,6 +69,17 @@ impl RedisKeys {
         format!("{}:health:changes", self.prefix)
     }
 
+    /// Every member's last known headroom from its provider's rate-limit
+    /// headers: a hash, one field per member (`fleet/headroom.rs`).
+    pub fn headroom_table(&self) -> String {
+        format!("{{{}:headroom}}:members", self.prefix)
+    }
+
+    /// Pub/sub channel carrying every headroom report (`member\treport`).
+    pub fn headroom_channel(&self) -> String {
+        format!("{}:headroom:changes", self.prefix)
+    }
+
     /// A member's rpm/tpm usage (hash: `r:<minute>` requests and
     /// `t:<minute>` tokens per Unix minute of Redis's clock, the last few
     /// minutes only). It expires.
@@ -124,6 +135,8 @@ mod tests {
             k.member_quota("m"),
             k.workers(),
             k.load_reports(),
+            k.headroom_table(),
+            k.headroom_channel(),
         ] {
             assert!(
                 key.trim_start_matches('{').starts_with("t1:"),

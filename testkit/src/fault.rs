@@ -47,6 +47,10 @@ pub enum Fault {
     /// raw event stream, as the provider would send it) for a streaming
     /// one. For tests of how an answer is read.
     Reply { json: String, sse: String },
+    /// A budget of `rpm` requests and `tpm` tokens a minute (from the first
+    /// call), told on every answer in the provider's own rate-limit headers;
+    /// a 429 with `retry-after` once it is spent (`testkit/src/ratelimit.rs`).
+    RateLimit { rpm: u64, tpm: u64 },
 }
 
 #[derive(Debug, Default)]

@@ -22,6 +22,7 @@ pub mod dashboards;
 pub mod db;
 mod fault;
 pub mod harness;
+mod ratelimit;
 pub mod redis_servers;
 mod server;
 mod stats;
@@ -160,6 +161,14 @@ impl FakeUpstream {
     /// shutdown are not counted.
     pub fn cancelled(&self) -> u64 {
         self.shared.stats.cancelled()
+    }
+
+    /// Requests answered 429 by [`Fault::RateLimit`].
+    pub fn rate_limited(&self) -> u64 {
+        self.shared
+            .rate
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Headers of the latest request for `model` (check `authorization` / `x-api-key`).

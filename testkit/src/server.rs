@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     pub(crate) shutdown: CancellationToken,
     seq: AtomicU64,
+    /// Rate-limit mode's windows.
+    pub(crate) rate: crate::ratelimit::Windows,
 }
 
 impl Shared {
@@ -39,6 +41,7 @@ impl Shared {
             stats: Arc::new(Stats::default()),
             shutdown,
             seq: AtomicU64::new(1),
+            rate: crate::ratelimit::Windows::default(),
         }
     }
 }
@@ -190,6 +193,39 @@ async fn serve_model(s: &Arc<Shared>, wire: Wire, body: Value, model: String) ->
     let (model_guard, in_flight) = s.stats.enter(&model);
     let mut guard = RequestGuard::new(Arc::clone(&s.stats)).holding(model_guard);
     let fault = s.faults.take(&model);
+    if let Some(Fault::RateLimit { rpm, tpm }) = fault {
+        let tokens = crate::ratelimit::tokens_of(&body);
+        let (headers, over) = s.rate.take(wire, &model, rpm, tpm, tokens);
+        let mut response = match over {
+            Some(reset) => {
+                guard.finish();
+                let err = wire::error_body(wire, 429, None);
+                let mut r = json_response(wire, StatusCode::TOO_MANY_REQUESTS, &err);
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(reset.as_secs().max(1)),
+                );
+                r
+            }
+            None => Box::pin(answer(s, wire, model, body, guard, None, in_flight)).await,
+        };
+        response.headers_mut().extend(headers);
+        return response;
+    }
+    answer(s, wire, model, body, guard, fault, in_flight).await
+}
+
+/// Answers a request that passed its checks, with `fault` applied;
+/// `in_flight`: requests for the model in flight, this one included.
+async fn answer(
+    s: &Arc<Shared>,
+    wire: Wire,
+    model: String,
+    body: Value,
+    mut guard: RequestGuard,
+    fault: Option<Fault>,
+    in_flight: usize,
+) -> Response {
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"]
         .as_bool()

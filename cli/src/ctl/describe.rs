@@ -113,6 +113,27 @@ fn percentiles(p: Option<&pb::Percentiles>) -> (String, String) {
     }
 }
 
+/// Requests and tokens the member's provider key has left (its rate-limit
+/// headers, as the worker's fleet copy has them); `-` where unknown.
+fn remaining(h: Option<&pb::MemberHealth>) -> String {
+    let show = |n: i64, unit: &str| {
+        if n < 0 {
+            "-".to_owned()
+        } else {
+            format!("{n} {unit}")
+        }
+    };
+    match h {
+        Some(h) if h.remaining_requests >= 0 || h.remaining_tokens >= 0 => format!(
+            "{} / {}{}",
+            show(h.remaining_requests, "req"),
+            show(h.remaining_tokens, "tok"),
+            if h.near_limit { " (near limit)" } else { "" }
+        ),
+        _ => "-".into(),
+    }
+}
+
 /// Members with their health and (when `traffic`) recent attempts.
 fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
     let mut cols = vec![
@@ -130,6 +151,7 @@ fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
     if traffic {
         cols.extend(["ATTEMPTS", "ERRORS", "P50", "P95"]);
     }
+    cols.push("REMAINING");
     let now = output::now_ms();
     let mut t = Table::new(&cols);
     for m in ms {
@@ -153,6 +175,7 @@ fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
                 None => row.extend(["-", "-", "-", "-"].map(String::from)),
             }
         }
+        row.push(remaining(live.health.get(&m.id)));
         t.row(row);
     }
     if ms.is_empty() {

@@ -18,6 +18,7 @@
 pub mod budget;
 pub mod charges;
 pub mod follow;
+pub mod headroom;
 pub mod health;
 pub mod link;
 pub mod memory;
@@ -218,6 +219,8 @@ struct FleetCore {
     /// Usage of limited members as this worker knows it: (member, minute) →
     /// (requests, tokens). Counts alone while the backend is unreachable.
     usage: Mutex<HashMap<(String, i64), (u64, u64)>>,
+    /// Members' headroom from their providers' rate-limit headers.
+    headroom: Arc<headroom::Headroom>,
 }
 
 impl FleetCore {
@@ -314,6 +317,7 @@ impl Fleet {
             worker: uuid::Uuid::new_v4().simple().to_string(),
             workers: std::sync::atomic::AtomicU64::new(1),
             usage: Mutex::new(HashMap::new()),
+            headroom: Arc::default(),
         });
         let pusher = push::run(core.clone(), rx, stop);
         (Self { core }, pusher)
@@ -325,6 +329,11 @@ impl Fleet {
 
     pub fn link(&self) -> &Arc<Link> {
         &self.core.link
+    }
+
+    /// Members' headroom from their providers' rate-limit headers.
+    pub fn headroom(&self) -> &Arc<headroom::Headroom> {
+        &self.core.headroom
     }
 
     /// The next round-robin ticket of a pool; never waits.

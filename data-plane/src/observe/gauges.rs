@@ -149,7 +149,8 @@ impl Collector for StateCollector {
             states.metric_type(),
         )?;
         states.encode(e)?;
-        encode_live_signals(&mut encoder, &pools, &live.signals)
+        encode_live_signals(&mut encoder, &pools, &live.signals)?;
+        remaining(&mut encoder, &live.fleet, &pools)
     }
 }
 
@@ -203,4 +204,46 @@ fn encode_live_signals(
         latency.metric_type(),
     )?;
     latency.encode(e)
+}
+
+/// The members' headroom from their providers' headers, where known.
+fn remaining(
+    encoder: &mut DescriptorEncoder<'_>,
+    fleet: &Fleet,
+    pools: &[Arc<crate::model::Pool>],
+) -> Result<(), std::fmt::Error> {
+    let requests: Family<n::Member, Gauge> = Family::default();
+    let tokens: Family<n::Member, Gauge> = Family::default();
+    for p in pools {
+        for m in &p.members {
+            let label = n::Member {
+                pool: p.name.clone(),
+                member: m.member_id.clone(),
+            };
+            let (r, t) = fleet.headroom().view(&m.member_id);
+            for (family, v) in [(&requests, r), (&tokens, t)] {
+                if let Some(v) = v {
+                    family
+                        .get_or_create(&label)
+                        .set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+            }
+        }
+    }
+    for (name, help, family) in [
+        (
+            n::MEMBER_REMAINING_REQUESTS,
+            "Requests the member's provider key has left, as its rate-limit headers last said",
+            requests,
+        ),
+        (
+            n::MEMBER_REMAINING_TOKENS,
+            "Tokens the member's provider key has left, as its rate-limit headers last said",
+            tokens,
+        ),
+    ] {
+        let e = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+        family.encode(e)?;
+    }
+    Ok(())
 }

@@ -269,7 +269,8 @@ impl Inference for InferenceService {
                         requests_this_minute: requests,
                         tokens_this_minute: tokens,
                         refused: String::new(),
-                        ..Default::default()
+                        context_tokens: m.context_tokens,
+                        ..headroom_of(&self.engine.fleet, &m.member_id)
                     }
                 })
                 .chain(
@@ -283,6 +284,8 @@ impl Inference for InferenceService {
                             status: r.status.into(),
                             available: false,
                             refused: r.reason.label().to_owned(),
+                            remaining_requests: -1,
+                            remaining_tokens: -1,
                             ..Default::default()
                         }),
                 )
@@ -370,4 +373,17 @@ fn unix_ms(at: tokio::time::Instant, now: tokio::time::Instant) -> i64 {
         .unwrap_or(0);
     let wall = i64::try_from(wall).unwrap_or(0);
     wall + i64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(0)
+}
+
+/// A member's headroom as ListModels shows it (-1: unknown).
+fn headroom_of(fleet: &crate::fleet::Fleet, member: &str) -> pb::MemberHealth {
+    let h = fleet.headroom();
+    let (requests, tokens) = h.view(member);
+    let shown = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    pb::MemberHealth {
+        remaining_requests: shown(requests),
+        remaining_tokens: shown(tokens),
+        near_limit: h.near_limit(member, 1).is_some(),
+        ..Default::default()
+    }
 }

@@ -193,7 +193,7 @@ impl UpstreamError {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// Seconds as a duration, capped at a day (never a panic on a huge value).
-fn capped_secs(secs: f64) -> Option<Duration> {
+pub(super) fn capped_secs(secs: f64) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0)
         .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
@@ -262,7 +262,7 @@ pub fn retry_hint(headers: &reqwest::header::HeaderMap, status: u16) -> Option<D
 
 /// OpenAI's reset durations: numbers with `h`, `m`, `s` or `ms`, run
 /// together (`6m0s`, `1.5s`, `120ms`).
-fn parse_reset_duration(v: &str) -> Option<Duration> {
+pub(super) fn parse_reset_duration(v: &str) -> Option<Duration> {
     let mut total = 0.0;
     let mut rest = v;
     while !rest.is_empty() {

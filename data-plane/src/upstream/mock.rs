@@ -114,6 +114,7 @@ fn fail(f: &Faults) -> Option<UpstreamError> {
         message,
         code: code.map(str::to_owned),
         retry_after: f.retry_after.map(Duration::from_secs),
+        rate: None,
     })
 }
 
@@ -193,6 +194,7 @@ pub async fn embed(t: &Target, req: &EmbedRequest) -> Result<Embeddings, Upstrea
         vectors,
         usage: Some(Usage::new(tokens, 0)),
         model: Some(name.to_owned()),
+        rate: None,
     })
 }
 

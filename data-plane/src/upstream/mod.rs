@@ -11,11 +11,13 @@ mod canned;
 mod classify;
 pub mod mock;
 pub mod openai;
+mod ratelimit;
 mod request;
 mod response;
 mod wire;
 
 pub use classify::{ErrorClass, Refusal, retry_hint};
+pub use ratelimit::{RateHeaders, Rated};
 pub use request::{
     Cache, ChatRequest, DEFAULT_MAX_OUTPUT, Detail, Effort, EmbedInput, EmbedRequest, Message,
     Part, PartKind, Reasoning, ReasoningBlock, ResponseFormat, Role, Source, Tool, ToolCall,
@@ -95,6 +97,8 @@ pub enum UpstreamError {
         code: Option<String>,
         /// When the upstream said to come back (Retry-After and kin).
         retry_after: Option<Duration>,
+        /// Its rate-limit headers (boxed: errors stay small).
+        rate: Option<Box<RateHeaders>>,
     },
     /// An error object/event inside a 200 response or stream.
     #[error("upstream error: {message}")]
@@ -136,11 +140,13 @@ impl UpstreamError {
                 message,
                 code,
                 retry_after,
+                rate,
             } => UpstreamError::Http {
                 status,
                 message: m(message),
                 code,
                 retry_after,
+                rate,
             },
             UpstreamError::Event { message } => UpstreamError::Event {
                 message: m(message),
@@ -152,6 +158,14 @@ impl UpstreamError {
             e @ (UpstreamError::FirstByteTimeout
             | UpstreamError::Truncated
             | UpstreamError::RequestTimeout) => e,
+        }
+    }
+
+    /// What the error answer's rate-limit headers said, if it had any.
+    pub fn rate(&self) -> Option<RateHeaders> {
+        match self {
+            UpstreamError::Http { rate, .. } => rate.as_deref().copied(),
+            _ => None,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct ResponseMeta {
     /// The model the upstream says answered.
     pub model: Option<String>,
     pub system_fingerprint: Option<String>,
+    /// The answer's rate-limit headers (not part of the answer itself).
+    pub rate: Option<super::RateHeaders>,
 }
 
 impl ResponseMeta {
@@ -118,4 +120,6 @@ pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
     pub usage: Option<Usage>,
     pub model: Option<String>,
+    /// The answer's rate-limit headers.
+    pub rate: Option<super::RateHeaders>,
 }

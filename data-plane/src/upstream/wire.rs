@@ -10,16 +10,20 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::{Chunk, ChunkStream, Target, UpstreamError, clip_body, from_reqwest, retry_hint};
+use super::{
+    Chunk, ChunkStream, RateHeaders, ResponseMeta, Target, UpstreamError, clip_body, from_reqwest,
+    retry_hint,
+};
 
-/// POSTs `body` to `{base_url}/{path}` and returns the whole response body.
+/// POSTs `body` to `{base_url}/{path}` and returns the whole response body
+/// and its rate-limit headers.
 pub(super) async fn post_unary(
     http: &reqwest::Client,
     t: &Target,
     path: &str,
     headers: HeaderMap,
     body: &Value,
-) -> Result<bytes::Bytes, UpstreamError> {
+) -> Result<(bytes::Bytes, Option<RateHeaders>), UpstreamError> {
     let builder = http
         .post(join_url(&t.base_url, path))
         .headers(headers)
@@ -45,10 +49,21 @@ pub(super) async fn post_stream<D: SseDecoder>(
     let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, builder))
         .await
         .map_err(|_| UpstreamError::FirstByteTimeout)??;
-    Ok(decode_sse(
-        resp.bytes_stream().map_err(|e| from_reqwest(&e)),
-        decoder,
-    ))
+    // The headers arrive before the body: the rate they tell leads the stream.
+    let rate = rate_of(&resp);
+    let events = decode_sse(resp.bytes_stream().map_err(|e| from_reqwest(&e)), decoder);
+    Ok(match rate {
+        Some(rate) => {
+            let meta = Chunk::Meta(ResponseMeta {
+                rate: Some(rate),
+                ..ResponseMeta::default()
+            });
+            futures::stream::once(async move { Ok(meta) })
+                .chain(events)
+                .boxed()
+        }
+        None => events,
+    })
 }
 
 pub(super) fn join_url(base: &str, path: &str) -> String {
@@ -94,6 +109,7 @@ pub(super) async fn send_checked(
         return Ok(resp);
     }
     let retry_after = retry_hint(resp.headers(), status.as_u16());
+    let rate = rate_of(&resp).map(Box::new);
     let mut body = Vec::new();
     while let Ok(Some(part)) = resp.chunk().await {
         body.extend_from_slice(&part);
@@ -117,7 +133,13 @@ pub(super) async fn send_checked(
         message: scrub(t, &message),
         code,
         retry_after,
+        rate,
     })
+}
+
+/// The rate-limit headers of an answer, if it carried any.
+fn rate_of(resp: &reqwest::Response) -> Option<RateHeaders> {
+    super::ratelimit::read(resp.headers(), std::time::SystemTime::now())
 }
 
 /// Sends; the response headers must arrive within `first_byte`. The body
@@ -125,11 +147,13 @@ pub(super) async fn send_checked(
 pub(super) async fn unary_body(
     t: &Target,
     builder: reqwest::RequestBuilder,
-) -> Result<bytes::Bytes, UpstreamError> {
+) -> Result<(bytes::Bytes, Option<RateHeaders>), UpstreamError> {
     let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, builder))
         .await
         .map_err(|_| UpstreamError::FirstByteTimeout)??;
-    resp.bytes().await.map_err(|e| from_reqwest(&e))
+    let rate = rate_of(&resp);
+    let body = resp.bytes().await.map_err(|e| from_reqwest(&e))?;
+    Ok((body, rate))
 }
 
 /// Clips an upstream message and masks the credential should it be echoed.

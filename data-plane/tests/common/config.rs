@@ -179,6 +179,16 @@ impl Config {
     }
 
     /// A member's `max_output_tokens` (max_tokens when a request sets none).
+    /// A member's context window, tokens.
+    pub fn member_context(&mut self, pool: &str, model: &str, tokens: u64) -> &mut Self {
+        for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
+            for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {
+                m.context_tokens = Some(tokens);
+            }
+        }
+        self
+    }
+
     pub fn member_max_output(&mut self, pool: &str, model: &str, n: u32) -> &mut Self {
         for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
             for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {

@@ -42,6 +42,10 @@ pub const ATTEMPTS: &str = "switchyard_attempts";
 pub const FAILOVERS: &str = "switchyard_failovers";
 /// 1 for the state each member is in (available, benched, probing), 0 for the others.
 pub const MEMBER_STATE: &str = "switchyard_member_state";
+/// Requests and tokens a member's provider key has left, as its rate-limit
+/// headers last said (no series while unknown or past the reset).
+pub const MEMBER_REMAINING_REQUESTS: &str = "switchyard_member_remaining_requests";
+pub const MEMBER_REMAINING_TOKENS: &str = "switchyard_member_remaining_tokens";
 /// Members this worker benched (a failure over the threshold, a 429, an auth refusal).
 pub const MEMBER_BENCHES: &str = "switchyard_member_benches";
 /// Served answers (streams and unary) that reported no usage, by pool and

@@ -81,6 +81,7 @@ fn meta_of(message: &Value) -> ResponseMeta {
         id: str_of(&message["id"]),
         model: str_of(&message["model"]),
         system_fingerprint: None,
+        rate: None,
     }
 }
 

@@ -91,8 +91,11 @@ pub(super) async fn send(
     json: &Value,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    let body = post_unary(http, t, "messages", with_trace(headers(t)?, trace), json).await?;
-    parse_completion(&body, forced_tool_name(req))
+    let (body, rate) =
+        post_unary(http, t, "messages", with_trace(headers(t)?, trace), json).await?;
+    let mut c = parse_completion(&body, forced_tool_name(req))?;
+    c.meta.rate = rate;
+    Ok(c)
 }
 
 /// Sends a streaming body built by [`request_body`] for `req`.

@@ -9,6 +9,7 @@ fn classification_follows_the_table() {
         message: message.into(),
         code: code.map(Into::into),
         retry_after: None,
+        rate: None,
     };
     use ErrorClass as C;
     let rows = [
@@ -186,6 +187,7 @@ fn text_a_caller_shapes_never_decides_the_class() {
                     message: message.clone(),
                     code: code.map(Into::into),
                     retry_after: None,
+                    rate: None,
                 };
                 assert_eq!(
                     err.class(),

@@ -126,6 +126,7 @@ pub(super) fn parse_embeddings(body: &[u8], inputs: usize) -> Result<Embeddings,
             .as_str()
             .filter(|m| !m.is_empty())
             .map(str::to_string),
+        rate: None,
     })
 }
 
@@ -196,6 +197,7 @@ mod tests {
             vectors: vec![vec![1.0, 0.0, -0.125], vec![0.5, -1.0, 2.25]],
             usage: Some(Usage::new(2, 0)),
             model: Some("text-embedding-3-small".into()),
+            rate: None,
         };
         assert_eq!(e, want);
         let (line, head, body) = split(&seen.await.expect("server"));

@@ -69,8 +69,11 @@ pub(super) async fn send_embed(
     json: &Value,
     trace: &TraceHeaders,
 ) -> Result<Embeddings, UpstreamError> {
-    let body = post_unary(http, t, "embeddings", with_trace(headers(t)?, trace), json).await?;
-    embed::parse_embeddings(&body, req.inputs.len())
+    let (body, rate) =
+        post_unary(http, t, "embeddings", with_trace(headers(t)?, trace), json).await?;
+    let mut e = embed::parse_embeddings(&body, req.inputs.len())?;
+    e.rate = rate;
+    Ok(e)
 }
 
 /// Sends a unary body built by [`request_body`].
@@ -80,7 +83,7 @@ pub(super) async fn send(
     json: &Value,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    let body = post_unary(
+    let (body, rate) = post_unary(
         http,
         t,
         "chat/completions",
@@ -88,7 +91,9 @@ pub(super) async fn send(
         json,
     )
     .await?;
-    parse_completion(&body)
+    let mut c = parse_completion(&body)?;
+    c.meta.rate = rate;
+    Ok(c)
 }
 
 /// Sends a streaming body built by [`request_body`].

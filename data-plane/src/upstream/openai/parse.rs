@@ -42,6 +42,7 @@ fn meta_of(v: &Value) -> ResponseMeta {
         id: nonempty(&v["id"]),
         model: nonempty(&v["model"]),
         system_fingerprint: nonempty(&v["system_fingerprint"]),
+        rate: None,
     }
 }
 
@@ -285,6 +286,7 @@ mod tests {
                 id: Some("chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG".into()),
                 model: Some("gpt-4o-2024-08-06".into()),
                 system_fingerprint: Some("fp_fc9f1d7035".into()),
+                rate: None,
             },
             more_choices: vec![Choice {
                 content: "I can't help with that.".into(),

@@ -233,6 +233,7 @@ fn meta(id: &str, model: &str) -> ResponseMeta {
         id: Some(id.into()),
         model: Some(model.into()),
         system_fingerprint: None,
+        rate: None,
     }
 }
 

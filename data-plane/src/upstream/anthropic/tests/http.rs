@@ -67,6 +67,7 @@ async fn over_http_headers_errors_and_timeouts() {
         id: Some("msg_1".into()),
         model: Some("claude-x".into()),
         system_fingerprint: None,
+        rate: None,
     };
     let want = [
         Chunk::Meta(meta),
