@@ -28,6 +28,30 @@ struct Args {
     /// it are in flight, SLOW_MS beyond). Repeatable.
     #[arg(long = "latency", value_parser = parse_latency)]
     latency: Vec<(String, Fault)>,
+    /// A model's budget per minute: `MODEL=RPM` or `MODEL=RPM,TPM`, told in
+    /// the provider's rate-limit headers, 429 once spent. Repeatable; a
+    /// model has either a latency profile or a budget.
+    #[arg(long = "rate-limit", value_parser = parse_rate_limit)]
+    rate_limit: Vec<(String, Fault)>,
+}
+
+fn parse_rate_limit(s: &str) -> Result<(String, Fault), String> {
+    let usage = || format!("--rate-limit {s}: use MODEL=RPM[,TPM]");
+    let (model, spec) = s.split_once('=').ok_or_else(usage)?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|e| format!("--rate-limit {s}: {v}: {e}"))
+    };
+    let (rpm, tpm) = match spec.split(',').collect::<Vec<_>>().as_slice() {
+        [rpm] => (num(rpm)?, u64::MAX),
+        [rpm, tpm] => (num(rpm)?, num(tpm)?),
+        _ => return Err(usage()),
+    };
+    if model.is_empty() {
+        return Err(usage());
+    }
+    Ok((model.to_owned(), Fault::RateLimit { rpm, tpm }))
 }
 
 fn parse_latency(s: &str) -> Result<(String, Fault), String> {
@@ -77,7 +101,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for (model, fault) in args.latency {
+    for (model, fault) in args.latency.into_iter().chain(args.rate_limit) {
         upstream.set_fault(&model, fault);
     }
     let mut stdout = std::io::stdout().lock();

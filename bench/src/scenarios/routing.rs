@@ -58,7 +58,6 @@ fn fake_args() -> Vec<String> {
         for (role, spec) in [("fast", "50".to_owned()), ("slow", "400".into()), ("knee", format!("50,{KNEE},600"))] {
             out.extend(["--latency".into(), format!("{}={spec}", model(role, s))]);
         }
-        out.extend(["--latency".into(), format!("{}=50", model("limited", s))]);
         out.extend(["--rate-limit".into(), format!("{}={FAKE_RPM}", model("limited", s))]);
     }
     out
