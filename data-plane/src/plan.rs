@@ -111,14 +111,22 @@ pub fn by_signal(
     }
 }
 
-/// Fewest fleet in-flight per unit of capacity (`max_concurrency` when
-/// set, else the weight) first; ties keep the rotation.
+/// Fewest fleet in-flight per unit of capacity first; ties keep the
+/// rotation. The capacity is `max_concurrency` when every member has one,
+/// else the weight: one unit across the pool (a cap of 8 beside uncapped
+/// members of weight 1 would otherwise take 8 times their load — the cap
+/// itself is held by the slots, not by the order).
 fn least_busy(members: &[Arc<Candidate>], idx: &mut [usize], live: &dyn Fn(&Candidate) -> Live) {
+    let by_cap = idx.iter().all(|&i| members[i].max_concurrency.is_some());
     let load: Vec<(u64, u64)> = idx
         .iter()
         .map(|&i| {
             let c = &members[i];
-            let capacity = c.max_concurrency.unwrap_or(c.weight).max(1);
+            let capacity = match c.max_concurrency {
+                Some(cap) if by_cap => cap,
+                _ => c.weight,
+            }
+            .max(1);
             (u64::from(live(c).in_flight), u64::from(capacity))
         })
         .collect();
@@ -163,10 +171,13 @@ fn by_latency(
 }
 
 /// QUOTA_AWARE's order (the model-groups rule), smallest first: members
-/// with known room, then unknown ones, then those with nothing left; within
-/// a class, most remaining requests first, then most remaining tokens —
-/// relative to the member's rpm/tpm limit where it has one (parts per
-/// million), else absolute.
+/// nothing limits (no rpm/tpm limit, no rate-limit headers: unlimited as
+/// far as anyone knows), then members with known room, then those with
+/// nothing left; within a class, most remaining requests first, then most
+/// remaining tokens — relative to the member's rpm/tpm limit where it has
+/// one (parts per million), else absolute. A limited member thus takes
+/// traffic only while it has more room than the others, and is spared as
+/// it empties, before any 429.
 pub fn quota_key(
     c: &Candidate,
     live: &Live,
@@ -180,9 +191,9 @@ pub fn quota_key(
     let class = if r == Some(0) || t == Some(0) {
         2
     } else if r.is_none() && t.is_none() {
-        1
-    } else {
         0
+    } else {
+        1
     };
     (
         class,
@@ -342,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn quota_aware_puts_most_headroom_first_unknown_next_and_empty_last() {
+    fn quota_aware_puts_unlimited_first_then_most_headroom_and_empty_last() {
         let m = members(&[(1, 0), (1, 0), (1, 0), (1, 0), (1, 0)]);
         let live = |c: &Candidate| {
             let (r, t) = match c.member_id.as_str() {
@@ -360,7 +371,7 @@ mod tests {
         };
         let mut idx = order(Strategy::QuotaAware, &m, 0, &[]);
         by_signal(Strategy::QuotaAware, &m, &mut idx, &live);
-        assert_eq!(idx, vec![4, 3, 1, 2, 0]);
+        assert_eq!(idx, vec![2, 4, 3, 1, 0]);
         // Ties keep the rotation.
         let same = |_: &Candidate| Live::default();
         let mut idx = order(Strategy::QuotaAware, &m, 2, &[]);
@@ -465,13 +476,16 @@ mod tests {
     }
 
     #[test]
-    fn least_busy_uses_max_concurrency_as_capacity() {
+    fn least_busy_uses_max_concurrency_as_capacity_when_every_member_has_one() {
         let mut m = members(&[(1, 0), (1, 0)]);
         Arc::get_mut(&mut m[0]).unwrap().max_concurrency = Some(10);
         let live = view(&[(5, None), (1, None)]);
         let mut idx = vec![1, 0];
         by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
-        assert_eq!(idx, vec![0, 1], "5/10 beats 1/1");
+        assert_eq!(idx, vec![1, 0], "one capped, one not: weights, 1 beats 5");
+        Arc::get_mut(&mut m[1]).unwrap().max_concurrency = Some(1);
+        by_signal(Strategy::LeastBusy, &m, &mut idx, &live);
+        assert_eq!(idx, vec![0, 1], "both capped: 5/10 beats 1/1");
     }
 
     #[test]

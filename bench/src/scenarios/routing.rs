@@ -11,7 +11,8 @@
 //!   the fake sending OpenAI's `x-ratelimit-*` headers and 429 past its budget.
 //!
 //! Each strategy gets the same open-loop load of streaming requests, spread
-//! over the three workers; reported per strategy: p50/p99 time to first
+//! over the three workers, after one uncounted second of it (warm signals);
+//! reported per strategy: p50/p99 time to first
 //! token, each member's share, the fake's 429s, the most requests in flight
 //! at once per member at the fake, and Redis commands per request beyond the
 //! workers' idle background. Then a worker is killed (SIGKILL) under load and
@@ -177,10 +178,46 @@ async fn commands(conn: &mut Redis) -> Result<u64, String> {
     line.and_then(|v| v.trim().parse().ok()).ok_or_else(|| "INFO stats: no total_commands_processed".into())
 }
 
+/// Calls of HINCRBY so far: the pool statistics' flushes (a background
+/// pipeline of one HINCRBY per counter touched, not per request).
+async fn hincrby_calls(conn: &mut Redis) -> Result<u64, String> {
+    let info: String =
+        redis::cmd("INFO").arg("commandstats").query_async(conn).await.map_err(|e| format!("INFO: {e}"))?;
+    let line = info.lines().find_map(|l| l.strip_prefix("cmdstat_hincrby:"));
+    Ok(line
+        .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// Each member's fleet in-flight as worker 1 reports it (ListModels every
+/// 50 ms for `span`), averaged over the samples.
+async fn sample_in_flight(grpc: Client, pool: &'static str, span: Duration) -> Result<HashMap<String, f64>, String> {
+    let end = Instant::now() + span;
+    let (mut sums, mut n) = (HashMap::<String, f64>::new(), 0u32);
+    while Instant::now() < end {
+        let r = grpc.clone().list_models(pb::ListModelsRequest {}).await.map_err(status_text)?.into_inner();
+        if let Some(m) = r.models.iter().find(|m| m.name == pool) {
+            for h in &m.members {
+                *sums.entry(h.member_id.clone()).or_default() += f64::from(h.in_flight);
+            }
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(sums.into_iter().map(|(id, s)| (id, s / f64::from(n.max(1)))).collect())
+}
+
 async fn fake_stats(http: &reqwest::Client, base: &str) -> Result<Value, String> {
     let url = format!("{}/stats", base.trim_end_matches("/v1"));
     let r = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
     r.json().await.map_err(|e| format!("GET {url}: {e}"))
+}
+
+async fn clear_fake_stats(http: &reqwest::Client, base: &str) -> Result<(), String> {
+    let url = format!("{}/stats", base.trim_end_matches("/v1"));
+    let r = http.delete(&url).send().await.map_err(|e| format!("DELETE {url}: {e}"))?;
+    r.error_for_status().map(drop).map_err(|e| format!("DELETE {url}: {e}"))
 }
 
 /// Sum of the fleet in-flight a worker reports for `pool`'s members.
@@ -219,10 +256,19 @@ pub async fn run(b: &mut Bench<'_>) -> Result<(), String> {
     let mut rr_p99 = None;
     for (s, _) in STRATEGIES {
         eprintln!("running routing {s}...");
+        // A second of the same load first, not counted: every worker's
+        // signals warm (the steady state a caller lives in), then the
+        // fake's counts start afresh.
+        drive(&grpcs, s, rate, 1).await;
+        clear_fake_stats(&http, &fake.base_url).await?;
         let c0 = commands(&mut conn).await?;
+        let h0 = hincrby_calls(&mut conn).await?;
+        let sampler = tokio::spawn(sample_in_flight(grpcs[0].clone(), s, Duration::from_secs(secs)));
         let (run, served) = drive(&grpcs, s, rate, secs).await;
+        let in_flight = sampler.await.map_err(|e| format!("sampler: {e}"))??;
         let used = commands(&mut conn).await?.saturating_sub(c0 + 1) as f64;
         let extra = (used - idle_rate * run.secs).max(0.0) / run.ok.max(1) as f64;
+        let stats_cmds = hincrby_calls(&mut conn).await?.saturating_sub(h0) as f64 / run.ok.max(1) as f64;
         let stats = fake_stats(&http, &fake.base_url).await?;
         let mut shares = Vec::new();
         let (mut r429, mut peaks) = (0u64, Vec::new());
@@ -239,7 +285,22 @@ pub async fn run(b: &mut Bench<'_>) -> Result<(), String> {
             rr_p99 = Some(p99);
         }
         let mut verdicts = vec![format!("cap {KNEE} held: {}", goal(knee_peak <= KNEE as u64))];
+        let mean_of = |role: &str| {
+            let v: Vec<f64> =
+                in_flight.iter().filter(|(id, _)| roles.get(*id) == Some(&role)).map(|(_, m)| *m).collect();
+            v.iter().sum::<f64>()
+        };
+        let means: Vec<(&str, f64)> = ROLES.iter().map(|r| (*r, mean_of(r))).collect();
+        let fleet = means.iter().map(|(r, m)| format!("{r} {m:.1}")).collect::<Vec<_>>().join(", ");
         match s {
+            "least_busy" => {
+                // Members that take traffic: a near-limit member is skipped
+                // by design and sits below the mean.
+                let busy: Vec<f64> = means.iter().map(|(_, m)| *m).filter(|m| *m > 0.05).collect();
+                let mean = busy.iter().sum::<f64>() / busy.len().max(1) as f64;
+                let worst = busy.iter().copied().fold(0.0, f64::max);
+                verdicts.push(format!("max {worst:.1} <= 1.5x mean {mean:.1}: {}", goal(worst <= 1.5 * mean)));
+            }
             "latency" => {
                 let met = rr_p99.is_some_and(|rr| p99 <= rr / 3.0);
                 verdicts.push(format!("p99 <= 1/3 of round robin's: {}", goal(met)));
@@ -251,7 +312,8 @@ pub async fn run(b: &mut Bench<'_>) -> Result<(), String> {
             &format!("routing {s}"),
             format!(
                 "TTFT p50 {p50:.1} ms p99 {p99:.1} ms; ok {} errors {}; share {}; 429s {r429}; \
-                 max in flight at the fake {}; Redis cmds/req beyond idle {extra:.3}; {}",
+                 max in flight at the fake {}; mean fleet in-flight {fleet}; \
+                 Redis cmds/req beyond idle {extra:.3} (statistics HINCRBY {stats_cmds:.3}); {}",
                 run.ok,
                 run.errors,
                 shares.join(", "),
