@@ -254,6 +254,50 @@ fn looks_secret(value: &str) -> bool {
         })
 }
 
+/// The name a provider's own credential goes by among its keys.
+pub const DEFAULT_KEY: &str = "default";
+/// Named keys a provider may hold besides its own credential.
+pub const MAX_KEYS: usize = 64;
+/// A member's `max_concurrency` when set: `1..=MAX_CONCURRENCY_MAX`.
+pub const MAX_CONCURRENCY_MAX: u32 = 100_000;
+/// A member's `context_tokens` when set: `1..=CONTEXT_TOKENS_MAX`.
+pub const CONTEXT_TOKENS_MAX: u64 = 10_000_000;
+
+/// A provider's key names (`provider.keys`): each a valid name, none
+/// "default" (the provider's own credential), none twice, at most MAX_KEYS.
+pub fn key_names<'a>(field: &str, names: impl Iterator<Item = &'a str>) -> ApiResult<()> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, n) in names.enumerate() {
+        if i >= MAX_KEYS {
+            return Err(ApiError::invalid(format!(
+                "{field} has more than {MAX_KEYS} keys; remove some"
+            )));
+        }
+        name(&format!("{field}[{i}].name"), n)?;
+        if n == DEFAULT_KEY {
+            return Err(ApiError::invalid(format!(
+                "{field}[{i}].name '{DEFAULT_KEY}' is taken by the provider's own credential; \
+                 set provider.credential instead, or pick another name"
+            )));
+        }
+        if seen.contains(&n) {
+            return Err(ApiError::invalid(format!(
+                "{field}[{i}].name '{n}' is given twice; key names must be unique per provider"
+            )));
+        }
+        seen.push(n);
+    }
+    Ok(())
+}
+
+/// A member's pinned key: empty (every key), "default", or a name.
+pub fn member_key(field: &str, value: &str) -> ApiResult<()> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    name(field, value)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -37,12 +37,7 @@ impl MigrationTrait for Migration {
         ];
         for col in member_columns {
             manager
-                .alter_table(
-                    Table::alter()
-                        .table("members")
-                        .add_column(col)
-                        .to_owned(),
-                )
+                .alter_table(Table::alter().table("members").add_column(col).to_owned())
                 .await?;
         }
         // Existing tiers ask nothing of the request.

@@ -13,6 +13,7 @@ mod document;
 mod members;
 pub mod offline;
 mod pools;
+mod provider_keys;
 mod providers;
 mod routes;
 pub mod snapshot;
