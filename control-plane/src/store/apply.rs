@@ -23,15 +23,19 @@ use super::{Change, Store, WriteTxn, pb, pools};
 use crate::error::{ApiError, ApiResult};
 use crate::validate::clip;
 
-/// One change to make: what the caller sees, and the write behind it.
+/// One change to make: what the caller sees (None for the second half of
+/// a change already shown), and the write behind it.
 struct Op {
-    change: pb::ConfigChange,
+    change: Option<pb::ConfigChange>,
     write: Write,
 }
 
 enum Write {
     CreateProvider(pb::Provider),
     UpdateProvider(pb::Provider, Vec<&'static str>),
+    /// The second half of a provider update that removes keys: after the
+    /// members' own changes, so a member moving off a key is not refused.
+    PruneKeys(pb::Provider),
     DeleteProvider(String),
     CreatePool(pb::Pool),
     UpdatePool(pb::Pool),
@@ -59,6 +63,9 @@ const MEMBER_PATHS: &[&str] = &[
     "rpm_limit",
     "tpm_limit",
     "max_output_tokens",
+    "max_concurrency",
+    "context_tokens",
+    "key",
 ];
 const ROUTE_PATHS: &[&str] = &["tiers", "enabled", "description"];
 
@@ -142,9 +149,13 @@ fn check_document(doc: &pb::ConfigDocument, prune: bool) -> ApiResult<()> {
             .chain(doc.routes.iter().map(|r| r.name.as_str())),
     )?;
     for p in &doc.providers {
-        if let Some(pb::credential_input::Source::Inline(_)) =
-            p.credential.as_ref().and_then(|c| c.source.as_ref())
-        {
+        let inline = |c: Option<&pb::CredentialInput>| {
+            matches!(
+                c.and_then(|c| c.source.as_ref()),
+                Some(pb::credential_input::Source::Inline(_))
+            )
+        };
+        if inline(p.credential.as_ref()) || p.keys.iter().any(|k| inline(k.credential.as_ref())) {
             return Err(ApiError::invalid(format!(
                 "provider '{}': a config document takes credential references only \
                  (env:NAME or file:/path); set an inline secret with UpdateProvider, \
@@ -227,7 +238,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
     let mut leftover = |what: &str, name: &str, write: Write, into: &mut Vec<Op>, res: R| {
         if prune {
             into.push(Op {
-                change: change(res, A::Deleted, name, Vec::new()),
+                change: Some(change(res, A::Deleted, name, Vec::new())),
                 write,
             });
         } else {
@@ -241,7 +252,8 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         .into_iter()
         .map(|p| (p.name.clone(), p))
         .collect();
-    for p in doc.providers {
+    let mut key_prunes = Vec::new();
+    for mut p in doc.providers {
         let ctx = format!("provider '{}'", clip(&p.name));
         let want = document::provider_fields(&p).map_err(|e| e.context(&ctx))?;
         let reference = credential_reference(&p).map(str::to_owned);
@@ -255,8 +267,15 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                         to: r.clone(),
                     });
                 }
+                if !p.keys.is_empty() {
+                    fields.push(pb::FieldChange {
+                        field: "keys".into(),
+                        from: String::new(),
+                        to: document::keys_text(&p.keys, &[]),
+                    });
+                }
                 body.push(Op {
-                    change: change(R::Provider, A::Created, &p.name, fields),
+                    change: Some(change(R::Provider, A::Created, &p.name, fields)),
                     write: Write::CreateProvider(p),
                 });
             }
@@ -272,10 +291,44 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                     });
                     paths.push("credential");
                 }
+                let (had, want) = (
+                    document::keys_text(&s.keys, &[]),
+                    document::keys_text(&p.keys, &s.keys),
+                );
+                if had != want {
+                    fields.push(pb::FieldChange {
+                        field: "keys".into(),
+                        from: had,
+                        to: want,
+                    });
+                    paths.push("keys");
+                    let removed: Vec<pb::ProviderKey> = s
+                        .keys
+                        .iter()
+                        .filter(|k| !p.keys.iter().any(|d| d.name == k.name))
+                        .map(|k| pb::ProviderKey {
+                            name: k.name.clone(),
+                            ..Default::default()
+                        })
+                        .collect();
+                    if !removed.is_empty() {
+                        key_prunes.push(Op {
+                            change: None,
+                            write: Write::PruneKeys(pb::Provider {
+                                id: s.id.clone(),
+                                name: p.name.clone(),
+                                keys: p.keys.clone(),
+                                ..Default::default()
+                            }),
+                        });
+                        // Kept (with their stored secrets) until the prune.
+                        p.keys.extend(removed);
+                    }
+                }
                 if !fields.is_empty() {
                     let name = p.name.clone();
                     body.push(Op {
-                        change: change(R::Provider, A::Updated, &name, fields),
+                        change: Some(change(R::Provider, A::Updated, &name, fields)),
                         write: Write::UpdateProvider(pb::Provider { id: s.id, ..p }, paths),
                     });
                 }
@@ -301,7 +354,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         let want = document::pool_fields(&p).map_err(|e| e.context(&ctx))?;
         match stored.remove(&p.name) {
             None => body.push(Op {
-                change: change(R::Pool, A::Created, &p.name, all(want)),
+                change: Some(change(R::Pool, A::Created, &p.name, all(want))),
                 write: Write::CreatePool(p),
             }),
             Some(s) => {
@@ -309,7 +362,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                 if !fields.is_empty() {
                     let name = p.name.clone();
                     body.push(Op {
-                        change: change(R::Pool, A::Updated, &name, fields),
+                        change: Some(change(R::Pool, A::Updated, &name, fields)),
                         // Left out means the defaults, as on create.
                         write: Write::UpdatePool(pb::Pool {
                             id: s.id,
@@ -349,14 +402,14 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         let want = document::member_fields(&m).map_err(|e| e.context(&ctx))?;
         match stored.remove(&key) {
             None => body.push(Op {
-                change: change(R::Member, A::Created, &key, all(want)),
+                change: Some(change(R::Member, A::Created, &key, all(want))),
                 write: Write::CreateMember(m),
             }),
             Some(s) => {
                 let fields = diff(document::member_fields(&s)?, want);
                 if !fields.is_empty() {
                     body.push(Op {
-                        change: change(R::Member, A::Updated, &key, fields),
+                        change: Some(change(R::Member, A::Updated, &key, fields)),
                         // Left out means the defaults, as on create.
                         write: Write::UpdateMember(pb::Member {
                             id: s.id,
@@ -382,6 +435,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
             R::Member,
         );
     }
+    tail.append(&mut key_prunes);
     tail.append(&mut pool_deletes);
 
     // Routes.
@@ -394,7 +448,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         let want = document::route_fields(&r);
         match stored.remove(&r.name) {
             None => route_creates.push(Op {
-                change: change(R::Route, A::Created, &r.name, all(want)),
+                change: Some(change(R::Route, A::Created, &r.name, all(want))),
                 write: Write::CreateRoute(r),
             }),
             Some(s) => {
@@ -402,7 +456,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                 if !fields.is_empty() {
                     let name = r.name.clone();
                     body.push(Op {
-                        change: change(R::Route, A::Updated, &name, fields),
+                        change: Some(change(R::Route, A::Updated, &name, fields)),
                         write: Write::UpdateRoute(pb::Route { id: s.id, ..r }),
                     });
                 }
@@ -458,10 +512,13 @@ impl Store {
         let Plan { ops, unmanaged } = plan(doc, cur, r.prune)?;
         let mut changes = Vec::with_capacity(ops.len());
         for op in ops {
-            self.run(&w, op.write)
-                .await
-                .map_err(|e| e.context(&label(&op.change)))?;
-            changes.push(op.change);
+            let what = match (&op.change, &op.write) {
+                (Some(c), _) => label(c),
+                (None, Write::PruneKeys(p)) => format!("provider '{}'", clip(&p.name)),
+                (None, _) => String::new(),
+            };
+            self.run(&w, op.write).await.map_err(|e| e.context(&what))?;
+            changes.extend(op.change);
         }
         if changes.is_empty() || r.dry_run {
             // Dropping the transaction rolls back the revision bump too.
@@ -506,6 +563,10 @@ impl Store {
             Write::CreateProvider(p) => self.create_provider_in(w, Some(p)).await.map(drop),
             Write::UpdateProvider(p, paths) => self
                 .update_provider_in(w, Some(p), mask(&paths))
+                .await
+                .map(drop),
+            Write::PruneKeys(p) => self
+                .update_provider_in(w, Some(p), mask(&["keys"]))
                 .await
                 .map(drop),
             Write::DeleteProvider(id) => self.delete_provider_in(w, &id, true, "").await.map(drop),

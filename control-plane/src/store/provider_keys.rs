@@ -73,8 +73,10 @@ fn input(k: &pb::ProviderKey) -> Option<&pb::credential_input::Source> {
     k.credential.as_ref().and_then(|c| c.source.as_ref())
 }
 
-/// The checks a create makes on `provider.keys` that need no database.
-/// References are checked against `rules` when given.
+/// The checks on `provider.keys` that need no database. References are
+/// checked against `rules` when given. A key without a credential passes
+/// here (a document names a stored inline key that way); the write refuses
+/// it if no stored key of that name has one.
 pub(super) fn check_alone(
     keys: &[pb::ProviderKey],
     rules: Option<&ReferenceRules>,
@@ -84,7 +86,7 @@ pub(super) fn check_alone(
     for (i, k) in keys.iter().enumerate() {
         let field = format!("provider.keys[{i}].credential");
         match input(k) {
-            None => return Err(missing_credential(i, &k.name)),
+            None => {}
             Some(Source::Inline(s)) => validate::inline_secret(&format!("{field}.inline"), s)?,
             Some(Source::Reference(r)) => {
                 if let Some(rules) = rules {
