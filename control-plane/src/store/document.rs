@@ -215,10 +215,14 @@ pub(super) fn keys_text(keys: &[pb::ProviderKey], stored: &[pb::ProviderKey]) ->
             let cred = match k.credential.as_ref().and_then(|c| c.source.as_ref()) {
                 Some(Source::Reference(r)) => r.clone(),
                 Some(Source::Inline(_)) => "inline".to_owned(),
-                None => {
-                    let kept = stored.iter().find(|s| s.name == k.name);
-                    info_text(kept.and_then(|s| s.credential_info.as_ref()))
-                }
+                // A stored key shows its own info; a desired one without
+                // a credential, the stored key's of that name.
+                None => info_text(k.credential_info.as_ref().or_else(|| {
+                    stored
+                        .iter()
+                        .find(|s| s.name == k.name)
+                        .and_then(|s| s.credential_info.as_ref())
+                })),
             };
             format!("{}={cred}", k.name)
         })
