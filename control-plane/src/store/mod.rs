@@ -443,4 +443,5 @@ fn proto_enum<E: TryFrom<i32> + Copy>(field: &str, value: i32, names: &[&str]) -
 }
 
 pub use callers::ALL_MODELS;
+pub use document::condition_text;
 pub(crate) use switchyard_proto::v1 as pb;
