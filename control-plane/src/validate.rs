@@ -395,4 +395,25 @@ mod tests {
         h.insert("Authorization".to_owned(), "Bearer x".to_owned());
         assert!(extra_headers("h", &h).is_err());
     }
+
+    #[test]
+    fn key_names_are_valid_unique_and_not_default() {
+        let check = |names: &[&str]| key_names("provider.keys", names.iter().copied());
+        assert!(check(&[]).is_ok());
+        assert!(check(&["batch", "spare-2"]).is_ok());
+        let err = check(&["a", "a"]).expect_err("twice").to_string();
+        assert!(err.contains("provider.keys[1].name 'a' is given twice"), "{err}");
+        let err = check(&["default"]).expect_err("taken").to_string();
+        assert!(err.contains("'default' is taken"), "{err}");
+        let err = check(&["bad name"]).expect_err("charset").to_string();
+        assert!(err.contains("provider.keys[0].name"), "{err}");
+        let many: Vec<String> = (0..=MAX_KEYS).map(|i| format!("k{i}")).collect();
+        let err = key_names("provider.keys", many.iter().map(String::as_str))
+            .expect_err("too many")
+            .to_string();
+        assert!(err.contains("more than 64 keys"), "{err}");
+        assert!(member_key("member.key", "").is_ok());
+        assert!(member_key("member.key", "default").is_ok());
+        assert!(member_key("member.key", "a b").is_err());
+    }
 }
