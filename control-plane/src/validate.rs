@@ -402,7 +402,10 @@ mod tests {
         assert!(check(&[]).is_ok());
         assert!(check(&["batch", "spare-2"]).is_ok());
         let err = check(&["a", "a"]).expect_err("twice").to_string();
-        assert!(err.contains("provider.keys[1].name 'a' is given twice"), "{err}");
+        assert!(
+            err.contains("provider.keys[1].name 'a' is given twice"),
+            "{err}"
+        );
         let err = check(&["default"]).expect_err("taken").to_string();
         assert!(err.contains("'default' is taken"), "{err}");
         let err = check(&["bad name"]).expect_err("charset").to_string();
