@@ -8,6 +8,7 @@
 //! in commit order (docs/adr/002-config-store-and-revisions.md).
 
 mod apply;
+mod apply_check;
 mod callers;
 mod document;
 mod members;
