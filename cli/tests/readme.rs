@@ -208,6 +208,10 @@ async fn the_readme_grpcurl_examples_work_as_written() {
             check("\"draining\"");
         } else if cmd.contains("get members") {
             check("POOL");
+        } else if cmd.contains("--max-concurrency") {
+            check("max_concurrency 64 -> 16, key every -> batch");
+        } else if cmd.contains("describe provider") {
+            check("batch (env:SWITCHYARD_CRED_OPENAI_BATCH)");
         } else if cmd.contains("set member") {
             check("draining");
         }

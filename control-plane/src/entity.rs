@@ -44,6 +44,29 @@ pub mod provider {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod provider_key {
+    use sea_orm::entity::prelude::*;
+
+    /// A provider's further named key (m0004); its credential is stored
+    /// like the provider's own.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "provider_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub provider_id: Uuid,
+        pub name: String,
+        pub position: i32,
+        pub credential_source: String,
+        pub credential_sealed: Option<Vec<u8>>,
+        pub credential_reference: Option<String>,
+        pub credential_fingerprint: Option<String>,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod pool {
     use sea_orm::entity::prelude::*;
 
@@ -90,6 +113,12 @@ pub mod member {
         pub tpm_limit: Option<i64>,
         /// max_tokens for requests that set none (m0003).
         pub max_output_tokens: Option<i32>,
+        /// Requests in flight at once, fleet-wide (m0004).
+        pub max_concurrency: Option<i32>,
+        /// The model's context window in tokens (m0004).
+        pub context_tokens: Option<i64>,
+        /// The one provider key this member uses; None = every key (m0004).
+        pub key: Option<String>,
         pub revision: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
@@ -133,6 +162,11 @@ pub mod route_tier {
         pub provider_id: Option<Uuid>,
         pub upstream_model: Option<String>,
         pub backup: bool,
+        /// The tier's condition on the request (m0004); all unset = always.
+        pub when_images: bool,
+        pub when_reasoning: bool,
+        pub when_tools: bool,
+        pub when_min_prompt_tokens: i64,
     }
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}

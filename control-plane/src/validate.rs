@@ -254,6 +254,50 @@ fn looks_secret(value: &str) -> bool {
         })
 }
 
+/// The name a provider's own credential goes by among its keys.
+pub const DEFAULT_KEY: &str = "default";
+/// Named keys a provider may hold besides its own credential.
+pub const MAX_KEYS: usize = 64;
+/// A member's `max_concurrency` when set: `1..=MAX_CONCURRENCY_MAX`.
+pub const MAX_CONCURRENCY_MAX: u32 = 100_000;
+/// A member's `context_tokens` when set: `1..=CONTEXT_TOKENS_MAX`.
+pub const CONTEXT_TOKENS_MAX: u64 = 10_000_000;
+
+/// A provider's key names (`provider.keys`): each a valid name, none
+/// "default" (the provider's own credential), none twice, at most MAX_KEYS.
+pub fn key_names<'a>(field: &str, names: impl Iterator<Item = &'a str>) -> ApiResult<()> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, n) in names.enumerate() {
+        if i >= MAX_KEYS {
+            return Err(ApiError::invalid(format!(
+                "{field} has more than {MAX_KEYS} keys; remove some"
+            )));
+        }
+        name(&format!("{field}[{i}].name"), n)?;
+        if n == DEFAULT_KEY {
+            return Err(ApiError::invalid(format!(
+                "{field}[{i}].name '{DEFAULT_KEY}' is taken by the provider's own credential; \
+                 set provider.credential instead, or pick another name"
+            )));
+        }
+        if seen.contains(&n) {
+            return Err(ApiError::invalid(format!(
+                "{field}[{i}].name '{n}' is given twice; key names must be unique per provider"
+            )));
+        }
+        seen.push(n);
+    }
+    Ok(())
+}
+
+/// A member's pinned key: empty (every key), "default", or a name.
+pub fn member_key(field: &str, value: &str) -> ApiResult<()> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    name(field, value)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -350,5 +394,29 @@ mod tests {
         assert!(extra_headers("h", &h).is_ok());
         h.insert("Authorization".to_owned(), "Bearer x".to_owned());
         assert!(extra_headers("h", &h).is_err());
+    }
+
+    #[test]
+    fn key_names_are_valid_unique_and_not_default() {
+        let check = |names: &[&str]| key_names("provider.keys", names.iter().copied());
+        assert!(check(&[]).is_ok());
+        assert!(check(&["batch", "spare-2"]).is_ok());
+        let err = check(&["a", "a"]).expect_err("twice").to_string();
+        assert!(
+            err.contains("provider.keys[1].name 'a' is given twice"),
+            "{err}"
+        );
+        let err = check(&["default"]).expect_err("taken").to_string();
+        assert!(err.contains("'default' is taken"), "{err}");
+        let err = check(&["bad name"]).expect_err("charset").to_string();
+        assert!(err.contains("provider.keys[0].name"), "{err}");
+        let many: Vec<String> = (0..=MAX_KEYS).map(|i| format!("k{i}")).collect();
+        let err = key_names("provider.keys", many.iter().map(String::as_str))
+            .expect_err("too many")
+            .to_string();
+        assert!(err.contains("more than 64 keys"), "{err}");
+        assert!(member_key("member.key", "").is_ok());
+        assert!(member_key("member.key", "default").is_ok());
+        assert!(member_key("member.key", "a b").is_err());
     }
 }

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_callers;
 mod m0003_request_settings;
+mod m0004_live_routing;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_callers::Migration),
             Box::new(m0003_request_settings::Migration),
+            Box::new(m0004_live_routing::Migration),
         ]
     }
 }

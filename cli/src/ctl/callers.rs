@@ -125,13 +125,13 @@ pub struct SetCallerArgs {
 
 /// `N` or `none` (no limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limit(Option<u64>);
+pub struct Limit(pub(super) Option<u64>);
 
 /// A time, or `never`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expiry(Option<prost_types::Timestamp>);
 
-fn limit(s: &str) -> Result<Limit, String> {
+pub(super) fn limit(s: &str) -> Result<Limit, String> {
     match s {
         "none" | "unlimited" => Ok(Limit(None)),
         _ => s

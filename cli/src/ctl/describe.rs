@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use switchyard_proto::v1 as pb;
 
 use super::client::{ConnArgs, Cp, get, refused};
-use super::get::{health, list_members, list_routes, live_cells};
+use super::get::{
+    ROUTING_COLUMNS, any_routing, health, list_members, list_routes, live_cells, routing_cells,
+};
 use super::output::{self, Table, dash, field, on, stamps};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,6 +150,10 @@ fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
         "TTFT",
         "LATENCY",
     ];
+    let routing = any_routing(ms);
+    if routing {
+        cols.extend(ROUTING_COLUMNS);
+    }
     if traffic {
         cols.extend(["ATTEMPTS", "ERRORS", "P50", "P95"]);
     }
@@ -165,6 +171,9 @@ fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
             output::health(live.health.get(&m.id), now),
         ];
         row.extend(live_cells(live.health.get(&m.id)));
+        if routing {
+            row.extend(routing_cells(m));
+        }
         if traffic {
             match live.stats.get(&m.id) {
                 Some(s) => {
@@ -346,6 +355,7 @@ async fn provider(cp: &Cp, name: &str) -> anyhow::Result<String> {
         "Credential",
         output::credential(p.credential_info.as_ref()),
     );
+    field(&mut out, "Keys", output::keys(&p.keys));
     field(&mut out, "Enabled", on(p.enabled));
     field(&mut out, "Timeouts", output::timeouts(p.timeouts.as_ref()));
     let mut headers: Vec<&str> = p.extra_headers.keys().map(String::as_str).collect();

@@ -5,6 +5,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use switchyard_proto::v1 as pb;
 
+use super::callers::{Limit, limit};
 use super::client::{ConnArgs, get, one, refused};
 use super::get::find_member;
 use super::output::{self, KindArg, StatusArg, StrategyArg, on};
@@ -12,9 +13,12 @@ use super::output::{self, KindArg, StatusArg, StrategyArg, on};
 const CREATE_EXAMPLES: &str = "\
 Examples:
   switchyard create provider openai --kind openai --base-url https://api.openai.com/v1 --credential env:SWITCHYARD_CRED_OPENAI
+  switchyard create provider openai --kind openai --base-url https://api.openai.com/v1 --credential env:SWITCHYARD_CRED_OPENAI --key batch=env:SWITCHYARD_CRED_OPENAI_BATCH
   switchyard create pool coding --strategy weighted --description 'code completion'
   switchyard create member --pool coding --provider openai --model gpt-4o-mini --weight 3
+  switchyard create member --pool coding --provider openai --model gpt-4o --max-concurrency 8 --context-tokens 128000 --key batch
   switchyard create route chat --tier pool:coding --tier direct:openai/gpt-4o --backup-tier pool:cheap
+  switchyard create route smart --tier 'pool:vision when=images' --tier 'pool:long when=prompt>=64000' --tier pool:coding
   switchyard create caller billing --model chat --rpm 600   # prints its key once";
 
 #[derive(Subcommand, Debug)]
@@ -35,6 +39,11 @@ pub enum CreateCmd {
         /// Read an inline key from stdin (stored sealed; never on the command line).
         #[arg(long)]
         credential_stdin: bool,
+        /// A further named key, NAME=env:VAR or NAME=file:/path (repeat for more);
+        /// each is its own runtime target. `--credential` is the key named default.
+        // Parsed after clap, whose errors would echo a pasted secret.
+        #[arg(long = "key")]
+        keys: Vec<String>,
     },
     /// A virtual model name served by members.
     #[command(after_help = CREATE_EXAMPLES)]
@@ -65,12 +74,15 @@ pub enum CreateCmd {
         /// draining: no new requests, in-flight ones finish; inactive: none at all.
         #[arg(long, value_enum)]
         status: Option<StatusArg>,
+        #[command(flatten)]
+        routing: MemberRouting,
     },
     /// A name over ordered tiers of pools or direct provider/model pairs.
     #[command(after_help = CREATE_EXAMPLES)]
     Route {
         name: String,
-        /// pool:NAME or direct:PROVIDER/MODEL, tried in the order given.
+        /// pool:NAME or direct:PROVIDER/MODEL, tried in the order given; add
+        /// ' when=images+reasoning+tools+prompt>=N' to take only such requests.
         #[arg(long = "tier", required = true)]
         tiers: Vec<String>,
         /// Tiers tried only after every primary tier.
@@ -81,6 +93,36 @@ pub enum CreateCmd {
     },
     /// Who may call the data plane: prints its key, once.
     Caller(super::callers::CreateCallerArgs),
+}
+
+/// A member's routing settings on create.
+#[derive(Args, Debug)]
+pub struct MemberRouting {
+    /// Requests in flight at once, fleet-wide (1-100000; default no cap).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// The model's context window in tokens (1-10000000): longer requests skip it.
+    #[arg(long)]
+    context_tokens: Option<u64>,
+    /// Use only this key of the provider (default or a key name; default every key).
+    #[arg(long, default_value = "")]
+    key: String,
+}
+
+/// `NAME=env:VAR` or `NAME=file:/path`; the refusal never shows the value.
+fn named_key(s: &str) -> anyhow::Result<pb::ProviderKey> {
+    match s.split_once('=') {
+        Some((name, r)) if r.starts_with("env:") || r.starts_with("file:") => Ok(pb::ProviderKey {
+            name: name.into(),
+            credential: Some(pb::CredentialInput {
+                source: Some(pb::credential_input::Source::Reference(r.into())),
+            }),
+            credential_info: None,
+        }),
+        _ => anyhow::bail!(
+            "--key: use NAME=env:VAR or NAME=file:/path (a key itself is never taken on the command line)"
+        ),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -133,6 +175,15 @@ pub enum SetCmd {
         /// -1000..1000; higher goes first under the priority strategy (default 0).
         #[arg(long, allow_hyphen_values = true)]
         priority: Option<i32>,
+        /// Requests in flight at once, fleet-wide (1-100000), or none.
+        #[arg(long, value_parser = limit)]
+        max_concurrency: Option<Limit>,
+        /// The model's context window in tokens (1-10000000), or none.
+        #[arg(long, value_parser = limit)]
+        context_tokens: Option<Limit>,
+        /// Use only this key of the provider (default or a key name); '' for every key.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Change a pool's strategy, enabled flag or description.
     #[command(after_help = SET_EXAMPLES)]
@@ -160,6 +211,7 @@ pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
             base_url,
             credential,
             credential_stdin,
+            keys,
         } => {
             let source = match (credential, credential_stdin) {
                 (Some(r), _) if r.starts_with("env:") || r.starts_with("file:") => {
@@ -186,15 +238,20 @@ pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
                         kind: pb::ProviderKind::from(kind).into(),
                         base_url,
                         credential: source.map(|s| pb::CredentialInput { source: Some(s) }),
+                        keys: keys
+                            .iter()
+                            .map(|k| named_key(k))
+                            .collect::<anyhow::Result<_>>()?,
                         ..Default::default()
                     }),
                 })
                 .await)?;
             println!(
-                "provider {} created (kind {}, credential {})",
+                "provider {} created (kind {}, credential {}, keys {})",
                 p.name,
                 output::kind(p.kind),
-                output::credential(p.credential_info.as_ref())
+                output::credential(p.credential_info.as_ref()),
+                output::keys(&p.keys)
             );
         }
         CreateCmd::Pool {
@@ -225,6 +282,7 @@ pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
             weight,
             priority,
             status,
+            routing,
         } => {
             let m = one(cp
                 .create_member(pb::CreateMemberRequest {
@@ -235,6 +293,9 @@ pub async fn create(conn: &ConnArgs, cmd: CreateCmd) -> anyhow::Result<()> {
                         weight: weight.unwrap_or(0),
                         priority: priority.unwrap_or(0),
                         status: status.map_or(0, |s| pb::MemberStatus::from(s).into()),
+                        max_concurrency: routing.max_concurrency,
+                        context_tokens: routing.context_tokens,
+                        key: routing.key,
                         ..Default::default()
                     }),
                 })
@@ -353,6 +414,9 @@ pub async fn set(conn: &ConnArgs, cmd: SetCmd) -> anyhow::Result<()> {
             status,
             weight,
             priority,
+            max_concurrency,
+            context_tokens,
+            key,
         } => {
             let cur = find_member(&cp, &id).await?;
             let mut m = pb::Member {
@@ -375,8 +439,31 @@ pub async fn set(conn: &ConnArgs, cmd: SetCmd) -> anyhow::Result<()> {
                 m.priority = p;
                 change("priority", cur.priority.to_string(), p.to_string());
             }
+            if let Some(Limit(n)) = max_concurrency {
+                m.max_concurrency = n.map(u32::try_from).transpose()?;
+                let was = output::limit(cur.max_concurrency.map(u64::from));
+                change("max_concurrency", was, output::limit(n));
+            }
+            if let Some(Limit(n)) = context_tokens {
+                m.context_tokens = n;
+                let was = output::limit(cur.context_tokens);
+                change("context_tokens", was, output::limit(n));
+            }
+            if let Some(k) = key {
+                let show = |k: &str| {
+                    if k.is_empty() {
+                        "every".to_owned()
+                    } else {
+                        k.to_owned()
+                    }
+                };
+                change("key", show(&cur.key), show(&k));
+                m.key = k;
+            }
             if paths.is_empty() {
-                anyhow::bail!("nothing to set: give --status, --weight or --priority");
+                anyhow::bail!(
+                    "nothing to set: give --status, --weight, --priority, --max-concurrency, --context-tokens or --key"
+                );
             }
             let update_mask = Some(prost_types::FieldMask { paths });
             cp.update_member(pb::UpdateMemberRequest {

@@ -283,7 +283,7 @@ pub async fn run(conn: &ConnArgs, args: GetArgs) -> anyhow::Result<()> {
 fn providers_table(ps: &[pb::Provider], wide: bool) -> Option<Table> {
     let mut cols = vec!["NAME", "KIND", "BASE_URL", "CREDENTIAL", "ENABLED"];
     if wide {
-        cols.extend(["TIMEOUTS", "HEADERS", "ETAG"]);
+        cols.extend(["KEYS", "TIMEOUTS", "HEADERS", "ETAG"]);
     }
     let mut t = Table::new(&cols);
     for p in ps {
@@ -297,7 +297,9 @@ fn providers_table(ps: &[pb::Provider], wide: bool) -> Option<Table> {
         if wide {
             let mut headers: Vec<&str> = p.extra_headers.keys().map(String::as_str).collect();
             headers.sort_unstable();
+            let keys: Vec<&str> = p.keys.iter().map(|k| k.name.as_str()).collect();
             row.extend([
+                dash(&keys.join(",")).into(),
                 output::timeouts(p.timeouts.as_ref()),
                 dash(&headers.join(",")).into(),
                 p.etag.clone(),
@@ -354,6 +356,24 @@ pub fn live_cells(h: Option<&pb::MemberHealth>) -> [String; 3] {
     }
 }
 
+/// A member's routing settings as cells: concurrency cap, context window,
+/// pinned key (`-` when unset).
+pub fn routing_cells(m: &pb::Member) -> [String; 3] {
+    [
+        output::limit(m.max_concurrency.map(u64::from)),
+        output::limit(m.context_tokens),
+        dash(&m.key).into(),
+    ]
+}
+
+/// The routing columns show only when a member sets one of them.
+pub fn any_routing(ms: &[pb::Member]) -> bool {
+    ms.iter()
+        .any(|m| m.max_concurrency.is_some() || m.context_tokens.is_some() || !m.key.is_empty())
+}
+
+pub const ROUTING_COLUMNS: [&str; 3] = ["MAX_CONC", "CONTEXT", "KEY"];
+
 pub fn members_table(
     ms: &[pb::Member],
     health: &HashMap<String, pb::MemberHealth>,
@@ -372,6 +392,10 @@ pub fn members_table(
         "TTFT",
         "LATENCY",
     ];
+    let routing = any_routing(ms);
+    if routing {
+        cols.extend(ROUTING_COLUMNS);
+    }
     if wide {
         cols.extend(["RPM_LIMIT", "TPM_LIMIT", "MAX_OUTPUT", "ETAG"]);
     }
@@ -389,6 +413,9 @@ pub fn members_table(
             output::health(health.get(&m.id), now),
         ];
         row.extend(live_cells(health.get(&m.id)));
+        if routing {
+            row.extend(routing_cells(m));
+        }
         if wide {
             row.extend([
                 output::limit(m.rpm_limit),

@@ -12,6 +12,7 @@ pub mod edit;
 pub mod export;
 pub mod get;
 pub mod output;
+pub mod tiers;
 pub mod validate;
 pub mod watch;
 

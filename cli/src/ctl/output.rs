@@ -200,37 +200,17 @@ pub fn credential(c: Option<&pb::CredentialInfo>) -> String {
     }
 }
 
-/// A route tier: `pool:NAME` or `direct:PROVIDER/MODEL`, with `backup ` before backups.
-pub fn tier(t: &pb::RouteTier) -> String {
-    let target = match &t.target {
-        Some(pb::route_tier::Target::Pool(p)) => format!("pool:{p}"),
-        Some(pb::route_tier::Target::Direct(d)) => format!("direct:{d}"),
-        None => "-".into(),
-    };
-    if t.backup {
-        format!("backup {target}")
-    } else {
-        target
+pub use super::tiers::{parse_tier, tier, tiers};
+
+/// A provider's named keys: `batch (env:SWITCHYARD_CRED_B), spare (inline …abcd)`.
+pub fn keys(ks: &[pb::ProviderKey]) -> String {
+    if ks.is_empty() {
+        return "-".into();
     }
-}
-
-/// A `--tier` as given: `pool:NAME` or `direct:PROVIDER/MODEL`.
-pub fn parse_tier(s: &str, backup: bool) -> anyhow::Result<pb::RouteTier> {
-    use pb::route_tier::Target;
-    let target = match s.split_once(':') {
-        Some(("pool", name)) if !name.is_empty() => Target::Pool(name.into()),
-        Some(("direct", pm)) if pm.contains('/') => Target::Direct(pm.into()),
-        _ => anyhow::bail!("tier '{s}': use pool:NAME or direct:PROVIDER/MODEL"),
-    };
-    Ok(pb::RouteTier {
-        target: Some(target),
-        backup,
-        when: None,
-    })
-}
-
-pub fn tiers(ts: &[pb::RouteTier]) -> String {
-    ts.iter().map(tier).collect::<Vec<_>>().join(", ")
+    ks.iter()
+        .map(|k| format!("{} ({})", k.name, credential(k.credential_info.as_ref())))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `connect/first-byte/request` in ms, `default` for 0.
@@ -282,16 +262,20 @@ pub fn limit(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-pub fn provider_json(p: &pb::Provider) -> Value {
+fn credential_json(c: Option<&pb::CredentialInfo>) -> Value {
     use pb::credential_info::Source;
-    let credential = match p.credential_info.as_ref() {
+    match c {
         Some(c) => match Source::try_from(c.source).unwrap_or(Source::None) {
             Source::Reference => json!({"source": "reference", "reference": c.reference}),
             Source::Inline => json!({"source": "inline", "fingerprint": c.fingerprint}),
             Source::None => json!({"source": "none"}),
         },
         None => json!({"source": "none"}),
-    };
+    }
+}
+
+pub fn provider_json(p: &pb::Provider) -> Value {
+    let credential = credential_json(p.credential_info.as_ref());
     let t = p.timeouts.unwrap_or_default();
     json!({
         "id": p.id,
@@ -299,6 +283,10 @@ pub fn provider_json(p: &pb::Provider) -> Value {
         "kind": kind(p.kind),
         "base_url": p.base_url,
         "credential": credential,
+        "keys": p.keys.iter().map(|k| json!({
+            "name": k.name,
+            "credential": credential_json(k.credential_info.as_ref()),
+        })).collect::<Vec<_>>(),
         "extra_headers": p.extra_headers,
         "timeouts": {
             "connect_ms": t.connect_ms,
@@ -350,6 +338,9 @@ pub fn member_json(m: &pb::Member) -> Value {
         "rpm_limit": m.rpm_limit,
         "tpm_limit": m.tpm_limit,
         "max_output_tokens": m.max_output_tokens,
+        "max_concurrency": m.max_concurrency,
+        "context_tokens": m.context_tokens,
+        "key": (!m.key.is_empty()).then_some(&m.key),
         "etag": m.etag,
         "create_time": time_json(m.create_time.as_ref()),
         "update_time": time_json(m.update_time.as_ref()),
@@ -360,10 +351,23 @@ pub fn route_json(r: &pb::Route) -> Value {
     let tiers: Vec<Value> = r
         .tiers
         .iter()
-        .map(|t| match &t.target {
-            Some(pb::route_tier::Target::Pool(p)) => json!({"pool": p, "backup": t.backup}),
-            Some(pb::route_tier::Target::Direct(d)) => json!({"direct": d, "backup": t.backup}),
-            None => json!({"backup": t.backup}),
+        .map(|t| {
+            let mut v = match &t.target {
+                Some(pb::route_tier::Target::Pool(p)) => json!({"pool": p, "backup": t.backup}),
+                Some(pb::route_tier::Target::Direct(d)) => {
+                    json!({"direct": d, "backup": t.backup})
+                }
+                None => json!({"backup": t.backup}),
+            };
+            if let Some(c) = &t.when {
+                v["when"] = json!({
+                    "images": c.images,
+                    "reasoning": c.reasoning,
+                    "tools": c.tools,
+                    "min_prompt_tokens": c.min_prompt_tokens,
+                });
+            }
+            v
         })
         .collect();
     json!({
@@ -450,14 +454,34 @@ mod tests {
     }
 
     #[test]
-    fn tiers_parse_pool_and_direct_and_refuse_the_rest() {
-        assert_eq!(tier(&parse_tier("pool:demo", false).unwrap()), "pool:demo");
+    fn keys_show_names_and_references_only() {
+        let k = |name: &str, info: pb::CredentialInfo| pb::ProviderKey {
+            name: name.into(),
+            credential: None,
+            credential_info: Some(info),
+        };
+        let shown = keys(&[
+            k(
+                "batch",
+                pb::CredentialInfo {
+                    source: pb::credential_info::Source::Reference.into(),
+                    fingerprint: String::new(),
+                    reference: "env:SWITCHYARD_CRED_B".into(),
+                },
+            ),
+            k(
+                "sealed",
+                pb::CredentialInfo {
+                    source: pb::credential_info::Source::Inline.into(),
+                    fingerprint: "...wxyz".into(),
+                    reference: String::new(),
+                },
+            ),
+        ]);
         assert_eq!(
-            tier(&parse_tier("direct:mock/meta/llama", true).unwrap()),
-            "backup direct:mock/meta/llama"
+            shown,
+            "batch (env:SWITCHYARD_CRED_B), sealed (inline …wxyz)"
         );
-        assert!(parse_tier("demo", false).is_err());
-        assert!(parse_tier("direct:nomodel", false).is_err());
-        assert!(parse_tier("pool:", false).is_err());
+        assert_eq!(keys(&[]), "-");
     }
 }

@@ -3,9 +3,22 @@
 use switchyard_proto::v1 as pb;
 
 use super::{
-    DEFAULT_FAILOVER, Document, Failover, Kind, Member, Pool, Provider, Route, Status, Strategy,
-    Tier, Timeouts, VERSION,
+    Condition, DEFAULT_FAILOVER, Document, Failover, Kind, Member, Pool, Provider, ProviderKey,
+    Route, Status, Strategy, Tier, Timeouts, VERSION,
 };
+
+fn reference(r: &str) -> pb::CredentialInput {
+    pb::CredentialInput {
+        source: Some(pb::credential_input::Source::Reference(r.to_owned())),
+    }
+}
+
+fn reference_of(c: Option<pb::CredentialInput>) -> Option<String> {
+    match c.and_then(|c| c.source) {
+        Some(pb::credential_input::Source::Reference(r)) => Some(r),
+        _ => None,
+    }
+}
 
 impl Document {
     /// What ApplyConfig takes.
@@ -55,9 +68,7 @@ fn provider_to_proto(p: &Provider) -> pb::Provider {
         name: p.name.clone(),
         kind: kind.into(),
         base_url: p.base_url.clone(),
-        credential: p.credential.as_ref().map(|r| pb::CredentialInput {
-            source: Some(pb::credential_input::Source::Reference(r.clone())),
-        }),
+        credential: p.credential.as_deref().map(reference),
         extra_headers: p.extra_headers.clone().into_iter().collect(),
         timeouts: Some(pb::Timeouts {
             connect_ms: p.timeouts.connect_ms,
@@ -65,6 +76,15 @@ fn provider_to_proto(p: &Provider) -> pb::Provider {
             request_ms: p.timeouts.request_ms,
         }),
         enabled: Some(p.enabled),
+        keys: p
+            .keys
+            .iter()
+            .map(|k| pb::ProviderKey {
+                name: k.name.clone(),
+                credential: k.credential.as_deref().map(reference),
+                credential_info: None,
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -75,10 +95,7 @@ fn provider_from_proto(p: pb::Provider) -> Provider {
         Ok(pb::ProviderKind::Mock) => Kind::Mock,
         _ => Kind::Openai,
     };
-    let credential = match p.credential.and_then(|c| c.source) {
-        Some(pb::credential_input::Source::Reference(r)) => Some(r),
-        _ => None,
-    };
+    let credential = reference_of(p.credential);
     let t = p.timeouts.unwrap_or_default();
     Provider {
         name: p.name,
@@ -92,6 +109,14 @@ fn provider_from_proto(p: pb::Provider) -> Provider {
             request_ms: t.request_ms,
         },
         enabled: p.enabled.unwrap_or(true),
+        keys: p
+            .keys
+            .into_iter()
+            .map(|k| ProviderKey {
+                name: k.name,
+                credential: reference_of(k.credential),
+            })
+            .collect(),
     }
 }
 
@@ -170,6 +195,9 @@ fn member_to_proto(pool: &str, m: &Member) -> pb::Member {
         rpm_limit: m.rpm_limit,
         tpm_limit: m.tpm_limit,
         max_output_tokens: m.max_output_tokens,
+        max_concurrency: m.max_concurrency,
+        context_tokens: m.context_tokens,
+        key: m.key.clone(),
         ..Default::default()
     }
 }
@@ -189,6 +217,9 @@ fn member_from_proto(m: pb::Member) -> Member {
         rpm_limit: m.rpm_limit,
         tpm_limit: m.tpm_limit,
         max_output_tokens: m.max_output_tokens,
+        max_concurrency: m.max_concurrency,
+        context_tokens: m.context_tokens,
+        key: m.key,
     }
 }
 
@@ -206,7 +237,12 @@ fn route_to_proto(r: &Route) -> pb::Route {
                     (None, None) => None,
                 },
                 backup: t.backup,
-                when: None,
+                when: t.when.map(|c| pb::TierCondition {
+                    images: c.images,
+                    reasoning: c.reasoning,
+                    tools: c.tools,
+                    min_prompt_tokens: c.min_prompt_tokens,
+                }),
             })
             .collect(),
         enabled: Some(r.enabled),
@@ -232,6 +268,16 @@ fn route_from_proto(r: pb::Route) -> Route {
                     pool,
                     direct,
                     backup: t.backup,
+                    // A condition that asks nothing is left out.
+                    when: t
+                        .when
+                        .map(|c| Condition {
+                            images: c.images,
+                            reasoning: c.reasoning,
+                            tools: c.tools,
+                            min_prompt_tokens: c.min_prompt_tokens,
+                        })
+                        .filter(|c| *c != Condition::default()),
                 }
             })
             .collect(),

@@ -70,6 +70,25 @@ pub struct Provider {
     /// Disabled providers give no candidates.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
+    /// More keys of the same provider, each its own runtime target (own
+    /// health, limits and headroom). `credential` above is the key named
+    /// `default`. The list replaces the stored one on apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<ProviderKey>,
+}
+
+/// One named key of a provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderKey {
+    /// Unique per provider; same characters as provider names; not `default`.
+    pub name: String,
+    /// `env:NAME` or `file:/path`, like the provider's credential. Left out:
+    /// keep the stored key of this name (an inline secret set with
+    /// UpdateProvider stays; a new key needs one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(env:|file:).+"))]
+    pub credential: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -218,6 +237,18 @@ pub struct Member {
     /// one: without either, 4096 is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
+    /// Requests in flight at once, fleet-wide (1-100000). When every member
+    /// is at its cap, a request waits in a bounded queue within its deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// The model's context window in tokens (1-10000000): a request whose
+    /// estimated prompt + max output exceeds it skips the member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u64>,
+    /// Use only this key of the provider (`default` or one of its `keys`).
+    /// Left out: every key, each its own target.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -245,6 +276,28 @@ pub struct Tier {
     /// Tried only after every primary tier.
     #[serde(default, skip_serializing_if = "is_false")]
     pub backup: bool,
+    /// Take only requests with every feature named here; others fall
+    /// through to the next tier. Left out (or empty): every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+}
+
+/// What a request must have for a tier to take it. A field left out asks nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// Image or document parts in any message.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub images: bool,
+    /// Reasoning (effort or budget) asked for.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reasoning: bool,
+    /// Tools offered.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tools: bool,
+    /// Estimated prompt tokens at least this many (0-10000000).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub min_prompt_tokens: u64,
 }
 
 fn yes() -> bool {
@@ -267,6 +320,10 @@ fn is_one(n: &u32) -> bool {
 }
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -302,155 +359,4 @@ pub fn schema() -> serde_json::Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// As `switchyard validate` parses: the default allow-list.
-    fn parse(text: &str) -> Result<Document, Vec<lines::Problem>> {
-        super::parse(
-            text,
-            Some(&switchyard_shared::credential_ref::ReferenceRules::default()),
-        )
-    }
-
-    const FULL: &str = include_str!("../../../docs/examples/switchyard.yaml");
-
-    #[test]
-    fn the_documented_example_is_valid_and_round_trips() {
-        let doc = parse(FULL).unwrap_or_else(|p| panic!("{p:?}"));
-        assert_eq!(doc.version, VERSION);
-        // File → API → file keeps everything.
-        let back = Document::from_proto(doc.to_proto());
-        let mut sorted = doc.clone();
-        sorted.sort();
-        assert_eq!(back, sorted);
-        // Written out and read again: the same document.
-        let text = back.to_yaml().expect("yaml");
-        assert_eq!(parse(&text).expect("reads its own output"), back);
-    }
-
-    #[test]
-    fn defaults_are_left_out_when_writing() {
-        let doc = Document {
-            version: VERSION.into(),
-            pools: vec![Pool {
-                name: "p".into(),
-                strategy: Strategy::RoundRobin,
-                failover: None,
-                enabled: true,
-                description: String::new(),
-                allow_request_extra: true,
-                members: vec![Member {
-                    provider: "x".into(),
-                    model: "m".into(),
-                    weight: 1,
-                    priority: 0,
-                    status: Status::Active,
-                    rpm_limit: None,
-                    tpm_limit: None,
-                    max_output_tokens: None,
-                }],
-            }],
-            ..Default::default()
-        };
-        let text = doc.to_yaml().expect("yaml");
-        for absent in [
-            "strategy",
-            "failover",
-            "enabled",
-            "weight",
-            "priority",
-            "status",
-            "allow_request_extra",
-            "max_output_tokens",
-        ] {
-            assert!(!text.contains(absent), "{absent} in:\n{text}");
-        }
-        // A default failover from the server is left out too.
-        let mut api = doc.to_proto();
-        api.pools[0].failover = Some(switchyard_proto::v1::FailoverPolicy {
-            transient_retries: 1,
-            failure_threshold: 3,
-            cooldown_base_ms: 1000,
-            cooldown_max_ms: 300_000,
-            advance_on_permanent: false,
-        });
-        assert_eq!(Document::from_proto(api).pools[0].failover, None);
-    }
-
-    #[test]
-    fn problems_point_at_their_lines() {
-        let text = "version: switchyard/v1\nproviders:\n  - name: a\n    kind: openai\n    base_url: https://x.test\n    credential: sk-live-0123456789abcdef\n\
-                    pools:\n  - name: p\n    members:\n      - provider: a\n        model: m\n      - provider: nope\n        model: m\n\
-                    routes:\n  - name: p\n    tiers:\n      - pool: p\n        direct: a/m\n";
-        let problems = parse(text).expect_err("problems");
-        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        let has = |line: u64, what: &str| {
-            problems
-                .iter()
-                .any(|p| p.line == Some(line) && p.message.contains(what))
-        };
-        assert!(has(3, "provider.credential.reference"), "{shown:#?}");
-        assert!(has(12, "provider 'nope' is not declared"), "{shown:#?}");
-        assert!(has(15, "both pool and direct"), "{shown:#?}");
-        assert!(has(15, "share one namespace"), "{shown:#?}");
-        assert!(
-            !shown.iter().any(|s| s.contains("sk-live-0123456789abcdef")),
-            "a pasted key is never echoed: {shown:#?}"
-        );
-        let typo = parse("version: switchyard/v1\npools:\n  - name: p\n    weight: 3\n")
-            .expect_err("unknown field");
-        assert_eq!(typo[0].line, Some(4), "{typo:?}");
-        assert!(typo[0].message.contains("weight"), "{typo:?}");
-        let version = parse("version: switchyard/v9\n").expect_err("version");
-        assert_eq!(version[0].line, Some(1));
-    }
-
-    #[test]
-    fn request_settings_are_read_checked_and_written() {
-        let text = concat!(
-            "version: switchyard/v1\n",
-            "providers:\n",
-            "  - name: a\n",
-            "    kind: mock\n",
-            "pools:\n",
-            "  - name: p\n",
-            "    allow_request_extra: false\n",
-            "    members:\n",
-            "      - provider: a\n",
-            "        model: m\n",
-            "        max_output_tokens: 8192\n",
-        );
-        let doc = parse(text).unwrap_or_else(|p| panic!("{p:?}"));
-        assert!(!doc.pools[0].allow_request_extra);
-        assert_eq!(doc.pools[0].members[0].max_output_tokens, Some(8192));
-        let api = doc.to_proto();
-        assert_eq!(api.pools[0].allow_request_extra, Some(false));
-        assert_eq!(api.members[0].max_output_tokens, Some(8192));
-        let back = Document::from_proto(api).to_yaml().expect("yaml");
-        assert!(back.contains("allow_request_extra: false"), "{back}");
-        assert!(back.contains("max_output_tokens: 8192"), "{back}");
-
-        let bad = text.replace("8192", "0");
-        let problems = parse(&bad).expect_err("out of range");
-        assert_eq!(problems[0].line, Some(9), "{problems:?}");
-        assert!(
-            problems[0]
-                .message
-                .contains("member.max_output_tokens is 0"),
-            "{problems:?}"
-        );
-    }
-
-    #[test]
-    fn the_published_schema_is_generated_from_these_types() {
-        let published: serde_json::Value =
-            serde_json::from_str(include_str!("../../../docs/config.schema.json"))
-                .expect("docs/config.schema.json is JSON");
-        assert_eq!(
-            published,
-            schema(),
-            "docs/config.schema.json is stale: run `switchyard schema > docs/config.schema.json`"
-        );
-    }
-}
+mod tests;

@@ -9,11 +9,12 @@
 //!
 //! Order, so references hold and names are free at every step: routes to
 //! delete; providers, pools and members to create or update, and routes to
-//! update; members and pools to delete; routes to create (a pruned pool's
-//! name may be a new route's); providers to delete (nothing still named by
-//! the document points at them by then).
+//! update; members and pools to delete, and the keys a provider update
+//! removes (its members have moved off them by then); routes to create (a
+//! pruned pool's name may be a new route's); providers to delete (nothing
+//! still named by the document points at them by then).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use switchyard_shared::change::{Action, Resource};
 use uuid::Uuid;
@@ -23,15 +24,19 @@ use super::{Change, Store, WriteTxn, pb, pools};
 use crate::error::{ApiError, ApiResult};
 use crate::validate::clip;
 
-/// One change to make: what the caller sees, and the write behind it.
+/// One change to make: what the caller sees (None for the second half of
+/// a change already shown), and the write behind it.
 struct Op {
-    change: pb::ConfigChange,
+    change: Option<pb::ConfigChange>,
     write: Write,
 }
 
 enum Write {
     CreateProvider(pb::Provider),
     UpdateProvider(pb::Provider, Vec<&'static str>),
+    /// The second half of a provider update that removes keys: after the
+    /// members' own changes, so a member moving off a key is not refused.
+    PruneKeys(pb::Provider),
     DeleteProvider(String),
     CreatePool(pb::Pool),
     UpdatePool(pb::Pool),
@@ -59,6 +64,9 @@ const MEMBER_PATHS: &[&str] = &[
     "rpm_limit",
     "tpm_limit",
     "max_output_tokens",
+    "max_concurrency",
+    "context_tokens",
+    "key",
 ];
 const ROUTE_PATHS: &[&str] = &["tiers", "enabled", "description"];
 
@@ -114,102 +122,6 @@ fn credential_reference(p: &pb::Provider) -> Option<&str> {
     }
 }
 
-/// Checks a document on its own: names present and unique, members and
-/// tiers naming something, credentials as references only, and — with
-/// prune — every reference declared in the document itself.
-fn check_document(doc: &pb::ConfigDocument, prune: bool) -> ApiResult<()> {
-    fn unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> ApiResult<()> {
-        let mut seen = HashSet::new();
-        for (i, n) in names.enumerate() {
-            if n.is_empty() {
-                return Err(ApiError::invalid(format!("{kind}[{i}] needs a name")));
-            }
-            if !seen.insert(n) {
-                return Err(ApiError::invalid(format!(
-                    "{kind}: '{}' appears more than once",
-                    clip(n)
-                )));
-            }
-        }
-        Ok(())
-    }
-    unique("providers", doc.providers.iter().map(|p| p.name.as_str()))?;
-    unique(
-        "pools and routes",
-        doc.pools
-            .iter()
-            .map(|p| p.name.as_str())
-            .chain(doc.routes.iter().map(|r| r.name.as_str())),
-    )?;
-    for p in &doc.providers {
-        if let Some(pb::credential_input::Source::Inline(_)) =
-            p.credential.as_ref().and_then(|c| c.source.as_ref())
-        {
-            return Err(ApiError::invalid(format!(
-                "provider '{}': a config document takes credential references only \
-                 (env:NAME or file:/path); set an inline secret with UpdateProvider, \
-                 or leave credential out to keep the stored one",
-                clip(&p.name)
-            )));
-        }
-    }
-    let mut keys = HashSet::new();
-    for (i, m) in doc.members.iter().enumerate() {
-        if m.pool.is_empty() || m.provider.is_empty() || m.upstream_model.is_empty() {
-            return Err(ApiError::invalid(format!(
-                "members[{i}] needs pool, provider and upstream_model"
-            )));
-        }
-        if !keys.insert(member_key(&m.pool, &m.provider, &m.upstream_model)) {
-            return Err(ApiError::invalid(format!(
-                "member {}: appears more than once",
-                clip(&member_key(&m.pool, &m.provider, &m.upstream_model))
-            )));
-        }
-    }
-    if prune {
-        let providers: HashSet<&str> = doc.providers.iter().map(|p| p.name.as_str()).collect();
-        let pools: HashSet<&str> = doc.pools.iter().map(|p| p.name.as_str()).collect();
-        let undeclared = |kind: &str, name: &str, by: &str| {
-            ApiError::invalid(format!(
-                "{by} names {kind} '{}', which the document does not declare; \
-                 with prune it would be deleted: declare it, or apply without prune",
-                clip(name)
-            ))
-        };
-        for m in &doc.members {
-            let by = format!(
-                "member {}",
-                clip(&member_key(&m.pool, &m.provider, &m.upstream_model))
-            );
-            if !pools.contains(m.pool.as_str()) {
-                return Err(undeclared("pool", &m.pool, &by));
-            }
-            if !providers.contains(m.provider.as_str()) {
-                return Err(undeclared("provider", &m.provider, &by));
-            }
-        }
-        for r in &doc.routes {
-            let by = format!("route '{}'", clip(&r.name));
-            for t in &r.tiers {
-                match &t.target {
-                    Some(pb::route_tier::Target::Pool(p)) if !pools.contains(p.as_str()) => {
-                        return Err(undeclared("pool", p, &by));
-                    }
-                    Some(pb::route_tier::Target::Direct(d)) => {
-                        let provider = d.split_once('/').map_or(d.as_str(), |(p, _)| p);
-                        if !providers.contains(provider) {
-                            return Err(undeclared("provider", provider, &by));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// What the document asks for, as ordered writes, plus what it leaves alone.
 struct Plan {
     ops: Vec<Op>,
@@ -227,7 +139,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
     let mut leftover = |what: &str, name: &str, write: Write, into: &mut Vec<Op>, res: R| {
         if prune {
             into.push(Op {
-                change: change(res, A::Deleted, name, Vec::new()),
+                change: Some(change(res, A::Deleted, name, Vec::new())),
                 write,
             });
         } else {
@@ -241,7 +153,8 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         .into_iter()
         .map(|p| (p.name.clone(), p))
         .collect();
-    for p in doc.providers {
+    let mut key_prunes = Vec::new();
+    for mut p in doc.providers {
         let ctx = format!("provider '{}'", clip(&p.name));
         let want = document::provider_fields(&p).map_err(|e| e.context(&ctx))?;
         let reference = credential_reference(&p).map(str::to_owned);
@@ -255,8 +168,15 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                         to: r.clone(),
                     });
                 }
+                if !p.keys.is_empty() {
+                    fields.push(pb::FieldChange {
+                        field: "keys".into(),
+                        from: String::new(),
+                        to: document::keys_text(&p.keys, &[]),
+                    });
+                }
                 body.push(Op {
-                    change: change(R::Provider, A::Created, &p.name, fields),
+                    change: Some(change(R::Provider, A::Created, &p.name, fields)),
                     write: Write::CreateProvider(p),
                 });
             }
@@ -272,10 +192,44 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                     });
                     paths.push("credential");
                 }
+                let (had, want) = (
+                    document::keys_text(&s.keys, &[]),
+                    document::keys_text(&p.keys, &s.keys),
+                );
+                if had != want {
+                    fields.push(pb::FieldChange {
+                        field: "keys".into(),
+                        from: had,
+                        to: want,
+                    });
+                    paths.push("keys");
+                    let removed: Vec<pb::ProviderKey> = s
+                        .keys
+                        .iter()
+                        .filter(|k| !p.keys.iter().any(|d| d.name == k.name))
+                        .map(|k| pb::ProviderKey {
+                            name: k.name.clone(),
+                            ..Default::default()
+                        })
+                        .collect();
+                    if !removed.is_empty() {
+                        key_prunes.push(Op {
+                            change: None,
+                            write: Write::PruneKeys(pb::Provider {
+                                id: s.id.clone(),
+                                name: p.name.clone(),
+                                keys: p.keys.clone(),
+                                ..Default::default()
+                            }),
+                        });
+                        // Kept (with their stored secrets) until the prune.
+                        p.keys.extend(removed);
+                    }
+                }
                 if !fields.is_empty() {
                     let name = p.name.clone();
                     body.push(Op {
-                        change: change(R::Provider, A::Updated, &name, fields),
+                        change: Some(change(R::Provider, A::Updated, &name, fields)),
                         write: Write::UpdateProvider(pb::Provider { id: s.id, ..p }, paths),
                     });
                 }
@@ -301,7 +255,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         let want = document::pool_fields(&p).map_err(|e| e.context(&ctx))?;
         match stored.remove(&p.name) {
             None => body.push(Op {
-                change: change(R::Pool, A::Created, &p.name, all(want)),
+                change: Some(change(R::Pool, A::Created, &p.name, all(want))),
                 write: Write::CreatePool(p),
             }),
             Some(s) => {
@@ -309,7 +263,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                 if !fields.is_empty() {
                     let name = p.name.clone();
                     body.push(Op {
-                        change: change(R::Pool, A::Updated, &name, fields),
+                        change: Some(change(R::Pool, A::Updated, &name, fields)),
                         // Left out means the defaults, as on create.
                         write: Write::UpdatePool(pb::Pool {
                             id: s.id,
@@ -349,14 +303,14 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         let want = document::member_fields(&m).map_err(|e| e.context(&ctx))?;
         match stored.remove(&key) {
             None => body.push(Op {
-                change: change(R::Member, A::Created, &key, all(want)),
+                change: Some(change(R::Member, A::Created, &key, all(want))),
                 write: Write::CreateMember(m),
             }),
             Some(s) => {
                 let fields = diff(document::member_fields(&s)?, want);
                 if !fields.is_empty() {
                     body.push(Op {
-                        change: change(R::Member, A::Updated, &key, fields),
+                        change: Some(change(R::Member, A::Updated, &key, fields)),
                         // Left out means the defaults, as on create.
                         write: Write::UpdateMember(pb::Member {
                             id: s.id,
@@ -382,6 +336,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
             R::Member,
         );
     }
+    tail.append(&mut key_prunes);
     tail.append(&mut pool_deletes);
 
     // Routes.
@@ -394,7 +349,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
         let want = document::route_fields(&r);
         match stored.remove(&r.name) {
             None => route_creates.push(Op {
-                change: change(R::Route, A::Created, &r.name, all(want)),
+                change: Some(change(R::Route, A::Created, &r.name, all(want))),
                 write: Write::CreateRoute(r),
             }),
             Some(s) => {
@@ -402,7 +357,7 @@ fn plan(doc: pb::ConfigDocument, cur: document::Stored, prune: bool) -> ApiResul
                 if !fields.is_empty() {
                     let name = r.name.clone();
                     body.push(Op {
-                        change: change(R::Route, A::Updated, &name, fields),
+                        change: Some(change(R::Route, A::Updated, &name, fields)),
                         write: Write::UpdateRoute(pb::Route { id: s.id, ..r }),
                     });
                 }
@@ -443,7 +398,7 @@ impl Store {
         r: pb::ApplyConfigRequest,
     ) -> ApiResult<pb::ApplyConfigResponse> {
         let doc = r.config.unwrap_or_default();
-        check_document(&doc, r.prune)?;
+        super::apply_check::check_document(&doc, r.prune)?;
 
         let w = self.begin_write().await?;
         let before = u64::try_from(w.revision - 1).unwrap_or_default();
@@ -458,10 +413,13 @@ impl Store {
         let Plan { ops, unmanaged } = plan(doc, cur, r.prune)?;
         let mut changes = Vec::with_capacity(ops.len());
         for op in ops {
-            self.run(&w, op.write)
-                .await
-                .map_err(|e| e.context(&label(&op.change)))?;
-            changes.push(op.change);
+            let what = match (&op.change, &op.write) {
+                (Some(c), _) => label(c),
+                (None, Write::PruneKeys(p)) => format!("provider '{}'", clip(&p.name)),
+                (None, _) => String::new(),
+            };
+            self.run(&w, op.write).await.map_err(|e| e.context(&what))?;
+            changes.extend(op.change);
         }
         if changes.is_empty() || r.dry_run {
             // Dropping the transaction rolls back the revision bump too.
@@ -506,6 +464,10 @@ impl Store {
             Write::CreateProvider(p) => self.create_provider_in(w, Some(p)).await.map(drop),
             Write::UpdateProvider(p, paths) => self
                 .update_provider_in(w, Some(p), mask(&paths))
+                .await
+                .map(drop),
+            Write::PruneKeys(p) => self
+                .update_provider_in(w, Some(p), mask(&["keys"]))
                 .await
                 .map(drop),
             Write::DeleteProvider(id) => self.delete_provider_in(w, &id, true, "").await.map(drop),

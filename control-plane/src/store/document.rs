@@ -39,7 +39,7 @@ pub(super) async fn load<C: ConnectionTrait>(c: &C) -> ApiResult<Stored> {
         .all(c)
         .await?;
     Ok(Stored {
-        providers: providers.iter().map(providers::to_proto).collect(),
+        providers: super::provider_keys::with_keys(c, &providers).await?,
         pools: pools.iter().map(pools::to_proto).collect(),
         members: members::with_names(c, &member_rows).await?,
         routes: routes::with_tiers(c, &route_rows).await?,
@@ -66,19 +66,32 @@ impl Store {
     }
 }
 
+/// A stored reference as a document gives it; None for an inline secret.
+fn reference_input(c: &pb::CredentialInfo) -> Option<pb::CredentialInput> {
+    use pb::credential_info::Source;
+    (c.source == Source::Reference as i32).then(|| pb::CredentialInput {
+        source: Some(pb::credential_input::Source::Reference(c.reference.clone())),
+    })
+}
+
 /// Strips what a document does not carry: ids, etags, times, output-only
 /// fields and inline credentials (apply keeps a credential left out).
 fn export(s: Stored) -> pb::ConfigDocument {
-    use pb::credential_info::Source;
     let providers = s
         .providers
         .into_iter()
         .map(|p| {
-            let credential = p.credential_info.as_ref().and_then(|c| {
-                (c.source == Source::Reference as i32).then(|| pb::CredentialInput {
-                    source: Some(pb::credential_input::Source::Reference(c.reference.clone())),
+            let credential = p.credential_info.as_ref().and_then(reference_input);
+            // Keys by name, with their reference; an inline key by name only.
+            let keys = p
+                .keys
+                .into_iter()
+                .map(|k| pb::ProviderKey {
+                    credential: k.credential_info.as_ref().and_then(reference_input),
+                    name: k.name,
+                    credential_info: None,
                 })
-            });
+                .collect();
             pb::Provider {
                 name: p.name,
                 kind: p.kind,
@@ -87,6 +100,7 @@ fn export(s: Stored) -> pb::ConfigDocument {
                 extra_headers: p.extra_headers,
                 timeouts: p.timeouts,
                 enabled: p.enabled,
+                keys,
                 ..Default::default()
             }
         })
@@ -117,6 +131,9 @@ fn export(s: Stored) -> pb::ConfigDocument {
             rpm_limit: m.rpm_limit,
             tpm_limit: m.tpm_limit,
             max_output_tokens: m.max_output_tokens,
+            max_concurrency: m.max_concurrency,
+            context_tokens: m.context_tokens,
+            key: m.key,
             ..Default::default()
         })
         .collect();
@@ -176,12 +193,41 @@ pub(super) fn provider_fields(p: &pb::Provider) -> ApiResult<Fields> {
 
 /// What a stored provider's credential looks like in a diff (never the secret).
 pub(super) fn stored_credential(p: &pb::Provider) -> String {
+    info_text(p.credential_info.as_ref())
+}
+
+fn info_text(c: Option<&pb::CredentialInfo>) -> String {
     use pb::credential_info::Source;
-    match p.credential_info.as_ref() {
+    match c {
         Some(c) if c.source == Source::Reference as i32 => c.reference.clone(),
         Some(c) if c.source == Source::Inline as i32 => format!("inline {}", c.fingerprint),
         _ => "none".to_owned(),
     }
+}
+
+/// A provider's keys in a diff: `a=env:X, b=inline ...abcd` (never a
+/// secret). A key given without a credential shows the stored key's of
+/// that name (the write keeps it).
+pub(super) fn keys_text(keys: &[pb::ProviderKey], stored: &[pb::ProviderKey]) -> String {
+    use pb::credential_input::Source;
+    keys.iter()
+        .map(|k| {
+            let cred = match k.credential.as_ref().and_then(|c| c.source.as_ref()) {
+                Some(Source::Reference(r)) => r.clone(),
+                Some(Source::Inline(_)) => "inline".to_owned(),
+                // A stored key shows its own info; a desired one without
+                // a credential, the stored key's of that name.
+                None => info_text(k.credential_info.as_ref().or_else(|| {
+                    stored
+                        .iter()
+                        .find(|s| s.name == k.name)
+                        .and_then(|s| s.credential_info.as_ref())
+                })),
+            };
+            format!("{}={cred}", k.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn pool_fields(p: &pb::Pool) -> ApiResult<Fields> {
@@ -231,22 +277,59 @@ pub(super) fn member_fields(m: &pb::Member) -> ApiResult<Fields> {
             "max_output_tokens",
             limit(m.max_output_tokens.map(u64::from)),
         ),
+        ("max_concurrency", limit(m.max_concurrency.map(u64::from))),
+        ("context_tokens", limit(m.context_tokens)),
+        (
+            "key",
+            if m.key.is_empty() {
+                "every".to_owned()
+            } else {
+                m.key.clone()
+            },
+        ),
     ])
 }
 
-/// A tier as text: `pool:coding`, `direct:openai/gpt-4o (backup)`.
+/// A tier as text: `pool:coding`, `direct:openai/gpt-4o (backup)`,
+/// `pool:vision when images`.
 pub(super) fn tier_text(t: &pb::RouteTier) -> String {
     use pb::route_tier::Target;
-    let target = match &t.target {
+    let mut out = match &t.target {
         Some(Target::Pool(p)) => format!("pool:{p}"),
         Some(Target::Direct(d)) => format!("direct:{d}"),
         None => "none".to_owned(),
     };
     if t.backup {
-        format!("{target} (backup)")
-    } else {
-        target
+        out.push_str(" (backup)");
     }
+    let when = condition_text(t.when.as_ref());
+    if !when.is_empty() {
+        out.push_str(" when ");
+        out.push_str(&when);
+    }
+    out
+}
+
+/// A tier's condition as text: `images+tools+prompt>=32000`; empty when it
+/// asks nothing (the tier takes every request).
+pub fn condition_text(c: Option<&pb::TierCondition>) -> String {
+    let Some(c) = c else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if c.images {
+        parts.push("images".to_owned());
+    }
+    if c.reasoning {
+        parts.push("reasoning".to_owned());
+    }
+    if c.tools {
+        parts.push("tools".to_owned());
+    }
+    if c.min_prompt_tokens > 0 {
+        parts.push(format!("prompt>={}", c.min_prompt_tokens));
+    }
+    parts.join("+")
 }
 
 pub(super) fn route_fields(r: &pb::Route) -> Fields {

@@ -30,6 +30,9 @@ const UPDATABLE: &[&str] = &[
     "rpm_limit",
     "tpm_limit",
     "max_output_tokens",
+    "max_concurrency",
+    "context_tokens",
+    "key",
 ];
 
 /// The largest default `max_output_tokens` a member may set.
@@ -81,6 +84,31 @@ pub(crate) fn max_output_out(v: Option<i32>) -> Option<u32> {
     v.and_then(|v| u32::try_from(v).ok())
 }
 
+/// A member's concurrency cap: unset, or `1..=100_000`.
+pub(super) fn max_concurrency_in(v: Option<u32>) -> ApiResult<Option<i32>> {
+    match v {
+        None => Ok(None),
+        Some(n) => {
+            validate::range(
+                "member.max_concurrency",
+                n,
+                1,
+                validate::MAX_CONCURRENCY_MAX,
+            )?;
+            Ok(i32::try_from(n).ok())
+        }
+    }
+}
+
+pub(crate) fn max_concurrency_out(v: Option<i32>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
+}
+
+/// A member's context window: unset, or `1..=10_000_000` tokens.
+pub(super) fn context_in(v: Option<u64>) -> ApiResult<Option<i64>> {
+    limit_in("member.context_tokens", v, validate::CONTEXT_TOKENS_MAX)
+}
+
 fn weight_in(v: u32) -> ApiResult<i32> {
     let w = validate::range("member.weight", v, 1, 10_000)?;
     Ok(i32::try_from(w).unwrap_or(1))
@@ -95,6 +123,9 @@ pub(super) fn check_alone(m: &pb::Member) -> ApiResult<()> {
     limit_in("member.rpm_limit", m.rpm_limit, validate::LIMIT_MAX)?;
     limit_in("member.tpm_limit", m.tpm_limit, validate::LIMIT_MAX)?;
     max_output_in(m.max_output_tokens)?;
+    max_concurrency_in(m.max_concurrency)?;
+    context_in(m.context_tokens)?;
+    validate::member_key("member.key", &m.key)?;
     Ok(())
 }
 
@@ -115,9 +146,9 @@ pub(super) fn to_proto(m: &member::Model, pool_name: &str, provider_name: &str) 
         create_time: Some(timestamp(m.created_at)),
         update_time: Some(timestamp(m.updated_at)),
         max_output_tokens: max_output_out(m.max_output_tokens),
-        max_concurrency: None,
-        context_tokens: None,
-        key: String::new(),
+        max_concurrency: max_concurrency_out(m.max_concurrency),
+        context_tokens: limit_out(m.context_tokens),
+        key: m.key.clone().unwrap_or_default(),
     }
 }
 
@@ -213,9 +244,12 @@ impl Store {
         let rpm = limit_in("member.rpm_limit", m.rpm_limit, validate::LIMIT_MAX)?;
         let tpm = limit_in("member.tpm_limit", m.tpm_limit, validate::LIMIT_MAX)?;
         let max_output = max_output_in(m.max_output_tokens)?;
+        let max_concurrency = max_concurrency_in(m.max_concurrency)?;
+        let context = context_in(m.context_tokens)?;
         let id = Uuid::now_v7();
         let pool = find_pool(&w.txn, "member.pool", &m.pool).await?;
         let provider = find_provider(&w.txn, "member.provider", &m.provider).await?;
+        let key = super::provider_keys::member_key(&w.txn, &provider, &m.key).await?;
         check_unique(&w.txn, &pool, &provider, &m.upstream_model, None).await?;
         let model = member::ActiveModel {
             id: Set(id),
@@ -228,6 +262,9 @@ impl Store {
             rpm_limit: Set(rpm),
             tpm_limit: Set(tpm),
             max_output_tokens: Set(max_output),
+            max_concurrency: Set(max_concurrency),
+            context_tokens: Set(context),
+            key: Set(key),
             revision: Set(w.revision),
             created_at: Set(w.now),
             updated_at: Set(w.now),
@@ -365,6 +402,14 @@ impl Store {
                 // Unset in the request with the path named: cleared.
                 "max_output_tokens" => {
                     am.max_output_tokens = Set(max_output_in(m.max_output_tokens)?)
+                }
+                "max_concurrency" => {
+                    am.max_concurrency = Set(max_concurrency_in(m.max_concurrency)?)
+                }
+                "context_tokens" => am.context_tokens = Set(context_in(m.context_tokens)?),
+                // Empty with the path named: every key again.
+                "key" => {
+                    am.key = Set(super::provider_keys::member_key(&w.txn, &provider, &m.key).await?)
                 }
                 _ => {}
             }

@@ -8,11 +8,13 @@
 //! in commit order (docs/adr/002-config-store-and-revisions.md).
 
 mod apply;
+mod apply_check;
 mod callers;
 mod document;
 mod members;
 pub mod offline;
 mod pools;
+mod provider_keys;
 mod providers;
 mod routes;
 pub mod snapshot;
@@ -442,4 +444,5 @@ fn proto_enum<E: TryFrom<i32> + Copy>(field: &str, value: i32, names: &[&str]) -
 }
 
 pub use callers::ALL_MODELS;
+pub use document::condition_text;
 pub(crate) use switchyard_proto::v1 as pb;

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::{document::member_key, members, pb, pools, providers, routes};
 use switchyard_shared::credential_ref::ReferenceRules;
 
-use crate::validate::clip;
+use crate::validate::{DEFAULT_KEY, clip};
 
 /// Where in the document a problem is (indexes into its lists; members
 /// index the flat `members` list).
@@ -32,12 +32,25 @@ pub fn check_document(
         if let Err(e) = providers::check_alone(p, rules) {
             out.push((At::Provider(i), e.to_string()));
         }
-        if let Some(pb::credential_input::Source::Inline(_)) =
-            p.credential.as_ref().and_then(|c| c.source.as_ref())
-        {
+        let inline = |c: Option<&pb::CredentialInput>| {
+            matches!(
+                c.and_then(|c| c.source.as_ref()),
+                Some(pb::credential_input::Source::Inline(_))
+            )
+        };
+        if inline(p.credential.as_ref()) {
             out.push((
                 At::Provider(i),
                 "credential: a config file takes references only (env:SWITCHYARD_CRED_NAME or file:/path)".into(),
+            ));
+        }
+        for k in p.keys.iter().filter(|k| inline(k.credential.as_ref())) {
+            out.push((
+                At::Provider(i),
+                format!(
+                    "keys: '{}': a config file takes references only (env:SWITCHYARD_CRED_NAME or file:/path)",
+                    clip(&k.name)
+                ),
             ));
         }
         if !names.insert(p.name.as_str()) {
@@ -77,6 +90,20 @@ pub fn check_document(
                 At::Member(i),
                 format!(
                     "provider '{}' is not declared in the file",
+                    clip(&m.provider)
+                ),
+            ));
+        }
+        if let Some(p) = doc.providers.iter().find(|p| p.name == m.provider)
+            && !m.key.is_empty()
+            && m.key != DEFAULT_KEY
+            && !p.keys.iter().any(|k| k.name == m.key)
+        {
+            out.push((
+                At::Member(i),
+                format!(
+                    "key '{}' is not a key of provider '{}' in the file; use default or one of its keys",
+                    clip(&m.key),
                     clip(&m.provider)
                 ),
             ));

@@ -36,6 +36,7 @@ const UPDATABLE: &[&str] = &[
     "timeouts.first_byte_ms",
     "timeouts.request_ms",
     "enabled",
+    "keys",
 ];
 
 pub(crate) fn kind_to_str(k: pb::ProviderKind) -> ApiResult<&'static str> {
@@ -60,16 +61,30 @@ pub(crate) fn kind_from_str(s: &str) -> pb::ProviderKind {
 }
 
 pub(crate) fn credential_info(m: &provider::Model) -> pb::CredentialInfo {
+    info_of(
+        &m.credential_source,
+        m.credential_fingerprint.as_ref(),
+        m.credential_reference.as_ref(),
+    )
+}
+
+/// What reads show of a stored credential (a provider's or one of its
+/// keys'): its source, fingerprint or reference, never the secret.
+pub(super) fn info_of(
+    source: &str,
+    fingerprint: Option<&String>,
+    reference: Option<&String>,
+) -> pb::CredentialInfo {
     use pb::credential_info::Source;
-    let source = match m.credential_source.as_str() {
+    let source = match source {
         "inline" => Source::Inline,
         "reference" => Source::Reference,
         _ => Source::None,
     };
     pb::CredentialInfo {
         source: source.into(),
-        fingerprint: m.credential_fingerprint.clone().unwrap_or_default(),
-        reference: m.credential_reference.clone().unwrap_or_default(),
+        fingerprint: fingerprint.cloned().unwrap_or_default(),
+        reference: reference.cloned().unwrap_or_default(),
     }
 }
 
@@ -97,6 +112,17 @@ pub(super) fn to_proto(m: &provider::Model) -> pb::Provider {
         update_time: Some(timestamp(m.updated_at)),
         keys: Vec::new(),
     }
+}
+
+/// One provider as the API shows it, keys included.
+async fn one_with_keys<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    m: &provider::Model,
+) -> ApiResult<pb::Provider> {
+    super::provider_keys::with_keys(c, std::slice::from_ref(m))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("provider vanished".into()))
 }
 
 /// The provider fields a write sets, validated together.
@@ -148,7 +174,8 @@ pub(super) fn check_alone(p: &pb::Provider, rules: Option<&ReferenceRules>) -> A
         },
         Some(Source::Inline(s)) => validate::inline_secret("provider.credential.inline", s),
         None => Ok(()),
-    }
+    }?;
+    super::provider_keys::check_alone(&p.keys, rules)
 }
 
 fn timeouts(t: Option<&pb::Timeouts>) -> ApiResult<[i32; 3]> {
@@ -179,16 +206,20 @@ async fn check_name_free<C: sea_orm::ConnectionTrait>(c: &C, name: &str) -> ApiR
 }
 
 /// Sealed secret, reference and fingerprint for a credential input.
-struct StoredCredential {
-    source: &'static str,
-    sealed: Option<Vec<u8>>,
-    reference: Option<String>,
-    fingerprint: Option<String>,
+pub(super) struct StoredCredential {
+    pub source: &'static str,
+    pub sealed: Option<Vec<u8>>,
+    pub reference: Option<String>,
+    pub fingerprint: Option<String>,
 }
 
 impl Store {
-    fn store_credential(
+    /// Seals an inline secret (bound to the provider's id, for its own
+    /// credential and its keys alike) or checks a reference. `field` names
+    /// the input in errors (`provider.credential`, `provider.keys[1].credential`).
+    pub(super) fn store_credential(
         &self,
+        field: &str,
         id: Uuid,
         input: Option<&pb::CredentialInput>,
     ) -> ApiResult<StoredCredential> {
@@ -201,7 +232,7 @@ impl Store {
                 fingerprint: None,
             }),
             Some(Source::Inline(secret)) => {
-                validate::inline_secret("provider.credential.inline", secret)?;
+                validate::inline_secret(&format!("{field}.inline"), secret)?;
                 let secret = SecretString::from(secret.clone());
                 let sealed = self
                     .master_key()?
@@ -216,7 +247,7 @@ impl Store {
             }
             Some(Source::Reference(r)) => {
                 validate::credential_reference(
-                    "provider.credential.reference",
+                    &format!("{field}.reference"),
                     r,
                     &self.credential_rules,
                 )?;
@@ -242,6 +273,7 @@ impl Store {
     ) -> ApiResult<(pb::Provider, Change)> {
         let p = p.ok_or_else(|| ApiError::invalid("provider is required"))?;
         let kind = kind_to_str(proto_enum("provider.kind", p.kind, KIND_NAMES)?)?;
+        validate::key_names("provider.keys", p.keys.iter().map(|k| k.name.as_str()))?;
         let fields = Fields {
             name: p.name.clone(),
             kind,
@@ -251,7 +283,7 @@ impl Store {
         };
         check_fields(&fields)?;
         let id = Uuid::now_v7();
-        let cred = self.store_credential(id, p.credential.as_ref())?;
+        let cred = self.store_credential("provider.credential", id, p.credential.as_ref())?;
         check_name_free(&w.txn, &fields.name).await?;
         let [connect, first, total] = fields.timeouts;
         let model = provider::ActiveModel {
@@ -275,14 +307,14 @@ impl Store {
         }
         .insert(&w.txn)
         .await?;
+        self.replace_keys(w, &model, &p.keys).await?;
         let change = Change::new(Resource::Provider, Action::Created, id, &model.name);
-        Ok((to_proto(&model), change))
+        Ok((one_with_keys(&w.txn, &model).await?, change))
     }
 
     pub async fn get_provider(&self, key: &str) -> ApiResult<pb::Provider> {
-        Ok(to_proto(
-            &find_provider(self.db(), "id_or_name", key).await?,
-        ))
+        let p = find_provider(self.db(), "id_or_name", key).await?;
+        one_with_keys(self.db(), &p).await
     }
 
     pub async fn list_providers(
@@ -309,7 +341,7 @@ impl Store {
         let mut rows = q.all(self.db()).await?;
         let next_page_token = page.finish(&mut rows, |r| r.name.clone());
         Ok(pb::ListProvidersResponse {
-            providers: rows.iter().map(to_proto).collect(),
+            providers: super::provider_keys::with_keys(self.db(), &rows).await?,
             next_page_token,
         })
     }
@@ -380,7 +412,7 @@ impl Store {
         let enabled = cur.enabled;
         let mut am = cur.into_active_model();
         if has(&paths, "credential") {
-            let cred = self.store_credential(id, p.credential.as_ref())?;
+            let cred = self.store_credential("provider.credential", id, p.credential.as_ref())?;
             am.credential_source = Set(cred.source.to_owned());
             am.credential_sealed = Set(cred.sealed);
             am.credential_reference = Set(cred.reference);
@@ -404,8 +436,11 @@ impl Store {
         am.revision = Set(w.revision);
         am.updated_at = Set(w.now);
         let model = am.update(&w.txn).await?;
+        if has(&paths, "keys") {
+            self.replace_keys(w, &model, &p.keys).await?;
+        }
         let change = Change::new(Resource::Provider, Action::Updated, id, &model.name);
-        Ok((to_proto(&model), change))
+        Ok((one_with_keys(&w.txn, &model).await?, change))
     }
 
     pub async fn delete_provider(&self, key: &str, force: bool, given_etag: &str) -> ApiResult<()> {

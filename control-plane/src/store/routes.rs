@@ -26,6 +26,7 @@ struct TierRow {
     provider_id: Option<Uuid>,
     upstream_model: Option<String>,
     backup: bool,
+    when: pb::TierCondition,
 }
 
 /// The checks a create makes that need no database (offline validation).
@@ -75,8 +76,27 @@ fn check_tiers(tiers: &[pb::RouteTier]) -> ApiResult<()> {
                 split_direct(&field, spec)?;
             }
         }
+        if let Some(c) = &t.when {
+            validate::range(
+                &format!("{field}.when.min_prompt_tokens"),
+                c.min_prompt_tokens,
+                0,
+                validate::CONTEXT_TOKENS_MAX,
+            )?;
+        }
     }
     Ok(())
+}
+
+/// A stored condition as the API shows it: None when it asks nothing.
+fn condition_out(t: &route_tier::Model) -> Option<pb::TierCondition> {
+    let c = pb::TierCondition {
+        images: t.when_images,
+        reasoning: t.when_reasoning,
+        tools: t.when_tools,
+        min_prompt_tokens: u64::try_from(t.when_min_prompt_tokens).unwrap_or(0),
+    };
+    (c != pb::TierCondition::default()).then_some(c)
 }
 
 /// Checks the tiers and resolves the names they give.
@@ -98,6 +118,7 @@ async fn resolve_tiers<C: ConnectionTrait>(
                     provider_id: None,
                     upstream_model: None,
                     backup: t.backup,
+                    when: t.when.unwrap_or_default(),
                 }
             }
             Some(Target::Direct(spec)) => {
@@ -108,6 +129,7 @@ async fn resolve_tiers<C: ConnectionTrait>(
                     provider_id: Some(p.id),
                     upstream_model: Some(model.to_owned()),
                     backup: t.backup,
+                    when: t.when.unwrap_or_default(),
                 }
             }
         };
@@ -134,6 +156,11 @@ async fn write_tiers<C: ConnectionTrait>(
             provider_id: Set(r.provider_id),
             upstream_model: Set(r.upstream_model),
             backup: Set(r.backup),
+            when_images: Set(r.when.images),
+            when_reasoning: Set(r.when.reasoning),
+            when_tools: Set(r.when.tools),
+            // Checked against CONTEXT_TOKENS_MAX by check_tiers.
+            when_min_prompt_tokens: Set(i64::try_from(r.when.min_prompt_tokens).unwrap_or(i64::MAX)),
         }
         .insert(c)
         .await?;
@@ -176,6 +203,7 @@ pub(crate) async fn tiers_by_route<C: ConnectionTrait>(
         .collect();
     let mut out: HashMap<Uuid, Vec<pb::RouteTier>> = HashMap::new();
     for t in tiers {
+        let when = condition_out(&t);
         let target = match (t.pool_id, t.provider_id) {
             (Some(p), _) => pool_names.get(&p).cloned().map(Target::Pool),
             (None, Some(p)) => provider_names.get(&p).map(|name| {
@@ -189,7 +217,7 @@ pub(crate) async fn tiers_by_route<C: ConnectionTrait>(
         out.entry(t.route_id).or_default().push(pb::RouteTier {
             target,
             backup: t.backup,
-            when: None,
+            when,
         });
     }
     Ok(out)

@@ -11,7 +11,7 @@ use switchyard_shared::change::ChangeMessage;
 use uuid::Uuid;
 
 use super::{Store, current_revision, pb, timestamp};
-use crate::entity::{caller, change_outbox, member, pool, provider, route};
+use crate::entity::{caller, change_outbox, member, pool, provider, provider_key, route};
 use crate::error::{ApiError, ApiResult};
 
 /// Timeouts a provider gets when it sets none (milliseconds).
@@ -26,21 +26,35 @@ fn or_default(v: i32, d: u32) -> u32 {
     }
 }
 
-fn snapshot_provider(m: provider::Model, with_sealed: bool) -> pb::SnapshotProvider {
+/// A stored credential as workers get it: info, and the sealed secret only
+/// in their copy.
+fn credential(
+    info: pb::CredentialInfo,
+    sealed: Option<Vec<u8>>,
+    with_sealed: bool,
+) -> pb::SnapshotCredential {
+    pb::SnapshotCredential {
+        info: Some(info),
+        sealed: if with_sealed {
+            sealed.unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn snapshot_provider(
+    m: provider::Model,
+    keys: Vec<provider_key::Model>,
+    with_sealed: bool,
+) -> pb::SnapshotProvider {
     let info = super::providers::credential_info(&m);
     let headers = super::providers::headers(&m);
     pb::SnapshotProvider {
         id: m.id.to_string(),
         kind: super::providers::kind_from_str(&m.kind).into(),
         base_url: m.base_url,
-        credential: Some(pb::SnapshotCredential {
-            info: Some(info),
-            sealed: if with_sealed {
-                m.credential_sealed.unwrap_or_default()
-            } else {
-                Vec::new()
-            },
-        }),
+        credential: Some(credential(info, m.credential_sealed, with_sealed)),
         extra_headers: headers,
         timeouts: Some(pb::Timeouts {
             connect_ms: or_default(m.connect_timeout_ms, DEFAULT_CONNECT_MS),
@@ -49,7 +63,21 @@ fn snapshot_provider(m: provider::Model, with_sealed: bool) -> pb::SnapshotProvi
         }),
         enabled: m.enabled,
         name: m.name,
-        keys: Vec::new(),
+        // Sealed like the provider's own credential: with the provider's id.
+        keys: keys
+            .into_iter()
+            .map(|k| {
+                let info = super::providers::info_of(
+                    &k.credential_source,
+                    k.credential_fingerprint.as_ref(),
+                    k.credential_reference.as_ref(),
+                );
+                pb::SnapshotProviderKey {
+                    name: k.name,
+                    credential: Some(credential(info, k.credential_sealed, with_sealed)),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -80,6 +108,9 @@ impl Store {
             .order_by_asc(provider::Column::Name)
             .all(&txn)
             .await?;
+        let mut keys =
+            super::provider_keys::keys_by_provider(&txn, providers.iter().map(|p| p.id).collect())
+                .await?;
         let pools = pool::Entity::find()
             .order_by_asc(pool::Column::Name)
             .all(&txn)
@@ -121,7 +152,9 @@ impl Store {
                     rpm_limit: super::members::limit_out(m.rpm_limit),
                     tpm_limit: super::members::limit_out(m.tpm_limit),
                     max_output_tokens: super::members::max_output_out(m.max_output_tokens),
-                    ..Default::default()
+                    max_concurrency: super::members::max_concurrency_out(m.max_concurrency),
+                    context_tokens: super::members::limit_out(m.context_tokens),
+                    key: m.key.unwrap_or_default(),
                 });
         }
         Ok(pb::Snapshot {
@@ -129,7 +162,10 @@ impl Store {
             generated_at: Some(timestamp(chrono::Utc::now())),
             providers: providers
                 .into_iter()
-                .map(|p| snapshot_provider(p, with_sealed))
+                .map(|p| {
+                    let k = keys.remove(&p.id).unwrap_or_default();
+                    snapshot_provider(p, k, with_sealed)
+                })
                 .collect(),
             pools: pools
                 .into_iter()
