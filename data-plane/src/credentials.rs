@@ -10,7 +10,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
 use switchyard_shared::credential_ref::{Reference, ReferenceRules, RefusedReference};
-use switchyard_shared::seal::MasterKeys;
+use switchyard_shared::seal::{MasterKeys, key_context};
 
 /// Where credential references are read from (tests pass their own).
 pub trait Secrets: Send + Sync {
@@ -83,6 +83,8 @@ pub enum Refusal {
         "provider kind {0} is unknown to this worker (an older worker than the control plane?)"
     )]
     UnknownKind(i32),
+    #[error("the member uses key '{0}', which its provider does not have")]
+    UnknownKey(String),
 }
 
 impl Refusal {
@@ -96,6 +98,7 @@ impl Refusal {
             Self::NoMasterKey => "no_master_key",
             Self::Sealed => "sealed_with_other_key",
             Self::UnknownKind(_) => "unknown_provider_kind",
+            Self::UnknownKey(_) => "unknown_key",
         }
     }
 }
@@ -119,10 +122,29 @@ impl Default for Resolver {
 }
 
 impl Resolver {
-    /// The provider's credential (None: the provider has none).
+    /// The provider's credential, its key named "default" (None: the
+    /// provider has none).
     pub fn credential(&self, p: &pb::SnapshotProvider) -> Result<Option<SecretString>, Refusal> {
+        self.open(p.id.as_bytes(), p.credential.as_ref())
+    }
+
+    /// One of the provider's named keys, resolved like its own credential
+    /// (inline keys are sealed under [`key_context`]).
+    pub fn key(
+        &self,
+        p: &pb::SnapshotProvider,
+        k: &pb::SnapshotProviderKey,
+    ) -> Result<Option<SecretString>, Refusal> {
+        self.open(&key_context(&p.id, &k.name), k.credential.as_ref())
+    }
+
+    fn open(
+        &self,
+        context: &[u8],
+        c: Option<&pb::SnapshotCredential>,
+    ) -> Result<Option<SecretString>, Refusal> {
         use pb::credential_info::Source;
-        let Some(c) = p.credential.as_ref() else {
+        let Some(c) = c else {
             return Ok(None);
         };
         let Some(info) = c.info.as_ref() else {
@@ -132,7 +154,7 @@ impl Resolver {
             Source::None => Ok(None),
             Source::Inline => {
                 let keys = self.keys.as_ref().ok_or(Refusal::NoMasterKey)?;
-                keys.open(p.id.as_bytes(), &c.sealed)
+                keys.open(context, &c.sealed)
                     .map(Some)
                     .map_err(|_| Refusal::Sealed)
             }
@@ -152,6 +174,16 @@ impl Resolver {
             }
         }
     }
+}
+
+/// Whether a credential is configured at all (a source other than none).
+pub fn configured(c: Option<&pb::SnapshotCredential>) -> bool {
+    c.and_then(|c| c.info.as_ref()).is_some_and(|i| {
+        !matches!(
+            pb::credential_info::Source::try_from(i.source),
+            Ok(pb::credential_info::Source::None) | Err(_)
+        )
+    })
 }
 
 #[cfg(test)]
