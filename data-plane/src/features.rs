@@ -28,9 +28,9 @@ impl Features {
     pub fn of(req: &ChatRequest) -> Self {
         Self {
             images: req.messages.iter().any(|m| {
-                m.parts.iter().any(|p| {
-                    matches!(p.kind, PartKind::Image { .. } | PartKind::Document { .. })
-                })
+                m.parts
+                    .iter()
+                    .any(|p| matches!(p.kind, PartKind::Image { .. } | PartKind::Document { .. }))
             }),
             reasoning: req
                 .reasoning
@@ -97,7 +97,10 @@ impl Condition {
             }
         }
         if self.min_prompt_tokens > 0 {
-            parts.push(format!("a prompt of at least {} tokens", self.min_prompt_tokens));
+            parts.push(format!(
+                "a prompt of at least {} tokens",
+                self.min_prompt_tokens
+            ));
         }
         if parts.is_empty() {
             "nothing".to_owned()

@@ -176,7 +176,10 @@ impl Provider {
             .refused_keys
             .iter()
             .find(|(name, _)| name == pinned)
-            .map_or_else(|| Refusal::UnknownKey(pinned.to_owned()), |(_, r)| r.clone());
+            .map_or_else(
+                || Refusal::UnknownKey(pinned.to_owned()),
+                |(_, r)| r.clone(),
+            );
         vec![refused(pinned, reason)]
     }
 

@@ -159,7 +159,10 @@ async fn a_direct_call_rotates_over_the_keys_and_a_pinned_member_uses_its_key_on
             .expect("served")
             .into_inner();
         let a = &r.attempts[0];
-        assert_eq!((a.member_id.as_str(), a.key.as_str()), ("q-pinned~k2", "k2"));
+        assert_eq!(
+            (a.member_id.as_str(), a.key.as_str()),
+            ("q-pinned~k2", "k2")
+        );
     }
     assert_eq!(up.credential_calls("pinned", TWO), 3);
     assert_eq!(up.credential_calls("pinned", ONE), 0);

@@ -225,7 +225,8 @@ async fn the_http_door_routes_by_the_same_conditions() {
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     let plain = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(post(plain).await.status(), 200);
-    let long = json!({"model": "auto", "messages": [{"role": "user", "content": "x".repeat(8000)}]});
+    let long =
+        json!({"model": "auto", "messages": [{"role": "user", "content": "x".repeat(8000)}]});
     assert_eq!(post(long).await.status(), 200);
     let tools = json!({"model": "auto", "messages": [{"role": "user", "content": "weather?"}],
         "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]});

@@ -171,11 +171,7 @@ impl Catalog {
                         active.push(c.clone());
                     }
                     let entry = served
-                        .entry((
-                            c.provider.clone(),
-                            c.upstream_model.clone(),
-                            c.key.clone(),
-                        ))
+                        .entry((c.provider.clone(), c.upstream_model.clone(), c.key.clone()))
                         .or_insert_with(|| (c.member_id.clone(), c.limits));
                     if c.limits.any() && !entry.1.any() {
                         *entry = (c.member_id.clone(), c.limits);
@@ -257,9 +253,9 @@ impl Catalog {
             .keys
             .iter()
             .map(|key| {
-                let known =
-                    self.served
-                        .get(&(p.name.clone(), model.to_owned(), key.name.clone()));
+                let known = self
+                    .served
+                    .get(&(p.name.clone(), model.to_owned(), key.name.clone()));
                 any_known |= known.is_some();
                 let (member_id, limits) = known
                     .cloned()
@@ -428,155 +424,4 @@ impl Catalog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct NoSecrets;
-    impl crate::credentials::Secrets for NoSecrets {
-        fn env(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn file(
-            &self,
-            _: &std::path::Path,
-            _: &std::path::Path,
-        ) -> Result<Option<String>, Refusal> {
-            Ok(None)
-        }
-    }
-
-    fn no_secrets() -> Resolver {
-        Resolver {
-            keys: None,
-            rules: switchyard_shared::credential_ref::ReferenceRules::default(),
-            secrets: Box::new(NoSecrets),
-        }
-    }
-
-    fn member(id: &str, model: &str, max_output_tokens: Option<u32>) -> pb::SnapshotMember {
-        pb::SnapshotMember {
-            id: id.into(),
-            provider_id: "prov-id".into(),
-            provider_name: "prov".into(),
-            upstream_model: model.into(),
-            weight: 1,
-            status: pb::MemberStatus::Active.into(),
-            max_output_tokens,
-            ..Default::default()
-        }
-    }
-
-    fn pool(
-        name: &str,
-        allow_request_extra: bool,
-        members: Vec<pb::SnapshotMember>,
-    ) -> pb::SnapshotPool {
-        pb::SnapshotPool {
-            id: format!("{name}-id"),
-            name: name.into(),
-            enabled: true,
-            allow_request_extra: Some(allow_request_extra),
-            members,
-            ..Default::default()
-        }
-    }
-
-    fn snapshot() -> pb::Snapshot {
-        pb::Snapshot {
-            revision: 7,
-            providers: vec![pb::SnapshotProvider {
-                id: "prov-id".into(),
-                name: "prov".into(),
-                kind: pb::ProviderKind::Anthropic.into(),
-                base_url: "https://api.example.test/v1".into(),
-                enabled: true,
-                ..Default::default()
-            }],
-            pools: vec![
-                pool(
-                    "strict",
-                    false,
-                    vec![member("m1", "big", Some(8192)), member("m2", "small", None)],
-                ),
-                pool("open", true, vec![member("m3", "big", Some(1024))]),
-            ],
-            ..Default::default()
-        }
-    }
-
-    /// (model, default_max_tokens, allow_extra) of each candidate of the one tier.
-    fn targets(c: &Catalog, model: &str) -> Vec<(String, Option<u32>, bool)> {
-        let r = c.resolve(model, &Features::default()).expect("resolves");
-        r.tiers[0]
-            .1
-            .members
-            .iter()
-            .map(|m| {
-                (
-                    m.target.model.clone(),
-                    m.target.default_max_tokens,
-                    m.target.allow_extra,
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn targets_carry_the_members_max_output_tokens_and_the_pools_extra_setting() {
-        let c = Catalog::build(&snapshot(), &no_secrets());
-        assert_eq!(
-            targets(&c, "strict"),
-            [
-                ("big".to_owned(), Some(8192), false),
-                ("small".to_owned(), None, false),
-            ]
-        );
-        assert_eq!(targets(&c, "open"), [("big".to_owned(), Some(1024), true)]);
-        // A snapshot from before the setting existed allows extra.
-        let mut old = snapshot();
-        old.pools[0].allow_request_extra = None;
-        let c_old = Catalog::build(&old, &no_secrets());
-        assert!(targets(&c_old, "strict")[0].2);
-        // A direct provider/model call has no pool: no default, extra allowed.
-        assert_eq!(targets(&c, "prov/big"), [("big".to_owned(), None, true)]);
-    }
-
-    #[test]
-    fn providers_that_cannot_be_served_are_refused_with_the_reason() {
-        let mut snap = snapshot();
-        // An unknown kind (a newer control plane) and a reference to a
-        // server setting: neither is served, both say why.
-        let mut unknown = snap.providers[0].clone();
-        unknown.id = "prov2-id".into();
-        unknown.name = "future".into();
-        unknown.kind = 99;
-        let mut leaky = snap.providers[0].clone();
-        leaky.id = "prov3-id".into();
-        leaky.name = "leaky".into();
-        leaky.credential = Some(pb::SnapshotCredential {
-            info: Some(pb::CredentialInfo {
-                source: pb::credential_info::Source::Reference.into(),
-                reference: "env:SWITCHYARD_MASTER_KEY".into(),
-                ..Default::default()
-            }),
-            sealed: Vec::new(),
-        });
-        snap.providers.extend([unknown, leaky]);
-        let mut m = member("m9", "x", None);
-        m.provider_id = "prov3-id".into();
-        snap.pools.push(pool("bad", true, vec![m]));
-        let c = Catalog::build(&snap, &no_secrets());
-        assert_eq!(c.refused()["future"].label(), "unknown_provider_kind");
-        assert_eq!(c.refused()["leaky"].label(), "server_setting");
-        assert_eq!(c.refused_members("bad")[0].member_id, "m9");
-        let err = c.resolve("bad", &Features::default()).expect_err("refused").to_string();
-        assert!(
-            err.contains("'leaky' is not served") && err.contains("server_setting"),
-            "{err}"
-        );
-        let err = c.resolve("future/x", &Features::default()).expect_err("refused").to_string();
-        assert!(err.contains("unknown_provider_kind"), "{err}");
-        // The good provider is untouched.
-        assert!(c.resolve("strict", &Features::default()).is_ok());
-    }
-}
+mod tests;
