@@ -136,8 +136,9 @@ pub struct Pool {
 
 impl Pool {
     /// Whether requests take a shared round-robin ticket: a pool of one, or a
-    /// random one, needs none (and a direct provider/model, whose name the
-    /// caller picks, must not create Redis keys).
+    /// random one, needs none. (A direct provider/model over several keys
+    /// takes them under an id the configuration bounds, never the model name
+    /// a caller picks: see `Catalog::direct`.)
     pub fn takes_tickets(&self) -> bool {
         self.strategy != Strategy::Random && self.active.len() > 1
     }

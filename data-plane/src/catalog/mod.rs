@@ -409,6 +409,12 @@ impl Catalog {
         &self.refused
     }
 
+    /// Whether this worker serves the config only in part: a provider, or
+    /// one of a provider's keys, refused.
+    pub fn degraded(&self) -> bool {
+        !self.refused.is_empty() || self.providers.values().any(|p| !p.refused_keys.is_empty())
+    }
+
     /// A pool's members this worker refuses, and why.
     pub fn refused_members(&self, pool: &str) -> &[RefusedMember] {
         self.refused_members.get(pool).map_or(&[], Vec::as_slice)

@@ -207,6 +207,33 @@ fn a_provider_with_keys_turns_each_member_into_one_target_per_key() {
     );
     assert_eq!(refused[0].reason.label(), "unknown_key");
     assert!(c.resolve("open", &none).is_err());
+    assert!(
+        !c.degraded(),
+        "a member's mistake, not a key this worker refuses"
+    );
+    // A key whose credential this worker cannot open refuses its targets
+    // only, and the config is served in part.
+    let mut snap = keyed();
+    snap.providers[0].keys[1].credential = Some(pb::SnapshotCredential {
+        info: Some(pb::CredentialInfo {
+            source: pb::credential_info::Source::Inline.into(),
+            ..Default::default()
+        }),
+        sealed: vec![1, 2, 3],
+    });
+    let c = Catalog::build(&snap, &no_secrets());
+    assert!(c.degraded() && c.refused().is_empty());
+    let strict = c.resolve("strict", &none).expect("k1 serves");
+    assert_eq!(ids(&strict.tiers[0].1), [("m1~k1", "k1"), ("m2~k1", "k1")]);
+    let refused: Vec<_> = c
+        .refused_members("strict")
+        .iter()
+        .map(|r| (r.member_id.as_str(), r.reason.label()))
+        .collect();
+    assert_eq!(
+        refused,
+        [("m1~k2", "no_master_key"), ("m2~k2", "no_master_key")]
+    );
 }
 
 #[test]
