@@ -326,3 +326,38 @@ fn route_tiers_whose_condition_the_request_lacks_are_passed_over() {
     assert!(err.to_string().contains("tier 1: images"), "{err}");
     assert!(c.resolve("eyes", &image).is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_benched_key_sits_out_while_the_other_key_of_the_member_serves() {
+    use crate::fleet::{Entry, Failure};
+    use crate::model::Live;
+    let c = Catalog::build(&keyed(), &no_secrets());
+    let strict = c.resolve("strict", &Features::default()).expect("resolves");
+    let pool = &strict.tiers[0].1;
+    // m1's k2 answered 429 with Retry-After 30 s: benched at once.
+    let now = tokio::time::Instant::now();
+    let mut entry = Entry::new(now);
+    entry.fail(
+        now,
+        &Failure::bench_for(std::time::Duration::from_secs(30)),
+        None,
+    );
+    let health = std::collections::HashMap::from([("m1~k2".to_owned(), entry)]);
+    let planned = |now| {
+        let p = crate::plan::plan(pool, 0, &health, now, &|_| Live::default());
+        let steps: Vec<String> = p
+            .steps
+            .iter()
+            .map(|s| s.candidate.member_id.clone())
+            .collect();
+        let skipped: Vec<String> = p.skipped.iter().map(|(c, _)| c.member_id.clone()).collect();
+        (steps, skipped)
+    };
+    let (steps, skipped) = planned(now);
+    assert_eq!(skipped, ["m1~k2"]);
+    assert_eq!(steps, ["m1~k1", "m2~k1", "m2~k2"], "the other key serves");
+    tokio::time::advance(std::time::Duration::from_secs(31)).await;
+    let (steps, skipped) = planned(tokio::time::Instant::now());
+    assert!(skipped.is_empty(), "back after its bench: {skipped:?}");
+    assert!(steps.contains(&"m1~k2".to_owned()), "{steps:?}");
+}
