@@ -106,6 +106,18 @@ async fn one_key_refused_keeps_the_other_serving(fault: Fault, outcome: pb::Atte
             ("p-m~k2".to_owned(), "k2".to_owned(), false),
         ]
     );
+    // Metrics name each key's target where they name the member.
+    let text = scrape(&w).await;
+    let attempts = |member: &str, outcome: &str| {
+        sample(
+            &text,
+            "switchyard_attempts_total",
+            &[("pool", "p"), ("member", member), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(attempts("p-m~k1", "ok"), Some(10.0));
+    assert!(attempts("p-m~k2", "skipped_benched").is_some_and(|n| n >= 4.0));
+    assert!(!text.contains(ONE) && !text.contains(TWO));
 }
 
 #[tokio::test]
@@ -135,7 +147,7 @@ async fn a_direct_call_rotates_over_the_keys_and_a_pinned_member_uses_its_key_on
     // A model no member serves, and one that member "m" serves.
     for model in ["other", "m"] {
         let mut keys = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..12 {
             let r = c
                 .generate(ask(&format!("up/{model}"), "hi"))
                 .await
@@ -145,12 +157,18 @@ async fn a_direct_call_rotates_over_the_keys_and_a_pinned_member_uses_its_key_on
             assert_eq!(r.attempts.len(), 1, "{:?}", r.attempts);
             keys.push(r.attempts[0].key.clone());
         }
-        assert_eq!(up.credential_calls(model, ONE), 3, "{model}: {keys:?}");
-        assert_eq!(up.credential_calls(model, TWO), 3, "{model}: {keys:?}");
-        assert!(
-            keys.windows(2).all(|k| k[0] != k[1]),
-            "{model}: each call takes the next key: {keys:?}"
+        let (one, two) = (
+            up.credential_calls(model, ONE),
+            up.credential_calls(model, TWO),
         );
+        assert_eq!(one + two, 12);
+        // The fleet's round-robin counter turns the keys; where the worker
+        // switches between its local counter and a leased block (the first
+        // calls, a block late under load) a key may come twice in a row.
+        // The exact rotation is unit-tested (catalog::tests).
+        assert!(one >= 4 && two >= 4, "{model}: both keys serve: {keys:?}");
+        let repeats = keys.windows(2).filter(|k| k[0] == k[1]).count();
+        assert!(repeats <= 3, "{model}: the keys take turns: {keys:?}");
     }
     for _ in 0..3 {
         let r = c

@@ -147,6 +147,19 @@ async fn each_request_goes_to_the_first_tier_whose_condition_it_meets() {
         ..Default::default()
     };
     assert_eq!(call(both).await, ok(0, "eye"));
+    // A stream is routed the same way; its start event names the tier.
+    let mut stream = with_image("auto");
+    stream.messages[0].parts.truncate(1);
+    stream.messages[0].parts[0] = pb::ContentPart {
+        part: Some(pb::content_part::Part::Text("x".repeat(8000))),
+        ..Default::default()
+    };
+    let opened = c.generate_stream(stream).await.expect("stream opens");
+    let (events, _) = drain_ok(opened.into_inner()).await;
+    let Some(pb::generate_stream_event::Event::Start(start)) = &events[0].event else {
+        panic!("first event is start")
+    };
+    assert_eq!(tiers(&start.attempts), ok(1, "big"));
 }
 
 #[tokio::test]
