@@ -196,7 +196,7 @@ async fn a_request_no_tier_takes_is_the_callers_to_fix() {
         .expect_err("no tier takes a text-only request");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(
-        err.message().contains("tier 1: images"),
+        err.message().contains("tier 0: images"),
         "the message says what the tiers ask for: {}",
         err.message()
     );
@@ -257,7 +257,7 @@ async fn the_http_door_routes_by_the_same_conditions() {
     assert!(
         body["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("tier 1: images")),
+            .is_some_and(|m| m.contains("tier 0: images")),
         "{body}"
     );
 }

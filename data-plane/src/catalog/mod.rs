@@ -325,11 +325,12 @@ impl Catalog {
                     .map(|(t, i)| (i, t.pool.clone()))
             };
             let tiers: Vec<(u32, Arc<Pool>)> = taken(false).chain(taken(true)).collect();
-            if tiers.is_empty() && r.tiers.iter().any(|t| t.when.any()) {
+            if !r.tiers.iter().any(|t| t.when.matches(features)) && !r.tiers.is_empty() {
                 let asked: Vec<String> = r
                     .tiers
                     .iter()
-                    .zip(1..)
+                    .zip(0..)
+                    // Numbered as attempts number them (0-based).
                     .map(|(t, n)| format!("tier {n}: {}", t.when.describe()))
                     .collect();
                 return Err(DpError::InvalidArgument(format!(

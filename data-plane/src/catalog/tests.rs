@@ -323,8 +323,14 @@ fn route_tiers_whose_condition_the_request_lacks_are_passed_over() {
         .resolve("eyes", &Features::text(10))
         .expect_err("no tier takes it");
     assert!(matches!(err, DpError::InvalidArgument(_)), "{err:?}");
-    assert!(err.to_string().contains("tier 1: images"), "{err}");
+    assert!(err.to_string().contains("tier 0: images"), "{err}");
     assert!(c.resolve("eyes", &image).is_ok());
+    // A tier that takes the request but whose pool is disabled is the
+    // configuration's problem, not the caller's.
+    snap.pools[0].enabled = false;
+    let c = Catalog::build(&snap, &no_secrets());
+    let err = c.resolve("eyes", &image).expect_err("disabled");
+    assert!(matches!(err, DpError::FailedPrecondition(_)), "{err:?}");
 }
 
 #[tokio::test(start_paused = true)]
