@@ -5,7 +5,8 @@
 //! existed. A provider with named keys turns each member into one target per
 //! key, `member~key`: each its own health, bench, limits, headroom and
 //! in-flight count, so one exhausted key does not bench the others. A member
-//! with `key` set uses only that key (docs/adr/005-live-signals.md, "Keys").
+//! with `key` set uses only that key (docs/adr/005-live-signals.md, "Several
+//! keys per provider").
 
 use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
@@ -23,12 +24,6 @@ pub const SEPARATOR: char = '~';
 pub struct Key {
     pub name: String,
     pub credential: Option<SecretString>,
-}
-
-impl Key {
-    fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 /// A provider as a worker serves it.
@@ -150,9 +145,9 @@ impl Provider {
     }
 
     /// The targets of member `id`, which uses `pinned` (empty: every key).
-    pub fn expand(&self, id: &str, pinned: &str) -> Vec<Expanded<'_>> {
-        let served = |k| Expanded::Served {
-            id: self.target_id(id, Key::name(k)),
+    pub fn expand<'p>(&'p self, id: &str, pinned: &str) -> Vec<Expanded<'p>> {
+        let served = |k: &'p Key| Expanded::Served {
+            id: self.target_id(id, &k.name),
             key: k,
         };
         let refused = |name: &str, reason: Refusal| Expanded::Refused {
@@ -161,7 +156,7 @@ impl Provider {
             reason,
         };
         if pinned.is_empty() {
-            let mut out: Vec<Expanded<'_>> = self.keys.iter().map(served).collect();
+            let mut out: Vec<Expanded<'p>> = self.keys.iter().map(served).collect();
             out.extend(
                 self.refused_keys
                     .iter()
