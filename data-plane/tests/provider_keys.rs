@@ -15,7 +15,7 @@ const TWO: &str = "sk-key-two-0000bbbb";
 
 /// Provider "up" with keys k1 and k2 (no default credential), pool "p" of
 /// member "m" (no key: both) — and member "pinned" of pool "q", on k2 only.
-async fn two_keys(up: &FakeUpstream, prefix: &RedisPrefix) -> ServerProc {
+fn two_keys_config(up: &FakeUpstream) -> Config {
     let mut config = Config::default();
     config
         .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
@@ -33,10 +33,34 @@ async fn two_keys(up: &FakeUpstream, prefix: &RedisPrefix) -> ServerProc {
             &[("up", "pinned", 0)],
         )
         .member_key("q", "pinned", "k2");
-    config.publish(&redis_url(), prefix, 1, true).await;
+    config
+}
+
+/// One worker serving [`two_keys_config`].
+async fn two_keys(up: &FakeUpstream, prefix: &RedisPrefix) -> ServerProc {
+    two_keys_config(up)
+        .publish(&redis_url(), prefix, 1, true)
+        .await;
     let w = worker(&redis_url(), prefix, &[]).await;
     wait_revision(&w, 1).await;
     w
+}
+
+/// Whether `w` shows target `member` of pool "p" as available.
+async fn available(w: &ServerProc, member: &str) -> Option<bool> {
+    let models = client(w)
+        .await
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("list models")
+        .into_inner();
+    models
+        .models
+        .iter()
+        .filter(|m| m.name == "p")
+        .flat_map(|m| &m.members)
+        .find(|m| m.member_id == member)
+        .map(|m| m.available)
 }
 
 fn no_secret_in(attempts: &[pb::Attempt]) {
@@ -184,4 +208,59 @@ async fn a_direct_call_rotates_over_the_keys_and_a_pinned_member_uses_its_key_on
     }
     assert_eq!(up.credential_calls("pinned", TWO), 3);
     assert_eq!(up.credential_calls("pinned", ONE), 0);
+}
+
+#[tokio::test]
+async fn a_key_benched_on_one_worker_is_skipped_by_the_other() {
+    let up = fake().await;
+    up.set_credential_fault(
+        "m",
+        TWO,
+        Fault::Status {
+            code: 429,
+            retry_after_secs: Some(60),
+            body: None,
+        },
+    );
+    let prefix = RedisPrefix::new();
+    two_keys_config(&up)
+        .publish(&redis_url(), &prefix, 1, true)
+        .await;
+    let workers = fleet_of(2, &prefix).await;
+    let (a, b) = (&workers[0], &workers[1]);
+    let mut ca = client(a).await;
+    // The round robin reaches k2 within a few requests: benched, fleet-wide.
+    for _ in 0..4 {
+        ca.generate(ask("p", "hi")).await.expect("served");
+        if up.credential_calls("m", TWO) > 0 {
+            break;
+        }
+    }
+    assert_eq!(up.credential_calls("m", TWO), 1);
+    for _ in 0..200 {
+        if available(b, "p-m~k2").await == Some(false) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        available(b, "p-m~k2").await,
+        Some(false),
+        "the bench reached b"
+    );
+    assert_eq!(
+        available(b, "p-m~k1").await,
+        Some(true),
+        "k1 is not benched"
+    );
+    let mut cb = client(b).await;
+    for _ in 0..6 {
+        let r = cb
+            .generate(ask("p", "hi"))
+            .await
+            .expect("served")
+            .into_inner();
+        assert_eq!(r.attempts.last().map(|a| a.key.as_str()), Some("k1"));
+    }
+    assert_eq!(up.credential_calls("m", TWO), 1, "b never called k2");
 }
