@@ -316,4 +316,43 @@ mod tests {
         let rotating = resolver(None, Some(MasterKeys::new(new, Some(old))));
         assert_eq!(secret(&rotating, &p), Ok("sk-inline".to_owned()));
     }
+
+    #[test]
+    fn a_named_key_opens_only_under_its_provider_and_name() {
+        let master = MasterKey::from_base64(&MasterKey::generate_base64()).expect("key");
+        let r = resolver(None, Some(MasterKeys::new(master.clone(), None)));
+        let p = reference("");
+        let sealed_under = |context: &[u8]| pb::SnapshotProviderKey {
+            name: "k1".into(),
+            credential: Some(pb::SnapshotCredential {
+                info: Some(pb::CredentialInfo {
+                    source: pb::credential_info::Source::Inline.into(),
+                    ..Default::default()
+                }),
+                sealed: master
+                    .seal(context, &SecretString::from("sk-k1".to_owned()))
+                    .expect("seal"),
+            }),
+        };
+        let open = |k: &pb::SnapshotProviderKey| {
+            r.key(&p, k)
+                .map(|s| s.map(|s| s.expose_secret().to_owned()))
+        };
+        let k1 = sealed_under(&key_context("prov-id", "k1"));
+        assert_eq!(open(&k1), Ok(Some("sk-k1".to_owned())));
+        // Moved to another name, or sealed as the provider's own credential:
+        // it does not open.
+        let mut renamed = k1.clone();
+        renamed.name = "k2".into();
+        assert_eq!(open(&renamed), Err(Refusal::Sealed));
+        assert_eq!(open(&sealed_under(b"prov-id")), Err(Refusal::Sealed));
+        // References resolve as the provider's own do.
+        let by_reference = pb::SnapshotProviderKey {
+            name: "k1".into(),
+            credential: reference("env:SWITCHYARD_CRED_OPENAI").credential,
+        };
+        assert_eq!(open(&by_reference), Ok(Some("sk-allowed".to_owned())));
+        assert!(configured(by_reference.credential.as_ref()));
+        assert!(!configured(None));
+    }
 }

@@ -197,12 +197,13 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<Embeddings>, Failed> {
+        let estimate = req.token_estimate();
         let ask = Ask {
             operation: Operation::Embeddings,
             model,
             deadline,
-            estimate: req.token_estimate(),
-            features: Features::text(req.token_estimate()),
+            estimate,
+            features: Features::text(estimate),
             trace,
         };
         self.run(
