@@ -8,23 +8,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
 
 use crate::credentials::{Refusal, Resolver};
 use crate::error::DpError;
-use crate::model::{Candidate, Limits, Policy, Pool, Resolved, Route, Strategy};
-use crate::upstream::{Kind, Target, Timeouts};
+use crate::features::{Condition, Features};
+use crate::model::{Candidate, Limits, Policy, Pool, Resolved, Route, Strategy, Tier};
+use crate::targets::{Expanded, Provider};
 
-struct Provider {
-    name: String,
-    kind: Kind,
-    base_url: String,
-    credential: Option<SecretString>,
-    headers: Vec<(String, String)>,
-    timeouts: Timeouts,
-    enabled: bool,
-}
+/// (provider, upstream model, key) → the target that serves it (one with
+/// limits first).
+type Served = HashMap<(String, String, String), (String, Limits)>;
 
 #[derive(Default)]
 pub struct Catalog {
@@ -34,15 +28,16 @@ pub struct Catalog {
     pools: HashMap<String, Arc<Pool>>,
     routes: HashMap<String, Arc<Route>>,
     providers: HashMap<String, Arc<Provider>>,
-    /// (provider, upstream model) → the member that serves it (one with
-    /// limits first), so a direct `provider/model` call is that member for
-    /// limits and health: a limit holds on every path.
-    served: HashMap<(String, String), (String, Limits)>,
+    /// Which member's target serves a provider's model on a key, so a
+    /// direct `provider/model` call is that target for limits and health:
+    /// a limit holds on every path.
+    served: Served,
     /// Who may call, by key hash and certificate subject.
     pub callers: crate::callers::Callers,
     /// Providers this worker refuses to serve, by name, and why.
     refused: HashMap<String, Refusal>,
-    /// Members of refused providers, by pool name (shown, never called).
+    /// Members of refused providers (and targets of refused keys), by pool
+    /// name (shown, never called).
     refused_members: HashMap<String, Vec<RefusedMember>>,
 }
 
@@ -52,39 +47,14 @@ pub struct RefusedMember {
     pub member_id: String,
     pub provider: String,
     pub upstream_model: String,
+    /// The provider key ("" when the whole provider is refused).
+    pub key: String,
     pub status: pb::MemberStatus,
     pub reason: Refusal,
 }
 
 fn ms(v: u32) -> Duration {
     Duration::from_millis(u64::from(v))
-}
-
-fn kind(k: i32) -> Result<Kind, Refusal> {
-    match pb::ProviderKind::try_from(k) {
-        Ok(pb::ProviderKind::Openai) => Ok(Kind::OpenAi),
-        Ok(pb::ProviderKind::Anthropic) => Ok(Kind::Anthropic),
-        Ok(pb::ProviderKind::Mock) => Ok(Kind::Mock),
-        Ok(pb::ProviderKind::Unspecified) | Err(_) => Err(Refusal::UnknownKind(k)),
-    }
-}
-
-impl Provider {
-    /// Where a call to `model` goes. `default_max_tokens` is the member's
-    /// `max_output_tokens`; `allow_extra` the pool's `allow_request_extra`
-    /// (a direct `provider/model` call has no pool: None and true).
-    fn target(&self, model: &str, default_max_tokens: Option<u32>, allow_extra: bool) -> Target {
-        Target {
-            kind: self.kind,
-            base_url: self.base_url.clone(),
-            model: model.to_owned(),
-            credential: self.credential.clone(),
-            extra_headers: self.headers.clone(),
-            timeouts: self.timeouts,
-            default_max_tokens,
-            allow_extra,
-        }
-    }
 }
 
 fn strategy(s: i32) -> Strategy {
@@ -112,19 +82,22 @@ fn policy(f: Option<&pb::FailoverPolicy>) -> Policy {
 
 impl Catalog {
     /// Builds the catalog from a snapshot: every credential resolved once
-    /// here. A provider whose kind or credential cannot be served is
+    /// here. A provider whose kind or credentials cannot be served is
     /// refused (logged, shown by ListModels and `switchyard.config`
-    /// health, counted), never served without its key or as another kind.
+    /// health, counted), never served without its key or as another kind;
+    /// a refused named key refuses only its targets.
     pub fn build(snap: &pb::Snapshot, resolver: &Resolver) -> Self {
         let mut providers: HashMap<String, Arc<Provider>> = HashMap::new();
         let mut by_id: HashMap<&str, Arc<Provider>> = HashMap::new();
         let mut refused = HashMap::new();
         let mut refused_by_id: HashMap<&str, (&str, Refusal)> = HashMap::new();
         for p in &snap.providers {
-            let t = p.timeouts.unwrap_or_default();
-            let resolved = kind(p.kind).and_then(|k| Ok((k, resolver.credential(p)?)));
-            let (kind, credential) = match resolved {
-                Ok(ok) => ok,
+            match Provider::build(p, resolver) {
+                Ok(prov) => {
+                    let prov = Arc::new(prov);
+                    by_id.insert(p.id.as_str(), prov.clone());
+                    providers.insert(p.name.clone(), prov);
+                }
                 Err(reason) => {
                     tracing::warn!(
                         provider = %p.name,
@@ -133,89 +106,78 @@ impl Catalog {
                     );
                     refused_by_id.insert(p.id.as_str(), (p.name.as_str(), reason.clone()));
                     refused.insert(p.name.clone(), reason);
-                    continue;
                 }
-            };
-            let prov = Arc::new(Provider {
-                name: p.name.clone(),
-                kind,
-                base_url: p.base_url.clone(),
-                credential,
-                headers: p
-                    .extra_headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                timeouts: Timeouts {
-                    connect: ms(t.connect_ms.max(1)),
-                    first_byte: ms(t.first_byte_ms.max(1)),
-                    total: ms(t.request_ms.max(1)),
-                },
-                enabled: p.enabled,
-            });
-            by_id.insert(p.id.as_str(), prov.clone());
-            providers.insert(p.name.clone(), prov);
+            }
         }
         let mut refused_members: HashMap<String, Vec<RefusedMember>> = HashMap::new();
         let mut pools = HashMap::new();
-        let mut served: HashMap<(String, String), (String, Limits)> = HashMap::new();
+        let mut served = Served::new();
         for p in &snap.pools {
             let mut members = Vec::with_capacity(p.members.len());
             let mut active = Vec::new();
             for m in &p.members {
+                let status =
+                    pb::MemberStatus::try_from(m.status).unwrap_or(pb::MemberStatus::Active);
+                let mut refuse = |member_id: String, key: String, reason: Refusal, prov: &str| {
+                    refused_members
+                        .entry(p.name.clone())
+                        .or_default()
+                        .push(RefusedMember {
+                            member_id,
+                            provider: prov.to_owned(),
+                            upstream_model: m.upstream_model.clone(),
+                            key,
+                            status,
+                            reason,
+                        });
+                };
                 let Some(prov) = by_id.get(m.provider_id.as_str()) else {
                     if let Some((name, reason)) = refused_by_id.get(m.provider_id.as_str()) {
-                        refused_members
-                            .entry(p.name.clone())
-                            .or_default()
-                            .push(RefusedMember {
-                                member_id: m.id.clone(),
-                                provider: (*name).to_owned(),
-                                upstream_model: m.upstream_model.clone(),
-                                status: pb::MemberStatus::try_from(m.status)
-                                    .unwrap_or(pb::MemberStatus::Active),
-                                reason: reason.clone(),
-                            });
+                        refuse(m.id.clone(), String::new(), reason.clone(), name);
                     }
                     continue;
                 };
-                let status =
-                    pb::MemberStatus::try_from(m.status).unwrap_or(pb::MemberStatus::Active);
-                let c = Arc::new(Candidate {
-                    member_id: m.id.clone(),
-                    provider: prov.name.clone(),
-                    upstream_model: m.upstream_model.clone(),
-                    weight: m.weight.max(1),
-                    limits: Limits {
-                        rpm: m.rpm_limit,
-                        tpm: m.tpm_limit,
-                    },
-                    priority: m.priority,
-                    status,
-                    max_concurrency: m.max_concurrency,
-                    context_tokens: m.context_tokens,
-                    key: if m.key.is_empty() {
-                        "default".to_owned()
-                    } else {
-                        m.key.clone()
-                    },
-                    target: prov.target(
-                        &m.upstream_model,
-                        m.max_output_tokens,
-                        p.allow_request_extra.unwrap_or(true),
-                    ),
-                    ephemeral: false,
-                });
-                if status == pb::MemberStatus::Active && prov.enabled {
-                    active.push(c.clone());
+                for target in prov.expand(&m.id, &m.key) {
+                    let (id, key) = match target {
+                        Expanded::Served { id, key } => (id, key),
+                        Expanded::Refused { id, key, reason } => {
+                            refuse(id, key, reason, &prov.name);
+                            continue;
+                        }
+                    };
+                    let c = Arc::new(Candidate {
+                        member_id: id,
+                        provider: prov.name.clone(),
+                        upstream_model: m.upstream_model.clone(),
+                        weight: m.weight.max(1),
+                        limits: Limits {
+                            rpm: m.rpm_limit,
+                            tpm: m.tpm_limit,
+                        },
+                        priority: m.priority,
+                        status,
+                        max_concurrency: m.max_concurrency,
+                        context_tokens: m.context_tokens,
+                        key: key.name.clone(),
+                        target: prov.target(
+                            &m.upstream_model,
+                            key,
+                            m.max_output_tokens,
+                            p.allow_request_extra.unwrap_or(true),
+                        ),
+                        ephemeral: false,
+                    });
+                    if status == pb::MemberStatus::Active && prov.enabled {
+                        active.push(c.clone());
+                    }
+                    let entry = served
+                        .entry((c.provider.clone(), c.upstream_model.clone(), c.key.clone()))
+                        .or_insert_with(|| (c.member_id.clone(), c.limits));
+                    if c.limits.any() && !entry.1.any() {
+                        *entry = (c.member_id.clone(), c.limits);
+                    }
+                    members.push(c);
                 }
-                let entry = served
-                    .entry((c.provider.clone(), c.upstream_model.clone()))
-                    .or_insert_with(|| (c.member_id.clone(), c.limits));
-                if c.limits.any() && !entry.1.any() {
-                    *entry = (c.member_id.clone(), c.limits);
-                }
-                members.push(c);
             }
             let strategy = strategy(p.strategy);
             let sequence = if strategy == Strategy::Weighted {
@@ -256,7 +218,11 @@ impl Catalog {
                         pb::route_tier::Target::Pool(name) => catalog.pools.get(name).cloned()?,
                         pb::route_tier::Target::Direct(spec) => catalog.direct(spec)?,
                     };
-                    Some((pool, t.backup))
+                    Some(Tier {
+                        pool,
+                        backup: t.backup,
+                        when: t.when.as_ref().map(Condition::from).unwrap_or_default(),
+                    })
                 })
                 .collect();
             routes.insert(
@@ -272,40 +238,54 @@ impl Catalog {
         catalog
     }
 
-    /// A direct `provider/model`: a pool of one with the default policy. If
-    /// a member serves the same upstream model, the call is that member as
-    /// far as limits and health go: a limit holds on every path. Otherwise
-    /// the name is the caller's choice and the call creates no state that
-    /// outlives it: no health entry, no bench, the provider's retry budget.
+    /// A direct `provider/model`: a pool of one target per provider key,
+    /// rotated round robin, with the default policy. On a key where a
+    /// member serves the same upstream model, the call is that member's
+    /// target as far as limits and health go: a limit holds on every path.
+    /// Otherwise the name is the caller's choice and the call creates no
+    /// state that outlives it: no health entry, no bench, the provider's
+    /// retry budget.
     fn direct(&self, spec: &str) -> Option<Arc<Pool>> {
         let (prov, model) = spec.split_once('/')?;
         let p = self.providers.get(prov)?;
-        let known = self.served.get(&(p.name.clone(), model.to_owned()));
-        let (member_id, limits) = known
-            .cloned()
-            .unwrap_or_else(|| (spec.to_owned(), Limits::default()));
-        let c = Arc::new(Candidate {
-            member_id,
-            provider: p.name.clone(),
-            upstream_model: model.to_owned(),
-            weight: 1,
-            limits,
-            priority: 0,
-            status: pb::MemberStatus::Active,
-            max_concurrency: None,
-            context_tokens: None,
-            key: "default".to_owned(),
-            target: p.target(model, None, true),
-            ephemeral: known.is_none(),
-        });
+        let mut any_known = false;
+        let members: Vec<Arc<Candidate>> = p
+            .keys
+            .iter()
+            .map(|key| {
+                let known = self
+                    .served
+                    .get(&(p.name.clone(), model.to_owned(), key.name.clone()));
+                any_known |= known.is_some();
+                let (member_id, limits) = known
+                    .cloned()
+                    .unwrap_or_else(|| (p.target_id(spec, &key.name), Limits::default()));
+                Arc::new(Candidate {
+                    member_id,
+                    provider: p.name.clone(),
+                    upstream_model: model.to_owned(),
+                    weight: 1,
+                    limits,
+                    priority: 0,
+                    status: pb::MemberStatus::Active,
+                    max_concurrency: None,
+                    context_tokens: None,
+                    key: key.name.clone(),
+                    target: p.target(model, key, None, true),
+                    ephemeral: known.is_none(),
+                })
+            })
+            .collect();
         let active = if p.enabled {
-            vec![c.clone()]
+            members.clone()
         } else {
             Vec::new()
         };
         Some(Arc::new(Pool {
             name: spec.to_owned(),
-            id: if known.is_some() {
+            // The round-robin counter over the keys: named by the model
+            // only when a member serves it (the caller picks other names).
+            id: if any_known {
                 format!("direct:{spec}")
             } else {
                 format!("direct:{}", p.name)
@@ -313,14 +293,16 @@ impl Catalog {
             strategy: Strategy::RoundRobin,
             policy: Policy::default(),
             enabled: true,
-            members: vec![c],
+            members,
             active,
             sequence: Vec::new(),
         }))
     }
 
-    /// Resolves a model name: route → pool → provider/model → NOT_FOUND.
-    pub fn resolve(&self, model: &str) -> Result<Resolved, DpError> {
+    /// Resolves a model name for a request with `features`: route → pool →
+    /// provider/model → NOT_FOUND. A route's tiers whose condition the
+    /// request does not meet are left out.
+    pub fn resolve(&self, model: &str, features: &Features) -> Result<Resolved, DpError> {
         if model.is_empty() {
             return Err(DpError::InvalidArgument(
                 "model is required: a route, a pool, or provider/model".into(),
@@ -332,20 +314,32 @@ impl Catalog {
                     "route '{model}' is disabled"
                 )));
             }
-            // Primary tiers first, backups after, each group in order.
-            let mut tiers: Vec<Arc<Pool>> = r
-                .tiers
-                .iter()
-                .filter(|(p, b)| !*b && p.enabled)
-                .map(|(p, _)| p.clone())
-                .collect();
-            tiers.extend(
+            // Primary tiers first, backups after, each group in order; a
+            // tier whose condition the request does not meet is passed over.
+            let taken = |backup: bool| {
                 r.tiers
                     .iter()
-                    .filter(|(p, b)| *b && p.enabled)
-                    .map(|(p, _)| p.clone()),
-            );
-            if tiers.iter().all(|p| p.active.is_empty()) {
+                    .zip(0u32..)
+                    .filter(move |(t, _)| t.backup == backup && t.pool.enabled)
+                    .filter(|(t, _)| t.when.matches(features))
+                    .map(|(t, i)| (i, t.pool.clone()))
+            };
+            let tiers: Vec<(u32, Arc<Pool>)> = taken(false).chain(taken(true)).collect();
+            if !r.tiers.iter().any(|t| t.when.matches(features)) && !r.tiers.is_empty() {
+                let asked: Vec<String> = r
+                    .tiers
+                    .iter()
+                    .zip(0..)
+                    // Numbered as attempts number them (0-based).
+                    .map(|(t, n)| format!("tier {n}: {}", t.when.describe()))
+                    .collect();
+                return Err(DpError::InvalidArgument(format!(
+                    "no tier of route '{model}' takes this request ({}); send what a tier \
+                     asks for, or add a tier without a condition",
+                    asked.join("; ")
+                )));
+            }
+            if tiers.iter().all(|(_, p)| p.active.is_empty()) {
                 return Err(DpError::FailedPrecondition(format!(
                     "no active member in route '{model}'"
                 )));
@@ -377,7 +371,7 @@ impl Catalog {
             }
             return Ok(Resolved {
                 model: model.to_owned(),
-                tiers: vec![p.clone()],
+                tiers: vec![(0, p.clone())],
             });
         }
         if let Some((prov, _)) = model.split_once('/')
@@ -396,7 +390,7 @@ impl Catalog {
             }
             return Ok(Resolved {
                 model: model.to_owned(),
-                tiers: vec![p],
+                tiers: vec![(0, p)],
             });
         }
         Err(DpError::NotFound(format!(
@@ -416,6 +410,12 @@ impl Catalog {
         &self.refused
     }
 
+    /// Whether this worker serves the config only in part: a provider, or
+    /// one of a provider's keys, refused.
+    pub fn degraded(&self) -> bool {
+        !self.refused.is_empty() || self.providers.values().any(|p| !p.refused_keys.is_empty())
+    }
+
     /// A pool's members this worker refuses, and why.
     pub fn refused_members(&self, pool: &str) -> &[RefusedMember] {
         self.refused_members.get(pool).map_or(&[], Vec::as_slice)
@@ -431,154 +431,4 @@ impl Catalog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct NoSecrets;
-    impl crate::credentials::Secrets for NoSecrets {
-        fn env(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn file(
-            &self,
-            _: &std::path::Path,
-            _: &std::path::Path,
-        ) -> Result<Option<String>, Refusal> {
-            Ok(None)
-        }
-    }
-
-    fn no_secrets() -> Resolver {
-        Resolver {
-            keys: None,
-            rules: switchyard_shared::credential_ref::ReferenceRules::default(),
-            secrets: Box::new(NoSecrets),
-        }
-    }
-
-    fn member(id: &str, model: &str, max_output_tokens: Option<u32>) -> pb::SnapshotMember {
-        pb::SnapshotMember {
-            id: id.into(),
-            provider_id: "prov-id".into(),
-            provider_name: "prov".into(),
-            upstream_model: model.into(),
-            weight: 1,
-            status: pb::MemberStatus::Active.into(),
-            max_output_tokens,
-            ..Default::default()
-        }
-    }
-
-    fn pool(
-        name: &str,
-        allow_request_extra: bool,
-        members: Vec<pb::SnapshotMember>,
-    ) -> pb::SnapshotPool {
-        pb::SnapshotPool {
-            id: format!("{name}-id"),
-            name: name.into(),
-            enabled: true,
-            allow_request_extra: Some(allow_request_extra),
-            members,
-            ..Default::default()
-        }
-    }
-
-    fn snapshot() -> pb::Snapshot {
-        pb::Snapshot {
-            revision: 7,
-            providers: vec![pb::SnapshotProvider {
-                id: "prov-id".into(),
-                name: "prov".into(),
-                kind: pb::ProviderKind::Anthropic.into(),
-                base_url: "https://api.example.test/v1".into(),
-                enabled: true,
-                ..Default::default()
-            }],
-            pools: vec![
-                pool(
-                    "strict",
-                    false,
-                    vec![member("m1", "big", Some(8192)), member("m2", "small", None)],
-                ),
-                pool("open", true, vec![member("m3", "big", Some(1024))]),
-            ],
-            ..Default::default()
-        }
-    }
-
-    /// (model, default_max_tokens, allow_extra) of each candidate of the one tier.
-    fn targets(c: &Catalog, model: &str) -> Vec<(String, Option<u32>, bool)> {
-        let r = c.resolve(model).expect("resolves");
-        r.tiers[0]
-            .members
-            .iter()
-            .map(|m| {
-                (
-                    m.target.model.clone(),
-                    m.target.default_max_tokens,
-                    m.target.allow_extra,
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn targets_carry_the_members_max_output_tokens_and_the_pools_extra_setting() {
-        let c = Catalog::build(&snapshot(), &no_secrets());
-        assert_eq!(
-            targets(&c, "strict"),
-            [
-                ("big".to_owned(), Some(8192), false),
-                ("small".to_owned(), None, false),
-            ]
-        );
-        assert_eq!(targets(&c, "open"), [("big".to_owned(), Some(1024), true)]);
-        // A snapshot from before the setting existed allows extra.
-        let mut old = snapshot();
-        old.pools[0].allow_request_extra = None;
-        let c_old = Catalog::build(&old, &no_secrets());
-        assert!(targets(&c_old, "strict")[0].2);
-        // A direct provider/model call has no pool: no default, extra allowed.
-        assert_eq!(targets(&c, "prov/big"), [("big".to_owned(), None, true)]);
-    }
-
-    #[test]
-    fn providers_that_cannot_be_served_are_refused_with_the_reason() {
-        let mut snap = snapshot();
-        // An unknown kind (a newer control plane) and a reference to a
-        // server setting: neither is served, both say why.
-        let mut unknown = snap.providers[0].clone();
-        unknown.id = "prov2-id".into();
-        unknown.name = "future".into();
-        unknown.kind = 99;
-        let mut leaky = snap.providers[0].clone();
-        leaky.id = "prov3-id".into();
-        leaky.name = "leaky".into();
-        leaky.credential = Some(pb::SnapshotCredential {
-            info: Some(pb::CredentialInfo {
-                source: pb::credential_info::Source::Reference.into(),
-                reference: "env:SWITCHYARD_MASTER_KEY".into(),
-                ..Default::default()
-            }),
-            sealed: Vec::new(),
-        });
-        snap.providers.extend([unknown, leaky]);
-        let mut m = member("m9", "x", None);
-        m.provider_id = "prov3-id".into();
-        snap.pools.push(pool("bad", true, vec![m]));
-        let c = Catalog::build(&snap, &no_secrets());
-        assert_eq!(c.refused()["future"].label(), "unknown_provider_kind");
-        assert_eq!(c.refused()["leaky"].label(), "server_setting");
-        assert_eq!(c.refused_members("bad")[0].member_id, "m9");
-        let err = c.resolve("bad").expect_err("refused").to_string();
-        assert!(
-            err.contains("'leaky' is not served") && err.contains("server_setting"),
-            "{err}"
-        );
-        let err = c.resolve("future/x").expect_err("refused").to_string();
-        assert!(err.contains("unknown_provider_kind"), "{err}");
-        // The good provider is untouched.
-        assert!(c.resolve("strict").is_ok());
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
 use switchyard_shared::credential_ref::{Reference, ReferenceRules, RefusedReference};
-use switchyard_shared::seal::MasterKeys;
+use switchyard_shared::seal::{MasterKeys, key_context};
 
 /// Where credential references are read from (tests pass their own).
 pub trait Secrets: Send + Sync {
@@ -83,6 +83,8 @@ pub enum Refusal {
         "provider kind {0} is unknown to this worker (an older worker than the control plane?)"
     )]
     UnknownKind(i32),
+    #[error("the member uses key '{0}', which its provider does not have")]
+    UnknownKey(String),
 }
 
 impl Refusal {
@@ -96,6 +98,7 @@ impl Refusal {
             Self::NoMasterKey => "no_master_key",
             Self::Sealed => "sealed_with_other_key",
             Self::UnknownKind(_) => "unknown_provider_kind",
+            Self::UnknownKey(_) => "unknown_key",
         }
     }
 }
@@ -119,10 +122,29 @@ impl Default for Resolver {
 }
 
 impl Resolver {
-    /// The provider's credential (None: the provider has none).
+    /// The provider's credential, its key named "default" (None: the
+    /// provider has none).
     pub fn credential(&self, p: &pb::SnapshotProvider) -> Result<Option<SecretString>, Refusal> {
+        self.open(p.id.as_bytes(), p.credential.as_ref())
+    }
+
+    /// One of the provider's named keys, resolved like its own credential
+    /// (inline keys are sealed under [`key_context`]).
+    pub fn key(
+        &self,
+        p: &pb::SnapshotProvider,
+        k: &pb::SnapshotProviderKey,
+    ) -> Result<Option<SecretString>, Refusal> {
+        self.open(&key_context(&p.id, &k.name), k.credential.as_ref())
+    }
+
+    fn open(
+        &self,
+        context: &[u8],
+        c: Option<&pb::SnapshotCredential>,
+    ) -> Result<Option<SecretString>, Refusal> {
         use pb::credential_info::Source;
-        let Some(c) = p.credential.as_ref() else {
+        let Some(c) = c else {
             return Ok(None);
         };
         let Some(info) = c.info.as_ref() else {
@@ -132,7 +154,7 @@ impl Resolver {
             Source::None => Ok(None),
             Source::Inline => {
                 let keys = self.keys.as_ref().ok_or(Refusal::NoMasterKey)?;
-                keys.open(p.id.as_bytes(), &c.sealed)
+                keys.open(context, &c.sealed)
                     .map(Some)
                     .map_err(|_| Refusal::Sealed)
             }
@@ -152,6 +174,16 @@ impl Resolver {
             }
         }
     }
+}
+
+/// Whether a credential is configured at all (a source other than none).
+pub fn configured(c: Option<&pb::SnapshotCredential>) -> bool {
+    c.and_then(|c| c.info.as_ref()).is_some_and(|i| {
+        !matches!(
+            pb::credential_info::Source::try_from(i.source),
+            Ok(pb::credential_info::Source::None) | Err(_)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -283,5 +315,44 @@ mod tests {
         assert_eq!(secret(&only_new, &p), Err(Refusal::Sealed));
         let rotating = resolver(None, Some(MasterKeys::new(new, Some(old))));
         assert_eq!(secret(&rotating, &p), Ok("sk-inline".to_owned()));
+    }
+
+    #[test]
+    fn a_named_key_opens_only_under_its_provider_and_name() {
+        let master = MasterKey::from_base64(&MasterKey::generate_base64()).expect("key");
+        let r = resolver(None, Some(MasterKeys::new(master.clone(), None)));
+        let p = reference("");
+        let sealed_under = |context: &[u8]| pb::SnapshotProviderKey {
+            name: "k1".into(),
+            credential: Some(pb::SnapshotCredential {
+                info: Some(pb::CredentialInfo {
+                    source: pb::credential_info::Source::Inline.into(),
+                    ..Default::default()
+                }),
+                sealed: master
+                    .seal(context, &SecretString::from("sk-k1".to_owned()))
+                    .expect("seal"),
+            }),
+        };
+        let open = |k: &pb::SnapshotProviderKey| {
+            r.key(&p, k)
+                .map(|s| s.map(|s| s.expose_secret().to_owned()))
+        };
+        let k1 = sealed_under(&key_context("prov-id", "k1"));
+        assert_eq!(open(&k1), Ok(Some("sk-k1".to_owned())));
+        // Moved to another name, or sealed as the provider's own credential:
+        // it does not open.
+        let mut renamed = k1.clone();
+        renamed.name = "k2".into();
+        assert_eq!(open(&renamed), Err(Refusal::Sealed));
+        assert_eq!(open(&sealed_under(b"prov-id")), Err(Refusal::Sealed));
+        // References resolve as the provider's own do.
+        let by_reference = pb::SnapshotProviderKey {
+            name: "k1".into(),
+            credential: reference("env:SWITCHYARD_CRED_OPENAI").credential,
+        };
+        assert_eq!(open(&by_reference), Ok(Some("sk-allowed".to_owned())));
+        assert!(configured(by_reference.credential.as_ref()));
+        assert!(!configured(None));
     }
 }

@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 use crate::attempt::{self, HttpClients, OpenStream};
 use crate::catalog::Catalog;
 use crate::error::DpError;
+use crate::features::Features;
 use crate::fit;
 use crate::fleet::{Fleet, ProbeHold, Reservation};
 use crate::model::{Candidate, Live, Pool};
@@ -97,6 +98,8 @@ struct Ask<'a> {
     deadline: Option<Instant>,
     /// The request's token estimate (reserved from limited members).
     estimate: u64,
+    /// What route tiers' conditions read of the request.
+    features: Features,
     /// The caller's trace context, continued by each attempt.
     trace: &'a Incoming,
 }
@@ -153,6 +156,7 @@ impl Engine {
             model,
             deadline,
             estimate: req.token_estimate(),
+            features: Features::of(req),
             trace,
         };
         self.run(
@@ -175,6 +179,7 @@ impl Engine {
             model,
             deadline,
             estimate: req.token_estimate(),
+            features: Features::of(req),
             trace,
         };
         self.run(
@@ -192,11 +197,13 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<Embeddings>, Failed> {
+        let estimate = req.token_estimate();
         let ask = Ask {
             operation: Operation::Embeddings,
             model,
             deadline,
-            estimate: req.token_estimate(),
+            estimate,
+            features: Features::text(estimate),
             trace,
         };
         self.run(
@@ -228,9 +235,12 @@ impl Engine {
             model,
             deadline,
             estimate,
+            features,
             trace,
         } = ask;
-        let resolved = catalog.resolve(model).map_err(|e| Log::default().fail(e))?;
+        let resolved = catalog
+            .resolve(model, &features)
+            .map_err(|e| Log::default().fail(e))?;
         let mut run = Run {
             operation,
             model,
@@ -245,12 +255,13 @@ impl Engine {
             log: Log::watched(self.observer.clone(), operation),
             trace,
         };
-        let tiers: Vec<&Arc<Pool>> = resolved
+        let tiers: Vec<&(u32, Arc<Pool>)> = resolved
             .tiers
             .iter()
-            .filter(|p| !p.active.is_empty())
+            .filter(|(_, p)| !p.active.is_empty())
             .collect();
-        for (tier, pool) in tiers.iter().enumerate() {
+        for (tier, (index, pool)) in tiers.iter().enumerate() {
+            run.log.tier = *index;
             let ticket = if pool.takes_tickets() {
                 self.fleet.ticket(&pool.id)
             } else {
@@ -316,7 +327,7 @@ impl Engine {
                         for rest in steps {
                             run.log.reason(&rest.candidate, why);
                         }
-                        for later in &tiers[tier + 1..] {
+                        for (_, later) in &tiers[tier + 1..] {
                             for c in &later.active {
                                 run.log.reason(c, why);
                             }

@@ -29,6 +29,10 @@
 //! - [`upstream`]: the neutral request and answer, and the wire formats
 //!   (`openai`, `anthropic`, `mock`) that translate them.
 //! - [`credentials`]: a provider's credential resolved within the allow-list, or why it is refused.
+//! - [`targets`]: a provider's keys, and the runtime targets (`member~key`)
+//!   a member turns into, each with its own health, limits and signals.
+//! - [`features`]: what a request has (images, reasoning, tools, a long
+//!   prompt) that a route tier's condition may ask for.
 //! - [`sync`]: snapshot loading and change following, without Postgres.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
@@ -42,6 +46,7 @@ pub mod credentials;
 pub mod door;
 pub mod error;
 pub mod failover;
+pub mod features;
 pub mod fit;
 pub mod fleet;
 pub mod intake;
@@ -55,5 +60,6 @@ pub mod settle;
 pub mod signals;
 pub mod stream;
 pub mod sync;
+pub mod targets;
 mod tried;
 pub mod upstream;

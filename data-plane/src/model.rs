@@ -1,12 +1,13 @@
 //! The model types every stage shares: members ready to call, pools,
 //! routes, strategies and failover policies. A leaf: it imports nothing of
-//! the rest of the data plane but the upstream target.
+//! the rest of the data plane but the upstream target and tier conditions.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_proto::v1 as pb;
 
+use crate::features::Condition;
 use crate::upstream::Target;
 
 /// Selection strategy of a pool.
@@ -74,7 +75,8 @@ pub struct Candidate {
     /// The model's context window, tokens.
     pub context_tokens: Option<u64>,
     /// The provider key this target uses ("default": the provider's
-    /// `credential`).
+    /// `credential`). With named keys, `member_id` is `member~key`: the
+    /// target's own health, limits, headroom and in-flight count.
     pub key: String,
     pub target: Target,
     /// A direct `provider/model` call to a model no member serves: its name
@@ -134,26 +136,37 @@ pub struct Pool {
 
 impl Pool {
     /// Whether requests take a shared round-robin ticket: a pool of one, or a
-    /// random one, needs none (and a direct provider/model, whose name the
-    /// caller picks, must not create Redis keys).
+    /// random one, needs none. (A direct provider/model over several keys
+    /// takes them under an id the configuration bounds, never the model name
+    /// a caller picks: see `Catalog::direct`.)
     pub fn takes_tickets(&self) -> bool {
         self.strategy != Strategy::Random && self.active.len() > 1
     }
+}
+
+/// One tier of a route.
+#[derive(Debug)]
+pub struct Tier {
+    pub pool: Arc<Pool>,
+    pub backup: bool,
+    /// What a request must have for this tier to take it.
+    pub when: Condition,
 }
 
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
     pub enabled: bool,
-    /// (pool, backup) in order.
-    pub tiers: Vec<(Arc<Pool>, bool)>,
+    /// In configured order.
+    pub tiers: Vec<Tier>,
 }
 
-/// What a model name resolves to: tiers of pools, primaries first.
+/// What a model name resolves to for one request: the tiers that take it,
+/// primaries first, each with its index in the route (0 for a pool).
 #[derive(Debug)]
 pub struct Resolved {
     pub model: String,
-    pub tiers: Vec<Arc<Pool>>,
+    pub tiers: Vec<(u32, Arc<Pool>)>,
 }
 
 /// Whether an attempt of this outcome reached an upstream.

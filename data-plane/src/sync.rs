@@ -106,9 +106,10 @@ impl Loader {
         self.state.send_replace(self.served_state());
     }
 
-    /// Live, or Degraded while the served config refuses a provider.
+    /// Live, or Degraded while the served config refuses a provider (or a
+    /// provider's key).
     fn served_state(&self) -> SyncState {
-        if self.catalog.load().refused().is_empty() {
+        if !self.catalog.load().degraded() {
             SyncState::Live
         } else {
             SyncState::Degraded

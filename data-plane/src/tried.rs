@@ -32,6 +32,9 @@ pub(crate) struct Log {
     /// Told of the attempts made if the request is dropped before it ends
     /// (the caller left): they still count.
     observer: Option<(Arc<Observer>, Operation)>,
+    /// The route tier being tried (0-based, as configured), recorded on
+    /// each attempt.
+    pub(crate) tier: u32,
 }
 
 impl Drop for Log {
@@ -78,7 +81,8 @@ impl Log {
             detail: err.map(ToString::to_string).unwrap_or_default(),
             duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            ..Default::default()
+            key: c.key.clone(),
+            tier: self.tier,
         });
     }
 

@@ -128,6 +128,30 @@ impl FakeUpstream {
         self.shared.faults.set_times(model, fault, times);
     }
 
+    /// Makes every call for `model` that carries credential `credential`
+    /// (its `Authorization: Bearer` or `x-api-key` value) misbehave; calls
+    /// with other credentials answer as `model` does. Cleared by
+    /// [`FakeUpstream::clear_credential_fault`].
+    pub fn set_credential_fault(&self, model: &str, credential: &str, fault: Fault) {
+        self.shared
+            .faults
+            .set(&server::with_credential(model, credential), fault);
+    }
+
+    /// Removes the fault [`FakeUpstream::set_credential_fault`] set.
+    pub fn clear_credential_fault(&self, model: &str, credential: &str) {
+        self.shared
+            .faults
+            .clear(&server::with_credential(model, credential));
+    }
+
+    /// Requests received for `model` with credential `credential`.
+    pub fn credential_calls(&self, model: &str, credential: &str) -> u64 {
+        self.shared
+            .stats
+            .credential_calls(&server::with_credential(model, credential))
+    }
+
     /// Removes every fault (persistent and counted) of `model`.
     pub fn clear_fault(&self, model: &str) {
         self.shared.faults.clear(model);

@@ -183,16 +183,43 @@ async fn handle(s: Arc<Shared>, wire: Wire, headers: HeaderMap, raw: Bytes) -> R
         return json_response(wire, StatusCode::BAD_REQUEST, &err);
     };
     s.stats.record_call(&model, &headers, &body);
-    let response = serve_model(&s, wire, body, model.clone()).await;
+    let credential = credential_of(&headers).map(|c| with_credential(&model, c));
+    if let Some(c) = &credential {
+        s.stats.record_credential_call(c);
+    }
+    let response = serve_model(&s, wire, body, model.clone(), credential.as_deref()).await;
     s.stats.record_status(&model, response.status().as_u16());
     response
 }
 
-/// One request for `model`: its fault, then the answer.
-async fn serve_model(s: &Arc<Shared>, wire: Wire, body: Value, model: String) -> Response {
+/// The name a fault for `model` called with `credential` is kept under.
+pub(crate) fn with_credential(model: &str, credential: &str) -> String {
+    format!("{model}@{credential}")
+}
+
+/// The credential a request carries: its bearer token or `x-api-key`.
+fn credential_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+}
+
+/// One request for `model` (with `credential`, as `model@credential`): its
+/// fault (the credential's first), then the answer.
+async fn serve_model(
+    s: &Arc<Shared>,
+    wire: Wire,
+    body: Value,
+    model: String,
+    credential: Option<&str>,
+) -> Response {
     let (model_guard, in_flight) = s.stats.enter(&model);
     let mut guard = RequestGuard::new(Arc::clone(&s.stats)).holding(model_guard);
-    let fault = s.faults.take(&model);
+    let fault = credential
+        .and_then(|c| s.faults.take(c))
+        .or_else(|| s.faults.take(&model));
     if let Some(Fault::RateLimit { rpm, tpm }) = fault {
         let tokens = crate::ratelimit::tokens_of(&body);
         let (headers, over) = s.rate.take(wire, &model, rpm, tpm, tokens);

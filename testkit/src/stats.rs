@@ -25,6 +25,8 @@ pub(crate) struct Stats {
     in_flight: AtomicI64,
     cancelled: AtomicU64,
     models: Mutex<HashMap<String, ModelStats>>,
+    /// Calls per `model@credential` (see `server::with_credential`).
+    credentials: Mutex<HashMap<String, u64>>,
 }
 
 impl Stats {
@@ -40,6 +42,22 @@ impl Stats {
         entry.last_headers = Some(headers.clone());
         entry.last_body = Some(body.clone());
         self.total_calls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn record_credential_call(&self, model_credential: &str) {
+        let mut calls = self
+            .credentials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *calls.entry(model_credential.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn credential_calls(&self, model_credential: &str) -> u64 {
+        let calls = self
+            .credentials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        calls.get(model_credential).copied().unwrap_or(0)
     }
 
     pub(crate) fn calls(&self, model: &str) -> u64 {

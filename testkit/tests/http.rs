@@ -350,3 +350,43 @@ async fn raw(up: &FakeUpstream, method: &str) -> (String, String) {
     let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
     (head.to_owned(), body.to_owned())
 }
+
+#[tokio::test]
+async fn a_fault_for_one_credential_leaves_the_others_alone() {
+    let up = FakeUpstream::start(FakeConfig::default()).await;
+    up.set_credential_fault(
+        "gpt-x",
+        "sk-bad",
+        Fault::Status {
+            code: 401,
+            retry_after_secs: None,
+            body: None,
+        },
+    );
+    let body = json!({"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]});
+    let bad = send(
+        &up,
+        "/v1/chat/completions",
+        "Authorization: Bearer sk-bad\r\n",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+    // Anthropic's header counts as the credential too.
+    let good = send(&up, "/v1/messages", "x-api-key: sk-good\r\n", body.clone()).await;
+    assert_eq!(good.status, 200);
+    let none = send(&up, "/v1/chat/completions", "", body.clone()).await;
+    assert_eq!(none.status, 200);
+    assert_eq!(up.credential_calls("gpt-x", "sk-bad"), 1);
+    assert_eq!(up.credential_calls("gpt-x", "sk-good"), 1);
+    assert_eq!(up.calls("gpt-x"), 3);
+    up.clear_credential_fault("gpt-x", "sk-bad");
+    let healed = send(
+        &up,
+        "/v1/chat/completions",
+        "Authorization: Bearer sk-bad\r\n",
+        body,
+    )
+    .await;
+    assert_eq!(healed.status, 200);
+}

@@ -226,9 +226,10 @@ impl Inference for InferenceService {
             );
         }
         for r in &routes {
-            for (p, _) in &r.tiers {
+            for t in &r.tiers {
                 limited.extend(
-                    p.members
+                    t.pool
+                        .members
                         .iter()
                         .filter(|m| m.limits.any())
                         .map(|m| m.member_id.clone()),
@@ -269,6 +270,7 @@ impl Inference for InferenceService {
                         requests_this_minute: requests,
                         tokens_this_minute: tokens,
                         refused: String::new(),
+                        key: m.key.clone(),
                         context_tokens: m.context_tokens,
                         ..headroom_of(&self.engine.fleet, &m.member_id)
                     }
@@ -284,6 +286,7 @@ impl Inference for InferenceService {
                             status: r.status.into(),
                             available: false,
                             refused: r.reason.label().to_owned(),
+                            key: r.key.clone(),
                             remaining_requests: -1,
                             remaining_tokens: -1,
                             ..Default::default()
@@ -305,7 +308,7 @@ impl Inference for InferenceService {
                 name: r.name.clone(),
                 kind: "route".into(),
                 enabled: r.enabled,
-                members: r.tiers.iter().flat_map(|(p, _)| members_of(p)).collect(),
+                members: r.tiers.iter().flat_map(|t| members_of(&t.pool)).collect(),
             });
         }
         Ok(Response::new(pb::ListModelsResponse {

@@ -88,6 +88,33 @@ impl Config {
         self
     }
 
+    /// Named keys of provider `name` (beside its own credential, "default"),
+    /// each sealed the way the control plane seals a named key.
+    pub fn provider_keys(&mut self, name: &str, keys: &[(&str, &str)]) -> &mut Self {
+        let master = MasterKey::from_base64(MASTER_KEY).expect("key");
+        for p in self.snap.providers.iter_mut().filter(|p| p.name == name) {
+            p.keys = keys
+                .iter()
+                .map(|(key, secret)| pb::SnapshotProviderKey {
+                    name: (*key).into(),
+                    credential: Some(pb::SnapshotCredential {
+                        info: Some(pb::CredentialInfo {
+                            source: pb::credential_info::Source::Inline.into(),
+                            ..Default::default()
+                        }),
+                        sealed: master
+                            .seal(
+                                &switchyard_shared::seal::key_context(&p.id, key),
+                                &SecretString::from((*secret).to_owned()),
+                            )
+                            .expect("seal"),
+                    }),
+                })
+                .collect();
+        }
+        self
+    }
+
     pub fn provider_reference(&mut self, name: &str, base_url: &str, reference: &str) -> &mut Self {
         self.provider(name, pb::ProviderKind::Openai, base_url, None);
         if let Some(p) = self.snap.providers.last_mut() {
@@ -178,7 +205,16 @@ impl Config {
         self
     }
 
-    /// A member's `max_output_tokens` (max_tokens when a request sets none).
+    /// A member that uses only provider key `key`.
+    pub fn member_key(&mut self, pool: &str, model: &str, key: &str) -> &mut Self {
+        for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
+            for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {
+                m.key = key.into();
+            }
+        }
+        self
+    }
+
     /// A member's context window, tokens.
     pub fn member_context(&mut self, pool: &str, model: &str, tokens: u64) -> &mut Self {
         for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
@@ -189,6 +225,7 @@ impl Config {
         self
     }
 
+    /// A member's `max_output_tokens` (max_tokens when a request sets none).
     pub fn member_max_output(&mut self, pool: &str, model: &str, n: u32) -> &mut Self {
         for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
             for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {
@@ -216,6 +253,29 @@ impl Config {
                     target: Some(pb::route_tier::Target::Pool((*pool).into())),
                     backup: *backup,
                     when: None,
+                })
+                .collect(),
+            enabled: true,
+        });
+        self
+    }
+
+    /// A route whose tiers may ask something of the request:
+    /// (pool, backup, condition).
+    pub fn route_when(
+        &mut self,
+        name: &str,
+        tiers: &[(&str, bool, Option<pb::TierCondition>)],
+    ) -> &mut Self {
+        self.snap.routes.push(pb::SnapshotRoute {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.into(),
+            tiers: tiers
+                .iter()
+                .map(|(pool, backup, when)| pb::RouteTier {
+                    target: Some(pb::route_tier::Target::Pool((*pool).into())),
+                    backup: *backup,
+                    when: *when,
                 })
                 .collect(),
             enabled: true,
