@@ -10,7 +10,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
 use switchyard_shared::credential_ref::{Reference, ReferenceRules, RefusedReference};
-use switchyard_shared::seal::{MasterKeys, key_context};
+use switchyard_shared::seal::MasterKeys;
 
 /// Where credential references are read from (tests pass their own).
 pub trait Secrets: Send + Sync {
@@ -129,13 +129,14 @@ impl Resolver {
     }
 
     /// One of the provider's named keys, resolved like its own credential
-    /// (inline keys are sealed under [`key_context`]).
+    /// (an inline one is sealed, as the control plane seals it, bound to the
+    /// provider's id: it cannot move to another provider).
     pub fn key(
         &self,
         p: &pb::SnapshotProvider,
         k: &pb::SnapshotProviderKey,
     ) -> Result<Option<SecretString>, Refusal> {
-        self.open(&key_context(&p.id, &k.name), k.credential.as_ref())
+        self.open(p.id.as_bytes(), k.credential.as_ref())
     }
 
     fn open(
@@ -318,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn a_named_key_opens_only_under_its_provider_and_name() {
+    fn a_named_key_opens_only_under_its_provider() {
         let master = MasterKey::from_base64(&MasterKey::generate_base64()).expect("key");
         let r = resolver(None, Some(MasterKeys::new(master.clone(), None)));
         let p = reference("");
@@ -338,14 +339,12 @@ mod tests {
             r.key(&p, k)
                 .map(|s| s.map(|s| s.expose_secret().to_owned()))
         };
-        let k1 = sealed_under(&key_context("prov-id", "k1"));
-        assert_eq!(open(&k1), Ok(Some("sk-k1".to_owned())));
-        // Moved to another name, or sealed as the provider's own credential:
-        // it does not open.
-        let mut renamed = k1.clone();
-        renamed.name = "k2".into();
-        assert_eq!(open(&renamed), Err(Refusal::Sealed));
-        assert_eq!(open(&sealed_under(b"prov-id")), Err(Refusal::Sealed));
+        assert_eq!(
+            open(&sealed_under(b"prov-id")),
+            Ok(Some("sk-k1".to_owned()))
+        );
+        // Sealed for another provider: it does not open here.
+        assert_eq!(open(&sealed_under(b"other-id")), Err(Refusal::Sealed));
         // References resolve as the provider's own do.
         let by_reference = pb::SnapshotProviderKey {
             name: "k1".into(),

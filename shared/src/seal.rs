@@ -111,14 +111,6 @@ impl MasterKey {
     }
 }
 
-/// The context a provider's named key (`ProviderKey`) is sealed under: the
-/// provider id and the key name, so a sealed key can move neither to another
-/// provider nor to another name. (The provider's own `credential`, the key
-/// named "default", is sealed under the provider id alone.)
-pub fn key_context(provider_id: &str, key_name: &str) -> Vec<u8> {
-    format!("{provider_id}/{key_name}").into_bytes()
-}
-
 /// The keys a server holds: the current one (seals, signs, hashes new
 /// caller keys) and, during a rotation, the previous one (still opens,
 /// verifies and matches what was made under it).

@@ -89,7 +89,8 @@ impl Config {
     }
 
     /// Named keys of provider `name` (beside its own credential, "default"),
-    /// each sealed the way the control plane seals a named key.
+    /// each sealed the way the control plane seals a named key (bound to
+    /// the provider's id).
     pub fn provider_keys(&mut self, name: &str, keys: &[(&str, &str)]) -> &mut Self {
         let master = MasterKey::from_base64(MASTER_KEY).expect("key");
         for p in self.snap.providers.iter_mut().filter(|p| p.name == name) {
@@ -103,10 +104,7 @@ impl Config {
                             ..Default::default()
                         }),
                         sealed: master
-                            .seal(
-                                &switchyard_shared::seal::key_context(&p.id, key),
-                                &SecretString::from((*secret).to_owned()),
-                            )
+                            .seal(p.id.as_bytes(), &SecretString::from((*secret).to_owned()))
                             .expect("seal"),
                     }),
                 })
