@@ -12,6 +12,7 @@ use switchyard_proto::v1 as pb;
 use super::client::{ConnArgs, Cp, get, refused};
 use super::get::{
     ROUTING_COLUMNS, any_routing, health, list_members, list_routes, live_cells, routing_cells,
+    targets,
 };
 use super::output::{self, Table, dash, field, on, stamps};
 
@@ -161,31 +162,33 @@ fn members_block(ms: &[pb::Member], live: &Live, traffic: bool) -> String {
     let now = output::now_ms();
     let mut t = Table::new(&cols);
     for m in ms {
-        let mut row = vec![
-            m.id.clone(),
-            m.provider_name.clone(),
-            m.upstream_model.clone(),
-            m.weight.to_string(),
-            m.priority.to_string(),
-            output::status_upper(m.status),
-            output::health(live.health.get(&m.id), now),
-        ];
-        row.extend(live_cells(live.health.get(&m.id)));
-        if routing {
-            row.extend(routing_cells(m));
-        }
-        if traffic {
-            match live.stats.get(&m.id) {
-                Some(s) => {
-                    let (p50, p95) = percentiles(s.latency.as_ref());
-                    let errors = s.attempts.saturating_sub(s.served);
-                    row.extend([s.attempts.to_string(), errors.to_string(), p50, p95]);
-                }
-                None => row.extend(["-", "-", "-", "-"].map(String::from)),
+        for (id, h) in targets(&live.health, &m.id) {
+            let mut row = vec![
+                id.clone(),
+                m.provider_name.clone(),
+                m.upstream_model.clone(),
+                m.weight.to_string(),
+                m.priority.to_string(),
+                output::status_upper(m.status),
+                output::health(h, now),
+            ];
+            row.extend(live_cells(h));
+            if routing {
+                row.extend(routing_cells(m));
             }
+            if traffic {
+                match live.stats.get(&id) {
+                    Some(s) => {
+                        let (p50, p95) = percentiles(s.latency.as_ref());
+                        let errors = s.attempts.saturating_sub(s.served);
+                        row.extend([s.attempts.to_string(), errors.to_string(), p50, p95]);
+                    }
+                    None => row.extend(["-", "-", "-", "-"].map(String::from)),
+                }
+            }
+            row.push(remaining(h));
+            t.row(row);
         }
-        row.push(remaining(live.health.get(&m.id)));
-        t.row(row);
     }
     if ms.is_empty() {
         "(none)\n".into()

@@ -372,6 +372,30 @@ pub fn any_routing(ms: &[pb::Member]) -> bool {
         .any(|m| m.max_concurrency.is_some() || m.context_tokens.is_some() || !m.key.is_empty())
 }
 
+/// A member's runtime targets as the data plane lists them: the member
+/// itself, or one `member~key` per provider key it serves through (each with
+/// its own health, in-flight and headroom), by key name; the member alone,
+/// without health, when the data plane lists neither.
+pub fn targets<'a>(
+    health: &'a HashMap<String, pb::MemberHealth>,
+    id: &str,
+) -> Vec<(String, Option<&'a pb::MemberHealth>)> {
+    if let Some(h) = health.get(id) {
+        return vec![(id.to_owned(), Some(h))];
+    }
+    let prefix = format!("{id}~");
+    let mut keyed: Vec<(String, Option<&pb::MemberHealth>)> = health
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, h)| (k.clone(), Some(h)))
+        .collect();
+    if keyed.is_empty() {
+        return vec![(id.to_owned(), None)];
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed
+}
+
 pub const ROUTING_COLUMNS: [&str; 3] = ["MAX_CONC", "CONTEXT", "KEY"];
 
 pub fn members_table(
@@ -402,29 +426,31 @@ pub fn members_table(
     let now = output::now_ms();
     let mut t = Table::new(&cols);
     for m in ms {
-        let mut row = vec![
-            m.id.clone(),
-            m.pool_name.clone(),
-            m.provider_name.clone(),
-            m.upstream_model.clone(),
-            m.weight.to_string(),
-            m.priority.to_string(),
-            output::status_upper(m.status),
-            output::health(health.get(&m.id), now),
-        ];
-        row.extend(live_cells(health.get(&m.id)));
-        if routing {
-            row.extend(routing_cells(m));
+        for (id, h) in targets(health, &m.id) {
+            let mut row = vec![
+                id,
+                m.pool_name.clone(),
+                m.provider_name.clone(),
+                m.upstream_model.clone(),
+                m.weight.to_string(),
+                m.priority.to_string(),
+                output::status_upper(m.status),
+                output::health(h, now),
+            ];
+            row.extend(live_cells(h));
+            if routing {
+                row.extend(routing_cells(m));
+            }
+            if wide {
+                row.extend([
+                    output::limit(m.rpm_limit),
+                    output::limit(m.tpm_limit),
+                    output::limit(m.max_output_tokens.map(u64::from)),
+                    m.etag.clone(),
+                ]);
+            }
+            t.row(row);
         }
-        if wide {
-            row.extend([
-                output::limit(m.rpm_limit),
-                output::limit(m.tpm_limit),
-                output::limit(m.max_output_tokens.map(u64::from)),
-                m.etag.clone(),
-            ]);
-        }
-        t.row(row);
     }
     (!ms.is_empty()).then_some(t)
 }
@@ -447,4 +473,40 @@ fn routes_table(rs: &[pb::Route], wide: bool) -> Option<Table> {
         t.row(row);
     }
     (!rs.is_empty()).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(id: &str, in_flight: u32) -> (String, pb::MemberHealth) {
+        let h = pb::MemberHealth {
+            member_id: id.into(),
+            in_flight,
+            ..Default::default()
+        };
+        (id.into(), h)
+    }
+
+    #[test]
+    fn a_member_with_keys_shows_one_row_per_key_target() {
+        let health: HashMap<_, _> = [h("m1", 2), h("m2~a", 1), h("m2~b", 3), h("m20", 4)]
+            .into_iter()
+            .collect();
+        let one = targets(&health, "m1");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].1.map(|h| h.in_flight), Some(2));
+        let keyed: Vec<(String, Option<u32>)> = targets(&health, "m2")
+            .into_iter()
+            .map(|(id, h)| (id, h.map(|h| h.in_flight)))
+            .collect();
+        assert_eq!(
+            keyed,
+            vec![("m2~a".into(), Some(1)), ("m2~b".into(), Some(3))],
+            "m20 is another member"
+        );
+        let unknown = targets(&health, "m3");
+        assert_eq!(unknown.len(), 1);
+        assert!(unknown[0].1.is_none());
+    }
 }
