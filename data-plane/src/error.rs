@@ -82,6 +82,16 @@ pub enum DpError {
         reasons: Vec<Reason>,
         retry_after: Option<std::time::Duration>,
     },
+    /// Every member left is at its concurrency cap, and no slot came free
+    /// for this request: `why` (its pool's admission queue is full, or its
+    /// deadline came first). `retry_after`: about when one should.
+    #[error("every member of '{model}' is at its concurrency cap ({why}): {}", join(.reasons))]
+    Busy {
+        model: String,
+        why: &'static str,
+        reasons: Vec<Reason>,
+        retry_after: std::time::Duration,
+    },
     /// The attempt cap was reached.
     #[error("attempt cap of {cap} reached for '{model}': {}", join(.reasons))]
     AttemptCap {
@@ -149,7 +159,7 @@ impl From<DpError> for Status {
             | DpError::StreamBroken { .. }
             | DpError::StreamCut => Status::unavailable(message),
             DpError::QuotaExhausted { .. } => Status::resource_exhausted(message),
-            DpError::CallerLimit { retry_after, .. } => {
+            DpError::CallerLimit { retry_after, .. } | DpError::Busy { retry_after, .. } => {
                 pushback(Status::resource_exhausted(message), retry_after)
             }
             DpError::Forbidden(_) => Status::permission_denied(message),

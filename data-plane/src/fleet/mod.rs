@@ -24,6 +24,7 @@ pub mod link;
 pub mod memory;
 mod push;
 pub mod quota;
+pub mod slots;
 pub mod redis;
 mod scripts;
 pub mod tickets;
