@@ -348,3 +348,6 @@ impl Drop for Permit {
     }
 }
 
+
+#[cfg(test)]
+mod tests;
