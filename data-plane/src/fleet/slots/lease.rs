@@ -174,3 +174,86 @@ pub async fn run(
         let _ = tokio::time::timeout(LEASE_TIMEOUT, lessor.leave(&me, &members)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use switchyard_shared::redis_client::RedisConfig;
+    use switchyard_testkit::harness::{RedisPrefix, redis_url};
+
+    use super::*;
+
+    fn lessor(prefix: &RedisPrefix) -> Lessor {
+        let redis = Redis::open(&RedisConfig {
+            url: redis_url(),
+            cluster: false,
+            ca_file: None,
+        })
+        .expect("redis url");
+        Lessor::new(redis, RedisKeys::new(prefix.0.clone()))
+    }
+
+    /// One worker's lease of member "m" (cap 4): its grant.
+    async fn lease(l: &Lessor, me: &str, holds: u32, want: u32) -> (u32, u32) {
+        let ask = Ask {
+            member: "m".into(),
+            slot: Arc::new(Slot::new(4, 0)),
+            holds,
+            want,
+        };
+        l.lease(me, &[ask]).await.expect("lease")[0]
+    }
+
+    /// The records in Redis never add up to more than the cap.
+    async fn recorded(l: &Lessor) -> u32 {
+        let mut conn = l.conn().await.expect("conn");
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(l.keys.member_slots("m"))
+            .query_async(&mut conn)
+            .await
+            .expect("hgetall");
+        all.iter()
+            .map(|(_, v)| v.split('|').next().and_then(|g| g.parse::<u32>().ok()).unwrap_or(0))
+            .sum()
+    }
+
+    // Real Redis (the script runs on Redis's clock), no sleeps: every step
+    // is one lease.
+    #[tokio::test]
+    async fn the_script_splits_a_cap_by_want_and_never_grants_beyond_it() {
+        let prefix = RedisPrefix::new();
+        let l = lessor(&prefix);
+        assert_eq!(lease(&l, "a", 0, 4).await, (4, 1), "alone: the whole cap");
+        // b joins while a holds all four: nothing yet.
+        assert_eq!(lease(&l, "b", 0, 4).await, (0, 2));
+        assert!(recorded(&l).await <= 4);
+        // a's fair share is now two, but its four in use stay claimed.
+        assert_eq!(lease(&l, "a", 4, 4).await, (2, 2));
+        assert_eq!(recorded(&l).await, 4);
+        assert_eq!(lease(&l, "b", 0, 4).await, (0, 2), "no room until a drains");
+        // a's requests ended: it claims only its share.
+        assert_eq!(lease(&l, "a", 2, 4).await, (2, 2));
+        assert_eq!(lease(&l, "b", 0, 4).await, (2, 2), "b gets the rest");
+        assert_eq!(recorded(&l).await, 4);
+        // c joins, wanting one (idle): one each for b and c once a shrinks.
+        assert_eq!(lease(&l, "c", 0, 1).await, (0, 3));
+        assert_eq!(
+            lease(&l, "a", 2, 4).await.0,
+            1,
+            "a's fair share: (4 - 1) / 2, rounded down"
+        );
+        assert_eq!(lease(&l, "c", 0, 1).await, (0, 3), "a still claims two");
+        assert_eq!(lease(&l, "a", 1, 4).await.0, 1, "a drained to its share");
+        assert_eq!(lease(&l, "c", 0, 1).await, (1, 3));
+        assert!(recorded(&l).await <= 4);
+        // c wants less than a third: b keeps two.
+        assert_eq!(lease(&l, "b", 2, 4).await.0, 2);
+        assert_eq!(recorded(&l).await, 4);
+        l.leave("a", &["m".into()]).await.expect("leave");
+        assert_eq!(
+            lease(&l, "b", 2, 4).await,
+            (3, 2),
+            "a left: what c does not want is b's"
+        );
+        assert!(recorded(&l).await <= 4);
+    }
+}
