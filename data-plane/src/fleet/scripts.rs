@@ -254,7 +254,9 @@ pub(super) fn health_script(body: &str) -> redis::Script {
 /// split max-min fair over the live workers' wants (ties by worker id);
 /// a worker is granted its fair share only as far as the others' records
 /// leave room, and its record never drops below what it holds, so the
-/// records never add up to more than the cap. Returns per key
+/// records never add up to more than the cap. What nobody wants is split
+/// too (the busiest first), so idle workers still hold a slot or so each
+/// and the whole cap is always leased out. Returns per key
 /// `{grant, live workers}`.
 pub(super) const SLOTS: &str = r"
 local t = redis.call('TIME')
@@ -289,11 +291,25 @@ for i = 1, #KEYS do
     given[k] = g
     left = left - g
   end
-  for k = 1, #list do
-    if left > 0 and given[k] < list[k].want then
-      given[k] = given[k] + 1
-      left = left - 1
+  -- What rounding left, to those who want more, the most wanting first;
+  -- then what nobody wants, the same way: the whole cap is always out.
+  for pass = 1, 2 do
+    for k = #list, 1, -1 do
+      if left > 0 and (pass == 2 or given[k] < list[k].want) then
+        given[k] = given[k] + 1
+        left = left - 1
+      end
     end
+  end
+  while left > 0 do
+    for k = #list, 1, -1 do
+      if left > 0 then
+        given[k] = given[k] + 1
+        left = left - 1
+      end
+    end
+  end
+  for k = 1, #list do
     if list[k].id == me then fair = given[k] end
   end
   local grant = math.max(0, math.min(fair, cap - others))
