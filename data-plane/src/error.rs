@@ -210,4 +210,36 @@ mod tests {
             "a retry hint"
         );
     }
+
+    #[test]
+    fn at_the_cap_is_resource_exhausted_with_a_retry_hint() {
+        let e = DpError::Busy {
+            model: "coding".into(),
+            why: "its admission queue is full",
+            reasons: vec![Reason {
+                member: "a/x (member 1)".into(),
+                why: "at its concurrency cap (4 in flight)".into(),
+            }],
+            retry_after: std::time::Duration::from_millis(700),
+        };
+        let s = Status::from(e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "every member of 'coding' is at its concurrency cap (its admission queue is full): \
+             a/x (member 1): at its concurrency cap (4 in flight)"
+        );
+        assert_eq!(
+            s.metadata()
+                .get("grpc-retry-pushback-ms")
+                .and_then(|v| v.to_str().ok()),
+            Some("700")
+        );
+        let door = crate::door::DoorError::from(s);
+        assert_eq!(door.status.as_u16(), 429, "HTTP 429 on the door");
+        assert_eq!(
+            door.headers.get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+    }
 }

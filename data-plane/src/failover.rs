@@ -348,8 +348,7 @@ impl Engine {
             .await
             {
                 let hint = crate::admit::retry_hint(
-                    busy.iter().map(|(_, s, _)| &*s.candidate),
-                    |c| self.live(c),
+                    busy.iter().map(|(_, s, _)| self.live(&s.candidate).latency),
                 );
                 return Err(run.log.busy(&resolved.model, refused.why(), hint));
             }

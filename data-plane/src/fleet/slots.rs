@@ -274,15 +274,6 @@ impl Slots {
         }))
     }
 
-    fn queue(&self, pool_id: &str) -> Arc<Queue> {
-        self.queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(pool_id.to_owned())
-            .or_default()
-            .clone()
-    }
-
     /// Requests waiting in a pool's queue.
     pub fn queue_len(&self, pool_id: &str) -> usize {
         self.queues
@@ -304,16 +295,26 @@ impl Slots {
 
     /// Joins the end of a pool's queue, unless it is full.
     pub fn enqueue(self: &Arc<Self>, pool_id: &str) -> Result<Place, Full> {
-        let q = self.queue(pool_id);
-        Place::join(q, self.clone(), pool_id, self.queue_limit)
+        // Joined under the map's lock, so `prune` cannot drop the queue in between.
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let q = queues.entry(pool_id.to_owned()).or_default().clone();
+        let joined = Place::join(q.clone(), self.clone(), pool_id, self.queue_limit);
+        if joined.is_err() && q.len() == 0 {
+            queues.remove(pool_id);
+        }
+        joined
     }
 
-    /// Forgets the queues of pools that are gone (none waits in them).
-    pub fn retain_pools(&self, keep: impl Fn(&str) -> bool) {
+    /// Forgets a pool's queue once nobody waits in it (pool ids of direct
+    /// calls come and go).
+    pub(super) fn prune(&self, pool_id: &str) {
         self.queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|id, q| keep(id) || q.len() > 0);
+            .retain(|id, q| id != pool_id || q.len() > 0);
     }
 
     /// A slot freed or a share grew: the head of every waiting queue tries again.

@@ -274,7 +274,7 @@ impl Metrics {
         };
         family
             .get_or_create(&n::Pool {
-                pool: pool.to_owned(),
+                pool: self.bounded(pool, pool),
             })
             .inc();
     }

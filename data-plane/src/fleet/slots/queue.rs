@@ -115,7 +115,11 @@ impl Drop for Place {
             // It may find a slot this one did not take.
             next.notify_one();
         }
+        let empty = w.is_empty();
         drop(w);
         self.slots.waiting.fetch_sub(1, Ordering::AcqRel);
+        if empty {
+            self.slots.prune(&self.pool);
+        }
     }
 }
