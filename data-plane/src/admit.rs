@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn the_retry_hint_is_the_quickest_busy_member_s_latency_within_bounds() {
         let ms = |n| Some(Duration::from_millis(n));
-        assert_eq!(retry_hint([ms(700), None, ms(900)]), Duration::from_millis(700));
+        assert_eq!(
+            retry_hint([ms(700), None, ms(900)]),
+            Duration::from_millis(700)
+        );
         assert_eq!(
             retry_hint([None]),
             Duration::from_secs(1),

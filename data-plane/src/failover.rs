@@ -433,12 +433,9 @@ impl Engine {
         // A slot of a capped member, taken from memory; freed when the
         // attempt's hold (a stream's: when it ends) or this function drops it.
         let cap = c.max_concurrency.filter(|_| !c.ephemeral);
-        let mut permit = match self
-            .slots
-            .take(&c.member_id, cap, &pool.id, &mut run.place)
-        {
+        let mut permit = match self.slots.take(&c.member_id, cap, &pool.id, &mut run.place) {
             Ok(p) => p,
-            Err(()) => {
+            Err(_at_cap) => {
                 if !run.busy_seen {
                     run.log.busy_skip(pool, c);
                 }

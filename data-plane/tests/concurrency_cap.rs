@@ -35,7 +35,10 @@ async fn workers(n: usize, prefix: &RedisPrefix, env: &[(&str, &str)]) -> Vec<Se
     for w in &ws {
         wait_revision(w, 1).await;
     }
-    assert_eq!(until_live_workers(&redis_url(), prefix, n as u64).await, n as u64);
+    assert_eq!(
+        until_live_workers(&redis_url(), prefix, n as u64).await,
+        n as u64
+    );
     ws
 }
 
@@ -121,7 +124,10 @@ async fn three_workers_never_exceed_a_members_cap_and_refuse_with_a_retry_hint()
         "the cap holds across the fleet: {} in flight",
         up.max_in_flight("capped")
     );
-    assert!(served >= 4, "queued requests are served as slots free: {served}");
+    assert!(
+        served >= 4,
+        "queued requests are served as slots free: {served}"
+    );
     assert!(refused > 0, "a full queue refuses");
     assert_eq!(up.calls("capped"), served as u64);
 
@@ -156,7 +162,9 @@ async fn under_least_busy_a_member_without_a_cap_takes_the_overflow() {
     let results = burst(&ws, "lb").await;
     let mut busy_skips = 0;
     for r in &results {
-        let resp = r.as_ref().expect("served: the open member takes the overflow");
+        let resp = r
+            .as_ref()
+            .expect("served: the open member takes the overflow");
         busy_skips += outcomes(&resp.attempts)
             .iter()
             .filter(|(_, o)| *o == pb::AttemptOutcome::SkippedBusy)

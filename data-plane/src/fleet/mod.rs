@@ -24,9 +24,9 @@ pub mod link;
 pub mod memory;
 mod push;
 pub mod quota;
-pub mod slots;
 pub mod redis;
 mod scripts;
+pub mod slots;
 pub mod tickets;
 pub mod timed;
 

@@ -19,11 +19,16 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-pub use queue::{Full, Place};
 use queue::Queue;
+pub use queue::{Full, Place};
 
 /// Requests a pool's admission queue holds by default.
 pub const DEFAULT_QUEUE: usize = 64;
+
+/// The member is at its concurrency cap here, or others wait ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the member is at its concurrency cap")]
+pub struct AtCap;
 
 /// One capped member's slots on this worker.
 #[derive(Debug)]
@@ -241,7 +246,7 @@ impl Slots {
     }
 
     /// Takes a slot of `c`'s member for a request of pool `pool_id`.
-    /// `Ok(None)`: the member is not capped. `Err(())`: it is at its cap
+    /// `Ok(None)`: the member is not capped. `Err(AtCap)`: it is at its cap
     /// here — or others wait in the pool's queue ahead of this request
     /// (FIFO: only the queue's head may take a freed slot). A request that
     /// takes a slot leaves the queue (`place`).
@@ -251,7 +256,7 @@ impl Slots {
         cap: Option<u32>,
         pool_id: &str,
         place: &mut Option<Place>,
-    ) -> Result<Option<Permit>, ()> {
+    ) -> Result<Option<Permit>, AtCap> {
         let Some(cap) = cap else {
             return Ok(None);
         };
@@ -264,7 +269,7 @@ impl Slots {
             if ahead {
                 slot.refused.fetch_add(1, Ordering::Relaxed);
             }
-            return Err(());
+            return Err(AtCap);
         }
         // Out of the queue at once: the next in line may take the next slot.
         place.take();
@@ -302,7 +307,7 @@ impl Slots {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let q = queues.entry(pool_id.to_owned()).or_default().clone();
         let joined = Place::join(q.clone(), self.clone(), pool_id, self.queue_limit);
-        if joined.is_err() && q.len() == 0 {
+        if joined.is_err() && q.is_empty() {
             queues.remove(pool_id);
         }
         joined
@@ -314,7 +319,7 @@ impl Slots {
         self.queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|id, q| id != pool_id || q.len() > 0);
+            .retain(|id, q| id != pool_id || !q.is_empty());
     }
 
     /// A slot freed or a share grew: the head of every waiting queue tries again.
@@ -348,7 +353,6 @@ impl Drop for Permit {
         self.slots.wake();
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -212,7 +212,12 @@ mod tests {
             .await
             .expect("hgetall");
         all.iter()
-            .map(|(_, v)| v.split('|').next().and_then(|g| g.parse::<u32>().ok()).unwrap_or(0))
+            .map(|(_, v)| {
+                v.split('|')
+                    .next()
+                    .and_then(|g| g.parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
             .sum()
     }
 

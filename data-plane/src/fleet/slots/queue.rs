@@ -34,6 +34,10 @@ impl Queue {
         self.lock().len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Tells the head to try again (kept if it is not waiting right now).
     pub(super) fn wake_head(&self) {
         if let Some((_, n)) = self.lock().front() {
@@ -94,7 +98,10 @@ impl Place {
 
     /// Whether this request is first in line.
     pub fn is_head(&self) -> bool {
-        self.queue.lock().front().is_some_and(|(id, _)| *id == self.id)
+        self.queue
+            .lock()
+            .front()
+            .is_some_and(|(id, _)| *id == self.id)
     }
 
     /// Waits until this request is woken (a slot freed while it is at the

@@ -53,7 +53,11 @@ async fn a_worker_alone_takes_up_to_the_cap_and_every_path_gives_a_slot_back() {
             .await
             .is_err()
     );
-    assert_eq!(s.members()["m"].in_use(), 0, "the cancelled request's slots came back");
+    assert_eq!(
+        s.members()["m"].in_use(),
+        0,
+        "the cancelled request's slots came back"
+    );
 
     // A panic, and an aborted task.
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -73,7 +77,11 @@ async fn a_worker_alone_takes_up_to_the_cap_and_every_path_gives_a_slot_back() {
     assert_eq!(s.members()["m"].in_use(), 1);
     t.abort();
     assert!(t.await.expect_err("aborted").is_cancelled());
-    assert_eq!(s.members()["m"].in_use(), 0, "the aborted task's slot came back");
+    assert_eq!(
+        s.members()["m"].in_use(),
+        0,
+        "the aborted task's slot came back"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,7 +168,11 @@ async fn a_leased_share_bounds_the_slots_and_lapses_to_an_even_split() {
         "in a fleet a member has no slots before its lease"
     );
     s.lapse(Instant::now(), false);
-    assert_eq!(s.members()["m"].share(), 0, "still waiting for the first lease");
+    assert_eq!(
+        s.members()["m"].share(),
+        0,
+        "still waiting for the first lease"
+    );
     s.set_workers(3);
     s.lapse(Instant::now(), true);
     assert_eq!(
@@ -171,16 +183,32 @@ async fn a_leased_share_bounds_the_slots_and_lapses_to_an_even_split() {
 
     let slot = s.members()["m"].clone();
     s.granted(&slot, 2, Instant::now(), Duration::from_secs(3));
-    let p1 = s.take("m", Some(4), "p", &mut None).expect("one").expect("capped");
-    let p2 = s.take("m", Some(4), "p", &mut None).expect("two").expect("capped");
-    assert!(s.take("m", Some(4), "p", &mut None).is_err(), "the share holds");
-    assert_eq!(Slots::want(&slot), 4, "peak 2, one refused, one more: capped at 4");
+    let p1 = s
+        .take("m", Some(4), "p", &mut None)
+        .expect("one")
+        .expect("capped");
+    let p2 = s
+        .take("m", Some(4), "p", &mut None)
+        .expect("two")
+        .expect("capped");
+    assert!(
+        s.take("m", Some(4), "p", &mut None).is_err(),
+        "the share holds"
+    );
+    assert_eq!(
+        Slots::want(&slot),
+        4,
+        "peak 2, one refused, one more: capped at 4"
+    );
 
     // A smaller share: what is in use is still claimed until it ends.
     s.granted(&slot, 1, Instant::now(), Duration::from_secs(3));
     assert_eq!(Slots::claim(&slot), 2);
     drop(p1);
-    assert!(s.take("m", Some(4), "p", &mut None).is_err(), "one in use, share one");
+    assert!(
+        s.take("m", Some(4), "p", &mut None).is_err(),
+        "one in use, share one"
+    );
     drop(p2);
     assert_eq!(Slots::claim(&slot), 1);
 
