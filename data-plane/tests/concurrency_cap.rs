@@ -2,7 +2,9 @@
 //! workers lease shares of one cap, so the fake upstream never sees more
 //! than the cap in flight; a request that finds every member at its cap
 //! waits in its pool's queue or is refused with RESOURCE_EXHAUSTED and a
-//! retry hint, and a member without a cap takes the overflow.
+//! retry hint, and a member without a cap takes the overflow. A killed
+//! worker's share returns when its lease expires; the lease runs on a
+//! Redis Cluster too.
 // Tests spawn callers freely.
 #![allow(clippy::disallowed_methods)]
 
@@ -42,10 +44,14 @@ async fn workers(n: usize, prefix: &RedisPrefix, env: &[(&str, &str)]) -> Vec<Se
     ws
 }
 
-/// 30 calls at once, spread over `ws`, each with a 10 s deadline.
-async fn burst(ws: &[ServerProc], model: &str) -> Vec<Result<pb::GenerateResponse, tonic::Status>> {
+/// `n` calls at once, spread over `ws`, each with a 10 s deadline.
+async fn burst_of(
+    n: usize,
+    ws: &[ServerProc],
+    model: &str,
+) -> Vec<Result<pb::GenerateResponse, tonic::Status>> {
     let mut calls = Vec::new();
-    for i in 0..30 {
+    for i in 0..n {
         let mut c = client(&ws[i % ws.len()]).await;
         let model = model.to_owned();
         calls.push(tokio::spawn(async move {
@@ -61,11 +67,13 @@ async fn burst(ws: &[ServerProc], model: &str) -> Vec<Result<pb::GenerateRespons
     out
 }
 
-#[tokio::test]
-async fn three_workers_never_exceed_a_members_cap_and_refuse_with_a_retry_hint() {
-    let up = fake().await;
+async fn burst(ws: &[ServerProc], model: &str) -> Vec<Result<pb::GenerateResponse, tonic::Status>> {
+    burst_of(30, ws, model).await
+}
+
+/// One capped member "capped" (cap `cap`, slow) in pool "p".
+fn capped_pool(up: &FakeUpstream, cap: u32) -> Config {
     up.set_fault("capped", slow());
-    let prefix = RedisPrefix::new();
     let mut config = Config::default();
     config
         .provider("up", pb::ProviderKind::Openai, &up.base_url(), None)
@@ -75,8 +83,17 @@ async fn three_workers_never_exceed_a_members_cap_and_refuse_with_a_retry_hint()
             policy(0, 100, 1000),
             &[("up", "capped", 0)],
         )
-        .member_max_concurrency("p", "capped", 4);
-    config.publish(&redis_url(), &prefix, 1, true).await;
+        .member_max_concurrency("p", "capped", cap);
+    config
+}
+
+#[tokio::test]
+async fn three_workers_never_exceed_a_members_cap_and_refuse_with_a_retry_hint() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    capped_pool(&up, 4)
+        .publish(&redis_url(), &prefix, 1, true)
+        .await;
     // A short queue: some of the burst waits, the rest is refused at once.
     let ws = workers(3, &prefix, &[("SWITCHYARD_ADMISSION_QUEUE", "3")]).await;
 
@@ -183,4 +200,88 @@ async fn under_least_busy_a_member_without_a_cap_takes_the_overflow() {
     );
     assert!(capped >= 1, "the capped member serves its share");
     assert!(open > 4, "the open member takes the overflow: {open}");
+}
+
+#[tokio::test]
+async fn a_killed_workers_share_returns_to_the_others_when_its_lease_expires() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    capped_pool(&up, 2)
+        .publish(&redis_url(), &prefix, 1, true)
+        .await;
+    // No queue: a call finds a slot here at once or is refused.
+    let mut ws = workers(2, &prefix, &[("SWITCHYARD_ADMISSION_QUEUE", "0")]).await;
+    let b = ws.pop().expect("two");
+    let a = ws.pop().expect("two");
+    // Both hold a share: b alone cannot serve two at once.
+    let mut split = false;
+    for _ in 0..20 {
+        let r = burst_of(2, std::slice::from_ref(&b), "p").await;
+        if r.iter().any(Result::is_err) {
+            split = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(split, "b holds only part of the cap while a lives");
+    // kill -9: a's record stays in Redis until it expires.
+    drop(a);
+    let killed = std::time::Instant::now();
+    let mut whole = None;
+    while killed.elapsed() < Duration::from_secs(10) {
+        let r = burst_of(2, std::slice::from_ref(&b), "p").await;
+        if r.iter().all(Result::is_ok) {
+            whole = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let whole = whole.expect("the killed worker's share came back");
+    eprintln!("b holds the whole cap {whole:?} after the kill");
+    assert!(
+        whole >= Duration::from_secs(2),
+        "a's share stays held until its lease expires (3 s), never over the cap: {whole:?}"
+    );
+    assert!(up.max_in_flight("capped") <= 2);
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_the_cap_holds_across_workers() {
+    let cluster = switchyard_testkit::RedisCluster::start().await;
+    let url = cluster.urls().join(",");
+    let redis = switchyard_shared::redis_client::RedisConfig {
+        url: url.clone(),
+        cluster: true,
+        ca_file: None,
+    };
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    capped_pool(&up, 2)
+        .publish_to(&redis, &prefix, 1, true)
+        .await;
+    let env = [("SWITCHYARD_REDIS_CLUSTER", "true")];
+    let mut ws = Vec::new();
+    for _ in 0..2 {
+        ws.push(worker(&url, &prefix, &env).await);
+    }
+    for w in &ws {
+        wait_revision(w, 1).await;
+    }
+    let results = burst_of(10, &ws, "p").await;
+    let served = results.iter().filter(|r| r.is_ok()).count();
+    for r in &results {
+        if let Err(s) = r {
+            assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+        }
+    }
+    eprintln!(
+        "cluster: served {served} of 10, max in flight {}",
+        up.max_in_flight("capped")
+    );
+    assert!(
+        up.max_in_flight("capped") <= 2,
+        "the shares are leased on the cluster: {} in flight",
+        up.max_in_flight("capped")
+    );
+    assert!(served >= 2);
 }
