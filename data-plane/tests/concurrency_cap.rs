@@ -67,6 +67,31 @@ async fn burst_of(
     out
 }
 
+/// Waits (bounded) until `n` workers hold a record of `member`'s slots;
+/// returns how many do.
+async fn until_leased(prefix: &RedisPrefix, member: &str, n: usize) -> usize {
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = switchyard_shared::keys::RedisKeys::new(prefix.0.clone()).member_slots(member);
+    let mut held = 0;
+    for _ in 0..50 {
+        let records: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .expect("HGETALL");
+        held = records.len();
+        if held == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held
+}
+
 async fn burst(ws: &[ServerProc], model: &str) -> Vec<Result<pb::GenerateResponse, tonic::Status>> {
     burst_of(30, ws, model).await
 }
@@ -96,6 +121,7 @@ async fn three_workers_never_exceed_a_members_cap_and_refuse_with_a_retry_hint()
         .await;
     // A short queue: some of the burst waits, the rest is refused at once.
     let ws = workers(3, &prefix, &[("SWITCHYARD_ADMISSION_QUEUE", "3")]).await;
+    assert_eq!(until_leased(&prefix, "p-capped", 3).await, 3);
 
     let results = burst(&ws, "p").await;
     let mut served = 0;
@@ -175,6 +201,7 @@ async fn under_least_busy_a_member_without_a_cap_takes_the_overflow() {
         .member_max_concurrency("lb", "capped", 4);
     config.publish(&redis_url(), &prefix, 1, true).await;
     let ws = workers(3, &prefix, &[]).await;
+    assert_eq!(until_leased(&prefix, "lb-capped", 3).await, 3);
 
     let results = burst(&ws, "lb").await;
     let mut busy_skips = 0;
@@ -213,6 +240,11 @@ async fn a_killed_workers_share_returns_to_the_others_when_its_lease_expires() {
     let mut ws = workers(2, &prefix, &[("SWITCHYARD_ADMISSION_QUEUE", "0")]).await;
     let b = ws.pop().expect("two");
     let a = ws.pop().expect("two");
+    assert_eq!(
+        until_leased(&prefix, "p-capped", 2).await,
+        2,
+        "both workers hold a share"
+    );
     // Both hold a share: b alone cannot serve two at once.
     let mut split = false;
     for _ in 0..20 {

@@ -153,6 +153,9 @@ pub async fn run(
         let failed = match tokio::time::timeout(LEASE_TIMEOUT, lessor.lease(&me, &asks)).await {
             Ok(Ok(grants)) => {
                 for (a, (grant, workers)) in asks.iter().zip(grants) {
+                    if grant != a.slot.share() {
+                        tracing::debug!(member = %a.member, share = grant, workers, cap = a.slot.cap(), "slot share changed");
+                    }
                     slots.set_workers(workers);
                     slots.granted(&a.slot, grant, asked_at, LEASE_TTL);
                 }
