@@ -174,6 +174,21 @@ async fn three_workers_never_exceed_a_members_cap_and_refuse_with_a_retry_hint()
     assert!(refused > 0, "a full queue refuses");
     assert_eq!(up.calls("capped"), served as u64);
 
+    let models = client(&ws[0])
+        .await
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .expect("list models")
+        .into_inner();
+    let member = models
+        .models
+        .iter()
+        .filter(|m| m.name == "p")
+        .flat_map(|m| &m.members)
+        .find(|m| m.member_id == "p-capped")
+        .expect("listed");
+    assert_eq!(member.max_concurrency, Some(4), "ListModels shows the cap");
+
     // Once the burst is over every slot is back: each worker serves again.
     for w in &ws {
         let mut c = client(w).await;

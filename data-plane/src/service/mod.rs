@@ -270,6 +270,7 @@ impl Inference for InferenceService {
                         tokens_this_minute: tokens,
                         refused: String::new(),
                         context_tokens: m.context_tokens,
+                        max_concurrency: m.max_concurrency,
                         ..headroom_of(&self.engine.fleet, &m.member_id)
                     }
                 })
