@@ -192,7 +192,8 @@ impl Catalog {
                     },
                     priority: m.priority,
                     status,
-                    max_concurrency: m.max_concurrency,
+                    // 0 caps nothing (an unset field some tools write as 0).
+                    max_concurrency: m.max_concurrency.filter(|&n| n > 0),
                     context_tokens: m.context_tokens,
                     key: if m.key.is_empty() {
                         "default".to_owned()
