@@ -332,3 +332,114 @@ async fn on_a_redis_cluster_the_cap_holds_across_workers() {
     );
     assert!(served >= 2);
 }
+
+#[tokio::test]
+async fn a_stream_holds_its_slot_until_it_ends_and_the_door_answers_429_with_retry_after() {
+    let up = fake().await;
+    let prefix = RedisPrefix::new();
+    capped_pool(&up, 1)
+        .publish(&redis_url(), &prefix, 1, true)
+        .await;
+    let ws = workers(
+        1,
+        &prefix,
+        &[
+            ("SWITCHYARD_ADMISSION_QUEUE", "0"),
+            ("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await;
+    let w = &ws[0];
+    assert_eq!(until_leased(&prefix, "p-capped", 1).await, 1);
+
+    // A stream that stalls after its first chunk holds the only slot.
+    up.set_fault("capped", Fault::StallAfter(1));
+    let mut stream = client(w)
+        .await
+        .generate_stream(ask("p", "hold on"))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("first event in time")
+        .expect("first event");
+    assert!(first.is_some());
+    up.set_fault("capped", slow());
+    let refused = client(w)
+        .await
+        .generate(ask("p", "now?"))
+        .await
+        .expect_err("the stream holds the slot");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // The caller leaves: the stream ends, its slot comes back.
+    drop(stream);
+    let mut served = false;
+    for _ in 0..50 {
+        if client(w).await.generate(ask("p", "now")).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the ended stream's slot came back");
+
+    // Over HTTP: three at once, one slot, no queue: 429 with Retry-After.
+    let base = format!("http://{}", http_addr(w).await);
+    let http = reqwest::Client::new();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let req = http
+                .post(format!("{base}/v1/chat/completions"))
+                .json(&serde_json::json!({
+                    "model": "p",
+                    "messages": [{"role": "user", "content": "hi"}],
+                }));
+            tokio::spawn(async move { req.send().await.expect("the door answers") })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in calls {
+        let r = c.await.expect("join");
+        if r.status() == 429 {
+            let after: u64 = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .expect("a Retry-After");
+            assert!(after >= 1);
+            let body: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(body["error"]["type"], "rate_limit_error");
+            statuses.push(429);
+        } else {
+            statuses.push(r.status().as_u16());
+        }
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 429, 429], "one slot, the rest refused");
+    assert!(up.max_in_flight("capped") <= 1);
+
+    let text = scrape(w).await;
+    assert!(
+        sample(
+            &text,
+            "switchyard_admissions_refused_total",
+            &[("pool", "p")]
+        )
+        .is_some_and(|n| n >= 3.0),
+        "refusals are counted"
+    );
+    assert_eq!(
+        sample(&text, "switchyard_admission_queue_length", &[("pool", "p")]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "switchyard_attempts_total",
+            &[("pool", "p"), ("outcome", "skipped_busy")]
+        )
+        .is_some_and(|n| n >= 3.0)
+    );
+}
