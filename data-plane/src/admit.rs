@@ -55,6 +55,9 @@ pub async fn wait(
             Ok(p) => {
                 metrics.admission(&pool.name, true);
                 *place = Some(p);
+                // Once more before waiting: a slot freed between the last
+                // try and joining woke nobody.
+                return Ok(());
             }
             Err(_) => {
                 metrics.admission(&pool.name, false);

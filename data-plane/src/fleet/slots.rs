@@ -62,10 +62,12 @@ impl Slot {
 
     /// Takes one slot if this worker's share has room.
     fn try_take(&self) -> bool {
-        let share = self.share.load(Ordering::Acquire);
+        let share = self.share.load(Ordering::SeqCst);
+        // SeqCst with the queue's `waiting` count: a take that fails and
+        // then joins the queue, and a slot freed meanwhile, see each other.
         let taken = self
             .in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < share).then_some(n + 1)
             });
         match taken {
@@ -216,7 +218,7 @@ impl Slots {
     /// A lease answered (`asked_at`: when it was sent): the member's share
     /// until `asked_at + ttl`; `workers`: live workers it counted.
     pub(crate) fn granted(&self, slot: &Slot, share: u32, asked_at: Instant, ttl: Duration) {
-        let before = slot.share.swap(share, Ordering::AcqRel);
+        let before = slot.share.swap(share, Ordering::SeqCst);
         slot.lease_until_ms
             .store(self.ms(asked_at + ttl), Ordering::Release);
         if share > before {
@@ -238,7 +240,7 @@ impl Slots {
             let lapsed = if until == 0 { failed } else { until <= now_ms };
             if lapsed {
                 let fallback = self.fallback(slot.cap());
-                if slot.share.swap(fallback, Ordering::AcqRel) < fallback {
+                if slot.share.swap(fallback, Ordering::SeqCst) < fallback {
                     self.wake();
                 }
             }
@@ -324,7 +326,7 @@ impl Slots {
 
     /// A slot freed or a share grew: the head of every waiting queue tries again.
     fn wake(&self) {
-        if self.waiting.load(Ordering::Acquire) == 0 {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }
         let queues: Vec<_> = self
@@ -349,7 +351,7 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.slot.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.slot.in_use.fetch_sub(1, Ordering::SeqCst);
         self.slots.wake();
     }
 }

@@ -76,7 +76,7 @@ impl Place {
             }
             w.push_back((id, notify.clone()));
         }
-        slots.waiting.fetch_add(1, Ordering::AcqRel);
+        slots.waiting.fetch_add(1, Ordering::SeqCst);
         Ok(Self {
             queue,
             slots,
@@ -124,7 +124,7 @@ impl Drop for Place {
         }
         let empty = w.is_empty();
         drop(w);
-        self.slots.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.slots.waiting.fetch_sub(1, Ordering::SeqCst);
         if empty {
             self.slots.prune(&self.pool);
         }
