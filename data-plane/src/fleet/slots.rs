@@ -290,16 +290,6 @@ impl Slots {
             .map_or(0, |q| q.len())
     }
 
-    /// Every pool's queue length (for the gauge).
-    pub fn queue_lengths(&self) -> Vec<(String, usize)> {
-        self.queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(id, q)| (id.clone(), q.len()))
-            .collect()
-    }
-
     /// Joins the end of a pool's queue, unless it is full.
     pub fn enqueue(self: &Arc<Self>, pool_id: &str) -> Result<Place, Full> {
         // Joined under the map's lock, so `prune` cannot drop the queue in between.
