@@ -3,8 +3,8 @@
 //! than the cap in flight; a request that finds every member at its cap
 //! waits in its pool's queue or is refused with RESOURCE_EXHAUSTED and a
 //! retry hint, and a member without a cap takes the overflow. A killed
-//! worker's share returns when its lease expires; the lease runs on a
-//! Redis Cluster too.
+//! worker's share returns when its lease expires; with Redis frozen the
+//! shares lapse to an even split; the lease runs on a Redis Cluster too.
 // Tests spawn callers freely.
 #![allow(clippy::disallowed_methods)]
 
@@ -70,7 +70,11 @@ async fn burst_of(
 /// Waits (bounded) until `n` workers hold a record of `member`'s slots;
 /// returns how many do.
 async fn until_leased(prefix: &RedisPrefix, member: &str, n: usize) -> usize {
-    let client = redis::Client::open(redis_url()).expect("url");
+    until_leased_on(&redis_url(), prefix, member, n).await
+}
+
+async fn until_leased_on(url: &str, prefix: &RedisPrefix, member: &str, n: usize) -> usize {
+    let client = redis::Client::open(url).expect("url");
     let mut c = client
         .get_multiplexed_async_connection()
         .await
@@ -442,4 +446,73 @@ async fn a_stream_holds_its_slot_until_it_ends_and_the_door_answers_429_with_ret
         )
         .is_some_and(|n| n >= 3.0)
     );
+}
+
+#[tokio::test]
+async fn with_redis_frozen_shares_lapse_to_the_cap_over_the_workers_last_seen_at_least_one() {
+    let up = fake().await;
+    let redis = PrivateRedis::start().await;
+    let prefix = RedisPrefix::new();
+    capped_pool(&up, 1)
+        .publish(&redis.url(), &prefix, 1, true)
+        .await;
+    let env = [("SWITCHYARD_ADMISSION_QUEUE", "0")];
+    let ws = [
+        worker(&redis.url(), &prefix, &env).await,
+        worker(&redis.url(), &prefix, &env).await,
+    ];
+    for w in &ws {
+        wait_revision(w, 1).await;
+    }
+    assert_eq!(
+        until_leased_on(&redis.url(), &prefix, "p-capped", 2).await,
+        2
+    );
+    // One call on each worker at once: served as far as the shares go.
+    let round = || async {
+        burst_of(2, &ws, "p")
+            .await
+            .iter()
+            .filter(|r| r.is_ok())
+            .count()
+    };
+    let mut one = false;
+    for _ in 0..50 {
+        let n = round().await;
+        assert!(n <= 1, "one slot fleet-wide while Redis answers: {n}");
+        if n == 1 {
+            one = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(one, "a worker holds the slot");
+
+    redis.freeze();
+    let frozen = std::time::Instant::now();
+    let mut lapsed = None;
+    while frozen.elapsed() < Duration::from_secs(10) {
+        if round().await == 2 {
+            lapsed = Some(frozen.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lapsed = lapsed.expect("the shares lapse to max(1, cap / 2 workers)");
+    eprintln!("shares lapsed {lapsed:?} after Redis froze");
+    assert!(
+        lapsed >= Duration::from_secs(2),
+        "a share is kept until its lease lapses (3 s): {lapsed:?}"
+    );
+    redis.thaw();
+    // Back to one slot fleet-wide once the leases answer again.
+    one = false;
+    for _ in 0..50 {
+        if round().await == 1 {
+            one = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(one, "the leases hold the cap again");
 }
