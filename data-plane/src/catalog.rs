@@ -156,7 +156,8 @@ impl Catalog {
                         },
                         priority: m.priority,
                         status,
-                        max_concurrency: m.max_concurrency,
+                        // 0 caps nothing (an unset field some tools write as 0).
+                        max_concurrency: m.max_concurrency.filter(|&n| n > 0),
                         context_tokens: m.context_tokens,
                         key: key.name.clone(),
                         target: prov.target(

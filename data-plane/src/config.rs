@@ -39,6 +39,12 @@ pub struct Args {
     /// Most attempts one request may make, across members and retries.
     #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
+    /// Requests one pool's admission queue holds on this worker: a request
+    /// that finds every member at its `max_concurrency` waits there (FIFO,
+    /// within its deadline) for a slot; beyond this it is refused at once
+    /// (RESOURCE_EXHAUSTED / HTTP 429 with a retry hint). 0: never wait.
+    #[arg(long, env = "SWITCHYARD_ADMISSION_QUEUE", default_value_t = crate::fleet::slots::DEFAULT_QUEUE)]
+    pub admission_queue: usize,
     /// How long a member answering 429/529 without Retry-After (or rate-limit
     /// reset headers) is benched, fleet-wide, in milliseconds.
     #[arg(
@@ -153,6 +159,13 @@ impl Args {
         s.master_keys = master_key;
         s.credential_rules = self.credentials.rules()?;
         s.max_attempts = self.max_attempts;
+        if self.admission_queue > 100_000 {
+            return Err(format!(
+                "--admission-queue {} is out of range; use 0-100000",
+                self.admission_queue
+            ));
+        }
+        s.admission_queue = self.admission_queue;
         const DAY_MS: u64 = 86_400_000;
         for (flag, v) in [
             ("--rate-limit-cooldown-ms", self.rate_limit_cooldown_ms),

@@ -82,6 +82,16 @@ pub enum DpError {
         reasons: Vec<Reason>,
         retry_after: Option<std::time::Duration>,
     },
+    /// Every member left is at its concurrency cap, and no slot came free
+    /// for this request: `why` (its pool's admission queue is full, or its
+    /// deadline came first). `retry_after`: about when one should.
+    #[error("every member of '{model}' is at its concurrency cap ({why}): {}", join(.reasons))]
+    Busy {
+        model: String,
+        why: &'static str,
+        reasons: Vec<Reason>,
+        retry_after: std::time::Duration,
+    },
     /// The attempt cap was reached.
     #[error("attempt cap of {cap} reached for '{model}': {}", join(.reasons))]
     AttemptCap {
@@ -149,7 +159,7 @@ impl From<DpError> for Status {
             | DpError::StreamBroken { .. }
             | DpError::StreamCut => Status::unavailable(message),
             DpError::QuotaExhausted { .. } => Status::resource_exhausted(message),
-            DpError::CallerLimit { retry_after, .. } => {
+            DpError::CallerLimit { retry_after, .. } | DpError::Busy { retry_after, .. } => {
                 pushback(Status::resource_exhausted(message), retry_after)
             }
             DpError::Forbidden(_) => Status::permission_denied(message),
@@ -198,6 +208,38 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("1500"),
             "a retry hint"
+        );
+    }
+
+    #[test]
+    fn at_the_cap_is_resource_exhausted_with_a_retry_hint() {
+        let e = DpError::Busy {
+            model: "coding".into(),
+            why: "its admission queue is full",
+            reasons: vec![Reason {
+                member: "a/x (member 1)".into(),
+                why: "at its concurrency cap (4 in flight)".into(),
+            }],
+            retry_after: std::time::Duration::from_millis(700),
+        };
+        let s = Status::from(e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "every member of 'coding' is at its concurrency cap (its admission queue is full): \
+             a/x (member 1): at its concurrency cap (4 in flight)"
+        );
+        assert_eq!(
+            s.metadata()
+                .get("grpc-retry-pushback-ms")
+                .and_then(|v| v.to_str().ok()),
+            Some("700")
+        );
+        let door = crate::door::DoorError::from(s);
+        assert_eq!(door.status.as_u16(), 429, "HTTP 429 on the door");
+        assert_eq!(
+            door.headers.get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
         );
     }
 }

@@ -7,12 +7,16 @@
 //!   advances on it.
 //! - Benched members are skipped. A member whose bench is over is probed by
 //!   the one request (fleet-wide) that claims it; the rest skip it.
-//! - A member over its rpm/tpm limit is skipped without penalty.
+//! - A member over its rpm/tpm limit is skipped without penalty; so is one
+//!   at its concurrency cap. When every member left is at its cap, the
+//!   request waits for a slot in its pool's queue (`admit`), within its
+//!   deadline, then tries those members again.
 //! - The caller's deadline bounds everything: no attempt starts after it,
 //!   and an attempt it cuts is not held against the member.
 //! - Attempts are bounded by members × (1 + retries) and a global cap.
 //!
-//! What a request holds (a probe) is released by its guard, on every path.
+//! What a request holds (a probe, a concurrency slot, a place in a queue)
+//! is released by its guard, on every path.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use crate::catalog::Catalog;
 use crate::error::DpError;
 use crate::features::Features;
 use crate::fit;
+use crate::fleet::slots::{Place, Slots};
 use crate::fleet::{Fleet, ProbeHold, Reservation};
 use crate::model::{Candidate, Live, Pool};
 use crate::observe::metrics::outcome_name;
@@ -60,6 +65,8 @@ pub struct Engine {
     pub export_spans: bool,
     /// Members' live signals (in flight, latency), fleet-wide.
     pub signals: Arc<Signals>,
+    /// Capped members' concurrency slots and the pools' admission queues.
+    pub slots: Arc<Slots>,
 }
 
 /// Longest wait between two retries of one member.
@@ -89,6 +96,8 @@ enum Outcome<T> {
     GiveUp,
     /// Stop trying: the attempt cap is reached.
     Cap,
+    /// The member is at its concurrency cap: try it again when a slot frees.
+    Busy(Step, Arc<Prepared>),
 }
 
 /// What one request asks of the engine, whatever its kind.
@@ -125,6 +134,10 @@ struct Run<'a> {
     slow_skips: u32,
     /// The last member said the prompt is too long for it: larger windows next.
     too_long: bool,
+    /// This request's place in a pool's admission queue, while it waits.
+    place: Option<Place>,
+    /// Members found at their cap are recorded once, not at every retry.
+    busy_seen: bool,
     log: Log,
     /// The caller's trace context, continued by each attempt.
     trace: &'a Incoming,
@@ -252,6 +265,8 @@ impl Engine {
             reserved: 0,
             slow_skips: 0,
             too_long: false,
+            place: None,
+            busy_seen: false,
             log: Log::watched(self.observer.clone(), operation),
             trace,
         };
@@ -260,6 +275,8 @@ impl Engine {
             .iter()
             .filter(|(_, p)| !p.active.is_empty())
             .collect();
+        // Members at their cap, tried again when a slot frees.
+        let mut busy: Vec<(usize, Step, Arc<Prepared>)> = Vec::new();
         for (tier, (index, pool)) in tiers.iter().enumerate() {
             run.log.tier = *index;
             let ticket = if pool.takes_tickets() {
@@ -296,22 +313,8 @@ impl Engine {
                     }
                 };
                 match self.try_member(pool, step, body, &mut run, &attempt).await {
-                    Outcome::Served(value) => {
-                        let served_by = pb::ServedBy {
-                            pool: pool.name.clone(),
-                            member_id: member.member_id.clone(),
-                            provider: member.provider.clone(),
-                            upstream_model: member.upstream_model.clone(),
-                        };
-                        return Ok(Served {
-                            value,
-                            served_by,
-                            attempts: run.log.take_attempts(),
-                            member,
-                            pool: Arc::clone(pool),
-                            reserved_tokens: run.reserved,
-                        });
-                    }
+                    Outcome::Served(value) => return Ok(served(value, pool, member, &mut run)),
+                    Outcome::Busy(step, body) => busy.push((tier, step, body)),
                     Outcome::Next if std::mem::take(&mut run.too_long) => {
                         steps = fit::larger_first(steps.collect()).into_iter();
                     }
@@ -338,6 +341,41 @@ impl Engine {
                             run.log.gave_up(&resolved.model)
                         });
                     }
+                }
+            }
+        }
+        // Every member left is at its cap: wait for a slot in the first
+        // one's pool queue, then try them again, in order.
+        run.busy_seen = true;
+        while let Some(&(tier, ..)) = busy.first() {
+            let (_, pool) = tiers[tier];
+            if let Err(refused) = crate::admit::wait(
+                &self.slots,
+                &self.observer.metrics,
+                pool,
+                &mut run.place,
+                run.deadline,
+            )
+            .await
+            {
+                let hint = crate::admit::retry_hint(
+                    busy.iter().map(|(_, s, _)| self.live(&s.candidate).latency),
+                );
+                return Err(run.log.busy(&resolved.model, refused.why(), hint));
+            }
+            for (tier, step, body) in std::mem::take(&mut busy) {
+                let (index, pool) = tiers[tier];
+                run.log.tier = *index;
+                let member = step.candidate.clone();
+                match self.try_member(pool, step, body, &mut run, &attempt).await {
+                    Outcome::Served(value) => return Ok(served(value, pool, member, &mut run)),
+                    Outcome::Busy(step, body) => busy.push((tier, step, body)),
+                    Outcome::Next => {}
+                    Outcome::Stop(e) => return Err(run.log.fail(e)),
+                    Outcome::Cap => {
+                        return Err(run.log.capped(&resolved.model, self.max_attempts));
+                    }
+                    Outcome::GiveUp => return Err(run.log.gave_up(&resolved.model)),
                 }
             }
         }
@@ -404,6 +442,18 @@ impl Engine {
         if self.too_slow(pool, c, run) {
             return Outcome::Next;
         }
+        // A slot of a capped member, taken from memory; freed when the
+        // attempt's hold (a stream's: when it ends) or this function drops it.
+        let cap = c.max_concurrency.filter(|_| !c.ephemeral);
+        let mut permit = match self.slots.take(&c.member_id, cap, &pool.id, &mut run.place) {
+            Ok(p) => p,
+            Err(_at_cap) => {
+                if !run.busy_seen {
+                    run.log.busy_skip(pool, c);
+                }
+                return Outcome::Busy(step, body);
+            }
+        };
         // Released by its guard on every path that does not settle it.
         let mut probe: Option<ProbeHold> = None;
         if step.probe {
@@ -530,7 +580,7 @@ impl Engine {
             let err = match result {
                 Ok(mut value) => {
                     hold.first_byte();
-                    value.carry(hold);
+                    value.carry(hold.with_permit(permit.take()));
                     span.record("switchyard.outcome", "ok");
                     span.record(
                         "switchyard.ttfb_ms",
@@ -716,6 +766,24 @@ impl Engine {
             model: run.model.to_owned(),
             attempts: run.log.tried(),
         }
+    }
+}
+
+/// A success: who served it, and what was tried.
+fn served<T>(value: T, pool: &Arc<Pool>, member: Arc<Candidate>, run: &mut Run<'_>) -> Served<T> {
+    let served_by = pb::ServedBy {
+        pool: pool.name.clone(),
+        member_id: member.member_id.clone(),
+        provider: member.provider.clone(),
+        upstream_model: member.upstream_model.clone(),
+    };
+    Served {
+        value,
+        served_by,
+        attempts: run.log.take_attempts(),
+        member,
+        pool: Arc::clone(pool),
+        reserved_tokens: run.reserved,
     }
 }
 

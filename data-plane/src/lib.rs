@@ -14,7 +14,8 @@
 //!   fleet's round-robin ticket, benched members left out, probes marked.
 //! - [`attempt`]: one try of one member within the provider's timeouts.
 //! - [`failover`]: the loop over the plan (retries, next member, next tier),
-//!   keeping the record of what was tried (`tried`).
+//!   keeping the record of what was tried (`tried`); [`admit`]: the wait
+//!   for a concurrency slot when every member left is at its cap.
 //! - [`respond`] and [`stream`]: the unary answer, and the stream pump that
 //!   never ends OK without the upstream's finish.
 //! - [`settle`]: what a served request is charged once its usage is known
@@ -38,6 +39,7 @@
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
 
 pub mod access;
+pub mod admit;
 pub mod attempt;
 pub mod callers;
 pub mod catalog;

@@ -56,6 +56,8 @@ pub struct Settings {
     /// Which credential references may be resolved.
     pub credential_rules: ReferenceRules,
     pub max_attempts: u32,
+    /// Requests one pool's admission queue holds (waiting for a concurrency slot).
+    pub admission_queue: usize,
     /// A rate-limited member without a Retry-After is benched this long.
     pub rate_limit_cooldown: Duration,
     /// A member whose credential or account is refused is benched this long.
@@ -102,6 +104,7 @@ impl Settings {
             master_keys: None,
             credential_rules: ReferenceRules::default(),
             max_attempts: 10,
+            admission_queue: crate::fleet::slots::DEFAULT_QUEUE,
             rate_limit_cooldown: Duration::from_secs(5),
             auth_cooldown: Duration::from_secs(300),
             retry_backoff: Duration::from_millis(50),
@@ -211,8 +214,14 @@ pub async fn serve(
     workers.push(("fleet pusher", daemons.spawn(pusher)));
     let applied = Arc::new(ArcSwap::from_pointee(tokio::time::Instant::now()));
     let signals = Arc::new(crate::signals::Signals::default());
+    // Concurrency caps are leased from the fleet when there is one.
+    let slots = crate::fleet::slots::Slots::new(
+        matches!(follow, Follow::Redis { .. }),
+        settings.admission_queue,
+    );
     settings.metrics.attach(Live {
         signals: signals.clone(),
+        slots: slots.clone(),
         catalog: catalog.clone(),
         fleet: fleet.clone(),
         sync: state_rx.clone(),
@@ -266,6 +275,17 @@ pub async fn serve(
                      can write Redis can change what this worker serves (give SWITCHYARD_MASTER_KEY)"
                 );
             }
+            // Until in-flight requests are done (their slots are still held).
+            workers.push((
+                "slot leases",
+                daemons.spawn(crate::fleet::slots::lease::run(
+                    slots.clone(),
+                    catalog.clone(),
+                    crate::fleet::slots::lease::Lessor::new((*client).clone(), keys.clone()),
+                    fleet.worker_id().to_owned(),
+                    pusher_stop.clone(),
+                )),
+            ));
             workers.push((
                 "fleet follower",
                 daemons.spawn(crate::fleet::follow::follow(
@@ -315,6 +335,7 @@ pub async fn serve(
         observer,
         export_spans: settings.export_spans,
         signals,
+        slots,
     });
     let export_spans = settings.export_spans;
 

@@ -143,6 +143,13 @@ impl Log {
         }
     }
 
+    /// A member at its concurrency cap (no penalty; tried again when a slot frees).
+    pub(crate) fn busy_skip(&mut self, pool: &Pool, c: &Candidate) {
+        self.push(pool, c, pb::AttemptOutcome::SkippedBusy, None, None);
+        let cap = c.max_concurrency.unwrap_or_default();
+        self.reason(c, format!("at its concurrency cap ({cap} in flight)"));
+    }
+
     /// Attempts that reached (or were cut on the way to) an upstream.
     pub(crate) fn tried(&self) -> usize {
         self.attempts.iter().filter(|a| reached(a.outcome)).count()
@@ -217,6 +224,17 @@ impl Log {
             model: model.to_owned(),
             cap,
             reasons: std::mem::take(&mut self.reasons),
+        };
+        self.fail(error)
+    }
+
+    /// Every member left was at its cap and no slot came free (`why`).
+    pub(crate) fn busy(mut self, model: &str, why: &'static str, retry_after: Duration) -> Failed {
+        let error = DpError::Busy {
+            model: model.to_owned(),
+            why,
+            reasons: std::mem::take(&mut self.reasons),
+            retry_after,
         };
         self.fail(error)
     }

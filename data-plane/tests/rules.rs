@@ -109,6 +109,10 @@ impl Rig {
                 observer: switchyard_data_plane::observe::Observer::detached(),
                 export_spans: false,
                 signals: Default::default(),
+                slots: switchyard_data_plane::fleet::slots::Slots::new(
+                    false,
+                    switchyard_data_plane::fleet::slots::DEFAULT_QUEUE,
+                ),
             },
             threshold: failover.failure_threshold,
             cooldown_ms: failover.cooldown_base_ms,

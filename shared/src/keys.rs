@@ -8,7 +8,9 @@
 //! - `{P:health}:members`, `{P:health}:version` — the fleet's health table and
 //!   its change counter, changed together by the health scripts;
 //! - `P:rr:<pool>`, `P:quota:<member>` and `P:workers` — one key per script;
-//! - `{P:load}:members` — the workers' live-signal reports, one hash.
+//! - `{P:load}:members` — the workers' live-signal reports, one hash;
+//! - `{P:slots}:<member>` — capped members' slot shares, leased together
+//!   by one script.
 //!
 //! Channels (`P:config:changes`, `P:health:changes`) are classic pub/sub,
 //! which a cluster delivers to subscribers on every node.
@@ -87,6 +89,12 @@ impl RedisKeys {
         format!("{}:quota:{member_id}", self.prefix)
     }
 
+    /// A capped member's slot shares (hash: worker id → `grant|want|expires
+    /// ms`); every member's under one hash tag, so one script leases all.
+    pub fn member_slots(&self, member_id: &str) -> String {
+        format!("{{{}:slots}}:{member_id}", self.prefix)
+    }
+
     /// A caller's token budgets (a hash: one field per day and per month).
     pub fn budget(&self, caller: &str) -> String {
         format!("{}:budget:{caller}", self.prefix)
@@ -135,6 +143,7 @@ mod tests {
             k.member_quota("m"),
             k.workers(),
             k.load_reports(),
+            k.member_slots("m"),
             k.headroom_table(),
             k.headroom_channel(),
         ] {
@@ -151,6 +160,7 @@ mod tests {
         let k = RedisKeys::new("t1");
         assert_eq!(tag(&k.snapshot()), tag(&k.snapshot_revision()));
         assert_eq!(tag(&k.health_table()), tag(&k.health_version()));
+        assert_eq!(tag(&k.member_slots("a")), tag(&k.member_slots("b")));
         assert_ne!(tag(&k.snapshot()), tag(&k.health_table()));
         assert_ne!(
             tag(&k.rr_counter("a")),

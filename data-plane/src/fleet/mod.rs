@@ -11,6 +11,10 @@
 //! a limited member's quota, and claiming a half-open member's probe.
 //! While the backend is unreachable ([`Link`]), decisions are local.
 //!
+//! Concurrency caps ([`slots`]) are leased shares, renewed in the
+//! background straight against Redis (not through the [`Backend`]): the
+//! request path takes a slot from memory.
+//!
 //! Token charges do not queue as reports: they are summed per window key
 //! ([`charges`]) and sent as soon as the backend can take them, so a full
 //! queue or an outage loses none (docs/adr/004-failover-and-health.md).
@@ -26,6 +30,7 @@ mod push;
 pub mod quota;
 pub mod redis;
 mod scripts;
+pub mod slots;
 pub mod tickets;
 pub mod timed;
 

@@ -245,3 +245,79 @@ return redis.call('ZCARD', KEYS[1])
 pub(super) fn health_script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{COMMON}{body}"))
 }
+
+/// Concurrency-slot shares (`fleet/slots/lease.rs`). `KEYS`: one hash per
+/// capped member (field: worker id, value `grant|want|expires ms`), all
+/// under one hash tag. `ARGV[1]` this worker, `ARGV[2]` the lease's ttl
+/// (ms), then per key: the cap, what this worker holds now (its share, or
+/// more while slots of a larger one are in use), what it wants. Shares are
+/// split max-min fair over the live workers' wants (ties by worker id);
+/// a worker is granted its fair share only as far as the others' records
+/// leave room, and its record never drops below what it holds, so the
+/// records never add up to more than the cap. What nobody wants is split
+/// too (the busiest first), so idle workers still hold a slot or so each
+/// and the whole cap is always leased out. Returns per key
+/// `{grant, live workers}`.
+pub(super) const SLOTS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me, ttl = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
+  local cap = tonumber(ARGV[3 * i])
+  local holds = tonumber(ARGV[3 * i + 1])
+  local mine = tonumber(ARGV[3 * i + 2])
+  local others = 0
+  local list = {{id = me, want = mine}}
+  local all = redis.call('HGETALL', KEYS[i])
+  for j = 1, #all, 2 do
+    local f = {}
+    for p in string.gmatch(all[j + 1] .. '|', '([^|]*)|') do f[#f + 1] = tonumber(p) or 0 end
+    if (f[3] or 0) <= now then
+      redis.call('HDEL', KEYS[i], all[j])
+    elseif all[j] ~= me then
+      others = others + (f[1] or 0)
+      list[#list + 1] = {id = all[j], want = f[2] or 0}
+    end
+  end
+  table.sort(list, function(a, b)
+    if a.want ~= b.want then return a.want < b.want end
+    return a.id < b.id
+  end)
+  local left, fair = cap, 0
+  local given = {}
+  for k = 1, #list do
+    local g = math.min(list[k].want, math.floor(left / (#list - k + 1)))
+    given[k] = g
+    left = left - g
+  end
+  -- What rounding left, to those who want more, the most wanting first;
+  -- then what nobody wants, the same way: the whole cap is always out.
+  for pass = 1, 2 do
+    for k = #list, 1, -1 do
+      if left > 0 and (pass == 2 or given[k] < list[k].want) then
+        given[k] = given[k] + 1
+        left = left - 1
+      end
+    end
+  end
+  while left > 0 do
+    for k = #list, 1, -1 do
+      if left > 0 then
+        given[k] = given[k] + 1
+        left = left - 1
+      end
+    end
+  end
+  for k = 1, #list do
+    if list[k].id == me then fair = given[k] end
+  end
+  local grant = math.max(0, math.min(fair, cap - others))
+  local record = math.max(grant, holds)
+  redis.call('HSET', KEYS[i], me, record .. '|' .. mine .. '|' .. (now + ttl))
+  redis.call('PEXPIRE', KEYS[i], ttl * 2)
+  out[#out + 1] = grant
+  out[#out + 1] = #list
+end
+return out
+";

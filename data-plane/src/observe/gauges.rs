@@ -26,6 +26,8 @@ pub struct Live {
     pub applied: Arc<ArcSwap<Instant>>,
     /// Members' live signals, fleet-wide.
     pub signals: Arc<crate::signals::Signals>,
+    /// Concurrency slots and the pools' admission queues.
+    pub slots: Arc<crate::fleet::slots::Slots>,
 }
 
 /// Gauges read from the worker's state at scrape time.
@@ -150,6 +152,7 @@ impl Collector for StateCollector {
         )?;
         states.encode(e)?;
         encode_live_signals(&mut encoder, &pools, &live.signals)?;
+        queues(&mut encoder, &pools, &live.slots)?;
         remaining(&mut encoder, &live.fleet, &pools)
     }
 }
@@ -204,6 +207,32 @@ fn encode_live_signals(
         latency.metric_type(),
     )?;
     latency.encode(e)
+}
+
+/// Requests waiting in each admission queue (pools with a capped member).
+fn queues(
+    encoder: &mut DescriptorEncoder<'_>,
+    pools: &[Arc<crate::model::Pool>],
+    slots: &crate::fleet::slots::Slots,
+) -> Result<(), std::fmt::Error> {
+    let waiting: Family<n::Pool, Gauge> = Family::default();
+    for p in pools {
+        if p.members.iter().any(|m| m.max_concurrency.is_some()) {
+            let len = i64::try_from(slots.queue_len(&p.id)).unwrap_or(i64::MAX);
+            waiting
+                .get_or_create(&n::Pool {
+                    pool: p.name.clone(),
+                })
+                .set(len);
+        }
+    }
+    let e = encoder.encode_descriptor(
+        n::ADMISSION_QUEUE,
+        "Requests waiting in a pool's admission queue on this worker (every member they may try is at its concurrency cap)",
+        None,
+        waiting.metric_type(),
+    )?;
+    waiting.encode(e)
 }
 
 /// The members' headroom from their providers' headers, where known.

@@ -42,6 +42,8 @@ pub struct Metrics {
     benches: Family<n::Member, Counter>,
     usage_missing: Family<n::Member, Counter>,
     probes: Family<n::MemberResult, Counter>,
+    admissions_waited: Family<n::Pool, Counter>,
+    admissions_refused: Family<n::Pool, Counter>,
     inflight: Gauge,
     pub(super) member_inflight: Family<n::Member, Gauge>,
     pub(crate) redis: Histograms<n::RedisCall>,
@@ -80,6 +82,8 @@ impl Metrics {
             benches: Family::default(),
             usage_missing: Family::default(),
             probes: Family::default(),
+            admissions_waited: Family::default(),
+            admissions_refused: Family::default(),
             inflight: Gauge::default(),
             member_inflight: Family::default(),
             redis: Family::new_with_constructor(durations),
@@ -140,6 +144,16 @@ impl Metrics {
             n::PROBES,
             "Probes of benched members this worker made, by result",
             m.probes.clone(),
+        );
+        registry.register(
+            n::ADMISSIONS_WAITED,
+            "Requests that found every member at its concurrency cap and joined their pool's admission queue",
+            m.admissions_waited.clone(),
+        );
+        registry.register(
+            n::ADMISSIONS_REFUSED,
+            "Requests refused a slot (RESOURCE_EXHAUSTED): their pool's admission queue was full, or no slot came free within their deadline",
+            m.admissions_refused.clone(),
         );
         registry.register(
             n::CALLER_REQUESTS,
@@ -247,6 +261,20 @@ impl Metrics {
             .get_or_create(&n::Member {
                 pool: self.bounded(pool, pool),
                 member: self.bounded(pool, member),
+            })
+            .inc();
+    }
+
+    /// A request joined its pool's admission queue (`waited`), or was refused a slot.
+    pub fn admission(&self, pool: &str, waited: bool) {
+        let family = if waited {
+            &self.admissions_waited
+        } else {
+            &self.admissions_refused
+        };
+        family
+            .get_or_create(&n::Pool {
+                pool: self.bounded(pool, pool),
             })
             .inc();
     }

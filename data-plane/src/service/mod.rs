@@ -272,6 +272,7 @@ impl Inference for InferenceService {
                         refused: String::new(),
                         key: m.key.clone(),
                         context_tokens: m.context_tokens,
+                        max_concurrency: m.max_concurrency,
                         ..headroom_of(&self.engine.fleet, &m.member_id)
                     }
                 })

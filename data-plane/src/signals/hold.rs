@@ -1,6 +1,8 @@
 //! The in-flight guard: one per attempt, counted while it lives. Dropping
 //! it — success, error, cancellation, panic — is the only way to decrement,
-//! so the count cannot leak. It also takes the attempt's latency samples.
+//! so the count cannot leak. It also takes the attempt's latency samples,
+//! and carries the attempt's concurrency slot (if its member is capped),
+//! which is given back when the hold goes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Member;
+use crate::fleet::slots::Permit;
 use crate::upstream::{Completion, Embeddings};
 
 /// One attempt in flight at a member.
@@ -16,6 +19,8 @@ use crate::upstream::{Completion, Embeddings};
 pub struct Hold {
     member: Option<Arc<Member>>,
     start: Instant,
+    /// The member's concurrency slot, freed when the hold drops.
+    permit: Option<Permit>,
 }
 
 impl Hold {
@@ -24,6 +29,7 @@ impl Hold {
         Self {
             member: Some(member),
             start: Instant::now(),
+            permit: None,
         }
     }
 
@@ -32,7 +38,15 @@ impl Hold {
         Self {
             member: None,
             start: Instant::now(),
+            permit: None,
         }
+    }
+
+    /// Takes the attempt's concurrency slot along (a stream's until it ends).
+    #[must_use]
+    pub fn with_permit(mut self, permit: Option<Permit>) -> Self {
+        self.permit = permit;
+        self
     }
 
     fn sample(&self, f: impl FnOnce(&mut super::Estimates, Duration, Instant)) {

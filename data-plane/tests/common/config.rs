@@ -223,6 +223,16 @@ impl Config {
         self
     }
 
+    /// A member's `max_concurrency` (requests in flight at once, fleet-wide).
+    pub fn member_max_concurrency(&mut self, pool: &str, model: &str, n: u32) -> &mut Self {
+        for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {
+            for m in p.members.iter_mut().filter(|m| m.upstream_model == model) {
+                m.max_concurrency = Some(n);
+            }
+        }
+        self
+    }
+
     /// A member's `max_output_tokens` (max_tokens when a request sets none).
     pub fn member_max_output(&mut self, pool: &str, model: &str, n: u32) -> &mut Self {
         for p in self.snap.pools.iter_mut().filter(|p| p.name == pool) {

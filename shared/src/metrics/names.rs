@@ -54,6 +54,13 @@ pub const MEMBER_BENCHES: &str = "switchyard_member_benches";
 pub const USAGE_MISSING: &str = "switchyard_usage_missing";
 /// Probes of benched members this worker made, by result.
 pub const PROBES: &str = "switchyard_probes";
+/// Requests waiting in a pool's admission queue on this worker (every
+/// member they may try is at its concurrency cap), read at scrape time.
+pub const ADMISSION_QUEUE: &str = "switchyard_admission_queue_length";
+/// Requests that joined their pool's admission queue.
+pub const ADMISSIONS_WAITED: &str = "switchyard_admissions_waited";
+/// Requests refused a concurrency slot (queue full, or no slot within their deadline).
+pub const ADMISSIONS_REFUSED: &str = "switchyard_admissions_refused";
 /// Inference RPCs in flight on this worker (streams until their last event).
 pub const INFLIGHT: &str = "switchyard_inflight_requests";
 /// Attempts and committed streams in flight per member on this worker.
