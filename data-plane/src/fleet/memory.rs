@@ -154,6 +154,54 @@ impl Backend for MemoryBackend {
         Ok(Reservation::Granted)
     }
 
+    async fn permits(
+        &self,
+        key: &str,
+        limits: Limits,
+        want: super::permits::Want,
+    ) -> Result<super::permits::Grant, BackendError> {
+        let (m, weight) = window();
+        let left = Duration::from_secs(60).saturating_sub(super::quota::wall_minute().1);
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.usage.retain(|(_, minute), _| *minute >= m - 1);
+        let prev = s
+            .usage
+            .get(&(key.to_owned(), m - 1))
+            .copied()
+            .unwrap_or_default();
+        let cur = s.usage.entry((key.to_owned(), m)).or_default();
+        // As the PERMITS script.
+        let r = cur.0 as f64 + prev.0 as f64 * weight;
+        let t = cur.1 as f64 + prev.1 as f64 * weight;
+        let refused = super::permits::Grant {
+            requests: 0,
+            tokens: 0,
+            used_requests: r as u64,
+            used_tokens: t as u64,
+            left,
+        };
+        if limits.rpm.is_some_and(|l| r >= l as f64) || limits.tpm.is_some_and(|l| t >= l as f64) {
+            return Ok(refused);
+        }
+        let room = |l: Option<u64>, used: f64, want: u64| {
+            l.map_or(want, |l| want.min((l as f64 - used).ceil() as u64))
+        };
+        let requests = room(limits.rpm, r, want.requests);
+        let tokens = room(limits.tpm, t, want.tokens);
+        cur.0 += requests;
+        cur.1 += tokens;
+        Ok(super::permits::Grant {
+            requests,
+            tokens,
+            used_requests: r as u64 + requests,
+            used_tokens: t as u64 + tokens,
+            left,
+        })
+    }
+
     async fn budget(
         &self,
         key: &str,
@@ -207,7 +255,7 @@ impl Backend for MemoryBackend {
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError> {
         if minutes_ago > 1 {
@@ -222,7 +270,7 @@ impl Backend for MemoryBackend {
             .usage
             .entry((member.to_owned(), m - minutes_ago.max(0)))
             .or_default();
-        u.0 = u.0.saturating_add(requests);
+        u.0 = u.0.saturating_add_signed(requests);
         u.1 = u.1.saturating_add_signed(tokens);
         Ok(())
     }

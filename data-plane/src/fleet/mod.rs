@@ -22,6 +22,7 @@ pub mod headroom;
 pub mod health;
 pub mod link;
 pub mod memory;
+pub mod permits;
 mod push;
 pub mod quota;
 pub mod redis;
@@ -110,9 +111,17 @@ pub trait Backend: Send + Sync {
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError>;
+    /// Leases a block of a limited member's (or caller's) sliding minute:
+    /// at most what is left under each limit, counted as used at once.
+    async fn permits(
+        &self,
+        key: &str,
+        limits: Limits,
+        want: permits::Want,
+    ) -> Result<permits::Grant, BackendError>;
     /// A limited member's usage this minute: (requests, tokens).
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
     /// Takes `tokens` from a caller's token budgets — `windows`: a hash
@@ -165,6 +174,12 @@ enum Report {
         pool_id: String,
         n: u64,
     },
+    /// A limited key's next block of permits.
+    Permits {
+        key: String,
+        limits: Limits,
+        want: permits::Want,
+    },
 }
 
 /// A half-open probe this request holds; given back when dropped unless a
@@ -202,6 +217,8 @@ impl Drop for ProbeHold {
 struct FleetCore {
     table: Arc<HealthTable>,
     tickets: tickets::Tickets,
+    /// Leased blocks of limited members' and callers' rpm/tpm windows.
+    permits: permits::Permits,
     budgets: budget::RetryBudgets,
     backend: Arc<dyn Backend>,
     link: Arc<Link>,
@@ -250,6 +267,9 @@ impl FleetCore {
                 p.releases.push((member.clone(), owner.clone()));
             }
             Report::Refill { pool_id, .. } => self.tickets.filled(pool_id, None),
+            Report::Permits { key, limits, .. } => {
+                self.permits.filled(key, *limits, None, 0, true);
+            }
             Report::Success { .. } => {}
         }
     }
@@ -307,6 +327,7 @@ impl Fleet {
         let core = Arc::new(FleetCore {
             table: Arc::new(HealthTable::default()),
             tickets: tickets::Tickets::default(),
+            permits: permits::Permits::default(),
             budgets: budget::RetryBudgets::new(budget),
             backend,
             link,

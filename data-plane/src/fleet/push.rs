@@ -17,6 +17,8 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<Report>,
     stop: CancellationToken,
 ) {
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -25,8 +27,18 @@ pub(super) async fn run(
                 None => return,
             },
             () = core.charges_waiting.notified() => {}
+            _ = sweep.tick() => {
+                let workers = core.workers.load(std::sync::atomic::Ordering::Relaxed);
+                for (key, unused) in core.permits.sweep(workers) {
+                    give_back(&core, &key, Some(unused));
+                }
+            }
         }
         push_charges(&core).await;
+    }
+    // Permits leased but not used go back to the fleet.
+    for (key, unused) in core.permits.drain() {
+        give_back(&core, &key, Some(unused));
     }
     // Stopping (after in-flight requests finished): what they reported still
     // goes out — probe releases above all, then charges — within a short grace.
@@ -91,6 +103,23 @@ pub(super) async fn send_charges(core: &FleetCore) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// How often blocks of permits are checked for a window that ended or a
+/// share that shrank.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Queues leased permits that were not used, to give back to their window.
+pub(super) fn give_back(core: &FleetCore, key: &str, unused: Option<super::permits::Unused>) {
+    let Some(u) = unused else { return };
+    let key = ChargeKey::Window {
+        key: key.to_owned(),
+        minute: u.minute,
+    };
+    let signed = |n: u64| -i64::try_from(n).unwrap_or(i64::MAX);
+    if !core.charges.add(key, signed(u.requests), signed(u.tokens)) {
+        tracing::debug!("pending charges at their bound: unused permits were not given back");
+    }
+}
+
 /// How long the pusher may take to send what is queued when the worker stops.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -142,6 +171,12 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
         Report::Refill { pool_id, n } => {
             let first = core.backend.lease(pool_id, *n).await?;
             core.tickets.filled(pool_id, Some((first, *n)));
+        }
+        Report::Permits { key, limits, want } => {
+            let minute = super::quota::minute();
+            let grant = core.backend.permits(key, *limits, *want).await?;
+            let unused = core.permits.filled(key, *limits, Some(grant), minute, true);
+            give_back(core, key, unused);
         }
     }
     Ok(())

@@ -1,11 +1,12 @@
-//! Limits as the worker sees them: one bounded reservation per try (a
-//! request and an estimate of its tokens), settled on the real count; a
-//! local count, and this worker's share of each limit, while the backend is
-//! unreachable.
+//! Limits as the worker sees them: one request and an estimate of its
+//! tokens per try, taken from a leased block of permits (`permits.rs`) and
+//! settled on the real count; a local count, and this worker's share of
+//! each limit, while the backend is unreachable.
 
 use std::time::Duration;
 
 use super::charges::ChargeKey;
+use super::permits::{Found, Unused};
 use super::{Fleet, REQUEST_PATH_TIMEOUT, Reservation};
 use crate::model::Limits;
 
@@ -43,46 +44,132 @@ fn until_next_minute() -> Duration {
 }
 
 impl Fleet {
-    /// Reserves one request of a limited member's minute. One bounded round
-    /// trip; counted locally while the backend is unreachable.
+    /// Reserves one request of a limited member's (or caller's) minute from
+    /// this worker's leased block of permits (`permits.rs`): memory alone
+    /// while the block has room — a refill is asked for in the background
+    /// when it runs low — and one bounded round trip when it is empty.
+    /// Counted locally while the backend is unreachable.
     pub async fn reserve(&self, member: &str, limits: Limits, tokens: u64) -> Reservation {
-        let minute = minute();
-        // A reservation that timed out may have been counted by the script:
-        // it is not charged again when the backend is back.
+        if let Some(r) = self.from_block(member, limits, tokens, false) {
+            return r;
+        }
+        // A timed-out lease may have been counted by the script: the
+        // fallback's reservation is not charged again when the backend is back.
         let mut maybe_counted = false;
         if self.core.link.usable() {
+            // One lease per key at a time: the others find its permits.
+            let leasing = self.core.permits.leasing(member);
+            let _one = leasing.lock().await;
+            if let Some(r) = self.from_block(member, limits, tokens, false) {
+                return r;
+            }
+            let want = self
+                .core
+                .permits
+                .want(member, limits, tokens, self.live_workers());
+            let minute = minute();
             let asked = tokio::time::timeout(
                 REQUEST_PATH_TIMEOUT,
-                self.core.backend.reserve(member, limits, tokens),
+                self.core.backend.permits(member, limits, want),
             )
             .await;
             match asked {
-                Ok(Ok(r)) => {
+                Ok(Ok(grant)) => {
                     self.core.link.ok();
-                    if r == Reservation::Granted {
-                        self.count_locally(
-                            member,
-                            minute,
-                            1,
-                            i64::try_from(tokens).unwrap_or(i64::MAX),
-                        );
+                    let unused =
+                        self.core
+                            .permits
+                            .filled(member, limits, Some(grant), minute, false);
+                    self.give_back(member, unused);
+                    if let Some(r) = self.from_block(member, limits, tokens, !grant.refused()) {
+                        return r;
                     }
-                    return r;
                 }
                 Ok(Err(e)) => self.core.link.failed(&e.0),
                 Err(_) => {
                     maybe_counted = true;
-                    self.core.link.failed("quota reservation timed out");
+                    self.core.link.failed("quota lease timed out");
                 }
             }
         }
-        // Unreachable backend: this worker enforces its share of the limit, so
-        // the fleet as a whole does not exceed it by a multiple of its size.
-        let share = self
-            .core
+        self.reserve_locally(member, limits, tokens, maybe_counted)
+    }
+
+    /// A request served from `key`'s block, refused on a recent refusal,
+    /// or `None`: the block is empty. Asks for a refill when it runs low.
+    fn from_block(
+        &self,
+        key: &str,
+        limits: Limits,
+        tokens: u64,
+        fresh: bool,
+    ) -> Option<Reservation> {
+        let workers = self.live_workers();
+        let take = self.core.permits.take(key, limits, tokens, workers, fresh);
+        self.give_back(key, take.unused);
+        if let Some(want) = take.refill {
+            if self.core.link.is_up() {
+                self.core.send(super::Report::Permits {
+                    key: key.to_owned(),
+                    limits,
+                    want,
+                });
+            } else {
+                self.core.permits.filled(key, limits, None, 0, true);
+            }
+        }
+        match take.found {
+            Found::Served { overshoot } => {
+                let minute = minute();
+                let overshoot = i64::try_from(overshoot).unwrap_or(i64::MAX);
+                let estimate = i64::try_from(tokens).unwrap_or(i64::MAX);
+                self.count_locally(key, minute, 1, estimate);
+                if overshoot > 0 {
+                    let key = key.to_owned();
+                    self.keep_charge(ChargeKey::Window { key, minute }, 0, overshoot);
+                }
+                Some(Reservation::Granted)
+            }
+            Found::Denied {
+                requests,
+                tokens,
+                retry_after,
+            } => Some(Reservation::Denied {
+                requests,
+                tokens,
+                retry_after,
+            }),
+            Found::Empty => None,
+        }
+    }
+
+    /// Gives leased permits that were not used back to their window, in
+    /// the background.
+    fn give_back(&self, key: &str, unused: Option<Unused>) {
+        if unused.is_some() {
+            super::push::give_back(&self.core, key, unused);
+            self.core.charges_waiting.notify_one();
+        }
+    }
+
+    fn live_workers(&self) -> u64 {
+        self.core
             .workers
             .load(std::sync::atomic::Ordering::Relaxed)
-            .max(1);
+            .max(1)
+    }
+
+    /// Unreachable backend: this worker enforces its share of the limit, so
+    /// the fleet as a whole does not exceed it by a multiple of its size.
+    fn reserve_locally(
+        &self,
+        member: &str,
+        limits: Limits,
+        tokens: u64,
+        maybe_counted: bool,
+    ) -> Reservation {
+        let minute = minute();
+        let share = self.live_workers();
         let part = |l: u64| l.div_ceil(share);
         let (r, t) = self.local_usage(member, minute);
         if limits.rpm.is_some_and(|l| r >= part(l)) || limits.tpm.is_some_and(|l| t >= part(l)) {
@@ -110,7 +197,7 @@ impl Fleet {
     }
 
     /// Adds a charge to what the pusher sends (summed per key; never waits).
-    fn keep_charge(&self, key: ChargeKey, requests: u64, tokens: i64) {
+    fn keep_charge(&self, key: ChargeKey, requests: i64, tokens: i64) {
         if !self.core.charges.add(key, requests, tokens) {
             tracing::debug!("pending charges at their bound: a charge was dropped");
         }
@@ -163,12 +250,17 @@ impl Fleet {
 
     /// Settles a limited member's minute: `tokens` more than reserved (or,
     /// negative, fewer: the rest of the estimate is given back).
+    /// A block in hand absorbs the difference; the rest goes to the backend.
     pub fn charge(&self, member: &str, tokens: i64) {
         if tokens == 0 {
             return;
         }
         let minute = minute();
         self.count_locally(member, minute, 0, tokens);
+        let tokens = self.core.permits.settle(member, tokens);
+        if tokens == 0 {
+            return;
+        }
         let key = member.to_owned();
         self.keep_charge(ChargeKey::Window { key, minute }, 0, tokens);
     }

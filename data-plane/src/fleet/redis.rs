@@ -94,6 +94,7 @@ pub struct RedisBackend {
     merge: redis::Script,
     load: redis::Script,
     reserve: redis::Script,
+    permits: redis::Script,
     charge: redis::Script,
     usage: redis::Script,
     heartbeat: redis::Script,
@@ -114,6 +115,7 @@ impl RedisBackend {
             merge: health_script(MERGE),
             load: redis::Script::new(LOAD),
             reserve: redis::Script::new(&format!("{WINDOW}{RESERVE}")),
+            permits: redis::Script::new(&format!("{WINDOW}{PERMITS}")),
             charge: redis::Script::new(&format!("{WINDOW}{CHARGE}")),
             usage: redis::Script::new(&format!("{WINDOW}{USAGE}")),
             budget: redis::Script::new(BUDGET),
@@ -328,7 +330,7 @@ impl Backend for RedisBackend {
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError> {
         let mut conn = self.conn().await?;
@@ -342,6 +344,33 @@ impl Backend for RedisBackend {
             .await
             .map_err(|e| BackendError(e.to_string()))?;
         Ok(())
+    }
+
+    async fn permits(
+        &self,
+        key: &str,
+        limits: Limits,
+        want: super::permits::Want,
+    ) -> Result<super::permits::Grant, BackendError> {
+        let mut conn = self.conn().await?;
+        let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let (requests, tokens, used_requests, used_tokens, left): (u64, u64, u64, u64, u64) = self
+            .permits
+            .key(self.keys.member_quota(key))
+            .arg(limit(limits.rpm))
+            .arg(limit(limits.tpm))
+            .arg(want.requests)
+            .arg(want.tokens)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(super::permits::Grant {
+            requests,
+            tokens,
+            used_requests,
+            used_tokens,
+            left: Duration::from_millis(left),
+        })
     }
 
     async fn budget(

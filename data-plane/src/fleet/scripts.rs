@@ -175,6 +175,30 @@ redis.call('EXPIRE', KEYS[1], 180)
 return {1, math.floor(r) + 1, math.floor(tk), 0}
 ";
 
+/// `KEYS[1]` the member's (or caller's) usage; `ARGV` rpm, tpm (-1: none),
+/// the requests and tokens asked for. Leases a block of permits out of the
+/// sliding minute, counted as used at once (`permits.rs`): as many as asked,
+/// at most what is left under each limit (at least one while the window has
+/// room, as RESERVE grants a request). `{requests, tokens, used requests,
+/// used tokens, ms until the next minute}`; no requests: the window is spent.
+pub(super) const PERMITS: &str = r"
+local r = get('r:' .. m) + get('r:' .. (m - 1)) * weight
+local tk = get('t:' .. m) + get('t:' .. (m - 1)) * weight
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local left = 60000 - (sec % 60) * 1000 - math.floor(tonumber(t[2]) / 1000)
+if (rpm >= 0 and r >= rpm) or (tpm >= 0 and tk >= tpm) then
+  return {0, 0, math.floor(r), math.floor(tk), left}
+end
+local gr, gt = tonumber(ARGV[3]), tonumber(ARGV[4])
+if rpm >= 0 then gr = math.min(gr, math.ceil(rpm - r)) end
+if tpm >= 0 then gt = math.min(gt, math.ceil(tpm - tk)) end
+redis.call('HINCRBY', KEYS[1], 'r:' .. m, gr)
+if gt > 0 then redis.call('HINCRBY', KEYS[1], 't:' .. m, gt) end
+redis.call('HDEL', KEYS[1], 'r:' .. (m - 2), 't:' .. (m - 2), 'r:' .. (m - 3), 't:' .. (m - 3))
+redis.call('EXPIRE', KEYS[1], 180)
+return {gr, gt, math.floor(r) + gr, math.floor(tk) + gt, left}
+";
+
 /// `KEYS[1]` a caller's budgets; `ARGV`: n, then n pairs of window field
 /// and limit, then the token estimate. Refuses if a window is spent
 /// (`{i, used}`), else takes the estimate from every window (`{0, 0}`).
@@ -210,7 +234,8 @@ return 1
 ";
 
 /// `ARGV[1]` tokens (negative: given back), `ARGV[2]` requests (counted
-/// by a worker alone while Redis was away), `ARGV[3]` how many minutes ago
+/// by a worker alone while Redis was away; negative: leased permits given
+/// back), `ARGV[3]` how many minutes ago
 /// (0 or 1: a minute older than that is out of the sliding window, and
 /// nothing is charged). Mirrors `MemoryBackend::charge`.
 pub(super) const CHARGE: &str = r"
@@ -221,7 +246,9 @@ local at = m - math.max(ago, 0)
 if redis.call('HINCRBY', KEYS[1], 't:' .. at, ARGV[1]) < 0 then
   redis.call('HSET', KEYS[1], 't:' .. at, 0)
 end
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'r:' .. at, ARGV[2]) end
+if tonumber(ARGV[2]) ~= 0 and redis.call('HINCRBY', KEYS[1], 'r:' .. at, ARGV[2]) < 0 then
+  redis.call('HSET', KEYS[1], 'r:' .. at, 0)
+end
 redis.call('EXPIRE', KEYS[1], 180)
 return 1
 ";

@@ -95,7 +95,7 @@ impl Backend for Timed {
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError> {
         self.time(
@@ -103,6 +103,15 @@ impl Backend for Timed {
             self.inner.charge(member, minutes_ago, requests, tokens),
         )
         .await
+    }
+    async fn permits(
+        &self,
+        key: &str,
+        limits: Limits,
+        want: super::permits::Want,
+    ) -> Result<super::permits::Grant, BackendError> {
+        self.time("permits", self.inner.permits(key, limits, want))
+            .await
     }
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError> {
         self.time("usage", self.inner.usage(member)).await

@@ -1,0 +1,451 @@
+//! Leased permit blocks: a limited member's (or caller's) rpm/tpm window,
+//! held like the round-robin tickets (`tickets.rs`). A worker leases a block
+//! of the current window's permits — requests and tokens — sized to its
+//! recent share of the traffic, serves requests from memory, asks for the
+//! next block in the background while a part of this one is left, and gives
+//! back what it did not use when the window ends or its traffic falls off.
+//! The backend counts a block as used when it is leased, so the fleet's
+//! permits never exceed the limit; the request path waits on the backend
+//! only when its block is empty (docs/adr/005-live-signals.md).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::model::Limits;
+
+/// A block lasts about this long at the worker's recent rate.
+const BLOCK_SPAN: Duration = Duration::from_secs(5);
+/// Traffic is measured over windows this long.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A refused lease is believed this long before the backend is asked again
+/// (another worker may give permits back meanwhile).
+const DENIAL_HOLD: Duration = Duration::from_secs(1);
+/// Largest block (requests) one worker leases at a time.
+pub const MAX_BLOCK: u64 = 1024;
+/// A block is trimmed when it holds more than this many blocks of the
+/// worker's current rate (its share shrank).
+const TRIM_FACTOR: u64 = 4;
+
+/// Permits asked of the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+/// The backend's answer to a lease: permits granted out of the window it is
+/// in (none: the window is spent), and how long that window lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub requests: u64,
+    pub tokens: u64,
+    /// The window's counts after the lease (for a refusal's message).
+    pub used_requests: u64,
+    pub used_tokens: u64,
+    /// Until the window ends.
+    pub left: Duration,
+}
+
+impl Grant {
+    pub fn refused(&self) -> bool {
+        self.requests == 0
+    }
+}
+
+/// Permits leased but not used, to give back to the window they came from
+/// (`minute`: this worker's minute when they were leased).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unused {
+    pub minute: i64,
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+/// What a request found in its block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Served from the block; `overshoot` tokens of its estimate were not
+    /// in it (charged to the backend in the background).
+    Served { overshoot: u64 },
+    /// The window is spent (a lease was refused a moment ago).
+    Denied {
+        requests: u64,
+        tokens: u64,
+        retry_after: Duration,
+    },
+    /// Nothing in hand: lease a block now.
+    Empty,
+}
+
+/// One take: what was found, a background refill to ask for, and permits
+/// of a window that is over to give back.
+#[derive(Debug)]
+pub struct Take {
+    pub found: Found,
+    pub refill: Option<Want>,
+    pub unused: Option<Unused>,
+}
+
+#[derive(Debug)]
+struct Block {
+    limits: Limits,
+    requests: u64,
+    tokens: u64,
+    /// The end of the window the block belongs to (none: no block).
+    until: Option<Instant>,
+    /// This worker's minute when the block was leased.
+    minute: i64,
+    fetching: bool,
+    denied: Option<(Instant, u64, u64)>,
+    window_start: Instant,
+    in_window: (u64, u64),
+    last_rate: (u64, u64),
+}
+
+impl Block {
+    fn new(limits: Limits, now: Instant) -> Self {
+        Self {
+            limits,
+            requests: 0,
+            tokens: 0,
+            until: None,
+            minute: 0,
+            fetching: false,
+            denied: None,
+            window_start: now,
+            in_window: (0, 0),
+            last_rate: (0, 0),
+        }
+    }
+
+    /// Ends a block whose window is over; returns what it did not use.
+    fn roll(&mut self, now: Instant) -> Option<Unused> {
+        if self.until.is_some_and(|u| u <= now) {
+            return self.end();
+        }
+        None
+    }
+
+    fn end(&mut self) -> Option<Unused> {
+        self.until = None;
+        let unused = Unused {
+            minute: self.minute,
+            requests: std::mem::take(&mut self.requests),
+            tokens: std::mem::take(&mut self.tokens),
+        };
+        (unused.requests > 0 || unused.tokens > 0).then_some(unused)
+    }
+
+    fn count(&mut self, now: Instant, tokens: u64) {
+        let span = now.duration_since(self.window_start);
+        if span >= RATE_WINDOW {
+            // An idle window counts as no traffic.
+            self.last_rate = if span < RATE_WINDOW * 2 {
+                self.in_window
+            } else {
+                (0, 0)
+            };
+            self.in_window = (0, 0);
+            self.window_start = now;
+        }
+        self.in_window.0 += 1;
+        self.in_window.1 = self.in_window.1.saturating_add(tokens);
+    }
+
+    /// A block for `BLOCK_SPAN` of this worker's recent traffic, at most
+    /// its share of the limit (`workers` live).
+    fn size(&self, estimate: u64, workers: u64) -> Want {
+        let span = BLOCK_SPAN.as_secs() / RATE_WINDOW.as_secs().max(1);
+        let rate = (
+            self.last_rate.0.max(self.in_window.0),
+            self.last_rate.1.max(self.in_window.1),
+        );
+        let share = |l: Option<u64>| l.map_or(u64::MAX, |l| l.div_ceil(workers.max(1)).max(1));
+        let requests = rate
+            .0
+            .saturating_mul(span)
+            .clamp(1, MAX_BLOCK)
+            .min(share(self.limits.rpm));
+        let tokens = if self.limits.tpm.is_some() {
+            rate.1
+                .saturating_mul(span)
+                .max(estimate)
+                .max(1)
+                .min(share(self.limits.tpm).max(estimate))
+        } else {
+            0
+        };
+        Want { requests, tokens }
+    }
+
+    fn has_room(&self, estimate: u64) -> bool {
+        self.until.is_some()
+            && self.requests > 0
+            && (self.limits.tpm.is_none() || self.tokens >= estimate)
+    }
+}
+
+#[derive(Default)]
+pub struct Permits {
+    blocks: RwLock<HashMap<String, Arc<Mutex<Block>>>>,
+    /// One lease on the request path per key at a time.
+    leasing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn lock(b: &Mutex<Block>) -> std::sync::MutexGuard<'_, Block> {
+    b.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Permits {
+    fn block(&self, key: &str, limits: Limits, now: Instant) -> Arc<Mutex<Block>> {
+        if let Some(b) = self
+            .blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+        {
+            return b.clone();
+        }
+        self.blocks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(Block::new(limits, now))))
+            .clone()
+    }
+
+    /// The lock a request holds while it leases for `key` on the request path.
+    pub fn leasing(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.leasing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Takes one request and its token estimate from `key`'s block.
+    /// `fresh`: a lease for this request was just granted, so a block with
+    /// a request but fewer tokens than the estimate still serves it (the
+    /// window had room; the rest is an overshoot, as one reservation's was).
+    pub fn take(
+        &self,
+        key: &str,
+        limits: Limits,
+        estimate: u64,
+        workers: u64,
+        fresh: bool,
+    ) -> Take {
+        let now = Instant::now();
+        let block = self.block(key, limits, now);
+        let mut b = lock(&block);
+        b.limits = limits;
+        let unused = b.roll(now);
+        let fits = b.has_room(estimate)
+            || (fresh && b.until.is_some() && b.requests > 0 && (b.tokens > 0 || estimate == 0));
+        let found = if fits {
+            if !fresh {
+                b.count(now, estimate);
+            }
+            b.requests -= 1;
+            let overshoot = if limits.tpm.is_some() {
+                let taken = b.tokens.min(estimate);
+                b.tokens -= taken;
+                estimate - taken
+            } else {
+                0
+            };
+            Found::Served { overshoot }
+        } else {
+            if !fresh {
+                b.count(now, estimate);
+            }
+            match b.denied {
+                Some((until, requests, tokens)) if until > now => Found::Denied {
+                    requests,
+                    tokens,
+                    retry_after: b.until.map_or(DENIAL_HOLD, |u| u.duration_since(now)),
+                },
+                _ => Found::Empty,
+            }
+        };
+        let want = b.size(estimate, workers);
+        let low = b.until.is_some() && b.requests * 2 <= want.requests
+            || limits.tpm.is_some() && b.tokens * 2 <= want.tokens;
+        let refill = (matches!(found, Found::Served { .. })
+            && low
+            && !b.fetching
+            && b.denied.is_none_or(|(u, ..)| u <= now))
+        .then(|| {
+            b.fetching = true;
+            want
+        });
+        Take {
+            found,
+            refill,
+            unused,
+        }
+    }
+
+    /// What a lease on the request path asks for.
+    pub fn want(&self, key: &str, limits: Limits, estimate: u64, workers: u64) -> Want {
+        let now = Instant::now();
+        let block = self.block(key, limits, now);
+        let mut b = lock(&block);
+        b.limits = limits;
+        b.size(estimate, workers)
+    }
+
+    /// A lease came back (`None`: it failed; `background`: it was a refill).
+    /// Returns permits of an earlier window to give back.
+    pub fn filled(
+        &self,
+        key: &str,
+        limits: Limits,
+        grant: Option<Grant>,
+        minute: i64,
+        background: bool,
+    ) -> Option<Unused> {
+        let now = Instant::now();
+        let block = self.block(key, limits, now);
+        let mut b = lock(&block);
+        if background {
+            b.fetching = false;
+        }
+        let g = grant?;
+        let until = now + g.left;
+        if g.refused() {
+            b.denied = Some((now + DENIAL_HOLD.min(g.left), g.used_requests, g.used_tokens));
+            return b.roll(now);
+        }
+        b.denied = None;
+        // A grant from a newer window than the block's ends the block.
+        let newer = b
+            .until
+            .is_some_and(|u| u <= now || until > u + Duration::from_secs(1));
+        let unused = if newer { b.end() } else { None };
+        // Within one window the first grant's end stands.
+        b.until = Some(b.until.unwrap_or(until));
+        b.minute = minute;
+        b.requests = b.requests.saturating_add(g.requests);
+        b.tokens = b.tokens.saturating_add(g.tokens);
+        unused
+    }
+
+    /// Settles a request's tokens: `diff` more than its estimate (negative:
+    /// fewer). What the block can absorb stays local; the rest is returned
+    /// to be charged to the backend.
+    pub fn settle(&self, key: &str, diff: i64) -> i64 {
+        let Some(block) = self
+            .blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+        else {
+            return diff;
+        };
+        let now = Instant::now();
+        let mut b = lock(&block);
+        if b.limits.tpm.is_none() || !b.until.is_some_and(|u| u > now) {
+            return diff;
+        }
+        if diff < 0 {
+            b.tokens = b.tokens.saturating_add(diff.unsigned_abs());
+            return 0;
+        }
+        let more = diff.unsigned_abs();
+        let taken = b.tokens.min(more);
+        b.tokens -= taken;
+        i64::try_from(more - taken).unwrap_or(i64::MAX)
+    }
+
+    /// Ends blocks whose window is over and trims those that hold far more
+    /// than the worker's traffic now needs; returns what to give back.
+    pub fn sweep(&self, workers: u64) -> Vec<(String, Unused)> {
+        let now = Instant::now();
+        let blocks: Vec<(String, Arc<Mutex<Block>>)> = self
+            .blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (key, block) in blocks {
+            let mut b = lock(&block);
+            if let Some(u) = b.roll(now) {
+                out.push((key, u));
+                continue;
+            }
+            if b.until.is_none() {
+                continue;
+            }
+            // Bring the rate up to date (no traffic since is no traffic).
+            if now.duration_since(b.window_start) >= RATE_WINDOW {
+                let span = now.duration_since(b.window_start);
+                b.last_rate = if span < RATE_WINDOW * 2 {
+                    b.in_window
+                } else {
+                    (0, 0)
+                };
+                b.in_window = (0, 0);
+                b.window_start = now;
+            }
+            let want = b.size(0, workers);
+            let keep = |w: u64| w.saturating_mul(TRIM_FACTOR);
+            let requests = b.requests.saturating_sub(keep(want.requests));
+            let tokens = if b.limits.tpm.is_some() {
+                b.tokens.saturating_sub(keep(want.tokens))
+            } else {
+                0
+            };
+            if requests > 0 || tokens > 0 {
+                b.requests -= requests;
+                b.tokens -= tokens;
+                let minute = b.minute;
+                out.push((
+                    key,
+                    Unused {
+                        minute,
+                        requests,
+                        tokens,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Ends every block (the worker stops): what they did not use.
+    pub fn drain(&self) -> Vec<(String, Unused)> {
+        let blocks = self
+            .blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        blocks
+            .iter()
+            .filter_map(|(k, b)| lock(b).end().map(|u| (k.clone(), u)))
+            .collect()
+    }
+
+    /// Forgets keys that are gone from the config (after their permits were
+    /// given back by a sweep or drain).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.blocks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, b| keep(k) || lock(b).until.is_some());
+        self.leasing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| keep(k));
+    }
+}
+
+#[cfg(test)]
+#[path = "permits_tests.rs"]
+mod tests;
