@@ -6,7 +6,9 @@
 //! back what it did not use when the window ends or its traffic falls off.
 //! The backend counts a block as used when it is leased, so the fleet's
 //! permits never exceed the limit; the request path waits on the backend
-//! only when its block is empty (docs/adr/005-live-signals.md).
+//! only when its block is empty (docs/adr/005-live-signals.md). A limit
+//! that the worker's traffic fills (its block would be its whole share) is
+//! not leased ahead: the block is leased when empty, as small as the need.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -181,6 +183,15 @@ impl Block {
         Want { requests, tokens }
     }
 
+    /// Whether the worker's traffic fills its share of a limit: leasing
+    /// ahead would then hold permits another worker needs now, so the
+    /// block is leased when it is empty only.
+    fn tight(&self, want: Want, workers: u64) -> bool {
+        let share = |l: u64| l.div_ceil(workers.max(1));
+        self.limits.rpm.is_some_and(|l| want.requests >= share(l))
+            || self.limits.tpm.is_some_and(|l| want.tokens >= share(l))
+    }
+
     fn has_room(&self, estimate: u64) -> bool {
         self.until.is_some()
             && self.requests > 0
@@ -277,6 +288,7 @@ impl Permits {
             || limits.tpm.is_some() && b.tokens * 2 <= want.tokens;
         let refill = (matches!(found, Found::Served { .. })
             && low
+            && !b.tight(want, workers)
             && !b.fetching
             && b.denied.is_none_or(|(u, ..)| u <= now))
         .then(|| {
@@ -296,7 +308,16 @@ impl Permits {
         let block = self.block(key, limits, now);
         let mut b = lock(&block);
         b.limits = limits;
-        b.size(estimate, workers)
+        let want = b.size(estimate, workers);
+        if b.tight(want, workers) {
+            // As little as this request needs.
+            let tokens = if limits.tpm.is_some() { estimate.max(1) } else { 0 };
+            return Want {
+                requests: 1,
+                tokens,
+            };
+        }
+        want
     }
 
     /// A lease came back (`None`: it failed; `background`: it was a refill).

@@ -56,6 +56,18 @@ async fn blocks_follow_the_recent_rate_capped_by_the_share_of_the_limit() {
         },
         "5 s of 50 requests and 500 tokens a second"
     );
+    let middling = Limits {
+        rpm: Some(1000),
+        tpm: Some(10_000),
+    };
+    assert_eq!(
+        p.want("m", middling, 10, 2),
+        Want {
+            requests: 250,
+            tokens: 2500
+        },
+        "within a worker's share of each limit"
+    );
     let small = Limits {
         rpm: Some(10),
         tpm: Some(100),
@@ -63,16 +75,13 @@ async fn blocks_follow_the_recent_rate_capped_by_the_share_of_the_limit() {
     assert_eq!(
         p.want("m", small, 10, 2),
         Want {
-            requests: 5,
-            tokens: 50
+            requests: 1,
+            tokens: 10
         },
-        "at most a worker's share of each limit"
+        "traffic that fills its share of a limit leases what one request needs"
     );
-    assert_eq!(
-        p.want("m", small, 80, 2).tokens,
-        80,
-        "never less than the request's estimate"
-    );
+    let t = p.take("m", small, 10, 2, false);
+    assert!(t.refill.is_none(), "and leases nothing ahead");
 }
 
 #[tokio::test(start_paused = true)]
