@@ -560,6 +560,11 @@ impl Fleet {
         self.core.charges.len()
     }
 
+    /// Leased permits held and not used yet: (requests, tokens).
+    pub fn permits_held(&self) -> (u64, u64) {
+        self.core.permits.held()
+    }
+
     /// Charges given up: past the store's bound, or too old to count.
     pub fn dropped_charges(&self) -> charges::Dropped {
         self.core.charges.dropped()

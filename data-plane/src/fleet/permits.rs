@@ -441,6 +441,38 @@ impl Permits {
         out
     }
 
+    /// Drops every block without giving it back: the backend is
+    /// unreachable and may come back without the counts the blocks were
+    /// leased from. Until then the local share decides; leases counted in a
+    /// backend that kept them stay counted there until their window ends
+    /// (the safe side: never over the limit).
+    pub fn forfeit(&self) {
+        for b in self
+            .blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            lock(b).end();
+        }
+    }
+
+    /// Permits held and not used: (requests, tokens).
+    pub fn held(&self) -> (u64, u64) {
+        self.blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .fold((0, 0), |(r, t), b| {
+                let b = lock(b);
+                if b.until.is_some() {
+                    (r + b.requests, t + b.tokens)
+                } else {
+                    (r, t)
+                }
+            })
+    }
+
     /// Ends every block (the worker stops): what they did not use.
     pub fn drain(&self) -> Vec<(String, Unused)> {
         let blocks = self

@@ -28,9 +28,13 @@ pub(super) async fn run(
             },
             () = core.charges_waiting.notified() => {}
             _ = sweep.tick() => {
-                let workers = core.workers.load(std::sync::atomic::Ordering::Relaxed);
-                for (key, unused) in core.permits.sweep(workers) {
-                    give_back(&core, &key, Some(unused));
+                if core.link.usable() {
+                    let workers = core.workers.load(std::sync::atomic::Ordering::Relaxed);
+                    for (key, unused) in core.permits.sweep(workers) {
+                        give_back(&core, &key, Some(unused));
+                    }
+                } else {
+                    core.permits.forfeit();
                 }
             }
         }

@@ -50,49 +50,59 @@ impl Fleet {
     /// when it runs low — and one bounded round trip when it is empty.
     /// Counted locally while the backend is unreachable.
     pub async fn reserve(&self, member: &str, limits: Limits, tokens: u64) -> Reservation {
+        // While the backend is away the local share decides (after a pause,
+        // one request tests it with a lease).
+        let testing = !self.core.link.is_up();
+        if testing && !self.core.link.usable() {
+            return self.reserve_unreachable(member, limits, tokens, false);
+        }
         if let Some(r) = self.from_block(member, limits, tokens, false) {
             return r;
         }
+        // One lease per key at a time: the others find its permits.
+        let leasing = self.core.permits.leasing(member);
+        let _one = leasing.lock().await;
+        if !testing && !self.core.link.is_up() {
+            return self.reserve_unreachable(member, limits, tokens, false);
+        }
+        if let Some(r) = self.from_block(member, limits, tokens, false) {
+            return r;
+        }
+        let want = self
+            .core
+            .permits
+            .want(member, limits, tokens, self.live_workers());
+        let minute = minute();
+        let asked = tokio::time::timeout(
+            REQUEST_PATH_TIMEOUT,
+            self.core.backend.permits(member, limits, want),
+        )
+        .await;
         // A timed-out lease may have been counted by the script: the
         // fallback's reservation is not charged again when the backend is back.
-        let mut maybe_counted = false;
-        if self.core.link.usable() {
-            // One lease per key at a time: the others find its permits.
-            let leasing = self.core.permits.leasing(member);
-            let _one = leasing.lock().await;
-            if let Some(r) = self.from_block(member, limits, tokens, false) {
-                return r;
-            }
-            let want = self
-                .core
-                .permits
-                .want(member, limits, tokens, self.live_workers());
-            let minute = minute();
-            let asked = tokio::time::timeout(
-                REQUEST_PATH_TIMEOUT,
-                self.core.backend.permits(member, limits, want),
-            )
-            .await;
-            match asked {
-                Ok(Ok(grant)) => {
-                    self.core.link.ok();
-                    let unused =
-                        self.core
-                            .permits
-                            .filled(member, limits, Some(grant), minute, false);
-                    self.give_back(member, unused);
-                    if let Some(r) = self.from_block(member, limits, tokens, !grant.refused()) {
-                        return r;
-                    }
+        let maybe_counted = match asked {
+            Ok(Ok(grant)) => {
+                self.core.link.ok();
+                let unused = self
+                    .core
+                    .permits
+                    .filled(member, limits, Some(grant), minute, false);
+                self.give_back(member, unused);
+                if let Some(r) = self.from_block(member, limits, tokens, !grant.refused()) {
+                    return r;
                 }
-                Ok(Err(e)) => self.core.link.failed(&e.0),
-                Err(_) => {
-                    maybe_counted = true;
-                    self.core.link.failed("quota lease timed out");
-                }
+                false
             }
-        }
-        self.reserve_locally(member, limits, tokens, maybe_counted)
+            Ok(Err(e)) => {
+                self.core.link.failed(&e.0);
+                false
+            }
+            Err(_) => {
+                self.core.link.failed("quota lease timed out");
+                true
+            }
+        };
+        self.reserve_unreachable(member, limits, tokens, maybe_counted)
     }
 
     /// A request served from `key`'s block, refused on a recent refusal,
@@ -159,15 +169,17 @@ impl Fleet {
             .max(1)
     }
 
-    /// Unreachable backend: this worker enforces its share of the limit, so
-    /// the fleet as a whole does not exceed it by a multiple of its size.
-    fn reserve_locally(
+    /// Unreachable backend: blocks in hand are dropped (`Permits::forfeit`)
+    /// and this worker enforces its share of the limit, so the fleet as a
+    /// whole does not exceed it by a multiple of its size.
+    fn reserve_unreachable(
         &self,
         member: &str,
         limits: Limits,
         tokens: u64,
         maybe_counted: bool,
     ) -> Reservation {
+        self.core.permits.forfeit();
         let minute = minute();
         let share = self.live_workers();
         let part = |l: u64| l.div_ceil(share);

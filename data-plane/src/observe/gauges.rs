@@ -104,6 +104,21 @@ impl Collector for StateCollector {
             "Keys with token charges not yet sent to the fleet's state (Redis away)",
             live.fleet.pending_charges() as f64,
         )?;
+        let (requests, tokens) = live.fleet.permits_held();
+        #[allow(clippy::cast_precision_loss)]
+        gauge(
+            &mut encoder,
+            n::FLEET_PERMITS_HELD_REQUESTS,
+            "Leased rpm permits (requests) this worker holds and has not used",
+            requests as f64,
+        )?;
+        #[allow(clippy::cast_precision_loss)]
+        gauge(
+            &mut encoder,
+            n::FLEET_PERMITS_HELD_TOKENS,
+            "Leased tpm permits (tokens) this worker holds and has not used",
+            tokens as f64,
+        )?;
         let dropped = live.fleet.dropped_charges();
         let drops: Family<n::Reason, Counter> = Family::default();
         for (reason, v) in [("full", dropped.full), ("expired", dropped.expired)] {
