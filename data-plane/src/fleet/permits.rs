@@ -374,6 +374,8 @@ impl Permits {
         if b.limits.tpm.is_none() || !b.until.is_some_and(|u| u > now) {
             return diff;
         }
+        // The rate blocks are sized to counts what requests really use.
+        b.in_window.1 = b.in_window.1.saturating_add_signed(diff);
         if diff < 0 {
             b.tokens = b.tokens.saturating_add(diff.unsigned_abs());
             return 0;
