@@ -89,10 +89,6 @@ impl Backend for Flaky {
         self.check()?;
         self.inner.lease(p, n).await
     }
-    async fn reserve(&self, m: &str, l: Limits, t: u64) -> Result<Reservation, BackendError> {
-        self.check()?;
-        self.inner.reserve(m, l, t).await
-    }
     async fn charge(&self, m: &str, ago: i64, r: i64, t: i64) -> Result<(), BackendError> {
         self.check()?;
         self.inner.charge(m, ago, r, t).await

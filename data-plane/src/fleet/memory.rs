@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Backend, BackendError, Entry, Failure, Reservation};
+use super::{Backend, BackendError, Entry, Failure};
 use crate::model::Limits;
 
 #[derive(Default)]
@@ -22,7 +22,7 @@ struct State {
 }
 
 /// The current Unix minute and the weight of the previous one in the
-/// sliding window (what is left of it), as the RESERVE script reckons it
+/// sliding window (what is left of it), as the PERMITS script reckons it
 /// (whole seconds).
 fn window() -> (i64, f64) {
     let (m, into) = super::quota::wall_minute();
@@ -119,39 +119,6 @@ impl Backend for MemoryBackend {
         let first = *c + 1;
         *c += n;
         Ok(first)
-    }
-
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError> {
-        let (m, weight) = window();
-        let mut s = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.usage.retain(|(_, minute), _| *minute >= m - 1);
-        let prev = s
-            .usage
-            .get(&(member.to_owned(), m - 1))
-            .copied()
-            .unwrap_or_default();
-        let cur = s.usage.entry((member.to_owned(), m)).or_default();
-        // As the RESERVE script: the previous minute counts by what is left of it.
-        let r = cur.0 as f64 + prev.0 as f64 * weight;
-        let t = cur.1 as f64 + prev.1 as f64 * weight;
-        if limits.rpm.is_some_and(|l| r >= l as f64) || limits.tpm.is_some_and(|l| t >= l as f64) {
-            return Ok(Reservation::Denied {
-                requests: r as u64,
-                tokens: t as u64,
-                retry_after: Duration::from_secs(60).saturating_sub(super::quota::wall_minute().1),
-            });
-        }
-        cur.0 += 1;
-        cur.1 += tokens;
-        Ok(Reservation::Granted)
     }
 
     async fn permits(

@@ -94,15 +94,6 @@ pub trait Backend: Send + Sync {
     async fn merge(&self, member: &str, local: &Entry) -> Result<Entry, BackendError>;
     /// Leases `n` round-robin tickets of a pool; returns the first.
     async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError>;
-    /// Counts one request against a limited member's sliding minute (the
-    /// backend's clock), unless it is over a limit.
-    /// A granted request also takes `tokens` (an estimate) from the window.
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError>;
     /// Settles a limited member's minute `minutes_ago` (0: the current one,
     /// 1: the one before, on the backend's clock): `requests` more (counted
     /// locally while the backend was away) and `tokens` more (the real count

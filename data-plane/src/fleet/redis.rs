@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::health::Probe;
 use super::scripts::*;
-use super::{Backend, BackendError, Entry, Failure, Reservation};
+use super::{Backend, BackendError, Entry, Failure};
 use crate::model::Limits;
 
 fn ms(d: Duration) -> i64 {
@@ -93,7 +93,6 @@ pub struct RedisBackend {
     release: redis::Script,
     merge: redis::Script,
     load: redis::Script,
-    reserve: redis::Script,
     permits: redis::Script,
     charge: redis::Script,
     usage: redis::Script,
@@ -114,7 +113,6 @@ impl RedisBackend {
             release: health_script(RELEASE),
             merge: health_script(MERGE),
             load: redis::Script::new(LOAD),
-            reserve: redis::Script::new(&format!("{WINDOW}{RESERVE}")),
             permits: redis::Script::new(&format!("{WINDOW}{PERMITS}")),
             charge: redis::Script::new(&format!("{WINDOW}{CHARGE}")),
             usage: redis::Script::new(&format!("{WINDOW}{USAGE}")),
@@ -296,34 +294,6 @@ impl Backend for RedisBackend {
             .await
             .map_err(|e| BackendError(e.to_string()))?;
         Ok(last.saturating_sub(n) + 1)
-    }
-
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError> {
-        let mut conn = self.conn().await?;
-        let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
-        let (granted, r, t, wait): (i64, u64, u64, u64) = self
-            .reserve
-            .key(self.keys.member_quota(member))
-            .arg(limit(limits.rpm))
-            .arg(limit(limits.tpm))
-            .arg(tokens)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| BackendError(e.to_string()))?;
-        Ok(if granted == 1 {
-            Reservation::Granted
-        } else {
-            Reservation::Denied {
-                requests: r,
-                tokens: t,
-                retry_after: Duration::from_millis(wait),
-            }
-        })
     }
 
     async fn charge(

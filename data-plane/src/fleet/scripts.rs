@@ -155,31 +155,12 @@ local weight = 1 - (sec % 60) / 60
 local function get(f) return math.max(tonumber(redis.call('HGET', KEYS[1], f) or '0'), 0) end
 ";
 
-/// `KEYS[1]` the member's usage; `ARGV` rpm, tpm (-1: none), the request's
-/// token estimate (taken when granted, settled by CHARGE). Counts the
-/// request only if both are under their limit over the sliding minute:
-/// `{granted, requests, tokens, ms until the next minute when refused}`
-/// (the window's counts, rounded down).
-pub(super) const RESERVE: &str = r"
-local r = get('r:' .. m) + get('r:' .. (m - 1)) * weight
-local tk = get('t:' .. m) + get('t:' .. (m - 1)) * weight
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-if (rpm >= 0 and r >= rpm) or (tpm >= 0 and tk >= tpm) then
-  return {0, math.floor(r), math.floor(tk), (60 - sec % 60) * 1000}
-end
-redis.call('HINCRBY', KEYS[1], 'r:' .. m, 1)
-local est = tonumber(ARGV[3])
-if est > 0 then redis.call('HINCRBY', KEYS[1], 't:' .. m, est) end
-redis.call('HDEL', KEYS[1], 'r:' .. (m - 2), 't:' .. (m - 2), 'r:' .. (m - 3), 't:' .. (m - 3))
-redis.call('EXPIRE', KEYS[1], 180)
-return {1, math.floor(r) + 1, math.floor(tk), 0}
-";
-
 /// `KEYS[1]` the member's (or caller's) usage; `ARGV` rpm, tpm (-1: none),
 /// the requests and tokens asked for. Leases a block of permits out of the
 /// sliding minute, counted as used at once (`permits.rs`): as many as asked,
 /// at most what is left under each limit (at least one while the window has
-/// room, as RESERVE grants a request). `{requests, tokens, used requests,
+/// room: a request may overshoot the tpm once, as a
+/// reservation per request could). `{requests, tokens, used requests,
 /// used tokens, ms until the next minute}`; no requests: the window is spent.
 pub(super) const PERMITS: &str = r"
 local r = get('r:' .. m) + get('r:' .. (m - 1)) * weight

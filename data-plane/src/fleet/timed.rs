@@ -12,7 +12,7 @@ use switchyard_shared::metrics::names::RedisCall;
 use tokio::time::Instant;
 
 use super::health::{Entry, Failure};
-use super::{Backend, BackendError, Reservation};
+use super::{Backend, BackendError};
 use crate::model::Limits;
 
 pub struct Timed {
@@ -81,15 +81,6 @@ impl Backend for Timed {
     }
     async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError> {
         self.time("lease", self.inner.lease(pool_id, n)).await
-    }
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError> {
-        self.time("reserve", self.inner.reserve(member, limits, tokens))
-            .await
     }
     async fn charge(
         &self,
