@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_data_plane::fleet::memory::MemoryBackend;
-use switchyard_data_plane::fleet::redis::RedisBackend;
 use switchyard_data_plane::fleet::permits::Want;
+use switchyard_data_plane::fleet::redis::RedisBackend;
 use switchyard_data_plane::fleet::{Backend, Entry, Failure};
 use switchyard_data_plane::model::Limits;
 use switchyard_shared::keys::RedisKeys;
@@ -151,7 +151,10 @@ async fn redis_and_memory_backends_agree_on_every_step() {
                 requests,
                 tokens: 300,
             };
-            let g = b.permits(&quota_member, limits, want).await.expect("permits");
+            let g = b
+                .permits(&quota_member, limits, want)
+                .await
+                .expect("permits");
             out.push((g.requests, g.tokens, g.used_requests, g.used_tokens));
         }
         // Unused permits given back make room again.
@@ -160,7 +163,10 @@ async fn redis_and_memory_backends_agree_on_every_step() {
             requests: 5,
             tokens: 500,
         };
-        let g = b.permits(&quota_member, limits, want).await.expect("permits");
+        let g = b
+            .permits(&quota_member, limits, want)
+            .await
+            .expect("permits");
         out.push((g.requests, g.tokens, g.used_requests, g.used_tokens));
         (out, b.usage(&quota_member).await.expect("usage"))
     });

@@ -311,7 +311,11 @@ impl Permits {
         let want = b.size(estimate, workers);
         if b.tight(want, workers) {
             // As little as this request needs.
-            let tokens = if limits.tpm.is_some() { estimate.max(1) } else { 0 };
+            let tokens = if limits.tpm.is_some() {
+                estimate.max(1)
+            } else {
+                0
+            };
             return Want {
                 requests: 1,
                 tokens,
@@ -339,7 +343,11 @@ impl Permits {
         let g = grant?;
         let until = now + g.left;
         if g.refused() {
-            b.denied = Some((now + DENIAL_HOLD.min(g.left), g.used_requests, g.used_tokens));
+            b.denied = Some((
+                now + DENIAL_HOLD.min(g.left),
+                g.used_requests,
+                g.used_tokens,
+            ));
             return b.roll(now);
         }
         b.denied = None;
@@ -371,7 +379,7 @@ impl Permits {
         };
         let now = Instant::now();
         let mut b = lock(&block);
-        if b.limits.tpm.is_none() || !b.until.is_some_and(|u| u > now) {
+        if b.limits.tpm.is_none() || b.until.is_none_or(|u| u <= now) {
             return diff;
         }
         // The rate blocks are sized to counts what requests really use.

@@ -22,8 +22,18 @@ async fn an_empty_block_asks_for_a_lease_and_then_serves_from_memory() {
     let p = Permits::default();
     let t = p.take("m", RPM10, 0, 1, false);
     assert_eq!(t.found, Found::Empty);
-    assert_eq!(p.want("m", RPM10, 0, 1).requests, 5, "5 s of 1 request a second");
-    p.filled("m", RPM10, Some(grant(5, 0, Duration::from_secs(30))), 7, false);
+    assert_eq!(
+        p.want("m", RPM10, 0, 1).requests,
+        5,
+        "5 s of 1 request a second"
+    );
+    p.filled(
+        "m",
+        RPM10,
+        Some(grant(5, 0, Duration::from_secs(30))),
+        7,
+        false,
+    );
     assert!(matches!(
         p.take("m", RPM10, 0, 1, true).found,
         Found::Served { overshoot: 0 }
@@ -96,7 +106,13 @@ async fn a_refill_is_asked_for_in_the_background_below_the_low_water_mark() {
         p.take("m", limits, 0, 1, false);
     }
     tokio::time::advance(Duration::from_secs(1)).await;
-    p.filled("m", limits, Some(grant(100, 0, Duration::from_secs(50))), 1, false);
+    p.filled(
+        "m",
+        limits,
+        Some(grant(100, 0, Duration::from_secs(50))),
+        1,
+        false,
+    );
     let mut asked = Vec::new();
     for i in 0..60 {
         tokio::time::advance(Duration::from_millis(50)).await;
@@ -110,7 +126,13 @@ async fn a_refill_is_asked_for_in_the_background_below_the_low_water_mark() {
     let (at, want) = asked[0];
     assert_eq!(at, 49, "asked when half the block is left");
     assert_eq!(want.requests, 100);
-    p.filled("m", limits, Some(grant(100, 0, Duration::from_secs(47))), 1, true);
+    p.filled(
+        "m",
+        limits,
+        Some(grant(100, 0, Duration::from_secs(47))),
+        1,
+        true,
+    );
     for i in 0..140 {
         tokio::time::advance(Duration::from_millis(50)).await;
         let t = p.take("m", limits, 0, 1, false);
@@ -127,7 +149,13 @@ async fn a_refill_is_asked_for_in_the_background_below_the_low_water_mark() {
 #[tokio::test(start_paused = true)]
 async fn a_window_that_ends_gives_back_what_was_not_used() {
     let p = Permits::default();
-    p.filled("m", RPM10, Some(grant(5, 0, Duration::from_secs(10))), 42, false);
+    p.filled(
+        "m",
+        RPM10,
+        Some(grant(5, 0, Duration::from_secs(10))),
+        42,
+        false,
+    );
     p.take("m", RPM10, 0, 1, false);
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(
@@ -147,7 +175,13 @@ async fn a_window_that_ends_gives_back_what_was_not_used() {
         "the next window starts with a lease"
     );
     // A take that finds the window over gives the block back itself.
-    p.filled("m", RPM10, Some(grant(3, 0, Duration::from_secs(5))), 43, false);
+    p.filled(
+        "m",
+        RPM10,
+        Some(grant(3, 0, Duration::from_secs(5))),
+        43,
+        false,
+    );
     tokio::time::advance(Duration::from_secs(6)).await;
     let t = p.take("m", RPM10, 0, 1, false);
     assert_eq!(t.found, Found::Empty);
@@ -179,7 +213,10 @@ async fn a_share_that_shrinks_gives_the_excess_back() {
         9,
         false,
     );
-    assert!(p.sweep(1).is_empty(), "a block for the current rate is kept");
+    assert!(
+        p.sweep(1).is_empty(),
+        "a block for the current rate is kept"
+    );
     // Traffic drops to 1 request a second.
     for _ in 0..3 {
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -224,20 +261,36 @@ async fn tokens_are_settled_in_the_block_and_an_overshoot_is_passed_on() {
         rpm: None,
         tpm: Some(1000),
     };
-    p.filled("m", limits, Some(grant(5, 300, Duration::from_secs(30))), 1, false);
+    p.filled(
+        "m",
+        limits,
+        Some(grant(5, 300, Duration::from_secs(30))),
+        1,
+        false,
+    );
     assert_eq!(
         p.take("m", limits, 200, 1, false).found,
         Found::Served { overshoot: 0 }
     );
     assert_eq!(p.settle("m", -150), 0, "an estimate given back stays local");
-    assert_eq!(p.settle("m", 40), 0, "a small overshoot comes out of the block");
+    assert_eq!(
+        p.settle("m", 40),
+        0,
+        "a small overshoot comes out of the block"
+    );
     assert_eq!(p.settle("m", 300), 90, "the rest goes to the backend");
     assert_eq!(
         p.take("m", limits, 10, 1, false).found,
         Found::Empty,
         "the block's tokens are spent"
     );
-    p.filled("m", limits, Some(grant(1, 5, Duration::from_secs(29))), 1, false);
+    p.filled(
+        "m",
+        limits,
+        Some(grant(1, 5, Duration::from_secs(29))),
+        1,
+        false,
+    );
     assert_eq!(
         p.take("m", limits, 10, 1, true).found,
         Found::Served { overshoot: 5 },
@@ -267,7 +320,10 @@ async fn never_more_than_the_limit_across_workers() {
             t = p.take("limited", RPM10, 0, 2, !g.refused());
         }
         if let Some(want) = t.refill {
-            let g = backend.permits("limited", RPM10, want).await.expect("memory");
+            let g = backend
+                .permits("limited", RPM10, want)
+                .await
+                .expect("memory");
             p.filled("limited", RPM10, Some(g), 0, true);
         }
         if matches!(t.found, Found::Served { .. }) {

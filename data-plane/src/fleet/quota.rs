@@ -56,7 +56,7 @@ impl Fleet {
         if testing && !self.core.link.usable() {
             return self.reserve_unreachable(member, limits, tokens, false);
         }
-        if let Some(r) = self.from_block(member, limits, tokens, false) {
+        if let Some(r) = self.take_permit(member, limits, tokens, false) {
             return r;
         }
         // One lease per key at a time: the others find its permits.
@@ -65,7 +65,7 @@ impl Fleet {
         if !testing && !self.core.link.is_up() {
             return self.reserve_unreachable(member, limits, tokens, false);
         }
-        if let Some(r) = self.from_block(member, limits, tokens, false) {
+        if let Some(r) = self.take_permit(member, limits, tokens, false) {
             return r;
         }
         let want = self
@@ -88,7 +88,7 @@ impl Fleet {
                     .permits
                     .filled(member, limits, Some(grant), minute, false);
                 self.give_back(member, unused);
-                if let Some(r) = self.from_block(member, limits, tokens, !grant.refused()) {
+                if let Some(r) = self.take_permit(member, limits, tokens, !grant.refused()) {
                     return r;
                 }
                 false
@@ -107,7 +107,7 @@ impl Fleet {
 
     /// A request served from `key`'s block, refused on a recent refusal,
     /// or `None`: the block is empty. Asks for a refill when it runs low.
-    fn from_block(
+    fn take_permit(
         &self,
         key: &str,
         limits: Limits,
