@@ -221,21 +221,22 @@ async fn traffic(clients: &mut [Dp], n: usize, phase: &str) -> u64 {
     tokens
 }
 
-/// Leased permits the workers hold and have not used: (requests, tokens).
-/// Redis counts a block when it is leased.
-async fn held(workers: &[&ServerProc]) -> (u64, u64) {
-    let mut out = (0, 0);
+/// Leased permits the workers hold and have not used: (member requests,
+/// member tokens, budget tokens). Redis counts a block when it is leased.
+async fn held(workers: &[&ServerProc]) -> (u64, u64, u64) {
+    let mut out = (0, 0, 0);
     for w in workers {
         let m = scrape(w).await;
         let get = |name| sample(&m, name, &[]).unwrap_or(0.0) as u64;
         out.0 += get("switchyard_fleet_permits_held_requests");
         out.1 += get("switchyard_fleet_permits_held_tokens");
+        out.2 += get("switchyard_fleet_permits_held_budget_tokens");
     }
     out
 }
 
 /// Waits until Redis holds `want` (member requests, member tokens, caller
-/// tokens) plus the member's permits the workers hold unused.
+/// tokens) plus the permits the workers hold unused.
 async fn until_totals(
     url: &str,
     prefix: &RedisPrefix,
@@ -246,8 +247,8 @@ async fn until_totals(
     let mut got = (0, 0, 0);
     let mut expected = want;
     for _ in 0..150 {
-        let (r, t) = held(workers).await;
-        expected = (want.0 + r, want.1 + t, want.2);
+        let (r, t, b) = held(workers).await;
+        expected = (want.0 + r, want.1 + t, want.2 + b);
         got = redis_totals(url, prefix, "p-lim", "caller:c-batch").await;
         if got == expected {
             return;

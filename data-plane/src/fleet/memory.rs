@@ -174,11 +174,12 @@ impl Backend for MemoryBackend {
         key: &str,
         windows: &[(String, u64)],
         tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<super::BudgetLease, BackendError> {
         let mut s = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut grant = tokens;
         for (i, (field, limit)) in windows.iter().enumerate() {
             let used = s
                 .budgets
@@ -187,15 +188,16 @@ impl Backend for MemoryBackend {
                 .unwrap_or(0);
             let used = u64::try_from(used).unwrap_or(0);
             if used >= *limit {
-                return Ok(Some((i, used)));
+                return Ok(super::BudgetLease::Spent { window: i, used });
             }
+            grant = grant.min(limit - used);
         }
         for (field, _) in windows {
             *s.budgets
                 .entry((key.to_owned(), field.clone()))
-                .or_default() += i64::try_from(tokens).unwrap_or(i64::MAX);
+                .or_default() += i64::try_from(grant).unwrap_or(i64::MAX);
         }
-        Ok(None)
+        Ok(super::BudgetLease::Granted(grant))
     }
 
     async fn budget_charge(

@@ -68,6 +68,15 @@ pub enum Reservation {
     },
 }
 
+/// A lease of a caller's token budgets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetLease {
+    /// Tokens taken from every window.
+    Granted(u64),
+    /// Window `window` is spent (`used` tokens).
+    Spent { window: usize, used: u64 },
+}
+
 /// The authority over shared state. Every change returns the member's entry
 /// as the fleet now has it (with the fleet's change counter).
 #[async_trait::async_trait]
@@ -115,16 +124,15 @@ pub trait Backend: Send + Sync {
     ) -> Result<permits::Grant, BackendError>;
     /// A limited member's usage this minute: (requests, tokens).
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
-    /// Takes `tokens` from a caller's token budgets — `windows`: a hash
-    /// field per window (`d:<day>`, `m:<month>`) and its limit — unless one
-    /// is already spent. `Ok(None)`: taken; `Ok(Some((i, used)))`: window
-    /// `i` is spent (`used` tokens).
+    /// Leases up to `tokens` from a caller's token budgets — `windows`: a
+    /// hash field per window (`d:<day>`, `m:<month>`) and its limit — at
+    /// most what every window has left, unless one is already spent.
     async fn budget(
         &self,
         _key: &str,
         _windows: &[(String, u64)],
         _tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<BudgetLease, BackendError> {
         Err(BackendError("this backend keeps no budgets".into()))
     }
     /// Adds `tokens` (negative: gives back) to each window of a budget.
@@ -169,6 +177,14 @@ enum Report {
     Permits {
         key: String,
         limits: Limits,
+        want: permits::Want,
+    },
+    /// A caller's next block of its token budgets (the first window resets
+    /// in `left`).
+    Budget {
+        key: String,
+        windows: Vec<(String, u64)>,
+        left: Duration,
         want: permits::Want,
     },
 }
@@ -259,7 +275,15 @@ impl FleetCore {
             }
             Report::Refill { pool_id, .. } => self.tickets.filled(pool_id, None),
             Report::Permits { key, limits, .. } => {
-                self.permits.filled(key, *limits, None, 0, true);
+                self.permits
+                    .filled(key, *limits, None, permits::Origin::None, true);
+            }
+            Report::Budget {
+                key, windows, left, ..
+            } => {
+                let ask = quota::BudgetAsk::new(key, windows, *left);
+                self.permits
+                    .filled(&ask.block, ask.limits, None, ask.origin(), true);
             }
             Report::Success { .. } => {}
         }
@@ -551,8 +575,8 @@ impl Fleet {
         self.core.charges.len()
     }
 
-    /// Leased permits held and not used yet: (requests, tokens).
-    pub fn permits_held(&self) -> (u64, u64) {
+    /// Leased permits held and not used yet.
+    pub fn permits_held(&self) -> permits::Held {
         self.core.permits.held()
     }
 

@@ -57,13 +57,33 @@ impl Grant {
     }
 }
 
-/// Permits leased but not used, to give back to the window they came from
-/// (`minute`: this worker's minute when they were leased).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The window a block was leased from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// A member's or caller's rpm/tpm minute: this worker's minute when
+    /// the block was leased.
+    Minute(i64),
+    /// A caller's token budgets: their window fields (`d:<day>`, `m:<month>`).
+    Budget(Vec<String>),
+    /// No block yet.
+    #[default]
+    None,
+}
+
+/// Permits leased but not used, to give back to the window they came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unused {
-    pub minute: i64,
+    pub origin: Origin,
     pub requests: u64,
     pub tokens: u64,
+}
+
+/// Permits a worker holds and has not used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    pub requests: u64,
+    pub tokens: u64,
+    pub budget_tokens: u64,
 }
 
 /// What a request found in its block.
@@ -98,8 +118,7 @@ struct Block {
     tokens: u64,
     /// The end of the window the block belongs to (none: no block).
     until: Option<Instant>,
-    /// This worker's minute when the block was leased.
-    minute: i64,
+    origin: Origin,
     fetching: bool,
     denied: Option<(Instant, u64, u64)>,
     window_start: Instant,
@@ -114,7 +133,7 @@ impl Block {
             requests: 0,
             tokens: 0,
             until: None,
-            minute: 0,
+            origin: Origin::None,
             fetching: false,
             denied: None,
             window_start: now,
@@ -134,7 +153,7 @@ impl Block {
     fn end(&mut self) -> Option<Unused> {
         self.until = None;
         let unused = Unused {
-            minute: self.minute,
+            origin: std::mem::take(&mut self.origin),
             requests: std::mem::take(&mut self.requests),
             tokens: std::mem::take(&mut self.tokens),
         };
@@ -331,7 +350,7 @@ impl Permits {
         key: &str,
         limits: Limits,
         grant: Option<Grant>,
-        minute: i64,
+        origin: Origin,
         background: bool,
     ) -> Option<Unused> {
         let now = Instant::now();
@@ -358,7 +377,7 @@ impl Permits {
         let unused = if newer { b.end() } else { None };
         // Within one window the first grant's end stands.
         b.until = Some(b.until.unwrap_or(until));
-        b.minute = minute;
+        b.origin = origin;
         b.requests = b.requests.saturating_add(g.requests);
         b.tokens = b.tokens.saturating_add(g.tokens);
         unused
@@ -437,11 +456,10 @@ impl Permits {
             if requests > 0 || tokens > 0 {
                 b.requests -= requests;
                 b.tokens -= tokens;
-                let minute = b.minute;
                 out.push((
                     key,
                     Unused {
-                        minute,
+                        origin: b.origin.clone(),
                         requests,
                         tokens,
                     },
@@ -467,20 +485,27 @@ impl Permits {
         }
     }
 
-    /// Permits held and not used: (requests, tokens).
-    pub fn held(&self) -> (u64, u64) {
-        self.blocks
+    /// Permits held and not used: requests and tokens of rpm/tpm windows,
+    /// tokens of budgets.
+    pub fn held(&self) -> Held {
+        let mut h = Held::default();
+        for b in self
+            .blocks
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .fold((0, 0), |(r, t), b| {
-                let b = lock(b);
-                if b.until.is_some() {
-                    (r + b.requests, t + b.tokens)
-                } else {
-                    (r, t)
+        {
+            let b = lock(b);
+            match b.origin {
+                _ if b.until.is_none() => {}
+                Origin::Budget(_) => h.budget_tokens += b.tokens,
+                _ => {
+                    h.requests += b.requests;
+                    h.tokens += b.tokens;
                 }
-            })
+            }
+        }
+        h
     }
 
     /// Ends every block (the worker stops): what they did not use.

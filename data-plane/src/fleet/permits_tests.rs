@@ -31,7 +31,7 @@ async fn an_empty_block_asks_for_a_lease_and_then_serves_from_memory() {
         "m",
         RPM10,
         Some(grant(5, 0, Duration::from_secs(30))),
-        7,
+        Origin::Minute(7),
         false,
     );
     assert!(matches!(
@@ -110,7 +110,7 @@ async fn a_refill_is_asked_for_in_the_background_below_the_low_water_mark() {
         "m",
         limits,
         Some(grant(100, 0, Duration::from_secs(50))),
-        1,
+        Origin::Minute(1),
         false,
     );
     let mut asked = Vec::new();
@@ -130,7 +130,7 @@ async fn a_refill_is_asked_for_in_the_background_below_the_low_water_mark() {
         "m",
         limits,
         Some(grant(100, 0, Duration::from_secs(47))),
-        1,
+        Origin::Minute(1),
         true,
     );
     for i in 0..140 {
@@ -141,7 +141,7 @@ async fn a_refill_is_asked_for_in_the_background_below_the_low_water_mark() {
             "request {i}: the refill arrived before the block ran out"
         );
         if t.refill.is_some() {
-            p.filled("m", limits, None, 1, true);
+            p.filled("m", limits, None, Origin::Minute(1), true);
         }
     }
 }
@@ -153,7 +153,7 @@ async fn a_window_that_ends_gives_back_what_was_not_used() {
         "m",
         RPM10,
         Some(grant(5, 0, Duration::from_secs(10))),
-        42,
+        Origin::Minute(42),
         false,
     );
     p.take("m", RPM10, 0, 1, false);
@@ -163,7 +163,7 @@ async fn a_window_that_ends_gives_back_what_was_not_used() {
         vec![(
             "m".to_owned(),
             Unused {
-                minute: 42,
+                origin: Origin::Minute(42),
                 requests: 4,
                 tokens: 0
             }
@@ -179,7 +179,7 @@ async fn a_window_that_ends_gives_back_what_was_not_used() {
         "m",
         RPM10,
         Some(grant(3, 0, Duration::from_secs(5))),
-        43,
+        Origin::Minute(43),
         false,
     );
     tokio::time::advance(Duration::from_secs(6)).await;
@@ -188,7 +188,7 @@ async fn a_window_that_ends_gives_back_what_was_not_used() {
     assert_eq!(
         t.unused,
         Some(Unused {
-            minute: 43,
+            origin: Origin::Minute(43),
             requests: 3,
             tokens: 0
         })
@@ -210,7 +210,7 @@ async fn a_share_that_shrinks_gives_the_excess_back() {
         "m",
         limits,
         Some(grant(500, 50_000, Duration::from_secs(55))),
-        9,
+        Origin::Minute(9),
         false,
     );
     assert!(
@@ -225,8 +225,8 @@ async fn a_share_that_shrinks_gives_the_excess_back() {
     tokio::time::advance(Duration::from_secs(1)).await;
     let back = p.sweep(1);
     assert_eq!(back.len(), 1);
-    let (_, u) = back[0];
-    assert_eq!(u.minute, 9);
+    let (_, u) = back[0].clone();
+    assert_eq!(u.origin, Origin::Minute(9));
     assert_eq!(u.requests, 497 - 4 * 5, "keeps 4 blocks of 5 requests");
     assert_eq!(u.tokens, 49_700 - 4 * 500);
 }
@@ -241,7 +241,7 @@ async fn a_refused_lease_refuses_without_asking_again_for_a_moment() {
         used_tokens: 0,
         left: Duration::from_secs(20),
     };
-    p.filled("m", RPM10, Some(refused), 1, false);
+    p.filled("m", RPM10, Some(refused), Origin::Minute(1), false);
     assert_eq!(
         p.take("m", RPM10, 0, 1, false).found,
         Found::Denied {
@@ -265,7 +265,7 @@ async fn tokens_are_settled_in_the_block_and_an_overshoot_is_passed_on() {
         "m",
         limits,
         Some(grant(5, 300, Duration::from_secs(30))),
-        1,
+        Origin::Minute(1),
         false,
     );
     assert_eq!(
@@ -288,7 +288,7 @@ async fn tokens_are_settled_in_the_block_and_an_overshoot_is_passed_on() {
         "m",
         limits,
         Some(grant(1, 5, Duration::from_secs(29))),
-        1,
+        Origin::Minute(1),
         false,
     );
     assert_eq!(
@@ -316,7 +316,7 @@ async fn never_more_than_the_limit_across_workers() {
                 .permits("limited", RPM10, want)
                 .await
                 .expect("memory backend");
-            p.filled("limited", RPM10, Some(g), 0, false);
+            p.filled("limited", RPM10, Some(g), Origin::Minute(0), false);
             t = p.take("limited", RPM10, 0, 2, !g.refused());
         }
         if let Some(want) = t.refill {
@@ -324,7 +324,7 @@ async fn never_more_than_the_limit_across_workers() {
                 .permits("limited", RPM10, want)
                 .await
                 .expect("memory");
-            p.filled("limited", RPM10, Some(g), 0, true);
+            p.filled("limited", RPM10, Some(g), Origin::Minute(0), true);
         }
         if matches!(t.found, Found::Served { .. }) {
             served += 1;

@@ -9,6 +9,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::charges::{Batch, ChargeKey};
+use super::permits::{Origin, Unused};
+use super::quota::{BUDGET_BLOCK, BudgetAsk, lease_grant};
 use super::{BACKGROUND_TIMEOUT, BackendError, FleetCore, Report};
 
 /// The background task: pushes reports to the backend one at a time, in order.
@@ -112,14 +114,28 @@ pub(super) async fn send_charges(core: &FleetCore) -> Result<(), BackendError> {
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Queues leased permits that were not used, to give back to their window.
-pub(super) fn give_back(core: &FleetCore, key: &str, unused: Option<super::permits::Unused>) {
+pub(super) fn give_back(core: &FleetCore, block: &str, unused: Option<Unused>) {
     let Some(u) = unused else { return };
-    let key = ChargeKey::Window {
-        key: key.to_owned(),
-        minute: u.minute,
+    let key = match u.origin {
+        Origin::Minute(minute) => ChargeKey::Window {
+            key: block.to_owned(),
+            minute,
+        },
+        Origin::Budget(fields) => ChargeKey::Budget {
+            key: block
+                .strip_prefix(BUDGET_BLOCK)
+                .unwrap_or(block)
+                .to_owned(),
+            fields,
+        },
+        Origin::None => return,
     };
-    let signed = |n: u64| -i64::try_from(n).unwrap_or(i64::MAX);
-    if !core.charges.add(key, signed(u.requests), signed(u.tokens)) {
+    let requests = match key {
+        ChargeKey::Window { .. } => -i64::try_from(u.requests).unwrap_or(i64::MAX),
+        ChargeKey::Budget { .. } => 0,
+    };
+    let tokens = -i64::try_from(u.tokens).unwrap_or(i64::MAX);
+    if !core.charges.add(key, requests, tokens) {
         tracing::debug!("pending charges at their bound: unused permits were not given back");
     }
 }
@@ -179,8 +195,23 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
         Report::Permits { key, limits, want } => {
             let minute = super::quota::minute();
             let grant = core.backend.permits(key, *limits, *want).await?;
-            let unused = core.permits.filled(key, *limits, Some(grant), minute, true);
+            let origin = Origin::Minute(minute);
+            let unused = core.permits.filled(key, *limits, Some(grant), origin, true);
             give_back(core, key, unused);
+        }
+        Report::Budget {
+            key,
+            windows,
+            left,
+            want,
+        } => {
+            let ask = BudgetAsk::new(key, windows, *left);
+            let lease = core.backend.budget(key, windows, want.tokens).await?;
+            let grant = lease_grant(lease, *left);
+            let unused =
+                core.permits
+                    .filled(&ask.block, ask.limits, Some(grant), ask.origin(), true);
+            give_back(core, &ask.block, unused);
         }
     }
     Ok(())

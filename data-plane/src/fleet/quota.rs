@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::charges::ChargeKey;
-use super::permits::{Found, Unused};
+use super::permits::{Found, Grant, Origin, Unused};
 use super::{Fleet, REQUEST_PATH_TIMEOUT, Reservation};
 use crate::model::Limits;
 
@@ -86,7 +86,7 @@ impl Fleet {
                 let unused = self
                     .core
                     .permits
-                    .filled(member, limits, Some(grant), minute, false);
+                    .filled(member, limits, Some(grant), Origin::Minute(minute), false);
                 self.give_back(member, unused);
                 if let Some(r) = self.take_permit(member, limits, tokens, !grant.refused()) {
                     return r;
@@ -125,7 +125,7 @@ impl Fleet {
                     want,
                 });
             } else {
-                self.core.permits.filled(key, limits, None, 0, true);
+                self.core.permits.filled(key, limits, None, Origin::None, true);
             }
         }
         match take.found {
@@ -216,27 +216,61 @@ impl Fleet {
         self.core.charges_waiting.notify_one();
     }
 
-    /// Takes a token estimate from a caller's budgets (one bounded round
-    /// trip). While the backend is unreachable budgets are not enforced (a
-    /// day's or a month's count cannot be kept per worker): `Unchecked`,
-    /// and the request's real count is charged when the backend is back.
-    pub async fn budget(&self, key: &str, windows: &[(String, u64)], tokens: u64) -> Budget {
-        if !self.core.link.usable() {
+    /// Takes a token estimate from a caller's budgets — `windows`: a hash
+    /// field per window and its limit, the first of which resets in `left`
+    /// — out of this worker's leased block of them (`permits.rs`), as the
+    /// rpm/tpm windows are: memory while the block has room, one bounded
+    /// round trip when it is empty. While the backend is unreachable budgets
+    /// are not enforced (a day's or a month's count cannot be kept per
+    /// worker): `Unchecked`, and the request's real count is charged when
+    /// the backend is back.
+    pub async fn budget(
+        &self,
+        key: &str,
+        windows: &[(String, u64)],
+        left: Duration,
+        tokens: u64,
+    ) -> Budget {
+        let testing = !self.core.link.is_up();
+        if testing && !self.core.link.usable() {
+            self.core.permits.forfeit();
             return Budget::Unchecked;
         }
+        let ask = BudgetAsk::new(key, windows, left);
+        if let Some(b) = self.take_budget(&ask, tokens, false) {
+            return b;
+        }
+        let leasing = self.core.permits.leasing(&ask.block);
+        let _one = leasing.lock().await;
+        if !testing && !self.core.link.is_up() {
+            return Budget::Unchecked;
+        }
+        if let Some(b) = self.take_budget(&ask, tokens, false) {
+            return b;
+        }
+        let want = self
+            .core
+            .permits
+            .want(&ask.block, ask.limits, tokens, self.live_workers());
         match tokio::time::timeout(
             REQUEST_PATH_TIMEOUT,
-            self.core.backend.budget(key, windows, tokens),
+            self.core.backend.budget(key, windows, want.tokens),
         )
         .await
         {
-            Ok(Ok(None)) => {
+            Ok(Ok(lease)) => {
                 self.core.link.ok();
-                Budget::Taken
-            }
-            Ok(Ok(Some((i, used)))) => {
-                self.core.link.ok();
-                Budget::Spent { window: i, used }
+                let granted = lease_grant(lease, left);
+                let unused = self.core.permits.filled(
+                    &ask.block,
+                    ask.limits,
+                    Some(granted),
+                    ask.origin(),
+                    false,
+                );
+                self.give_back(&ask.block, unused);
+                self.take_budget(&ask, tokens, !granted.refused())
+                    .unwrap_or(Budget::Taken)
             }
             Ok(Err(e)) => {
                 self.core.link.failed(&e.0);
@@ -244,16 +278,66 @@ impl Fleet {
             }
             // The script may have run: count the estimate as taken.
             Err(_) => {
-                self.core.link.failed("budget reservation timed out");
+                self.core.link.failed("budget lease timed out");
                 Budget::Taken
             }
         }
     }
 
+    /// A request's estimate from a caller's budget block, a refusal on a
+    /// recent refusal, or `None`: the block is empty.
+    fn take_budget(&self, ask: &BudgetAsk, tokens: u64, fresh: bool) -> Option<Budget> {
+        let workers = self.live_workers();
+        let take = self
+            .core
+            .permits
+            .take(&ask.block, ask.limits, tokens, workers, fresh);
+        self.give_back(&ask.block, take.unused);
+        if let Some(want) = take.refill {
+            if self.core.link.is_up() {
+                self.core.send(super::Report::Budget {
+                    key: ask.key.clone(),
+                    windows: ask.windows.clone(),
+                    left: ask.left,
+                    want,
+                });
+            } else {
+                self.core
+                    .permits
+                    .filled(&ask.block, ask.limits, None, Origin::None, true);
+            }
+        }
+        match take.found {
+            Found::Served { overshoot } => {
+                if overshoot > 0 {
+                    let key = ChargeKey::Budget {
+                        key: ask.key.clone(),
+                        fields: ask.windows.iter().map(|(f, _)| f.clone()).collect(),
+                    };
+                    self.keep_charge(key, 0, i64::try_from(overshoot).unwrap_or(i64::MAX));
+                }
+                Some(Budget::Taken)
+            }
+            // A budget's refusal carries the spent window and its count.
+            Found::Denied {
+                requests, tokens, ..
+            } => Some(Budget::Spent {
+                window: usize::try_from(requests).unwrap_or(0),
+                used: tokens,
+            }),
+            Found::Empty => None,
+        }
+    }
+
     /// Settles a caller's budgets: `tokens` more than reserved (negative:
     /// the rest of the estimate given back), in the background.
+    /// A budget block in hand absorbs the difference; the rest goes to the backend.
     pub fn budget_charge(&self, key: &str, fields: Vec<String>, tokens: i64) {
         if tokens == 0 || fields.is_empty() {
+            return;
+        }
+        let tokens = self.core.permits.settle(&BudgetAsk::block_of(key), tokens);
+        if tokens == 0 {
             return;
         }
         let key = key.to_owned();
@@ -328,5 +412,64 @@ impl Fleet {
         let e = u.entry((member.to_owned(), minute)).or_default();
         e.0 += requests;
         e.1 = e.1.saturating_add_signed(tokens);
+    }
+}
+
+/// What a budget block's key starts with (then the caller's quota key).
+pub(super) const BUDGET_BLOCK: &str = "budget|";
+
+/// A caller's budgets as a block of permits: tokens only, the smallest
+/// window's limit deciding the block's size, until the first window resets.
+pub(super) struct BudgetAsk {
+    key: String,
+    pub(super) block: String,
+    windows: Vec<(String, u64)>,
+    left: Duration,
+    pub(super) limits: Limits,
+}
+
+impl BudgetAsk {
+    pub(super) fn new(key: &str, windows: &[(String, u64)], left: Duration) -> Self {
+        Self {
+            key: key.to_owned(),
+            block: Self::block_of(key),
+            windows: windows.to_vec(),
+            left,
+            limits: Limits {
+                rpm: None,
+                tpm: windows.iter().map(|(_, l)| *l).min(),
+            },
+        }
+    }
+
+    /// The block's key: apart from the caller's rpm/tpm block.
+    fn block_of(key: &str) -> String {
+        format!("{BUDGET_BLOCK}{key}")
+    }
+
+    pub(super) fn origin(&self) -> Origin {
+        Origin::Budget(self.windows.iter().map(|(f, _)| f.clone()).collect())
+    }
+}
+
+/// A budget lease as a block's grant: requests are not counted (as many as
+/// the block could want); a spent window's index and count stand in for the
+/// window's counts.
+pub(super) fn lease_grant(lease: super::BudgetLease, left: Duration) -> Grant {
+    match lease {
+        super::BudgetLease::Granted(tokens) => Grant {
+            requests: u64::MAX / 4,
+            tokens,
+            used_requests: 0,
+            used_tokens: 0,
+            left,
+        },
+        super::BudgetLease::Spent { window, used } => Grant {
+            requests: 0,
+            tokens: 0,
+            used_requests: u64::try_from(window).unwrap_or(0),
+            used_tokens: used,
+            left,
+        },
     }
 }

@@ -348,7 +348,7 @@ impl Backend for RedisBackend {
         key: &str,
         windows: &[(String, u64)],
         tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<super::BudgetLease, BackendError> {
         let mut conn = self.conn().await?;
         let mut call = self.budget.key(self.keys.budget(key));
         call.arg(windows.len());
@@ -356,11 +356,14 @@ impl Backend for RedisBackend {
             call.arg(field).arg(*limit);
         }
         call.arg(tokens);
-        let (i, used): (usize, u64) = call
+        let (i, n): (usize, u64) = call
             .invoke_async(&mut conn)
             .await
             .map_err(|e| BackendError(e.to_string()))?;
-        Ok((i > 0).then(|| (i - 1, used)))
+        Ok(match i.checked_sub(1) {
+            Some(window) => super::BudgetLease::Spent { window, used: n },
+            None => super::BudgetLease::Granted(n),
+        })
     }
 
     async fn budget_charge(

@@ -181,8 +181,9 @@ return {gr, gt, math.floor(r) + gr, math.floor(tk) + gt, left}
 ";
 
 /// `KEYS[1]` a caller's budgets; `ARGV`: n, then n pairs of window field
-/// and limit, then the token estimate. Refuses if a window is spent
-/// (`{i, used}`), else takes the estimate from every window (`{0, 0}`).
+/// and limit, then the tokens asked for (a worker's block, `permits.rs`).
+/// Refuses if a window is spent (`{i, used}`), else takes as many as asked,
+/// at most what every window has left, from every window (`{0, taken}`).
 /// Windows that are over (yesterday, last month) are dropped; the hash is
 /// kept for 40 days, so a month's window outlives the month.
 pub(super) const BUDGET: &str = r"
@@ -192,14 +193,16 @@ for i = 1, n do current[ARGV[2 * i]] = true end
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   if not current[f] then redis.call('HDEL', KEYS[1], f) end
 end
+local t = tonumber(ARGV[2 * n + 2])
 for i = 1, n do
   local used = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i]) or '0')
-  if used >= tonumber(ARGV[2 * i + 1]) then return {i, used} end
+  local limit = tonumber(ARGV[2 * i + 1])
+  if used >= limit then return {i, used} end
+  t = math.min(t, limit - used)
 end
-local t = tonumber(ARGV[2 * n + 2])
 for i = 1, n do redis.call('HINCRBY', KEYS[1], ARGV[2 * i], t) end
 redis.call('EXPIRE', KEYS[1], 3456000)
-return {0, 0}
+return {0, t}
 ";
 
 /// `KEYS[1]` a caller's budgets; `ARGV[1]` tokens (negative: given back),

@@ -112,7 +112,7 @@ impl Backend for Timed {
         key: &str,
         windows: &[(String, u64)],
         tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<super::BudgetLease, BackendError> {
         self.time("budget", self.inner.budget(key, windows, tokens))
             .await
     }
