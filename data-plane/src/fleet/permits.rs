@@ -303,8 +303,8 @@ impl Permits {
             }
         };
         let want = b.size(estimate, workers);
-        let low = b.until.is_some() && b.requests * 2 <= want.requests
-            || limits.tpm.is_some() && b.tokens * 2 <= want.tokens;
+        let low = b.until.is_some() && b.requests.saturating_mul(2) <= want.requests
+            || limits.tpm.is_some() && b.tokens.saturating_mul(2) <= want.tokens;
         let refill = (matches!(found, Found::Served { .. })
             && low
             && !b.tight(want, workers)
@@ -447,7 +447,12 @@ impl Permits {
             }
             let want = b.size(0, workers);
             let keep = |w: u64| w.saturating_mul(TRIM_FACTOR);
-            let requests = b.requests.saturating_sub(keep(want.requests));
+            // A budget block counts no requests: it keeps them all.
+            let requests = if matches!(b.origin, Origin::Budget(_)) {
+                0
+            } else {
+                b.requests.saturating_sub(keep(want.requests))
+            };
             let tokens = if b.limits.tpm.is_some() {
                 b.tokens.saturating_sub(keep(want.tokens))
             } else {

@@ -122,10 +122,7 @@ pub(super) fn give_back(core: &FleetCore, block: &str, unused: Option<Unused>) {
             minute,
         },
         Origin::Budget(fields) => ChargeKey::Budget {
-            key: block
-                .strip_prefix(BUDGET_BLOCK)
-                .unwrap_or(block)
-                .to_owned(),
+            key: block.strip_prefix(BUDGET_BLOCK).unwrap_or(block).to_owned(),
             fields,
         },
         Origin::None => return,

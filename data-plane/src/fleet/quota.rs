@@ -83,10 +83,13 @@ impl Fleet {
         let maybe_counted = match asked {
             Ok(Ok(grant)) => {
                 self.core.link.ok();
-                let unused = self
-                    .core
-                    .permits
-                    .filled(member, limits, Some(grant), Origin::Minute(minute), false);
+                let unused = self.core.permits.filled(
+                    member,
+                    limits,
+                    Some(grant),
+                    Origin::Minute(minute),
+                    false,
+                );
                 self.give_back(member, unused);
                 if let Some(r) = self.take_permit(member, limits, tokens, !grant.refused()) {
                     return r;
@@ -125,7 +128,9 @@ impl Fleet {
                     want,
                 });
             } else {
-                self.core.permits.filled(key, limits, None, Origin::None, true);
+                self.core
+                    .permits
+                    .filled(key, limits, None, Origin::None, true);
             }
         }
         match take.found {
@@ -473,3 +478,7 @@ pub(super) fn lease_grant(lease: super::BudgetLease, left: Duration) -> Grant {
         },
     }
 }
+
+#[cfg(test)]
+#[path = "quota_tests.rs"]
+mod tests;
