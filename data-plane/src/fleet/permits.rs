@@ -524,19 +524,6 @@ impl Permits {
             .filter_map(|(k, b)| lock(b).end().map(|u| (k.clone(), u)))
             .collect()
     }
-
-    /// Forgets keys that are gone from the config (after their permits were
-    /// given back by a sweep or drain).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.blocks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|k, b| keep(k) || lock(b).until.is_some());
-        self.leasing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|k, _| keep(k));
-    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,8 @@ pub(super) async fn run(
             },
             () = core.charges_waiting.notified() => {}
             _ = sweep.tick() => {
-                if core.link.usable() {
+                // Not `usable`: the sweep must not take the breaker's test call.
+                if core.link.is_up() {
                     let workers = core.workers.load(std::sync::atomic::Ordering::Relaxed);
                     for (key, unused) in core.permits.sweep(workers) {
                         give_back(&core, &key, Some(unused));
