@@ -52,7 +52,8 @@ fn pool(
 }
 
 /// Revision 1 of the main prefix: providers "fake" and "dead" (a closed port);
-/// pools "bench" (round robin over m1..m3), "bench-failover" and its twin
+/// pools "bench" (round robin over m1..m3), "bench-limited" (the same with
+/// generous rpm/tpm limits), "bench-failover" and its twin
 /// "bench-failover-warm" (PRIORITY: the dead member, then m2 on the fake;
 /// threshold 1000 so the dead member is never benched; the warm-up uses the
 /// twin so the measured dead member starts from zero failures), and `extra`
@@ -63,8 +64,19 @@ pub fn bench_snapshot(base_url: &str, extra: usize) -> pb::Snapshot {
     let (round_robin, priority) = (pb::Strategy::RoundRobin, pb::Strategy::Priority);
     let bench = ["m1", "m2", "m3"].iter().map(|m| member(&fake.id, m, 0)).collect();
     let failover = || vec![member(&dead.id, "m1", 10), member(&fake.id, "m2", 0)];
+    // The same members with rpm/tpm limits far above the load: held from
+    // leased blocks of permits, they should cost Redis about nothing more.
+    let limited = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| pb::SnapshotMember {
+            rpm_limit: Some(100_000_000),
+            tpm_limit: Some(100_000_000_000),
+            ..member(&fake.id, m, 0)
+        })
+        .collect();
     let mut pools = vec![
         pool("bench", round_robin, policy(1, 3, 1000, 300_000), bench),
+        pool("bench-limited", round_robin, policy(1, 3, 1000, 300_000), limited),
         // One attempt per member, never benched: every call fails over once.
         pool("bench-failover", priority, policy(0, 1000, 1000, 300_000), failover()),
         pool("bench-failover-warm", priority, policy(0, 1000, 1000, 300_000), failover()),

@@ -3,7 +3,8 @@
 //! the healthy pool while the main worker is otherwise idle (the other
 //! workers run only inside their own scenarios). The server-wide counter
 //! includes the worker's background commands (periodic checks), which is the
-//! point, and any other client of that Redis, which is not.
+//! point, and any other client of that Redis, which is not. Run k2 does the
+//! same on `bench-limited` (generous rpm/tpm limits: leased permit blocks).
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::load::closed_loop;
 use crate::report::goal;
 
 const K_WORKER: &str = "k worker Generate (Redis cmds)";
+const K_LIMITED: &str = "k2 worker Generate, limited pool (Redis cmds)";
 
 /// `total_commands_processed`. The counter moves after a command runs, so
 /// an INFO does not count itself; the next INFO counts it: one bench command
@@ -56,5 +58,34 @@ pub async fn run(b: &mut Bench<'_>) -> Result<(), String> {
     b.report.added("  added latency of run k (k - a)", "commands_run_added", K_WORKER, A_DIRECT, "");
     b.report.set("redis_commands_per_request", json!((per_req * 1000.0).round() / 1000.0));
     b.report.set("redis_commands_idle_per_sec", json!((idle_rate * 10.0).round() / 10.0));
+    limited(b, idle_rate, per_req).await
+}
+
+/// The same on a pool whose members have generous rpm/tpm limits (leased
+/// permit blocks, ADR 005), so the goal is the same; `unlimited` is run k's
+/// figure, for the difference the limits make.
+async fn limited(b: &mut Bench<'_>, idle_rate: f64, unlimited: f64) -> Result<(), String> {
+    let wl = with(&b.ctx, |c| worker_unary(c, "bench-limited", 1));
+    b.warm("worker unary, limited pool", b.args.warmup, wl.clone()).await;
+    let mut conn = b.conn.clone();
+    let i0 = commands(&mut conn).await?;
+    let (c, n, max) = (b.args.concurrency, b.args.commands_requests, Duration::from_secs(b.args.max_secs));
+    b.measure(K_LIMITED, b.main_worker(), closed_loop(c, n, max, wl)).await;
+    let i1 = commands(&mut conn).await?;
+    let used = i1.saturating_sub(i0 + 1);
+    let Some(k) = b.report.run(K_LIMITED) else { return Err("row k2 missing".into()) };
+    let (ok, secs) = (k.ok, k.secs);
+    let per_req = if ok > 0 { used as f64 / ok as f64 } else { f64::NAN };
+    b.report.line(
+        "Redis commands per request, limited pool (k2)",
+        format!(
+            "{per_req:.3} ({used} commands / {ok} successful requests in {secs:.1} s, background included \
+             as in k: ~{:.0} at the idle rate; k2 - k: {:+.3}; goal <= 0.05: {})",
+            idle_rate * secs,
+            per_req - unlimited,
+            goal(per_req <= 0.05)
+        ),
+    );
+    b.report.set("redis_commands_per_request_limited", json!((per_req * 1000.0).round() / 1000.0));
     Ok(())
 }
