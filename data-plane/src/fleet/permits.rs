@@ -120,7 +120,9 @@ struct Block {
     until: Option<Instant>,
     origin: Origin,
     fetching: bool,
-    denied: Option<(Instant, u64, u64)>,
+    /// A refused lease: believed until the first instant, with the
+    /// window's counts, the window ending at the second.
+    denied: Option<(Instant, u64, u64, Instant)>,
     window_start: Instant,
     in_window: (u64, u64),
     last_rate: (u64, u64),
@@ -294,10 +296,10 @@ impl Permits {
                 b.count(now, estimate);
             }
             match b.denied {
-                Some((until, requests, tokens)) if until > now => Found::Denied {
+                Some((until, requests, tokens, ends)) if until > now => Found::Denied {
                     requests,
                     tokens,
-                    retry_after: b.until.map_or(DENIAL_HOLD, |u| u.duration_since(now)),
+                    retry_after: ends.duration_since(now),
                 },
                 _ => Found::Empty,
             }
@@ -366,6 +368,7 @@ impl Permits {
                 now + DENIAL_HOLD.min(g.left),
                 g.used_requests,
                 g.used_tokens,
+                until,
             ));
             return b.roll(now);
         }
@@ -401,7 +404,7 @@ impl Permits {
         if b.limits.tpm.is_none() || b.until.is_none_or(|u| u <= now) {
             return diff;
         }
-        // The rate blocks are sized to counts what requests really use.
+        // Blocks are sized to the tokens requests really use.
         b.in_window.1 = b.in_window.1.saturating_add_signed(diff);
         if diff < 0 {
             b.tokens = b.tokens.saturating_add(diff.unsigned_abs());

@@ -247,8 +247,9 @@ async fn a_refused_lease_refuses_without_asking_again_for_a_moment() {
         Found::Denied {
             requests: 10,
             tokens: 0,
-            retry_after: DENIAL_HOLD
-        }
+            retry_after: Duration::from_secs(20)
+        },
+        "the hint is the window's end"
     );
     tokio::time::advance(DENIAL_HOLD).await;
     assert_eq!(p.take("m", RPM10, 0, 1, false).found, Found::Empty);
