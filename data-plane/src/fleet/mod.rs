@@ -1,5 +1,6 @@
 //! Fleet state: what every worker shares — member health, round-robin
-//! tickets, rpm/tpm usage, half-open probes — held in memory and kept live
+//! tickets, leased rpm/tpm and budget permits, half-open probes — held in
+//! memory and kept live
 //! by a [`Backend`]: Redis in production ([`redis::RedisBackend`]), memory in
 //! the embedded default ([`memory::MemoryBackend`]).
 //!
@@ -7,8 +8,10 @@
 //! recovery) is applied to the worker's copy at once and pushed to the
 //! backend in the background, in order, by one task; the backend's answer
 //! (and its broadcast to every other worker) replaces the local guess. Only
-//! two things wait on the backend, each one bounded round trip: reserving
-//! a limited member's quota, and claiming a half-open member's probe.
+//! two things wait on the backend, each one bounded round trip: leasing a
+//! block of a limited member's or caller's permits when the worker's block
+//! is empty ([`permits`]; refilled in the background before that, so
+//! rarely), and claiming a half-open member's probe.
 //! While the backend is unreachable ([`Link`]), decisions are local.
 //!
 //! Token charges do not queue as reports: they are summed per window key
@@ -22,6 +25,7 @@ pub mod headroom;
 pub mod health;
 pub mod link;
 pub mod memory;
+mod permit_block;
 pub mod permits;
 mod push;
 pub mod quota;

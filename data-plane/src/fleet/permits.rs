@@ -16,27 +16,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::permit_block::{Block, RATE_WINDOW};
+pub use super::permit_block::{MAX_BLOCK, Origin, Unused, Want};
 use crate::model::Limits;
 
-/// A block lasts about this long at the worker's recent rate.
-const BLOCK_SPAN: Duration = Duration::from_secs(5);
-/// Traffic is measured over windows this long.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// A refused lease is believed this long before the backend is asked again
 /// (another worker may give permits back meanwhile).
 const DENIAL_HOLD: Duration = Duration::from_secs(1);
-/// Largest block (requests) one worker leases at a time.
-pub const MAX_BLOCK: u64 = 1024;
 /// A block is trimmed when it holds more than this many blocks of the
 /// worker's current rate (its share shrank).
 const TRIM_FACTOR: u64 = 4;
-
-/// Permits asked of the backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Want {
-    pub requests: u64,
-    pub tokens: u64,
-}
 
 /// The backend's answer to a lease: permits granted out of the window it is
 /// in (none: the window is spent), and how long that window lasts.
@@ -55,27 +44,6 @@ impl Grant {
     pub fn refused(&self) -> bool {
         self.requests == 0
     }
-}
-
-/// The window a block was leased from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Origin {
-    /// A member's or caller's rpm/tpm minute: this worker's minute when
-    /// the block was leased.
-    Minute(i64),
-    /// A caller's token budgets: their window fields (`d:<day>`, `m:<month>`).
-    Budget(Vec<String>),
-    /// No block yet.
-    #[default]
-    None,
-}
-
-/// Permits leased but not used, to give back to the window they came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unused {
-    pub origin: Origin,
-    pub requests: u64,
-    pub tokens: u64,
 }
 
 /// Permits a worker holds and has not used.
@@ -109,115 +77,6 @@ pub struct Take {
     pub found: Found,
     pub refill: Option<Want>,
     pub unused: Option<Unused>,
-}
-
-#[derive(Debug)]
-struct Block {
-    limits: Limits,
-    requests: u64,
-    tokens: u64,
-    /// The end of the window the block belongs to (none: no block).
-    until: Option<Instant>,
-    origin: Origin,
-    fetching: bool,
-    /// A refused lease: believed until the first instant, with the
-    /// window's counts, the window ending at the second.
-    denied: Option<(Instant, u64, u64, Instant)>,
-    window_start: Instant,
-    in_window: (u64, u64),
-    last_rate: (u64, u64),
-}
-
-impl Block {
-    fn new(limits: Limits, now: Instant) -> Self {
-        Self {
-            limits,
-            requests: 0,
-            tokens: 0,
-            until: None,
-            origin: Origin::None,
-            fetching: false,
-            denied: None,
-            window_start: now,
-            in_window: (0, 0),
-            last_rate: (0, 0),
-        }
-    }
-
-    /// Ends a block whose window is over; returns what it did not use.
-    fn roll(&mut self, now: Instant) -> Option<Unused> {
-        if self.until.is_some_and(|u| u <= now) {
-            return self.end();
-        }
-        None
-    }
-
-    fn end(&mut self) -> Option<Unused> {
-        self.until = None;
-        let unused = Unused {
-            origin: std::mem::take(&mut self.origin),
-            requests: std::mem::take(&mut self.requests),
-            tokens: std::mem::take(&mut self.tokens),
-        };
-        (unused.requests > 0 || unused.tokens > 0).then_some(unused)
-    }
-
-    fn count(&mut self, now: Instant, tokens: u64) {
-        let span = now.duration_since(self.window_start);
-        if span >= RATE_WINDOW {
-            // An idle window counts as no traffic.
-            self.last_rate = if span < RATE_WINDOW * 2 {
-                self.in_window
-            } else {
-                (0, 0)
-            };
-            self.in_window = (0, 0);
-            self.window_start = now;
-        }
-        self.in_window.0 += 1;
-        self.in_window.1 = self.in_window.1.saturating_add(tokens);
-    }
-
-    /// A block for `BLOCK_SPAN` of this worker's recent traffic, at most
-    /// its share of the limit (`workers` live).
-    fn size(&self, estimate: u64, workers: u64) -> Want {
-        let span = BLOCK_SPAN.as_secs() / RATE_WINDOW.as_secs().max(1);
-        let rate = (
-            self.last_rate.0.max(self.in_window.0),
-            self.last_rate.1.max(self.in_window.1),
-        );
-        let share = |l: Option<u64>| l.map_or(u64::MAX, |l| l.div_ceil(workers.max(1)).max(1));
-        let requests = rate
-            .0
-            .saturating_mul(span)
-            .clamp(1, MAX_BLOCK)
-            .min(share(self.limits.rpm));
-        let tokens = if self.limits.tpm.is_some() {
-            rate.1
-                .saturating_mul(span)
-                .max(estimate)
-                .max(1)
-                .min(share(self.limits.tpm).max(estimate))
-        } else {
-            0
-        };
-        Want { requests, tokens }
-    }
-
-    /// Whether the worker's traffic fills its share of a limit: leasing
-    /// ahead would then hold permits another worker needs now, so the
-    /// block is leased when it is empty only.
-    fn tight(&self, want: Want, workers: u64) -> bool {
-        let share = |l: u64| l.div_ceil(workers.max(1));
-        self.limits.rpm.is_some_and(|l| want.requests >= share(l))
-            || self.limits.tpm.is_some_and(|l| want.tokens >= share(l))
-    }
-
-    fn has_room(&self, estimate: u64) -> bool {
-        self.until.is_some()
-            && self.requests > 0
-            && (self.limits.tpm.is_none() || self.tokens >= estimate)
-    }
 }
 
 #[derive(Default)]
