@@ -1,8 +1,8 @@
 //! Fleet state: what every worker shares — member health, round-robin
 //! tickets, leased rpm/tpm and budget permits, half-open probes — held in
-//! memory and kept live
-//! by a [`Backend`]: Redis in production ([`redis::RedisBackend`]), memory in
-//! the embedded default ([`memory::MemoryBackend`]).
+//! memory and kept live by a [`Backend`]: Redis in production
+//! ([`redis::RedisBackend`]), memory in the embedded default
+//! ([`memory::MemoryBackend`]).
 //!
 //! The request path reads memory. What a request learns (a failure, a
 //! recovery) is applied to the worker's copy at once and pushed to the
