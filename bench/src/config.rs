@@ -51,13 +51,9 @@ fn pool(
     pb::SnapshotPool { id, name, strategy, failover: Some(failover), enabled: true, members, allow_request_extra: None }
 }
 
-/// Each `bench-limited` member's requests per minute (tokens: a thousand
-/// times that).
-pub const LIMITED_RPM: u64 = 3_000_000;
-
 /// Revision 1 of the main prefix: providers "fake" and "dead" (a closed port);
 /// pools "bench" (round robin over m1..m3), "bench-limited" (the same with
-/// rpm/tpm limits no run reaches), "bench-failover" and its twin
+/// generous rpm/tpm limits), "bench-failover" and its twin
 /// "bench-failover-warm" (PRIORITY: the dead member, then m2 on the fake;
 /// threshold 1000 so the dead member is never benched; the warm-up uses the
 /// twin so the measured dead member starts from zero failures), and `extra`
@@ -67,17 +63,17 @@ pub fn bench_snapshot(base_url: &str, extra: usize) -> pb::Snapshot {
     let dead = provider("dead", pb::ProviderKind::Openai, "http://127.0.0.1:1/v1");
     let (round_robin, priority) = (pb::Strategy::RoundRobin, pb::Strategy::Priority);
     let bench = ["m1", "m2", "m3"].iter().map(|m| member(&fake.id, m, 0)).collect();
-    // The same members with limits far above what the bench sends: every
-    // request is counted against rpm/tpm, none refused.
+    let failover = || vec![member(&dead.id, "m1", 10), member(&fake.id, "m2", 0)];
+    // The same members with rpm/tpm limits far above the load: held from
+    // leased blocks of permits, they should cost Redis about nothing more.
     let limited = ["m1", "m2", "m3"]
         .iter()
         .map(|m| pb::SnapshotMember {
-            rpm_limit: Some(LIMITED_RPM),
-            tpm_limit: Some(LIMITED_RPM * 1000),
+            rpm_limit: Some(100_000_000),
+            tpm_limit: Some(100_000_000_000),
             ..member(&fake.id, m, 0)
         })
         .collect();
-    let failover = || vec![member(&dead.id, "m1", 10), member(&fake.id, "m2", 0)];
     let mut pools = vec![
         pool("bench", round_robin, policy(1, 3, 1000, 300_000), bench),
         pool("bench-limited", round_robin, policy(1, 3, 1000, 300_000), limited),

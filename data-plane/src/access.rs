@@ -261,7 +261,13 @@ pub async fn admit(
     }
     if !windows.is_empty() {
         let asked: Vec<(String, u64)> = windows.iter().map(|(f, l, ..)| (f.clone(), *l)).collect();
-        match fleet.budget(&admission.key, &asked, estimate).await {
+        // The first window to reset ends the budget block.
+        let left = windows
+            .iter()
+            .map(|(.., resets)| *resets)
+            .min()
+            .unwrap_or_default();
+        match fleet.budget(&admission.key, &asked, left, estimate).await {
             crate::fleet::Budget::Spent { window, used } => {
                 // Dropping the admission gives the minute's estimate back.
                 let (_, limit, which, resets) = &windows[window.min(windows.len() - 1)];

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_data_plane::fleet::memory::MemoryBackend;
+use switchyard_data_plane::fleet::permits::Want;
 use switchyard_data_plane::fleet::redis::RedisBackend;
-use switchyard_data_plane::fleet::{Backend, Entry, Failure, Reservation};
+use switchyard_data_plane::fleet::{Backend, Entry, Failure};
 use switchyard_data_plane::model::Limits;
 use switchyard_shared::keys::RedisKeys;
 use switchyard_shared::redis_client::{Redis, RedisConfig};
@@ -137,25 +138,36 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         let (t, _) = b.load().await.expect("load");
         t.get("m").map(view)
     });
-    each!("quota: rpm 2", |b| {
+    each!("permits: rpm 3", |b| {
         let limits = Limits {
-            rpm: Some(2),
-            tpm: None,
+            rpm: Some(3),
+            tpm: Some(1000),
         };
         let mut out = Vec::new();
-        for _ in 0..3 {
-            // What they agree on: granted or not, and the counts (the wait
-            // until the window frees is the clock's, to the ms or the s).
-            out.push(
-                match b.reserve(&quota_member, limits, 0).await.expect("reserve") {
-                    Reservation::Granted => "Granted".to_owned(),
-                    Reservation::Denied {
-                        requests, tokens, ..
-                    } => format!("Denied({requests}, {tokens})"),
-                },
-            );
+        // What they agree on: what is granted and the counts (the time left
+        // in the window is the clock's, to the ms or the s).
+        for requests in [2, 2, 1] {
+            let want = Want {
+                requests,
+                tokens: 300,
+            };
+            let g = b
+                .permits(&quota_member, limits, want)
+                .await
+                .expect("permits");
+            out.push((g.requests, g.tokens, g.used_requests, g.used_tokens));
         }
-        b.charge(&quota_member, 0, 0, 30).await.expect("charge");
+        // Unused permits given back make room again.
+        b.charge(&quota_member, 0, -1, -100).await.expect("charge");
+        let want = Want {
+            requests: 5,
+            tokens: 500,
+        };
+        let g = b
+            .permits(&quota_member, limits, want)
+            .await
+            .expect("permits");
+        out.push((g.requests, g.tokens, g.used_requests, g.used_tokens));
         (out, b.usage(&quota_member).await.expect("usage"))
     });
     each!("leases are contiguous", |b| {
@@ -201,8 +213,10 @@ async fn redis_and_memory_backends_agree_on_every_step() {
         steps[7][0]
     );
     assert!(
-        steps[15][0].contains(r#"["Granted", "Granted", "Denied(2, 0)"]"#),
-        "{}",
+        steps[15][0].ends_with(
+            "([(2, 300, 2, 300), (1, 300, 3, 600), (0, 0, 3, 600), (1, 500, 3, 1000)], (3, 1000))"
+        ),
+        "at most what is left under each limit; what is given back is leased again: {}",
         steps[15][0]
     );
 }

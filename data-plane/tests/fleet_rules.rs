@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use switchyard_data_plane::fleet::budget::BudgetPolicy;
 use switchyard_data_plane::fleet::memory::MemoryBackend;
+use switchyard_data_plane::fleet::permits::{Grant, Want};
 use switchyard_data_plane::fleet::{
     Backend, BackendError, Entry, Failure, Fleet, Link, Reservation,
 };
@@ -88,13 +89,13 @@ impl Backend for Flaky {
         self.check()?;
         self.inner.lease(p, n).await
     }
-    async fn reserve(&self, m: &str, l: Limits, t: u64) -> Result<Reservation, BackendError> {
-        self.check()?;
-        self.inner.reserve(m, l, t).await
-    }
-    async fn charge(&self, m: &str, ago: i64, r: u64, t: i64) -> Result<(), BackendError> {
+    async fn charge(&self, m: &str, ago: i64, r: i64, t: i64) -> Result<(), BackendError> {
         self.check()?;
         self.inner.charge(m, ago, r, t).await
+    }
+    async fn permits(&self, k: &str, l: Limits, w: Want) -> Result<Grant, BackendError> {
+        self.check()?;
+        self.inner.permits(k, l, w).await
     }
     async fn usage(&self, m: &str) -> Result<(u64, u64), BackendError> {
         self.check()?;

@@ -221,18 +221,42 @@ async fn traffic(clients: &mut [Dp], n: usize, phase: &str) -> u64 {
     tokens
 }
 
-/// Waits until Redis holds `want` (member requests, member tokens, caller tokens).
-async fn until_totals(url: &str, prefix: &RedisPrefix, want: (u64, u64, u64), when: &str) {
+/// Leased permits the workers hold and have not used: (member requests,
+/// member tokens, budget tokens). Redis counts a block when it is leased.
+async fn held(workers: &[&ServerProc]) -> (u64, u64, u64) {
+    let mut out = (0, 0, 0);
+    for w in workers {
+        let m = scrape(w).await;
+        let get = |name| sample(&m, name, &[]).unwrap_or(0.0) as u64;
+        out.0 += get("switchyard_fleet_permits_held_requests");
+        out.1 += get("switchyard_fleet_permits_held_tokens");
+        out.2 += get("switchyard_fleet_permits_held_budget_tokens");
+    }
+    out
+}
+
+/// Waits until Redis holds `want` (member requests, member tokens, caller
+/// tokens) plus the permits the workers hold unused.
+async fn until_totals(
+    url: &str,
+    prefix: &RedisPrefix,
+    workers: &[&ServerProc],
+    want: (u64, u64, u64),
+    when: &str,
+) {
     let mut got = (0, 0, 0);
+    let mut expected = want;
     for _ in 0..150 {
+        let (r, t, b) = held(workers).await;
+        expected = (want.0 + r, want.1 + t, want.2 + b);
         got = redis_totals(url, prefix, "p-lim", "caller:c-batch").await;
-        if got == want {
+        if got == expected {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!(
-        "{when}: Redis holds (requests, member tokens, caller tokens) {got:?}, the upstream reported {want:?}"
+        "{when}: Redis holds (requests, member tokens, caller tokens) {got:?}, the upstream reported {want:?} and the workers hold {expected:?} in all"
     );
 }
 
@@ -240,7 +264,8 @@ async fn until_totals(url: &str, prefix: &RedisPrefix, want: (u64, u64, u64), wh
 /// workers: Redis is killed mid-traffic, requests keep being served from
 /// memory, Redis comes back empty on the same port, and the fleet's counts
 /// in it then equal what the upstream reported since — every charge made
-/// during the outage was kept, summed, and sent when Redis returned.
+/// during the outage was kept, summed, and sent when Redis returned — plus
+/// the permits the workers leased since and hold unused.
 #[tokio::test]
 async fn charges_made_while_redis_is_down_reach_it_when_it_returns() {
     let up = FakeUpstream::start(FakeConfig::default()).await;
@@ -284,15 +309,19 @@ async fn charges_made_while_redis_is_down_reach_it_when_it_returns() {
     until_totals(
         &redis.url(),
         &prefix,
+        &[&a, &b],
         (6, before, before),
         "before the outage",
     )
     .await;
 
-    // Redis killed mid-traffic: served from memory, charged nowhere yet.
+    // Redis killed: served from memory, charged nowhere yet. The workers
+    // notice first (a request served from a block leased before is counted
+    // in the Redis that is gone, which this test does not read).
     redis.stop();
-    let during = traffic(&mut clients, 30, "Redis down").await;
     until_fleet(&a, ServingStatus::NotServing).await;
+    until_fleet(&b, ServingStatus::NotServing).await;
+    let during = traffic(&mut clients, 30, "Redis down").await;
     let m = scrape(&a).await;
     assert!(
         sample(&m, "switchyard_fleet_charges_pending", &[]).is_some_and(|v| v >= 1.0),
@@ -310,6 +339,7 @@ async fn charges_made_while_redis_is_down_reach_it_when_it_returns() {
     until_totals(
         &redis.url(),
         &prefix,
+        &[&a, &b],
         (34, during + after, during + after),
         "after the outage",
     )

@@ -26,8 +26,9 @@ pub enum ChargeKey {
 /// Charges summed under one key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sum {
-    /// Requests counted (a reservation made locally while the backend was away).
-    pub requests: u64,
+    /// Requests counted (a reservation made locally while the backend was
+    /// away; negative: leased permits given back).
+    pub requests: i64,
     /// Tokens (negative: an estimate given back).
     pub tokens: i64,
     /// How many charges were summed (what a drop counts).
@@ -87,7 +88,7 @@ impl Charges {
 
     /// Adds one charge to its key's sum. False when it was dropped: a new
     /// key with the store full.
-    pub fn add(&self, key: ChargeKey, requests: u64, tokens: i64) -> bool {
+    pub fn add(&self, key: ChargeKey, requests: i64, tokens: i64) -> bool {
         let one = Sum {
             requests,
             tokens,

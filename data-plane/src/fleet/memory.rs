@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Backend, BackendError, Entry, Failure, Reservation};
+use super::{Backend, BackendError, Entry, Failure};
 use crate::model::Limits;
 
 #[derive(Default)]
@@ -22,7 +22,7 @@ struct State {
 }
 
 /// The current Unix minute and the weight of the previous one in the
-/// sliding window (what is left of it), as the RESERVE script reckons it
+/// sliding window (what is left of it), as the PERMITS script reckons it
 /// (whole seconds).
 fn window() -> (i64, f64) {
     let (m, into) = super::quota::wall_minute();
@@ -121,13 +121,14 @@ impl Backend for MemoryBackend {
         Ok(first)
     }
 
-    async fn reserve(
+    async fn permits(
         &self,
-        member: &str,
+        key: &str,
         limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError> {
+        want: super::permits::Want,
+    ) -> Result<super::permits::Grant, BackendError> {
         let (m, weight) = window();
+        let left = Duration::from_secs(60).saturating_sub(super::quota::wall_minute().1);
         let mut s = self
             .state
             .lock()
@@ -135,23 +136,37 @@ impl Backend for MemoryBackend {
         s.usage.retain(|(_, minute), _| *minute >= m - 1);
         let prev = s
             .usage
-            .get(&(member.to_owned(), m - 1))
+            .get(&(key.to_owned(), m - 1))
             .copied()
             .unwrap_or_default();
-        let cur = s.usage.entry((member.to_owned(), m)).or_default();
-        // As the RESERVE script: the previous minute counts by what is left of it.
+        let cur = s.usage.entry((key.to_owned(), m)).or_default();
+        // As the PERMITS script.
         let r = cur.0 as f64 + prev.0 as f64 * weight;
         let t = cur.1 as f64 + prev.1 as f64 * weight;
+        let refused = super::permits::Grant {
+            requests: 0,
+            tokens: 0,
+            used_requests: r as u64,
+            used_tokens: t as u64,
+            left,
+        };
         if limits.rpm.is_some_and(|l| r >= l as f64) || limits.tpm.is_some_and(|l| t >= l as f64) {
-            return Ok(Reservation::Denied {
-                requests: r as u64,
-                tokens: t as u64,
-                retry_after: Duration::from_secs(60).saturating_sub(super::quota::wall_minute().1),
-            });
+            return Ok(refused);
         }
-        cur.0 += 1;
+        let room = |l: Option<u64>, used: f64, want: u64| {
+            l.map_or(want, |l| want.min((l as f64 - used).ceil() as u64))
+        };
+        let requests = room(limits.rpm, r, want.requests);
+        let tokens = room(limits.tpm, t, want.tokens);
+        cur.0 += requests;
         cur.1 += tokens;
-        Ok(Reservation::Granted)
+        Ok(super::permits::Grant {
+            requests,
+            tokens,
+            used_requests: r as u64 + requests,
+            used_tokens: t as u64 + tokens,
+            left,
+        })
     }
 
     async fn budget(
@@ -159,11 +174,12 @@ impl Backend for MemoryBackend {
         key: &str,
         windows: &[(String, u64)],
         tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<super::BudgetLease, BackendError> {
         let mut s = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut grant = tokens;
         for (i, (field, limit)) in windows.iter().enumerate() {
             let used = s
                 .budgets
@@ -172,15 +188,16 @@ impl Backend for MemoryBackend {
                 .unwrap_or(0);
             let used = u64::try_from(used).unwrap_or(0);
             if used >= *limit {
-                return Ok(Some((i, used)));
+                return Ok(super::BudgetLease::Spent { window: i, used });
             }
+            grant = grant.min(limit - used);
         }
         for (field, _) in windows {
             *s.budgets
                 .entry((key.to_owned(), field.clone()))
-                .or_default() += i64::try_from(tokens).unwrap_or(i64::MAX);
+                .or_default() += i64::try_from(grant).unwrap_or(i64::MAX);
         }
-        Ok(None)
+        Ok(super::BudgetLease::Granted(grant))
     }
 
     async fn budget_charge(
@@ -207,7 +224,7 @@ impl Backend for MemoryBackend {
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError> {
         if minutes_ago > 1 {
@@ -222,7 +239,7 @@ impl Backend for MemoryBackend {
             .usage
             .entry((member.to_owned(), m - minutes_ago.max(0)))
             .or_default();
-        u.0 = u.0.saturating_add(requests);
+        u.0 = u.0.saturating_add_signed(requests);
         u.1 = u.1.saturating_add_signed(tokens);
         Ok(())
     }

@@ -1,14 +1,17 @@
 //! Fleet state: what every worker shares — member health, round-robin
-//! tickets, rpm/tpm usage, half-open probes — held in memory and kept live
-//! by a [`Backend`]: Redis in production ([`redis::RedisBackend`]), memory in
-//! the embedded default ([`memory::MemoryBackend`]).
+//! tickets, leased rpm/tpm and budget permits, half-open probes — held in
+//! memory and kept live by a [`Backend`]: Redis in production
+//! ([`redis::RedisBackend`]), memory in the embedded default
+//! ([`memory::MemoryBackend`]).
 //!
 //! The request path reads memory. What a request learns (a failure, a
 //! recovery) is applied to the worker's copy at once and pushed to the
 //! backend in the background, in order, by one task; the backend's answer
 //! (and its broadcast to every other worker) replaces the local guess. Only
-//! two things wait on the backend, each one bounded round trip: reserving
-//! a limited member's quota, and claiming a half-open member's probe.
+//! two things wait on the backend, each one bounded round trip: leasing a
+//! block of a limited member's or caller's permits when the worker's block
+//! is empty ([`permits`]; refilled in the background before that, so
+//! rarely), and claiming a half-open member's probe.
 //! While the backend is unreachable ([`Link`]), decisions are local.
 //!
 //! Concurrency caps ([`slots`]) are leased shares, renewed in the
@@ -26,6 +29,8 @@ pub mod headroom;
 pub mod health;
 pub mod link;
 pub mod memory;
+mod permit_block;
+pub mod permits;
 mod push;
 pub mod quota;
 pub mod redis;
@@ -72,6 +77,15 @@ pub enum Reservation {
     },
 }
 
+/// A lease of a caller's token budgets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetLease {
+    /// Tokens taken from every window.
+    Granted(u64),
+    /// Window `window` is spent (`used` tokens).
+    Spent { window: usize, used: u64 },
+}
+
 /// The authority over shared state. Every change returns the member's entry
 /// as the fleet now has it (with the fleet's change counter).
 #[async_trait::async_trait]
@@ -98,15 +112,6 @@ pub trait Backend: Send + Sync {
     async fn merge(&self, member: &str, local: &Entry) -> Result<Entry, BackendError>;
     /// Leases `n` round-robin tickets of a pool; returns the first.
     async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError>;
-    /// Counts one request against a limited member's sliding minute (the
-    /// backend's clock), unless it is over a limit.
-    /// A granted request also takes `tokens` (an estimate) from the window.
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError>;
     /// Settles a limited member's minute `minutes_ago` (0: the current one,
     /// 1: the one before, on the backend's clock): `requests` more (counted
     /// locally while the backend was away) and `tokens` more (the real count
@@ -115,21 +120,28 @@ pub trait Backend: Send + Sync {
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError>;
+    /// Leases a block of a limited member's (or caller's) sliding minute:
+    /// at most what is left under each limit, counted as used at once.
+    async fn permits(
+        &self,
+        key: &str,
+        limits: Limits,
+        want: permits::Want,
+    ) -> Result<permits::Grant, BackendError>;
     /// A limited member's usage this minute: (requests, tokens).
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError>;
-    /// Takes `tokens` from a caller's token budgets — `windows`: a hash
-    /// field per window (`d:<day>`, `m:<month>`) and its limit — unless one
-    /// is already spent. `Ok(None)`: taken; `Ok(Some((i, used)))`: window
-    /// `i` is spent (`used` tokens).
+    /// Leases up to `tokens` from a caller's token budgets — `windows`: a
+    /// hash field per window (`d:<day>`, `m:<month>`) and its limit — at
+    /// most what every window has left, unless one is already spent.
     async fn budget(
         &self,
         _key: &str,
         _windows: &[(String, u64)],
         _tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<BudgetLease, BackendError> {
         Err(BackendError("this backend keeps no budgets".into()))
     }
     /// Adds `tokens` (negative: gives back) to each window of a budget.
@@ -170,6 +182,20 @@ enum Report {
         pool_id: String,
         n: u64,
     },
+    /// A limited key's next block of permits.
+    Permits {
+        key: String,
+        limits: Limits,
+        want: permits::Want,
+    },
+    /// A caller's next block of its token budgets (the first window resets
+    /// in `left`).
+    Budget {
+        key: String,
+        windows: Vec<(String, u64)>,
+        left: Duration,
+        want: permits::Want,
+    },
 }
 
 /// A half-open probe this request holds; given back when dropped unless a
@@ -207,6 +233,8 @@ impl Drop for ProbeHold {
 struct FleetCore {
     table: Arc<HealthTable>,
     tickets: tickets::Tickets,
+    /// Leased blocks of limited members' and callers' rpm/tpm windows.
+    permits: permits::Permits,
     budgets: budget::RetryBudgets,
     backend: Arc<dyn Backend>,
     link: Arc<Link>,
@@ -255,6 +283,17 @@ impl FleetCore {
                 p.releases.push((member.clone(), owner.clone()));
             }
             Report::Refill { pool_id, .. } => self.tickets.filled(pool_id, None),
+            Report::Permits { key, limits, .. } => {
+                self.permits
+                    .filled(key, *limits, None, permits::Origin::None, true);
+            }
+            Report::Budget {
+                key, windows, left, ..
+            } => {
+                let ask = quota::BudgetAsk::new(key, windows, *left);
+                self.permits
+                    .filled(&ask.block, ask.limits, None, ask.origin(), true);
+            }
             Report::Success { .. } => {}
         }
     }
@@ -312,6 +351,7 @@ impl Fleet {
         let core = Arc::new(FleetCore {
             table: Arc::new(HealthTable::default()),
             tickets: tickets::Tickets::default(),
+            permits: permits::Permits::default(),
             budgets: budget::RetryBudgets::new(budget),
             backend,
             link,
@@ -542,6 +582,11 @@ impl Fleet {
     /// Distinct keys (member minutes, caller budgets) with charges not sent yet.
     pub fn pending_charges(&self) -> usize {
         self.core.charges.len()
+    }
+
+    /// Leased permits held and not used yet.
+    pub fn permits_held(&self) -> permits::Held {
+        self.core.permits.held()
     }
 
     /// Charges given up: past the store's bound, or too old to count.

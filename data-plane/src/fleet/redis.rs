@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::health::Probe;
 use super::scripts::*;
-use super::{Backend, BackendError, Entry, Failure, Reservation};
+use super::{Backend, BackendError, Entry, Failure};
 use crate::model::Limits;
 
 fn ms(d: Duration) -> i64 {
@@ -93,7 +93,7 @@ pub struct RedisBackend {
     release: redis::Script,
     merge: redis::Script,
     load: redis::Script,
-    reserve: redis::Script,
+    permits: redis::Script,
     charge: redis::Script,
     usage: redis::Script,
     heartbeat: redis::Script,
@@ -113,7 +113,7 @@ impl RedisBackend {
             release: health_script(RELEASE),
             merge: health_script(MERGE),
             load: redis::Script::new(LOAD),
-            reserve: redis::Script::new(&format!("{WINDOW}{RESERVE}")),
+            permits: redis::Script::new(&format!("{WINDOW}{PERMITS}")),
             charge: redis::Script::new(&format!("{WINDOW}{CHARGE}")),
             usage: redis::Script::new(&format!("{WINDOW}{USAGE}")),
             budget: redis::Script::new(BUDGET),
@@ -296,39 +296,11 @@ impl Backend for RedisBackend {
         Ok(last.saturating_sub(n) + 1)
     }
 
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError> {
-        let mut conn = self.conn().await?;
-        let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
-        let (granted, r, t, wait): (i64, u64, u64, u64) = self
-            .reserve
-            .key(self.keys.member_quota(member))
-            .arg(limit(limits.rpm))
-            .arg(limit(limits.tpm))
-            .arg(tokens)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| BackendError(e.to_string()))?;
-        Ok(if granted == 1 {
-            Reservation::Granted
-        } else {
-            Reservation::Denied {
-                requests: r,
-                tokens: t,
-                retry_after: Duration::from_millis(wait),
-            }
-        })
-    }
-
     async fn charge(
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError> {
         let mut conn = self.conn().await?;
@@ -344,12 +316,39 @@ impl Backend for RedisBackend {
         Ok(())
     }
 
+    async fn permits(
+        &self,
+        key: &str,
+        limits: Limits,
+        want: super::permits::Want,
+    ) -> Result<super::permits::Grant, BackendError> {
+        let mut conn = self.conn().await?;
+        let limit = |l: Option<u64>| l.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let (requests, tokens, used_requests, used_tokens, left): (u64, u64, u64, u64, u64) = self
+            .permits
+            .key(self.keys.member_quota(key))
+            .arg(limit(limits.rpm))
+            .arg(limit(limits.tpm))
+            .arg(want.requests)
+            .arg(want.tokens)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(super::permits::Grant {
+            requests,
+            tokens,
+            used_requests,
+            used_tokens,
+            left: Duration::from_millis(left),
+        })
+    }
+
     async fn budget(
         &self,
         key: &str,
         windows: &[(String, u64)],
         tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<super::BudgetLease, BackendError> {
         let mut conn = self.conn().await?;
         let mut call = self.budget.key(self.keys.budget(key));
         call.arg(windows.len());
@@ -357,11 +356,14 @@ impl Backend for RedisBackend {
             call.arg(field).arg(*limit);
         }
         call.arg(tokens);
-        let (i, used): (usize, u64) = call
+        let (i, n): (usize, u64) = call
             .invoke_async(&mut conn)
             .await
             .map_err(|e| BackendError(e.to_string()))?;
-        Ok((i > 0).then(|| (i - 1, used)))
+        Ok(match i.checked_sub(1) {
+            Some(window) => super::BudgetLease::Spent { window, used: n },
+            None => super::BudgetLease::Granted(n),
+        })
     }
 
     async fn budget_charge(

@@ -155,29 +155,35 @@ local weight = 1 - (sec % 60) / 60
 local function get(f) return math.max(tonumber(redis.call('HGET', KEYS[1], f) or '0'), 0) end
 ";
 
-/// `KEYS[1]` the member's usage; `ARGV` rpm, tpm (-1: none), the request's
-/// token estimate (taken when granted, settled by CHARGE). Counts the
-/// request only if both are under their limit over the sliding minute:
-/// `{granted, requests, tokens, ms until the next minute when refused}`
-/// (the window's counts, rounded down).
-pub(super) const RESERVE: &str = r"
+/// `KEYS[1]` the member's (or caller's) usage; `ARGV` rpm, tpm (-1: none),
+/// the requests and tokens asked for. Leases a block of permits out of the
+/// sliding minute, counted as used at once (`permits.rs`): as many as asked,
+/// at most what is left under each limit (at least one while the window has
+/// room: a request may overshoot the tpm once, as a
+/// reservation per request could). `{requests, tokens, used requests,
+/// used tokens, ms until the next minute}`; no requests: the window is spent.
+pub(super) const PERMITS: &str = r"
 local r = get('r:' .. m) + get('r:' .. (m - 1)) * weight
 local tk = get('t:' .. m) + get('t:' .. (m - 1)) * weight
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local left = 60000 - (sec % 60) * 1000 - math.floor(tonumber(t[2]) / 1000)
 if (rpm >= 0 and r >= rpm) or (tpm >= 0 and tk >= tpm) then
-  return {0, math.floor(r), math.floor(tk), (60 - sec % 60) * 1000}
+  return {0, 0, math.floor(r), math.floor(tk), left}
 end
-redis.call('HINCRBY', KEYS[1], 'r:' .. m, 1)
-local est = tonumber(ARGV[3])
-if est > 0 then redis.call('HINCRBY', KEYS[1], 't:' .. m, est) end
+local gr, gt = tonumber(ARGV[3]), tonumber(ARGV[4])
+if rpm >= 0 then gr = math.min(gr, math.ceil(rpm - r)) end
+if tpm >= 0 then gt = math.min(gt, math.ceil(tpm - tk)) end
+redis.call('HINCRBY', KEYS[1], 'r:' .. m, gr)
+if gt > 0 then redis.call('HINCRBY', KEYS[1], 't:' .. m, gt) end
 redis.call('HDEL', KEYS[1], 'r:' .. (m - 2), 't:' .. (m - 2), 'r:' .. (m - 3), 't:' .. (m - 3))
 redis.call('EXPIRE', KEYS[1], 180)
-return {1, math.floor(r) + 1, math.floor(tk), 0}
+return {gr, gt, math.floor(r) + gr, math.floor(tk) + gt, left}
 ";
 
 /// `KEYS[1]` a caller's budgets; `ARGV`: n, then n pairs of window field
-/// and limit, then the token estimate. Refuses if a window is spent
-/// (`{i, used}`), else takes the estimate from every window (`{0, 0}`).
+/// and limit, then the tokens asked for (a worker's block, `permits.rs`).
+/// Refuses if a window is spent (`{i, used}`), else takes as many as asked,
+/// at most what every window has left, from every window (`{0, taken}`).
 /// Windows that are over (yesterday, last month) are dropped; the hash is
 /// kept for 40 days, so a month's window outlives the month.
 pub(super) const BUDGET: &str = r"
@@ -187,14 +193,16 @@ for i = 1, n do current[ARGV[2 * i]] = true end
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   if not current[f] then redis.call('HDEL', KEYS[1], f) end
 end
+local t = tonumber(ARGV[2 * n + 2])
 for i = 1, n do
   local used = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i]) or '0')
-  if used >= tonumber(ARGV[2 * i + 1]) then return {i, used} end
+  local limit = tonumber(ARGV[2 * i + 1])
+  if used >= limit then return {i, used} end
+  t = math.min(t, limit - used)
 end
-local t = tonumber(ARGV[2 * n + 2])
 for i = 1, n do redis.call('HINCRBY', KEYS[1], ARGV[2 * i], t) end
 redis.call('EXPIRE', KEYS[1], 3456000)
-return {0, 0}
+return {0, t}
 ";
 
 /// `KEYS[1]` a caller's budgets; `ARGV[1]` tokens (negative: given back),
@@ -210,7 +218,8 @@ return 1
 ";
 
 /// `ARGV[1]` tokens (negative: given back), `ARGV[2]` requests (counted
-/// by a worker alone while Redis was away), `ARGV[3]` how many minutes ago
+/// by a worker alone while Redis was away; negative: leased permits given
+/// back), `ARGV[3]` how many minutes ago
 /// (0 or 1: a minute older than that is out of the sliding window, and
 /// nothing is charged). Mirrors `MemoryBackend::charge`.
 pub(super) const CHARGE: &str = r"
@@ -221,7 +230,9 @@ local at = m - math.max(ago, 0)
 if redis.call('HINCRBY', KEYS[1], 't:' .. at, ARGV[1]) < 0 then
   redis.call('HSET', KEYS[1], 't:' .. at, 0)
 end
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'r:' .. at, ARGV[2]) end
+if tonumber(ARGV[2]) ~= 0 and redis.call('HINCRBY', KEYS[1], 'r:' .. at, ARGV[2]) < 0 then
+  redis.call('HSET', KEYS[1], 'r:' .. at, 0)
+end
 redis.call('EXPIRE', KEYS[1], 180)
 return 1
 ";

@@ -12,7 +12,7 @@ use switchyard_shared::metrics::names::RedisCall;
 use tokio::time::Instant;
 
 use super::health::{Entry, Failure};
-use super::{Backend, BackendError, Reservation};
+use super::{Backend, BackendError};
 use crate::model::Limits;
 
 pub struct Timed {
@@ -82,20 +82,11 @@ impl Backend for Timed {
     async fn lease(&self, pool_id: &str, n: u64) -> Result<u64, BackendError> {
         self.time("lease", self.inner.lease(pool_id, n)).await
     }
-    async fn reserve(
-        &self,
-        member: &str,
-        limits: Limits,
-        tokens: u64,
-    ) -> Result<Reservation, BackendError> {
-        self.time("reserve", self.inner.reserve(member, limits, tokens))
-            .await
-    }
     async fn charge(
         &self,
         member: &str,
         minutes_ago: i64,
-        requests: u64,
+        requests: i64,
         tokens: i64,
     ) -> Result<(), BackendError> {
         self.time(
@@ -103,6 +94,15 @@ impl Backend for Timed {
             self.inner.charge(member, minutes_ago, requests, tokens),
         )
         .await
+    }
+    async fn permits(
+        &self,
+        key: &str,
+        limits: Limits,
+        want: super::permits::Want,
+    ) -> Result<super::permits::Grant, BackendError> {
+        self.time("permits", self.inner.permits(key, limits, want))
+            .await
     }
     async fn usage(&self, member: &str) -> Result<(u64, u64), BackendError> {
         self.time("usage", self.inner.usage(member)).await
@@ -112,7 +112,7 @@ impl Backend for Timed {
         key: &str,
         windows: &[(String, u64)],
         tokens: u64,
-    ) -> Result<Option<(usize, u64)>, BackendError> {
+    ) -> Result<super::BudgetLease, BackendError> {
         self.time("budget", self.inner.budget(key, windows, tokens))
             .await
     }

@@ -106,6 +106,27 @@ impl Collector for StateCollector {
             "Keys with token charges not yet sent to the fleet's state (Redis away)",
             live.fleet.pending_charges() as f64,
         )?;
+        let held = live.fleet.permits_held();
+        for (name, help, v) in [
+            (
+                n::FLEET_PERMITS_HELD_REQUESTS,
+                "Leased rpm permits (requests) this worker holds and has not used",
+                held.requests,
+            ),
+            (
+                n::FLEET_PERMITS_HELD_TOKENS,
+                "Leased tpm permits (tokens) this worker holds and has not used",
+                held.tokens,
+            ),
+            (
+                n::FLEET_PERMITS_HELD_BUDGET_TOKENS,
+                "Tokens of callers' budgets this worker leased and has not used",
+                held.budget_tokens,
+            ),
+        ] {
+            #[allow(clippy::cast_precision_loss)]
+            gauge(&mut encoder, name, help, v as f64)?;
+        }
         let dropped = live.fleet.dropped_charges();
         let drops: Family<n::Reason, Counter> = Family::default();
         for (reason, v) in [("full", dropped.full), ("expired", dropped.expired)] {

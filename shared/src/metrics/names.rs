@@ -90,6 +90,12 @@ pub const FLEET_UP: &str = "switchyard_fleet_state_up";
 /// Keys (a member's or caller's minute, a caller's budget) with token
 /// charges this worker has not sent to the fleet's state yet (Redis away).
 pub const FLEET_CHARGES_PENDING: &str = "switchyard_fleet_charges_pending";
+/// Leased rpm/tpm permits this worker holds and has not used yet (its
+/// blocks of limited members' and callers' windows), requests and tokens.
+pub const FLEET_PERMITS_HELD_REQUESTS: &str = "switchyard_fleet_permits_held_requests";
+pub const FLEET_PERMITS_HELD_TOKENS: &str = "switchyard_fleet_permits_held_tokens";
+/// Tokens of callers' daily/monthly budgets this worker leased and has not used.
+pub const FLEET_PERMITS_HELD_BUDGET_TOKENS: &str = "switchyard_fleet_permits_held_budget_tokens";
 /// Token charges given up, by reason: `full` (past the bound of pending
 /// keys) or `expired` (their minute left the rpm/tpm window before Redis returned).
 pub const FLEET_CHARGES_DROPPED: &str = "switchyard_fleet_charges_dropped";
