@@ -63,5 +63,4 @@ pub mod signals;
 pub mod stream;
 pub mod sync;
 pub mod targets;
-mod tried;
 pub mod upstream;
