@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fleet::Fleet;
 use crate::fleet::headroom::Headroom;
 use crate::model::{Candidate, Live};
 use crate::plan::{self, Step};
@@ -51,7 +52,15 @@ pub fn screen(
         // client's burst, a reset just passed), so try them all anyway, the
         // most headroom first.
         let mut all: Vec<Step> = near.into_iter().map(|(s, _)| s).collect();
-        all.sort_by_cached_key(|s| plan::quota_key(&s.candidate, &live(headroom, &s.candidate)));
+        all.sort_by_cached_key(|s| {
+            let (remaining_requests, remaining_tokens) = headroom.view(&s.candidate.member_id);
+            let room = Live {
+                remaining_requests,
+                remaining_tokens,
+                ..Live::default()
+            };
+            plan::quota_key(&s.candidate, &room)
+        });
         return (all, unfit);
     }
     for (s, left) in near {
@@ -69,9 +78,10 @@ pub fn larger_first(mut rest: Vec<Step>) -> Vec<Step> {
     rest
 }
 
-/// What `headroom` knows of `c`, as the plan reads it.
-pub fn live(headroom: &Headroom, c: &Candidate) -> Live {
-    let (remaining_requests, remaining_tokens) = headroom.view(&c.member_id);
+/// What the fleet knows of `c`'s headroom (its provider's headers and its
+/// own limits), as the plan reads it.
+pub fn live(fleet: &Fleet, c: &Candidate) -> Live {
+    let (remaining_requests, remaining_tokens) = fleet.remaining(&c.member_id, c.limits);
     Live {
         remaining_requests,
         remaining_tokens,

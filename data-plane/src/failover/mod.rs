@@ -316,7 +316,7 @@ impl Engine {
 
     /// A member's live signals, fleet-wide, as the plan reads them.
     pub fn live(&self, c: &Candidate) -> Live {
-        let room = fit::live(self.fleet.headroom(), c);
+        let room = fit::live(&self.fleet, c);
         Live {
             remaining_requests: room.remaining_requests,
             remaining_tokens: room.remaining_tokens,

@@ -381,6 +381,23 @@ impl Fleet {
         &self.core.headroom
     }
 
+    /// A member's requests and tokens left this minute: the least of what
+    /// its provider's rate-limit headers last said and what its own rpm/tpm
+    /// limits have left fleet-wide (as of this worker's last lease); `None`:
+    /// unknown. Memory only.
+    pub fn remaining(&self, member: &str, limits: Limits) -> (Option<u64>, Option<u64>) {
+        let (hr, ht) = self.core.headroom.view(member);
+        if !limits.any() {
+            return (hr, ht);
+        }
+        let (lr, lt) = self.core.permits.remaining(member);
+        let least = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        (least(hr, lr), least(ht, lt))
+    }
+
     /// The next round-robin ticket of a pool; never waits.
     pub fn ticket(&self, pool_id: &str) -> u64 {
         let (t, refill) = self.core.tickets.take(pool_id);

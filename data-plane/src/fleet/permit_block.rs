@@ -58,6 +58,9 @@ pub(super) struct Block {
     pub(super) window_start: Instant,
     pub(super) in_window: (u64, u64),
     pub(super) last_rate: (u64, u64),
+    /// What the window had left fleet-wide (requests, tokens) after this
+    /// worker's last lease, and when that window ends.
+    pub(super) fleet_left: Option<(u64, u64, Instant)>,
 }
 
 impl Block {
@@ -70,6 +73,7 @@ impl Block {
             origin: Origin::None,
             fetching: false,
             denied: None,
+            fleet_left: None,
             window_start: now,
             in_window: (0, 0),
             last_rate: (0, 0),

@@ -222,6 +222,11 @@ impl Permits {
         }
         let g = grant?;
         let until = now + g.left;
+        b.fleet_left = Some((
+            limits.rpm.map_or(0, |l| l.saturating_sub(g.used_requests)),
+            limits.tpm.map_or(0, |l| l.saturating_sub(g.used_tokens)),
+            until,
+        ));
         if g.refused() {
             b.denied = Some((
                 now + DENIAL_HOLD.min(g.left),
@@ -243,6 +248,34 @@ impl Permits {
         b.requests = b.requests.saturating_add(g.requests);
         b.tokens = b.tokens.saturating_add(g.tokens);
         unused
+    }
+
+    /// What `key`'s limits have left this window, fleet-wide, as of this
+    /// worker's last lease (the limit less every worker's leases) plus what
+    /// its own block still holds; the whole limit once that window is over;
+    /// `None` where no lease has told (or the limit has no such part).
+    /// Memory only: QUOTA_AWARE and ListModels read it.
+    pub fn remaining(&self, key: &str) -> (Option<u64>, Option<u64>) {
+        let Some(block) = self
+            .blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+        else {
+            return (None, None);
+        };
+        let b = lock(&block);
+        let now = Instant::now();
+        let (r, t) = match b.fleet_left {
+            None => return (None, None),
+            Some((_, _, ends)) if ends <= now => return (b.limits.rpm, b.limits.tpm),
+            Some((r, t, _)) => match b.until {
+                Some(u) if u > now => (r.saturating_add(b.requests), t.saturating_add(b.tokens)),
+                _ => (r, t),
+            },
+        };
+        (b.limits.rpm.map(|_| r), b.limits.tpm.map(|_| t))
     }
 
     /// Settles a request's tokens: `diff` more than its estimate (negative:

@@ -335,3 +335,27 @@ async fn never_more_than_the_limit_across_workers() {
     assert!(served <= 10, "{served} served against rpm 10");
     assert!(served >= 9, "the limit is usable: {served}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn remaining_is_the_windows_fleet_left_plus_the_own_block_then_the_whole_limit() {
+    let p = Permits::default();
+    assert_eq!(p.remaining("m"), (None, None), "no lease yet: unknown");
+    // Another worker holds 3: after a lease of 4, the window counts 7.
+    let g = Grant {
+        requests: 4,
+        tokens: 0,
+        used_requests: 7,
+        used_tokens: 0,
+        left: Duration::from_secs(20),
+    };
+    p.filled("m", RPM10, Some(g), Origin::Minute(7), false);
+    assert_eq!(p.remaining("m"), (Some(7), None), "3 unleased + 4 in hand");
+    p.take("m", RPM10, 0, 1, false);
+    assert_eq!(p.remaining("m"), (Some(6), None), "one used from the block");
+    tokio::time::advance(Duration::from_secs(21)).await;
+    assert_eq!(
+        p.remaining("m"),
+        (Some(10), None),
+        "a new window: all of it"
+    );
+}

@@ -270,7 +270,7 @@ fn remaining(
                 pool: p.name.clone(),
                 member: m.member_id.clone(),
             };
-            let (r, t) = fleet.headroom().view(&m.member_id);
+            let (r, t) = fleet.remaining(&m.member_id, m.limits);
             for (family, v) in [(&requests, r), (&tokens, t)] {
                 if let Some(v) = v {
                     family

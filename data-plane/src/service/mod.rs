@@ -273,7 +273,7 @@ impl Inference for InferenceService {
                         key: m.key.clone(),
                         context_tokens: m.context_tokens,
                         max_concurrency: m.max_concurrency,
-                        ..headroom_of(&self.engine.fleet, &m.member_id)
+                        ..headroom_of(&self.engine.fleet, m)
                     }
                 })
                 .chain(
@@ -380,9 +380,10 @@ fn unix_ms(at: tokio::time::Instant, now: tokio::time::Instant) -> i64 {
 }
 
 /// A member's headroom as ListModels shows it (-1: unknown).
-fn headroom_of(fleet: &crate::fleet::Fleet, member: &str) -> pb::MemberHealth {
+fn headroom_of(fleet: &crate::fleet::Fleet, m: &crate::model::Candidate) -> pb::MemberHealth {
+    let member = m.member_id.as_str();
     let h = fleet.headroom();
-    let (requests, tokens) = h.view(member);
+    let (requests, tokens) = fleet.remaining(member, m.limits);
     let shown = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     pb::MemberHealth {
         remaining_requests: shown(requests),
