@@ -99,7 +99,7 @@ enum Command {
     Watch(ctl::watch::WatchArgs),
     /// Create one provider, pool, member, route or caller.
     #[command(subcommand)]
-    Create(ctl::edit::CreateCmd),
+    Create(ctl::create::CreateCmd),
     /// Delete one provider, pool, member, route or caller.
     Delete(ctl::edit::DeleteArgs),
     /// Change some fields of a member, a pool or a caller (only the flags given).
@@ -132,7 +132,7 @@ async fn main() -> std::process::ExitCode {
         Command::Get(args) => ctl::get::run(&conn, args).await,
         Command::Describe(args) => ctl::describe::run(&conn, args).await,
         Command::Watch(args) => ctl::watch::run(&conn, args).await,
-        Command::Create(cmd) => ctl::edit::create(&conn, cmd).await,
+        Command::Create(cmd) => ctl::create::create(&conn, cmd).await,
         Command::Delete(args) => ctl::edit::delete(&conn, args).await,
         Command::Set(cmd) => ctl::edit::set(&conn, cmd).await,
         Command::Rotate(cmd) => ctl::callers::rotate(&conn, cmd).await,

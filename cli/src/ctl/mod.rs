@@ -7,6 +7,7 @@ pub mod callers_view;
 pub mod client;
 pub mod context;
 pub mod context_cmd;
+pub mod create;
 pub mod describe;
 pub mod edit;
 pub mod export;

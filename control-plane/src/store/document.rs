@@ -39,7 +39,7 @@ pub(super) async fn load<C: ConnectionTrait>(c: &C) -> ApiResult<Stored> {
         .all(c)
         .await?;
     Ok(Stored {
-        providers: super::provider_keys::with_keys(c, &providers).await?,
+        providers: providers::with_keys(c, &providers).await?,
         pools: pools.iter().map(pools::to_proto).collect(),
         members: members::with_names(c, &member_rows).await?,
         routes: routes::with_tiers(c, &route_rows).await?,

@@ -10,11 +10,13 @@
 mod apply;
 mod apply_check;
 mod callers;
+mod credentials;
 mod document;
 mod members;
 pub mod offline;
 mod pools;
 mod provider_keys;
+mod provider_keys_write;
 mod providers;
 mod routes;
 pub mod snapshot;

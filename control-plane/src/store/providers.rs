@@ -6,12 +6,11 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, Set,
 };
-use secrecy::SecretString;
 use switchyard_shared::change::{Action, Resource};
 use switchyard_shared::credential_ref::ReferenceRules;
-use switchyard_shared::seal::fingerprint;
 use uuid::Uuid;
 
+use super::credentials::credential_info;
 use super::{
     Change, Page, Store, WriteTxn, check_etag, etag, find_provider, has, mask_paths, pb,
     proto_enum, timestamp,
@@ -60,34 +59,6 @@ pub(crate) fn kind_from_str(s: &str) -> pb::ProviderKind {
     }
 }
 
-pub(crate) fn credential_info(m: &provider::Model) -> pb::CredentialInfo {
-    info_of(
-        &m.credential_source,
-        m.credential_fingerprint.as_ref(),
-        m.credential_reference.as_ref(),
-    )
-}
-
-/// What reads show of a stored credential (a provider's or one of its
-/// keys'): its source, fingerprint or reference, never the secret.
-pub(super) fn info_of(
-    source: &str,
-    fingerprint: Option<&String>,
-    reference: Option<&String>,
-) -> pb::CredentialInfo {
-    use pb::credential_info::Source;
-    let source = match source {
-        "inline" => Source::Inline,
-        "reference" => Source::Reference,
-        _ => Source::None,
-    };
-    pb::CredentialInfo {
-        source: source.into(),
-        fingerprint: fingerprint.cloned().unwrap_or_default(),
-        reference: reference.cloned().unwrap_or_default(),
-    }
-}
-
 pub(crate) fn headers(m: &provider::Model) -> HashMap<String, String> {
     serde_json::from_value(m.extra_headers.clone()).unwrap_or_default()
 }
@@ -114,12 +85,34 @@ pub(super) fn to_proto(m: &provider::Model) -> pb::Provider {
     }
 }
 
+/// Providers as the API shows them, keys included (one batched look-up).
+pub(super) async fn with_keys<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    rows: &[provider::Model],
+) -> ApiResult<Vec<pb::Provider>> {
+    let mut keys =
+        super::provider_keys::keys_by_provider(c, rows.iter().map(|p| p.id).collect()).await?;
+    Ok(rows
+        .iter()
+        .map(|p| {
+            let mut out = to_proto(p);
+            out.keys = keys
+                .remove(&p.id)
+                .unwrap_or_default()
+                .iter()
+                .map(super::provider_keys::to_proto)
+                .collect();
+            out
+        })
+        .collect())
+}
+
 /// One provider as the API shows it, keys included.
 async fn one_with_keys<C: sea_orm::ConnectionTrait>(
     c: &C,
     m: &provider::Model,
 ) -> ApiResult<pb::Provider> {
-    super::provider_keys::with_keys(c, std::slice::from_ref(m))
+    with_keys(c, std::slice::from_ref(m))
         .await?
         .pop()
         .ok_or_else(|| ApiError::Internal("provider vanished".into()))
@@ -205,62 +198,7 @@ async fn check_name_free<C: sea_orm::ConnectionTrait>(c: &C, name: &str) -> ApiR
     }
 }
 
-/// Sealed secret, reference and fingerprint for a credential input.
-pub(super) struct StoredCredential {
-    pub source: &'static str,
-    pub sealed: Option<Vec<u8>>,
-    pub reference: Option<String>,
-    pub fingerprint: Option<String>,
-}
-
 impl Store {
-    /// Seals an inline secret (bound to the provider's id, for its own
-    /// credential and its keys alike) or checks a reference. `field` names
-    /// the input in errors (`provider.credential`, `provider.keys[1].credential`).
-    pub(super) fn store_credential(
-        &self,
-        field: &str,
-        id: Uuid,
-        input: Option<&pb::CredentialInput>,
-    ) -> ApiResult<StoredCredential> {
-        use pb::credential_input::Source;
-        match input.and_then(|c| c.source.as_ref()) {
-            None => Ok(StoredCredential {
-                source: "none",
-                sealed: None,
-                reference: None,
-                fingerprint: None,
-            }),
-            Some(Source::Inline(secret)) => {
-                validate::inline_secret(&format!("{field}.inline"), secret)?;
-                let secret = SecretString::from(secret.clone());
-                let sealed = self
-                    .master_key()?
-                    .seal(id.to_string().as_bytes(), &secret)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                Ok(StoredCredential {
-                    source: "inline",
-                    sealed: Some(sealed),
-                    reference: None,
-                    fingerprint: Some(fingerprint(&secret)),
-                })
-            }
-            Some(Source::Reference(r)) => {
-                validate::credential_reference(
-                    &format!("{field}.reference"),
-                    r,
-                    &self.credential_rules,
-                )?;
-                Ok(StoredCredential {
-                    source: "reference",
-                    sealed: None,
-                    reference: Some(r.clone()),
-                    fingerprint: None,
-                })
-            }
-        }
-    }
-
     pub async fn create_provider(&self, p: Option<pb::Provider>) -> ApiResult<pb::Provider> {
         self.write(async |w| self.create_provider_in(w, p).await)
             .await
@@ -341,7 +279,7 @@ impl Store {
         let mut rows = q.all(self.db()).await?;
         let next_page_token = page.finish(&mut rows, |r| r.name.clone());
         Ok(pb::ListProvidersResponse {
-            providers: super::provider_keys::with_keys(self.db(), &rows).await?,
+            providers: with_keys(self.db(), &rows).await?,
             next_page_token,
         })
     }

@@ -48,7 +48,7 @@ fn snapshot_provider(
     keys: Vec<provider_key::Model>,
     with_sealed: bool,
 ) -> pb::SnapshotProvider {
-    let info = super::providers::credential_info(&m);
+    let info = super::credentials::credential_info(&m);
     let headers = super::providers::headers(&m);
     pb::SnapshotProvider {
         id: m.id.to_string(),
@@ -67,7 +67,7 @@ fn snapshot_provider(
         keys: keys
             .into_iter()
             .map(|k| {
-                let info = super::providers::info_of(
+                let info = super::credentials::info_of(
                     &k.credential_source,
                     k.credential_fingerprint.as_ref(),
                     k.credential_reference.as_ref(),
