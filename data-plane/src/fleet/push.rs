@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::charges::{Batch, ChargeKey};
-use super::permits::{Origin, Unused};
-use super::quota::{BUDGET_BLOCK, BudgetAsk, lease_grant};
+use super::permits::Origin;
+use super::quota::{BudgetAsk, lease_grant, queue_unused};
 use super::{BACKGROUND_TIMEOUT, BackendError, FleetCore, Report};
 
 /// The background task: pushes reports to the backend one at a time, in order.
@@ -34,7 +34,7 @@ pub(super) async fn run(
                 if core.link.is_up() {
                     let workers = core.workers.load(std::sync::atomic::Ordering::Relaxed);
                     for (key, unused) in core.permits.sweep(workers) {
-                        give_back(&core, &key, Some(unused));
+                        queue_unused(&core, &key, Some(unused));
                     }
                 } else {
                     core.permits.forfeit();
@@ -45,7 +45,7 @@ pub(super) async fn run(
     }
     // Permits leased but not used go back to the fleet.
     for (key, unused) in core.permits.drain() {
-        give_back(&core, &key, Some(unused));
+        queue_unused(&core, &key, Some(unused));
     }
     // Stopping (after in-flight requests finished): what they reported still
     // goes out — probe releases above all, then charges — within a short grace.
@@ -114,30 +114,6 @@ pub(super) async fn send_charges(core: &FleetCore) -> Result<(), BackendError> {
 /// share that shrank.
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Queues leased permits that were not used, to give back to their window.
-pub(super) fn give_back(core: &FleetCore, block: &str, unused: Option<Unused>) {
-    let Some(u) = unused else { return };
-    let key = match u.origin {
-        Origin::Minute(minute) => ChargeKey::Window {
-            key: block.to_owned(),
-            minute,
-        },
-        Origin::Budget(fields) => ChargeKey::Budget {
-            key: block.strip_prefix(BUDGET_BLOCK).unwrap_or(block).to_owned(),
-            fields,
-        },
-        Origin::None => return,
-    };
-    let requests = match key {
-        ChargeKey::Window { .. } => -i64::try_from(u.requests).unwrap_or(i64::MAX),
-        ChargeKey::Budget { .. } => 0,
-    };
-    let tokens = -i64::try_from(u.tokens).unwrap_or(i64::MAX);
-    if !core.charges.add(key, requests, tokens) {
-        tracing::debug!("pending charges at their bound: unused permits were not given back");
-    }
-}
-
 /// How long the pusher may take to send what is queued when the worker stops.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -195,7 +171,7 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
             let grant = core.backend.permits(key, *limits, *want).await?;
             let origin = Origin::Minute(minute);
             let unused = core.permits.filled(key, *limits, Some(grant), origin, true);
-            give_back(core, key, unused);
+            queue_unused(core, key, unused);
         }
         Report::Budget {
             key,
@@ -209,7 +185,7 @@ async fn apply(core: &FleetCore, report: &Report) -> Result<(), BackendError> {
             let unused =
                 core.permits
                     .filled(&ask.block, ask.limits, Some(grant), ask.origin(), true);
-            give_back(core, &ask.block, unused);
+            queue_unused(core, &ask.block, unused);
         }
     }
     Ok(())

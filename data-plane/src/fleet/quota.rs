@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::charges::ChargeKey;
 use super::permits::{Found, Grant, Origin, Unused};
-use super::{Fleet, REQUEST_PATH_TIMEOUT, Reservation};
+use super::{Fleet, FleetCore, REQUEST_PATH_TIMEOUT, Reservation};
 use crate::model::Limits;
 
 /// A caller's budgets, asked about one request.
@@ -162,7 +162,7 @@ impl Fleet {
     /// the background.
     fn give_back(&self, key: &str, unused: Option<Unused>) {
         if unused.is_some() {
-            super::push::give_back(&self.core, key, unused);
+            queue_unused(&self.core, key, unused);
             self.core.charges_waiting.notify_one();
         }
     }
@@ -482,3 +482,27 @@ pub(super) fn lease_grant(lease: super::BudgetLease, left: Duration) -> Grant {
 #[cfg(test)]
 #[path = "quota_tests.rs"]
 mod tests;
+
+/// Queues leased permits that were not used, to give back to their window.
+pub(super) fn queue_unused(core: &FleetCore, block: &str, unused: Option<Unused>) {
+    let Some(u) = unused else { return };
+    let key = match u.origin {
+        Origin::Minute(minute) => ChargeKey::Window {
+            key: block.to_owned(),
+            minute,
+        },
+        Origin::Budget(fields) => ChargeKey::Budget {
+            key: block.strip_prefix(BUDGET_BLOCK).unwrap_or(block).to_owned(),
+            fields,
+        },
+        Origin::None => return,
+    };
+    let requests = match key {
+        ChargeKey::Window { .. } => -i64::try_from(u.requests).unwrap_or(i64::MAX),
+        ChargeKey::Budget { .. } => 0,
+    };
+    let tokens = -i64::try_from(u.tokens).unwrap_or(i64::MAX);
+    if !core.charges.add(key, requests, tokens) {
+        tracing::debug!("pending charges at their bound: unused permits were not given back");
+    }
+}
