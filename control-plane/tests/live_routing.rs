@@ -220,6 +220,30 @@ async fn provider_keys_and_member_fields(backend: Backend) {
     )
     .await;
     assert_eq!(default_key.key, "default");
+    // A provider whose only keys are named: "default" is no key of it.
+    create_provider(
+        &mut c,
+        pb::Provider {
+            credential: None,
+            keys: vec![key("only", inline(SECOND))],
+            ..openai_provider("keyonly", OWN)
+        },
+    )
+    .await;
+    let (code, msg) = refused(
+        c.create_member(pb::CreateMemberRequest {
+            member: Some(pb::Member {
+                key: "default".into(),
+                ..member(pool_name, "keyonly", "m5")
+            }),
+        })
+        .await,
+    );
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(
+        msg.contains("provider 'keyonly' has none; use one of: only"),
+        "{msg}"
+    );
 
     // Update with a mask: set, clear, re-pin; a bad key refused.
     let before = revision(&mut c).await;

@@ -16,9 +16,10 @@ use crate::features::{Condition, Features};
 use crate::model::{Candidate, Limits, Policy, Pool, Resolved, Route, Strategy, Tier};
 use crate::targets::{Expanded, Provider};
 
-/// (provider, upstream model, key) → the target that serves it (one with
-/// limits first).
-type Served = HashMap<(String, String, String), (String, Limits)>;
+/// (provider, upstream model, key) → the active target that serves it (one
+/// with limits first), its limits and its concurrency cap: a direct call
+/// shares the member's health, limits, in-flight and slots.
+type Served = HashMap<(String, String, String), (String, Limits, Option<u32>)>;
 
 #[derive(Default)]
 pub struct Catalog {
@@ -170,12 +171,15 @@ impl Catalog {
                     });
                     if status == pb::MemberStatus::Active && prov.enabled {
                         active.push(c.clone());
-                    }
-                    let entry = served
-                        .entry((c.provider.clone(), c.upstream_model.clone(), c.key.clone()))
-                        .or_insert_with(|| (c.member_id.clone(), c.limits));
-                    if c.limits.any() && !entry.1.any() {
-                        *entry = (c.member_id.clone(), c.limits);
+                        // A draining or inactive member takes no direct
+                        // calls under its id (they would keep it busy).
+                        let this = || (c.member_id.clone(), c.limits, c.max_concurrency);
+                        let entry = served
+                            .entry((c.provider.clone(), c.upstream_model.clone(), c.key.clone()))
+                            .or_insert_with(this);
+                        if c.limits.any() && !entry.1.any() {
+                            *entry = this();
+                        }
                     }
                     members.push(c);
                 }
@@ -258,9 +262,9 @@ impl Catalog {
                     .served
                     .get(&(p.name.clone(), model.to_owned(), key.name.clone()));
                 any_known |= known.is_some();
-                let (member_id, limits) = known
+                let (member_id, limits, max_concurrency) = known
                     .cloned()
-                    .unwrap_or_else(|| (p.target_id(spec, &key.name), Limits::default()));
+                    .unwrap_or_else(|| (p.target_id(spec, &key.name), Limits::default(), None));
                 Arc::new(Candidate {
                     member_id,
                     provider: p.name.clone(),
@@ -269,7 +273,7 @@ impl Catalog {
                     limits,
                     priority: 0,
                     status: pb::MemberStatus::Active,
-                    max_concurrency: None,
+                    max_concurrency,
                     context_tokens: None,
                     key: key.name.clone(),
                     target: p.target(model, key, None, true),

@@ -71,10 +71,17 @@ pub fn screen(
     (room.into_iter().map(|(s, _)| s).collect(), unfit)
 }
 
-/// The rest of a plan after a provider said the prompt is too long: larger
-/// windows first (stable; unknown windows after the known ones).
-pub fn larger_first(mut rest: Vec<Step>) -> Vec<Step> {
-    rest.sort_by_key(|s| std::cmp::Reverse(s.candidate.context_tokens.map_or(0, |w| w + 1)));
+/// The rest of a plan after a provider said the prompt is too long for a
+/// member whose window is `failed` (if known): windows larger than it first,
+/// largest first, then unknown windows, then known windows no larger than
+/// the one that just refused (hopeless unless its window was misconfigured,
+/// so last rather than gone). Stable within each group.
+pub fn larger_first(mut rest: Vec<Step>, failed: Option<u64>) -> Vec<Step> {
+    rest.sort_by_key(|s| match (s.candidate.context_tokens, failed) {
+        (Some(w), Some(f)) if w <= f => (2, std::cmp::Reverse(w)),
+        (Some(w), _) => (0, std::cmp::Reverse(w)),
+        (None, _) => (1, std::cmp::Reverse(0)),
+    });
     rest
 }
 
@@ -219,16 +226,24 @@ mod tests {
 
     #[test]
     fn after_context_too_long_larger_windows_go_first() {
-        let rest = vec![
-            step("?", None),
-            step("8k", Some(8_000)),
-            step("200k", Some(200_000)),
-            step("32k", Some(32_000)),
-            step("??", None),
-        ];
+        let rest = || {
+            vec![
+                step("?", None),
+                step("8k", Some(8_000)),
+                step("200k", Some(200_000)),
+                step("32k", Some(32_000)),
+                step("??", None),
+            ]
+        };
         assert_eq!(
-            ids(&larger_first(rest)),
-            vec!["200k", "32k", "8k", "?", "??"]
+            ids(&larger_first(rest(), None)),
+            vec!["200k", "32k", "8k", "?", "??"],
+            "the failed window unknown: larger known ones first"
+        );
+        assert_eq!(
+            ids(&larger_first(rest(), Some(8_000))),
+            vec!["200k", "32k", "?", "??", "8k"],
+            "an 8k window refused: unknown windows before a known 8k"
         );
     }
 }

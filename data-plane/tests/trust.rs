@@ -185,18 +185,24 @@ async fn extra_json_cannot_set_what_limits_and_budgets_count() {
     assert_eq!(body["service_tier"], "flex", "other extra fields pass");
 }
 
-/// The tokens ListModels reports for `model` this minute, once they are
-/// `at_least` (the charge travels in the background).
+/// The tokens this (only) worker has charged `model` this minute, once they
+/// are `at_least` (charges travel in the background): what ListModels says
+/// the minute counts (permits are counted when leased) less the leased
+/// tokens the worker still holds unused, read while that holding is steady.
 async fn tokens_this_minute(w: &ServerProc, model: &str, at_least: u64) -> u64 {
     let mut c = client(w).await;
+    let held = |text: String| {
+        sample(&text, "switchyard_fleet_permits_held_tokens", &[]).unwrap_or(0.0) as u64
+    };
     let mut seen = 0;
     for _ in 0..100 {
+        let before = held(scrape(w).await);
         let models = c
             .list_models(pb::ListModelsRequest {})
             .await
             .expect("models")
             .into_inner();
-        seen = models
+        let leased = models
             .models
             .iter()
             .flat_map(|m| m.members.iter())
@@ -204,8 +210,11 @@ async fn tokens_this_minute(w: &ServerProc, model: &str, at_least: u64) -> u64 {
             .map(|m| m.tokens_this_minute)
             .max()
             .unwrap_or(0);
-        if seen >= at_least {
-            break;
+        if held(scrape(w).await) == before {
+            seen = leased.saturating_sub(before);
+            if seen >= at_least {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

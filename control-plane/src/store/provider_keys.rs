@@ -88,9 +88,6 @@ pub(super) async fn member_key<C: ConnectionTrait>(
     if key.is_empty() {
         return Ok(None);
     }
-    if key == DEFAULT_KEY {
-        return Ok(Some(key.to_owned()));
-    }
     let names: Vec<String> = keys_by_provider(c, vec![provider.id])
         .await?
         .remove(&provider.id)
@@ -98,7 +95,18 @@ pub(super) async fn member_key<C: ConnectionTrait>(
         .into_iter()
         .map(|k| k.name)
         .collect();
-    if names.iter().any(|n| n == key) {
+    let own = provider.credential_sealed.is_some() || provider.credential_reference.is_some();
+    if key == DEFAULT_KEY && !own && !names.is_empty() {
+        // Workers would refuse the member: the provider's named keys are
+        // its only keys.
+        return Err(ApiError::invalid(format!(
+            "member.key 'default' is the provider's own credential, and provider '{}' has none; \
+             use one of: {} (or leave it empty for every key)",
+            provider.name,
+            names.join(", ")
+        )));
+    }
+    if key == DEFAULT_KEY || names.iter().any(|n| n == key) {
         return Ok(Some(key.to_owned()));
     }
     let mut choices = vec![DEFAULT_KEY.to_owned()];

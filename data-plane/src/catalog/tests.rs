@@ -367,3 +367,26 @@ async fn a_benched_key_sits_out_while_the_other_key_of_the_member_serves() {
     assert!(skipped.is_empty(), "back after its bench: {skipped:?}");
     assert!(steps.contains(&"m1~k2".to_owned()), "{steps:?}");
 }
+
+#[test]
+fn a_direct_call_shares_an_active_members_cap_and_never_a_draining_ones_id() {
+    let mut snap = snapshot();
+    snap.pools[0].members[0].max_concurrency = Some(4);
+    let c = Catalog::build(&snap, &no_secrets());
+    let none = Features::default();
+    let direct = c.resolve("prov/big", &none).expect("resolves");
+    let m = &direct.tiers[0].1.members[0];
+    assert_eq!(
+        (m.member_id.as_str(), m.max_concurrency),
+        ("m1", Some(4)),
+        "m1's target, slots and all"
+    );
+    // m1 draining and m3 inactive: the direct call is a target of its own.
+    snap.pools[0].members[0].status = pb::MemberStatus::Draining.into();
+    snap.pools[1].members[0].status = pb::MemberStatus::Inactive.into();
+    let c = Catalog::build(&snap, &no_secrets());
+    let direct = c.resolve("prov/big", &none).expect("resolves");
+    let m = &direct.tiers[0].1.members[0];
+    assert!(m.ephemeral, "not m1: {}", m.member_id);
+    assert_eq!(m.max_concurrency, None);
+}

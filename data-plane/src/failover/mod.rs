@@ -270,7 +270,8 @@ impl Engine {
                     Outcome::Served(value) => return Ok(served(value, pool, member, &mut run)),
                     Outcome::Busy(step, body) => busy.push((tier, step, body)),
                     Outcome::Next if std::mem::take(&mut run.too_long) => {
-                        steps = fit::larger_first(steps.collect()).into_iter();
+                        steps =
+                            fit::larger_first(steps.collect(), member.context_tokens).into_iter();
                     }
                     Outcome::Next => {}
                     Outcome::Stop(e) => return Err(run.log.fail(e)),
