@@ -26,7 +26,9 @@ pub struct OpenStream {
 }
 
 impl Carry for OpenStream {
+    const STREAM: bool = true;
     fn carry(&mut self, hold: Hold) {
+        hold.first_byte();
         self.hold = Some(hold);
     }
 }

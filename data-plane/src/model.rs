@@ -110,6 +110,9 @@ pub struct Live {
     /// Recent 90th percentile of time to first byte/token (deadline-aware
     /// attempts skip a member whose p90 exceeds the caller's time left).
     pub ttft_p90: Option<Duration>,
+    /// Recent 90th percentile of whole unary answers, this worker's own
+    /// (what a unary caller's deadline is held against).
+    pub answer_p90: Option<Duration>,
     /// Requests and tokens left this minute (the least of the member's own
     /// limit and the provider's rate-limit headers).
     pub remaining_requests: Option<u64>,

@@ -11,11 +11,24 @@ use crate::error::DpError;
 use crate::model::{Candidate, Pool};
 
 impl Engine {
-    /// Whether the member's recent p90 time to first token exceeds the
+    /// Whether what the caller waits for — a stream's first token, a unary
+    /// call's whole answer — took the member longer at p90 recently than the
     /// caller's time left (no data, no deadline: try it); if so the skip is
     /// recorded, with no penalty.
-    pub(super) fn too_slow(&self, pool: &Pool, c: &Candidate, run: &mut Run<'_>) -> bool {
-        let (Some(deadline), Some(p90)) = (run.deadline, self.live(c).ttft_p90) else {
+    pub(super) fn too_slow(
+        &self,
+        pool: &Pool,
+        c: &Candidate,
+        run: &mut Run<'_>,
+        stream: bool,
+    ) -> bool {
+        let live = self.live(c);
+        let (p90, what) = if stream {
+            (live.ttft_p90, "time to first token")
+        } else {
+            (live.answer_p90, "answer time")
+        };
+        let (Some(deadline), Some(p90)) = (run.deadline, p90) else {
             return false;
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -28,7 +41,7 @@ impl Engine {
         run.log.reason(
             c,
             format!(
-                "skipped: its recent p90 time to first token ({} ms) exceeds the time left ({} ms)",
+                "skipped: its recent p90 {what} ({} ms) exceeds the time left ({} ms)",
                 p90.as_millis(),
                 left.as_millis()
             ),

@@ -52,7 +52,7 @@ impl Engine {
         T: Carry + upstream::Rated,
     {
         let c = &step.candidate;
-        if self.too_slow(pool, c, run) {
+        if self.too_slow(pool, c, run, T::STREAM) {
             return Outcome::Next;
         }
         // A slot of a capped member, taken from memory; freed when the
@@ -166,7 +166,7 @@ impl Engine {
                     Err(_) => {
                         // Cut by the caller's deadline: not the member's fault.
                         busy.done();
-                        hold.timed_out();
+                        hold.timed_out(T::STREAM);
                         span.record("switchyard.outcome", "deadline");
                         run.log
                             .push(pool, c, pb::AttemptOutcome::Deadline, None, Some(start));
@@ -192,7 +192,6 @@ impl Engine {
             }
             let err = match result {
                 Ok(mut value) => {
-                    hold.first_byte();
                     value.carry(hold.with_permit(permit.take()));
                     span.record("switchyard.outcome", "ok");
                     span.record(
@@ -213,7 +212,7 @@ impl Engine {
                         err,
                         UpstreamError::FirstByteTimeout | UpstreamError::RequestTimeout
                     ) {
-                        hold.timed_out();
+                        hold.timed_out(T::STREAM);
                     }
                     err
                 }

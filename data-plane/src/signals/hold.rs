@@ -57,12 +57,26 @@ impl Hold {
         }
     }
 
-    /// The first byte (unary: the whole answer) or first content chunk
-    /// (stream) arrived now.
+    /// A stream's first content chunk arrived now: its time to first token
+    /// feeds the estimate and the recent p90 the deadline rule reads.
     pub fn first_byte(&self) {
         self.sample(|e, took, now| {
             e.ttft.observe(took, now);
             e.recent_ttft.push(took, now);
+            e.samples += 1;
+        });
+    }
+
+    /// A unary answer arrived whole now: its first byte is its last, so it
+    /// feeds the time-to-first-token estimate (LATENCY ranks unary pools by
+    /// it) and the total latency, but not the recent p90 of time to first
+    /// token — a long completion would make a member look hopeless to a
+    /// streaming caller whose first token comes in milliseconds.
+    pub fn answered(self) {
+        self.sample(|e, took, now| {
+            e.ttft.observe(took, now);
+            e.latency.observe(took, now);
+            e.recent_answer.push(took, now);
             e.samples += 1;
         });
     }
@@ -75,11 +89,17 @@ impl Hold {
     /// The attempt was cut by a timeout (the provider's or the caller's)
     /// before its first byte: it took at least this long, so the member
     /// looks at least this slow (its estimates rise, never fall, by it).
-    pub fn timed_out(self) {
+    /// `stream`: what timed out was a stream's first chunk (else a unary
+    /// answer); the sample joins the recent p90 of its kind.
+    pub fn timed_out(self, stream: bool) {
         self.sample(|e, took, now| {
             e.ttft.at_least(took, now);
             e.latency.at_least(took, now);
-            e.recent_ttft.push(took, now);
+            if stream {
+                e.recent_ttft.push(took, now);
+            } else {
+                e.recent_answer.push(took, now);
+            }
         });
     }
 }
@@ -95,18 +115,21 @@ impl Drop for Hold {
 /// An attempt's answer takes its hold: a unary answer is complete (the hold
 /// ends with it), a stream carries it until the stream ends.
 pub trait Carry {
+    /// A stream: the answer's first chunk is what the caller waits for
+    /// (else the whole answer).
+    const STREAM: bool = false;
     fn carry(&mut self, hold: Hold);
 }
 
 impl Carry for Completion {
     fn carry(&mut self, hold: Hold) {
-        hold.finished();
+        hold.answered();
     }
 }
 
 impl Carry for Embeddings {
     fn carry(&mut self, hold: Hold) {
-        hold.finished();
+        hold.answered();
     }
 }
 
@@ -132,7 +155,7 @@ mod tests {
         h.finished();
         assert_eq!(count(&s), 0);
         let h = Hold::new(m.clone());
-        h.timed_out();
+        h.timed_out(true);
         assert_eq!(count(&s), 0);
         drop(Hold::new(m.clone()));
         assert_eq!(count(&s), 0);
@@ -194,11 +217,35 @@ mod tests {
         assert_eq!(live.latency, Some(Duration::from_millis(500)));
         let h = Hold::new(s.member("m"));
         tokio::time::advance(Duration::from_secs(5)).await;
-        h.timed_out();
+        h.timed_out(true);
         assert_eq!(
             s.live("m").ttft,
             Some(Duration::from_secs(5)),
             "a hanging member looks slow"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_unary_answer_does_not_make_the_streams_p90_look_hopeless() {
+        let s = Signals::default();
+        let h = Hold::new(s.member("m"));
+        tokio::time::advance(Duration::from_millis(300)).await;
+        h.first_byte();
+        h.finished();
+        let h = Hold::new(s.member("m"));
+        tokio::time::advance(Duration::from_secs(12)).await;
+        h.answered();
+        let live = s.live("m");
+        assert_eq!(
+            live.ttft_p90,
+            Some(Duration::from_millis(300)),
+            "streams' first tokens only"
+        );
+        assert_eq!(live.answer_p90, Some(Duration::from_secs(12)));
+        assert!(
+            live.ttft > Some(Duration::from_secs(1)),
+            "the estimate counts it"
+        );
+        assert!(live.latency > Some(Duration::from_secs(1)));
     }
 }

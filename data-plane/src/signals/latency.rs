@@ -99,6 +99,8 @@ pub struct Estimates {
     pub ttft: PeakEwma,
     pub latency: PeakEwma,
     pub recent_ttft: Recent,
+    /// Recent unary answers, whole (a unary caller's deadline reads their p90).
+    pub recent_answer: Recent,
     /// Samples taken (reports weigh nothing by it; shown for debugging).
     pub samples: u64,
 }

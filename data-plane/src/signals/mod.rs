@@ -48,6 +48,8 @@ pub struct Local {
     pub ttft: Option<Duration>,
     pub latency: Option<Duration>,
     pub ttft_p90: Option<Duration>,
+    /// This worker's recent p90 of whole unary answers (not reported).
+    pub answer_p90: Option<Duration>,
 }
 
 /// Every member's signals: this worker's, and the fleet's merged view.
@@ -125,19 +127,27 @@ impl Signals {
             ttft: mean(own.ttft, |r| r.ttft),
             latency: mean(own.latency, |r| r.latency),
             ttft_p90: mean(own.ttft_p90, |r| r.ttft_p90),
+            answer_p90: own.answer_p90,
             ..Live::default()
         }
     }
 }
 
 fn local_of(m: &Member, now: Instant) -> Local {
-    let (ttft, latency, ttft_p90) =
-        m.with(|e| (e.ttft.get(now), e.latency.get(now), e.recent_ttft.p90(now)));
+    let (ttft, latency, ttft_p90, answer_p90) = m.with(|e| {
+        (
+            e.ttft.get(now),
+            e.latency.get(now),
+            e.recent_ttft.p90(now),
+            e.recent_answer.p90(now),
+        )
+    });
     Local {
         in_flight: m.in_flight.load(Ordering::Acquire),
         ttft,
         latency,
         ttft_p90,
+        answer_p90,
     }
 }
 
