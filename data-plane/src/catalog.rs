@@ -218,12 +218,14 @@ impl Catalog {
             let tiers = r
                 .tiers
                 .iter()
-                .filter_map(|t| {
+                .zip(0u32..)
+                .filter_map(|(t, index)| {
                     let pool = match t.target.as_ref()? {
                         pb::route_tier::Target::Pool(name) => catalog.pools.get(name).cloned()?,
                         pb::route_tier::Target::Direct(spec) => catalog.direct(spec)?,
                     };
                     Some(Tier {
+                        index,
                         pool,
                         backup: t.backup,
                         when: t.when.as_ref().map(Condition::from).unwrap_or_default(),
@@ -324,19 +326,17 @@ impl Catalog {
             let taken = |backup: bool| {
                 r.tiers
                     .iter()
-                    .zip(0u32..)
-                    .filter(move |(t, _)| t.backup == backup && t.pool.enabled)
-                    .filter(|(t, _)| t.when.matches(features))
-                    .map(|(t, i)| (i, t.pool.clone()))
+                    .filter(move |t| t.backup == backup && t.pool.enabled)
+                    .filter(|t| t.when.matches(features))
+                    .map(|t| (t.index, t.pool.clone()))
             };
             let tiers: Vec<(u32, Arc<Pool>)> = taken(false).chain(taken(true)).collect();
             if !r.tiers.iter().any(|t| t.when.matches(features)) && !r.tiers.is_empty() {
                 let asked: Vec<String> = r
                     .tiers
                     .iter()
-                    .zip(0..)
-                    // Numbered as attempts number them (0-based).
-                    .map(|(t, n)| format!("tier {n}: {}", t.when.describe()))
+                    // Numbered as configured, as attempts number them (0-based).
+                    .map(|t| format!("tier {}: {}", t.index, t.when.describe()))
                     .collect();
                 return Err(DpError::InvalidArgument(format!(
                     "no tier of route '{model}' takes this request ({}); send what a tier \

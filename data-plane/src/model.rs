@@ -150,6 +150,9 @@ impl Pool {
 /// One tier of a route.
 #[derive(Debug)]
 pub struct Tier {
+    /// Its place in the route as configured (0-based; a tier this worker
+    /// cannot serve is left out, the others keep their number).
+    pub index: u32,
     pub pool: Arc<Pool>,
     pub backup: bool,
     /// What a request must have for this tier to take it.

@@ -325,6 +325,15 @@ fn route_tiers_whose_condition_the_request_lacks_are_passed_over() {
     assert!(matches!(err, DpError::InvalidArgument(_)), "{err:?}");
     assert!(err.to_string().contains("tier 0: images"), "{err}");
     assert!(c.resolve("eyes", &image).is_ok());
+    // A tier this worker cannot serve (a pool it does not have) leaves the
+    // others their configured numbers.
+    snap.routes[0].tiers.insert(0, tier("gone", false, None));
+    let shifted = Catalog::build(&snap, &no_secrets());
+    let r = shifted
+        .resolve("auto", &Features::text(10))
+        .expect("resolves");
+    assert_eq!(r.tiers.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2]);
+    snap.routes[0].tiers.remove(0);
     // A tier that takes the request but whose pool is disabled is the
     // configuration's problem, not the caller's.
     snap.pools[0].enabled = false;
