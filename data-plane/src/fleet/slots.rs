@@ -61,6 +61,13 @@ impl Slot {
     }
 
     /// Takes one slot if this worker's share has room.
+    /// Slots of this worker's share not in use.
+    fn free(&self) -> u32 {
+        self.share
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.in_use.load(Ordering::SeqCst))
+    }
+
     fn try_take(&self) -> bool {
         let share = self.share.load(Ordering::SeqCst);
         // SeqCst with the queue's `waiting` count: a take that fails and
@@ -249,9 +256,12 @@ impl Slots {
 
     /// Takes a slot of `c`'s member for a request of pool `pool_id`.
     /// `Ok(None)`: the member is not capped. `Err(AtCap)`: it is at its cap
-    /// here — or others wait in the pool's queue ahead of this request
-    /// (FIFO: only the queue's head may take a freed slot). A request that
-    /// takes a slot leaves the queue (`place`).
+    /// here — or others wait in the pool's queue ahead of this request and
+    /// the member has no more free slots than there are waiters (FIFO: a
+    /// freed slot is the head's; a member with room for every waiter and
+    /// more — one the waiters cannot use, say, too small for the head's
+    /// prompt — still serves newcomers). A request that takes a slot leaves
+    /// the queue (`place`).
     pub fn take(
         self: &Arc<Self>,
         member_id: &str,
@@ -265,7 +275,12 @@ impl Slots {
         let slot = self.slot(member_id, cap);
         let ahead = match place {
             Some(p) if p.pool() == pool_id => !p.is_head(),
-            _ => self.waiting.load(Ordering::Acquire) > 0 && self.queue_len(pool_id) > 0,
+            _ => {
+                self.waiting.load(Ordering::Acquire) > 0 && {
+                    let waiters = self.queue_len(pool_id);
+                    waiters > 0 && slot.free() as usize <= waiters
+                }
+            }
         };
         if ahead || !slot.try_take() {
             if ahead {

@@ -220,3 +220,25 @@ async fn a_leased_share_bounds_the_slots_and_lapses_to_an_even_split() {
     s.lapse(Instant::now(), true);
     assert_eq!(slot.share(), 4, "lapsed: the cap over one live worker");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_member_with_room_for_every_waiter_and_more_still_serves_newcomers() {
+    let s = Slots::new(false, 8);
+    // The head waits for "m" (cap 2, both slots taken).
+    let held = (take(&s, &mut None), take(&s, &mut None));
+    let mut head = Some(s.enqueue("p").expect("room"));
+    assert!(busy(&s, &mut head));
+    // "z" (cap 4, idle) has room for the one waiter and more: a newcomer
+    // takes it rather than queueing behind a head that cannot use it.
+    let z = s
+        .take("z", Some(4), "p", &mut None)
+        .expect("z has room")
+        .expect("capped");
+    // "one" (cap 1, idle) has no more room than there are waiters: FIFO.
+    assert!(s.take("one", Some(1), "p", &mut None).is_err());
+    assert!(
+        s.take("one", Some(1), "p", &mut head).is_ok(),
+        "the head may take it"
+    );
+    drop((held, z));
+}
