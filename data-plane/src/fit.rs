@@ -98,40 +98,14 @@ pub fn live(fleet: &Fleet, c: &Candidate) -> Live {
 
 #[cfg(test)]
 mod tests {
-    use switchyard_proto::v1 as pb;
-
     use super::*;
-    use crate::model::Limits;
-    use crate::upstream::{Kind, RateHeaders, Target, Timeouts};
+    use crate::upstream::RateHeaders;
 
     fn step(id: &str, context_tokens: Option<u64>) -> Step {
         Step {
             candidate: Arc::new(Candidate {
-                member_id: id.into(),
-                provider: "p".into(),
-                upstream_model: "x".into(),
-                weight: 1,
-                priority: 0,
-                status: pb::MemberStatus::Active,
-                limits: Limits::default(),
-                max_concurrency: None,
                 context_tokens,
-                key: "default".into(),
-                ephemeral: false,
-                target: Target {
-                    kind: Kind::Mock,
-                    base_url: String::new(),
-                    model: "x".into(),
-                    credential: None,
-                    extra_headers: vec![],
-                    timeouts: Timeouts {
-                        connect: Duration::from_secs(1),
-                        first_byte: Duration::from_secs(1),
-                        total: Duration::from_secs(1),
-                    },
-                    default_max_tokens: None,
-                    allow_extra: true,
-                },
+                ..Candidate::for_test(id)
             }),
             probe: false,
         }

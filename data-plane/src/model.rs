@@ -220,3 +220,39 @@ pub fn outcome_name(outcome: i32) -> &'static str {
 pub fn is_direct(pool: &str) -> bool {
     pool.contains('/')
 }
+
+#[cfg(test)]
+impl Candidate {
+    /// A test member `id` on a mock target: weight 1, no limits, no cap,
+    /// no window; tests change what they need.
+    pub fn for_test(id: &str) -> Self {
+        use crate::upstream::{Kind, Timeouts};
+        Self {
+            member_id: id.into(),
+            provider: "p".into(),
+            upstream_model: "x".into(),
+            weight: 1,
+            priority: 0,
+            status: pb::MemberStatus::Active,
+            limits: Limits::default(),
+            max_concurrency: None,
+            context_tokens: None,
+            key: "default".into(),
+            ephemeral: false,
+            target: Target {
+                kind: Kind::Mock,
+                base_url: String::new(),
+                model: "x".into(),
+                credential: None,
+                extra_headers: vec![],
+                timeouts: Timeouts {
+                    connect: Duration::from_secs(1),
+                    first_byte: Duration::from_secs(1),
+                    total: Duration::from_secs(1),
+                },
+                default_max_tokens: None,
+                allow_extra: true,
+            },
+        }
+    }
+}

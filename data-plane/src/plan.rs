@@ -311,42 +311,17 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use switchyard_proto::v1 as pb;
-
     use super::*;
-    use crate::model::{Limits, Policy};
-    use crate::upstream::{Kind, Target, Timeouts};
+    use crate::model::Policy;
 
     fn members(spec: &[(u32, i32)]) -> Vec<Arc<Candidate>> {
         spec.iter()
             .enumerate()
             .map(|(i, &(weight, priority))| {
                 Arc::new(Candidate {
-                    member_id: format!("m{i}"),
-                    provider: "p".into(),
-                    upstream_model: "x".into(),
                     weight,
                     priority,
-                    status: pb::MemberStatus::Active,
-                    limits: Limits::default(),
-                    max_concurrency: None,
-                    context_tokens: None,
-                    key: "default".into(),
-                    ephemeral: false,
-                    target: Target {
-                        kind: Kind::Mock,
-                        base_url: String::new(),
-                        model: "x".into(),
-                        credential: None,
-                        extra_headers: vec![],
-                        timeouts: Timeouts {
-                            connect: Duration::from_secs(1),
-                            first_byte: Duration::from_secs(1),
-                            total: Duration::from_secs(1),
-                        },
-                        default_max_tokens: None,
-                        allow_extra: true,
-                    },
+                    ..Candidate::for_test(&format!("m{i}"))
                 })
             })
             .collect()

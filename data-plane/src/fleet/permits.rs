@@ -92,13 +92,8 @@ fn lock(b: &Mutex<Block>) -> std::sync::MutexGuard<'_, Block> {
 
 impl Permits {
     fn block(&self, key: &str, limits: Limits, now: Instant) -> Arc<Mutex<Block>> {
-        if let Some(b) = self
-            .blocks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-        {
-            return b.clone();
+        if let Some(b) = self.existing(key) {
+            return b;
         }
         self.blocks
             .write()
@@ -106,6 +101,15 @@ impl Permits {
             .entry(key.to_owned())
             .or_insert_with(|| Arc::new(Mutex::new(Block::new(limits, now))))
             .clone()
+    }
+
+    /// `key`'s block, if it has one (no block is made).
+    fn existing(&self, key: &str) -> Option<Arc<Mutex<Block>>> {
+        self.blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// The lock a request holds while it leases for `key` on the request path.
@@ -256,13 +260,7 @@ impl Permits {
     /// `None` where no lease has told (or the limit has no such part).
     /// Memory only: QUOTA_AWARE and ListModels read it.
     pub fn remaining(&self, key: &str) -> (Option<u64>, Option<u64>) {
-        let Some(block) = self
-            .blocks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
-        else {
+        let Some(block) = self.existing(key) else {
             return (None, None);
         };
         let b = lock(&block);
@@ -282,13 +280,7 @@ impl Permits {
     /// fewer). What the block can absorb stays local; the rest is returned
     /// to be charged to the backend.
     pub fn settle(&self, key: &str, diff: i64) -> i64 {
-        let Some(block) = self
-            .blocks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
-        else {
+        let Some(block) = self.existing(key) else {
             return diff;
         };
         let now = Instant::now();
