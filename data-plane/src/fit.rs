@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::fleet::Fleet;
 use crate::fleet::headroom::Headroom;
 use crate::model::{Candidate, Live};
 use crate::plan::{self, Step};
@@ -83,17 +82,6 @@ pub fn larger_first(mut rest: Vec<Step>, failed: Option<u64>) -> Vec<Step> {
         (None, _) => (1, std::cmp::Reverse(0)),
     });
     rest
-}
-
-/// What the fleet knows of `c`'s headroom (its provider's headers and its
-/// own limits), as the plan reads it.
-pub fn live(fleet: &Fleet, c: &Candidate) -> Live {
-    let (remaining_requests, remaining_tokens) = fleet.remaining(&c.member_id, c.limits);
-    Live {
-        remaining_requests,
-        remaining_tokens,
-        ..Live::default()
-    }
 }
 
 #[cfg(test)]

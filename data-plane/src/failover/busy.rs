@@ -45,7 +45,8 @@ impl Engine {
             .await
             {
                 let hint = crate::admit::retry_hint(
-                    busy.iter().map(|(_, s, _)| self.live(&s.candidate).latency),
+                    busy.iter()
+                        .map(|(_, s, _)| self.signals.live(&s.candidate.member_id).latency),
                 );
                 return Err(std::mem::take(&mut run.log).busy(model, refused.why(), hint));
             }

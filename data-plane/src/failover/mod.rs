@@ -109,6 +109,25 @@ struct Ask<'a> {
     trace: &'a Incoming,
 }
 
+impl<'a> Ask<'a> {
+    /// A chat request, unary or streamed.
+    fn chat(
+        model: &'a str,
+        req: &ChatRequest,
+        deadline: Option<Instant>,
+        trace: &'a Incoming,
+    ) -> Self {
+        Self {
+            operation: Operation::Chat,
+            model,
+            deadline,
+            estimate: req.token_estimate(),
+            features: Features::of(req),
+            trace,
+        }
+    }
+}
+
 impl Engine {
     pub async fn generate(
         &self,
@@ -118,16 +137,8 @@ impl Engine {
         trace: &Incoming,
     ) -> Result<Served<Completion>, Failed> {
         // Each attempt borrows the request and shares the member (no copies per attempt).
-        let ask = Ask {
-            operation: Operation::Chat,
-            model,
-            deadline,
-            estimate: req.token_estimate(),
-            features: Features::of(req),
-            trace,
-        };
         self.run(
-            ask,
+            Ask::chat(model, req, deadline, trace),
             |c| upstream::prepare(&c.target, req, false),
             |c, body, t| attempt::complete(&self.http, c, req, body, t),
         )
@@ -141,16 +152,8 @@ impl Engine {
         deadline: Option<Instant>,
         trace: &Incoming,
     ) -> Result<Served<OpenStream>, Failed> {
-        let ask = Ask {
-            operation: Operation::Chat,
-            model,
-            deadline,
-            estimate: req.token_estimate(),
-            features: Features::of(req),
-            trace,
-        };
         self.run(
-            ask,
+            Ask::chat(model, req, deadline, trace),
             |c| upstream::prepare(&c.target, req, true),
             |c, body, t| attempt::open_stream(&self.http, c, req, body, t),
         )
@@ -315,12 +318,13 @@ impl Engine {
         Err(run.log.exhausted(&resolved.model))
     }
 
-    /// A member's live signals, fleet-wide, as the plan reads them.
+    /// A member's live signals, fleet-wide, as the plan reads them: load
+    /// and latency, and its headroom (provider headers and own limits).
     pub fn live(&self, c: &Candidate) -> Live {
-        let room = fit::live(&self.fleet, c);
+        let (remaining_requests, remaining_tokens) = self.fleet.remaining(&c.member_id, c.limits);
         Live {
-            remaining_requests: room.remaining_requests,
-            remaining_tokens: room.remaining_tokens,
+            remaining_requests,
+            remaining_tokens,
             ..self.signals.live(&c.member_id)
         }
     }

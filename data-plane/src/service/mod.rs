@@ -18,7 +18,7 @@ use call::{Call, caller_header};
 use crate::callers::Grant;
 use crate::failover::{Engine, Served};
 use crate::fleet::State;
-use crate::model::Pool;
+use crate::model::{Live, Pool};
 use crate::observe::report;
 use crate::respond::{self, EventStream, event, served_metadata};
 use crate::stream::Pump;
@@ -273,7 +273,7 @@ impl Inference for InferenceService {
                         key: m.key.clone(),
                         context_tokens: m.context_tokens,
                         max_concurrency: m.max_concurrency,
-                        ..headroom_of(&self.engine.fleet, m)
+                        ..headroom_of(&self.engine.fleet, &m.member_id, &live)
                     }
                 })
                 .chain(
@@ -379,16 +379,14 @@ fn unix_ms(at: tokio::time::Instant, now: tokio::time::Instant) -> i64 {
     wall + i64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(0)
 }
 
-/// A member's headroom as ListModels shows it (-1: unknown).
-fn headroom_of(fleet: &crate::fleet::Fleet, m: &crate::model::Candidate) -> pb::MemberHealth {
-    let member = m.member_id.as_str();
-    let h = fleet.headroom();
-    let (requests, tokens) = fleet.remaining(member, m.limits);
+/// A member's headroom as ListModels shows it (-1: unknown), from its
+/// live view.
+fn headroom_of(fleet: &crate::fleet::Fleet, member: &str, live: &Live) -> pb::MemberHealth {
     let shown = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     pb::MemberHealth {
-        remaining_requests: shown(requests),
-        remaining_tokens: shown(tokens),
-        near_limit: h.near_limit(member, 1).is_some(),
+        remaining_requests: shown(live.remaining_requests),
+        remaining_tokens: shown(live.remaining_tokens),
+        near_limit: fleet.headroom().near_limit(member, 1).is_some(),
         ..Default::default()
     }
 }
