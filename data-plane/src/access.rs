@@ -51,7 +51,7 @@ impl Access {
         path: &str,
         req: &http::Extensions,
         headers: &http::HeaderMap,
-    ) -> Result<Option<Grant>, Status> {
+    ) -> Result<Option<Grant>, DpError> {
         if !path.starts_with("/switchyard.") && !path.starts_with("/v1/") {
             return Ok(None); // health and reflection stay open
         }
@@ -61,9 +61,7 @@ impl Access {
         let catalog = self.catalog.load();
         if !catalog.loaded {
             // Not the caller's fault: its key may be fine, we cannot tell yet.
-            return Err(Status::unavailable(
-                "this worker has not loaded a config yet; retry shortly",
-            ));
+            return Err(DpError::NotReady);
         }
         if let Some(subject) = switchyard_shared::tls::client_identity(req)
             && let Some(c) = catalog.callers.by_subject.get(&subject)
@@ -71,7 +69,7 @@ impl Access {
             return usable(c, 0).map(|()| Some(Grant::Caller(c.clone())));
         }
         let Some(header) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(Status::unauthenticated(
+            return Err(DpError::Unauthenticated(
                 "missing 'authorization: Bearer <key>' metadata; ask an operator for a caller key",
             ));
         };
@@ -84,9 +82,9 @@ impl Access {
             })
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("authorization metadata must be 'Bearer <key>'")
-            })?;
+            .ok_or(DpError::Unauthenticated(
+                "authorization metadata must be 'Bearer <key>'",
+            ))?;
         // The key itself, not `Authorizer::authorize`: that one decides the
         // control plane's RPCs by role (a reader may only read them).
         if self.tokens.knows(key) {
@@ -97,9 +95,13 @@ impl Access {
                 return usable(c, *until).map(|()| Some(Grant::Caller(c.clone())));
             }
         }
-        Err(Status::unauthenticated("unknown or revoked key"))
+        Err(DpError::Unauthenticated(UNKNOWN_KEY))
     }
 }
+
+/// What an unknown, disabled, expired or rotated-out key is told: all look
+/// alike to the caller.
+const UNKNOWN_KEY: &str = "unknown or revoked key";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -109,11 +111,11 @@ fn now_ms() -> i64 {
 
 /// A known key may still be refused: disabled, expired, or a rotated-out
 /// key past its grace period. All look alike to the caller.
-fn usable(c: &CallerEntry, until: i64) -> Result<(), Status> {
+fn usable(c: &CallerEntry, until: i64) -> Result<(), DpError> {
     let now = now_ms();
     let expired = (c.expires_ms > 0 && now >= c.expires_ms) || (until > 0 && now >= until);
     if !c.enabled || expired {
-        return Err(Status::unauthenticated("unknown or revoked key"));
+        return Err(DpError::Unauthenticated(UNKNOWN_KEY));
     }
     Ok(())
 }
@@ -126,10 +128,10 @@ impl Access {
         path: &str,
         ext: &http::Extensions,
         headers: &http::HeaderMap,
-    ) -> Result<Option<Grant>, Status> {
-        self.decide(path, ext, headers).inspect_err(|status| {
+    ) -> Result<Option<Grant>, DpError> {
+        self.decide(path, ext, headers).inspect_err(|e| {
             self.refused.inc();
-            tracing::info!(path = %path, "call refused: {}", status.message());
+            tracing::info!(path = %path, "call refused: {e}");
         })
     }
 }
@@ -145,7 +147,7 @@ impl<B> tower::filter::Predicate<http::Request<B>> for Access {
                 }
                 Ok(req)
             }
-            Err(status) => Err(Box::new(status)),
+            Err(e) => Err(Box::new(Status::from(e))),
         }
     }
 }

@@ -16,7 +16,7 @@ pub struct CallerEntry {
     pub id: String,
     pub name: String,
     /// The name as a response header value, made once per config load.
-    pub(crate) header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    pub(crate) header: Option<http::HeaderValue>,
     pub(crate) enabled: bool,
     pub(crate) all_models: bool,
     pub(crate) models: HashSet<String>,
@@ -51,7 +51,7 @@ impl Callers {
             let entry = Arc::new(CallerEntry {
                 id: c.id.clone(),
                 name: c.name.clone(),
-                header: c.name.parse().ok(),
+                header: http::HeaderValue::from_str(&c.name).ok(),
                 enabled: c.enabled,
                 all_models: c.models.iter().any(|m| m == "*"),
                 models: c.models.iter().cloned().collect(),
@@ -109,11 +109,11 @@ pub enum Grant {
 
 impl Grant {
     /// `x-switchyard-caller`'s value: the caller's name (never a key).
-    pub fn header(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    pub fn header(&self) -> Option<http::HeaderValue> {
         match self {
             Self::Caller(c) => c.header.clone(),
-            Self::Open => Some(tonic::metadata::MetadataValue::from_static(ANONYMOUS)),
-            Self::Token => Some(tonic::metadata::MetadataValue::from_static(TOKEN)),
+            Self::Open => Some(http::HeaderValue::from_static(ANONYMOUS)),
+            Self::Token => Some(http::HeaderValue::from_static(TOKEN)),
         }
     }
 

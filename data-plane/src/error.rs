@@ -55,6 +55,9 @@ pub enum DpError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// No usable caller key (or certificate): what is wrong with it.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     /// No config loaded yet.
     #[error("this worker has not loaded a config yet; retry shortly")]
     NotReady,
@@ -120,59 +123,90 @@ pub enum DpError {
     StreamTimedOut(String),
 }
 
-/// gRPC's retry pushback: clients that retry wait this long.
-fn pushback(mut s: Status, after: std::time::Duration) -> Status {
-    if let Ok(v) = after.as_millis().to_string().parse() {
-        s.metadata_mut().insert("grpc-retry-pushback-ms", v);
+impl DpError {
+    /// The gRPC code of this error, exhaustively by variant: the gRPC door
+    /// answers with it and metrics and statistics count outcomes by it.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::InvalidArgument(_)
+            | Self::InvalidField { .. }
+            | Self::ContextTooLong { .. }
+            | Self::Unsupported { .. } => Code::InvalidArgument,
+            Self::NotFound(_) | Self::NoMemberKnowsModel { .. } => Code::NotFound,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::NotReady
+            | Self::AllCandidatesFailed { .. }
+            | Self::AttemptCap { .. }
+            | Self::StreamBroken { .. }
+            | Self::StreamCut => Code::Unavailable,
+            Self::QuotaExhausted { .. } | Self::CallerLimit { .. } | Self::Busy { .. } => {
+                Code::ResourceExhausted
+            }
+            Self::Forbidden(_) => Code::PermissionDenied,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Deadline { .. } | Self::StreamTimedOut(_) => Code::DeadlineExceeded,
+            Self::Refused { refusal, .. } => match refusal {
+                Refusal::BadRequest => Code::InvalidArgument,
+                Refusal::Unauthenticated => Code::Unauthenticated,
+                Refusal::Forbidden => Code::PermissionDenied,
+                Refusal::Billing | Refusal::Other => Code::FailedPrecondition,
+            },
+        }
     }
-    s
+
+    /// When a retry may succeed, for the variants that know: gRPC's
+    /// `grpc-retry-pushback-ms`, HTTP's `Retry-After`.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::AllCandidatesFailed { retry_after, .. }
+            | Self::QuotaExhausted { retry_after, .. } => *retry_after,
+            Self::CallerLimit { retry_after, .. } | Self::Busy { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            Self::InvalidArgument(_)
+            | Self::InvalidField { .. }
+            | Self::NotFound(_)
+            | Self::FailedPrecondition(_)
+            | Self::Forbidden(_)
+            | Self::Unauthenticated(_)
+            | Self::NotReady
+            | Self::ContextTooLong { .. }
+            | Self::Unsupported { .. }
+            | Self::NoMemberKnowsModel { .. }
+            | Self::AttemptCap { .. }
+            | Self::Refused { .. }
+            | Self::Deadline { .. }
+            | Self::StreamBroken { .. }
+            | Self::StreamCut
+            | Self::StreamTimedOut(_) => None,
+        }
+    }
 }
 
 impl From<DpError> for Status {
     fn from(e: DpError) -> Self {
         let message = e.to_string();
-        match e {
-            DpError::AllCandidatesFailed {
-                retry_after: Some(after),
-                ..
-            } => pushback(Status::unavailable(message), after),
-            DpError::QuotaExhausted {
-                retry_after: Some(after),
-                ..
-            } => pushback(Status::resource_exhausted(message), after),
-            DpError::InvalidField { field, problem } => {
-                use tonic_types::{ErrorDetails, StatusExt as _};
-                Status::with_error_details(
-                    tonic::Code::InvalidArgument,
-                    message,
-                    ErrorDetails::with_bad_request_violation(field, problem),
-                )
-            }
-            DpError::InvalidArgument(_)
-            | DpError::ContextTooLong { .. }
-            | DpError::Unsupported { .. } => Status::invalid_argument(message),
-            DpError::NotFound(_) | DpError::NoMemberKnowsModel { .. } => Status::not_found(message),
-            DpError::FailedPrecondition(_) => Status::failed_precondition(message),
-            DpError::NotReady
-            | DpError::AllCandidatesFailed { .. }
-            | DpError::AttemptCap { .. }
-            | DpError::StreamBroken { .. }
-            | DpError::StreamCut => Status::unavailable(message),
-            DpError::QuotaExhausted { .. } => Status::resource_exhausted(message),
-            DpError::CallerLimit { retry_after, .. } | DpError::Busy { retry_after, .. } => {
-                pushback(Status::resource_exhausted(message), retry_after)
-            }
-            DpError::Forbidden(_) => Status::permission_denied(message),
-            DpError::Deadline { .. } | DpError::StreamTimedOut(_) => {
-                Status::deadline_exceeded(message)
-            }
-            DpError::Refused { refusal, .. } => match refusal {
-                Refusal::BadRequest => Status::invalid_argument(message),
-                Refusal::Unauthenticated => Status::unauthenticated(message),
-                Refusal::Forbidden => Status::permission_denied(message),
-                Refusal::Billing | Refusal::Other => Status::failed_precondition(message),
-            },
+        let code = e.code();
+        let after = e.retry_after();
+        // A wrong field also names it, as a `google.rpc.BadRequest` violation.
+        let mut status = if let DpError::InvalidField { field, problem } = e {
+            use tonic_types::{ErrorDetails, StatusExt as _};
+            Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_bad_request_violation(field, problem),
+            )
+        } else {
+            Status::new(code, message)
+        };
+        // gRPC's retry pushback: clients that retry wait this long.
+        if let Some(after) = after
+            && let Ok(v) = after.as_millis().to_string().parse()
+        {
+            status.metadata_mut().insert("grpc-retry-pushback-ms", v);
         }
+        status
     }
 }
 
@@ -235,7 +269,12 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("700")
         );
-        let door = crate::door::DoorError::from(s);
+        let door = crate::door::DoorError::from(DpError::Busy {
+            model: "coding".into(),
+            why: "its admission queue is full",
+            reasons: Vec::new(),
+            retry_after: std::time::Duration::from_millis(700),
+        });
         assert_eq!(door.status.as_u16(), 429, "HTTP 429 on the door");
         assert_eq!(
             door.headers.get("retry-after").map(|v| v.as_bytes()),

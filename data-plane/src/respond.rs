@@ -5,38 +5,40 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use switchyard_proto::v1 as pb;
 use tonic::Status;
-use tonic::metadata::{MetadataMap, MetadataValue};
 
-use crate::failover::{Failed, Served};
+use crate::callers::Grant;
+use crate::failover::Served;
 use crate::upstream::{
     Chunk, Completion, Embeddings, ReasoningBlock, TokenLogprob, ToolCall, Usage,
 };
 
-/// Metadata naming the server, the member and the attempts (headers or trailers).
+/// Headers naming the request, the member and the attempts (on answers,
+/// trailers and errors, whichever door).
 ///
 /// Built straight into each value's string (no per-attempt strings): it runs
 /// for every response.
-pub fn served_metadata(
-    md: &mut MetadataMap,
+pub fn served_headers(
+    h: &mut HeaderMap,
     request_id: &str,
     served: Option<&pb::ServedBy>,
     attempts: &[pb::Attempt],
 ) {
-    if let Ok(v) = MetadataValue::try_from(request_id) {
-        md.insert("x-switchyard-request-id", v);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID, v);
     }
     if let Some(s) = served {
-        if let Ok(v) = MetadataValue::try_from(s.member_id.as_str()) {
-            md.insert("x-switchyard-member", v);
+        if let Ok(v) = HeaderValue::from_str(&s.member_id) {
+            h.insert(MEMBER, v);
         }
         let mut upstream = String::with_capacity(s.provider.len() + 1 + s.upstream_model.len());
         upstream.push_str(&s.provider);
         upstream.push('/');
         upstream.push_str(&s.upstream_model);
-        if let Ok(v) = MetadataValue::try_from(upstream) {
-            md.insert("x-switchyard-upstream", v);
+        if let Ok(v) = HeaderValue::try_from(upstream) {
+            h.insert(UPSTREAM, v);
         }
     }
     // `member:outcome,...`, the outcome being the enum name without its prefix, lowercased.
@@ -58,17 +60,23 @@ pub fn served_metadata(
                 .map(|c| c.to_ascii_lowercase()),
         );
     }
-    if let Ok(v) = MetadataValue::try_from(summary) {
-        md.insert("x-switchyard-attempts", v);
+    if let Ok(v) = HeaderValue::try_from(summary) {
+        h.insert(ATTEMPTS, v);
     }
 }
 
-/// The caller's status for a request nobody served, naming the attempts.
-pub fn failed(request_id: &str, f: Failed) -> (Status, Vec<pb::Attempt>) {
-    let mut status = Status::from(f.error);
-    served_metadata(status.metadata_mut(), request_id, None, &f.attempts);
-    (status, f.attempts)
+/// `x-switchyard-caller`: who the answer was for (a name, never a key).
+pub fn caller_header(h: &mut HeaderMap, grant: Option<&Grant>) {
+    if let Some(v) = grant.and_then(Grant::header) {
+        h.insert(CALLER, v);
+    }
 }
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-switchyard-request-id");
+const MEMBER: HeaderName = HeaderName::from_static("x-switchyard-member");
+const UPSTREAM: HeaderName = HeaderName::from_static("x-switchyard-upstream");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+const CALLER: HeaderName = HeaderName::from_static("x-switchyard-caller");
 
 pub type EventStream =
     Pin<Box<dyn Stream<Item = Result<pb::GenerateStreamEvent, Status>> + Send + 'static>>;
@@ -175,17 +183,14 @@ pub fn chunk_event(c: Chunk) -> Option<pb::GenerateStreamEvent> {
     })
 }
 
-/// The unary answer, with the metadata naming who served it.
-pub fn unary(id: String, served: Served<Completion>) -> tonic::Response<pb::GenerateResponse> {
+/// The unary answer (its headers are the call layer's `Answer::headers`).
+pub fn unary(id: String, served: Served<Completion>) -> pb::GenerateResponse {
     let Served {
         value,
         served_by,
         attempts,
         ..
     } = served;
-    // Metadata first, so the response can take the values without copies.
-    let mut md = MetadataMap::new();
-    served_metadata(&mut md, &id, Some(&served_by), &attempts);
     let mut choices = Vec::new();
     if !value.more_choices.is_empty() {
         choices.push(pb::Choice {
@@ -207,7 +212,7 @@ pub fn unary(id: String, served: Served<Completion>) -> tonic::Response<pb::Gene
             });
         }
     }
-    let mut resp = tonic::Response::new(pb::GenerateResponse {
+    pb::GenerateResponse {
         request_id: id,
         content: value.content,
         tool_calls: tool_calls(value.tool_calls),
@@ -222,25 +227,21 @@ pub fn unary(id: String, served: Served<Completion>) -> tonic::Response<pb::Gene
         system_fingerprint: value.meta.system_fingerprint.unwrap_or_default(),
         logprobs: logprobs(value.logprobs),
         choices,
-    });
-    *resp.metadata_mut() = md;
-    resp
+    }
 }
 
-/// The embeddings answer, with the metadata naming who served it.
+/// The embeddings answer (its headers are the call layer's `Answer::headers`).
 pub fn embeddings(
     id: String,
     served: Served<Embeddings>,
     encoding: pb::EmbeddingEncoding,
-) -> tonic::Response<pb::EmbedResponse> {
+) -> pb::EmbedResponse {
     let Served {
         value,
         served_by,
         attempts,
         ..
     } = served;
-    let mut md = MetadataMap::new();
-    served_metadata(&mut md, &id, Some(&served_by), &attempts);
     let base64 = encoding == pb::EmbeddingEncoding::Base64;
     let embeddings = value
         .vectors
@@ -256,16 +257,14 @@ pub fn embeddings(
             values: if base64 { Vec::new() } else { v },
         })
         .collect();
-    let mut resp = tonic::Response::new(pb::EmbedResponse {
+    pb::EmbedResponse {
         request_id: id,
         embeddings,
         usage: value.usage.map(usage),
         served_by: Some(served_by),
         attempts,
         response_model: value.model.unwrap_or_default(),
-    });
-    *resp.metadata_mut() = md;
-    resp
+    }
 }
 
 #[cfg(test)]
@@ -273,7 +272,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn served_metadata_names_member_upstream_and_attempts() {
+    fn served_headers_name_member_upstream_and_attempts() {
         let attempt = |member: &str, outcome: i32| pb::Attempt {
             member_id: member.into(),
             outcome,
@@ -290,8 +289,8 @@ mod tests {
             attempt("m3", 999),
             attempt("m2", pb::AttemptOutcome::Ok as i32),
         ];
-        let mut md = MetadataMap::new();
-        served_metadata(&mut md, "r-1", Some(&served), &attempts);
+        let mut md = HeaderMap::new();
+        served_headers(&mut md, "r-1", Some(&served), &attempts);
         let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
         assert_eq!(get("x-switchyard-request-id").as_deref(), Some("r-1"));
         assert_eq!(get("x-switchyard-member").as_deref(), Some("m2"));

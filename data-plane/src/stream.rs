@@ -1,20 +1,19 @@
-//! The stream pump: forwards a committed stream to the caller and ends it
-//! with exactly one status. It ends OK only after the upstream's finish
-//! event; a break, a stall or a caller that stops reading ends it with an
-//! error — never a replay elsewhere (the first chunk committed it).
+//! The stream pump: forwards a committed stream's chunks to the caller's
+//! door and ends it with exactly one outcome. It ends cleanly (the chunks
+//! simply end) only after the upstream's finish event; a break, a stall or
+//! a caller that stops reading ends it with an error — never a replay
+//! elsewhere (the first chunk committed it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
 use switchyard_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
-use tonic::Status;
-use tonic::metadata::MetadataMap;
 use tracing::Instrument as _;
 
 use crate::attempt::OpenStream;
@@ -23,11 +22,15 @@ use crate::fleet::Fleet;
 use crate::model::{Candidate, Pool};
 use crate::observe::Watch;
 use crate::observe::metrics::{Inflight, Metrics};
-use crate::respond::{EventStream, chunk_event};
 use crate::settle::Reserved;
 use crate::upstream::{Chunk, ChunkStream, ErrorClass, Usage};
 
-type Tx = mpsc::Sender<Result<pb::GenerateStreamEvent, Status>>;
+/// A committed stream as its door reads it: the chunks (no `Meta`: the
+/// upstream's id and model went out with the start), then either nothing
+/// (it finished) or the one error that ended it.
+pub type Chunks = std::pin::Pin<Box<dyn Stream<Item = Result<Chunk, DpError>> + Send + 'static>>;
+
+type Tx = mpsc::Sender<Result<Chunk, DpError>>;
 
 /// One committed stream on its way to the caller.
 pub struct Pump {
@@ -53,8 +56,6 @@ pub struct Pump {
     /// Longest silence between two chunks.
     pub idle: Duration,
     pub deadline: Option<Instant>,
-    /// Sent with the OK status.
-    pub trailers: MetadataMap,
 }
 
 /// Why the pump stopped without finishing.
@@ -66,14 +67,8 @@ enum Cut {
 }
 
 impl Pump {
-    /// Runs the pump on `tasks`, first sending `start`; returns the events.
-    pub fn spawn(
-        mut self,
-        tasks: &TaskTracker,
-        start: pb::GenerateStreamEvent,
-        open: OpenStream,
-        span: tracing::Span,
-    ) -> EventStream {
+    /// Runs the pump on `tasks`; returns the chunks.
+    pub fn spawn(mut self, tasks: &TaskTracker, open: OpenStream, span: tracing::Span) -> Chunks {
         let (tx, rx) = mpsc::channel(32);
         let finished = Arc::new(AtomicBool::new(false));
         let done = finished.clone();
@@ -90,7 +85,7 @@ impl Pump {
                 let watch = self.watch.take();
                 // The first chunk goes out right after the start event.
                 let ttft = watch.as_ref().map(|(w, ..)| w.started().elapsed());
-                let end = self.run(&tx, start, first, rest, &mut usage).await;
+                let end = self.run(&tx, first, rest, &mut usage).await;
                 if let (Ok(()), Some(hold)) = (&end, hold) {
                     hold.finished();
                 }
@@ -112,30 +107,32 @@ impl Pump {
                     self.admission.take(),
                     usage.map(|u| u.total()),
                 );
-                let status = match end {
-                    Ok(()) => Some(Status::with_metadata(tonic::Code::Ok, "", self.trailers)),
-                    Err(Cut::Failed(e)) => Some(Status::from(e)),
-                    Err(Cut::CallerGone) => None,
+                let code = match &end {
+                    Ok(()) => tonic::Code::Ok,
+                    Err(Cut::Failed(e)) => e.code(),
+                    Err(Cut::CallerGone) => tonic::Code::Cancelled,
                 };
-                let code = status.as_ref().map_or(tonic::Code::Cancelled, Status::code);
                 if let Some((w, served_by, attempts, busy)) = watch {
                     drop(busy);
                     w.finish(code, Some(&served_by), usage, ttft, &attempts);
                 }
-                let Some(status) = status else { return };
-                if code == tonic::Code::Ok {
-                    finished.store(true, Ordering::Release);
+                match end {
+                    Ok(()) => finished.store(true, Ordering::Release),
+                    // The closing error gets a moment of its own even past
+                    // the deadline, so a stream never looks finished when it
+                    // was cut.
+                    Err(Cut::Failed(e)) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(e))).await;
+                    }
+                    Err(Cut::CallerGone) => {}
                 }
-                // The closing status gets a moment of its own even past the
-                // deadline, so a stream never looks finished (OK) when it was cut.
-                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
             }
             .instrument(span),
         );
-        // If the pump ends without handing over a status (it gave up on a
-        // caller that stopped reading), the stream ends UNAVAILABLE, never OK.
+        // If the pump ends without handing over an outcome (it gave up on a
+        // caller that stopped reading), the stream ends cut, never finished.
         let tail = futures::stream::once(async move {
-            (!done.load(Ordering::Acquire)).then(|| Err(Status::from(DpError::StreamCut)))
+            (!done.load(Ordering::Acquire)).then_some(Err(DpError::StreamCut))
         })
         .filter_map(std::future::ready);
         Box::pin(ReceiverStream::new(rx).chain(tail))
@@ -144,7 +141,6 @@ impl Pump {
     async fn run(
         &self,
         tx: &Tx,
-        start: pb::GenerateStreamEvent,
         first: Chunk,
         mut rest: ChunkStream,
         usage: &mut Option<Usage>,
@@ -153,13 +149,12 @@ impl Pump {
         // the stream may last.
         let request_end = Instant::now() + self.member.target.timeouts.total;
         let end = self.deadline.map_or(request_end, |d| d.min(request_end));
-        let send = |ev| async move {
-            match tokio::time::timeout_at(end, tx.send(Ok(ev))).await {
+        let send = |chunk| async move {
+            match tokio::time::timeout_at(end, tx.send(Ok(chunk))).await {
                 Ok(Ok(())) => Ok(()),
                 _ => Err(Cut::CallerGone),
             }
         };
-        send(start).await?;
         if self.forward(first, &send, usage).await? {
             return Ok(());
         }
@@ -211,7 +206,7 @@ impl Pump {
         usage: &mut Option<Usage>,
     ) -> Result<bool, Cut>
     where
-        F: Fn(pb::GenerateStreamEvent) -> Fut,
+        F: Fn(Chunk) -> Fut,
         Fut: std::future::Future<Output = Result<(), Cut>>,
     {
         let chars = match &chunk {
@@ -227,8 +222,9 @@ impl Pump {
         self.streamed
             .fetch_add(u64::try_from(chars).unwrap_or(u64::MAX), Ordering::Relaxed);
         let finished = matches!(chunk, Chunk::Finish(_));
-        if let Some(ev) = chunk_event(chunk) {
-            send(ev).await?;
+        // A late `Meta` is not forwarded: the id and model went out with the start.
+        if !matches!(chunk, Chunk::Meta(_)) {
+            send(chunk).await?;
         }
         Ok(finished)
     }

@@ -1,11 +1,14 @@
 //! The door's errors: OpenAI's JSON error shape with the HTTP status a
-//! client (and its SDK's retry logic) expects, mapped from the one gRPC
-//! status the engine gives, in one place.
+//! client (and its SDK's retry logic) expects, mapped from the call layer's
+//! one error type by variant, in one place.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tonic::Code;
+
+use crate::error::DpError;
+use crate::service::Unserved;
+use crate::upstream::Refusal;
 
 /// An error on its way to an HTTP caller.
 #[derive(Debug)]
@@ -75,15 +78,9 @@ impl DoorError {
     }
 }
 
-/// Seconds to wait, from gRPC's retry pushback (rounded up, at least 1).
-fn retry_after(status: &tonic::Status) -> Option<HeaderValue> {
-    let ms: u64 = status
-        .metadata()
-        .get("grpc-retry-pushback-ms")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
+/// Seconds to wait (rounded up, at least 1), for `Retry-After`.
+fn retry_after(after: std::time::Duration) -> Option<HeaderValue> {
+    let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
     HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()).ok()
 }
 
@@ -129,98 +126,113 @@ fn public_param(field: &str) -> String {
     p
 }
 
-/// The field an INVALID_ARGUMENT names (a `google.rpc.BadRequest`
-/// violation) and what is wrong with it.
-fn violation(s: &tonic::Status) -> Option<(String, String)> {
-    use tonic_types::StatusExt as _;
-    let details = s.get_error_details();
-    let v = details.bad_request()?.field_violations.first()?;
-    Some((public_param(&v.field), v.description.clone()))
-}
-
-impl From<tonic::Status> for DoorError {
-    fn from(s: tonic::Status) -> Self {
-        if s.code() == Code::InvalidArgument
-            && let Some((param, problem)) = violation(&s)
-        {
-            let mut e = Self::invalid(Some(param.clone()), format!("{param} {problem}"));
-            super::headers::copy_switchyard(s.metadata(), &mut e.headers);
-            return e;
+impl From<DpError> for DoorError {
+    /// The HTTP status, OpenAI's `error.type` and `error.code` of each
+    /// error, by variant: never from its text.
+    fn from(e: DpError) -> Self {
+        const UNAVAILABLE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+        let mut headers = HeaderMap::new();
+        if let Some(r) = e.retry_after().and_then(retry_after) {
+            headers.insert(axum::http::header::RETRY_AFTER, r);
         }
-        let retry = retry_after(&s);
-        let (status, kind, code) = match s.code() {
-            Code::InvalidArgument | Code::OutOfRange => (
+        let invalid = (StatusCode::BAD_REQUEST, "invalid_request_error", None);
+        let not_found = (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+        );
+        let forbidden = (
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("model_not_allowed"),
+        );
+        let unauthenticated = (
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            Some("invalid_api_key"),
+        );
+        let limited = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("rate_limit_exceeded"),
+        );
+        // Nothing the request can change, an operator can: a disabled
+        // model, no active member, an upstream account that cannot pay.
+        let unavailable = (
+            UNAVAILABLE,
+            "service_unavailable",
+            Some("model_unavailable"),
+        );
+        // The upstreams failed and none is due back soon.
+        let failed = (
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            Some("upstreams_failed"),
+        );
+        let timeout = (StatusCode::GATEWAY_TIMEOUT, "timeout", Some("timeout"));
+        let (status, kind, code) = match &e {
+            DpError::InvalidField { field, problem } => {
+                let param = public_param(field);
+                let message = format!("{param} {problem}");
+                return Self {
+                    headers: Box::new(headers),
+                    ..Self::invalid(Some(param), message)
+                };
+            }
+            DpError::InvalidArgument(_) | DpError::Unsupported { .. } => invalid,
+            DpError::ContextTooLong { .. } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                s.message()
-                    .contains("longer than the context")
-                    .then_some("context_length_exceeded"),
+                Some("context_length_exceeded"),
             ),
-            Code::Unauthenticated => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                Some("invalid_api_key"),
-            ),
-            Code::PermissionDenied => (
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                Some("model_not_allowed"),
-            ),
-            Code::NotFound => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                Some("model_not_found"),
-            ),
-            Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout", Some("timeout")),
-            Code::ResourceExhausted => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                Some("rate_limit_exceeded"),
-            ),
-            // Every member failed: a retry hint means some are due back soon
-            // (503, Retry-After); without one the upstreams simply failed (502).
-            Code::Unavailable if retry.is_some() => (
-                StatusCode::SERVICE_UNAVAILABLE,
+            DpError::NotFound(_) | DpError::NoMemberKnowsModel { .. } => not_found,
+            DpError::FailedPrecondition(_) => unavailable,
+            DpError::Forbidden(_) => forbidden,
+            DpError::Unauthenticated(_) => unauthenticated,
+            DpError::CallerLimit { .. } | DpError::QuotaExhausted { .. } | DpError::Busy { .. } => {
+                limited
+            }
+            DpError::NotReady => (UNAVAILABLE, "service_unavailable", Some("not_ready")),
+            // Every member failed: a retry hint means some are due back soon.
+            DpError::AllCandidatesFailed {
+                retry_after: Some(_),
+                ..
+            } => (
+                UNAVAILABLE,
                 "service_unavailable",
                 Some("upstreams_unavailable"),
             ),
-            Code::Unavailable if s.message().starts_with("this worker has not loaded") => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                Some("not_ready"),
-            ),
-            Code::Unavailable => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                Some("upstreams_failed"),
-            ),
-            // A disabled model, no active member, an upstream account that
-            // cannot pay: nothing the request can change, an operator can.
-            Code::FailedPrecondition => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                Some("model_unavailable"),
-            ),
-            Code::Cancelled => (
-                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                "cancelled",
-                None,
-            ),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+            DpError::AllCandidatesFailed {
+                retry_after: None, ..
+            }
+            | DpError::AttemptCap { .. }
+            | DpError::StreamBroken { .. }
+            | DpError::StreamCut => failed,
+            DpError::Deadline { .. } | DpError::StreamTimedOut(_) => timeout,
+            DpError::Refused { refusal, .. } => match refusal {
+                Refusal::BadRequest => invalid,
+                Refusal::Unauthenticated => unauthenticated,
+                Refusal::Forbidden => forbidden,
+                Refusal::Billing | Refusal::Other => unavailable,
+            },
         };
-        let mut headers = HeaderMap::new();
-        super::headers::copy_switchyard(s.metadata(), &mut headers);
-        if let Some(r) = retry {
-            headers.insert(axum::http::header::RETRY_AFTER, r);
-        }
         Self {
             status,
             kind,
             code,
             param: (code == Some("model_not_found")).then(|| "model".to_owned()),
-            message: s.message().to_owned(),
+            message: e.to_string(),
             headers: Box::new(headers),
         }
+    }
+}
+
+impl From<Unserved> for DoorError {
+    /// The error, with the `x-switchyard-*` headers that go with it.
+    fn from(u: Unserved) -> Self {
+        let mut e = Self::from(u.error);
+        e.headers.extend(*u.headers);
+        e
     }
 }
 
@@ -270,47 +282,118 @@ mod tests {
         }
     }
 
-    fn mapped(s: tonic::Status) -> (u16, &'static str, Option<&'static str>) {
-        let e = DoorError::from(s);
+    fn mapped(e: DpError) -> (u16, &'static str, Option<&'static str>) {
+        let e = DoorError::from(e);
         (e.status.as_u16(), e.kind, e.code)
     }
 
+    fn reasons() -> Vec<crate::error::Reason> {
+        vec![crate::error::Reason {
+            member: "a/x (member 1)".into(),
+            why: "the request is longer than the context".into(),
+        }]
+    }
+
     #[test]
-    fn statuses_map_to_what_openai_clients_expect() {
-        use tonic::Status;
-        assert_eq!(mapped(Status::invalid_argument("x")).0, 400);
-        assert_eq!(mapped(Status::unauthenticated("x")).0, 401);
-        assert_eq!(mapped(Status::permission_denied("x")).0, 403);
+    fn errors_map_to_what_openai_clients_expect_by_variant() {
+        use std::time::Duration;
+        let refused = |refusal| DpError::Refused {
+            refusal,
+            member: "a/x".into(),
+            // Text an upstream echoed from the request decides nothing.
+            message: "the request is longer than the context; this worker has not loaded".into(),
+        };
+        assert_eq!(mapped(DpError::InvalidArgument("x".into())).0, 400);
         assert_eq!(
-            mapped(Status::not_found("x")),
+            mapped(refused(Refusal::BadRequest)),
+            (400, "invalid_request_error", None)
+        );
+        assert_eq!(
+            mapped(DpError::ContextTooLong {
+                model: "m".into(),
+                reasons: reasons()
+            }),
+            (
+                400,
+                "invalid_request_error",
+                Some("context_length_exceeded")
+            )
+        );
+        assert_eq!(mapped(DpError::Unauthenticated("no key")).0, 401);
+        assert_eq!(mapped(refused(Refusal::Unauthenticated)).0, 401);
+        assert_eq!(mapped(DpError::Forbidden("x".into())).0, 403);
+        assert_eq!(
+            mapped(DpError::NotFound("x".into())),
             (404, "invalid_request_error", Some("model_not_found"))
         );
-        assert_eq!(mapped(Status::deadline_exceeded("x")).0, 504);
-        assert_eq!(mapped(Status::unavailable("every candidate failed")).0, 502);
-        let mut s = Status::resource_exhausted("slow down");
-        s.metadata_mut()
-            .insert("grpc-retry-pushback-ms", "1500".parse().expect("ascii"));
-        let e = DoorError::from(s);
+        assert_eq!(
+            DoorError::from(DpError::NotFound("x".into()))
+                .param
+                .as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            mapped(DpError::Deadline {
+                model: "m".into(),
+                attempts: 2
+            })
+            .0,
+            504
+        );
+        assert_eq!(
+            mapped(DpError::AllCandidatesFailed {
+                model: "m".into(),
+                reasons: reasons(),
+                retry_after: None
+            }),
+            (502, "upstream_error", Some("upstreams_failed"))
+        );
+        assert_eq!(
+            mapped(DpError::NotReady),
+            (503, "service_unavailable", Some("not_ready"))
+        );
+        assert_eq!(
+            mapped(refused(Refusal::Billing)),
+            (503, "service_unavailable", Some("model_unavailable"))
+        );
+        let e = DoorError::from(DpError::CallerLimit {
+            message: "slow down".into(),
+            retry_after: Duration::from_millis(1500),
+        });
         assert_eq!(e.status.as_u16(), 429);
         assert_eq!(
             e.headers.get("retry-after").map(|v| v.as_bytes()),
             Some(&b"2"[..])
         );
-        let mut s = Status::unavailable("every candidate failed");
-        s.metadata_mut()
-            .insert("grpc-retry-pushback-ms", "200".parse().expect("ascii"));
-        let e = DoorError::from(s);
-        assert_eq!(e.status.as_u16(), 503);
+        let e = DoorError::from(DpError::AllCandidatesFailed {
+            model: "m".into(),
+            reasons: reasons(),
+            retry_after: Some(Duration::from_millis(200)),
+        });
+        assert_eq!(
+            (e.status.as_u16(), e.code),
+            (503, Some("upstreams_unavailable"))
+        );
         assert_eq!(
             e.headers.get("retry-after").map(|v| v.as_bytes()),
             Some(&b"1"[..])
         );
+    }
+
+    #[test]
+    fn a_wrong_field_is_named_as_the_openai_parameter() {
+        let e = DoorError::from(DpError::InvalidField {
+            field: "json_schema.schema_json".into(),
+            problem: "is not valid JSON".into(),
+        });
+        assert_eq!(e.status.as_u16(), 400);
         assert_eq!(
-            DoorError::from(Status::invalid_argument(
-                "the request is longer than the context of every member of 'x'"
-            ))
-            .code,
-            Some("context_length_exceeded")
+            e.param.as_deref(),
+            Some("response_format.json_schema.schema")
+        );
+        assert_eq!(
+            e.message,
+            "response_format.json_schema.schema is not valid JSON"
         );
     }
 }

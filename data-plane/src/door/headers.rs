@@ -1,23 +1,14 @@
-//! Between HTTP headers and gRPC metadata: what the door passes to the
-//! engine (deadline, trace context) and what it hands back
-//! (`x-switchyard-*`).
+//! What the door reads from a request's headers for the call layer: how
+//! long the caller waits.
 
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 #[cfg(test)]
 use axum::http::HeaderValue;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tokio::time::Instant;
 
-/// Copies the answer's `x-switchyard-*` metadata into HTTP headers `to`
-/// (metadata is a header map underneath: nothing is parsed again).
-pub fn copy_switchyard(md: &MetadataMap, to: &mut HeaderMap) {
-    for (name, value) in md.as_ref() {
-        if name.as_str().starts_with("x-switchyard-") {
-            to.insert(name.clone(), value.clone());
-        }
-    }
-}
+use crate::service::deadline_after;
 
 /// How long the caller will wait: `x-switchyard-timeout-ms`, else the
 /// OpenAI SDKs' `x-stainless-timeout` (seconds).
@@ -32,26 +23,13 @@ pub fn timeout(h: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
-/// The gRPC metadata the engine reads: the deadline as `grpc-timeout`, and
-/// the W3C trace context.
-pub fn to_metadata(h: &HeaderMap) -> MetadataMap {
-    let mut md = MetadataMap::new();
-    if let Some(d) = timeout(h) {
-        let ms = u64::try_from(d.as_millis())
-            .unwrap_or(u64::MAX)
-            .clamp(1, 99_999_999);
-        if let Ok(v) = MetadataValue::try_from(format!("{ms}m")) {
-            md.insert("grpc-timeout", v);
-        }
-    }
-    for name in ["traceparent", "tracestate"] {
-        if let Some(v) = h.get(name).and_then(|v| v.to_str().ok())
-            && let Ok(v) = MetadataValue::try_from(v)
-        {
-            md.insert(name, v);
-        }
-    }
-    md
+/// When the caller stops waiting, from `timeout` (1 ms to ~27 hours).
+pub fn deadline(h: &HeaderMap) -> Option<Instant> {
+    let d = timeout(h)?;
+    let ms = u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 99_999_999);
+    deadline_after(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -59,18 +37,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadline_and_trace_reach_the_engine() {
+    fn the_deadline_comes_from_the_timeout_headers() {
         let mut h = HeaderMap::new();
+        assert_eq!(deadline(&h), None);
         h.insert("x-stainless-timeout", HeaderValue::from_static("2.5"));
-        h.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
-        let md = to_metadata(&h);
-        assert_eq!(
-            md.get("grpc-timeout").and_then(|v| v.to_str().ok()),
-            Some("2500m")
+        assert_eq!(timeout(&h), Some(Duration::from_millis(2500)));
+        let left = deadline(&h).map(|d| d.saturating_duration_since(Instant::now()));
+        // 50 ms early, so the caller gets our DEADLINE_EXCEEDED first.
+        assert!(
+            left.is_some_and(|l| l <= Duration::from_millis(2450)),
+            "{left:?}"
         );
-        assert_eq!(
-            md.get("traceparent").and_then(|v| v.to_str().ok()),
-            Some("00-abc-def-01")
+        assert!(
+            left.is_some_and(|l| l > Duration::from_millis(2000)),
+            "{left:?}"
         );
         h.insert("x-switchyard-timeout-ms", HeaderValue::from_static("300"));
         assert_eq!(timeout(&h), Some(Duration::from_millis(300)));

@@ -1,13 +1,14 @@
 //! The OpenAI-compatible HTTP door: `POST /v1/chat/completions` (JSON and
 //! SSE), `POST /v1/embeddings`, `GET /v1/models`, `GET /healthz`.
 //!
-//! It is a translation in front of the gRPC service, in process: a body is
-//! read into the same `pb::GenerateRequest` a gRPC caller sends and handed
-//! to the same `InferenceService` (so one resolution, selection and failover
-//! path, the same caller checks, limits, metrics and logs); the answer and
-//! its `x-switchyard-*` metadata are written back in OpenAI's shapes. An
-//! Anthropic `/v1/messages` door would be one more pair of readers and
-//! writers beside `chat_in`/`chat_out`.
+//! It is a door onto the call layer (`service::call`), as the gRPC service
+//! is: a body is read into the request the call layer takes and handed over
+//! with the caller's grant, deadline and trace context (so one resolution,
+//! selection and failover path, the same caller checks, limits, metrics and
+//! logs); the answer and its `x-switchyard-*` headers are written back in
+//! OpenAI's shapes, and the call layer's typed error becomes OpenAI's error
+//! by variant (`error`). An Anthropic `/v1/messages` door would be one more
+//! pair of readers and writers beside `chat_in`/`chat_out`.
 
 mod chat_in;
 mod chat_out;
@@ -31,12 +32,13 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde_json::json;
 use switchyard_proto::v1 as pb;
-use switchyard_proto::v1::inference_server::Inference as _;
 
 use crate::access::Access;
 use crate::callers::Grant;
-use crate::respond::EventStream;
-use crate::service::InferenceService;
+use crate::observe::trace::Incoming;
+use crate::respond::{self, chunk_event};
+use crate::service::{Ask, InferenceService, Opened};
+use crate::upstream::Chunk;
 
 pub use error::DoorError;
 pub use front::Origins;
@@ -148,23 +150,20 @@ impl Door {
     }
 }
 
-/// The gRPC request the service takes: the message, the caller's grant and
-/// the deadline and trace context from the headers.
-fn grpc_request<T>(parts: &Parts, grant: Option<Grant>, message: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::from_parts(
-        headers::to_metadata(&parts.headers),
-        tonic::Extensions::default(),
+/// The call layer's view of a door request: the message, the caller, the
+/// deadline from the timeout headers, the trace context.
+fn ask<T>(parts: &Parts, grant: Option<Grant>, message: T) -> Ask<T> {
+    Ask {
         message,
-    );
-    if let Some(g) = grant {
-        req.extensions_mut().insert(g);
+        grant,
+        deadline: headers::deadline(&parts.headers),
+        trace: Incoming::from_headers(&parts.headers),
     }
-    req
 }
 
-fn json_response(body: &impl serde::Serialize, md: &tonic::metadata::MetadataMap) -> Response {
+fn json_response(body: &impl serde::Serialize, headers: axum::http::HeaderMap) -> Response {
     let mut resp = axum::Json(body).into_response();
-    headers::copy_switchyard(md, resp.headers_mut());
+    resp.headers_mut().extend(headers);
     resp
 }
 
@@ -179,16 +178,16 @@ async fn chat_inner(door: &Door, req: Request) -> Result<Response, DoorError> {
     let (parts, grant, body) = door.open(req).await?;
     let chat = chat_in::read(&body)?;
     let asked = chat.request.model.clone();
-    let req = grpc_request(&parts, grant, chat.request);
+    let ask = ask(&parts, grant, chat.request);
     if !chat.stream {
-        let resp = door.service.generate(req).await?;
-        let body = chat_out::completion(resp.get_ref(), &asked);
-        return Ok(json_response(&body, resp.metadata()));
+        let a = door.service.chat(ask).await?;
+        let body = chat_out::completion(&respond::unary(a.id, a.served), &asked);
+        return Ok(json_response(&body, a.headers));
     }
-    let resp = door.service.generate_stream(req).await?;
-    let (md, events, _) = resp.into_parts();
+    let mut opened = door.service.stream(ask).await?;
+    let headers = std::mem::take(&mut opened.headers);
     let body = Body::from_stream(
-        sse_stream(events, asked, chat.include_usage).map(Ok::<_, std::convert::Infallible>),
+        sse_stream(opened, asked, chat.include_usage).map(Ok::<_, std::convert::Infallible>),
     );
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -197,74 +196,83 @@ async fn chat_inner(door: &Door, req: Request) -> Result<Response, DoorError> {
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers::copy_switchyard(&md, h);
+    h.extend(headers);
     Ok(resp)
 }
 
 /// A committed stream as SSE: the role chunk at the start, a chunk per
 /// delta, the finish, the usage (when asked for) and `[DONE]` only after
-/// the stream ended OK. A stream that fails ends with an error event and
+/// the stream finished. A stream that fails ends with an error event and
 /// no `[DONE]`, so no client takes a cut answer for a whole one. Dropping
-/// it (the client left) drops the events, which cancels the upstream.
+/// it (the client left) drops the chunks, which cancels the upstream.
 fn sse_stream(
-    events: EventStream,
+    opened: Opened,
     asked: String,
     include_usage: bool,
 ) -> impl futures::Stream<Item = Bytes> + Send {
+    let Opened {
+        id,
+        served_by,
+        meta,
+        chunks,
+        ..
+    } = opened;
+    let head = chat_out::StreamHead::new(
+        &pb::StreamStart {
+            request_id: id,
+            served_by: Some(served_by),
+            upstream_id: meta.id.unwrap_or_default(),
+            response_model: meta.model.unwrap_or_default(),
+            system_fingerprint: meta.system_fingerprint.unwrap_or_default(),
+            attempts: Vec::new(),
+        },
+        &asked,
+    );
+    let role = chat_out::sse(&head.role());
     struct S {
-        events: EventStream,
-        head: Option<chat_out::StreamHead>,
+        chunks: crate::stream::Chunks,
+        head: chat_out::StreamHead,
         usage: Option<pb::Usage>,
         ended: bool,
     }
     let state = S {
-        events,
-        head: None,
+        chunks,
+        head,
         usage: None,
         ended: false,
     };
-    futures::stream::unfold(state, move |mut s| {
-        let asked = asked.clone();
-        async move {
-            use pb::generate_stream_event::Event;
-            loop {
-                if s.ended {
-                    return None;
+    let rest = futures::stream::unfold(state, move |mut s| async move {
+        loop {
+            if s.ended {
+                return None;
+            }
+            match s.chunks.next().await {
+                Some(Ok(Chunk::Usage(u))) => s.usage = Some(respond::usage(u)),
+                Some(Ok(c)) => {
+                    if let Some(v) = chunk_event(c)
+                        .and_then(|e| e.event)
+                        .and_then(|e| s.head.event(&e))
+                    {
+                        return Some((chat_out::sse(&v), s));
+                    }
                 }
-                match s.events.next().await {
-                    Some(Ok(pb::GenerateStreamEvent { event: Some(e) })) => match e {
-                        Event::Start(start) => {
-                            let head = chat_out::StreamHead::new(&start, &asked);
-                            let out = chat_out::sse(&head.role());
-                            s.head = Some(head);
-                            return Some((out, s));
-                        }
-                        Event::Usage(u) => s.usage = Some(u),
-                        e => {
-                            if let Some(v) = s.head.as_ref().and_then(|h| h.event(&e)) {
-                                return Some((chat_out::sse(&v), s));
-                            }
-                        }
-                    },
-                    Some(Ok(pb::GenerateStreamEvent { event: None })) => {}
-                    Some(Err(status)) if status.code() == tonic::Code::Ok => {
-                        s.ended = true;
-                        let mut out = Vec::new();
-                        if let (true, Some(h), Some(u)) = (include_usage, &s.head, &s.usage) {
-                            out.extend_from_slice(&chat_out::sse(&h.usage(u)));
-                        }
-                        out.extend_from_slice(chat_out::DONE);
-                        return Some((Bytes::from(out), s));
+                None => {
+                    s.ended = true;
+                    let mut out = Vec::new();
+                    if let (true, Some(u)) = (include_usage, &s.usage) {
+                        out.extend_from_slice(&chat_out::sse(&s.head.usage(u)));
                     }
-                    Some(Err(status)) => {
-                        s.ended = true;
-                        return Some((chat_out::sse(&DoorError::from(status).body()), s));
-                    }
-                    None => return None,
+                    out.extend_from_slice(chat_out::DONE);
+                    return Some((Bytes::from(out), s));
+                }
+                Some(Err(e)) => {
+                    s.ended = true;
+                    return Some((chat_out::sse(&DoorError::from(e).body()), s));
                 }
             }
         }
-    })
+    });
+    futures::stream::once(std::future::ready(role)).chain(rest)
 }
 
 async fn embed(State(door): State<Arc<Door>>, req: Request) -> Response {
@@ -272,12 +280,12 @@ async fn embed(State(door): State<Arc<Door>>, req: Request) -> Response {
         let (parts, grant, body) = door.open(req).await?;
         let (message, base64) = embeddings::read(&body)?;
         let asked = message.model.clone();
-        let resp = door
-            .service
-            .embed(grpc_request(&parts, grant, message))
-            .await?;
-        let body = embeddings::answer(resp.get_ref(), &asked, base64);
-        Ok::<_, DoorError>(json_response(&body, resp.metadata()))
+        let encoding = pb::EmbeddingEncoding::try_from(message.encoding)
+            .unwrap_or(pb::EmbeddingEncoding::Float);
+        let a = door.service.embeddings(ask(&parts, grant, message)).await?;
+        let answer = respond::embeddings(a.id, a.served, encoding);
+        let body = embeddings::answer(&answer, &asked, base64);
+        Ok::<_, DoorError>(json_response(&body, a.headers))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }

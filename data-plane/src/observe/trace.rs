@@ -10,7 +10,6 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use reqwest::header::{HeaderName, HeaderValue};
-use tonic::metadata::MetadataMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub use crate::upstream::TraceHeaders;
@@ -65,11 +64,12 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    pub fn from_metadata(md: &MetadataMap) -> Self {
-        if !md.contains_key(TRACEPARENT) {
+    /// The trace context of a request's headers (HTTP or gRPC).
+    pub fn from_headers(h: &http::HeaderMap) -> Self {
+        if !h.contains_key(TRACEPARENT) {
             return Self::default();
         }
-        let cx = TraceContextPropagator::new().extract(&Http(md.as_ref()));
+        let cx = TraceContextPropagator::new().extract(&Http(h));
         if !cx.span().span_context().is_valid() {
             return Self::default();
         }
@@ -96,6 +96,7 @@ impl Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::metadata::MetadataMap;
 
     fn md(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
         let mut m = MetadataMap::new();
@@ -108,8 +109,9 @@ mod tests {
     #[test]
     fn a_valid_traceparent_is_passed_on_when_no_span_is_exported() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let inc =
-            Incoming::from_metadata(&md(&[("traceparent", tp), ("tracestate", "vendor=value")]));
+        let inc = Incoming::from_headers(
+            md(&[("traceparent", tp), ("tracestate", "vendor=value")]).as_ref(),
+        );
         let out = inc.outgoing(&tracing::Span::none());
         assert_eq!(out.get("traceparent"), Some(tp));
         assert_eq!(out.get("tracestate"), Some("vendor=value"));
@@ -121,7 +123,7 @@ mod tests {
             "garbage",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
         ] {
-            let inc = Incoming::from_metadata(&md(&[("traceparent", bad)]));
+            let inc = Incoming::from_headers(md(&[("traceparent", bad)]).as_ref());
             assert!(
                 inc.outgoing(&tracing::Span::none())
                     .get("traceparent")
@@ -129,7 +131,7 @@ mod tests {
                 "{bad}"
             );
         }
-        let inc = Incoming::from_metadata(&md(&[]));
+        let inc = Incoming::from_headers(md(&[]).as_ref());
         assert!(inc.outgoing(&tracing::Span::none()).is_empty());
     }
 }

@@ -1,237 +1,227 @@
-//! One inference call from start to end, whatever the RPC: the request
-//! checked and watched (`start`), the caller's own limits (`admit`), the
-//! engine run in the request's span (`Call::run`), and what a served unary
-//! call settles (`served`).
+//! The call layer: one inference call from start to end, whatever door it
+//! came through. A door (the gRPC service, the HTTP door) turns its wire
+//! format into an `Ask` — the message, the caller's grant, the deadline and
+//! the trace context — and gets back the neutral answer (`Answer`, or
+//! `Opened` for a stream) or an `Unserved`: the typed `DpError` with the
+//! `x-switchyard-*` headers that go with it. Each door maps `DpError` to its
+//! own status by variant; none calls another.
+//!
+//! Inside: the request checked and watched (`start`), the caller's own
+//! limits (`admit`), the engine run in the request's span (`Call::run`),
+//! and what a served unary call settles (`served`).
 
 use std::time::Duration;
 
+use http::HeaderMap;
 use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
-use tonic::{Request, Status};
 use tracing::Instrument as _;
 
 use super::InferenceService;
-use crate::access::{self, Admission};
+use super::start::{Call, Inbound, Started};
+use crate::access::Admission;
 use crate::callers::Grant;
 use crate::error::DpError;
 use crate::failover::{Failed, Served};
-use crate::intake;
+use crate::observe::Watch;
 use crate::observe::trace::Incoming;
-use crate::observe::{Operation, Watch};
-use crate::respond::failed;
+use crate::respond::{caller_header, served_headers};
 use crate::settle::Reserved;
-use crate::upstream::{ChatRequest, EmbedRequest, Usage};
+use crate::stream::{Chunks, Pump};
+use crate::upstream::{Completion, Embeddings, ResponseMeta, Usage};
 
-/// `x-switchyard-caller`: who the answer was for (a name, never a key).
-pub(super) fn caller_header(md: &mut MetadataMap, grant: Option<&Grant>) {
-    if let Some(v) = grant.and_then(Grant::header) {
-        md.insert("x-switchyard-caller", v);
-    }
-}
-
-/// The caller's deadline, from grpc-timeout (`100m`, `5S`, …).
-pub(super) fn deadline(md: &MetadataMap) -> Option<Instant> {
-    let v = md.get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    let d = match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    };
-    // Finish a little early, so the caller gets our DEADLINE_EXCEEDED (with
-    // the attempts made) rather than the transport's bare CANCELLED.
-    // A tenth of the budget, at most 50 ms: room for the answer to travel
-    // back over a loaded machine or a cross-zone link.
-    let margin = (d / 10).min(Duration::from_millis(50));
-    Instant::now().checked_add(d.saturating_sub(margin))
-}
-
-/// What every inference RPC starts with: the checked request, its id, the
-/// caller's deadline and trace context, the request's span, and its watch
-/// (metrics and statistics, taken when it ends).
-pub(super) struct Call<Q> {
+/// What a door hands the call layer.
+pub struct Ask<R> {
+    /// The request, as the gRPC API defines it.
+    pub message: R,
     /// Who is calling (absent only on a server built without the filter).
-    pub(super) grant: Option<Grant>,
-    pub(super) id: String,
-    pub(super) req: Q,
-    /// Tokens the request may use, estimated (reserved from limits).
-    pub(super) estimate: u64,
-    pub(super) deadline: Option<Instant>,
-    pub(super) span: tracing::Span,
-    pub(super) trace: Incoming,
+    pub grant: Option<Grant>,
+    /// When the caller stops waiting (see `deadline_after`).
+    pub deadline: Option<Instant>,
+    /// The caller's trace context.
+    pub trace: Incoming,
 }
 
-/// A started request: as received, checked, and watched.
-pub(super) type Started<R> = (R, Call<<R as Inbound>::Checked>, Option<Watch>);
-
-/// What `start` needs to know of an inference request.
-pub(super) trait Inbound {
-    type Checked;
-    /// What it asks of its model (GenAI's operation name).
-    const OPERATION: Operation;
-    fn model(&self) -> &str;
-    fn request_id(&self) -> &str;
-    fn metadata(&self) -> &std::collections::HashMap<String, String>;
-    fn check(&self, rpc: &str) -> Result<(Self::Checked, u64), DpError>;
+/// The deadline a caller's timeout gives, a little early, so the caller
+/// gets our DEADLINE_EXCEEDED (with the attempts made) rather than the
+/// transport's bare CANCELLED: a tenth of the budget, at most 50 ms — room
+/// for the answer to travel back over a loaded machine or a cross-zone link.
+pub fn deadline_after(timeout: Duration) -> Option<Instant> {
+    let margin = (timeout / 10).min(Duration::from_millis(50));
+    Instant::now().checked_add(timeout.saturating_sub(margin))
 }
 
-impl Inbound for pb::GenerateRequest {
-    type Checked = ChatRequest;
-    const OPERATION: Operation = Operation::Chat;
-    fn model(&self) -> &str {
-        &self.model
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-    fn metadata(&self) -> &std::collections::HashMap<String, String> {
-        &self.metadata
-    }
-    fn check(&self, rpc: &str) -> Result<(ChatRequest, u64), DpError> {
-        let c = intake::chat_request(self, rpc == "generate_stream")?;
-        let estimate = c.token_estimate();
-        Ok((c, estimate))
-    }
+/// A served answer and its `x-switchyard-*` headers (request id, member,
+/// upstream, attempts, caller).
+pub struct Answer<T> {
+    pub id: String,
+    pub served: Served<T>,
+    pub headers: HeaderMap,
 }
 
-impl Inbound for pb::EmbedRequest {
-    type Checked = EmbedRequest;
-    const OPERATION: Operation = Operation::Embeddings;
-    fn model(&self) -> &str {
-        &self.model
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-    fn metadata(&self) -> &std::collections::HashMap<String, String> {
-        &self.metadata
-    }
-    fn check(&self, _rpc: &str) -> Result<(EmbedRequest, u64), DpError> {
-        let e = intake::embed_request(self)?;
-        let estimate = e.token_estimate();
-        Ok((e, estimate))
+/// A committed stream: who serves it, what was tried, the upstream's id
+/// and model, its headers, and the chunks to come.
+pub struct Opened {
+    pub id: String,
+    pub served_by: pb::ServedBy,
+    pub attempts: Vec<pb::Attempt>,
+    pub meta: ResponseMeta,
+    pub headers: HeaderMap,
+    pub chunks: Chunks,
+}
+
+/// A request that was not served: why, and the headers that go with the
+/// error (the caller; the request id and attempts once the engine ran).
+#[derive(Debug)]
+pub struct Unserved {
+    pub error: DpError,
+    /// Boxed: errors are rare, results that may hold one stay small.
+    pub headers: Box<HeaderMap>,
+}
+
+impl Unserved {
+    fn new(error: DpError, grant: Option<&Grant>) -> Self {
+        let mut headers = HeaderMap::new();
+        caller_header(&mut headers, grant);
+        Self {
+            error,
+            headers: Box::new(headers),
+        }
     }
 }
 
 impl InferenceService {
+    /// A chat completion, unary.
+    pub async fn chat(
+        &self,
+        ask: Ask<pb::GenerateRequest>,
+    ) -> Result<Answer<Completion>, Unserved> {
+        let (model, call, mut watch) = self.start(ask, "generate")?;
+        let admission = self.admit(&call, &mut watch).await?;
+        let served = call
+            .run(
+                &mut watch,
+                self.engine
+                    .generate(&model, &call.req, call.deadline, &call.trace),
+            )
+            .await?;
+        let bound = call
+            .req
+            .token_bound(served.member.target.default_max_tokens);
+        let usage = served.value.usage;
+        self.served(&call, admission, &served, usage, bound, &mut watch);
+        Ok(call.answer(served))
+    }
+
+    /// Embeddings.
+    pub async fn embeddings(
+        &self,
+        ask: Ask<pb::EmbedRequest>,
+    ) -> Result<Answer<Embeddings>, Unserved> {
+        let (model, call, mut watch) = self.start(ask, "embed")?;
+        let admission = self.admit(&call, &mut watch).await?;
+        let served = call
+            .run(
+                &mut watch,
+                self.engine
+                    .embed(&model, &call.req, call.deadline, &call.trace),
+            )
+            .await?;
+        let usage = served.value.usage;
+        self.served(&call, admission, &served, usage, call.estimate, &mut watch);
+        Ok(call.answer(served))
+    }
+
+    /// A chat completion, streamed: failover until the first chunk, then
+    /// the committed stream (its pump runs on the service's tasks).
+    pub async fn stream(&self, ask: Ask<pb::GenerateRequest>) -> Result<Opened, Unserved> {
+        let (model, call, mut watch) = self.start(ask, "generate_stream")?;
+        let admission = self.admit(&call, &mut watch).await?;
+        let served = call
+            .run(
+                &mut watch,
+                self.engine
+                    .open_stream(&model, &call.req, call.deadline, &call.trace),
+            )
+            .await?;
+        let bound = call
+            .req
+            .token_bound(served.member.target.default_max_tokens);
+        let prompt = call.req.prompt_estimate();
+        let Call {
+            id,
+            span,
+            deadline,
+            grant,
+            ..
+        } = call;
+        let Served {
+            value: mut open,
+            served_by,
+            attempts,
+            member,
+            pool,
+            reserved_tokens,
+        } = served;
+        span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
+        let mut headers = HeaderMap::new();
+        served_headers(&mut headers, &id, Some(&served_by), &attempts);
+        caller_header(&mut headers, grant.as_ref());
+        let busy = self
+            .engine
+            .observer
+            .metrics
+            .member_busy(&member, &pool.name);
+        let pump = Pump {
+            fleet: self.engine.fleet.clone(),
+            metrics: self.engine.observer.metrics.clone(),
+            bound,
+            prompt,
+            streamed: Default::default(),
+            watch: watch.map(|w| (w, served_by.clone(), attempts.clone(), busy)),
+            member,
+            pool,
+            reserved_tokens,
+            admission,
+            request_id: id.clone(),
+            idle: self.stream_idle,
+            deadline,
+        };
+        let meta = std::mem::take(&mut open.meta);
+        let chunks = pump.spawn(&self.tasks, open, span);
+        Ok(Opened {
+            id,
+            served_by,
+            attempts,
+            meta,
+            headers,
+            chunks,
+        })
+    }
+
     /// The caller's own limits, before any member is tried.
-    pub(super) async fn admit<Q>(
+    async fn admit<Q>(
         &self,
         call: &Call<Q>,
         watch: &mut Option<Watch>,
-    ) -> Result<Option<Admission>, Status> {
-        match access::admit(&self.engine.fleet, call.grant.as_ref(), call.estimate).await {
+    ) -> Result<Option<Admission>, Unserved> {
+        match crate::access::admit(&self.engine.fleet, call.grant.as_ref(), call.estimate).await {
             Ok(a) => Ok(a),
             Err(e) => {
                 call.span
                     .in_scope(|| tracing::info!(error = %e, "refused: caller over its limit"));
-                let mut status = Status::from(e);
-                caller_header(status.metadata_mut(), call.grant.as_ref());
                 if let Some(w) = watch.take() {
-                    w.finish(status.code(), None, None, None, &[]);
+                    w.finish(e.code(), None, None, None, &[]);
                 }
-                Err(status)
+                Err(Unserved::new(e, call.grant.as_ref()))
             }
         }
     }
 
-    pub(super) fn start<R: Inbound>(
-        &self,
-        r: Request<R>,
-        rpc: &'static str,
-    ) -> Result<Started<R>, Status> {
-        let deadline = deadline(r.metadata());
-        let trace = Incoming::from_metadata(r.metadata());
-        let grant = r.extensions().get::<Grant>().cloned();
-        let r = r.into_inner();
-        let model = r.model();
-        let mut watch = self.engine.observer.start(model, R::OPERATION);
-        if let Some(g) = &grant {
-            watch.set_caller(g.name());
-        }
-        let id = intake::request_id(r.request_id());
-        let checked = r.check(rpc).and_then(|c| {
-            // An empty model is the request's mistake, reported by resolve.
-            if let Some(g) = grant.as_ref().filter(|_| !model.is_empty()) {
-                let catalog = self.engine.catalog.load();
-                let direct = !catalog.is_configured(model) && model.contains('/');
-                g.permit(model, direct)?;
-            }
-            Ok(c)
-        });
-        let (checked, estimate) = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                let mut status = Status::from(e);
-                caller_header(status.metadata_mut(), grant.as_ref());
-                watch.finish(status.code(), None, None, None, &[]);
-                return Err(status);
-            }
-        };
-        // Caller metadata is never sent upstream, and reaches the span (and
-        // logs) only for the keys the operator allowed.
-        let allowed: Vec<String> = self
-            .span_metadata
-            .iter()
-            .filter_map(|k| r.metadata().get(k).map(|v| format!("{k}={v}")))
-            .collect();
-        // With spans exported, the span carries the GenAI attributes; the
-        // logs alone need only the request's identity.
-        let span = if self.engine.export_spans {
-            tracing::info_span!(
-                "generate",
-                otel.name = %format_args!("{rpc} {model}"),
-                rpc,
-                request_id = %id,
-                caller = grant.as_ref().map_or("", Grant::name),
-                gen_ai.operation.name = R::OPERATION.name(),
-                gen_ai.request.model = %model,
-                metadata = tracing::field::Empty,
-                gen_ai.response.model = tracing::field::Empty,
-                switchyard.member = tracing::field::Empty,
-                switchyard.attempts = tracing::field::Empty,
-                rpc.grpc.status_code = tracing::field::Empty,
-            )
-        } else {
-            tracing::info_span!(
-                "generate",
-                rpc,
-                request_id = %id,
-                caller = grant.as_ref().map_or("", Grant::name),
-                model = %model,
-                metadata = tracing::field::Empty,
-            )
-        };
-        if !allowed.is_empty() {
-            span.record("metadata", allowed.join(","));
-        }
-        Ok((
-            r,
-            Call {
-                grant,
-                id,
-                req: checked,
-                estimate,
-                deadline,
-                span,
-                trace,
-            },
-            Some(watch),
-        ))
-    }
-}
-
-impl InferenceService {
     /// A unary answer is in hand: settle what was reserved on the usage it
     /// reported (`bound`, the request's upper bound, when it reported
     /// none), log it and close its watch.
-    pub(super) fn served<Q, T>(
+    fn served<Q, T>(
         &self,
         call: &Call<Q>,
         admission: Option<Admission>,
@@ -266,16 +256,27 @@ impl InferenceService {
             );
         }
     }
+
+    /// Checks, watches and opens the span of a request (see `start`); a
+    /// refusal is counted and closes the watch.
+    fn start<R: Inbound>(
+        &self,
+        ask: Ask<R>,
+        rpc: &'static str,
+    ) -> Result<Started<R::Checked>, Unserved> {
+        let grant = ask.grant.clone();
+        super::start::start(self, ask, rpc).map_err(|e| Unserved::new(e, grant.as_ref()))
+    }
 }
 
 impl<Q> Call<Q> {
     /// Runs the engine inside the request's span; a failure is logged,
-    /// counted, and becomes the caller's status.
-    pub(super) async fn run<T>(
+    /// counted, and becomes the caller's error.
+    async fn run<T>(
         &self,
         watch: &mut Option<Watch>,
         engine: impl std::future::Future<Output = Result<Served<T>, Failed>>,
-    ) -> Result<Served<T>, Status> {
+    ) -> Result<Served<T>, Unserved> {
         match engine.instrument(self.span.clone()).await {
             Ok(served) => {
                 self.span.record(
@@ -288,20 +289,37 @@ impl<Q> Call<Q> {
                     .record("switchyard.attempts", served.attempts.len());
                 Ok(served)
             }
-            Err(f) => {
+            Err(Failed { error, attempts }) => {
                 self.span.in_scope(
-                    || tracing::info!(error = %f.error, attempts = f.attempts.len(), "not served"),
+                    || tracing::info!(error = %error, attempts = attempts.len(), "not served"),
                 );
-                let (mut status, attempts) = failed(&self.id, f);
-                caller_header(status.metadata_mut(), self.grant.as_ref());
+                let code = error.code();
+                let mut unserved = Unserved::new(error, self.grant.as_ref());
+                served_headers(&mut unserved.headers, &self.id, None, &attempts);
                 self.span.record("switchyard.attempts", attempts.len());
-                self.span
-                    .record("rpc.grpc.status_code", status.code() as i32);
+                self.span.record("rpc.grpc.status_code", code as i32);
                 if let Some(w) = watch.take() {
-                    w.finish(status.code(), None, None, None, &attempts);
+                    w.finish(code, None, None, None, &attempts);
                 }
-                Err(status)
+                Err(unserved)
             }
+        }
+    }
+
+    /// The answer's headers, and the answer.
+    fn answer<T>(self, served: Served<T>) -> Answer<T> {
+        let mut headers = HeaderMap::new();
+        served_headers(
+            &mut headers,
+            &self.id,
+            Some(&served.served_by),
+            &served.attempts,
+        );
+        caller_header(&mut headers, self.grant.as_ref());
+        Answer {
+            id: self.id,
+            served,
+            headers,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The `switchyard.v1.Inference` gRPC service: checks the request, runs
-//! failover, hands the answer to `respond` (unary) or the stream pump.
+//! The inference service: the call layer every door shares (`call`,
+//! `start`), and the `switchyard.v1.Inference` gRPC service on top of it
+//! (`grpc` for the translation; ListModels and the statistics RPCs here).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,20 +9,20 @@ use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::inference_server::Inference;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 mod call;
+mod grpc;
+mod start;
 
-use call::{Call, caller_header};
+pub use call::{Answer, Ask, Opened, Unserved, deadline_after};
 
 use crate::callers::Grant;
-use crate::failover::{Engine, Served};
+use crate::failover::Engine;
 use crate::fleet::State;
 use crate::model::{Live, Pool};
 use crate::observe::report;
-use crate::respond::{self, EventStream, event, served_metadata};
-use crate::stream::Pump;
+use crate::respond::{self, EventStream};
 
 pub struct InferenceService {
     engine: Arc<Engine>,
@@ -74,57 +75,21 @@ impl Inference for InferenceService {
         &self,
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
-        let (r, call, mut watch) = self.start(r, "generate")?;
-        let admission = self.admit(&call, &mut watch).await?;
-        let served = call
-            .run(
-                &mut watch,
-                self.engine
-                    .generate(&r.model, &call.req, call.deadline, &call.trace),
-            )
-            .await?;
-        let bound = call
-            .req
-            .token_bound(served.member.target.default_max_tokens);
-        self.served(
-            &call,
-            admission,
-            &served,
-            served.value.usage,
-            bound,
-            &mut watch,
-        );
-        let mut resp = respond::unary(call.id, served);
-        caller_header(resp.metadata_mut(), call.grant.as_ref());
-        Ok(resp)
+        let a = self.chat(grpc::ask(r)).await.map_err(grpc::status)?;
+        Ok(grpc::response(respond::unary(a.id, a.served), a.headers))
     }
 
     async fn embed(
         &self,
         r: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
-        let (r, call, mut watch) = self.start(r, "embed")?;
-        let admission = self.admit(&call, &mut watch).await?;
-        let served = call
-            .run(
-                &mut watch,
-                self.engine
-                    .embed(&r.model, &call.req, call.deadline, &call.trace),
-            )
-            .await?;
-        self.served(
-            &call,
-            admission,
-            &served,
-            served.value.usage,
-            call.estimate,
-            &mut watch,
-        );
-        let encoding =
-            pb::EmbeddingEncoding::try_from(r.encoding).unwrap_or(pb::EmbeddingEncoding::Float);
-        let mut resp = respond::embeddings(call.id, served, encoding);
-        caller_header(resp.metadata_mut(), call.grant.as_ref());
-        Ok(resp)
+        let encoding = pb::EmbeddingEncoding::try_from(r.get_ref().encoding)
+            .unwrap_or(pb::EmbeddingEncoding::Float);
+        let a = self.embeddings(grpc::ask(r)).await.map_err(grpc::status)?;
+        Ok(grpc::response(
+            respond::embeddings(a.id, a.served, encoding),
+            a.headers,
+        ))
     }
 
     type GenerateStreamStream = EventStream;
@@ -133,71 +98,9 @@ impl Inference for InferenceService {
         &self,
         r: Request<pb::GenerateRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let (r, call, mut watch) = self.start(r, "generate_stream")?;
-        let admission = self.admit(&call, &mut watch).await?;
-        let served = call
-            .run(
-                &mut watch,
-                self.engine
-                    .open_stream(&r.model, &call.req, call.deadline, &call.trace),
-            )
-            .await?;
-        let bound = call
-            .req
-            .token_bound(served.member.target.default_max_tokens);
-        let prompt = call.req.prompt_estimate();
-        let Call {
-            id,
-            span,
-            deadline,
-            grant,
-            ..
-        } = call;
-        let Served {
-            value: mut open,
-            served_by,
-            attempts,
-            member,
-            pool,
-            reserved_tokens,
-        } = served;
-        span.in_scope(|| tracing::info!(member = %served_by.member_id, attempts = attempts.len(), "stream committed"));
-        let mut headers = MetadataMap::new();
-        served_metadata(&mut headers, &id, Some(&served_by), &attempts);
-        caller_header(&mut headers, grant.as_ref());
-        let busy = self
-            .engine
-            .observer
-            .metrics
-            .member_busy(&member, &pool.name);
-        let pump = Pump {
-            fleet: self.engine.fleet.clone(),
-            metrics: self.engine.observer.metrics.clone(),
-            bound,
-            prompt,
-            streamed: Default::default(),
-            watch: watch.map(|w| (w, served_by.clone(), attempts.clone(), busy)),
-            member,
-            pool,
-            reserved_tokens,
-            admission,
-            request_id: id.clone(),
-            idle: self.stream_idle,
-            deadline,
-            trailers: headers.clone(),
-        };
-        let meta = std::mem::take(&mut open.meta);
-        let start = event(pb::generate_stream_event::Event::Start(pb::StreamStart {
-            request_id: id,
-            served_by: Some(served_by),
-            attempts,
-            upstream_id: meta.id.unwrap_or_default(),
-            response_model: meta.model.unwrap_or_default(),
-            system_fingerprint: meta.system_fingerprint.unwrap_or_default(),
-        }));
-        let mut resp = Response::new(pump.spawn(&self.tasks, start, open, span));
-        *resp.metadata_mut() = headers;
-        Ok(resp)
+        let opened = self.stream(grpc::ask(r)).await.map_err(grpc::status)?;
+        let headers = opened.headers.clone();
+        Ok(grpc::response(grpc::events(opened), headers))
     }
 
     async fn list_models(
