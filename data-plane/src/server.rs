@@ -26,10 +26,9 @@ use switchyard_shared::caller_key::KeyHasher;
 
 use crate::access::Access;
 
-use crate::attempt::HttpClients;
 use crate::catalog::Catalog;
 use crate::credentials::{ProcessSecrets, Resolver, Secrets};
-use crate::failover::Engine;
+use crate::failover::{Engine, Parts, Rules};
 use crate::fleet::memory::MemoryBackend;
 use crate::fleet::redis::RedisBackend;
 use crate::fleet::timed::Timed;
@@ -324,19 +323,20 @@ pub async fn serve(
             ));
         }
     }
-    let engine = Arc::new(Engine {
+    let engine = Arc::new(Engine::new(Parts {
         catalog: catalog.clone(),
         fleet,
-        http: HttpClients::default(),
-        max_attempts: settings.max_attempts,
-        rate_limit_cooldown: settings.rate_limit_cooldown,
-        auth_cooldown: settings.auth_cooldown,
-        retry_backoff: settings.retry_backoff,
         observer,
-        export_spans: settings.export_spans,
         signals,
         slots,
-    });
+        rules: Rules {
+            max_attempts: settings.max_attempts,
+            rate_limit_cooldown: settings.rate_limit_cooldown,
+            auth_cooldown: settings.auth_cooldown,
+            retry_backoff: settings.retry_backoff,
+        },
+        export_spans: settings.export_spans,
+    }));
     let export_spans = settings.export_spans;
 
     let (health, health_service) = tonic_health::server::health_reporter();

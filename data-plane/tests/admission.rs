@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use switchyard_data_plane::attempt::HttpClients;
 use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
-use switchyard_data_plane::failover::Engine;
+use switchyard_data_plane::failover::{Engine, Parts, Rules};
 use switchyard_data_plane::fleet::budget::BudgetPolicy;
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::slots::Slots;
@@ -85,19 +84,20 @@ fn engine(members: &[(&str, &str, Option<u32>)], queue: usize) -> Arc<Engine> {
     );
     tokio::spawn(pusher);
     let catalog = Catalog::build(&snapshot(members), &Resolver::default());
-    Arc::new(Engine {
+    Arc::new(Engine::new(Parts {
         catalog: Arc::new(ArcSwap::from_pointee(catalog)),
         fleet,
-        http: HttpClients::default(),
-        max_attempts: 10,
-        rate_limit_cooldown: Duration::from_secs(5),
-        auth_cooldown: Duration::from_secs(300),
-        retry_backoff: Duration::from_millis(50),
+        rules: Rules {
+            max_attempts: 10,
+            rate_limit_cooldown: Duration::from_secs(5),
+            auth_cooldown: Duration::from_secs(300),
+            retry_backoff: Duration::from_millis(50),
+        },
         observer: switchyard_data_plane::observe::Observer::detached(),
         export_spans: false,
         signals: Default::default(),
         slots: Slots::new(false, queue),
-    })
+    }))
 }
 
 type Outcomes = Vec<(String, O)>;

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use switchyard_data_plane::attempt::HttpClients;
 use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
-use switchyard_data_plane::failover::Engine;
+use switchyard_data_plane::failover::{Engine, Parts, Rules};
 use switchyard_data_plane::fleet::budget::BudgetPolicy;
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::{Fleet, Link};
@@ -98,14 +97,15 @@ impl Rig {
         tokio::spawn(pusher);
         let catalog = Catalog::build(&snapshot(failover, members), &Resolver::default());
         Self {
-            engine: Engine {
+            engine: Engine::new(Parts {
                 catalog: Arc::new(ArcSwap::from_pointee(catalog)),
                 fleet,
-                http: HttpClients::default(),
-                max_attempts: 10,
-                rate_limit_cooldown: Duration::from_secs(5),
-                auth_cooldown: Duration::from_secs(300),
-                retry_backoff: Duration::from_millis(50),
+                rules: Rules {
+                    max_attempts: 10,
+                    rate_limit_cooldown: Duration::from_secs(5),
+                    auth_cooldown: Duration::from_secs(300),
+                    retry_backoff: Duration::from_millis(50),
+                },
                 observer: switchyard_data_plane::observe::Observer::detached(),
                 export_spans: false,
                 signals: Default::default(),
@@ -113,7 +113,7 @@ impl Rig {
                     false,
                     switchyard_data_plane::fleet::slots::DEFAULT_QUEUE,
                 ),
-            },
+            }),
             threshold: failover.failure_threshold,
             cooldown_ms: failover.cooldown_base_ms,
         }
@@ -123,7 +123,7 @@ impl Rig {
     fn reconfigure(&self, members: &[(&str, &str, Option<u64>)]) {
         let p = policy(0, self.threshold, self.cooldown_ms);
         let catalog = Catalog::build(&snapshot(p, members), &Resolver::default());
-        self.engine.catalog.store(Arc::new(catalog));
+        self.engine.catalog().store(Arc::new(catalog));
     }
 
     async fn call(
@@ -359,13 +359,11 @@ async fn the_attempt_cap_bounds_a_request() {
             ("c", "c", None),
         ],
     );
-    let rig = Rig {
-        engine: Engine {
-            max_attempts: 4,
-            ..rig.engine
-        },
-        ..rig
-    };
+    let mut rig = rig;
+    rig.engine.set_rules(Rules {
+        max_attempts: 4,
+        ..rig.engine.rules()
+    });
     let (e, attempts) = rig.call(None).await.expect_err("cap");
     assert!(matches!(e, DpError::AttemptCap { cap: 4, .. }), "{e}");
     assert_eq!(attempts.len(), 4);

@@ -60,7 +60,9 @@ impl Engine {
                     Outcome::Next => {}
                     Outcome::Stop(e) => return Err(std::mem::take(&mut run.log).fail(e)),
                     Outcome::Cap => {
-                        return Err(std::mem::take(&mut run.log).capped(model, self.max_attempts));
+                        return Err(
+                            std::mem::take(&mut run.log).capped(model, self.rules.max_attempts)
+                        );
                     }
                     Outcome::GiveUp => return Err(std::mem::take(&mut run.log).gave_up(model)),
                 }

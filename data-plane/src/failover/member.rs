@@ -269,7 +269,7 @@ impl Engine {
                 }
                 ErrorClass::RateLimited => {
                     // Benched at once, fleet-wide, for as long as it said.
-                    let d = err.retry_after().unwrap_or(self.rate_limit_cooldown);
+                    let d = err.retry_after().unwrap_or(self.rules.rate_limit_cooldown);
                     self.fleet.bench_for(&c.member_id, d, probe.take());
                     self.observer.metrics.benched(&pool.name, &c.member_id);
                     tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member rate-limited: benched");
@@ -279,7 +279,7 @@ impl Engine {
                     return Outcome::Next;
                 }
                 ErrorClass::AuthBilling(refusal) => {
-                    let d = self.auth_cooldown;
+                    let d = self.rules.auth_cooldown;
                     self.fleet.bench_for(&c.member_id, d, probe.take());
                     self.observer.metrics.benched(&pool.name, &c.member_id);
                     tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member refused its credential or account: benched");
@@ -326,6 +326,7 @@ impl Engine {
     /// jitter. False when the caller's deadline would pass first (move on).
     async fn back_off(&self, n: u32, run: &Run<'_>) -> bool {
         let cap = self
+            .rules
             .retry_backoff
             .saturating_mul(1 << n.min(10))
             .min(MAX_BACKOFF);

@@ -61,11 +61,24 @@ use run::{Outcome, Run, outcome_of};
 pub use tried::Failed;
 use tried::Log;
 
-/// Shared by every request of a worker.
+/// Shared by every request of a worker (built with `Engine::new`).
 pub struct Engine {
-    pub catalog: Arc<ArcSwap<Catalog>>,
-    pub fleet: Fleet,
-    pub http: HttpClients,
+    catalog: Arc<ArcSwap<Catalog>>,
+    fleet: Fleet,
+    http: HttpClients,
+    rules: Rules,
+    observer: Arc<Observer>,
+    /// Spans are exported (OTLP): each attempt gets a span of its own.
+    export_spans: bool,
+    /// Members' live signals (in flight, latency), fleet-wide.
+    signals: Arc<Signals>,
+    /// Capped members' concurrency slots and the pools' admission queues.
+    slots: Arc<Slots>,
+}
+
+/// The worker-wide rules of failover.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
     /// Global cap on attempts per request.
     pub max_attempts: u32,
     /// A rate-limited member without a Retry-After is benched this long.
@@ -74,13 +87,64 @@ pub struct Engine {
     pub auth_cooldown: Duration,
     /// First backoff between retries of one member (doubled each retry, jittered).
     pub retry_backoff: Duration,
+}
+
+/// What an engine is built from: the worker's live config, fleet state and
+/// observer, and its rules.
+pub struct Parts {
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub fleet: Fleet,
     pub observer: Arc<Observer>,
+    pub signals: Arc<Signals>,
+    pub slots: Arc<Slots>,
+    pub rules: Rules,
     /// Spans are exported (OTLP): each attempt gets a span of its own.
     pub export_spans: bool,
-    /// Members' live signals (in flight, latency), fleet-wide.
-    pub signals: Arc<Signals>,
-    /// Capped members' concurrency slots and the pools' admission queues.
-    pub slots: Arc<Slots>,
+}
+
+impl Engine {
+    pub fn new(p: Parts) -> Self {
+        Self {
+            catalog: p.catalog,
+            fleet: p.fleet,
+            http: HttpClients::default(),
+            rules: p.rules,
+            observer: p.observer,
+            export_spans: p.export_spans,
+            signals: p.signals,
+            slots: p.slots,
+        }
+    }
+
+    /// The config this worker serves, swapped whole on each revision.
+    pub fn catalog(&self) -> &Arc<ArcSwap<Catalog>> {
+        &self.catalog
+    }
+
+    /// What the fleet shares (health, limits, signals' transport).
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Metrics and statistics.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
+    }
+
+    /// Whether spans are exported: requests then carry the GenAI attributes.
+    pub fn exports_spans(&self) -> bool {
+        self.export_spans
+    }
+
+    /// The failover rules, for a test that changes one.
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+    }
+
+    /// The failover rules.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
 }
 
 /// A success, with who served it and what was tried.
@@ -215,7 +279,7 @@ impl Engine {
             operation,
             model,
             deadline,
-            budget: self.max_attempts.max(1),
+            budget: self.rules.max_attempts.max(1),
             first_pool: None,
             free_hop: false,
             estimate,
@@ -294,7 +358,7 @@ impl Engine {
                             }
                         }
                         return Err(if matches!(outcome, Outcome::Cap) {
-                            run.log.capped(&resolved.model, self.max_attempts)
+                            run.log.capped(&resolved.model, self.rules.max_attempts)
                         } else {
                             run.log.gave_up(&resolved.model)
                         });

@@ -54,6 +54,18 @@ pub enum State {
     Probing,
 }
 
+impl State {
+    /// Its label, as `switchyard_member_state`, ListModels' callers and the
+    /// pool statistics show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Benched { .. } => "benched",
+            Self::HalfOpen | Self::Probing => "probing",
+        }
+    }
+}
+
 /// A failure as the rules need it.
 #[derive(Clone, Copy, Debug)]
 pub struct Failure {

@@ -149,11 +149,7 @@ impl Collector for StateCollector {
                 let state = table.get(&m.member_id).map_or(State::Available, |e| {
                     e.state(now, p.policy.failure_threshold)
                 });
-                let current = match state {
-                    State::Available => "available",
-                    State::Benched { .. } => "benched",
-                    State::HalfOpen | State::Probing => "probing",
-                };
+                let current = state.label();
                 for s in ["available", "benched", "probing"] {
                     states
                         .get_or_create(&n::MemberState {

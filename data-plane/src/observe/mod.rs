@@ -4,7 +4,6 @@
 mod gauges;
 mod meters;
 pub mod metrics;
-pub mod report;
 pub mod stats;
 mod store;
 mod totals;

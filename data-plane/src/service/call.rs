@@ -10,46 +10,21 @@
 //! limits (`admit`), the engine run in the request's span (`Call::run`),
 //! and what a served unary call settles (`served`).
 
-use std::time::Duration;
-
 use http::HeaderMap;
 use switchyard_proto::v1 as pb;
-use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::InferenceService;
-use super::start::{Call, Inbound, Started};
+use super::start::{Ask, Call, Inbound, Started};
 use crate::access::Admission;
 use crate::callers::Grant;
 use crate::error::DpError;
 use crate::failover::{Failed, Served};
 use crate::observe::Watch;
-use crate::observe::trace::Incoming;
 use crate::respond::{caller_header, served_headers};
 use crate::settle::Reserved;
 use crate::stream::{Chunks, Pump};
 use crate::upstream::{Completion, Embeddings, ResponseMeta, Usage};
-
-/// What a door hands the call layer.
-pub struct Ask<R> {
-    /// The request, as the gRPC API defines it.
-    pub message: R,
-    /// Who is calling (absent only on a server built without the filter).
-    pub grant: Option<Grant>,
-    /// When the caller stops waiting (see `deadline_after`).
-    pub deadline: Option<Instant>,
-    /// The caller's trace context.
-    pub trace: Incoming,
-}
-
-/// The deadline a caller's timeout gives, a little early, so the caller
-/// gets our DEADLINE_EXCEEDED (with the attempts made) rather than the
-/// transport's bare CANCELLED: a tenth of the budget, at most 50 ms — room
-/// for the answer to travel back over a loaded machine or a cross-zone link.
-pub fn deadline_after(timeout: Duration) -> Option<Instant> {
-    let margin = (timeout / 10).min(Duration::from_millis(50));
-    Instant::now().checked_add(timeout.saturating_sub(margin))
-}
 
 /// A served answer and its `x-switchyard-*` headers (request id, member,
 /// upstream, attempts, caller).
@@ -169,12 +144,12 @@ impl InferenceService {
         caller_header(&mut headers, grant.as_ref());
         let busy = self
             .engine
-            .observer
+            .observer()
             .metrics
             .member_busy(&member, &pool.name);
         let pump = Pump {
-            fleet: self.engine.fleet.clone(),
-            metrics: self.engine.observer.metrics.clone(),
+            fleet: self.engine.fleet().clone(),
+            metrics: self.engine.observer().metrics.clone(),
             bound,
             prompt,
             streamed: Default::default(),
@@ -205,7 +180,7 @@ impl InferenceService {
         call: &Call<Q>,
         watch: &mut Option<Watch>,
     ) -> Result<Option<Admission>, Unserved> {
-        match crate::access::admit(&self.engine.fleet, call.grant.as_ref(), call.estimate).await {
+        match crate::access::admit(self.engine.fleet(), call.grant.as_ref(), call.estimate).await {
             Ok(a) => Ok(a),
             Err(e) => {
                 call.span
@@ -238,8 +213,8 @@ impl InferenceService {
             seen: 0,
         }
         .settle(
-            &self.engine.fleet,
-            &self.engine.observer.metrics,
+            self.engine.fleet(),
+            &self.engine.observer().metrics,
             admission,
             usage.map(|u| u.total()),
         );

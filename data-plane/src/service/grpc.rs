@@ -11,7 +11,8 @@ use http::HeaderMap;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::call::{Ask, Opened, Unserved, deadline_after};
+use super::call::{Opened, Unserved};
+use super::start::{Ask, deadline_after};
 use crate::callers::Grant;
 use crate::observe::trace::Incoming;
 use crate::respond::{EventStream, chunk_event, event};

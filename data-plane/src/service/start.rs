@@ -2,17 +2,39 @@
 //! schema and the caller's scope, given an id, watched (metrics and
 //! statistics, taken when it ends) and opened in its span.
 
+use std::time::Duration;
+
 use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
 
 use super::InferenceService;
-use super::call::Ask;
 use crate::callers::Grant;
 use crate::error::DpError;
 use crate::intake;
 use crate::observe::trace::Incoming;
 use crate::observe::{Operation, Watch};
 use crate::upstream::{ChatRequest, EmbedRequest};
+
+/// What a door hands the call layer.
+pub struct Ask<R> {
+    /// The request, as the gRPC API defines it.
+    pub message: R,
+    /// Who is calling (absent only on a server built without the filter).
+    pub grant: Option<Grant>,
+    /// When the caller stops waiting (see `deadline_after`).
+    pub deadline: Option<Instant>,
+    /// The caller's trace context.
+    pub trace: Incoming,
+}
+
+/// The deadline a caller's timeout gives, a little early, so the caller
+/// gets our DEADLINE_EXCEEDED (with the attempts made) rather than the
+/// transport's bare CANCELLED: a tenth of the budget, at most 50 ms — room
+/// for the answer to travel back over a loaded machine or a cross-zone link.
+pub fn deadline_after(timeout: Duration) -> Option<Instant> {
+    let margin = (timeout / 10).min(Duration::from_millis(50));
+    Instant::now().checked_add(timeout.saturating_sub(margin))
+}
 
 /// A started request: checked, with its id, deadline, trace context and span.
 pub(super) struct Call<Q> {
@@ -94,7 +116,7 @@ pub(super) fn start<R: Inbound>(
     } = ask;
     let engine = &service.engine;
     let model = r.model();
-    let mut watch = engine.observer.start(model, R::OPERATION);
+    let mut watch = engine.observer().start(model, R::OPERATION);
     if let Some(g) = &grant {
         watch.set_caller(g.name());
     }
@@ -102,7 +124,7 @@ pub(super) fn start<R: Inbound>(
     let checked = r.check(rpc).and_then(|c| {
         // An empty model is the request's mistake, reported by resolve.
         if let Some(g) = grant.as_ref().filter(|_| !model.is_empty()) {
-            let catalog = engine.catalog.load();
+            let catalog = engine.catalog().load();
             let direct = !catalog.is_configured(model) && model.contains('/');
             g.permit(model, direct)?;
         }
@@ -124,7 +146,7 @@ pub(super) fn start<R: Inbound>(
         .collect();
     // With spans exported, the span carries the GenAI attributes; the
     // logs alone need only the request's identity.
-    let span = if engine.export_spans {
+    let span = if engine.exports_spans() {
         tracing::info_span!(
             "generate",
             otel.name = %format_args!("{rpc} {model}"),

@@ -1,6 +1,7 @@
-//! `GetPoolStats` and `GetCallerStats`: the fleet's statistics over a
-//! window, joined with the config (which pools, members and callers exist)
-//! and, for pools, the health this worker holds.
+//! The answers of `GetPoolStats` and `GetCallerStats`: the fleet's
+//! statistics over a window (recorded by `observe`), joined with the config
+//! (which pools, members and callers exist) and, for pools, the health this
+//! worker holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -10,12 +11,12 @@ use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
 use tonic::Status;
 
-use super::stats::{MAX_WINDOW_SECS, PoolAgg, Recorder, Totals, Use};
+use super::member_view::HealthView;
 use crate::callers::Grant;
 use crate::catalog::Catalog;
-use crate::fleet::State;
 use crate::fleet::health::Entry;
 use crate::model::Pool;
+use crate::observe::stats::{MAX_WINDOW_SECS, PoolAgg, Recorder, Totals, Use};
 
 /// The window asked for, in seconds: 60 to an hour, 0 for five minutes.
 pub fn window(seconds: u32) -> Result<u32, Status> {
@@ -39,15 +40,6 @@ fn rate(failed: u64, of: u64) -> f64 {
     }
 }
 
-/// The label of a state, as `switchyard_member_state` has it.
-pub fn state_name(s: State) -> &'static str {
-    match s {
-        State::Available => "available",
-        State::Benched { .. } => "benched",
-        State::HalfOpen | State::Probing => "probing",
-    }
-}
-
 /// One pool's statistics; its configured members first (in config order),
 /// then any the window saw that the config no longer has.
 pub fn pool(
@@ -55,7 +47,6 @@ pub fn pool(
     agg: Option<&PoolAgg>,
     health: &HashMap<String, Entry>,
     now: Instant,
-    unix_ms: impl Fn(Instant) -> i64,
 ) -> pb::PoolStats {
     let empty = PoolAgg::default();
     let agg = agg.unwrap_or(&empty);
@@ -64,10 +55,7 @@ pub fn pool(
     let mut seen = std::collections::HashSet::new();
     let member = |id: &str, c: Option<&Arc<crate::model::Candidate>>| {
         let m = agg.members.get(id).cloned().unwrap_or_default();
-        let e = health.get(id);
-        let state = e.map_or(State::Available, |e| {
-            e.state(now, p.policy.failure_threshold)
-        });
+        let h = HealthView::of(health, id, p.policy.failure_threshold, now);
         let attempts = m.attempts();
         pb::MemberStats {
             member_id: id.to_owned(),
@@ -80,12 +68,9 @@ pub fn pool(
             latency: Some(m.latency.percentiles()),
             input_tokens: m.input,
             output_tokens: m.output,
-            state: state_name(state).to_owned(),
-            consecutive_failures: e.map_or(0, |e| e.fails),
-            benched_until_ms: match state {
-                State::Benched { until } => unix_ms(until),
-                _ => 0,
-            },
+            state: h.state.label().to_owned(),
+            consecutive_failures: h.fails,
+            benched_until_ms: h.benched_until_ms,
         }
     };
     for c in &p.members {
@@ -118,11 +103,10 @@ pub fn pools(
     totals: &Totals,
     health: &HashMap<String, Entry>,
     now: Instant,
-    unix_ms: impl Fn(Instant) -> i64 + Copy,
 ) -> Vec<pb::PoolStats> {
     configured
         .iter()
-        .map(|p| pool(p, totals.pools.get(&p.name), health, now, unix_ms))
+        .map(|p| pool(p, totals.pools.get(&p.name), health, now))
         .collect()
 }
 
