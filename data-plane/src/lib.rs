@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //! A request's life, top-down, one stage per module:
-//! - [`door`]: the OpenAI-compatible HTTP door, a translation in front of
-//!   `service` (one engine for both).
-//! - [`service`]: `switchyard.v1.Inference` (Generate, GenerateStream,
-//!   Embed, ListModels, statistics): one call's life in `service::call`.
+//! - [`door`]: the OpenAI-compatible HTTP door, a door onto the call layer
+//!   (`service::call`) as the gRPC service is; neither calls the other.
+//! - [`service`]: the call layer every door shares (`call`: an `Ask` in, the
+//!   neutral answer or a typed `DpError` out) and `switchyard.v1.Inference`
+//!   on top of it (`grpc`; ListModels and the statistics answers beside it).
 //! - [`intake`]: the request checked, field by field, into the neutral
 //!   request model (`upstream::ChatRequest`, `EmbedRequest`).
 //! - [`catalog`] (resolve): a model name (route → pool → provider/model) to
@@ -35,7 +36,10 @@
 //! - [`features`]: what a request has (images, reasoning, tools, a long
 //!   prompt) that a route tier's condition may ask for.
 //! - [`sync`]: snapshot loading and change following, without Postgres.
-//! - [`error`]: the one error type and its mapping to `tonic::Status`.
+//! - [`error`]: the one error type, its gRPC code by variant and its
+//!   mapping to `tonic::Status` (the HTTP door maps it in `door::error`).
+//! - [`observe`]: metrics, pool statistics and spans — it only records;
+//!   [`gauges`]: what a scrape reads of the stages' state.
 //! - [`server`] and [`config`]: wiring, flags, shutdown.
 
 pub mod access;
@@ -51,6 +55,7 @@ pub mod failover;
 pub mod features;
 pub mod fit;
 pub mod fleet;
+pub mod gauges;
 pub mod intake;
 pub mod model;
 pub mod observe;

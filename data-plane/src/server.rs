@@ -33,7 +33,7 @@ use crate::fleet::memory::MemoryBackend;
 use crate::fleet::redis::RedisBackend;
 use crate::fleet::timed::Timed;
 use crate::fleet::{Backend, Fleet, Link, LinkState};
-use crate::observe::metrics::Live;
+use crate::gauges::Live;
 use crate::observe::stats::{MemoryStore, Recorder, RedisStore, Store};
 use crate::observe::{Metrics, Observer};
 use crate::service::InferenceService;

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,7 +19,6 @@ pub use switchyard_shared::metrics::code_name;
 use switchyard_shared::metrics::names as n;
 use switchyard_shared::metrics::{LabelCap, durations, tokens};
 
-pub use super::gauges::Live;
 use super::meters::MemberMeters;
 pub use super::meters::{AttemptWatch, Inflight};
 pub use crate::model::outcome_name;
@@ -56,9 +57,34 @@ pub struct Metrics {
     /// Callers' names (configured, but capped all the same).
     callers: LabelCap,
     /// What the scrape-time gauges read, once the worker is wired.
-    live: Arc<OnceLock<Live>>,
+    live: Arc<OnceLock<Box<dyn Scraped>>>,
     /// pool → member → that member's series handles.
     meters: std::sync::RwLock<HashMap<String, HashMap<String, MemberMeters>>>,
+}
+
+/// The worker's state as the scrape reads it (the `gauges` module): metrics
+/// record, the stages' state is read only at scrape time, through this.
+pub trait Scraped: Send + Sync + std::fmt::Debug {
+    /// Whether `model` names a configured pool or route (a label kept as
+    /// is; anything else is capped).
+    fn is_configured(&self, model: &str) -> bool;
+    /// The gauges of the worker's state, now.
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error>;
+}
+
+/// Gauges read from the worker's state at scrape time.
+#[derive(Debug)]
+struct StateCollector {
+    live: Arc<OnceLock<Box<dyn Scraped>>>,
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self.live.get() {
+            Some(live) => live.encode(encoder),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Most distinct caller-chosen label values (then `other`).
@@ -206,25 +232,22 @@ impl Metrics {
             m.http_open.clone(),
         );
         let m = Arc::new(m);
-        registry.register_collector(Box::new(super::gauges::StateCollector {
+        registry.register_collector(Box::new(StateCollector {
             live: m.live.clone(),
         }));
         m
     }
 
     /// Wires the scrape-time gauges to the worker's state (once).
-    pub fn attach(&self, live: Live) {
-        let _ = self.live.set(live);
+    pub fn attach(&self, live: impl Scraped + 'static) {
+        let _ = self.live.set(Box::new(live));
     }
 
     /// The model asked for, as a label: a configured route or pool by its
     /// name; anything else (a direct `provider/model`, an unknown or invalid
     /// name: the caller chose it) capped.
     pub fn model_label(&self, model: &str) -> String {
-        let configured = self
-            .live
-            .get()
-            .is_some_and(|l| l.catalog.load().is_configured(model));
+        let configured = self.live.get().is_some_and(|l| l.is_configured(model));
         if configured {
             model.to_owned()
         } else {

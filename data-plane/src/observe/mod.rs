@@ -1,7 +1,6 @@
 //! Observe: what each request leaves behind for operators — Prometheus
 //! metrics, fleet-wide pool and caller statistics, and its trace context.
 
-mod gauges;
 mod meters;
 pub mod metrics;
 pub mod stats;

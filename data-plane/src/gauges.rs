@@ -1,10 +1,11 @@
-//! Gauges of the worker's state (config, fleet link, members' health),
-//! read at scrape time: the request path pays nothing for them.
+//! Gauges of the worker's state (config, fleet link, members' health,
+//! live signals, slots), read at scrape time: the request path pays nothing
+//! for them. `observe` only records; this is where the scrape reads the
+//! stages' state, so it sits above them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::catalog::Catalog;
 use crate::fleet::{Fleet, LinkState, State};
+use crate::observe::metrics::Scraped;
 use crate::sync::SyncState;
 
 /// The worker's state the scrape reads.
@@ -30,23 +32,19 @@ pub struct Live {
     pub slots: Arc<crate::fleet::slots::Slots>,
 }
 
-/// Gauges read from the worker's state at scrape time.
-#[derive(Debug)]
-pub(super) struct StateCollector {
-    pub(super) live: Arc<OnceLock<Live>>,
-}
-
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Live")
     }
 }
 
-impl Collector for StateCollector {
+impl Scraped for Live {
+    fn is_configured(&self, model: &str) -> bool {
+        self.catalog.load().is_configured(model)
+    }
+
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(live) = self.live.get() else {
-            return Ok(());
-        };
+        let live = self;
         let catalog = live.catalog.load();
         let gauge = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64| {
             let g = ConstGauge::new(v);
