@@ -28,9 +28,10 @@ pub struct Args {
         long,
         env = "SWITCHYARD_INFERENCE_TOKENS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = switchyard_shared::args::secret
     )]
-    pub inference_tokens: Vec<String>,
+    pub inference_tokens: Vec<secrecy::SecretString>,
     /// Let anyone call every model, unchecked (a warning says so at start).
     /// Without it, callers present caller keys (CreateCaller; checked with
     /// the master key) or, deprecated, one of the inference tokens.
@@ -209,7 +210,7 @@ impl Args {
         let tokens: Vec<_> = self
             .inference_tokens
             .iter()
-            .map(|t| t.trim())
+            .map(|t| secrecy::ExposeSecret::expose_secret(t).trim())
             .filter(|t| !t.is_empty())
             .map(|t| (secrecy::SecretString::from(t.to_owned()), Role::Reader))
             .collect();
