@@ -9,10 +9,18 @@ use switchyard_shared::telemetry::TelemetryConfig;
 
 use crate::server::{Settings, Source};
 
+/// `--version`: the package version, and whether the in-process mock
+/// upstream (provider kind MOCK, the `mock` cargo feature) is built in.
+pub const VERSION: &str = if crate::upstream::MOCK_BUILT {
+    concat!(env!("CARGO_PKG_VERSION"), " (mock upstream built in)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// switchyard-data-plane: a stateless inference worker. Loads its config
 /// from Redis and shares counters and member health with every other worker.
 #[derive(clap::Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:50052")]
