@@ -36,7 +36,9 @@
 //!   prompt) that a route tier's condition may ask for.
 //! - [`sync`]: snapshot loading and change following, without Postgres.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
-//! - [`server`] and [`config`]: wiring, flags, shutdown.
+//! - [`server`]: a worker built from its settings (`Worker::build`: connect,
+//!   load, bind) and run (`Worker::run`: serve until shutdown, drain), with
+//!   every default in `server::defaults`; [`config`]: the flags.
 
 pub mod access;
 pub mod admit;

@@ -15,10 +15,10 @@ use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
 use switchyard_data_plane::failover::Engine;
-use switchyard_data_plane::fleet::budget::BudgetPolicy;
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::slots::Slots;
 use switchyard_data_plane::fleet::{Fleet, Link};
+use switchyard_data_plane::server::defaults;
 use switchyard_data_plane::upstream::{ChatRequest, Message, Role};
 use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
@@ -80,7 +80,10 @@ fn engine(members: &[(&str, &str, Option<u32>)], queue: usize) -> Arc<Engine> {
     let (fleet, pusher) = Fleet::new(
         Arc::new(MemoryBackend::default()),
         Arc::new(Link::default()),
-        BudgetPolicy::default(),
+        defaults::retry_budget(
+            defaults::RETRY_BUDGET_PERCENT,
+            defaults::RETRY_BUDGET_MIN_PER_SEC,
+        ),
         CancellationToken::new(),
     );
     tokio::spawn(pusher);
@@ -89,10 +92,10 @@ fn engine(members: &[(&str, &str, Option<u32>)], queue: usize) -> Arc<Engine> {
         catalog: Arc::new(ArcSwap::from_pointee(catalog)),
         fleet,
         http: HttpClients::default(),
-        max_attempts: 10,
-        rate_limit_cooldown: Duration::from_secs(5),
-        auth_cooldown: Duration::from_secs(300),
-        retry_backoff: Duration::from_millis(50),
+        max_attempts: defaults::MAX_ATTEMPTS,
+        rate_limit_cooldown: Duration::from_millis(defaults::RATE_LIMIT_COOLDOWN_MS),
+        auth_cooldown: Duration::from_millis(defaults::AUTH_COOLDOWN_MS),
+        retry_backoff: Duration::from_millis(defaults::RETRY_BACKOFF_MS),
         observer: switchyard_data_plane::observe::Observer::detached(),
         export_spans: false,
         signals: Default::default(),
