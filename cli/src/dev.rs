@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use switchyard_control_plane::server::{BusSettings, ControlPlane, Settings};
 use switchyard_control_plane::store::Store;
-use switchyard_data_plane::server::{Settings as DpSettings, Source};
+use switchyard_data_plane::server::{Settings as DpSettings, Source, Worker};
 use switchyard_proto::v1 as pb;
 use switchyard_shared::args::{CredentialArgs, load_master_key};
 use switchyard_shared::auth::Authorizer;
@@ -101,9 +101,11 @@ pub async fn run(
             }
         }
     };
+    let dp_stop = stop.clone().cancelled_owned();
+    let dp_serve = async move { Worker::build(dp_listener, dp).await?.run(dp_stop).await };
     let (cp_done, dp_done, ()) = tokio::join!(
         cp.serve(cp_listener, stop.clone().cancelled_owned()),
-        switchyard_data_plane::server::serve(dp_listener, dp, stop.clone().cancelled_owned()),
+        dp_serve,
         signal,
     );
     cp_done?;

@@ -75,8 +75,13 @@ enum Command {
     },
     /// Run schema migrations and exit.
     Migrate {
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            hide_env_values = true,
+            value_parser = switchyard_shared::args::secret
+        )]
+        database_url: secrecy::SecretString,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -142,7 +147,8 @@ async fn main() -> std::process::ExitCode {
             telemetry,
         } => {
             with_telemetry(&telemetry, "switchyard-migrate", async move {
-                let db = connect_database(&database_url).await?;
+                let db =
+                    connect_database(secrecy::ExposeSecret::expose_secret(&database_url)).await?;
                 migrate(&db).await?;
                 tracing::info!("migrations applied");
                 Ok(())

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
-use switchyard_shared::args::{CredentialArgs, MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs};
+use secrecy::{ExposeSecret as _, SecretString};
+use switchyard_shared::args::{
+    CredentialArgs, MasterKeyArgs, RedisArgs, TelemetryArgs, TlsArgs, secret,
+};
 
 use crate::server::{BusSettings, Settings};
 use switchyard_shared::auth::{Authorizer, Role, parse_tokens_file};
@@ -30,9 +32,10 @@ pub struct Args {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/switchyard",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
     /// Where changes are published: redis (production) or local (in-process; no data plane can follow).
     #[arg(long, env = "SWITCHYARD_BUS", value_enum, default_value = "redis")]
     pub bus: BusKind,
@@ -43,17 +46,19 @@ pub struct Args {
         long,
         env = "SWITCHYARD_ADMIN_TOKENS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub admin_tokens: Vec<String>,
+    pub admin_tokens: Vec<SecretString>,
     /// Comma-separated reader tokens (read only).
     #[arg(
         long,
         env = "SWITCHYARD_READER_TOKENS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub reader_tokens: Vec<String>,
+    pub reader_tokens: Vec<SecretString>,
     /// File of `admin TOKEN` / `reader TOKEN` lines.
     #[arg(long, env = "SWITCHYARD_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
@@ -94,8 +99,8 @@ impl Args {
             ("SWITCHYARD_READER_TOKENS", &self.reader_tokens),
         ] {
             // `VAR=` (one empty value) is as good as unset; `" , "` is a mistake.
-            let unset = list.len() == 1 && list[0].is_empty();
-            if !unset && list.iter().any(|t| t.trim().is_empty()) {
+            let unset = list.len() == 1 && list[0].expose_secret().is_empty();
+            if !unset && list.iter().any(|t| t.expose_secret().trim().is_empty()) {
                 return Err(format!(
                     "{flag} holds a blank entry; give comma-separated tokens without empty items, or leave it unset"
                 ));
@@ -103,24 +108,22 @@ impl Args {
         }
         // (token, role, the name its changes are recorded under)
         let mut tokens: Vec<(SecretString, Role, String)> = Vec::new();
-        tokens.extend(self.admin_tokens.iter().filter(|t| !t.is_empty()).map(|t| {
-            (
-                SecretString::from(t.trim().to_owned()),
-                Role::Admin,
-                "admin".to_owned(),
-            )
-        }));
-        tokens.extend(
-            self.reader_tokens
-                .iter()
+        let given = |list: &[SecretString]| {
+            list.iter()
+                .map(|t| t.expose_secret().trim().to_owned())
                 .filter(|t| !t.is_empty())
-                .map(|t| {
-                    (
-                        SecretString::from(t.trim().to_owned()),
-                        Role::Reader,
-                        "reader".to_owned(),
-                    )
-                }),
+                .map(SecretString::from)
+                .collect::<Vec<_>>()
+        };
+        tokens.extend(
+            given(&self.admin_tokens)
+                .into_iter()
+                .map(|t| (t, Role::Admin, "admin".to_owned())),
+        );
+        tokens.extend(
+            given(&self.reader_tokens)
+                .into_iter()
+                .map(|t| (t, Role::Reader, "reader".to_owned())),
         );
         if let Some(path) = &self.tokens_file {
             // Config parsing, once at start-up.
@@ -155,7 +158,7 @@ impl Args {
             BusKind::Local => BusSettings::Local,
         };
         Ok(Settings {
-            database_url: self.database_url.clone(),
+            database_url: self.database_url.expose_secret().to_owned(),
             bus,
             auth,
             master_keys: self.master_key.load()?,

@@ -7,12 +7,21 @@ use switchyard_shared::args::{CredentialArgs, MasterKeyArgs, RedisArgs, Telemetr
 use switchyard_shared::auth::{Authorizer, Role};
 use switchyard_shared::telemetry::TelemetryConfig;
 
+use crate::server::defaults as d;
 use crate::server::{Settings, Source};
+
+/// `--version`: the package version, and whether the in-process mock
+/// upstream (provider kind MOCK, the `mock` cargo feature) is built in.
+pub const VERSION: &str = if crate::upstream::MOCK_BUILT {
+    concat!(env!("CARGO_PKG_VERSION"), " (mock upstream built in)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
 
 /// switchyard-data-plane: a stateless inference worker. Loads its config
 /// from Redis and shares counters and member health with every other worker.
 #[derive(clap::Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:50052")]
@@ -28,56 +37,57 @@ pub struct Args {
         long,
         env = "SWITCHYARD_INFERENCE_TOKENS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = switchyard_shared::args::secret
     )]
-    pub inference_tokens: Vec<String>,
+    pub inference_tokens: Vec<secrecy::SecretString>,
     /// Let anyone call every model, unchecked (a warning says so at start).
     /// Without it, callers present caller keys (CreateCaller; checked with
     /// the master key) or, deprecated, one of the inference tokens.
     #[arg(long, env = "SWITCHYARD_NO_AUTH")]
     pub no_auth: bool,
     /// Most attempts one request may make, across members and retries.
-    #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 10)]
+    #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = d::MAX_ATTEMPTS)]
     pub max_attempts: u32,
     /// Requests one pool's admission queue holds on this worker: a request
     /// that finds every member at its `max_concurrency` waits there (FIFO,
     /// within its deadline) for a slot; beyond this it is refused at once
     /// (RESOURCE_EXHAUSTED / HTTP 429 with a retry hint). 0: never wait.
-    #[arg(long, env = "SWITCHYARD_ADMISSION_QUEUE", default_value_t = crate::fleet::slots::DEFAULT_QUEUE)]
+    #[arg(long, env = "SWITCHYARD_ADMISSION_QUEUE", default_value_t = d::ADMISSION_QUEUE)]
     pub admission_queue: usize,
     /// How long a member answering 429/529 without Retry-After (or rate-limit
     /// reset headers) is benched, fleet-wide, in milliseconds.
     #[arg(
         long,
         env = "SWITCHYARD_RATE_LIMIT_COOLDOWN_MS",
-        default_value_t = 5_000
+        default_value_t = d::RATE_LIMIT_COOLDOWN_MS
     )]
     pub rate_limit_cooldown_ms: u64,
     /// How long a member whose credential or account is refused (401, 402,
     /// 403, billing errors) is benched, fleet-wide, in milliseconds.
-    #[arg(long, env = "SWITCHYARD_AUTH_COOLDOWN_MS", default_value_t = 300_000)]
+    #[arg(long, env = "SWITCHYARD_AUTH_COOLDOWN_MS", default_value_t = d::AUTH_COOLDOWN_MS)]
     pub auth_cooldown_ms: u64,
     /// First backoff between retries of one member, in milliseconds (doubled
     /// each retry, with full jitter, at most 1 s, within the caller's deadline).
-    #[arg(long, env = "SWITCHYARD_RETRY_BACKOFF_MS", default_value_t = 50)]
+    #[arg(long, env = "SWITCHYARD_RETRY_BACKOFF_MS", default_value_t = d::RETRY_BACKOFF_MS)]
     pub retry_backoff_ms: u64,
     /// Retries (attempts after a request's first, failovers included) a pool
     /// may make, in percent of its recent first attempts.
-    #[arg(long, env = "SWITCHYARD_RETRY_BUDGET_PERCENT", default_value_t = 20)]
+    #[arg(long, env = "SWITCHYARD_RETRY_BUDGET_PERCENT", default_value_t = d::RETRY_BUDGET_PERCENT)]
     pub retry_budget_percent: u32,
     /// Retries a pool may make per second whatever its traffic.
-    #[arg(long, env = "SWITCHYARD_RETRY_BUDGET_MIN_PER_SEC", default_value_t = 3)]
+    #[arg(long, env = "SWITCHYARD_RETRY_BUDGET_MIN_PER_SEC", default_value_t = d::RETRY_BUDGET_MIN_PER_SEC)]
     pub retry_budget_min_per_sec: u32,
     /// Longest silence between chunks of a committed stream, in milliseconds.
-    #[arg(long, env = "SWITCHYARD_STREAM_IDLE_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SWITCHYARD_STREAM_IDLE_MS", default_value_t = d::STREAM_IDLE_MS)]
     pub stream_idle_ms: u64,
     /// How often the stored config revision is checked (heals lost messages), in milliseconds.
-    #[arg(long, env = "SWITCHYARD_CONFIG_CHECK_MS", default_value_t = 1_000)]
+    #[arg(long, env = "SWITCHYARD_CONFIG_CHECK_MS", default_value_t = d::CONFIG_CHECK_MS)]
     pub config_check_ms: u64,
     /// Seconds in-flight requests and streams get to finish after SIGTERM.
-    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS", default_value_t = d::SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
-    #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
+    #[arg(long, env = "SWITCHYARD_MAX_MESSAGE_BYTES", default_value_t = d::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Where Prometheus scrapes `GET /metrics` (host:port, or `off`).
     #[arg(
@@ -87,7 +97,7 @@ pub struct Args {
     )]
     pub metrics_listen: String,
     /// How often this worker flushes its pool statistics to Redis, in milliseconds.
-    #[arg(long, env = "SWITCHYARD_STATS_FLUSH_MS", default_value_t = 5_000)]
+    #[arg(long, env = "SWITCHYARD_STATS_FLUSH_MS", default_value_t = d::STATS_FLUSH_MS)]
     pub stats_flush_ms: u64,
     /// Keys of a request's `metadata` copied into its trace span and log
     /// lines (comma-separated); none by default, since metadata may hold personal data.
@@ -100,7 +110,7 @@ pub struct Args {
     pub http_listen: String,
     /// Largest request body the HTTP door takes, in bytes (inline images
     /// and documents count).
-    #[arg(long, env = "SWITCHYARD_HTTP_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    #[arg(long, env = "SWITCHYARD_HTTP_MAX_BODY_BYTES", default_value_t = d::HTTP_MAX_BODY_BYTES)]
     pub http_max_body_bytes: usize,
     /// Longest the HTTP door waits for a whole request head, in
     /// milliseconds, from the moment it waits for one: a client trickling
@@ -109,7 +119,7 @@ pub struct Args {
     #[arg(
         long,
         env = "SWITCHYARD_HTTP_HEADER_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = d::HTTP_HEADER_TIMEOUT_MS
     )]
     pub http_header_timeout_ms: u64,
     /// An HTTP door connection with no request in flight for this long is
@@ -118,12 +128,12 @@ pub struct Args {
     #[arg(
         long,
         env = "SWITCHYARD_HTTP_IDLE_TIMEOUT_MS",
-        default_value_t = 60_000
+        default_value_t = d::HTTP_IDLE_TIMEOUT_MS
     )]
     pub http_idle_timeout_ms: u64,
     /// Most connections the HTTP door keeps open; one more is closed as
     /// soon as it is accepted.
-    #[arg(long, env = "SWITCHYARD_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, env = "SWITCHYARD_HTTP_MAX_CONNECTIONS", default_value_t = d::HTTP_MAX_CONNECTIONS)]
     pub http_max_connections: usize,
     /// Origins (`scheme://host[:port]`, comma-separated) whose web pages may
     /// call the HTTP door from a browser; a request with any other `Origin`
@@ -184,10 +194,7 @@ impl Args {
         if self.retry_budget_percent > 1000 {
             return Err("--retry-budget-percent is at most 1000".into());
         }
-        s.retry_budget = crate::fleet::budget::BudgetPolicy {
-            ratio: f64::from(self.retry_budget_percent) / 100.0,
-            floor_per_sec: f64::from(self.retry_budget_min_per_sec),
-        };
+        s.retry_budget = d::retry_budget(self.retry_budget_percent, self.retry_budget_min_per_sec);
         s.stream_idle = Duration::from_millis(self.stream_idle_ms);
         s.config_check_every = Duration::from_millis(self.config_check_ms.max(100));
         s.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
@@ -209,7 +216,7 @@ impl Args {
         let tokens: Vec<_> = self
             .inference_tokens
             .iter()
-            .map(|t| t.trim())
+            .map(|t| secrecy::ExposeSecret::expose_secret(t).trim())
             .filter(|t| !t.is_empty())
             .map(|t| (secrecy::SecretString::from(t.to_owned()), Role::Reader))
             .collect();

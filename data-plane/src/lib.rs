@@ -40,7 +40,9 @@
 //!   mapping to `tonic::Status` (the HTTP door maps it in `door::error`).
 //! - [`observe`]: metrics, pool statistics and spans — it only records;
 //!   [`gauges`]: what a scrape reads of the stages' state.
-//! - [`server`] and [`config`]: wiring, flags, shutdown.
+//! - [`server`]: a worker built from its settings (`Worker::build`: connect,
+//!   load, bind) and run (`Worker::run`: serve until shutdown, drain), with
+//!   every default in `server::defaults`; [`config`]: the flags.
 
 pub mod access;
 pub mod admit;

@@ -65,13 +65,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     }
-    match switchyard_data_plane::server::serve(
-        listener,
-        settings,
-        switchyard_shared::shutdown::signal(),
-    )
-    .await
-    {
+    let served = match switchyard_data_plane::server::Worker::build(listener, settings).await {
+        Ok(worker) => worker.run(switchyard_shared::shutdown::signal()).await,
+        Err(err) => Err(err),
+    };
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "data plane failed");

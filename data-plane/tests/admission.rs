@@ -13,11 +13,11 @@ use arc_swap::ArcSwap;
 use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
-use switchyard_data_plane::failover::{Engine, Parts, Rules};
-use switchyard_data_plane::fleet::budget::BudgetPolicy;
+use switchyard_data_plane::failover::{Engine, Parts};
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::slots::Slots;
 use switchyard_data_plane::fleet::{Fleet, Link};
+use switchyard_data_plane::server::defaults;
 use switchyard_data_plane::upstream::{ChatRequest, Message, Role};
 use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
@@ -79,7 +79,10 @@ fn engine(members: &[(&str, &str, Option<u32>)], queue: usize) -> Arc<Engine> {
     let (fleet, pusher) = Fleet::new(
         Arc::new(MemoryBackend::default()),
         Arc::new(Link::default()),
-        BudgetPolicy::default(),
+        defaults::retry_budget(
+            defaults::RETRY_BUDGET_PERCENT,
+            defaults::RETRY_BUDGET_MIN_PER_SEC,
+        ),
         CancellationToken::new(),
     );
     tokio::spawn(pusher);
@@ -87,12 +90,7 @@ fn engine(members: &[(&str, &str, Option<u32>)], queue: usize) -> Arc<Engine> {
     Arc::new(Engine::new(Parts {
         catalog: Arc::new(ArcSwap::from_pointee(catalog)),
         fleet,
-        rules: Rules {
-            max_attempts: 10,
-            rate_limit_cooldown: Duration::from_secs(5),
-            auth_cooldown: Duration::from_secs(300),
-            retry_backoff: Duration::from_millis(50),
-        },
+        rules: defaults::rules(),
         observer: switchyard_data_plane::observe::Observer::detached(),
         export_spans: false,
         signals: Default::default(),

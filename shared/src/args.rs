@@ -3,10 +3,18 @@
 
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret as _, SecretString};
+
 use crate::credential_ref::ReferenceRules;
 use crate::redis_client::RedisConfig;
 use crate::seal::{MasterKey, MasterKeys};
 use crate::telemetry::{LogFormat, TelemetryConfig};
+
+/// Reads a secret flag or variable: wrapped at once, so `Debug`, logs and
+/// errors print `[REDACTED]`; only the code that uses it exposes it.
+pub fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
 
 /// Logs and traces.
 #[derive(clap::Args, Clone, Debug)]
@@ -48,9 +56,10 @@ pub struct RedisArgs {
         long,
         env = "REDIS_URL",
         default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub redis_url: String,
+    pub redis_url: SecretString,
     /// Prefix of every Redis key and channel (the same for the control plane and its workers).
     #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
     pub redis_prefix: String,
@@ -74,7 +83,7 @@ impl RedisArgs {
     /// Where Redis is, for [`crate::redis_client::Redis::open`].
     pub fn config(&self) -> RedisConfig {
         RedisConfig {
-            url: self.redis_url.clone(),
+            url: self.redis_url.expose_secret().to_owned(),
             cluster: self.redis_cluster,
             ca_file: self.redis_ca_file.clone(),
         }
@@ -88,15 +97,25 @@ impl RedisArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct MasterKeyArgs {
     /// Base64 32-byte key sealing inline credentials and signing the config snapshot (generate: `switchyard keygen`).
-    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    #[arg(
+        long,
+        env = "SWITCHYARD_MASTER_KEY",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub master_key: Option<SecretString>,
     /// File holding the master key.
     #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
     /// The master key being rotated out: still opens credentials sealed,
     /// snapshots signed and caller keys hashed under it.
-    #[arg(long, env = "SWITCHYARD_PREVIOUS_MASTER_KEY", hide_env_values = true)]
-    pub previous_master_key: Option<String>,
+    #[arg(
+        long,
+        env = "SWITCHYARD_PREVIOUS_MASTER_KEY",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub previous_master_key: Option<SecretString>,
     /// File holding the previous master key.
     #[arg(long, env = "SWITCHYARD_PREVIOUS_MASTER_KEY_FILE")]
     pub previous_master_key_file: Option<PathBuf>,
@@ -104,11 +123,14 @@ pub struct MasterKeyArgs {
 
 impl MasterKeyArgs {
     pub fn load(&self) -> Result<Option<MasterKeys>, String> {
-        let current = load_master_key(self.master_key.as_deref(), self.master_key_file.as_ref())?;
+        let current = load_master_key(
+            self.master_key.as_ref().map(|k| k.expose_secret()),
+            self.master_key_file.as_ref(),
+        )?;
         let previous = load_key(
             "the previous master key",
             "SWITCHYARD_PREVIOUS_MASTER_KEY or --previous-master-key-file",
-            self.previous_master_key.as_deref(),
+            self.previous_master_key.as_ref().map(|k| k.expose_secret()),
             self.previous_master_key_file.as_ref(),
         )?;
         match (current, previous) {
@@ -233,5 +255,47 @@ impl TlsArgs {
     /// The TLS of the metrics port: `tls` when `--metrics-tls` is set.
     pub fn metrics(&self, tls: Option<&crate::tls::ServerTls>) -> Option<crate::tls::ServerTls> {
         tls.filter(|_| self.metrics_tls).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        master_key: MasterKeyArgs,
+    }
+
+    #[test]
+    fn debug_never_prints_a_secret_flag() {
+        let current = MasterKey::generate_base64();
+        let previous = MasterKey::generate_base64();
+        let flags = Flags::try_parse_from([
+            "server",
+            "--redis-url",
+            "redis://:hunter2-redis-password@10.0.0.1:6379",
+            "--master-key",
+            &current,
+            "--previous-master-key",
+            &previous,
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(flags) = flags else {
+            panic!("flags: {flags:?}");
+        };
+        let printed = format!("{flags:?} {flags:#?}");
+        for secret in ["hunter2-redis-password", &current, &previous] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        // What is wrapped is still what was given, where it is used.
+        assert!(flags.redis.config().url.contains("hunter2-redis-password"));
+        let keys = flags.master_key.load().map_err(|e| e.to_string());
+        assert!(matches!(keys, Ok(Some(_))), "{keys:?}");
     }
 }

@@ -11,6 +11,7 @@
 //! floor is one ListModels round trip (reported too). A trial that does not
 //! converge within `--prop-timeout-ms` is a miss.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,9 @@ pub async fn run(b: &mut Bench<'_>) -> Result<(), String> {
     // Today's fake upstream takes no faults from the model id; the worker's
     // MOCK provider does. Use the fake when it answers 503 to the model id.
     let bad_on_fake = direct_status(&b.ctx, BAD_MODEL).await? == 503;
+    if !bad_on_fake {
+        mock_built_in(&b.bin).await?;
+    }
     let cooldown = b.args.prop_cooldown_ms.max(100);
     let (snap, bad) = config::prop_snapshot(&b.fake.base_url, bad_on_fake, cooldown);
     let prefix = format!("{}_prop", b.prefix);
@@ -144,6 +148,24 @@ pub async fn run(b: &mut Bench<'_>) -> Result<(), String> {
     b.report.set("propagation_trials", json!(ok));
     b.report.set("propagation_misses", json!(misses));
     Ok(())
+}
+
+/// `bad` on a MOCK provider needs workers with the mock upstream built in
+/// (the data plane's `mock` cargo feature; its `--version` says so): one
+/// without it passes `bad` over as misconfigured and never benches it.
+async fn mock_built_in(bin: &Path) -> Result<(), String> {
+    let worker = bin.join("switchyard-data-plane");
+    let out = tokio::process::Command::new(&worker).arg("--version").output().await;
+    let out = out.map_err(|e| format!("{} --version: {e}", worker.display()))?;
+    if String::from_utf8_lossy(&out.stdout).contains("mock upstream built in") {
+        return Ok(());
+    }
+    Err(format!(
+        "propagation needs `{BAD_MODEL}` on a MOCK provider (the fake takes no faults from the model id), and {} \
+         was built without the mock upstream: build it with `cargo build --release -p switchyard-data-plane \
+         --features switchyard-data-plane/mock` (bench/README.md)",
+        worker.display()
+    ))
 }
 
 /// Runs the trials (one unrecorded warm-up first), bounded in count and time.

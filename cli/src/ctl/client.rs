@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
 use switchyard_proto::v1::control_plane_client::ControlPlaneClient;
 use switchyard_proto::v1::inference_client::InferenceClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -21,17 +22,24 @@ pub struct ConnArgs {
     #[arg(long, global = true, env = "SWITCHYARD_INFERENCE_SERVER")]
     pub inference_server: Option<String>,
     /// Bearer token (an admin token to write, a reader token to look).
-    #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_TOKEN",
+        hide_env_values = true,
+        value_parser = switchyard_shared::args::secret
+    )]
+    pub token: Option<SecretString>,
     /// Caller key for the data plane (health and traffic in `get`/`describe`);
     /// without it the --token is sent there too.
     #[arg(
         long,
         global = true,
         env = "SWITCHYARD_CALLER_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = switchyard_shared::args::secret
     )]
-    pub caller_key: Option<String>,
+    pub caller_key: Option<SecretString>,
     /// CA certificate (PEM) to verify an https:// server with, instead of the public web roots.
     #[arg(long, global = true, env = "SWITCHYARD_CA_FILE")]
     pub ca_file: Option<PathBuf>,
@@ -76,7 +84,10 @@ impl ConnArgs {
             .await?
             .unwrap_or_default();
         let token = match (
-            self.token.as_deref().filter(|t| !t.trim().is_empty()),
+            self.token
+                .as_ref()
+                .map(|t| t.expose_secret())
+                .filter(|t| !t.trim().is_empty()),
             &ctx.token_env,
         ) {
             (Some(t), _) => Some(t.to_owned()),
@@ -106,7 +117,8 @@ impl ConnArgs {
         let ch = channel(&t.inference, t.ca_file.as_deref()).await?;
         let key = self
             .caller_key
-            .as_deref()
+            .as_ref()
+            .map(|k| k.expose_secret())
             .filter(|k| !k.trim().is_empty())
             .or(t.token.as_deref());
         Ok(InferenceClient::with_interceptor(ch, bearer(key)?))

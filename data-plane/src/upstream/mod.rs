@@ -1,6 +1,10 @@
 //! Upstreams: one neutral chat request in, completions or chunk streams out,
 //! per wire format (`openai`, `anthropic`, in-process `mock`).
 //!
+//! `mock` is built only with the `mock` cargo feature (`switchyard dev`, the
+//! tests, the bench); a release worker built without it treats a MOCK
+//! member as misconfigured for this build (`mock_served`).
+//!
 //! Adapters only speak HTTP and parse. Timeouts beyond connect/first byte
 //! (total, inter-chunk stall), retries and failover belong to the caller
 //! (`failover`), so nothing multiplies: the HTTP client retries nothing.
@@ -9,6 +13,7 @@ pub mod anthropic;
 #[cfg(test)]
 mod canned;
 mod classify;
+#[cfg(feature = "mock")]
 pub mod mock;
 pub mod openai;
 mod ratelimit;
@@ -248,7 +253,7 @@ pub fn prepare(t: &Target, req: &ChatRequest, stream: bool) -> Result<Prepared, 
     let body = match t.kind {
         Kind::OpenAi => Some(openai::request_body(t, req, stream)),
         Kind::Anthropic => Some(anthropic::request_body(t, req, stream)),
-        Kind::Mock => None,
+        Kind::Mock => mock_served(MOCK_BUILT).err().map(Err),
     };
     body.transpose().map(Prepared).map_err(|e| e.masked(t))
 }
@@ -259,9 +264,30 @@ pub fn prepare_embed(t: &Target, req: &EmbedRequest) -> Result<Prepared, Upstrea
     let body = match t.kind {
         Kind::OpenAi => Some(openai::embed_body(t, req)),
         Kind::Anthropic => Some(Err(no_embeddings())),
-        Kind::Mock => None,
+        Kind::Mock => mock_served(MOCK_BUILT).err().map(Err),
     };
     body.transpose().map(Prepared).map_err(|e| e.masked(t))
+}
+
+/// Whether this build serves MOCK members (the `mock` cargo feature).
+pub const MOCK_BUILT: bool = cfg!(feature = "mock");
+
+/// Whether a MOCK member can be served by a worker built with (`built`) or
+/// without the `mock` feature. Without it the member is misconfigured for
+/// this build: passed over before anything is claimed or sent, with no
+/// penalty, and the reason names the cause, like a member whose headers
+/// cannot be sent. Other members still serve.
+fn mock_served(built: bool) -> Result<(), UpstreamError> {
+    if built { Ok(()) } else { Err(mock_not_built()) }
+}
+
+/// Why a MOCK member is not served by this build.
+fn mock_not_built() -> UpstreamError {
+    UpstreamError::Config(
+        "provider kind MOCK (the in-process mock upstream) is not built into this worker \
+         (built without the `mock` cargo feature); give the member a real provider"
+            .into(),
+    )
 }
 
 fn no_embeddings() -> UpstreamError {
@@ -286,7 +312,10 @@ pub async fn complete(
         match t.kind {
             Kind::OpenAi => openai::send(http, t, body_of(body)?, trace).await,
             Kind::Anthropic => anthropic::send(http, t, req, body_of(body)?, trace).await,
+            #[cfg(feature = "mock")]
             Kind::Mock => mock::complete(t, req).await,
+            #[cfg(not(feature = "mock"))]
+            Kind::Mock => Err(mock_not_built()),
         }
     };
     result.await.map_err(|e| e.masked(t))
@@ -304,7 +333,10 @@ pub async fn embed(
         match t.kind {
             Kind::OpenAi => openai::send_embed(http, t, req, body_of(body)?, trace).await,
             Kind::Anthropic => Err(no_embeddings()),
+            #[cfg(feature = "mock")]
             Kind::Mock => mock::embed(t, req).await,
+            #[cfg(not(feature = "mock"))]
+            Kind::Mock => Err(mock_not_built()),
         }
     };
     result.await.map_err(|e| e.masked(t))
@@ -337,7 +369,10 @@ pub async fn stream(
         match t.kind {
             Kind::OpenAi => openai::send_stream(http, t, body_of(body)?, trace).await,
             Kind::Anthropic => anthropic::send_stream(http, t, req, body_of(body)?, trace).await,
+            #[cfg(feature = "mock")]
             Kind::Mock => mock::stream(t, req).await,
+            #[cfg(not(feature = "mock"))]
+            Kind::Mock => Err(mock_not_built()),
         }
     }
     .await;
@@ -356,8 +391,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_masked_even_when_a_clip_cuts_one_short() {
-        let t = Target {
+    fn a_mock_member_on_a_worker_built_without_mock_is_misconfigured_not_a_crash() {
+        let err = mock_served(false).expect_err("not built");
+        // Passed over with no penalty, like any member that cannot be sent.
+        assert!(matches!(err.class(), ErrorClass::Misconfigured), "{err}");
+        let message = err.to_string();
+        assert!(message.starts_with("member misconfigured: "), "{message}");
+        assert!(
+            message.contains("MOCK") && message.contains("`mock` cargo feature"),
+            "{message}"
+        );
+        assert!(mock_served(true).is_ok());
+        // The tests build the feature in: MOCK members are prepared here.
+        let mut t = target();
+        t.kind = Kind::Mock;
+        assert!(prepare(&t, &ChatRequest::default(), false).is_ok());
+        assert!(prepare_embed(&t, &EmbedRequest::default()).is_ok());
+    }
+
+    fn target() -> Target {
+        Target {
             kind: Kind::OpenAi,
             base_url: "http://x".into(),
             model: "m".into(),
@@ -370,7 +423,12 @@ mod tests {
             },
             default_max_tokens: None,
             allow_extra: true,
-        };
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_even_when_a_clip_cuts_one_short() {
+        let t = target();
         let m = wire::mask_secret(&t, "bad key sk-secret-1234567890 and hdr-secret-abcdef");
         assert_eq!(m, "bad key ***** and *****");
         let long = format!("{}sk-secret-1234567890", "x".repeat(290));
