@@ -240,11 +240,57 @@ impl StreamHead {
     }
 }
 
+/// A content delta, OpenAI's chunk written straight from borrowed parts:
+/// the hot path of a stream builds no JSON tree per chunk.
+#[derive(serde::Serialize)]
+struct TextChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a str>,
+    choices: [TextChoice<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct TextChoice<'a> {
+    index: u32,
+    delta: TextDelta<'a>,
+    /// Always null: logprobs are not streamed.
+    logprobs: (),
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct TextDelta<'a> {
+    content: &'a str,
+}
+
+impl StreamHead {
+    /// The SSE event of a content delta (what `event` gives for one, as JSON).
+    pub fn text_sse(&self, text: &str) -> bytes::Bytes {
+        sse(&TextChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: self.fingerprint.as_deref(),
+            choices: [TextChoice {
+                index: 0,
+                delta: TextDelta { content: text },
+                logprobs: (),
+                finish_reason: None,
+            }],
+        })
+    }
+}
+
 /// One SSE event: `data: <json>\n\n`.
-pub fn sse(v: &Value) -> bytes::Bytes {
+pub fn sse(v: &impl serde::Serialize) -> bytes::Bytes {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"data: ");
-    // Serializing a Value into a Vec cannot fail.
+    // Serializing a Value or one of the chunk structs into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, v);
     out.extend_from_slice(b"\n\n");
     out.into()
@@ -349,5 +395,28 @@ mod tests {
             3
         );
         assert!(sse(&fin).starts_with(b"data: {") && sse(&fin).ends_with(b"}\n\n"));
+    }
+
+    #[test]
+    fn a_text_delta_written_straight_reads_as_the_tree_one() {
+        for fingerprint in [None, Some("fp_1".to_owned())] {
+            let head = StreamHead {
+                id: "chatcmpl-1".into(),
+                model: "m \"quoted\"".into(),
+                created: 1_700_000_000,
+                fingerprint,
+            };
+            let text = "line\n\"esc\" é 🙂";
+            let tree = head
+                .event(&pb::generate_stream_event::Event::TextDelta(text.into()))
+                .expect("a chunk");
+            let fast = head.text_sse(text);
+            let body = fast
+                .strip_prefix(b"data: ")
+                .and_then(|b| b.strip_suffix(b"\n\n"))
+                .expect("one SSE event");
+            let fast: Value = serde_json::from_slice(body).expect("JSON");
+            assert_eq!(fast, tree);
+        }
     }
 }

@@ -248,6 +248,7 @@ fn sse_stream(
             }
             match s.chunks.next().await {
                 Some(Ok(Chunk::Usage(u))) => s.usage = Some(respond::usage(u)),
+                Some(Ok(Chunk::Text(t))) => return Some((s.head.text_sse(&t), s)),
                 Some(Ok(c)) => {
                     if let Some(v) = chunk_event(c)
                         .and_then(|e| e.event)
