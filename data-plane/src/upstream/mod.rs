@@ -9,6 +9,7 @@ pub mod anthropic;
 #[cfg(test)]
 mod canned;
 mod classify;
+mod lenient;
 pub mod mock;
 pub mod openai;
 mod ratelimit;

@@ -199,11 +199,20 @@ pub(super) fn parse_json(body: &[u8]) -> Result<Value, UpstreamError> {
 
 /// The message of an `{"error": ...}` object (OpenAI and Anthropic shapes), if any.
 pub(super) fn error_in(v: &Value) -> Option<String> {
-    let e = v.get("error").filter(|e| !e.is_null())?;
+    v.get("error").filter(|e| !e.is_null()).map(error_message)
+}
+
+/// The message of an answer's `error` field read raw (typed answers keep it
+/// so: it is rare), as [`error_in`] reads it.
+pub(super) fn error_of(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
+    let e = serde_json::from_str::<Value>(raw?.get()).ok()?;
+    (!e.is_null()).then(|| error_message(&e))
+}
+
+/// `error.message`, or the error itself when it is a string, or its JSON.
+fn error_message(e: &Value) -> String {
     let text = e.get("message").and_then(Value::as_str).or(e.as_str());
-    Some(clip_body(
-        &text.map_or_else(|| e.to_string(), str::to_string),
-    ))
+    clip_body(&text.map_or_else(|| e.to_string(), str::to_string))
 }
 
 /// The provider's error code (OpenAI `error.code`) or type (`error.type`,
