@@ -37,81 +37,78 @@ fn finish_reason(reason: &str, forced: bool) -> String {
 /// A whole answer, or a stream event (`message_start` carries a whole
 /// answer's head in `message`).
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct Answer<'a> {
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     error: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "type")]
+    #[serde(borrow, rename = "type")]
     kind: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     id: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     model: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     content: List<Obj<BlockIn<'a>>>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     stop_reason: Str<'a>,
-    #[serde(default)]
     usage: Obj<CountsIn>,
     /// Stream events from here on.
-    #[serde(default)]
     index: Num,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     message: Obj<Box<Answer<'a>>>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     content_block: Obj<BlockIn<'a>>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     delta: Obj<DeltaIn<'a>>,
 }
 
 /// A content block (whole, or as a stream starts it).
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct BlockIn<'a> {
-    #[serde(default, borrow, rename = "type")]
+    #[serde(borrow, rename = "type")]
     kind: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     text: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     id: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     name: Str<'a>,
     /// Tool input, passed on as JSON text the way it always was written
     /// (compact, keys sorted); only tool_use blocks carry it.
-    #[serde(default)]
     input: Option<Value>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     thinking: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     signature: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     data: Str<'a>,
 }
 
 /// A stream's `content_block_delta` or `message_delta` delta.
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct DeltaIn<'a> {
-    #[serde(default, borrow, rename = "type")]
+    #[serde(borrow, rename = "type")]
     kind: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     text: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     partial_json: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     thinking: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     signature: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     stop_reason: Str<'a>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct CountsIn {
-    #[serde(default)]
     input_tokens: Num,
-    #[serde(default)]
     cache_creation_input_tokens: Num,
-    #[serde(default)]
     cache_read_input_tokens: Num,
-    #[serde(default)]
     output_tokens: Num,
 }
 

@@ -14,112 +14,110 @@ use super::super::{
 
 /// A unary answer or a stream event: what is read of it.
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct Answer<'a> {
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     error: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     id: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     model: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     system_fingerprint: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     choices: List<Obj<ChoiceIn<'a>>>,
-    #[serde(default)]
     usage: Obj<UsageIn>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct ChoiceIn<'a> {
-    #[serde(default)]
     index: Num,
     /// Unary answers.
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     message: Obj<MessageIn<'a>>,
     /// Stream events.
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     delta: Obj<MessageIn<'a>>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     finish_reason: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     logprobs: Obj<LogprobsIn<'a>>,
 }
 
 /// A message (unary) or a delta (stream).
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct MessageIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     content: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     refusal: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     reasoning_content: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     reasoning: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     tool_calls: List<Obj<CallIn<'a>>>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct CallIn<'a> {
-    #[serde(default)]
     index: Num,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     id: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     function: Obj<FunctionIn<'a>>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct FunctionIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     name: Str<'a>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     arguments: Str<'a>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct LogprobsIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     content: List<Obj<TokenIn<'a>>>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct TokenIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     token: Str<'a>,
-    #[serde(default)]
     logprob: Float,
-    #[serde(default)]
     bytes: List<Num>,
-    #[serde(default, borrow)]
+    #[serde(borrow)]
     top_logprobs: List<Obj<TokenIn<'a>>>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct UsageIn {
-    #[serde(default)]
     prompt_tokens: Num,
-    #[serde(default)]
     completion_tokens: Num,
-    #[serde(default)]
     prompt_tokens_details: Obj<PromptDetails>,
     /// DeepSeek's cache hits.
-    #[serde(default)]
     prompt_cache_hit_tokens: Num,
-    #[serde(default)]
     completion_tokens_details: Obj<CompletionDetails>,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct PromptDetails {
-    #[serde(default)]
     cached_tokens: Num,
 }
 
 #[derive(Default, Deserialize)]
+#[serde(default)]
 struct CompletionDetails {
-    #[serde(default)]
     reasoning_tokens: Num,
 }
 
