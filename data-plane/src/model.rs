@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_proto::v1 as pb;
 
 use crate::features::Condition;
-use crate::upstream::Target;
+use crate::upstream::Endpoint;
 
 /// Selection strategy of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub struct Candidate {
     /// `credential`). With named keys, `member_id` is `member~key`: the
     /// target's own health, limits, headroom and in-flight count.
     pub key: String,
-    pub target: Target,
+    pub target: Endpoint,
     /// A direct `provider/model` call to a model no member serves: its name
     /// is the caller's choice, so it creates no state that outlives the
     /// request (no health reports, no benches; its retry budget is the
@@ -226,7 +226,7 @@ impl Candidate {
     /// A test member `id` on a mock target: weight 1, no limits, no cap,
     /// no window; tests change what they need.
     pub fn for_test(id: &str) -> Self {
-        use crate::upstream::{Kind, Timeouts};
+        use crate::upstream::{Kind, Target, Timeouts};
         Self {
             member_id: id.into(),
             provider: "p".into(),
@@ -239,7 +239,7 @@ impl Candidate {
             context_tokens: None,
             key: "default".into(),
             ephemeral: false,
-            target: Target {
+            target: Endpoint::new(Target {
                 kind: Kind::Mock,
                 base_url: String::new(),
                 model: "x".into(),
@@ -252,7 +252,7 @@ impl Candidate {
                 },
                 default_max_tokens: None,
                 allow_extra: true,
-            },
+            }),
         }
     }
 }

@@ -8,11 +8,13 @@
 //! with `key` set uses only that key (docs/adr/005-live-signals.md, "Several
 //! keys per provider").
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
 use switchyard_proto::v1 as pb;
 
 use crate::credentials::{self, Refusal, Resolver};
-use crate::upstream::{Kind, Target, Timeouts};
+use crate::upstream::{Endpoint, Kind, Target, Timeouts, Wire};
 
 /// The name of a provider's own `credential` as a key.
 pub const DEFAULT_KEY: &str = "default";
@@ -20,10 +22,12 @@ pub const DEFAULT_KEY: &str = "default";
 /// Joins a member (or direct) id and a key name into a target id.
 pub const SEPARATOR: char = '~';
 
-/// One key of a provider, resolved.
+/// One key of a provider, resolved, with the URLs and headers its members'
+/// requests are sent with (built here, once per config load).
 pub struct Key {
     pub name: String,
     pub credential: Option<SecretString>,
+    wire: Arc<Wire>,
 }
 
 /// A provider as a worker serves it.
@@ -76,6 +80,19 @@ impl Provider {
     pub fn build(p: &pb::SnapshotProvider, resolver: &Resolver) -> Result<Self, Refusal> {
         let kind = kind(p.kind)?;
         let keyed = !p.keys.is_empty();
+        let headers: Vec<(String, String)> = p
+            .extra_headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let key = |name: String, credential: Option<SecretString>| {
+            let wire = Wire::new(kind, &p.base_url, credential.as_ref(), &headers);
+            Key {
+                name,
+                credential,
+                wire: Arc::new(wire),
+            }
+        };
         let mut keys = Vec::new();
         let mut refused_keys = Vec::new();
         // Without named keys, "default" is the provider's credential, set
@@ -83,19 +100,13 @@ impl Provider {
         // when a credential is configured.
         if !keyed || credentials::configured(p.credential.as_ref()) {
             match resolver.credential(p) {
-                Ok(credential) => keys.push(Key {
-                    name: DEFAULT_KEY.to_owned(),
-                    credential,
-                }),
+                Ok(credential) => keys.push(key(DEFAULT_KEY.to_owned(), credential)),
                 Err(reason) => refused_keys.push((DEFAULT_KEY.to_owned(), reason)),
             }
         }
         for k in &p.keys {
             match resolver.key(p, k) {
-                Ok(credential) => keys.push(Key {
-                    name: k.name.clone(),
-                    credential,
-                }),
+                Ok(credential) => keys.push(key(k.name.clone(), credential)),
                 Err(reason) => refused_keys.push((k.name.clone(), reason)),
             }
         }
@@ -120,11 +131,7 @@ impl Provider {
             keys,
             refused_keys,
             keyed,
-            headers: p
-                .extra_headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            headers,
             timeouts: Timeouts {
                 connect: ms(t.connect_ms.max(1)),
                 first_byte: ms(t.first_byte_ms.max(1)),
@@ -188,8 +195,8 @@ impl Provider {
         key: &Key,
         default_max_tokens: Option<u32>,
         allow_extra: bool,
-    ) -> Target {
-        Target {
+    ) -> Endpoint {
+        let target = Target {
             kind: self.kind,
             base_url: self.base_url.clone(),
             model: model.to_owned(),
@@ -198,7 +205,8 @@ impl Provider {
             timeouts: self.timeouts,
             default_max_tokens,
             allow_extra,
-        }
+        };
+        Endpoint::with_wire(target, Arc::clone(&key.wire))
     }
 }
 

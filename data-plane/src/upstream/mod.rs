@@ -13,6 +13,8 @@ pub mod anthropic;
 #[cfg(test)]
 mod canned;
 mod classify;
+mod endpoint;
+mod lenient;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod openai;
@@ -22,6 +24,7 @@ mod response;
 mod wire;
 
 pub use classify::{ErrorClass, Refusal, retry_hint};
+pub use endpoint::{Endpoint, Wire};
 pub use ratelimit::{RateHeaders, Rated};
 pub use request::{
     Cache, ChatRequest, DEFAULT_MAX_OUTPUT, Detail, Effort, EmbedInput, EmbedRequest, Message,
@@ -230,21 +233,27 @@ impl TraceHeaders {
     }
 }
 
-/// `h` with the trace headers added (they win over a member's extra headers).
-fn with_trace(
-    mut h: reqwest::header::HeaderMap,
-    trace: &TraceHeaders,
-) -> reqwest::header::HeaderMap {
-    for (k, v) in &trace.headers {
-        h.insert(k.clone(), v.clone());
+impl TraceHeaders {
+    /// Adds the trace headers to `h` (they win over a member's extra headers).
+    fn add_to(&self, h: &mut reqwest::header::HeaderMap) {
+        for (k, v) in &self.headers {
+            h.insert(k.clone(), v.clone());
+        }
     }
-    h
 }
 
 /// A request as one member's wire format sends it, built before any attempt
 /// (`prepare`, `prepare_embed`): a member that cannot take the request is
-/// passed over before anything is sent or spent, and its retries reuse it.
-pub struct Prepared(Option<serde_json::Value>);
+/// passed over before anything is sent or spent, and its retries reuse it
+/// (the body is written once; each attempt shares its bytes).
+pub struct Prepared(Option<bytes::Bytes>);
+
+/// The body's JSON text.
+fn written(body: &serde_json::Value) -> Result<bytes::Bytes, UpstreamError> {
+    serde_json::to_vec(body)
+        .map(bytes::Bytes::from)
+        .map_err(|e| UpstreamError::Config(format!("the request body cannot be written: {e}")))
+}
 
 /// Builds the chat body `t` would be sent; `Unsupported` when the member
 /// cannot take the request (nothing was sent).
@@ -255,6 +264,7 @@ pub fn prepare(t: &Target, req: &ChatRequest, stream: bool) -> Result<Prepared, 
         Kind::Anthropic => Some(anthropic::request_body(t, req, stream)),
         Kind::Mock => mock_served(MOCK_BUILT).err().map(Err),
     };
+    let body = body.map(|b| b.and_then(|b| written(&b)));
     body.transpose().map(Prepared).map_err(|e| e.masked(t))
 }
 
@@ -266,6 +276,7 @@ pub fn prepare_embed(t: &Target, req: &EmbedRequest) -> Result<Prepared, Upstrea
         Kind::Anthropic => Some(Err(no_embeddings())),
         Kind::Mock => mock_served(MOCK_BUILT).err().map(Err),
     };
+    let body = body.map(|b| b.and_then(|b| written(&b)));
     body.transpose().map(Prepared).map_err(|e| e.masked(t))
 }
 
@@ -295,7 +306,7 @@ fn no_embeddings() -> UpstreamError {
 }
 
 /// The body of a prepared request, for the adapters that send one.
-fn body_of(p: &Prepared) -> Result<&serde_json::Value, UpstreamError> {
+fn body_of(p: &Prepared) -> Result<&bytes::Bytes, UpstreamError> {
     p.0.as_ref()
         .ok_or_else(|| UpstreamError::Config("no request body was prepared for this member".into()))
 }
@@ -303,7 +314,7 @@ fn body_of(p: &Prepared) -> Result<&serde_json::Value, UpstreamError> {
 /// Sends one prepared request and returns the whole answer.
 pub async fn complete(
     http: &reqwest::Client,
-    t: &Target,
+    t: &Endpoint,
     req: &ChatRequest,
     body: &Prepared,
     trace: &TraceHeaders,
@@ -324,7 +335,7 @@ pub async fn complete(
 /// Asks for embeddings (a prepared request) and returns them all.
 pub async fn embed(
     http: &reqwest::Client,
-    t: &Target,
+    t: &Endpoint,
     req: &EmbedRequest,
     body: &Prepared,
     trace: &TraceHeaders,
@@ -360,7 +371,7 @@ pub fn check_extra(
 /// accepted it (status checked), before the first chunk.
 pub async fn stream(
     http: &reqwest::Client,
-    t: &Target,
+    t: &Endpoint,
     req: &ChatRequest,
     body: &Prepared,
     trace: &TraceHeaders,

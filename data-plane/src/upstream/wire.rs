@@ -4,49 +4,44 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use super::endpoint::Call;
 use super::{
-    Chunk, ChunkStream, RateHeaders, ResponseMeta, Target, UpstreamError, clip_body, from_reqwest,
-    retry_hint,
+    Chunk, ChunkStream, Endpoint, RateHeaders, ResponseMeta, Target, TraceHeaders, UpstreamError,
+    clip_body, from_reqwest, retry_hint,
 };
 
-/// POSTs `body` to `{base_url}/{path}` and returns the whole response body
-/// and its rate-limit headers.
+/// POSTs `body` (a unary chat or embeddings call) and returns the whole
+/// response body and its rate-limit headers.
 pub(super) async fn post_unary(
     http: &reqwest::Client,
-    t: &Target,
-    path: &str,
-    headers: HeaderMap,
-    body: &Value,
-) -> Result<(bytes::Bytes, Option<RateHeaders>), UpstreamError> {
-    let builder = http
-        .post(join_url(&t.base_url, path))
-        .headers(headers)
-        .json(body);
-    unary_body(t, builder).await
+    t: &Endpoint,
+    call: Call,
+    body: &Bytes,
+    trace: &TraceHeaders,
+) -> Result<(Bytes, Option<RateHeaders>), UpstreamError> {
+    let req = t.wire().request(http, call, body.clone(), trace)?;
+    unary_body(t, http.execute(req)).await
 }
 
 /// POSTs `body` asking for SSE; returns once the upstream accepted it
 /// (within the first-byte timeout), decoding events with `decoder`.
 pub(super) async fn post_stream<D: SseDecoder>(
     http: &reqwest::Client,
-    t: &Target,
-    path: &str,
-    headers: HeaderMap,
-    body: &Value,
+    t: &Endpoint,
+    body: &Bytes,
+    trace: &TraceHeaders,
     decoder: D,
 ) -> Result<ChunkStream, UpstreamError> {
-    let builder = http
-        .post(join_url(&t.base_url, path))
-        .headers(headers)
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .json(body);
-    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, builder))
+    let call = Call::Chat { stream: true };
+    let req = t.wire().request(http, call, body.clone(), trace)?;
+    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, http.execute(req)))
         .await
         .map_err(|_| UpstreamError::FirstByteTimeout)??;
     // The headers arrive before the body: the rate they tell leads the stream.
@@ -101,9 +96,9 @@ pub(super) fn add_extra_headers(
 /// Sends; a non-2xx status becomes `Http` with the upstream's message.
 pub(super) async fn send_checked(
     t: &Target,
-    builder: reqwest::RequestBuilder,
+    sent: impl Future<Output = reqwest::Result<reqwest::Response>>,
 ) -> Result<reqwest::Response, UpstreamError> {
-    let mut resp = builder.send().await.map_err(|e| from_reqwest(&e))?;
+    let mut resp = sent.await.map_err(|e| from_reqwest(&e))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -144,11 +139,11 @@ fn rate_of(resp: &reqwest::Response) -> Option<RateHeaders> {
 
 /// Sends; the response headers must arrive within `first_byte`. The body
 /// read is bounded by the caller's per-attempt total timeout.
-pub(super) async fn unary_body(
+async fn unary_body(
     t: &Target,
-    builder: reqwest::RequestBuilder,
-) -> Result<(bytes::Bytes, Option<RateHeaders>), UpstreamError> {
-    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, builder))
+    sent: impl Future<Output = reqwest::Result<reqwest::Response>>,
+) -> Result<(Bytes, Option<RateHeaders>), UpstreamError> {
+    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, sent))
         .await
         .map_err(|_| UpstreamError::FirstByteTimeout)??;
     let rate = rate_of(&resp);
@@ -199,11 +194,20 @@ pub(super) fn parse_json(body: &[u8]) -> Result<Value, UpstreamError> {
 
 /// The message of an `{"error": ...}` object (OpenAI and Anthropic shapes), if any.
 pub(super) fn error_in(v: &Value) -> Option<String> {
-    let e = v.get("error").filter(|e| !e.is_null())?;
+    v.get("error").filter(|e| !e.is_null()).map(error_message)
+}
+
+/// The message of an answer's `error` field read raw (typed answers keep it
+/// so: it is rare), as [`error_in`] reads it.
+pub(super) fn error_of(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
+    let e = serde_json::from_str::<Value>(raw?.get()).ok()?;
+    (!e.is_null()).then(|| error_message(&e))
+}
+
+/// `error.message`, or the error itself when it is a string, or its JSON.
+fn error_message(e: &Value) -> String {
     let text = e.get("message").and_then(Value::as_str).or(e.as_str());
-    Some(clip_body(
-        &text.map_or_else(|| e.to_string(), str::to_string),
-    ))
+    clip_body(&text.map_or_else(|| e.to_string(), str::to_string))
 }
 
 /// The provider's error code (OpenAI `error.code`) or type (`error.type`,

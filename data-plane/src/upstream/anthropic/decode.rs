@@ -1,12 +1,16 @@
-//! Reading answers: a whole Messages response, or its SSE stream. A forced
-//! tool (`response_format` JSON) comes back as content, not as a tool call.
+//! Reading answers: a whole Messages response, or its SSE stream, into
+//! borrowed, lenient structs (`lenient`). A forced tool (`response_format`
+//! JSON) comes back as content, not as a tool call.
 
 use std::collections::HashMap;
 
 use eventsource_stream::Event;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::super::wire::{SseDecoder, error_in, event_message, parse_json, sat};
+use super::super::lenient::{List, Num, Obj, Str, read};
+use super::super::wire::{SseDecoder, error_of, event_message, sat};
 use super::super::{
     Chunk, Completion, ReasoningBlock, ResponseMeta, ToolCall, UpstreamError, Usage,
 };
@@ -30,8 +34,87 @@ fn finish_reason(reason: &str, forced: bool) -> String {
     }
 }
 
-fn str_of(v: &Value) -> Option<String> {
-    v.as_str().map(str::to_string)
+/// A whole answer, or a stream event (`message_start` carries a whole
+/// answer's head in `message`).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow)]
+    model: Str<'a>,
+    #[serde(borrow)]
+    content: List<Obj<BlockIn<'a>>>,
+    #[serde(borrow)]
+    stop_reason: Str<'a>,
+    usage: Obj<CountsIn>,
+    /// Stream events from here on.
+    index: Num,
+    #[serde(borrow)]
+    message: Obj<Box<Answer<'a>>>,
+    #[serde(borrow)]
+    content_block: Obj<BlockIn<'a>>,
+    #[serde(borrow)]
+    delta: Obj<DeltaIn<'a>>,
+}
+
+/// A content block (whole, or as a stream starts it).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct BlockIn<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    text: Str<'a>,
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow)]
+    name: Str<'a>,
+    /// Tool input, passed on as JSON text the way it always was written
+    /// (compact, keys sorted); only tool_use blocks carry it.
+    input: Option<Value>,
+    #[serde(borrow)]
+    thinking: Str<'a>,
+    #[serde(borrow)]
+    signature: Str<'a>,
+    #[serde(borrow)]
+    data: Str<'a>,
+}
+
+/// A stream's `content_block_delta` or `message_delta` delta.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct DeltaIn<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    text: Str<'a>,
+    #[serde(borrow)]
+    partial_json: Str<'a>,
+    #[serde(borrow)]
+    thinking: Str<'a>,
+    #[serde(borrow)]
+    signature: Str<'a>,
+    #[serde(borrow)]
+    stop_reason: Str<'a>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CountsIn {
+    input_tokens: Num,
+    cache_creation_input_tokens: Num,
+    cache_read_input_tokens: Num,
+    output_tokens: Num,
+}
+
+/// Tool input as JSON text (`null` when absent).
+fn input_json(input: Option<&Value>) -> String {
+    input.map_or_else(|| "null".to_owned(), Value::to_string)
 }
 
 /// Token counts as Anthropic gives them (each field cumulative, any of them
@@ -46,15 +129,16 @@ struct Counts {
 
 impl Counts {
     /// Takes the fields present in `u` (message_start / message_delta / unary).
-    fn add(&mut self, u: &Value) {
+    fn add(&mut self, u: &Obj<CountsIn>) {
+        let Some(u) = &u.0 else { return };
         let fields = [
-            (&mut self.input, "input_tokens"),
-            (&mut self.cache_write, "cache_creation_input_tokens"),
-            (&mut self.cache_read, "cache_read_input_tokens"),
-            (&mut self.output, "output_tokens"),
+            (&mut self.input, u.input_tokens),
+            (&mut self.cache_write, u.cache_creation_input_tokens),
+            (&mut self.cache_read, u.cache_read_input_tokens),
+            (&mut self.output, u.output_tokens),
         ];
-        for (slot, key) in fields {
-            if let Some(n) = u[key].as_u64() {
+        for (slot, n) in fields {
+            if let Some(n) = n.0 {
                 *slot = n;
             }
         }
@@ -76,10 +160,10 @@ impl Counts {
     }
 }
 
-fn meta_of(message: &Value) -> ResponseMeta {
+fn meta_of(id: Str<'_>, model: Str<'_>) -> ResponseMeta {
     ResponseMeta {
-        id: str_of(&message["id"]),
-        model: str_of(&message["model"]),
+        id: id.owned(),
+        model: model.owned(),
         system_fingerprint: None,
         rate: None,
     }
@@ -90,43 +174,44 @@ pub(super) fn parse_completion(
     body: &[u8],
     forced: Option<&str>,
 ) -> Result<Completion, UpstreamError> {
-    let v = parse_json(body)?;
-    if let Some(message) = error_in(&v) {
+    let v: Answer<'_> = read(body)?;
+    if let Some(message) = error_of(v.error) {
         return Err(UpstreamError::Event { message });
     }
-    let Some(blocks) = v["content"].as_array() else {
+    let Some(blocks) = v.content.0 else {
         return Err(UpstreamError::Protocol("response has no content".into()));
     };
     let mut c = Completion::default();
     for b in blocks {
-        match b["type"].as_str() {
-            Some("text") => c.content.push_str(b["text"].as_str().unwrap_or_default()),
-            Some("tool_use") if forced.is_some() && b["name"].as_str() == forced => {
-                c.content.push_str(&b["input"].to_string());
+        let b = b.0.unwrap_or_default();
+        match b.kind.as_str() {
+            Some("text") => c.content.push_str(b.text.as_str().unwrap_or_default()),
+            Some("tool_use") if forced.is_some() && b.name.as_str() == forced => {
+                c.content.push_str(&input_json(b.input.as_ref()));
             }
             Some("tool_use") => c.tool_calls.push(ToolCall {
-                id: str_of(&b["id"]).unwrap_or_default(),
-                name: str_of(&b["name"]).unwrap_or_default(),
-                arguments_json: b["input"].to_string(),
+                arguments_json: input_json(b.input.as_ref()),
+                id: b.id.owned().unwrap_or_default(),
+                name: b.name.owned().unwrap_or_default(),
             }),
             Some("thinking") => c.reasoning.push(ReasoningBlock {
-                text: str_of(&b["thinking"]).unwrap_or_default(),
-                signature: str_of(&b["signature"]).filter(|s| !s.is_empty()),
+                text: b.thinking.owned().unwrap_or_default(),
+                signature: b.signature.nonempty(),
                 redacted: None,
             }),
             Some("redacted_thinking") => c.reasoning.push(ReasoningBlock {
-                redacted: Some(str_of(&b["data"]).unwrap_or_default()),
+                redacted: Some(b.data.owned().unwrap_or_default()),
                 ..ReasoningBlock::default()
             }),
             _ => {}
         }
     }
-    c.meta = meta_of(&v);
-    let reason = v["stop_reason"].as_str().unwrap_or("end_turn");
+    c.meta = meta_of(v.id, v.model);
+    let reason = v.stop_reason.as_str().unwrap_or("end_turn");
     c.finish_reason = finish_reason(reason, forced.is_some());
-    if v["usage"].is_object() {
+    if v.usage.0.is_some() {
         let mut counts = Counts::default();
-        counts.add(&v["usage"]);
+        counts.add(&v.usage);
         c.usage = Some(counts.usage());
     }
     Ok(c)
@@ -170,17 +255,17 @@ impl Decoder {
         n
     }
 
-    fn block_start(&mut self, index: u64, block: &Value, out: &mut Vec<Chunk>) {
-        let text = |key: &str| block[key].as_str().unwrap_or_default().to_string();
-        match block["type"].as_str() {
+    fn block_start(&mut self, index: u64, block: BlockIn<'_>, out: &mut Vec<Chunk>) {
+        let text = |s: Str<'_>| s.owned().unwrap_or_default();
+        match block.kind.as_str() {
             Some("text") => {
-                let text = text("text");
+                let text = text(block.text);
                 if !text.is_empty() {
                     out.push(Chunk::Text(text));
                 }
             }
             Some("tool_use")
-                if self.forced.is_some() && block["name"].as_str() == self.forced.as_deref() =>
+                if self.forced.is_some() && block.name.as_str() == self.forced.as_deref() =>
             {
                 self.blocks.insert(index, Block::Forced);
             }
@@ -190,15 +275,15 @@ impl Decoder {
                 self.blocks.insert(index, Block::Tool(ordinal));
                 out.push(Chunk::ToolCall {
                     index: ordinal,
-                    id: str_of(&block["id"]),
-                    name: str_of(&block["name"]),
+                    id: block.id.owned(),
+                    name: block.name.owned(),
                     arguments: String::new(),
                 });
             }
             Some("thinking") => {
                 let ordinal = self.next_reasoning();
                 self.blocks.insert(index, Block::Reasoning(ordinal));
-                let (thinking, signature) = (text("thinking"), text("signature"));
+                let (thinking, signature) = (text(block.thinking), text(block.signature));
                 if !thinking.is_empty() {
                     out.push(reasoning(ordinal, thinking, None, None));
                 }
@@ -208,24 +293,24 @@ impl Decoder {
             }
             Some("redacted_thinking") => {
                 let ordinal = self.next_reasoning();
-                out.push(reasoning(ordinal, String::new(), None, Some(text("data"))));
+                out.push(reasoning(
+                    ordinal,
+                    String::new(),
+                    None,
+                    Some(text(block.data)),
+                ));
             }
             _ => {} // server tool blocks and kinds added later are not forwarded
         }
     }
 
-    fn block_delta(&self, index: u64, delta: &Value, out: &mut Vec<Chunk>) {
+    fn block_delta(&self, index: u64, delta: DeltaIn<'_>, out: &mut Vec<Chunk>) {
         let block = self.blocks.get(&index).copied();
-        let field = |key: &str| {
-            delta[key]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        match (delta["type"].as_str(), block) {
-            (Some("text_delta"), _) => out.extend(field("text").map(Chunk::Text)),
+        match (delta.kind.as_str(), block) {
+            (Some("text_delta"), _) => out.extend(delta.text.nonempty().map(Chunk::Text)),
             (Some("input_json_delta"), Some(Block::Tool(index))) => {
-                out.extend(field("partial_json").map(|arguments| Chunk::ToolCall {
+                let args = delta.partial_json.nonempty();
+                out.extend(args.map(|arguments| Chunk::ToolCall {
                     index,
                     id: None,
                     name: None,
@@ -233,14 +318,14 @@ impl Decoder {
                 }));
             }
             (Some("input_json_delta"), Some(Block::Forced)) => {
-                out.extend(field("partial_json").map(Chunk::Text));
+                out.extend(delta.partial_json.nonempty().map(Chunk::Text));
             }
             (Some("thinking_delta"), Some(Block::Reasoning(ordinal))) => {
-                let text = field("thinking");
+                let text = delta.thinking.nonempty();
                 out.extend(text.map(|t| reasoning(ordinal, t, None, None)));
             }
             (Some("signature_delta"), Some(Block::Reasoning(ordinal))) => {
-                let sig = field("signature");
+                let sig = delta.signature.nonempty();
                 out.extend(sig.map(|s| reasoning(ordinal, String::new(), Some(s), None)));
             }
             // Deltas of blocks not forwarded (e.g. server_tool_use) are dropped.
@@ -273,25 +358,27 @@ impl SseDecoder for Decoder {
         if ev.data.trim().is_empty() {
             return Ok(false);
         }
-        let v = parse_json(ev.data.as_bytes())?;
-        let kind = v["type"].as_str().unwrap_or(ev.event.as_str());
-        let index = v["index"].as_u64().unwrap_or(u64::MAX);
+        let v: Answer<'_> = read(ev.data.as_bytes())?;
+        let kind = v.kind.as_str().unwrap_or(ev.event.as_str());
+        let index = v.index.0.unwrap_or(u64::MAX);
         match kind {
             "message_start" => {
-                let message = &v["message"];
-                self.counts.add(&message["usage"]);
-                let meta = meta_of(message);
+                let message = *v.message.0.unwrap_or_default();
+                self.counts.add(&message.usage);
+                let meta = meta_of(message.id, message.model);
                 if !meta.is_empty() {
                     out.push(Chunk::Meta(meta));
                 }
             }
-            "content_block_start" => self.block_start(index, &v["content_block"], out),
-            "content_block_delta" => self.block_delta(index, &v["delta"], out),
+            "content_block_start" => {
+                self.block_start(index, v.content_block.0.unwrap_or_default(), out);
+            }
+            "content_block_delta" => self.block_delta(index, v.delta.0.unwrap_or_default(), out),
             "message_delta" => {
-                if let Some(r) = v["delta"]["stop_reason"].as_str() {
-                    self.stop_reason = Some(r.to_string());
+                if let Some(r) = v.delta.0.and_then(|d| d.stop_reason.owned()) {
+                    self.stop_reason = Some(r);
                 }
-                self.counts.add(&v["usage"]);
+                self.counts.add(&v.usage);
             }
             "message_stop" => {
                 out.push(Chunk::Usage(self.counts.usage()));

@@ -46,14 +46,13 @@ mod decode;
 #[allow(clippy::disallowed_methods)]
 mod tests;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue};
-use secrecy::ExposeSecret;
-use serde_json::Value;
+use secrecy::{ExposeSecret, SecretString};
 
+use super::endpoint::Call;
 use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
-use super::{
-    ChatRequest, ChunkStream, Completion, Target, TraceHeaders, UpstreamError, with_trace,
-};
+use super::{ChatRequest, ChunkStream, Completion, Endpoint, TraceHeaders, UpstreamError};
 
 use body::forced_tool_name;
 pub(super) use body::request_body;
@@ -66,33 +65,35 @@ const API_VERSION: &str = "2023-06-01";
 #[cfg(test)]
 pub(super) async fn complete(
     http: &reqwest::Client,
-    t: &Target,
+    t: &super::Target,
     req: &ChatRequest,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    send(http, t, req, &request_body(t, req, false)?, trace).await
+    let body = super::written(&request_body(t, req, false)?)?;
+    send(http, &Endpoint::new(t.clone()), req, &body, trace).await
 }
 
 #[cfg(test)]
 pub(super) async fn stream(
     http: &reqwest::Client,
-    t: &Target,
+    t: &super::Target,
     req: &ChatRequest,
     trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
-    send_stream(http, t, req, &request_body(t, req, true)?, trace).await
+    let body = super::written(&request_body(t, req, true)?)?;
+    send_stream(http, &Endpoint::new(t.clone()), req, &body, trace).await
 }
 
 /// Sends a unary body built by [`request_body`] for `req`.
 pub(super) async fn send(
     http: &reqwest::Client,
-    t: &Target,
+    t: &Endpoint,
     req: &ChatRequest,
-    json: &Value,
+    json: &Bytes,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    let (body, rate) =
-        post_unary(http, t, "messages", with_trace(headers(t)?, trace), json).await?;
+    let call = Call::Chat { stream: false };
+    let (body, rate) = post_unary(http, t, call, json, trace).await?;
     let mut c = parse_completion(&body, forced_tool_name(req))?;
     c.meta.rate = rate;
     Ok(c)
@@ -101,22 +102,26 @@ pub(super) async fn send(
 /// Sends a streaming body built by [`request_body`] for `req`.
 pub(super) async fn send_stream(
     http: &reqwest::Client,
-    t: &Target,
+    t: &Endpoint,
     req: &ChatRequest,
-    json: &Value,
+    json: &Bytes,
     trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
     let decoder = Decoder::forcing(forced_tool_name(req));
-    let h = with_trace(headers(t)?, trace);
-    post_stream(http, t, "messages", h, json, decoder).await
+    post_stream(http, t, json, trace, decoder).await
 }
 
-fn headers(t: &Target) -> Result<HeaderMap, UpstreamError> {
+/// The headers for a credential and extra headers (built once per config
+/// load: [`super::Wire`]).
+pub(super) fn header_map(
+    credential: Option<&SecretString>,
+    extra_headers: &[(String, String)],
+) -> Result<HeaderMap, UpstreamError> {
     let mut h = HeaderMap::new();
-    if let Some(c) = &t.credential {
+    if let Some(c) = credential {
         h.insert("x-api-key", secret_value(c.expose_secret().to_string())?);
     }
     h.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-    add_extra_headers(&mut h, &t.extra_headers)?;
+    add_extra_headers(&mut h, extra_headers)?;
     Ok(h)
 }

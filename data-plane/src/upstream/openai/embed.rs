@@ -142,7 +142,9 @@ mod tests {
         req: &EmbedRequest,
         trace: &TraceHeaders,
     ) -> Result<Embeddings, UpstreamError> {
-        super::super::send_embed(http, t, req, &embed_body(t, req)?, trace).await
+        let body = super::super::super::written(&embed_body(t, req)?)?;
+        let t = super::super::super::Endpoint::new(t.clone());
+        super::super::send_embed(http, &t, req, &body, trace).await
     }
     use super::super::tests::target;
     use super::*;

@@ -40,14 +40,14 @@
 //! refusal as the content, log probabilities, every choice of `n`, and
 //! cached and reasoning token counts.
 
+use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
-use secrecy::ExposeSecret;
-use serde_json::Value;
+use secrecy::{ExposeSecret, SecretString};
 
+use super::endpoint::Call;
 use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
 use super::{
-    ChunkStream, Completion, EmbedRequest, Embeddings, Target, TraceHeaders, UpstreamError,
-    with_trace,
+    ChunkStream, Completion, EmbedRequest, Embeddings, Endpoint, TraceHeaders, UpstreamError,
 };
 
 mod body;
@@ -64,13 +64,12 @@ use parse::{Decoder, parse_completion};
 /// Asks `{base_url}/embeddings` for one vector per input: a body built by [`embed_body`].
 pub(super) async fn send_embed(
     http: &reqwest::Client,
-    t: &Target,
+    t: &Endpoint,
     req: &EmbedRequest,
-    json: &Value,
+    json: &Bytes,
     trace: &TraceHeaders,
 ) -> Result<Embeddings, UpstreamError> {
-    let (body, rate) =
-        post_unary(http, t, "embeddings", with_trace(headers(t)?, trace), json).await?;
+    let (body, rate) = post_unary(http, t, Call::Embeddings, json, trace).await?;
     let mut e = embed::parse_embeddings(&body, req.inputs.len())?;
     e.rate = rate;
     Ok(e)
@@ -79,18 +78,12 @@ pub(super) async fn send_embed(
 /// Sends a unary body built by [`request_body`].
 pub(super) async fn send(
     http: &reqwest::Client,
-    t: &Target,
-    json: &Value,
+    t: &Endpoint,
+    json: &Bytes,
     trace: &TraceHeaders,
 ) -> Result<Completion, UpstreamError> {
-    let (body, rate) = post_unary(
-        http,
-        t,
-        "chat/completions",
-        with_trace(headers(t)?, trace),
-        json,
-    )
-    .await?;
+    let call = Call::Chat { stream: false };
+    let (body, rate) = post_unary(http, t, call, json, trace).await?;
     let mut c = parse_completion(&body)?;
     c.meta.rate = rate;
     Ok(c)
@@ -99,29 +92,33 @@ pub(super) async fn send(
 /// Sends a streaming body built by [`request_body`].
 pub(super) async fn send_stream(
     http: &reqwest::Client,
-    t: &Target,
-    json: &Value,
+    t: &Endpoint,
+    json: &Bytes,
     trace: &TraceHeaders,
 ) -> Result<ChunkStream, UpstreamError> {
-    post_stream(
-        http,
-        t,
-        "chat/completions",
-        with_trace(headers(t)?, trace),
-        json,
-        Decoder::default(),
-    )
-    .await
+    post_stream(http, t, json, trace, Decoder::default()).await
 }
 
-fn headers(t: &Target) -> Result<HeaderMap, UpstreamError> {
+/// The headers every request to `t` carries (its credential as a bearer
+/// token, its extra headers).
+#[cfg(test)]
+fn headers(t: &super::Target) -> Result<HeaderMap, UpstreamError> {
+    header_map(t.credential.as_ref(), &t.extra_headers)
+}
+
+/// The headers for a credential and extra headers (built once per config
+/// load: [`super::Wire`]).
+pub(super) fn header_map(
+    credential: Option<&SecretString>,
+    extra_headers: &[(String, String)],
+) -> Result<HeaderMap, UpstreamError> {
     let mut h = HeaderMap::new();
-    if let Some(c) = &t.credential {
+    if let Some(c) = credential {
         h.insert(
             AUTHORIZATION,
             secret_value(format!("Bearer {}", c.expose_secret()))?,
         );
     }
-    add_extra_headers(&mut h, &t.extra_headers)?;
+    add_extra_headers(&mut h, extra_headers)?;
     Ok(h)
 }

@@ -1,106 +1,228 @@
-//! Chat completions answers: the unary body and the SSE stream.
+//! Chat completions answers: the unary body and the SSE stream, read into
+//! borrowed, lenient structs (`lenient`): no `serde_json::Value` is built.
 
 use eventsource_stream::Event;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use super::super::wire::{SseDecoder, error_in, event_message, parse_json, sat};
+use super::super::lenient::{Float, List, Num, Obj, Str, read};
+use super::super::wire::{SseDecoder, error_of, event_message, sat};
 use super::super::{
     Choice, Chunk, Completion, ReasoningBlock, ResponseMeta, TokenLogprob, ToolCall, TopLogprob,
     UpstreamError, Usage,
 };
 
-pub(super) fn str_of(v: &Value) -> Option<String> {
-    v.as_str().map(str::to_string)
+/// A unary answer or a stream event: what is read of it.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow)]
+    model: Str<'a>,
+    #[serde(borrow)]
+    system_fingerprint: Str<'a>,
+    #[serde(borrow)]
+    choices: List<Obj<ChoiceIn<'a>>>,
+    usage: Obj<UsageIn>,
 }
 
-fn nonempty(v: &Value) -> Option<String> {
-    v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ChoiceIn<'a> {
+    index: Num,
+    /// Unary answers.
+    #[serde(borrow)]
+    message: Obj<MessageIn<'a>>,
+    /// Stream events.
+    #[serde(borrow)]
+    delta: Obj<MessageIn<'a>>,
+    #[serde(borrow)]
+    finish_reason: Str<'a>,
+    #[serde(borrow)]
+    logprobs: Obj<LogprobsIn<'a>>,
+}
+
+/// A message (unary) or a delta (stream).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct MessageIn<'a> {
+    #[serde(borrow)]
+    content: Str<'a>,
+    #[serde(borrow)]
+    refusal: Str<'a>,
+    #[serde(borrow)]
+    reasoning_content: Str<'a>,
+    #[serde(borrow)]
+    reasoning: Str<'a>,
+    #[serde(borrow)]
+    tool_calls: List<Obj<CallIn<'a>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CallIn<'a> {
+    index: Num,
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow)]
+    function: Obj<FunctionIn<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct FunctionIn<'a> {
+    #[serde(borrow)]
+    name: Str<'a>,
+    #[serde(borrow)]
+    arguments: Str<'a>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct LogprobsIn<'a> {
+    #[serde(borrow)]
+    content: List<Obj<TokenIn<'a>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct TokenIn<'a> {
+    #[serde(borrow)]
+    token: Str<'a>,
+    logprob: Float,
+    bytes: List<Num>,
+    #[serde(borrow)]
+    top_logprobs: List<Obj<TokenIn<'a>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct UsageIn {
+    prompt_tokens: Num,
+    completion_tokens: Num,
+    prompt_tokens_details: Obj<PromptDetails>,
+    /// DeepSeek's cache hits.
+    prompt_cache_hit_tokens: Num,
+    completion_tokens_details: Obj<CompletionDetails>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct PromptDetails {
+    cached_tokens: Num,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CompletionDetails {
+    reasoning_tokens: Num,
 }
 
 /// Usage with its details: `prompt_tokens_details.cached_tokens` (or
 /// DeepSeek's `prompt_cache_hit_tokens`) and
-/// `completion_tokens_details.reasoning_tokens`.
-pub(super) fn usage_of(u: &Value) -> Option<Usage> {
-    if !u.is_object() {
-        return None;
-    }
-    let n = |v: &Value| v.as_u64().map_or(0, sat);
-    let cached = u["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .or_else(|| u["prompt_cache_hit_tokens"].as_u64());
+/// `completion_tokens_details.reasoning_tokens`; `None` unless an object.
+fn usage_of(u: Obj<UsageIn>) -> Option<Usage> {
+    let u = u.0?;
+    let n = |v: Num| v.0.map_or(0, sat);
+    let cached = u
+        .prompt_tokens_details
+        .0
+        .and_then(|d| d.cached_tokens.0)
+        .or(u.prompt_cache_hit_tokens.0);
+    let reasoning = u.completion_tokens_details.0.map(|d| d.reasoning_tokens);
     Some(Usage {
-        input_tokens: n(&u["prompt_tokens"]),
-        output_tokens: n(&u["completion_tokens"]),
+        input_tokens: n(u.prompt_tokens),
+        output_tokens: n(u.completion_tokens),
         cached_input_tokens: cached.map_or(0, sat),
-        reasoning_tokens: n(&u["completion_tokens_details"]["reasoning_tokens"]),
+        reasoning_tokens: reasoning.map_or(0, n),
         ..Usage::default()
     })
 }
 
-fn meta_of(v: &Value) -> ResponseMeta {
+fn meta_of(id: Str<'_>, model: Str<'_>, system_fingerprint: Str<'_>) -> ResponseMeta {
     ResponseMeta {
-        id: nonempty(&v["id"]),
-        model: nonempty(&v["model"]),
-        system_fingerprint: nonempty(&v["system_fingerprint"]),
+        id: id.nonempty(),
+        model: model.nonempty(),
+        system_fingerprint: system_fingerprint.nonempty(),
         rate: None,
     }
 }
 
-/// Reasoning text of a message or delta: `reasoning_content` (DeepSeek,
-/// vLLM) or else `reasoning` (OpenRouter), never both.
-fn reasoning_of(m: &Value) -> Option<String> {
-    nonempty(&m["reasoning_content"]).or_else(|| nonempty(&m["reasoning"]))
+impl MessageIn<'_> {
+    /// Reasoning text: `reasoning_content` (DeepSeek, vLLM) or else
+    /// `reasoning` (OpenRouter), never both.
+    fn take_reasoning(&mut self) -> Option<String> {
+        std::mem::take(&mut self.reasoning_content)
+            .nonempty()
+            .or_else(|| std::mem::take(&mut self.reasoning).nonempty())
+    }
 }
 
-fn bytes_of(v: &Value) -> Vec<u8> {
-    let ints = v.as_array().into_iter().flatten();
-    ints.filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+fn bytes_of(v: List<Num>) -> Vec<u8> {
+    let ints = v.items().into_iter();
+    ints.filter_map(|b| b.0.and_then(|b| u8::try_from(b).ok()))
         .collect()
 }
 
-fn logprobs_of(lp: &Value) -> Vec<TokenLogprob> {
-    let tokens = lp["content"].as_array().into_iter().flatten();
+fn logprobs_of(lp: Obj<LogprobsIn<'_>>) -> Vec<TokenLogprob> {
+    let tokens = lp.0.map(|lp| lp.content.items()).unwrap_or_default();
     tokens
-        .map(|t| TokenLogprob {
-            token: str_of(&t["token"]).unwrap_or_default(),
-            logprob: t["logprob"].as_f64().unwrap_or_default(),
-            bytes: bytes_of(&t["bytes"]),
-            top: t["top_logprobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|x| TopLogprob {
-                    token: str_of(&x["token"]).unwrap_or_default(),
-                    logprob: x["logprob"].as_f64().unwrap_or_default(),
-                    bytes: bytes_of(&x["bytes"]),
-                })
-                .collect(),
+        .into_iter()
+        .map(|t| {
+            let t = t.0.unwrap_or_default();
+            TokenLogprob {
+                token: t.token.owned().unwrap_or_default(),
+                logprob: t.logprob.0.unwrap_or_default(),
+                bytes: bytes_of(t.bytes),
+                top: t
+                    .top_logprobs
+                    .items()
+                    .into_iter()
+                    .map(|x| {
+                        let x = x.0.unwrap_or_default();
+                        TopLogprob {
+                            token: x.token.owned().unwrap_or_default(),
+                            logprob: x.logprob.0.unwrap_or_default(),
+                            bytes: bytes_of(x.bytes),
+                        }
+                    })
+                    .collect(),
+            }
         })
         .collect()
 }
 
-fn choice_of(c: &Value) -> Result<Choice, UpstreamError> {
-    let msg = &c["message"];
-    if !msg.is_object() {
+fn choice_of(c: ChoiceIn<'_>) -> Result<Choice, UpstreamError> {
+    let Some(mut msg) = c.message.0 else {
         return Err(UpstreamError::Protocol(
             "response has no choices[].message".into(),
         ));
-    }
-    let calls = msg["tool_calls"].as_array().into_iter().flatten();
+    };
+    let reasoning = msg.take_reasoning();
     // A refusal comes instead of content.
-    let content = nonempty(&msg["content"]).or_else(|| nonempty(&msg["refusal"]));
+    let content = msg.content.nonempty().or_else(|| msg.refusal.nonempty());
     Ok(Choice {
         content: content.unwrap_or_default(),
-        tool_calls: calls
-            .map(|c| ToolCall {
-                id: str_of(&c["id"]).unwrap_or_default(),
-                name: str_of(&c["function"]["name"]).unwrap_or_default(),
-                arguments_json: str_of(&c["function"]["arguments"]).unwrap_or_default(),
+        tool_calls: msg
+            .tool_calls
+            .items()
+            .into_iter()
+            .map(|c| {
+                let c = c.0.unwrap_or_default();
+                let f = c.function.0.unwrap_or_default();
+                ToolCall {
+                    id: c.id.owned().unwrap_or_default(),
+                    name: f.name.owned().unwrap_or_default(),
+                    arguments_json: f.arguments.owned().unwrap_or_default(),
+                }
             })
             .collect(),
         // A whole body arrived, so it did finish; some servers omit the reason.
-        finish_reason: str_of(&c["finish_reason"]).unwrap_or_else(|| "stop".into()),
-        reasoning: reasoning_of(msg)
+        finish_reason: c.finish_reason.owned().unwrap_or_else(|| "stop".into()),
+        reasoning: reasoning
             .map(|text| ReasoningBlock {
                 text,
                 signature: None,
@@ -108,22 +230,25 @@ fn choice_of(c: &Value) -> Result<Choice, UpstreamError> {
             })
             .into_iter()
             .collect(),
-        logprobs: logprobs_of(&c["logprobs"]),
+        logprobs: logprobs_of(c.logprobs),
     })
 }
 
 pub(super) fn parse_completion(body: &[u8]) -> Result<Completion, UpstreamError> {
-    let v = parse_json(body)?;
-    if let Some(message) = error_in(&v) {
+    let v: Answer<'_> = read(body)?;
+    if let Some(message) = error_of(v.error) {
         return Err(UpstreamError::Event { message });
     }
     // In `index` order (servers send them so; this makes sure).
-    let mut choices: Vec<_> = v["choices"]
-        .as_array()
+    let mut choices: Vec<_> = v
+        .choices
+        .items()
         .into_iter()
-        .flatten()
         .enumerate()
-        .map(|(pos, c)| (c["index"].as_u64().unwrap_or(pos as u64), c))
+        .map(|(pos, c)| {
+            let c = c.0.unwrap_or_default();
+            (c.index.0.unwrap_or(pos as u64), c)
+        })
         .collect();
     choices.sort_by_key(|(index, _)| *index);
     let mut choices = choices.into_iter().map(|(_, c)| choice_of(c));
@@ -134,10 +259,10 @@ pub(super) fn parse_completion(body: &[u8]) -> Result<Completion, UpstreamError>
         content: first.content,
         tool_calls: first.tool_calls,
         finish_reason: first.finish_reason,
-        usage: usage_of(&v["usage"]),
+        usage: usage_of(v.usage),
         reasoning: first.reasoning,
         logprobs: first.logprobs,
-        meta: meta_of(&v),
+        meta: meta_of(v.id, v.model, v.system_fingerprint),
         more_choices: choices.collect::<Result<_, _>>()?,
     })
 }
@@ -164,17 +289,23 @@ impl SseDecoder for Decoder {
         if data.is_empty() {
             return Ok(false);
         }
-        let v = parse_json(data.as_bytes())?;
-        if let Some(message) = error_in(&v) {
+        let v: Answer<'_> = read(data.as_bytes())?;
+        if let Some(message) = error_of(v.error) {
             return Err(UpstreamError::Event { message });
         }
-        if !self.meta_sent && nonempty(&v["id"]).is_some() {
+        if !self.meta_sent && v.id.as_str().is_some_and(|id| !id.is_empty()) {
             self.meta_sent = true;
-            out.push(Chunk::Meta(meta_of(&v)));
+            out.push(Chunk::Meta(meta_of(v.id, v.model, v.system_fingerprint)));
         }
-        let choice = &v["choices"][0];
-        let delta = &choice["delta"];
-        if let Some(text) = reasoning_of(delta) {
+        let choice = v
+            .choices
+            .items()
+            .into_iter()
+            .next()
+            .and_then(|c| c.0)
+            .unwrap_or_default();
+        let mut delta = choice.delta.0.unwrap_or_default();
+        if let Some(text) = delta.take_reasoning() {
             out.push(Chunk::Reasoning {
                 index: 0,
                 text,
@@ -182,15 +313,16 @@ impl SseDecoder for Decoder {
                 redacted: None,
             });
         }
-        if let Some(text) = nonempty(&delta["content"]) {
+        if let Some(text) = delta.content.nonempty() {
             out.push(Chunk::Text(text));
         }
-        let calls = delta["tool_calls"].as_array().into_iter().flatten();
-        for (pos, c) in calls.enumerate() {
-            let (id, name) = (str_of(&c["id"]), str_of(&c["function"]["name"]));
-            let arguments = str_of(&c["function"]["arguments"]).unwrap_or_default();
+        for (pos, c) in delta.tool_calls.items().into_iter().enumerate() {
+            let c = c.0.unwrap_or_default();
+            let f = c.function.0.unwrap_or_default();
+            let (id, name) = (c.id.owned(), f.name.owned());
+            let arguments = f.arguments.owned().unwrap_or_default();
             if id.is_some() || name.is_some() || !arguments.is_empty() {
-                let index = c["index"].as_u64().map_or(sat(pos as u64), sat);
+                let index = c.index.0.map_or(sat(pos as u64), sat);
                 out.push(Chunk::ToolCall {
                     index,
                     id,
@@ -199,10 +331,10 @@ impl SseDecoder for Decoder {
                 });
             }
         }
-        if let Some(reason) = str_of(&choice["finish_reason"]) {
+        if let Some(reason) = choice.finish_reason.owned() {
             self.finish = Some(reason);
         }
-        out.extend(usage_of(&v["usage"]).map(Chunk::Usage));
+        out.extend(usage_of(v.usage).map(Chunk::Usage));
         Ok(false)
     }
 
@@ -353,6 +485,64 @@ mod tests {
         assert_eq!(
             run::<Decoder>(&later, 8, false),
             ["text a", "meta x-1 - -", "text b", "finish stop"]
+        );
+    }
+
+    #[test]
+    fn nulls_unknown_fields_escapes_and_no_usage_read_as_before() {
+        let body = br#"{"id":null,"model":"m\u00e9","extra":{"deep":[1,{"x":null}]},
+            "choices":[{"message":{"content":"say \"hi\"\n","tool_calls":[
+              {"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}},
+              {"id":7,"function":null}]},"finish_reason":null}],"usage":null}"#;
+        let c = parse_completion(body).expect("parses");
+        assert_eq!(c.content, "say \"hi\"\n");
+        assert_eq!(c.finish_reason, "stop");
+        assert_eq!(c.usage, None);
+        assert_eq!((c.meta.id, c.meta.model), (None, Some("mé".into())));
+        let calls = [
+            ToolCall {
+                id: "c1".into(),
+                name: "f".into(),
+                arguments_json: r#"{"a":1}"#.into(),
+            },
+            ToolCall::default(),
+        ];
+        assert_eq!(c.tool_calls, calls);
+        // Usage fields of the wrong type count 0; an error object wins over choices.
+        let odd = br#"{"choices":[{"message":{"content":"a"}}],
+            "usage":{"prompt_tokens":"3","completion_tokens":2.5,"prompt_tokens_details":null}}"#;
+        assert_eq!(
+            parse_completion(odd).expect("parses").usage,
+            Some(Usage::new(0, 0))
+        );
+        let err = br#"{"error":{"type":"server_error","message":"down \u0021"},"choices":[]}"#;
+        assert!(matches!(parse_completion(err),
+            Err(UpstreamError::Event { message }) if message == "down !"));
+        let null_error = br#"{"error":null,"choices":[{"message":{"content":"ok"}}]}"#;
+        assert_eq!(parse_completion(null_error).expect("parses").content, "ok");
+        assert!(matches!(
+            parse_completion(b"[]"),
+            Err(UpstreamError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn stream_tool_call_deltas_with_escapes_nulls_and_unknown_fields() {
+        let body = sse(&[
+            r#"{"id":"","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":""}}]},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x"}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"q\":\"a\\\"b\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":null,"function":{"name":null,"arguments":null}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":4,"completion_tokens":3}}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            run::<Decoder>(&body, 5, false),
+            [
+                "call 0 call_1 get ",
+                r#"call 0 - - {"q":"a\"b"}"#,
+                "usage 4/3",
+                "finish tool_calls",
+            ]
         );
     }
 }

@@ -376,3 +376,26 @@ fn a_forced_tools_input_is_the_content_and_a_stop() {
         ("", 1, "tool_calls")
     );
 }
+
+#[test]
+fn typed_reading_keeps_nulls_escapes_unknown_blocks_and_tool_input_text() {
+    let body = br#"{"id":"msg_2","model":null,"type":"message","content":[
+        {"type":"text","text":"a \"b\"\n","citations":null},
+        {"type":"server_tool_use","id":"s1","name":"web","input":{"q":1}},
+        {"type":"tool_use","id":"t1","name":"f","input":{ "z": [1, 2], "a": "\u00e9" }},
+        {"type":"tool_use","id":"t2","name":"g"}],
+        "stop_reason":null,"usage":null}"#;
+    let c = parse_completion(body, None).expect("parses");
+    assert_eq!(c.content, "a \"b\"\n");
+    let args: Vec<_> = c
+        .tool_calls
+        .iter()
+        .map(|t| t.arguments_json.as_str())
+        .collect();
+    assert_eq!(args, [r#"{"a":"é","z":[1,2]}"#, "null"]);
+    assert_eq!((c.finish_reason.as_str(), c.usage), ("stop", None));
+    assert_eq!(c.meta.id.as_deref(), Some("msg_2"));
+    assert_eq!(c.meta.model, None);
+    let no_content = parse_completion(br#"{"content":{"type":"text"}}"#, None);
+    assert!(matches!(no_content, Err(UpstreamError::Protocol(_))));
+}

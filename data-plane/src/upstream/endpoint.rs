@@ -1,0 +1,260 @@
+//! Endpoints: a target with what every request to it sends the same — its
+//! URLs and headers — built once per config load (per provider key, shared
+//! by its members), so no request parses a URL or builds a header value.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use secrecy::SecretString;
+
+use super::wire::join_url;
+use super::{Kind, Target, TraceHeaders, UpstreamError, anthropic, openai};
+
+/// Where a request goes: a URL parsed once, or, when it does not parse as
+/// one reqwest takes, the text (reqwest then fails the request as before).
+enum Dest {
+    Parsed(Url),
+    Text(String),
+}
+
+impl Dest {
+    fn new(base_url: &str, path: &str) -> Self {
+        let text = join_url(base_url, path);
+        match Url::parse(&text) {
+            Ok(url) if url.has_host() => Dest::Parsed(url),
+            _ => Dest::Text(text),
+        }
+    }
+}
+
+/// What an upstream call is for.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Call {
+    /// Chat (`chat/completions`, `messages`): unary or streaming.
+    Chat {
+        stream: bool,
+    },
+    Embeddings,
+}
+
+/// The URLs and headers of one provider key: the same for every member
+/// that uses it.
+pub struct Wire {
+    chat: Dest,
+    embeddings: Dest,
+    /// Credential, fixed and extra headers, `content-type`; or why the
+    /// member's configuration cannot be sent.
+    unary: Result<HeaderMap, String>,
+    /// The same with `accept: text/event-stream`.
+    stream: Result<HeaderMap, String>,
+}
+
+impl Wire {
+    pub fn new(
+        kind: Kind,
+        base_url: &str,
+        credential: Option<&SecretString>,
+        extra_headers: &[(String, String)],
+    ) -> Self {
+        let (chat, headers) = match kind {
+            Kind::OpenAi => (
+                "chat/completions",
+                openai::header_map(credential, extra_headers),
+            ),
+            Kind::Anthropic => ("messages", anthropic::header_map(credential, extra_headers)),
+            // The mock sends nothing.
+            Kind::Mock => {
+                return Self {
+                    chat: Dest::Text(String::new()),
+                    embeddings: Dest::Text(String::new()),
+                    unary: Ok(HeaderMap::new()),
+                    stream: Ok(HeaderMap::new()),
+                };
+            }
+        };
+        // Kept as the message: each request that cannot be sent fails with
+        // its own `Config` error, as when the headers were built per request.
+        let unary = headers.map_err(|e| match e {
+            UpstreamError::Config(m) => m,
+            other => other.to_string(),
+        });
+        let unary = unary.map(|mut h| {
+            // A configured content-type wins, as it did over reqwest's `json`.
+            h.entry(CONTENT_TYPE)
+                .or_insert(HeaderValue::from_static("application/json"));
+            h
+        });
+        let stream = unary.clone().map(|mut h| {
+            h.append(ACCEPT, HeaderValue::from_static("text/event-stream"));
+            h
+        });
+        Self {
+            chat: Dest::new(base_url, chat),
+            embeddings: Dest::new(base_url, "embeddings"),
+            unary,
+            stream,
+        }
+    }
+
+    /// The request for `call` carrying `body`, with the trace headers (they
+    /// win over a member's extra headers).
+    pub(super) fn request(
+        &self,
+        http: &reqwest::Client,
+        call: Call,
+        body: Bytes,
+        trace: &TraceHeaders,
+    ) -> Result<reqwest::Request, UpstreamError> {
+        let (dest, headers) = match call {
+            Call::Chat { stream: false } => (&self.chat, &self.unary),
+            Call::Chat { stream: true } => (&self.chat, &self.stream),
+            Call::Embeddings => (&self.embeddings, &self.unary),
+        };
+        let mut headers = headers.clone().map_err(UpstreamError::Config)?;
+        trace.add_to(&mut headers);
+        let mut req = match dest {
+            Dest::Parsed(url) => reqwest::Request::new(reqwest::Method::POST, url.clone()),
+            Dest::Text(text) => http
+                .post(text.as_str())
+                .build()
+                .map_err(|e| super::from_reqwest(&e))?,
+        };
+        *req.headers_mut() = headers;
+        *req.body_mut() = Some(body.into());
+        Ok(req)
+    }
+}
+
+/// A target and its prepared [`Wire`]: what a member is called through.
+#[derive(Clone)]
+pub struct Endpoint {
+    target: Target,
+    wire: Arc<Wire>,
+}
+
+impl Endpoint {
+    /// A target with its own wire (a test's, or one built outside a config load).
+    pub fn new(target: Target) -> Self {
+        let wire = Wire::new(
+            target.kind,
+            &target.base_url,
+            target.credential.as_ref(),
+            &target.extra_headers,
+        );
+        Self::with_wire(target, Arc::new(wire))
+    }
+
+    /// A target on a wire prepared for its provider key.
+    pub fn with_wire(target: Target, wire: Arc<Wire>) -> Self {
+        Self { target, wire }
+    }
+
+    pub(super) fn wire(&self) -> &Wire {
+        &self.wire
+    }
+}
+
+impl Deref for Endpoint {
+    type Target = Target;
+
+    fn deref(&self) -> &Target {
+        &self.target
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.target.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderName, HeaderValue};
+    use secrecy::SecretString;
+
+    use super::super::openai::tests::target;
+    use super::*;
+
+    fn trace() -> TraceHeaders {
+        let mut t = TraceHeaders::default();
+        t.push(
+            HeaderName::from_static("traceparent"),
+            HeaderValue::from_static("00-1-2-01"),
+        );
+        t
+    }
+
+    fn sent(e: &Endpoint, call: Call) -> Result<reqwest::Request, UpstreamError> {
+        let http = reqwest::Client::new();
+        e.wire()
+            .request(&http, call, Bytes::from_static(b"{}"), &trace())
+    }
+
+    #[test]
+    fn requests_carry_the_prepared_url_headers_and_trace() {
+        let e = Endpoint::new(Target {
+            extra_headers: vec![
+                ("traceparent".into(), "mine".into()),
+                (
+                    "content-type".into(),
+                    "application/json; charset=utf-8".into(),
+                ),
+            ],
+            ..target("http://h:1/v1/")
+        });
+        let r = sent(&e, Call::Chat { stream: true }).expect("request");
+        assert_eq!(r.url().as_str(), "http://h:1/v1/chat/completions");
+        let h = r.headers();
+        assert_eq!(h["authorization"], "Bearer sk-test");
+        assert!(h["authorization"].is_sensitive());
+        // The trace wins over an extra header; a configured content-type over the default.
+        assert_eq!(h["traceparent"], "00-1-2-01");
+        assert_eq!(h["content-type"], "application/json; charset=utf-8");
+        assert_eq!(h["accept"], "text/event-stream");
+        assert_eq!(r.body().and_then(|b| b.as_bytes()), Some(&b"{}"[..]));
+        let r = sent(&e, Call::Embeddings).expect("request");
+        assert_eq!(r.url().as_str(), "http://h:1/v1/embeddings");
+        assert!(!r.headers().contains_key("accept"));
+        let anthropic = Endpoint::new(Target {
+            kind: Kind::Anthropic,
+            ..target("https://api.anthropic.com/v1")
+        });
+        let r = sent(&anthropic, Call::Chat { stream: false }).expect("request");
+        assert_eq!(r.url().as_str(), "https://api.anthropic.com/v1/messages");
+        let h = r.headers();
+        assert_eq!(h["x-api-key"], "sk-test");
+        assert_eq!(h["anthropic-version"], "2023-06-01");
+        assert_eq!(h["content-type"], "application/json");
+    }
+
+    #[test]
+    fn what_cannot_be_sent_fails_each_request_as_before() {
+        let bad_key = Endpoint::new(Target {
+            credential: Some(SecretString::from("sk\nx")),
+            ..target("http://h/v1")
+        });
+        for _ in 0..2 {
+            let err = sent(&bad_key, Call::Chat { stream: false }).expect_err("refused");
+            assert!(
+                matches!(&err, UpstreamError::Config(m) if m == "credential is not a valid HTTP header value"),
+                "{err:?}"
+            );
+        }
+        // A base URL reqwest cannot take fails as reqwest fails it.
+        let http = reqwest::Client::new();
+        for base in ["no scheme", "mailto:x"] {
+            let e = Endpoint::new(target(base));
+            let err = sent(&e, Call::Chat { stream: false }).expect_err("refused");
+            let url = join_url(base, "chat/completions");
+            let want = http.post(url).build().expect_err("reqwest refuses it");
+            assert_eq!(
+                err.to_string(),
+                super::super::from_reqwest(&want).to_string()
+            );
+        }
+    }
+}
