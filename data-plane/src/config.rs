@@ -254,3 +254,42 @@ impl Args {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn a_worker_started_without_flags_gets_the_settings_defaults() {
+        let args =
+            Args::try_parse_from(["switchyard-data-plane", "--no-auth"]).map_err(|e| e.to_string());
+        let from_flags = args.and_then(|a| a.settings());
+        let Ok(flags) = from_flags else {
+            panic!("settings: {:?}", from_flags.err());
+        };
+        let (tx, _rx) = tokio::sync::watch::channel(None);
+        let plain = Settings::new(Source::Local(tx.subscribe()));
+        assert_eq!(flags.max_attempts, plain.max_attempts);
+        assert_eq!(flags.admission_queue, plain.admission_queue);
+        assert_eq!(flags.rate_limit_cooldown, plain.rate_limit_cooldown);
+        assert_eq!(flags.auth_cooldown, plain.auth_cooldown);
+        assert_eq!(flags.retry_backoff, plain.retry_backoff);
+        assert_eq!(flags.retry_budget.ratio, plain.retry_budget.ratio);
+        assert_eq!(
+            flags.retry_budget.floor_per_sec,
+            plain.retry_budget.floor_per_sec
+        );
+        assert_eq!(flags.stream_idle, plain.stream_idle);
+        assert_eq!(flags.config_check_every, plain.config_check_every);
+        assert_eq!(flags.shutdown_grace, plain.shutdown_grace);
+        assert_eq!(flags.max_message_bytes, plain.max_message_bytes);
+        assert_eq!(flags.stats_flush, plain.stats_flush);
+        assert_eq!(flags.http_max_body, plain.http_max_body);
+        assert_eq!(
+            format!("{:?}", flags.http_limits),
+            format!("{:?}", plain.http_limits)
+        );
+    }
+}
