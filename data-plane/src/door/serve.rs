@@ -47,16 +47,6 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 4096,
-        }
-    }
-}
-
 /// The door's connection counters.
 #[derive(Clone)]
 pub struct ConnMetrics {

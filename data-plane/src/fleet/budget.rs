@@ -24,12 +24,24 @@ pub struct BudgetPolicy {
     pub floor_per_sec: f64,
 }
 
+/// Retries a pool may make by default, in percent of its recent first attempts.
+pub const DEFAULT_PERCENT: u32 = 20;
+/// Retries a pool may make per second by default, whatever its traffic.
+pub const DEFAULT_MIN_PER_SEC: u32 = 3;
+
+impl BudgetPolicy {
+    /// The policy of `percent` % of first attempts, at least `min_per_sec`.
+    pub fn new(percent: u32, min_per_sec: u32) -> Self {
+        Self {
+            ratio: f64::from(percent) / 100.0,
+            floor_per_sec: f64::from(min_per_sec),
+        }
+    }
+}
+
 impl Default for BudgetPolicy {
     fn default() -> Self {
-        Self {
-            ratio: 0.2,
-            floor_per_sec: 3.0,
-        }
+        Self::new(DEFAULT_PERCENT, DEFAULT_MIN_PER_SEC)
     }
 }
 

@@ -15,10 +15,11 @@ pub const RATE_LIMIT_COOLDOWN_MS: u64 = 5_000;
 pub const AUTH_COOLDOWN_MS: u64 = 300_000;
 /// First backoff between retries of one member.
 pub const RETRY_BACKOFF_MS: u64 = 50;
-/// Retries a pool may make, in percent of its recent first attempts.
-pub const RETRY_BUDGET_PERCENT: u32 = 20;
+/// Retries a pool may make, in percent of its recent first attempts (the
+/// budget module's own default).
+pub const RETRY_BUDGET_PERCENT: u32 = crate::fleet::budget::DEFAULT_PERCENT;
 /// Retries a pool may make per second whatever its traffic.
-pub const RETRY_BUDGET_MIN_PER_SEC: u32 = 3;
+pub const RETRY_BUDGET_MIN_PER_SEC: u32 = crate::fleet::budget::DEFAULT_MIN_PER_SEC;
 /// Longest silence between chunks of a committed stream.
 pub const STREAM_IDLE_MS: u64 = 30_000;
 /// How often the stored config revision is checked.
@@ -40,10 +41,7 @@ pub const HTTP_MAX_CONNECTIONS: usize = 4096;
 
 /// The retry budget from its two figures.
 pub fn retry_budget(percent: u32, min_per_sec: u32) -> BudgetPolicy {
-    BudgetPolicy {
-        ratio: f64::from(percent) / 100.0,
-        floor_per_sec: f64::from(min_per_sec),
-    }
+    BudgetPolicy::new(percent, min_per_sec)
 }
 
 /// How the HTTP door bounds its connections, by default.
