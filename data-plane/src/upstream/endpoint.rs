@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::Url;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
-use secrecy::SecretString;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
 
-use super::wire::join_url;
-use super::{Kind, Target, TraceHeaders, UpstreamError, anthropic, openai};
+use super::{Kind, Target, TraceHeaders, UpstreamError};
+
+/// The Anthropic API version members are sent.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Where a request goes: a URL parsed once, or, when it does not parse as
 /// one reqwest takes, the text (reqwest then fails the request as before).
@@ -62,9 +64,9 @@ impl Wire {
         let (chat, headers) = match kind {
             Kind::OpenAi => (
                 "chat/completions",
-                openai::header_map(credential, extra_headers),
+                openai_headers(credential, extra_headers),
             ),
-            Kind::Anthropic => ("messages", anthropic::header_map(credential, extra_headers)),
+            Kind::Anthropic => ("messages", anthropic_headers(credential, extra_headers)),
             // The mock sends nothing.
             Kind::Mock => {
                 return Self {
@@ -126,6 +128,72 @@ impl Wire {
         *req.body_mut() = Some(body.into());
         Ok(req)
     }
+}
+
+/// OpenAI's headers: the credential as a bearer token, then the extra headers.
+pub(super) fn openai_headers(
+    credential: Option<&SecretString>,
+    extra_headers: &[(String, String)],
+) -> Result<HeaderMap, UpstreamError> {
+    let mut h = HeaderMap::new();
+    if let Some(c) = credential {
+        h.insert(
+            AUTHORIZATION,
+            secret_value(format!("Bearer {}", c.expose_secret()))?,
+        );
+    }
+    add_extra_headers(&mut h, extra_headers)?;
+    Ok(h)
+}
+
+/// Anthropic's headers: `x-api-key`, the API version, then the extra headers.
+fn anthropic_headers(
+    credential: Option<&SecretString>,
+    extra_headers: &[(String, String)],
+) -> Result<HeaderMap, UpstreamError> {
+    let mut h = HeaderMap::new();
+    if let Some(c) = credential {
+        h.insert("x-api-key", secret_value(c.expose_secret().to_string())?);
+    }
+    h.insert(
+        "anthropic-version",
+        HeaderValue::from_static(ANTHROPIC_VERSION),
+    );
+    add_extra_headers(&mut h, extra_headers)?;
+    Ok(h)
+}
+
+/// `{base}/{path}`, one slash between.
+pub(super) fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// A header value holding a credential: never shown by Debug, never indexed.
+pub(super) fn secret_value(value: String) -> Result<HeaderValue, UpstreamError> {
+    let mut v = HeaderValue::try_from(value)
+        .map_err(|_| UpstreamError::Config("credential is not a valid HTTP header value".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Adds configured headers, replacing same-named defaults. Values may hold
+/// secrets (e.g. `api-key`), so they are marked sensitive and never reported.
+pub(super) fn add_extra_headers(
+    h: &mut HeaderMap,
+    extra: &[(String, String)],
+) -> Result<(), UpstreamError> {
+    for (name, value) in extra {
+        let bad = || UpstreamError::Config(format!("invalid extra header {name:?}"));
+        let n = HeaderName::try_from(name.as_str()).map_err(|_| bad())?;
+        let mut v = HeaderValue::try_from(value.as_str()).map_err(|_| bad())?;
+        v.set_sensitive(true);
+        h.insert(n, v);
+    }
+    Ok(())
 }
 
 /// A target and its prepared [`Wire`]: what a member is called through.

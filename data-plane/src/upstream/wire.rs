@@ -1,17 +1,18 @@
-//! HTTP and SSE plumbing shared by the wire formats: URL joining, headers
-//! (credentials marked sensitive), sending with status checks, the unary
-//! body read and the SSE decode loop.
+//! HTTP and SSE plumbing shared by the wire formats: sending (URLs and
+//! headers come prepared: `endpoint`) with status checks, the unary body
+//! read and the SSE decode loop.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt, TryStreamExt};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::endpoint::Call;
+#[cfg(test)]
+pub(super) use super::endpoint::join_url;
 use super::{
     Chunk, ChunkStream, Endpoint, RateHeaders, ResponseMeta, Target, TraceHeaders, UpstreamError,
     clip_body, from_reqwest, retry_hint,
@@ -59,38 +60,6 @@ pub(super) async fn post_stream<D: SseDecoder>(
         }
         None => events,
     })
-}
-
-pub(super) fn join_url(base: &str, path: &str) -> String {
-    format!(
-        "{}/{}",
-        base.trim_end_matches('/'),
-        path.trim_start_matches('/')
-    )
-}
-
-/// A header value holding a credential: never shown by Debug, never indexed.
-pub(super) fn secret_value(value: String) -> Result<HeaderValue, UpstreamError> {
-    let mut v = HeaderValue::try_from(value)
-        .map_err(|_| UpstreamError::Config("credential is not a valid HTTP header value".into()))?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
-/// Adds configured headers, replacing same-named defaults. Values may hold
-/// secrets (e.g. `api-key`), so they are marked sensitive and never reported.
-pub(super) fn add_extra_headers(
-    h: &mut HeaderMap,
-    extra: &[(String, String)],
-) -> Result<(), UpstreamError> {
-    for (name, value) in extra {
-        let bad = || UpstreamError::Config(format!("invalid extra header {name:?}"));
-        let n = HeaderName::try_from(name.as_str()).map_err(|_| bad())?;
-        let mut v = HeaderValue::try_from(value.as_str()).map_err(|_| bad())?;
-        v.set_sensitive(true);
-        h.insert(n, v);
-    }
-    Ok(())
 }
 
 /// Sends; a non-2xx status becomes `Http` with the upstream's message.

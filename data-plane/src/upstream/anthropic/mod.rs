@@ -47,18 +47,14 @@ mod decode;
 mod tests;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::Call;
-use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
+use super::wire::{post_stream, post_unary};
 use super::{ChatRequest, ChunkStream, Completion, Endpoint, TraceHeaders, UpstreamError};
 
 use body::forced_tool_name;
 pub(super) use body::request_body;
 use decode::{Decoder, parse_completion};
-
-const API_VERSION: &str = "2023-06-01";
 
 /// Builds and sends in one go (the adapter's over-HTTP tests; the engine
 /// prepares the body once per member: `upstream::prepare`).
@@ -109,19 +105,4 @@ pub(super) async fn send_stream(
 ) -> Result<ChunkStream, UpstreamError> {
     let decoder = Decoder::forcing(forced_tool_name(req));
     post_stream(http, t, json, trace, decoder).await
-}
-
-/// The headers for a credential and extra headers (built once per config
-/// load: [`super::Wire`]).
-pub(super) fn header_map(
-    credential: Option<&SecretString>,
-    extra_headers: &[(String, String)],
-) -> Result<HeaderMap, UpstreamError> {
-    let mut h = HeaderMap::new();
-    if let Some(c) = credential {
-        h.insert("x-api-key", secret_value(c.expose_secret().to_string())?);
-    }
-    h.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-    add_extra_headers(&mut h, extra_headers)?;
-    Ok(h)
 }

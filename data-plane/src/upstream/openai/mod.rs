@@ -41,11 +41,9 @@
 //! cached and reasoning token counts.
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, HeaderMap};
-use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::Call;
-use super::wire::{add_extra_headers, post_stream, post_unary, secret_value};
+use super::wire::{post_stream, post_unary};
 use super::{
     ChunkStream, Completion, EmbedRequest, Embeddings, Endpoint, TraceHeaders, UpstreamError,
 };
@@ -102,23 +100,6 @@ pub(super) async fn send_stream(
 /// The headers every request to `t` carries (its credential as a bearer
 /// token, its extra headers).
 #[cfg(test)]
-fn headers(t: &super::Target) -> Result<HeaderMap, UpstreamError> {
-    header_map(t.credential.as_ref(), &t.extra_headers)
-}
-
-/// The headers for a credential and extra headers (built once per config
-/// load: [`super::Wire`]).
-pub(super) fn header_map(
-    credential: Option<&SecretString>,
-    extra_headers: &[(String, String)],
-) -> Result<HeaderMap, UpstreamError> {
-    let mut h = HeaderMap::new();
-    if let Some(c) = credential {
-        h.insert(
-            AUTHORIZATION,
-            secret_value(format!("Bearer {}", c.expose_secret()))?,
-        );
-    }
-    add_extra_headers(&mut h, extra_headers)?;
-    Ok(h)
+fn headers(t: &super::Target) -> Result<reqwest::header::HeaderMap, UpstreamError> {
+    super::endpoint::openai_headers(t.credential.as_ref(), &t.extra_headers)
 }
