@@ -55,7 +55,11 @@ async fn post(http: &reqwest::Client, url: &str, who: &str, body: String) -> Res
 
 pub async fn direct_unary(ctx: Arc<Ctx>) -> Result<u64, String> {
     let t = Instant::now();
-    post(&ctx.http, &ctx.url, "direct", chat_body("m1", false)).await?.bytes().await.map_err(|e| format!("direct body: {e}"))?;
+    post(&ctx.http, &ctx.url, "direct", chat_body("m1", false))
+        .await?
+        .bytes()
+        .await
+        .map_err(|e| format!("direct body: {e}"))?;
     Ok(micros(t.elapsed()))
 }
 

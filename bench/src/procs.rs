@@ -246,7 +246,12 @@ pub async fn start_worker(bin: &Path, name: &str, conf: &WorkerConf<'_>) -> Resu
 }
 
 /// [`start_worker`], launched as `launch` says.
-pub async fn start_worker_with(bin: &Path, name: &str, conf: &WorkerConf<'_>, launch: &Launch) -> Result<Worker, String> {
+pub async fn start_worker_with(
+    bin: &Path,
+    name: &str,
+    conf: &WorkerConf<'_>,
+    launch: &Launch,
+) -> Result<Worker, String> {
     let mut env = vec![
         ("REDIS_URL", conf.redis_url),
         ("SWITCHYARD_REDIS_PREFIX", conf.prefix),

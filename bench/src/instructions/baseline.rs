@@ -18,7 +18,8 @@ pub struct Baseline {
 }
 
 pub fn read(file: &Path) -> Result<Baseline, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read the baseline {}: {e}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read the baseline {}: {e}", file.display()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
     let Value::Object(mut meta) = v else { return Err(format!("{}: not a JSON object", file.display())) };
     let figures = match meta.remove("instructions_per_request") {

@@ -169,7 +169,8 @@ pub async fn run(args: &Args, gate: &GateArgs, prefix: &str, mut conn: Redis) ->
     let valgrind = callgrind::version(&gate.valgrind)?;
     let bin = procs::bin_dir(args.bin_dir.as_ref())?;
     let profile = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let old = if gate.baseline.exists() || !gate.update_baseline { Some(baseline::read(&gate.baseline)?) } else { None };
+    let old =
+        if gate.baseline.exists() || !gate.update_baseline { Some(baseline::read(&gate.baseline)?) } else { None };
     let fake = procs::start_fake(&bin, 5, 0).await?;
     config::publish(&mut conn, &RedisKeys::new(prefix), &config::bench_snapshot(&fake.base_url, 0)).await?;
     let out = OutDir::new(gate.keep_out.as_ref(), prefix)?;
