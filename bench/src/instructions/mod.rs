@@ -91,10 +91,10 @@ pub struct GateArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub paths: Vec<GatePath>,
     /// Requests of each path's small run.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 200)]
     pub small: u64,
     /// Requests of each path's large run.
-    #[arg(long, default_value_t = 1300)]
+    #[arg(long, default_value_t = 1000)]
     pub large: u64,
     /// Measure every path this many times: the spread is reported, the mean compared.
     #[arg(long, default_value_t = 1)]
