@@ -70,8 +70,9 @@ pub fn write(
     figures: &[(String, f64)],
     meta: serde_json::Map<String, Value>,
 ) -> Result<(), String> {
-    let mut all: BTreeMap<String, f64> = old.map(|b| b.figures).unwrap_or_default();
-    all.extend(figures.iter().map(|(k, v)| (k.clone(), v.round())));
+    let mut all: BTreeMap<String, u64> =
+        old.map(|b| b.figures.into_iter().map(|(k, v)| (k, v.round() as u64)).collect()).unwrap_or_default();
+    all.extend(figures.iter().map(|(k, v)| (k.clone(), v.round() as u64)));
     let mut out = meta;
     out.insert("instructions_per_request".into(), json!(all));
     let text = serde_json::to_string_pretty(&Value::Object(out)).map_err(|e| format!("baseline: {e}"))?;
