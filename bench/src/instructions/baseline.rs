@@ -98,9 +98,9 @@ mod tests {
 
     #[test]
     fn more_than_the_tolerance_above_fails_and_below_asks_for_an_update() {
-        assert_eq!(judge(105_000.0, Some(100_000.0), 5.0).0, Verdict::Ok);
+        assert_eq!(judge(104_990.0, Some(100_000.0), 5.0).0, Verdict::Ok);
         assert_eq!(judge(105_100.0, Some(100_000.0), 5.0).0, Verdict::Above);
-        assert_eq!(judge(95_000.0, Some(100_000.0), 5.0).0, Verdict::Ok);
+        assert_eq!(judge(95_010.0, Some(100_000.0), 5.0).0, Verdict::Ok);
         assert_eq!(judge(94_900.0, Some(100_000.0), 5.0).0, Verdict::Below);
         assert_eq!(judge(94_900.0, None, 5.0).0, Verdict::New);
         assert_eq!(judge(110_000.0, Some(100_000.0), 5.0).1, Some(1.1));
