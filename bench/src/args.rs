@@ -1,8 +1,11 @@
-//! Flags: which scenarios to run, how much load, where the binaries and Redis are.
+//! Flags: which scenarios to run, how much load, where the binaries and Redis
+//! are; and the `instructions` subcommand's (the performance gate).
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use crate::instructions::GateArgs;
 
 /// A scenario; they run in this order (the order of the report's letters aside).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,6 +43,9 @@ impl Scenario {
 #[derive(Parser, Debug)]
 #[command(name = "switchyard-bench", version)]
 pub struct Args {
+    /// Without a subcommand: the scenarios.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Run only these scenarios (comma-separated); default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scenario>,
@@ -47,9 +53,9 @@ pub struct Args {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub skip: Vec<Scenario>,
     /// Directory holding switchyard-data-plane and switchyard-fake-upstream (default: next to this binary).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub bin_dir: Option<PathBuf>,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub redis_url: String,
     /// Extra pools of 10 members each in the snapshot (for the memory figure).
     #[arg(long, default_value_t = 0)]
@@ -126,6 +132,13 @@ pub struct Args {
     /// RUST_LOG of the workers; it must keep the "data plane listening" info line.
     #[arg(long, default_value = "warn,switchyard_data_plane::server=info,switchyard_data_plane::sync=info")]
     pub worker_log: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The performance gate: instructions per request of the worker under
+    /// callgrind, four paths, against the committed baseline.
+    Instructions(GateArgs),
 }
 
 impl Args {

@@ -1,5 +1,6 @@
 //! One request of each kind, timed: straight to the fake upstream (HTTP, the
-//! `direct` baseline) or through a worker (gRPC), plus ListModels look-ups.
+//! `direct` baseline) or through a worker (gRPC, or its HTTP door), plus
+//! ListModels look-ups.
 
 use std::sync::Arc;
 
@@ -12,9 +13,11 @@ use crate::stats::micros;
 
 pub type Client = pb::inference_client::InferenceClient<tonic::transport::Channel>;
 
-const UNARY_BODY: &str = r#"{"model":"m1","messages":[{"role":"user","content":"hello"}],"max_tokens":16}"#;
-const STREAM_BODY: &str =
-    r#"{"model":"m1","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}"#;
+/// An OpenAI chat body for `model`, 16 tokens at most.
+fn chat_body(model: &str, stream: bool) -> String {
+    let stream = if stream { r#","stream":true"# } else { "" };
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hello"}}],"max_tokens":16{stream}}}"#)
+}
 
 /// What every request needs: HTTP client and URL of the fake, gRPC client of one worker.
 #[derive(Clone)]
@@ -40,28 +43,58 @@ where
     move || f(Arc::clone(&ctx))
 }
 
-async fn post(ctx: &Ctx, body: &'static str) -> Result<reqwest::Response, String> {
-    let resp = ctx.http.post(&ctx.url).header("content-type", "application/json").body(body).send().await;
-    let resp = resp.map_err(|e| format!("direct: {e}"))?;
+/// POSTs `body` to `url`; `who` names the target in errors ("direct", "door").
+async fn post(http: &reqwest::Client, url: &str, who: &str, body: String) -> Result<reqwest::Response, String> {
+    let resp = http.post(url).header("content-type", "application/json").body(body).send().await;
+    let resp = resp.map_err(|e| format!("{who}: {e}"))?;
     if !resp.status().is_success() {
-        return Err(format!("direct: HTTP {}", resp.status()));
+        return Err(format!("{who}: HTTP {}", resp.status()));
     }
     Ok(resp)
 }
 
 pub async fn direct_unary(ctx: Arc<Ctx>) -> Result<u64, String> {
     let t = Instant::now();
-    post(&ctx, UNARY_BODY).await?.bytes().await.map_err(|e| format!("direct body: {e}"))?;
+    post(&ctx.http, &ctx.url, "direct", chat_body("m1", false))
+        .await?
+        .bytes()
+        .await
+        .map_err(|e| format!("direct body: {e}"))?;
     Ok(micros(t.elapsed()))
 }
 
 /// Time to the first SSE event carrying non-empty `choices[0].delta.content`; requires `[DONE]`.
 pub async fn direct_stream(ctx: Arc<Ctx>) -> Result<u64, String> {
+    sse_stream(&ctx.http, &ctx.url, "direct", "m1").await
+}
+
+/// A chat completion through a worker's HTTP door (`url`: its
+/// `/v1/chat/completions`) on pool `model`; checks the answer has content.
+pub async fn door_unary(http: &reqwest::Client, url: &str, model: &str) -> Result<u64, String> {
     let t = Instant::now();
-    let mut body = post(&ctx, STREAM_BODY).await?.bytes_stream();
+    let body = post(http, url, "door", chat_body(model, false)).await?.bytes().await;
+    let body = body.map_err(|e| format!("door body: {e}"))?;
+    let us = micros(t.elapsed());
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if v["choices"][0]["message"]["content"].as_str().is_none_or(str::is_empty) {
+        return Err(format!("door: no content in {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(us)
+}
+
+/// The same, streamed: time to the first content event; requires `[DONE]`.
+pub async fn door_stream(http: &reqwest::Client, url: &str, model: &str) -> Result<u64, String> {
+    sse_stream(http, url, "door", model).await
+}
+
+/// `stream: true` to `url`: time to the first SSE event carrying non-empty
+/// `choices[0].delta.content`; requires `[DONE]`.
+async fn sse_stream(http: &reqwest::Client, url: &str, who: &str, model: &str) -> Result<u64, String> {
+    let t = Instant::now();
+    let mut body = post(http, url, who, chat_body(model, true)).await?.bytes_stream();
     let (mut buf, mut scanned, mut first) = (Vec::<u8>::new(), 0usize, None);
     while let Some(chunk) = body.next().await {
-        buf.extend_from_slice(&chunk.map_err(|e| format!("direct stream body: {e}"))?);
+        buf.extend_from_slice(&chunk.map_err(|e| format!("{who} stream body: {e}"))?);
         while first.is_none() {
             let Some(nl) = buf[scanned..].iter().position(|&b| b == b'\n') else { break };
             let line = &buf[scanned..scanned + nl];
@@ -75,8 +108,8 @@ pub async fn direct_stream(ctx: Arc<Ctx>) -> Result<u64, String> {
     }
     match first {
         Some(us) if buf.windows(12).any(|w| w == b"data: [DONE]") => Ok(us),
-        Some(_) => Err("direct stream: no [DONE]".into()),
-        None => Err("direct stream: no content chunk".into()),
+        Some(_) => Err(format!("{who} stream: no [DONE]")),
+        None => Err(format!("{who} stream: no content chunk")),
     }
 }
 

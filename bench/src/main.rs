@@ -4,7 +4,9 @@
 //! CPU per request and memory; and how it copes with Redis further away,
 //! Redis paused, how many Redis commands a request costs, how fast a bench
 //! reaches another worker and how fast a new config revision reaches three.
-//! Every loop is bounded in count and in time.
+//! Every loop is bounded in count and in time. `switchyard-bench
+//! instructions` is the performance gate: instructions per request of the
+//! worker under callgrind, against a committed baseline.
 //!
 //! # Layout
 //!
@@ -17,6 +19,7 @@
 //! - `stats`: a run's histogram and errors.
 //! - `report`: the table, derived figures, problems and the JSON line.
 //! - `scenarios`: one module per scenario, and what they share.
+//! - `instructions`: the gate (callgrind runs, the baseline, the comparison).
 // A load generator: spawns its callers freely, reads /proc, and its delay
 // proxy sleeps on plain threads for sub-millisecond precision.
 #![allow(clippy::disallowed_methods)]
@@ -25,6 +28,7 @@ mod args;
 mod calls;
 mod config;
 mod delay_proxy;
+mod instructions;
 mod load;
 mod procs;
 mod report;
@@ -37,12 +41,12 @@ use std::time::Duration;
 use clap::Parser as _;
 use tokio::time::timeout;
 
-use crate::args::Args;
+use crate::args::{Args, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if args.selected().is_empty() {
+    if args.command.is_none() && args.selected().is_empty() {
         return fail("--only/--skip leave no scenario to run");
     }
     let prefix = format!("bench_{}", uuid::Uuid::new_v4().simple());
@@ -56,7 +60,10 @@ async fn main() -> ExitCode {
         Err(_) => return fail(&format!("Redis at {} did not answer within 5 s", args.redis_url)),
     };
     // Every child is killed when `run` returns, whatever the outcome.
-    let result = scenarios::run(&args, &prefix, redis, conn.clone()).await;
+    let result = match &args.command {
+        Some(Command::Instructions(gate)) => instructions::run(&args, gate, &prefix, conn.clone()).await,
+        None => scenarios::run(&args, &prefix, redis, conn.clone()).await,
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
     match config::delete_keys(&mut conn, &prefix).await {
         Ok(n) => eprintln!("cleanup: deleted {n} Redis keys containing {prefix}"),

@@ -17,7 +17,12 @@ use crate::calls::Client;
 use crate::load::REQUEST_TIMEOUT;
 use crate::stats::lock;
 
-type Found = Option<tokio::sync::oneshot::Sender<String>>;
+/// Log messages whose `addr` field a caller waits for, each with where to send it.
+type Found = Vec<(&'static str, tokio::sync::oneshot::Sender<String>)>;
+
+/// The worker's gRPC listening line, and its HTTP door's.
+const GRPC_LISTENING: &str = "data plane listening";
+const DOOR_LISTENING: &str = "OpenAI-compatible HTTP door listening";
 
 /// A child's WARN/ERROR log lines (and any non-JSON output), counted and a
 /// few kept; lines whose message the scenario expects are counted apart.
@@ -69,17 +74,17 @@ impl LogTap {
 }
 
 /// Drains `r` line by line into `log` (a full pipe would block the child);
-/// sends the `addr` of the first "data plane listening" line to `found`.
+/// sends the `addr` of the first line with each message in `found` to its sender.
 /// The task ends when the child closes the pipe (it exits or is killed).
 fn tap<R: AsyncRead + Unpin + Send + 'static>(r: R, log: Arc<LogTap>, found: Found) {
     tokio::spawn(async move {
         let (mut lines, mut found) = (BufReader::new(r).lines(), found);
         while let Ok(Some(line)) = lines.next_line().await {
             let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "data plane listening"
-                && let (Some(tx), Some(addr)) = (found.take(), v["addr"].as_str())
+            if let Some(addr) = v["addr"].as_str()
+                && let Some(i) = found.iter().position(|(m, _)| v["message"] == *m)
             {
-                let _ = tx.send(addr.to_string());
+                let _ = found.swap_remove(i).1.send(addr.to_string());
             }
             log.see(&line, &v);
         }
@@ -88,11 +93,25 @@ fn tap<R: AsyncRead + Unpin + Send + 'static>(r: R, log: Arc<LogTap>, found: Fou
 
 /// Starts `path` with piped output; killed when the handle drops.
 fn spawn(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Child, String> {
-    let mut cmd = Command::new(path);
+    spawn_wrapped(&[], path, args, env)
+}
+
+/// Starts `path` behind `wrapper` (a program and its arguments, `path`
+/// appended; none: `path` itself) with piped output; killed when the handle drops.
+fn spawn_wrapped(wrapper: &[String], path: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Child, String> {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(wrapper_args).arg(path);
+            cmd
+        }
+        None => Command::new(path),
+    };
     // Many workers run at once: each serves metrics on a port of its own.
     cmd.env("SWITCHYARD_METRICS_LISTEN", "127.0.0.1:0");
     cmd.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.kill_on_drop(true).spawn().map_err(|e| format!("cannot start {}: {e}", path.display()))
+    let shown = wrapper.first().map_or(path.display().to_string(), |w| format!("{w} {}", path.display()));
+    cmd.kill_on_drop(true).spawn().map_err(|e| format!("cannot start {shown}: {e}"))
 }
 
 /// Where switchyard-data-plane and switchyard-fake-upstream are: `--bin-dir`, else next to this binary.
@@ -126,7 +145,7 @@ pub async fn start_fake_with(bin: &Path, extra: &[String]) -> Result<Fake, Strin
     fake_args.extend(extra.iter().map(String::as_str));
     let mut child = spawn(&bin.join("switchyard-fake-upstream"), &fake_args, &[])?;
     let log = Arc::new(LogTap::default());
-    tap(child.stderr.take().ok_or("fake upstream: no stderr")?, Arc::clone(&log), None);
+    tap(child.stderr.take().ok_or("fake upstream: no stderr")?, Arc::clone(&log), Vec::new());
     let pid = child.id().ok_or("fake upstream: no pid")?;
     let mut lines = BufReader::new(child.stdout.take().ok_or("fake upstream: no stdout")?).lines();
     let addr = match timeout(Duration::from_secs(10), lines.next_line()).await {
@@ -135,7 +154,7 @@ pub async fn start_fake_with(bin: &Path, extra: &[String]) -> Result<Fake, Strin
         }
         _ => return Err(format!("fake upstream did not print its address within 10 s: {:?}", log.samples())),
     };
-    tap(lines.into_inner(), Arc::clone(&log), None);
+    tap(lines.into_inner(), Arc::clone(&log), Vec::new());
     Ok(Fake { _child: child, pid, base_url: format!("http://{addr}/v1"), log })
 }
 
@@ -157,6 +176,8 @@ pub struct Worker {
     child: Child,
     pub pid: u32,
     pub grpc: Client,
+    /// The HTTP door's address (host:port), when launched with it.
+    pub door: Option<String>,
     pub log: Arc<LogTap>,
 }
 
@@ -180,11 +201,58 @@ impl Worker {
         let _ = timeout(Duration::from_secs(5), self.child.wait()).await;
         Stopped { name: self.name, log: self.log, exited_early }
     }
+
+    /// Sends SIGTERM (the worker's graceful shutdown, so a wrapper such as
+    /// valgrind writes its output) and waits `within` for the exit; kills it
+    /// if it has not exited by then.
+    pub async fn terminate(mut self, within: Duration) -> Result<ExitStatus, String> {
+        if let Some(status) = self.exited() {
+            return Err(format!("{} exited before it was stopped ({status}): {:?}", self.name, self.log.samples()));
+        }
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        if !sent.is_ok_and(|s| s.success()) {
+            return Err(format!("cannot send SIGTERM to {} (pid {})", self.name, self.pid));
+        }
+        match timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(format!("cannot wait for {}: {e}", self.name)),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                Err(format!("{} did not exit within {within:?} of SIGTERM", self.name))
+            }
+        }
+    }
+}
+
+/// How a worker process is launched, beyond [`WorkerConf`].
+pub struct Launch {
+    /// A program and its arguments in front of the worker binary (valgrind); none: the binary itself.
+    pub wrapper: Vec<String>,
+    /// Also serve the HTTP door on 127.0.0.1:0 ([`Worker::door`] is its address).
+    pub door: bool,
+    /// How long the worker may take to log that it listens.
+    pub start_within: Duration,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Self { wrapper: Vec::new(), door: false, start_within: Duration::from_secs(15) }
+    }
 }
 
 /// Starts a worker on 127.0.0.1:0 and waits until ListModels reports `conf.revision`.
 pub async fn start_worker(bin: &Path, name: &str, conf: &WorkerConf<'_>) -> Result<Worker, String> {
-    let env = [
+    start_worker_with(bin, name, conf, &Launch::default()).await
+}
+
+/// [`start_worker`], launched as `launch` says.
+pub async fn start_worker_with(
+    bin: &Path,
+    name: &str,
+    conf: &WorkerConf<'_>,
+    launch: &Launch,
+) -> Result<Worker, String> {
+    let mut env = vec![
         ("REDIS_URL", conf.redis_url),
         ("SWITCHYARD_REDIS_PREFIX", conf.prefix),
         ("SWITCHYARD_LISTEN", "127.0.0.1:0"),
@@ -196,14 +264,30 @@ pub async fn start_worker(bin: &Path, name: &str, conf: &WorkerConf<'_>) -> Resu
         // The router's own cost, as before caller keys: no key check.
         ("SWITCHYARD_NO_AUTH", "true"),
     ];
-    let mut child = spawn(&bin.join("switchyard-data-plane"), &[], &env)?;
+    if launch.door {
+        env.push(("SWITCHYARD_HTTP_LISTEN", "127.0.0.1:0"));
+    }
+    let mut child = spawn_wrapped(&launch.wrapper, &bin.join("switchyard-data-plane"), &[], &env)?;
     let log = Arc::new(LogTap::expecting(conf.expected_warnings));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tap(child.stdout.take().ok_or("worker: no stdout")?, Arc::clone(&log), Some(tx));
-    tap(child.stderr.take().ok_or("worker: no stderr")?, Arc::clone(&log), None);
+    let (grpc_tx, grpc_rx) = tokio::sync::oneshot::channel();
+    let (door_tx, door_rx) = tokio::sync::oneshot::channel();
+    let mut found = vec![(GRPC_LISTENING, grpc_tx)];
+    if launch.door {
+        found.push((DOOR_LISTENING, door_tx));
+    }
+    tap(child.stdout.take().ok_or("worker: no stdout")?, Arc::clone(&log), found);
+    tap(child.stderr.take().ok_or("worker: no stderr")?, Arc::clone(&log), Vec::new());
     let pid = child.id().ok_or("worker: no pid")?;
-    let Ok(Ok(addr)) = timeout(Duration::from_secs(15), rx).await else {
-        return Err(format!("{name} did not log \"data plane listening\" within 15 s: {:?}", log.samples()));
+    let within = launch.start_within;
+    let Ok(Ok(addr)) = timeout(within, grpc_rx).await else {
+        return Err(format!("{name} did not log \"{GRPC_LISTENING}\" within {within:?}: {:?}", log.samples()));
+    };
+    let door = match launch.door {
+        false => None,
+        true => match timeout(within, door_rx).await {
+            Ok(Ok(addr)) => Some(addr),
+            _ => return Err(format!("{name} did not log \"{DOOR_LISTENING}\" within {within:?}: {:?}", log.samples())),
+        },
     };
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad {name} address {addr}: {e}"))?;
@@ -216,7 +300,7 @@ pub async fn start_worker(bin: &Path, name: &str, conf: &WorkerConf<'_>) -> Resu
         if let Ok(Ok(r)) = listed
             && r.into_inner().revision == conf.revision
         {
-            return Ok(Worker { name: name.into(), child, pid, grpc, log });
+            return Ok(Worker { name: name.into(), child, pid, grpc, door, log });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
