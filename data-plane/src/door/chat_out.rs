@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
 use crate::observe::stats::unix_secs;
+use crate::upstream::ResponseMeta;
 
 /// The upstream's answer id, else one made from the request id.
 pub fn answer_id(upstream_id: &str, request_id: &str) -> String {
@@ -163,13 +164,23 @@ pub struct StreamHead {
 }
 
 impl StreamHead {
-    pub fn new(start: &pb::StreamStart, asked: &str) -> Self {
+    /// The head of request `request_id`'s stream, served by `served_by`,
+    /// from what the upstream said of its answer (`meta`).
+    pub fn new(
+        request_id: &str,
+        served_by: &pb::ServedBy,
+        meta: ResponseMeta,
+        asked: &str,
+    ) -> Self {
         Self {
-            id: answer_id(&start.upstream_id, &start.request_id),
-            model: answer_model(&start.response_model, start.served_by.as_ref(), asked),
+            id: answer_id(meta.id.as_deref().unwrap_or_default(), request_id),
+            model: answer_model(
+                meta.model.as_deref().unwrap_or_default(),
+                Some(served_by),
+                asked,
+            ),
             created: unix_secs(),
-            fingerprint: (!start.system_fingerprint.is_empty())
-                .then(|| start.system_fingerprint.clone()),
+            fingerprint: meta.system_fingerprint.filter(|f| !f.is_empty()),
         }
     }
 
@@ -352,13 +363,12 @@ mod tests {
     #[test]
     fn stream_chunks_in_openai_shape() {
         use pb::generate_stream_event::Event;
-        let start = pb::StreamStart {
-            request_id: "r".into(),
-            upstream_id: "chatcmpl-up".into(),
-            response_model: "gpt-x".into(),
+        let meta = ResponseMeta {
+            id: Some("chatcmpl-up".into()),
+            model: Some("gpt-x".into()),
             ..Default::default()
         };
-        let h = StreamHead::new(&start, "chat");
+        let h = StreamHead::new("r", &pb::ServedBy::default(), meta, "chat");
         assert_eq!(h.role()["choices"][0]["delta"]["role"], "assistant");
         let t = h.event(&Event::TextDelta("hi".into())).expect("a chunk");
         assert_eq!(

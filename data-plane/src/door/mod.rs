@@ -217,17 +217,7 @@ fn sse_stream(
         chunks,
         ..
     } = opened;
-    let head = chat_out::StreamHead::new(
-        &pb::StreamStart {
-            request_id: id,
-            served_by: Some(served_by),
-            upstream_id: meta.id.unwrap_or_default(),
-            response_model: meta.model.unwrap_or_default(),
-            system_fingerprint: meta.system_fingerprint.unwrap_or_default(),
-            attempts: Vec::new(),
-        },
-        &asked,
-    );
+    let head = chat_out::StreamHead::new(&id, &served_by, meta, &asked);
     let role = chat_out::sse(&head.role());
     struct S {
         chunks: crate::stream::Chunks,
