@@ -194,7 +194,10 @@ impl Args {
         if self.retry_budget_percent > 1000 {
             return Err("--retry-budget-percent is at most 1000".into());
         }
-        s.retry_budget = d::retry_budget(self.retry_budget_percent, self.retry_budget_min_per_sec);
+        s.retry_budget = crate::fleet::budget::BudgetPolicy::new(
+            self.retry_budget_percent,
+            self.retry_budget_min_per_sec,
+        );
         s.stream_idle = Duration::from_millis(self.stream_idle_ms);
         s.config_check_every = Duration::from_millis(self.config_check_ms.max(100));
         s.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);

@@ -14,6 +14,7 @@ use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
 use switchyard_data_plane::failover::{Engine, Parts};
+use switchyard_data_plane::fleet::budget::BudgetPolicy;
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::slots::Slots;
 use switchyard_data_plane::fleet::{Fleet, Link};
@@ -79,10 +80,7 @@ fn engine(members: &[(&str, &str, Option<u32>)], queue: usize) -> Arc<Engine> {
     let (fleet, pusher) = Fleet::new(
         Arc::new(MemoryBackend::default()),
         Arc::new(Link::default()),
-        defaults::retry_budget(
-            defaults::RETRY_BUDGET_PERCENT,
-            defaults::RETRY_BUDGET_MIN_PER_SEC,
-        ),
+        BudgetPolicy::default(),
         CancellationToken::new(),
     );
     tokio::spawn(pusher);

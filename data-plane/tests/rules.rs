@@ -13,6 +13,7 @@ use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
 use switchyard_data_plane::failover::{Engine, Parts, Rules};
+use switchyard_data_plane::fleet::budget::BudgetPolicy;
 use switchyard_data_plane::fleet::memory::MemoryBackend;
 use switchyard_data_plane::fleet::{Fleet, Link};
 use switchyard_data_plane::server::defaults;
@@ -91,10 +92,7 @@ impl Rig {
         let (fleet, pusher) = Fleet::new(
             Arc::new(MemoryBackend::default()),
             Arc::new(Link::default()),
-            defaults::retry_budget(
-                defaults::RETRY_BUDGET_PERCENT,
-                defaults::RETRY_BUDGET_MIN_PER_SEC,
-            ),
+            BudgetPolicy::default(),
             CancellationToken::new(),
         );
         tokio::spawn(pusher);

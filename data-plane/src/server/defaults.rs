@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use crate::fleet::budget::BudgetPolicy;
-
 /// Most attempts one request may make, across members and retries.
 pub const MAX_ATTEMPTS: u32 = 10;
 /// Requests one pool's admission queue holds (the slots module's own default).
@@ -38,11 +36,6 @@ pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const HTTP_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Most connections the HTTP door keeps open.
 pub const HTTP_MAX_CONNECTIONS: usize = 4096;
-
-/// The retry budget from its two figures.
-pub fn retry_budget(percent: u32, min_per_sec: u32) -> BudgetPolicy {
-    BudgetPolicy::new(percent, min_per_sec)
-}
 
 /// How the HTTP door bounds its connections, by default.
 pub fn http_limits() -> crate::door::Limits {

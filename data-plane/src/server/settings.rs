@@ -86,7 +86,7 @@ impl Settings {
             rate_limit_cooldown: Duration::from_millis(d::RATE_LIMIT_COOLDOWN_MS),
             auth_cooldown: Duration::from_millis(d::AUTH_COOLDOWN_MS),
             retry_backoff: Duration::from_millis(d::RETRY_BACKOFF_MS),
-            retry_budget: d::retry_budget(d::RETRY_BUDGET_PERCENT, d::RETRY_BUDGET_MIN_PER_SEC),
+            retry_budget: crate::fleet::budget::BudgetPolicy::default(),
             stream_idle: Duration::from_millis(d::STREAM_IDLE_MS),
             config_check_every: Duration::from_millis(d::CONFIG_CHECK_MS),
             shutdown_grace: Duration::from_secs(d::SHUTDOWN_GRACE_SECS),
