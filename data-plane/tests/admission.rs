@@ -6,23 +6,16 @@
 // Tests spawn callers freely.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use switchyard_data_plane::catalog::Catalog;
-use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
-use switchyard_data_plane::failover::{Engine, Parts};
-use switchyard_data_plane::fleet::budget::BudgetPolicy;
-use switchyard_data_plane::fleet::memory::MemoryBackend;
-use switchyard_data_plane::fleet::slots::Slots;
-use switchyard_data_plane::fleet::{Fleet, Link};
-use switchyard_data_plane::server::defaults;
+use switchyard_data_plane::failover::Engine;
 use switchyard_data_plane::upstream::{ChatRequest, Message, Role};
 use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use pb::AttemptOutcome as O;
 
@@ -77,23 +70,7 @@ fn snapshot(members: &[(&str, &str, Option<u32>)]) -> pb::Snapshot {
 }
 
 fn engine(members: &[(&str, &str, Option<u32>)], queue: usize) -> Arc<Engine> {
-    let (fleet, pusher) = Fleet::new(
-        Arc::new(MemoryBackend::default()),
-        Arc::new(Link::default()),
-        BudgetPolicy::default(),
-        CancellationToken::new(),
-    );
-    tokio::spawn(pusher);
-    let catalog = Catalog::build(&snapshot(members), &Resolver::default());
-    Arc::new(Engine::new(Parts {
-        catalog: Arc::new(ArcSwap::from_pointee(catalog)),
-        fleet,
-        rules: defaults::rules(),
-        observer: switchyard_data_plane::observe::Observer::detached(),
-        export_spans: false,
-        signals: Default::default(),
-        slots: Slots::new(false, queue),
-    }))
+    Arc::new(common::engine::in_memory(&snapshot(members), queue))
 }
 
 type Outcomes = Vec<(String, O)>;

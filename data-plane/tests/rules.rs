@@ -5,22 +5,19 @@
 // Tests spawn callers freely and read their env overrides.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::error::DpError;
-use switchyard_data_plane::failover::{Engine, Parts, Rules};
-use switchyard_data_plane::fleet::budget::BudgetPolicy;
-use switchyard_data_plane::fleet::memory::MemoryBackend;
-use switchyard_data_plane::fleet::{Fleet, Link};
+use switchyard_data_plane::failover::{Engine, Rules};
 use switchyard_data_plane::server::defaults;
 use switchyard_data_plane::upstream::{ChatRequest, Message, Role};
 use switchyard_proto::v1 as pb;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use pb::AttemptOutcome as O;
 
@@ -89,27 +86,11 @@ fn snapshot(failover: pb::FailoverPolicy, members: &[(&str, &str, Option<u64>)])
 
 impl Rig {
     fn new(failover: pb::FailoverPolicy, members: &[(&str, &str, Option<u64>)]) -> Self {
-        let (fleet, pusher) = Fleet::new(
-            Arc::new(MemoryBackend::default()),
-            Arc::new(Link::default()),
-            BudgetPolicy::default(),
-            CancellationToken::new(),
-        );
-        tokio::spawn(pusher);
-        let catalog = Catalog::build(&snapshot(failover, members), &Resolver::default());
         Self {
-            engine: Engine::new(Parts {
-                catalog: Arc::new(ArcSwap::from_pointee(catalog)),
-                fleet,
-                rules: defaults::rules(),
-                observer: switchyard_data_plane::observe::Observer::detached(),
-                export_spans: false,
-                signals: Default::default(),
-                slots: switchyard_data_plane::fleet::slots::Slots::new(
-                    false,
-                    defaults::ADMISSION_QUEUE,
-                ),
-            }),
+            engine: common::engine::in_memory(
+                &snapshot(failover, members),
+                defaults::ADMISSION_QUEUE,
+            ),
             threshold: failover.failure_threshold,
             cooldown_ms: failover.cooldown_base_ms,
         }

@@ -20,6 +20,7 @@ use tokio::process::Command;
 use tonic::transport::Channel;
 
 mod config;
+pub mod engine;
 mod keys;
 mod metrics;
 pub use config::*;
