@@ -18,6 +18,8 @@ use tracing::Instrument as _;
 
 use crate::attempt::OpenStream;
 use crate::error::DpError;
+use crate::failover::Rules;
+use crate::failover::verdict::Judge;
 use crate::fleet::Fleet;
 use crate::model::{Candidate, Pool};
 use crate::observe::Watch;
@@ -35,6 +37,9 @@ type Tx = mpsc::Sender<Result<Chunk, DpError>>;
 /// One committed stream on its way to the caller.
 pub struct Pump {
     pub fleet: Fleet,
+    /// The worker's failover rules: a broken or stalled stream is judged
+    /// by them like a failed attempt.
+    pub rules: Rules,
     /// The request's watch, who served it and what was tried, and the
     /// member's in-flight count: the stream's end is the request's end.
     pub watch: Option<(Watch, pb::ServedBy, Vec<pb::Attempt>, Inflight)>,
@@ -174,14 +179,13 @@ impl Pump {
                 }
                 Ok(Some(Err(err))) => {
                     tracing::warn!(request_id = %self.request_id, member = %self.member.member_id, error = %err, "upstream failed after the first chunk");
-                    if err.class() == ErrorClass::Transient && !self.member.ephemeral {
-                        self.fleet.failure(
-                            &self.member.member_id,
-                            &self.pool.policy,
-                            err.retry_after(),
-                            None,
-                        );
-                    }
+                    self.judge().failed(
+                        &self.pool,
+                        &self.member,
+                        err.class(),
+                        err.retry_after(),
+                        None,
+                    );
                     return Err(Cut::Failed(DpError::StreamBroken {
                         member: self.member.member_id.clone(),
                         detail: err.to_string(),
@@ -229,6 +233,14 @@ impl Pump {
         Ok(finished)
     }
 
+    fn judge(&self) -> Judge<'_> {
+        Judge {
+            fleet: &self.fleet,
+            metrics: &self.metrics,
+            rules: &self.rules,
+        }
+    }
+
     fn timed_out(&self, limit: Duration, request_end: Instant) -> DpError {
         let now = Instant::now();
         let m = &self.member.member_id;
@@ -239,9 +251,8 @@ impl Pump {
             format!("member {m} exceeded the provider's request timeout")
         } else {
             tracing::warn!(request_id = %self.request_id, member = %m, "stream stalled");
-            if !self.member.ephemeral {
-                self.fleet.failure(m, &self.pool.policy, None, None);
-            }
+            self.judge()
+                .failed(&self.pool, &self.member, ErrorClass::Transient, None, None);
             format!("no chunk from member {m} for {} ms", limit.as_millis())
         };
         DpError::StreamTimedOut(msg)

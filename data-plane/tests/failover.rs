@@ -230,6 +230,42 @@ async fn streams_fail_over_before_the_first_chunk_only() {
     );
 }
 
+/// A committed stream that breaks is judged by the same table as a failed
+/// attempt: it counts toward its member's bench, and a bench it causes is
+/// counted and seen by the next request. (Its first chunk reported the
+/// member healthy, so with a threshold of one the break benches it.)
+#[tokio::test]
+async fn a_broken_stream_counts_toward_its_members_bench() {
+    let s = setup(policy(0, 1, 60_000), &[]).await;
+    let mut c = client(&s.worker).await;
+    s.fake.set_fault("a", Fault::DropAfter(1));
+    {
+        let stream = c
+            .generate_stream(ask("p", "hi"))
+            .await
+            .expect("opens")
+            .into_inner();
+        let (events, end) = drain(stream).await;
+        assert_eq!(text_of(&events), "a", "committed to a before it broke");
+        assert_eq!(end.expect_err("broken").code(), Code::Unavailable);
+    }
+    let benches = sample(
+        &scrape(&s.worker).await,
+        "switchyard_member_benches_total",
+        &[("member", "p-a")],
+    );
+    assert_eq!(benches, Some(1.0), "the break benched a");
+    let (events, end) = drain(
+        c.generate_stream(ask("p", "hi"))
+            .await
+            .expect("opens")
+            .into_inner(),
+    )
+    .await;
+    end.expect("b serves while a sits out");
+    assert_eq!(text_of(&events), "b says hello w1");
+}
+
 #[tokio::test]
 async fn a_stalled_stream_ends_with_deadline_exceeded() {
     let s = setup(policy(0, 10, 1000), &[("SWITCHYARD_STREAM_IDLE_MS", "400")]).await;

@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 
 use super::Engine;
 use super::run::{Outcome, Run, outcome_of};
+use super::verdict::Verdict;
 use crate::error::DpError;
 use crate::fleet::{ProbeHold, Reservation};
 use crate::model::{Candidate, Pool};
@@ -249,64 +250,50 @@ impl Engine {
                 run.log.reason(c, err.to_string());
                 return Outcome::Next;
             }
-            match class {
-                ErrorClass::Transient => {
-                    let entry = self.fleet.failure(
-                        &c.member_id,
-                        &pool.policy,
-                        err.retry_after(),
-                        probe.take(),
-                    );
-                    let benched = entry.benched_at(Instant::now());
-                    if benched {
-                        self.observer.metrics.benched(&pool.name, &c.member_id);
-                        tracing::warn!(pool = %pool.name, member = %c.member_id, benches = entry.benches, "member benched");
-                    }
+            let verdict = self
+                .judge()
+                .failed(pool, c, class, err.retry_after(), probe.take());
+            match (class, verdict) {
+                (ErrorClass::Transient, Verdict::Counted { benched }) => {
                     if benched || n + 1 == tries || !self.back_off(n, run).await {
                         run.log.reason(c, err.to_string());
                         return Outcome::Next;
                     }
                 }
-                ErrorClass::RateLimited => {
-                    // Benched at once, fleet-wide, for as long as it said.
-                    let d = err.retry_after().unwrap_or(self.rules.rate_limit_cooldown);
-                    self.fleet.bench_for(&c.member_id, d, probe.take());
-                    self.observer.metrics.benched(&pool.name, &c.member_id);
-                    tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member rate-limited: benched");
+                (ErrorClass::RateLimited, Verdict::Benched(d)) => {
                     run.log.due_back(d);
                     run.log
                         .reason(c, format!("{err} (benched for {:.1}s)", d.as_secs_f64()));
                     return Outcome::Next;
                 }
-                ErrorClass::AuthBilling(refusal) => {
-                    let d = self.rules.auth_cooldown;
-                    self.fleet.bench_for(&c.member_id, d, probe.take());
-                    self.observer.metrics.benched(&pool.name, &c.member_id);
-                    tracing::warn!(pool = %pool.name, member = %c.member_id, for_ms = d.as_millis() as u64, "member refused its credential or account: benched");
+                (ErrorClass::AuthBilling(refusal), Verdict::Benched(d)) => {
                     run.log.refused(refusal, c, &err);
                     run.log
                         .reason(c, format!("{err} (benched for {:.0}s)", d.as_secs_f64()));
                     return Outcome::Next;
                 }
-                ErrorClass::Declined(refusal) => {
+                (ErrorClass::Declined(refusal), _) => {
                     // Said in a 400, which a caller can cause: no bench.
                     run.log.refused(refusal, c, &err);
                     run.log.reason(c, err.to_string());
                     run.free_hop = true;
                     return Outcome::Next;
                 }
-                ErrorClass::ContextTooLong => {
+                (ErrorClass::ContextTooLong, _) => {
                     run.log.reason(c, err.to_string());
                     run.free_hop = true;
                     run.too_long = true;
                     return Outcome::Next;
                 }
-                ErrorClass::ModelNotFound | ErrorClass::Misconfigured | ErrorClass::Unsupported => {
+                (
+                    ErrorClass::ModelNotFound | ErrorClass::Misconfigured | ErrorClass::Unsupported,
+                    _,
+                ) => {
                     run.log.reason(c, err.to_string());
                     run.free_hop = true;
                     return Outcome::Next;
                 }
-                ErrorClass::Permanent(refusal) => {
+                (ErrorClass::Permanent(refusal), _) => {
                     if pool.policy.advance_on_permanent {
                         run.log.reason(c, err.to_string());
                         return Outcome::Next;
@@ -316,6 +303,14 @@ impl Engine {
                         member: c.label(),
                         message: err.to_string(),
                     });
+                }
+                // The verdict follows the class (`Judge::failed`): no other pair.
+                (
+                    ErrorClass::Transient | ErrorClass::RateLimited | ErrorClass::AuthBilling(_),
+                    _,
+                ) => {
+                    run.log.reason(c, err.to_string());
+                    return Outcome::Next;
                 }
             }
         }

@@ -33,6 +33,7 @@ mod deadline;
 mod member;
 mod run;
 mod tried;
+pub(crate) mod verdict;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -142,6 +143,15 @@ impl Engine {
     }
 
     /// The failover rules.
+    /// Carries out what a member's failure means for it (`verdict`).
+    pub(crate) fn judge(&self) -> verdict::Judge<'_> {
+        verdict::Judge {
+            fleet: &self.fleet,
+            metrics: &self.observer.metrics,
+            rules: &self.rules,
+        }
+    }
+
     pub fn rules(&self) -> Rules {
         self.rules
     }

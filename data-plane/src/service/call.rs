@@ -149,6 +149,7 @@ impl InferenceService {
             .member_busy(&member, &pool.name);
         let pump = Pump {
             fleet: self.engine.fleet().clone(),
+            rules: self.engine.rules(),
             metrics: self.engine.observer().metrics.clone(),
             bound,
             prompt,
