@@ -24,13 +24,31 @@ pub enum Budget {
 /// This worker's clock as the rpm/tpm window sees it: the Unix minute, and
 /// how far into it we are.
 pub(super) fn wall_minute() -> (i64, Duration) {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = since_epoch();
     let secs = since_epoch.as_secs();
     let into = Duration::from_secs(secs % 60)
         + Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
     (i64::try_from(secs / 60).unwrap_or(0), into)
+}
+
+/// Wall-clock time: every worker of the fleet agrees on the minute.
+#[cfg(not(test))]
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Unit tests run on paused tokio time: the window's clock follows it, from
+/// a fixed wall time 10 s into a minute at the thread's first reading, so a
+/// real minute turning over mid-test changes nothing.
+#[cfg(test)]
+fn since_epoch() -> Duration {
+    thread_local! {
+        static ANCHOR: tokio::time::Instant = tokio::time::Instant::now();
+    }
+    let start = Duration::from_secs(29_000_000 * 60 + 10);
+    start + ANCHOR.with(|a| a.elapsed())
 }
 
 /// The current Unix minute (the rpm/tpm window).
