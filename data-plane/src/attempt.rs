@@ -112,50 +112,23 @@ pub async fn open_stream(
         .unwrap_or(Err(UpstreamError::FirstByteTimeout))
 }
 
-/// Pooled HTTP clients, one per distinct provider connect timeout (reqwest
-/// sets it per client), kept across config changes so connection pools
-/// survive them. Clients make no retries of their own and have no overall
-/// timeout: failover decides both, per attempt.
+/// Pooled HTTP clients, one per distinct provider connect timeout (set per
+/// client), kept across config changes so connection pools survive them.
+/// Clients make no retries of their own and have no overall timeout:
+/// failover decides both, per attempt.
+#[derive(Default)]
 pub struct HttpClients {
-    clients: std::sync::Mutex<std::collections::HashMap<Duration, reqwest::Client>>,
-}
-
-impl Default for HttpClients {
-    fn default() -> Self {
-        Self {
-            clients: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
+    clients: std::sync::Mutex<std::collections::HashMap<Duration, upstream::Client>>,
 }
 
 impl HttpClients {
-    pub fn for_connect_timeout(&self, connect: Duration) -> reqwest::Client {
+    pub fn for_connect_timeout(&self, connect: Duration) -> upstream::Client {
         let mut map = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = map.get(&connect) {
-            return c.clone();
-        }
-        let built = reqwest::Client::builder()
-            .connect_timeout(connect)
-            // A redirect would carry the credential headers to another host,
-            // and turn a POST into a GET: an upstream that redirects is misconfigured.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build();
-        match built {
-            Ok(c) => {
-                map.insert(connect, c.clone());
-                c
-            }
-            Err(err) => {
-                // Only TLS back-end initialisation can fail here; fall back to defaults.
-                tracing::error!(error = %err, "cannot build an HTTP client; using defaults");
-                reqwest::Client::new()
-            }
-        }
+        map.entry(connect)
+            .or_insert_with(|| upstream::Client::new(connect))
+            .clone()
     }
 }

@@ -6,10 +6,10 @@
 //! and each attempt's span is the parent the upstream sees. With it off, no
 //! spans are exported and the caller's headers are passed on as they came.
 
+use http::header::{HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use reqwest::header::{HeaderName, HeaderValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub use crate::upstream::TraceHeaders;

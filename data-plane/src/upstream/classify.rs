@@ -204,7 +204,7 @@ pub(super) fn capped_secs(secs: f64) -> Option<Duration> {
 /// `-tokens` (`1s`, `6m0s`, `120ms`) where `x-ratelimit-remaining-*` is 0,
 /// Anthropic's `anthropic-ratelimit-*-reset` (RFC 3339) likewise. The
 /// longest such reset wins.
-pub fn retry_hint(headers: &reqwest::header::HeaderMap, status: u16) -> Option<Duration> {
+pub fn retry_hint(headers: &http::header::HeaderMap, status: u16) -> Option<Duration> {
     let get = |name: &str| {
         headers
             .get(name)

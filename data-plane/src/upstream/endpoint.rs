@@ -6,29 +6,37 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use reqwest::Url;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use http_body_util::Full;
+use url::Url;
+
 use secrecy::{ExposeSecret, SecretString};
 
+use super::client::Request;
 use super::{Kind, Target, TraceHeaders, UpstreamError};
 
 /// The Anthropic API version members are sent.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// Where a request goes: a URL parsed once, or, when it does not parse as
-/// one reqwest takes, the text (reqwest then fails the request as before).
-enum Dest {
-    Parsed(Url),
-    Text(String),
-}
+/// Where a request goes: a URL parsed once, or why it cannot be one (each
+/// request to it then fails with that, a configuration error).
+struct Dest(Result<Uri, String>);
 
 impl Dest {
     fn new(base_url: &str, path: &str) -> Self {
         let text = join_url(base_url, path);
-        match Url::parse(&text) {
-            Ok(url) if url.has_host() => Dest::Parsed(url),
-            _ => Dest::Text(text),
-        }
+        let bad = || format!("the base URL {base_url:?} is not an http(s) URL with a host");
+        let parsed = Url::parse(&text)
+            .ok()
+            .filter(|u| u.has_host() && matches!(u.scheme(), "http" | "https"))
+            .and_then(|u| u.as_str().parse::<Uri>().ok());
+        Self(parsed.ok_or_else(bad))
+    }
+
+    /// Nowhere: the mock sends nothing.
+    fn none() -> Self {
+        Self(Err("this member sends no HTTP requests".into()))
     }
 }
 
@@ -70,8 +78,8 @@ impl Wire {
             // The mock sends nothing.
             Kind::Mock => {
                 return Self {
-                    chat: Dest::Text(String::new()),
-                    embeddings: Dest::Text(String::new()),
+                    chat: Dest::none(),
+                    embeddings: Dest::none(),
                     unary: Ok(HeaderMap::new()),
                     stream: Ok(HeaderMap::new()),
                 };
@@ -84,13 +92,14 @@ impl Wire {
             other => other.to_string(),
         });
         let unary = unary.map(|mut h| {
-            // A configured content-type wins, as it did over reqwest's `json`.
+            // A configured content-type (and accept) wins.
             h.entry(CONTENT_TYPE)
                 .or_insert(HeaderValue::from_static("application/json"));
+            h.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
             h
         });
         let stream = unary.clone().map(|mut h| {
-            h.append(ACCEPT, HeaderValue::from_static("text/event-stream"));
+            h.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
             h
         });
         Self {
@@ -105,27 +114,22 @@ impl Wire {
     /// win over a member's extra headers).
     pub(super) fn request(
         &self,
-        http: &reqwest::Client,
         call: Call,
         body: Bytes,
         trace: &TraceHeaders,
-    ) -> Result<reqwest::Request, UpstreamError> {
+    ) -> Result<Request, UpstreamError> {
         let (dest, headers) = match call {
             Call::Chat { stream: false } => (&self.chat, &self.unary),
             Call::Chat { stream: true } => (&self.chat, &self.stream),
             Call::Embeddings => (&self.embeddings, &self.unary),
         };
         let mut headers = headers.clone().map_err(UpstreamError::Config)?;
+        let uri = dest.0.clone().map_err(UpstreamError::Config)?;
         trace.add_to(&mut headers);
-        let mut req = match dest {
-            Dest::Parsed(url) => reqwest::Request::new(reqwest::Method::POST, url.clone()),
-            Dest::Text(text) => http
-                .post(text.as_str())
-                .build()
-                .map_err(|e| super::from_reqwest(&e))?,
-        };
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        *req.body_mut() = Some(body.into());
         Ok(req)
     }
 }
@@ -241,7 +245,8 @@ impl std::fmt::Debug for Endpoint {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::{HeaderName, HeaderValue};
+    use http::header::{HeaderName, HeaderValue};
+    use http_body_util::BodyExt as _;
     use secrecy::SecretString;
 
     use super::super::openai::tests::target;
@@ -256,10 +261,14 @@ mod tests {
         t
     }
 
-    fn sent(e: &Endpoint, call: Call) -> Result<reqwest::Request, UpstreamError> {
-        let http = reqwest::Client::new();
-        e.wire()
-            .request(&http, call, Bytes::from_static(b"{}"), &trace())
+    fn sent(e: &Endpoint, call: Call) -> Result<Request, UpstreamError> {
+        e.wire().request(call, Bytes::from_static(b"{}"), &trace())
+    }
+
+    fn body_of(r: Request) -> Bytes {
+        futures::executor::block_on(r.into_body().collect())
+            .map(|c| c.to_bytes())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -275,7 +284,8 @@ mod tests {
             ..target("http://h:1/v1/")
         });
         let r = sent(&e, Call::Chat { stream: true }).expect("request");
-        assert_eq!(r.url().as_str(), "http://h:1/v1/chat/completions");
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(r.uri(), "http://h:1/v1/chat/completions");
         let h = r.headers();
         assert_eq!(h["authorization"], "Bearer sk-test");
         assert!(h["authorization"].is_sensitive());
@@ -283,16 +293,17 @@ mod tests {
         assert_eq!(h["traceparent"], "00-1-2-01");
         assert_eq!(h["content-type"], "application/json; charset=utf-8");
         assert_eq!(h["accept"], "text/event-stream");
-        assert_eq!(r.body().and_then(|b| b.as_bytes()), Some(&b"{}"[..]));
+        assert_eq!(h.get_all("accept").iter().count(), 1);
+        assert_eq!(body_of(r), &b"{}"[..]);
         let r = sent(&e, Call::Embeddings).expect("request");
-        assert_eq!(r.url().as_str(), "http://h:1/v1/embeddings");
-        assert!(!r.headers().contains_key("accept"));
+        assert_eq!(r.uri(), "http://h:1/v1/embeddings");
+        assert_eq!(r.headers()["accept"], "*/*");
         let anthropic = Endpoint::new(Target {
             kind: Kind::Anthropic,
             ..target("https://api.anthropic.com/v1")
         });
         let r = sent(&anthropic, Call::Chat { stream: false }).expect("request");
-        assert_eq!(r.url().as_str(), "https://api.anthropic.com/v1/messages");
+        assert_eq!(r.uri(), "https://api.anthropic.com/v1/messages");
         let h = r.headers();
         assert_eq!(h["x-api-key"], "sk-test");
         assert_eq!(h["anthropic-version"], "2023-06-01");
@@ -312,16 +323,14 @@ mod tests {
                 "{err:?}"
             );
         }
-        // A base URL reqwest cannot take fails as reqwest fails it.
-        let http = reqwest::Client::new();
-        for base in ["no scheme", "mailto:x"] {
+        // A base URL that is no http(s) URL fails each request with a
+        // configuration error naming it (no bench: the member is misconfigured).
+        for base in ["no scheme", "mailto:x", "ftp://h/v1"] {
             let e = Endpoint::new(target(base));
             let err = sent(&e, Call::Chat { stream: false }).expect_err("refused");
-            let url = join_url(base, "chat/completions");
-            let want = http.post(url).build().expect_err("reqwest refuses it");
-            assert_eq!(
-                err.to_string(),
-                super::super::from_reqwest(&want).to_string()
+            assert!(
+                matches!(&err, UpstreamError::Config(m) if m.contains(&format!("{base:?}"))),
+                "{err:?}"
             );
         }
     }

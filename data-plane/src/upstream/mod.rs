@@ -13,6 +13,7 @@ pub mod anthropic;
 #[cfg(test)]
 mod canned;
 mod classify;
+pub mod client;
 mod endpoint;
 mod lenient;
 #[cfg(feature = "mock")]
@@ -24,6 +25,7 @@ mod response;
 mod wire;
 
 pub use classify::{ErrorClass, Refusal, retry_hint};
+pub use client::Client;
 pub use endpoint::{Endpoint, Wire};
 pub use ratelimit::{RateHeaders, Rated};
 pub use request::{
@@ -186,20 +188,6 @@ impl UpstreamError {
     }
 }
 
-/// Maps a reqwest failure to an upstream error, keeping URLs (which never
-/// hold credentials: those travel in headers) but nothing else sensitive.
-pub fn from_reqwest(err: &reqwest::Error) -> UpstreamError {
-    if err.is_connect() {
-        UpstreamError::Connect(err.to_string())
-    } else if err.is_timeout() {
-        UpstreamError::FirstByteTimeout
-    } else if err.is_decode() {
-        UpstreamError::Protocol(err.to_string())
-    } else {
-        UpstreamError::Io(err.to_string())
-    }
-}
-
 /// Cuts an upstream error body to something fit for an error message.
 pub fn clip_body(body: &str) -> String {
     let t = body.trim();
@@ -213,11 +201,11 @@ pub fn clip_body(body: &str) -> String {
 /// Trace headers (W3C `traceparent`, `tracestate`) for one upstream request.
 #[derive(Clone, Debug, Default)]
 pub struct TraceHeaders {
-    headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    headers: Vec<(http::header::HeaderName, http::header::HeaderValue)>,
 }
 
 impl TraceHeaders {
-    pub fn push(&mut self, k: reqwest::header::HeaderName, v: reqwest::header::HeaderValue) {
+    pub fn push(&mut self, k: http::header::HeaderName, v: http::header::HeaderValue) {
         self.headers.push((k, v));
     }
 
@@ -235,7 +223,7 @@ impl TraceHeaders {
 
 impl TraceHeaders {
     /// Adds the trace headers to `h` (they win over a member's extra headers).
-    fn add_to(&self, h: &mut reqwest::header::HeaderMap) {
+    fn add_to(&self, h: &mut http::header::HeaderMap) {
         for (k, v) in &self.headers {
             h.insert(k.clone(), v.clone());
         }
@@ -313,7 +301,7 @@ fn body_of(p: &Prepared) -> Result<&bytes::Bytes, UpstreamError> {
 
 /// Sends one prepared request and returns the whole answer.
 pub async fn complete(
-    http: &reqwest::Client,
+    http: &Client,
     t: &Endpoint,
     req: &ChatRequest,
     body: &Prepared,
@@ -334,7 +322,7 @@ pub async fn complete(
 
 /// Asks for embeddings (a prepared request) and returns them all.
 pub async fn embed(
-    http: &reqwest::Client,
+    http: &Client,
     t: &Endpoint,
     req: &EmbedRequest,
     body: &Prepared,
@@ -370,7 +358,7 @@ pub fn check_extra(
 /// Sends one prepared streaming request; returns once the upstream
 /// accepted it (status checked), before the first chunk.
 pub async fn stream(
-    http: &reqwest::Client,
+    http: &Client,
     t: &Endpoint,
     req: &ChatRequest,
     body: &Prepared,

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::HeaderMap;
+use http::header::HeaderMap;
 
 use super::classify::{capped_secs, parse_reset_duration};
 
@@ -92,7 +92,7 @@ pub fn read(headers: &HeaderMap, now: SystemTime) -> Option<RateHeaders> {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::{HeaderName, HeaderValue};
+    use http::header::{HeaderName, HeaderValue};
 
     use super::*;
 

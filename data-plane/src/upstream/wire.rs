@@ -6,48 +6,49 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use super::client::{self, Client, Response};
 use super::endpoint::Call;
 #[cfg(test)]
 pub(super) use super::endpoint::join_url;
 use super::{
     Chunk, ChunkStream, Endpoint, RateHeaders, ResponseMeta, Target, TraceHeaders, UpstreamError,
-    clip_body, from_reqwest, retry_hint,
+    clip_body, retry_hint,
 };
 
 /// POSTs `body` (a unary chat or embeddings call) and returns the whole
 /// response body and its rate-limit headers.
 pub(super) async fn post_unary(
-    http: &reqwest::Client,
+    http: &Client,
     t: &Endpoint,
     call: Call,
     body: &Bytes,
     trace: &TraceHeaders,
 ) -> Result<(Bytes, Option<RateHeaders>), UpstreamError> {
-    let req = t.wire().request(http, call, body.clone(), trace)?;
-    unary_body(t, http.execute(req)).await
+    let req = t.wire().request(call, body.clone(), trace)?;
+    unary_body(t, http.send(req)).await
 }
 
 /// POSTs `body` asking for SSE; returns once the upstream accepted it
 /// (within the first-byte timeout), decoding events with `decoder`.
 pub(super) async fn post_stream<D: SseDecoder>(
-    http: &reqwest::Client,
+    http: &Client,
     t: &Endpoint,
     body: &Bytes,
     trace: &TraceHeaders,
     decoder: D,
 ) -> Result<ChunkStream, UpstreamError> {
     let call = Call::Chat { stream: true };
-    let req = t.wire().request(http, call, body.clone(), trace)?;
-    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, http.execute(req)))
+    let req = t.wire().request(call, body.clone(), trace)?;
+    let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, http.send(req)))
         .await
         .map_err(|_| UpstreamError::FirstByteTimeout)??;
     // The headers arrive before the body: the rate they tell leads the stream.
     let rate = rate_of(&resp);
-    let events = decode_sse(resp.bytes_stream().map_err(|e| from_reqwest(&e)), decoder);
+    let events = decode_sse(client::chunks(resp), decoder);
     Ok(match rate {
         Some(rate) => {
             let meta = Chunk::Meta(ResponseMeta {
@@ -65,22 +66,16 @@ pub(super) async fn post_stream<D: SseDecoder>(
 /// Sends; a non-2xx status becomes `Http` with the upstream's message.
 pub(super) async fn send_checked(
     t: &Target,
-    sent: impl Future<Output = reqwest::Result<reqwest::Response>>,
-) -> Result<reqwest::Response, UpstreamError> {
-    let mut resp = sent.await.map_err(|e| from_reqwest(&e))?;
+    sent: impl Future<Output = Result<Response, UpstreamError>>,
+) -> Result<Response, UpstreamError> {
+    let resp = sent.await?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
     let retry_after = retry_hint(resp.headers(), status.as_u16());
     let rate = rate_of(&resp).map(Box::new);
-    let mut body = Vec::new();
-    while let Ok(Some(part)) = resp.chunk().await {
-        body.extend_from_slice(&part);
-        if body.len() >= 64 * 1024 {
-            break;
-        }
-    }
+    let body = client::head_of(resp, 64 * 1024).await;
     // Masked before anything is cut from it, so no part of an echoed key survives.
     let text = mask_secret(t, &String::from_utf8_lossy(&body));
     let json = serde_json::from_str::<Value>(&text).ok();
@@ -102,7 +97,7 @@ pub(super) async fn send_checked(
 }
 
 /// The rate-limit headers of an answer, if it carried any.
-fn rate_of(resp: &reqwest::Response) -> Option<RateHeaders> {
+fn rate_of(resp: &Response) -> Option<RateHeaders> {
     super::ratelimit::read(resp.headers(), std::time::SystemTime::now())
 }
 
@@ -110,13 +105,13 @@ fn rate_of(resp: &reqwest::Response) -> Option<RateHeaders> {
 /// read is bounded by the caller's per-attempt total timeout.
 async fn unary_body(
     t: &Target,
-    sent: impl Future<Output = reqwest::Result<reqwest::Response>>,
+    sent: impl Future<Output = Result<Response, UpstreamError>>,
 ) -> Result<(Bytes, Option<RateHeaders>), UpstreamError> {
     let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, sent))
         .await
         .map_err(|_| UpstreamError::FirstByteTimeout)??;
     let rate = rate_of(&resp);
-    let body = resp.bytes().await.map_err(|e| from_reqwest(&e))?;
+    let body = client::whole(resp).await?;
     Ok((body, rate))
 }
 

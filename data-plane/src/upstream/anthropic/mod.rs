@@ -60,7 +60,7 @@ use decode::{Decoder, parse_completion};
 /// prepares the body once per member: `upstream::prepare`).
 #[cfg(test)]
 pub(super) async fn complete(
-    http: &reqwest::Client,
+    http: &super::Client,
     t: &super::Target,
     req: &ChatRequest,
     trace: &TraceHeaders,
@@ -71,7 +71,7 @@ pub(super) async fn complete(
 
 #[cfg(test)]
 pub(super) async fn stream(
-    http: &reqwest::Client,
+    http: &super::Client,
     t: &super::Target,
     req: &ChatRequest,
     trace: &TraceHeaders,
@@ -82,7 +82,7 @@ pub(super) async fn stream(
 
 /// Sends a unary body built by [`request_body`] for `req`.
 pub(super) async fn send(
-    http: &reqwest::Client,
+    http: &super::Client,
     t: &Endpoint,
     req: &ChatRequest,
     json: &Bytes,
@@ -97,7 +97,7 @@ pub(super) async fn send(
 
 /// Sends a streaming body built by [`request_body`] for `req`.
 pub(super) async fn send_stream(
-    http: &reqwest::Client,
+    http: &super::Client,
     t: &Endpoint,
     req: &ChatRequest,
     json: &Bytes,

@@ -231,7 +231,7 @@ fn every_fixed_sentence_compiles_and_matches_its_example() {
 
 #[test]
 fn retry_hints_in_every_form_providers_send() {
-    use reqwest::header::{HeaderMap, HeaderValue};
+    use http::header::{HeaderMap, HeaderValue};
     let hint = |pairs: &[(&'static str, String)]| {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {

@@ -137,7 +137,7 @@ mod tests {
     use super::super::super::canned::{self, http_response};
     /// Builds and sends, as the engine does in two steps.
     async fn embed_call(
-        http: &reqwest::Client,
+        http: &crate::upstream::Client,
         t: &Target,
         req: &EmbedRequest,
         trace: &TraceHeaders,
@@ -177,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn embeds_over_http() {
-        let http = reqwest::Client::new();
+        let http = crate::upstream::Client::new(std::time::Duration::from_secs(5));
         let req = EmbedRequest {
             dimensions: Some(3),
             user: Some("u-1".into()),
@@ -243,9 +243,14 @@ mod tests {
         };
         // Nothing listens there: an attempt to send would be a Connect error.
         let t = target("http://127.0.0.1:9/v1");
-        let err = embed_call(&reqwest::Client::new(), &t, &req, &TraceHeaders::default())
-            .await
-            .expect_err("refused");
+        let err = embed_call(
+            &crate::upstream::Client::new(std::time::Duration::from_secs(5)),
+            &t,
+            &req,
+            &TraceHeaders::default(),
+        )
+        .await
+        .expect_err("refused");
         assert!(matches!(err, UpstreamError::Unsupported(_)), "{err:?}");
     }
 

@@ -61,7 +61,7 @@ use parse::{Decoder, parse_completion};
 
 /// Asks `{base_url}/embeddings` for one vector per input: a body built by [`embed_body`].
 pub(super) async fn send_embed(
-    http: &reqwest::Client,
+    http: &super::Client,
     t: &Endpoint,
     req: &EmbedRequest,
     json: &Bytes,
@@ -75,7 +75,7 @@ pub(super) async fn send_embed(
 
 /// Sends a unary body built by [`request_body`].
 pub(super) async fn send(
-    http: &reqwest::Client,
+    http: &super::Client,
     t: &Endpoint,
     json: &Bytes,
     trace: &TraceHeaders,
@@ -89,7 +89,7 @@ pub(super) async fn send(
 
 /// Sends a streaming body built by [`request_body`].
 pub(super) async fn send_stream(
-    http: &reqwest::Client,
+    http: &super::Client,
     t: &Endpoint,
     json: &Bytes,
     trace: &TraceHeaders,
@@ -100,6 +100,6 @@ pub(super) async fn send_stream(
 /// The headers every request to `t` carries (its credential as a bearer
 /// token, its extra headers).
 #[cfg(test)]
-fn headers(t: &super::Target) -> Result<reqwest::header::HeaderMap, UpstreamError> {
+fn headers(t: &super::Target) -> Result<http::header::HeaderMap, UpstreamError> {
     super::endpoint::openai_headers(t.credential.as_ref(), &t.extra_headers)
 }

@@ -22,7 +22,7 @@ fn anthropic_target(base: &str) -> Target {
 
 #[tokio::test]
 async fn over_http_headers_errors_and_timeouts() {
-    let http = reqwest::Client::new();
+    let http = crate::upstream::Client::new(std::time::Duration::from_secs(5));
     let req = ChatRequest {
         messages: vec![msg(Role::User, "hi")],
         ..Default::default()
@@ -102,7 +102,7 @@ async fn over_http_headers_errors_and_timeouts() {
 
 #[tokio::test]
 async fn structured_output_over_http_is_a_forced_tool_read_as_content() {
-    let http = reqwest::Client::new();
+    let http = crate::upstream::Client::new(std::time::Duration::from_secs(5));
     let req = ChatRequest {
         messages: vec![msg(Role::User, "where?")],
         response_format: ResponseFormat::JsonObject,
