@@ -94,6 +94,11 @@ impl Pump {
                 if let (Ok(()), Some(hold)) = (&end, hold) {
                     hold.finished();
                 }
+                // The stream's health success: it finished (failover
+                // reported none when it committed, unless it was a probe).
+                if end.is_ok() && !self.member.ephemeral {
+                    self.fleet.success(&self.member.member_id, None);
+                }
                 // Settled once, on the last usage the stream reported; a
                 // stream that reported none (cut, or an upstream that sends
                 // no usage frame) is charged its upper bound.

@@ -231,15 +231,15 @@ async fn streams_fail_over_before_the_first_chunk_only() {
 }
 
 /// A committed stream that breaks is judged by the same table as a failed
-/// attempt: it counts toward its member's bench, and a bench it causes is
-/// counted and seen by the next request. (Its first chunk reported the
-/// member healthy, so with a threshold of one the break benches it.)
+/// attempt: it counts toward its member's bench (its first chunk does not
+/// reset the count: a stream's success is its finish), and a bench it
+/// causes is counted and seen by the next request.
 #[tokio::test]
 async fn a_broken_stream_counts_toward_its_members_bench() {
-    let s = setup(policy(0, 1, 60_000), &[]).await;
+    let s = setup(policy(0, 2, 60_000), &[]).await;
     let mut c = client(&s.worker).await;
     s.fake.set_fault("a", Fault::DropAfter(1));
-    {
+    for _ in 0..2 {
         let stream = c
             .generate_stream(ask("p", "hi"))
             .await
@@ -254,7 +254,7 @@ async fn a_broken_stream_counts_toward_its_members_bench() {
         "switchyard_member_benches_total",
         &[("member", "p-a")],
     );
-    assert_eq!(benches, Some(1.0), "the break benched a");
+    assert_eq!(benches, Some(1.0), "the second break benched a");
     let (events, end) = drain(
         c.generate_stream(ask("p", "hi"))
             .await

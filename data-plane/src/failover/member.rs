@@ -201,7 +201,11 @@ impl Engine {
                     );
                     run.log
                         .push(pool, c, pb::AttemptOutcome::Ok, None, Some(start));
-                    if !c.ephemeral {
+                    // A stream's health success is its clean finish (the
+                    // pump reports it): a member whose streams break after
+                    // their first chunk keeps counting failures. A probe
+                    // ends here all the same: the member answers again.
+                    if !c.ephemeral && (!T::STREAM || probe.is_some()) {
                         self.fleet.success(&c.member_id, probe.take());
                     }
                     run.reserved = reserved;
