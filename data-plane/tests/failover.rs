@@ -240,12 +240,7 @@ async fn a_broken_stream_counts_toward_its_members_bench() {
     let mut c = client(&s.worker).await;
     s.fake.set_fault("a", Fault::DropAfter(1));
     for _ in 0..2 {
-        let stream = c
-            .generate_stream(ask("p", "hi"))
-            .await
-            .expect("opens")
-            .into_inner();
-        let (events, end) = drain(stream).await;
+        let (events, end) = stream_once(&mut c, ask("p", "hi")).await;
         assert_eq!(text_of(&events), "a", "committed to a before it broke");
         assert_eq!(end.expect_err("broken").code(), Code::Unavailable);
     }
@@ -255,13 +250,7 @@ async fn a_broken_stream_counts_toward_its_members_bench() {
         &[("member", "p-a")],
     );
     assert_eq!(benches, Some(1.0), "the second break benched a");
-    let (events, end) = drain(
-        c.generate_stream(ask("p", "hi"))
-            .await
-            .expect("opens")
-            .into_inner(),
-    )
-    .await;
+    let (events, end) = stream_once(&mut c, ask("p", "hi")).await;
     end.expect("b serves while a sits out");
     assert_eq!(text_of(&events), "b says hello w1");
 }
@@ -389,13 +378,7 @@ async fn anthropic_members_speak_the_messages_api() {
             .map(|v| v.to_str().unwrap_or("").to_owned())
     });
     assert_eq!(key.as_deref(), Some("sk-ant-test-key-9999"));
-    let (events, end) = drain(
-        c.generate_stream(ask("claude-pool", "hi"))
-            .await
-            .expect("stream")
-            .into_inner(),
-    )
-    .await;
+    let (events, end) = stream_once(&mut c, ask("claude-pool", "hi")).await;
     assert!(end.is_ok(), "{end:?}");
     assert_eq!(text_of(&events), "claude-x says hello w1");
     assert!(

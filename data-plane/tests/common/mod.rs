@@ -170,6 +170,19 @@ pub async fn drain(
     read_all(&mut s).await
 }
 
+/// Opens a stream with `c` (it must open) and collects it like `drain`.
+pub async fn stream_once(
+    c: &mut InferenceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>,
+    req: pb::GenerateRequest,
+) -> (Vec<pb::GenerateStreamEvent>, Result<(), tonic::Status>) {
+    let mut s = c
+        .generate_stream(req)
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    read_all(&mut s).await
+}
+
 async fn read_all(
     s: &mut tonic::Streaming<pb::GenerateStreamEvent>,
 ) -> (Vec<pb::GenerateStreamEvent>, Result<(), tonic::Status>) {
