@@ -1,5 +1,5 @@
-//! The engine's answers in OpenAI's chat completions shape: a whole
-//! completion, or one SSE chunk per stream event.
+//! The engine's answers in OpenAI's chat completions shape: one SSE chunk
+//! per stream event (a whole completion: `completion.rs`), and what both share.
 
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
@@ -29,130 +29,44 @@ pub fn answer_model(response_model: &str, served: Option<&pb::ServedBy>, asked: 
         .to_owned()
 }
 
-pub fn usage(u: &pb::Usage) -> Value {
-    let mut v = json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u64::from(u.input_tokens) + u64::from(u.output_tokens),
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    });
-    if u.cache_write_input_tokens > 0 {
-        v["cache_creation_input_tokens"] = json!(u.cache_write_input_tokens);
-    }
-    v
+/// Usage in OpenAI's shape (cache writes in Anthropic's name, when any).
+#[derive(serde::Serialize)]
+pub struct Usage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u64,
+    prompt_tokens_details: Cached,
+    completion_tokens_details: Reasoned,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_creation_input_tokens: Option<u32>,
 }
 
-fn tool_calls(calls: &[pb::ToolCall]) -> Value {
-    calls
-        .iter()
-        .map(|c| {
-            json!({"id": c.id, "type": "function",
-                   "function": {"name": c.name, "arguments": c.arguments_json}})
-        })
-        .collect()
+#[derive(serde::Serialize)]
+struct Cached {
+    cached_tokens: u32,
 }
 
-fn logprobs(l: &[pb::TokenLogprob]) -> Value {
-    if l.is_empty() {
-        return Value::Null;
-    }
-    let entry = |token: &str, logprob: f64, bytes: &[u8]| json!({"token": token, "logprob": logprob, "bytes": bytes});
-    let content: Vec<Value> = l
-        .iter()
-        .map(|t| {
-            let mut e = entry(&t.token, t.logprob, &t.bytes);
-            e["top_logprobs"] = t
-                .top_logprobs
-                .iter()
-                .map(|x| entry(&x.token, x.logprob, &x.bytes))
-                .collect();
-            e
-        })
-        .collect();
-    json!({"content": content})
+#[derive(serde::Serialize)]
+struct Reasoned {
+    reasoning_tokens: u32,
 }
 
-/// Anthropic-style thinking blocks (with signatures), so a client can send
-/// them back on the next turn.
-fn thinking_blocks(blocks: &[pb::ReasoningBlock]) -> Option<Value> {
-    let signed: Vec<Value> = blocks
-        .iter()
-        .filter(|b| !b.signature.is_empty() || !b.redacted_data.is_empty())
-        .map(|b| {
-            if b.redacted_data.is_empty() {
-                json!({"type": "thinking", "thinking": b.text, "signature": b.signature})
-            } else {
-                json!({"type": "redacted_thinking", "data": b.redacted_data})
-            }
-        })
-        .collect();
-    (!signed.is_empty()).then_some(Value::Array(signed))
-}
-
-fn message(
-    content: &str,
-    calls: &[pb::ToolCall],
-    reasoning: &str,
-    blocks: &[pb::ReasoningBlock],
-) -> Value {
-    let mut m = json!({
-        "role": "assistant",
-        "content": if content.is_empty() && !calls.is_empty() { Value::Null } else { json!(content) },
-    });
-    if !calls.is_empty() {
-        m["tool_calls"] = tool_calls(calls);
+impl Usage {
+    pub fn of(u: &pb::Usage) -> Self {
+        Self {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u64::from(u.input_tokens) + u64::from(u.output_tokens),
+            prompt_tokens_details: Cached {
+                cached_tokens: u.cached_input_tokens,
+            },
+            completion_tokens_details: Reasoned {
+                reasoning_tokens: u.reasoning_tokens,
+            },
+            cache_creation_input_tokens: (u.cache_write_input_tokens > 0)
+                .then_some(u.cache_write_input_tokens),
+        }
     }
-    if !reasoning.is_empty() {
-        m["reasoning_content"] = json!(reasoning);
-    }
-    if let Some(b) = thinking_blocks(blocks) {
-        m["thinking_blocks"] = b;
-    }
-    m
-}
-
-/// A whole completion.
-pub fn completion(r: &pb::GenerateResponse, asked: &str) -> Value {
-    let choices: Vec<Value> = if r.choices.is_empty() {
-        vec![json!({
-            "index": 0,
-            "message": message(&r.content, &r.tool_calls, &r.reasoning, &r.reasoning_blocks),
-            "logprobs": logprobs(&r.logprobs),
-            "finish_reason": r.finish_reason,
-        })]
-    } else {
-        r.choices
-            .iter()
-            .map(|c| {
-                let blocks = if c.index == 0 {
-                    &r.reasoning_blocks[..]
-                } else {
-                    &[]
-                };
-                json!({
-                    "index": c.index,
-                    "message": message(&c.content, &c.tool_calls, &c.reasoning, blocks),
-                    "logprobs": logprobs(&c.logprobs),
-                    "finish_reason": c.finish_reason,
-                })
-            })
-            .collect()
-    };
-    let mut v = json!({
-        "id": answer_id(&r.upstream_id, &r.request_id),
-        "object": "chat.completion",
-        "created": unix_secs(),
-        "model": answer_model(&r.response_model, r.served_by.as_ref(), asked),
-        "choices": choices,
-    });
-    if !r.system_fingerprint.is_empty() {
-        v["system_fingerprint"] = json!(r.system_fingerprint);
-    }
-    if let Some(u) = &r.usage {
-        v["usage"] = usage(u);
-    }
-    v
 }
 
 /// What every chunk of one stream repeats.
@@ -246,7 +160,7 @@ impl StreamHead {
     /// The usage chunk OpenAI sends last (`stream_options.include_usage`).
     pub fn usage(&self, u: &pb::Usage) -> Value {
         let mut v = self.chunk(json!([]));
-        v["usage"] = usage(u);
+        v["usage"] = json!(Usage::of(u));
         v
     }
 }
@@ -312,53 +226,6 @@ pub const DONE: &[u8] = b"data: [DONE]\n\n";
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_completion_in_openai_shape() {
-        let r = pb::GenerateResponse {
-            request_id: "r1".into(),
-            content: String::new(),
-            tool_calls: vec![pb::ToolCall {
-                id: "c1".into(),
-                name: "f".into(),
-                arguments_json: "{}".into(),
-            }],
-            finish_reason: "tool_calls".into(),
-            usage: Some(pb::Usage {
-                input_tokens: 10,
-                output_tokens: 5,
-                cached_input_tokens: 4,
-                reasoning_tokens: 2,
-                cache_write_input_tokens: 0,
-            }),
-            reasoning: "thought".into(),
-            reasoning_blocks: vec![pb::ReasoningBlock {
-                text: "thought".into(),
-                signature: "s".into(),
-                redacted_data: String::new(),
-            }],
-            served_by: Some(pb::ServedBy {
-                upstream_model: "claude-x".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let v = completion(&r, "coding");
-        assert_eq!(v["id"], "chatcmpl-r1");
-        assert_eq!(v["model"], "claude-x");
-        let m = &v["choices"][0]["message"];
-        assert_eq!(m["content"], Value::Null);
-        assert_eq!(m["tool_calls"][0]["function"]["name"], "f");
-        assert_eq!(m["reasoning_content"], "thought");
-        assert_eq!(m["thinking_blocks"][0]["signature"], "s");
-        assert_eq!(v["usage"]["total_tokens"], 15);
-        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
-        assert_eq!(
-            v["usage"]["completion_tokens_details"]["reasoning_tokens"],
-            2
-        );
-        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-    }
 
     #[test]
     fn stream_chunks_in_openai_shape() {

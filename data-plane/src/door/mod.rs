@@ -12,6 +12,7 @@
 
 mod chat_in;
 mod chat_out;
+mod completion;
 mod embeddings;
 mod error;
 mod front;
@@ -181,7 +182,8 @@ async fn chat_inner(door: &Door, req: Request) -> Result<Response, DoorError> {
     let ask = ask(&parts, grant, chat.request);
     if !chat.stream {
         let a = door.service.chat(ask).await?;
-        let body = chat_out::completion(&respond::unary(a.id, a.served), &asked);
+        let answer = respond::unary(a.id, a.served);
+        let body = completion::completion(&answer, &asked);
         return Ok(json_response(&body, a.headers));
     }
     let mut opened = door.service.stream(ask).await?;
