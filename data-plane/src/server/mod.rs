@@ -115,6 +115,7 @@ impl Worker {
     /// HTTP door on `listener` and `settings.http`. Health says
     /// NOT_SERVING until a config is loaded.
     pub async fn build(listener: TcpListener, settings: Settings) -> Result<Self, StartError> {
+        crate::upstream::client::warn_about_proxy_env();
         let catalog = Arc::new(ArcSwap::from_pointee(Catalog::default()));
         let access = auth::access(&settings, &catalog)?;
         let Settings {

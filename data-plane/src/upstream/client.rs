@@ -5,14 +5,23 @@
 //!
 //! No redirects (a redirect would carry the credential headers to another
 //! host, and turn a POST into a GET: an upstream that redirects is
-//! misconfigured), no retries and no overall timeout of its own: failover
-//! decides all three, per attempt.
+//! misconfigured) and no overall timeout of its own: failover decides both,
+//! per attempt. It resends only what the upstream provably never processed:
+//! an HTTP/2 stream refused (`REFUSED_STREAM`) or cut by a graceful GOAWAY,
+//! at most twice. Dead connections are found by TCP keepalive, a TCP user
+//! timeout and HTTP/2 pings, so a black-holed pooled connection costs
+//! seconds, not the kernel's quarter of an hour. `HTTP(S)_PROXY` is not
+//! honoured (the worker warns at start when it is set).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
+use http::Uri;
 use http_body_util::{BodyDataStream, BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -27,23 +36,41 @@ pub type Request = http::Request<Full<Bytes>>;
 /// An answer, its body still to be read.
 pub type Response = http::Response<Incoming>;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Idle connections kept per host.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// TCP keepalive: first probe after this much silence, then every as long.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Unacknowledged data older than this closes the connection (Linux).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 pings: every this long, a connection answering none within
+/// `H2_PING_TIMEOUT` is closed.
+const H2_PING_EVERY: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Resends of a request the upstream refused unprocessed.
+const MAX_RESENDS: usize = 2;
 
 /// One pooled client (cheap to clone: the pool is shared).
 #[derive(Clone)]
 pub struct Client {
-    inner: Pooled<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Pooled<Bounded, Full<Bytes>>,
 }
 
 impl Client {
-    /// A client whose connections must be made within `connect`.
+    /// A client whose connections (DNS, TCP and TLS together) must be made
+    /// within `connect`.
     pub fn new(connect: Duration) -> Self {
         let mut tcp = HttpConnector::new();
-        tcp.set_connect_timeout(Some(connect));
         tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(KEEPALIVE));
+        tcp.set_keepalive_interval(Some(KEEPALIVE));
+        tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+        #[cfg(target_os = "linux")]
+        tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         // `https` URLs go through the TLS connector wrapping this one.
         tcp.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -56,20 +83,109 @@ impl Client {
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .pool_timer(TokioTimer::new())
-            .build(https);
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(Some(H2_PING_EVERY))
+            .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+            .build(Bounded {
+                inner: https,
+                limit: connect,
+            });
         Self { inner }
     }
 
-    /// Sends `req`; the answer once its head arrived.
-    pub async fn send(&self, req: Request) -> Result<Response, UpstreamError> {
-        self.inner.request(req).await.map_err(|e| {
-            let text = described(&e);
-            if e.is_connect() {
-                UpstreamError::Connect(text)
-            } else {
-                UpstreamError::Io(text)
+    /// Sends the request `make` builds (again, for a resend); the answer
+    /// once its head arrived.
+    pub async fn send(
+        &self,
+        make: impl Fn() -> Result<Request, UpstreamError>,
+    ) -> Result<Response, UpstreamError> {
+        let mut resends = 0;
+        loop {
+            match self.inner.request(make()?).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if resends < MAX_RESENDS && unprocessed(&e) => resends += 1,
+                Err(e) => {
+                    let text = described(&e);
+                    return Err(if e.is_connect() {
+                        UpstreamError::Connect(text)
+                    } else {
+                        UpstreamError::Io(text)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// True when the upstream said it did not process the request: its HTTP/2
+/// stream was refused, or the connection was closed gracefully (GOAWAY
+/// with no error) before the stream was taken. Safe to send again.
+fn unprocessed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)));
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The TLS connector, its whole connect (DNS, TCP, TLS) bounded by `limit`.
+#[derive(Clone)]
+struct Bounded {
+    inner: HttpsConnector<HttpConnector>,
+    limit: Duration,
+}
+
+type Connected = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Response;
+
+impl tower::Service<Uri> for Bounded {
+    type Response = Connected;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Connected, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(done) => done,
+                Err(_) => Err(format!(
+                    "no connection within the connect timeout ({} ms: DNS, TCP and TLS)",
+                    limit.as_millis()
+                )
+                .into()),
             }
         })
+    }
+}
+
+/// Says at start that a proxy set in the environment is not used: upstream
+/// calls go straight to the members' base URLs.
+// Not configuration: it looks for what other HTTP clients would honour, to
+// say that this one does not.
+#[allow(clippy::disallowed_methods)]
+pub fn warn_about_proxy_env() {
+    let set: Vec<&str> = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .into_iter()
+    .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+    .collect();
+    if !set.is_empty() {
+        tracing::warn!(variables = %set.join(","), "a proxy is set in the environment but upstream calls do not use proxies: they go straight to each member's base URL");
     }
 }
 
@@ -143,4 +259,48 @@ pub async fn head_of(resp: Response, limit: usize) -> Vec<u8> {
 /// The body of an answer as a stream of byte chunks.
 pub fn chunks(resp: Response) -> impl Stream<Item = Result<Bytes, UpstreamError>> + Send {
     BodyDataStream::new(resp.into_body()).map(|r| r.map_err(|e| body_error(&e)))
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tokio::spawn for the silent server
+mod tests {
+    use super::*;
+
+    /// The connect timeout bounds TLS too: a server that accepts the TCP
+    /// connection and then says nothing fails the request as a connect
+    /// error at the connect timeout (not at the first-byte timeout).
+    #[tokio::test]
+    async fn a_tls_handshake_that_never_ends_is_a_connect_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let client = Client::new(Duration::from_millis(200));
+        let uri: Uri = format!("https://{addr}/v1/chat/completions")
+            .parse()
+            .expect("uri");
+        let req = || {
+            let mut req = Request::new(Full::new(Bytes::from_static(b"{}")));
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = uri.clone();
+            Ok(req)
+        };
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(10), client.send(req))
+            .await
+            .expect("bounded by the connect timeout")
+            .expect_err("no TLS server there");
+        assert!(
+            matches!(&err, UpstreamError::Connect(m) if m.contains("connect timeout")),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        held.abort();
+    }
 }

@@ -28,7 +28,7 @@ pub(super) async fn post_unary(
     body: &Bytes,
     trace: &TraceHeaders,
 ) -> Result<(Bytes, Option<RateHeaders>), UpstreamError> {
-    let req = t.wire().request(call, body.clone(), trace)?;
+    let req = || t.wire().request(call, body.clone(), trace);
     unary_body(t, http.send(req)).await
 }
 
@@ -42,7 +42,7 @@ pub(super) async fn post_stream<D: SseDecoder>(
     decoder: D,
 ) -> Result<ChunkStream, UpstreamError> {
     let call = Call::Chat { stream: true };
-    let req = t.wire().request(call, body.clone(), trace)?;
+    let req = || t.wire().request(call, body.clone(), trace);
     let resp = tokio::time::timeout(t.timeouts.first_byte, send_checked(t, http.send(req)))
         .await
         .map_err(|_| UpstreamError::FirstByteTimeout)??;
