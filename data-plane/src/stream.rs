@@ -94,9 +94,10 @@ impl Pump {
                 if let (Ok(()), Some(hold)) = (&end, hold) {
                     hold.finished();
                 }
-                // The stream's health success: it finished (failover
-                // reported none when it committed, unless it was a probe).
-                if end.is_ok() && !self.member.ephemeral {
+                // The stream's health success (failover reported none when
+                // it committed, unless it was a probe): it finished, or the
+                // caller left while the upstream was still serving it.
+                if matches!(end, Ok(()) | Err(Cut::CallerGone)) && !self.member.ephemeral {
                     self.fleet.success(&self.member.member_id, None);
                 }
                 // Settled once, on the last usage the stream reported; a

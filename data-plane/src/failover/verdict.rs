@@ -23,7 +23,7 @@ pub(crate) enum Verdict {
     /// the member keeps no health state (a direct call to a named model).
     Kept,
     /// A transient fault, counted toward the member's bench; `benched`
-    /// when this one reached the threshold.
+    /// when the member is benched now (by this one or before it).
     Counted { benched: bool },
     /// Benched at once for this long: it said it is rate-limited, or it
     /// refused its credential or account.
@@ -54,11 +54,15 @@ impl Judge<'_> {
             return Verdict::Kept;
         }
         let m = &c.member_id;
+        let now = Instant::now();
+        // Only the failure that benches a member counts and logs a bench:
+        // a hundred streams dying with it add one, not a hundred.
+        let was_benched = self.fleet.table().get(m).is_some_and(|e| e.benched_at(now));
         match class {
             ErrorClass::Transient => {
                 let entry = self.fleet.failure(m, &pool.policy, retry_after, probe);
-                let benched = entry.benched_at(Instant::now());
-                if benched {
+                let benched = entry.benched_at(now);
+                if benched && !was_benched {
                     self.metrics.benched(&pool.name, m);
                     tracing::warn!(pool = %pool.name, member = %m, benches = entry.benches, "member benched");
                 }
@@ -68,15 +72,19 @@ impl Judge<'_> {
                 // Benched at once, fleet-wide, for as long as it said.
                 let d = retry_after.unwrap_or(self.rules.rate_limit_cooldown);
                 self.fleet.bench_for(m, d, probe);
-                self.metrics.benched(&pool.name, m);
-                tracing::warn!(pool = %pool.name, member = %m, for_ms = d.as_millis() as u64, "member rate-limited: benched");
+                if !was_benched {
+                    self.metrics.benched(&pool.name, m);
+                    tracing::warn!(pool = %pool.name, member = %m, for_ms = d.as_millis() as u64, "member rate-limited: benched");
+                }
                 Verdict::Benched(d)
             }
             ErrorClass::AuthBilling(_) => {
                 let d = self.rules.auth_cooldown;
                 self.fleet.bench_for(m, d, probe);
-                self.metrics.benched(&pool.name, m);
-                tracing::warn!(pool = %pool.name, member = %m, for_ms = d.as_millis() as u64, "member refused its credential or account: benched");
+                if !was_benched {
+                    self.metrics.benched(&pool.name, m);
+                    tracing::warn!(pool = %pool.name, member = %m, for_ms = d.as_millis() as u64, "member refused its credential or account: benched");
+                }
                 Verdict::Benched(d)
             }
             // Said in a 400 a caller can cause, or the request's own fault:
