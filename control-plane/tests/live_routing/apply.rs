@@ -135,13 +135,7 @@ async fn apply_and_export_carry_keys_caps_and_conditions(backend: Backend) {
     assert!(!format!("{exported:?}").contains(SECOND));
     let again = apply(&mut c, exported, false).await.expect("apply");
     assert!(again.changes.is_empty(), "{:?}", again.changes);
-    let got = c
-        .get_provider(pb::GetRequest {
-            id_or_name: "prov".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let got = provider_named(&mut c, "prov").await;
     let kept = got.keys.iter().find(|k| k.name == "sealed").expect("kept");
     assert_eq!(
         kept.credential_info.as_ref().expect("info").fingerprint,
@@ -154,13 +148,7 @@ async fn apply_and_export_carry_keys_caps_and_conditions(backend: Backend) {
     moved.members[0].key = "c".into();
     let out = apply(&mut c, moved, false).await.expect("move and drop");
     assert!(out.applied);
-    let got = c
-        .get_provider(pb::GetRequest {
-            id_or_name: "prov".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let got = provider_named(&mut c, "prov").await;
     assert_eq!(names(&got), ["c"]);
     assert_eq!(export(&mut c).await.members[0].key, "c");
 

@@ -36,13 +36,7 @@ async fn provider_keys_and_member_fields(backend: Backend) {
     assert!(!shown.contains(SECOND) && !shown.contains(OWN), "{shown}");
 
     // Get and list show them too, never the secret.
-    let got = c
-        .get_provider(pb::GetRequest {
-            id_or_name: "prov".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let got = provider_named(&mut c, "prov").await;
     assert_eq!(got.keys, created.keys);
     let listed = c
         .list_providers(pb::ListProvidersRequest::default())
@@ -330,12 +324,6 @@ async fn provider_keys_and_member_fields(backend: Backend) {
     .await
     .expect("delete provider");
     create_provider(&mut c, openai_provider("prov", OWN)).await;
-    let again = c
-        .get_provider(pb::GetRequest {
-            id_or_name: "prov".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let again = provider_named(&mut c, "prov").await;
     assert!(again.keys.is_empty());
 }

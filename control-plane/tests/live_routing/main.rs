@@ -76,3 +76,13 @@ fn tier(pool: &str, when: Option<pb::TierCondition>) -> pb::RouteTier {
         when,
     }
 }
+
+/// The provider `name` as GetProvider shows it.
+async fn provider_named(c: &mut Client, name: &str) -> pb::Provider {
+    c.get_provider(pb::GetRequest {
+        id_or_name: name.into(),
+    })
+    .await
+    .expect("get")
+    .into_inner()
+}
