@@ -269,6 +269,18 @@ impl Fleet {
         (Self { core }, pusher)
     }
 
+    /// A fleet of one worker kept in this process's memory (no Redis), with
+    /// the default retry budget; the returned task pushes its reports (run
+    /// it on the caller's runtime). For an engine without a fleet to share.
+    pub fn in_memory() -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        Self::new(
+            Arc::new(memory::MemoryBackend::default()),
+            Arc::new(Link::default()),
+            budget::BudgetPolicy::default(),
+            CancellationToken::new(),
+        )
+    }
+
     pub fn table(&self) -> &Arc<HealthTable> {
         &self.core.table
     }

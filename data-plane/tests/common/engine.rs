@@ -8,23 +8,15 @@ use arc_swap::ArcSwap;
 use switchyard_data_plane::catalog::Catalog;
 use switchyard_data_plane::credentials::Resolver;
 use switchyard_data_plane::failover::{Engine, Parts};
-use switchyard_data_plane::fleet::budget::BudgetPolicy;
-use switchyard_data_plane::fleet::memory::MemoryBackend;
+use switchyard_data_plane::fleet::Fleet;
 use switchyard_data_plane::fleet::slots::Slots;
-use switchyard_data_plane::fleet::{Fleet, Link};
 use switchyard_data_plane::server::defaults;
 use switchyard_proto::v1 as pb;
-use tokio_util::sync::CancellationToken;
 
 /// The engine serving `snapshot`, each pool's admission queue holding
 /// `queue` requests. Call it inside a runtime: the fleet's pusher runs on it.
 pub fn in_memory(snapshot: &pb::Snapshot, queue: usize) -> Engine {
-    let (fleet, pusher) = Fleet::new(
-        Arc::new(MemoryBackend::default()),
-        Arc::new(Link::default()),
-        BudgetPolicy::default(),
-        CancellationToken::new(),
-    );
+    let (fleet, pusher) = Fleet::in_memory();
     // A test's runtime ends with the test: nothing outlives it.
     #[allow(clippy::disallowed_methods)]
     tokio::spawn(pusher);
