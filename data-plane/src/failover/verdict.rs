@@ -54,25 +54,23 @@ impl Judge<'_> {
             return Verdict::Kept;
         }
         let m = &c.member_id;
-        let now = Instant::now();
         // Only the failure that benches a member counts and logs a bench:
         // a hundred streams dying with it add one, not a hundred.
-        let was_benched = self.fleet.table().get(m).is_some_and(|e| e.benched_at(now));
         match class {
             ErrorClass::Transient => {
-                let entry = self.fleet.failure(m, &pool.policy, retry_after, probe);
-                let benched = entry.benched_at(now);
-                if benched && !was_benched {
+                let r = self.fleet.failure(m, &pool.policy, retry_after, probe);
+                if r.benched_it {
                     self.metrics.benched(&pool.name, m);
-                    tracing::warn!(pool = %pool.name, member = %m, benches = entry.benches, "member benched");
+                    tracing::warn!(pool = %pool.name, member = %m, benches = r.entry.benches, "member benched");
                 }
-                Verdict::Counted { benched }
+                Verdict::Counted {
+                    benched: r.entry.benched_at(Instant::now()),
+                }
             }
             ErrorClass::RateLimited => {
                 // Benched at once, fleet-wide, for as long as it said.
                 let d = retry_after.unwrap_or(self.rules.rate_limit_cooldown);
-                self.fleet.bench_for(m, d, probe);
-                if !was_benched {
+                if self.fleet.bench_for(m, d, probe).benched_it {
                     self.metrics.benched(&pool.name, m);
                     tracing::warn!(pool = %pool.name, member = %m, for_ms = d.as_millis() as u64, "member rate-limited: benched");
                 }
@@ -80,8 +78,7 @@ impl Judge<'_> {
             }
             ErrorClass::AuthBilling(_) => {
                 let d = self.rules.auth_cooldown;
-                self.fleet.bench_for(m, d, probe);
-                if !was_benched {
+                if self.fleet.bench_for(m, d, probe).benched_it {
                     self.metrics.benched(&pool.name, m);
                     tracing::warn!(pool = %pool.name, member = %m, for_ms = d.as_millis() as u64, "member refused its credential or account: benched");
                 }

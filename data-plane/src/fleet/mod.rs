@@ -240,6 +240,15 @@ pub struct Fleet {
     core: Arc<FleetCore>,
 }
 
+/// What a reported failure did to its member.
+pub struct Reported {
+    /// The member's entry after it.
+    pub entry: Entry,
+    /// This failure benched the member (it was not benched just before):
+    /// a bench counts once however many failures land while it lasts.
+    pub benched_it: bool,
+}
+
 impl Fleet {
     /// A fleet over `backend`; the returned task pushes reports until `stop`.
     pub fn new(
@@ -365,28 +374,32 @@ impl Fleet {
         policy: &Policy,
         retry_after: Option<Duration>,
         probe: Option<ProbeHold>,
-    ) -> Entry {
+    ) -> Reported {
         self.report_failure(member, Failure::new(policy, retry_after), probe)
     }
 
-    fn report_failure(&self, member: &str, f: Failure, probe: Option<ProbeHold>) -> Entry {
+    fn report_failure(&self, member: &str, f: Failure, probe: Option<ProbeHold>) -> Reported {
         let owner = probe.map(ProbeHold::settle);
         let now = Instant::now();
-        let ((), entry) = self
-            .core
-            .table
-            .modify(member, now, |e| e.fail(now, &f, owner.as_deref()));
+        let (was_benched, entry) = self.core.table.modify(member, now, |e| {
+            let was = e.benched_at(now);
+            e.fail(now, &f, owner.as_deref());
+            was
+        });
         self.core.send(Report::Failure {
             member: member.to_owned(),
             failure: f,
             probe_owner: owner,
         });
-        entry
+        Reported {
+            benched_it: !was_benched && entry.benched_at(now),
+            entry,
+        }
     }
 
     /// Benches a member at once, fleet-wide, for `d` (a rate limit, a refused
     /// credential): no threshold, no doubling; a longer bench is kept.
-    pub fn bench_for(&self, member: &str, d: Duration, probe: Option<ProbeHold>) -> Entry {
+    pub fn bench_for(&self, member: &str, d: Duration, probe: Option<ProbeHold>) -> Reported {
         self.report_failure(member, Failure::bench_for(d), probe)
     }
 
