@@ -76,14 +76,15 @@ struct Logprobs<'a> {
 
 #[derive(Serialize)]
 struct TokenLogprob<'a> {
-    token: &'a str,
-    logprob: f64,
-    bytes: &'a [u8],
-    top_logprobs: Vec<TopLogprob<'a>>,
+    #[serde(flatten)]
+    token: Logprob<'a>,
+    top_logprobs: Vec<Logprob<'a>>,
 }
 
+/// A token and its log probability (OpenAI's `top_logprobs` entry; with
+/// those alternatives, a `content` entry).
 #[derive(Serialize)]
-struct TopLogprob<'a> {
+struct Logprob<'a> {
     token: &'a str,
     logprob: f64,
     bytes: &'a [u8],
@@ -94,13 +95,15 @@ fn logprobs(l: &[pb::TokenLogprob]) -> Option<Logprobs<'_>> {
         content: l
             .iter()
             .map(|t| TokenLogprob {
-                token: &t.token,
-                logprob: t.logprob,
-                bytes: &t.bytes,
+                token: Logprob {
+                    token: &t.token,
+                    logprob: t.logprob,
+                    bytes: &t.bytes,
+                },
                 top_logprobs: t
                     .top_logprobs
                     .iter()
-                    .map(|x| TopLogprob {
+                    .map(|x| Logprob {
                         token: &x.token,
                         logprob: x.logprob,
                         bytes: &x.bytes,
